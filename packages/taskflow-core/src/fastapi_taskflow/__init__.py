@@ -1,0 +1,1 @@
+"""fastapi_taskflow: managed background tasks for FastAPI."""

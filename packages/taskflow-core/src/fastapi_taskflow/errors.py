@@ -1,0 +1,88 @@
+"""The errors taskflow raises.
+
+Every public error subclasses :class:`TaskflowError`, so ``except TaskflowError`` catches
+everything taskflow raises on purpose. Each message says what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "BackendURLError",
+    "EagerDispatchError",
+    "InvalidTaskError",
+    "QueueFullError",
+    "TaskArgumentError",
+    "TaskflowError",
+    "UnknownTaskError",
+]
+
+
+class TaskflowError(Exception):
+    """Root of every error taskflow raises on purpose."""
+
+
+class InvalidTaskError(TaskflowError, ValueError):
+    """A task definition or an ``add_task()`` call was given bad input.
+
+    Raised for a non-callable task, negative retries or delay, a backoff below 1,
+    tags that are not ``dict[str, str]``, a non-integer priority, or an unknown queue.
+    """
+
+
+class TaskArgumentError(InvalidTaskError):
+    """An argument of a task cannot be stored as JSON.
+
+    Durable backends store arguments as JSON so another instance can run the task. The
+    message names the argument; pass plain data (str, int, pydantic models, datetimes,
+    UUIDs, enums, lists and dicts of those) or an id the task can load itself.
+    """
+
+
+class BackendURLError(TaskflowError, ValueError):
+    """A backend URL is malformed (for example it has no ``scheme://``)."""
+
+
+class BackendNotFoundError(TaskflowError, LookupError):
+    """No installed package provides a backend for this URL scheme.
+
+    The message names the package to install, for example ``pip install "taskflow-core[redis]"``.
+    """
+
+
+class BackendUnavailableError(TaskflowError, ConnectionError):
+    """The backend's server could not be reached.
+
+    A route can turn this into a 503: nothing was accepted, so nothing is lost.
+    """
+
+
+class QueueFullError(TaskflowError):
+    """A named queue already holds ``max_size`` waiting tasks.
+
+    The task was recorded as ``REJECTED`` and will not run. Retry later, or raise the
+    queue's ``QueueConfig(max_size=...)``.
+    """
+
+    def __init__(self, queue: str, max_size: int, task_id: str) -> None:
+        self.queue = queue
+        self.max_size = max_size
+        self.task_id = task_id
+        super().__init__(
+            f"queue {queue!r} is full ({max_size} tasks waiting); task {task_id} was "
+            f"REJECTED. Retry later or raise QueueConfig(max_size=...) for {queue!r}."
+        )
+
+
+class EagerDispatchError(TaskflowError, RuntimeError):
+    """A task was to start now but no event loop is running to start it on.
+
+    ``eager=True`` and ``priority=`` need the application's event loop: call
+    ``add_task()`` from a route, from code running under ``async with task_manager``, or
+    use plain ``add_task()`` and await the task yourself.
+    """
+
+
+class UnknownTaskError(TaskflowError, LookupError):
+    """A task name is not registered with this ``TaskManager``."""

@@ -1,0 +1,217 @@
+"""The data taskflow stores and passes around: task records, logs, queries, stats.
+
+These are pydantic models, so a record is validated once where it enters and is JSON all
+the way out (``record.to_dict()`` is what a route returns).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "KEY_RELEASING_STATUSES",
+    "TERMINAL_STATUSES",
+    "Claim",
+    "CreateResult",
+    "Lease",
+    "LogEntry",
+    "TaskPage",
+    "TaskQuery",
+    "TaskRecord",
+    "TaskStats",
+    "TaskStatus",
+    "TaskUpdate",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+
+class TaskStatus(str, Enum):
+    """Where a task is in its life.
+
+    ``PENDING`` → ``RUNNING`` → one of ``SUCCESS``, ``FAILED``, ``INTERRUPTED``,
+    ``CANCELLED``; ``REJECTED`` when a full queue refused it. A task waiting for a retry is
+    ``PENDING`` again with ``attempt`` counting the attempts already made.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the task will not change status again."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILED,
+        TaskStatus.INTERRUPTED,
+        TaskStatus.CANCELLED,
+        TaskStatus.REJECTED,
+    }
+)
+"""Statuses a task never leaves."""
+
+ACTIVE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+"""Statuses of a task that has not finished."""
+
+KEY_RELEASING_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.REJECTED})
+"""A task in one of these statuses no longer holds its idempotency key: a new task with
+the same key may be created (the failed or rejected one stays in the history)."""
+
+
+class LogEntry(BaseModel):
+    """One line a task wrote with ``task_log()`` (or the engine wrote about it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timestamp: datetime
+    level: str = "info"
+    message: str
+    attempt: int = 0
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskRecord(BaseModel):
+    """Everything the store knows about one task.
+
+    ``args`` and ``kwargs`` hold the JSON form of the call's arguments, or ``None`` when
+    they could not be encoded (only allowed on in-process backends). ``logs`` is filled by
+    :meth:`Store.get` and left empty in query results.
+    """
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    task_id: str
+    func_name: str
+    status: TaskStatus = TaskStatus.PENDING
+    queue: str = "default"
+    priority: int = 0
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    attempt: int = 0
+    max_retries: int = 0
+    requeue_on_interrupt: bool = False
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    result: Any = None
+    progress: float | None = None
+    cancel_requested: bool = False
+    owner: str | None = None
+    logs: list[LogEntry] = Field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as JSON-ready data (what a route returns)."""
+        return self.model_dump(mode="json")
+
+
+class TaskUpdate(BaseModel):
+    """Fields to change on a record; only the fields you set are written."""
+
+    attempt: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    result: Any = None
+    progress: float | None = None
+    cancel_requested: bool | None = None
+    owner: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """Return only the fields that were set, as ``{name: value}``."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class CreateResult(BaseModel):
+    """What :meth:`Store.create` did: ``created`` is False when an active task already
+    held the idempotency key, and ``record`` is then that existing task."""
+
+    record: TaskRecord
+    created: bool
+
+
+class TaskQuery(BaseModel):
+    """A filter over the task list, newest first, keyset-paginated.
+
+    All filters combine with AND; ``tags`` matches tasks carrying every given pair.
+    ``cursor`` is the ``next_cursor`` of the previous page.
+    """
+
+    statuses: list[TaskStatus] | None = None
+    func_name: str | None = None
+    queue: str | None = None
+    tags: dict[str, str] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class TaskPage(BaseModel):
+    """One page of a task list; ``next_cursor`` is None on the last page."""
+
+    items: list[TaskRecord]
+    next_cursor: str | None = None
+
+
+class TaskStats(BaseModel):
+    """Counts computed by the store, not by loading records."""
+
+    total: int = 0
+    by_status: dict[TaskStatus, int] = Field(default_factory=dict)
+    by_func: dict[str, dict[TaskStatus, int]] = Field(default_factory=dict)
+
+
+class Claim(BaseModel):
+    """A queued task handed to one owner, with a lease until ``lease_expires_at``."""
+
+    task_id: str
+    queue: str
+    priority: int
+    lease_expires_at: datetime
+
+
+class Lease(BaseModel):
+    """Who holds a task and until when; an expired lease means its owner died."""
+
+    task_id: str
+    owner: str
+    expires_at: datetime
+
+
+def encode_cursor(created_at: datetime, task_id: str) -> str:
+    """Encode the keyset position after ``(created_at, task_id)`` as an opaque cursor."""
+    raw = json.dumps([created_at.isoformat(), task_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Decode a cursor made by :func:`encode_cursor`.
+
+    Raises:
+        ValueError: the cursor was not made by ``encode_cursor``.
+    """
+    try:
+        created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(task_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed task list cursor {cursor!r}") from exc

@@ -1,0 +1,285 @@
+"""The contracts between the engine and storage: Store, Backend and Observer.
+
+A backend package implements :class:`Store` and :class:`Backend` on one object (one
+connection pool) and satisfies :class:`TaskBackend`; ``fastapi_taskflow.testing`` proves
+it does. The engine owns every semantic (retries, backoff, argument encoding, events);
+a backend implements small atomic primitives and nothing is optional.
+
+Rules every implementation follows:
+
+* Time comes from the backend's ``clock`` (never ``datetime.now()``), so the conformance
+  suite can expire leases and delays without sleeping.
+* Every method is atomic on its own: two processes calling it at once get an outcome
+  that one of them could have got alone.
+* Datetimes passed in and returned are aware UTC.
+* A driver's own exceptions are wrapped in :class:`~fastapi_taskflow.errors.TaskflowError`
+  subclasses (``BackendUnavailableError`` when the server is unreachable), cause kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .clock import Clock
+from .events import LifecycleEvent, LogEvent
+from .models import (
+    Claim,
+    CreateResult,
+    Lease,
+    LogEntry,
+    TaskPage,
+    TaskQuery,
+    TaskRecord,
+    TaskStats,
+    TaskStatus,
+    TaskUpdate,
+)
+
+__all__ = ["Backend", "BackendFactory", "Observer", "Store", "TaskBackend"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The durable truth about tasks: records, their status and their logs."""
+
+    async def create(self, record: TaskRecord) -> CreateResult:
+        """Insert ``record`` unless something already holds its id or idempotency key.
+
+        Atomic insert-if-absent. When ``record.idempotency_key`` is held by a task whose
+        status is not in ``KEY_RELEASING_STATUSES`` (FAILED, REJECTED), nothing is written
+        and the result is ``created=False`` with that task. When a record with the same
+        ``task_id`` exists, the result is ``created=False`` with it (so retrying a create
+        after a lost reply is safe). Otherwise ``created=True`` with the stored record.
+        """
+        ...
+
+    async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
+        """Create several records, one :class:`CreateResult` per record, in order.
+
+        Each record obeys the rules of :meth:`create`; the batch need not be one
+        transaction, but a record is either fully created or not at all.
+        """
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """Return the record with its logs, or None when no task has this id."""
+        ...
+
+    async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
+        """Return the task that currently holds ``idempotency_key``, or None.
+
+        Tasks in ``KEY_RELEASING_STATUSES`` do not hold their key.
+        """
+        ...
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None = None,
+    ) -> TaskRecord | None:
+        """Compare-and-set the status: move to ``new`` only if the status is in ``expected``.
+
+        Applies ``update`` in the same atomic step and sets ``updated_at`` to now.
+        Returns the record after the change (logs not loaded), or None when the task
+        does not exist or its status was not in ``expected`` (nothing is written then).
+        Of many concurrent callers with the same ``expected``, at most one succeeds.
+        """
+        ...
+
+    async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
+        """Write the fields set on ``update`` without touching the status.
+
+        Returns the record after the change, or None when the task does not exist.
+        """
+        ...
+
+    async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
+        """Append log entries to a task, keeping their order. Unknown task: no-op."""
+        ...
+
+    async def query(self, query: TaskQuery) -> TaskPage:
+        """Return one page of matching tasks, newest ``created_at`` first.
+
+        Ties on ``created_at`` are ordered by ``task_id`` descending. Pagination is keyset:
+        ``next_cursor`` encodes the last item's ``(created_at, task_id)``
+        (``models.encode_cursor``), so pages stay correct while tasks are added. Items
+        carry no logs. A malformed cursor raises ``ValueError``.
+        """
+        ...
+
+    async def stats(self) -> TaskStats:
+        """Count tasks by status and by function name, computed by the store."""
+        ...
+
+    async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
+        """Delete at most ``batch_size`` terminal tasks finished before the cutoff.
+
+        Deletes their logs too and returns how many tasks were deleted; call again until
+        it returns 0. Active tasks are never deleted.
+        """
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Coordination between instances: queues, leases, locks, schedules and events."""
+
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        priority: int = 0,
+        not_before: datetime | None = None,
+    ) -> None:
+        """Put a task on ``queue``, runnable once ``not_before`` has passed (None: now).
+
+        Idempotent: a task is on a queue at most once, and enqueuing it again replaces its
+        priority and ``not_before``.
+        """
+        ...
+
+    async def claim(
+        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
+    ) -> list[Claim]:
+        """Take up to ``limit`` due tasks off ``queue`` and lease them to ``owner``.
+
+        Due means ``not_before <= now``. Order: higher priority first; among equal
+        priorities the earliest due time first (``not_before``, or the enqueue time when
+        there is none), then enqueue order. A claimed task leaves the queue; no task is
+        ever handed to two claimers. Returns an empty list when nothing is due.
+        """
+        ...
+
+    async def dequeue(self, task_id: str, *, queue: str) -> bool:
+        """Remove a waiting task from ``queue``; True if it was there."""
+        ...
+
+    async def queue_length(self, queue: str) -> int:
+        """Count the tasks on ``queue``, due or not."""
+        ...
+
+    async def acquire_lease(self, task_id: str, *, owner: str, lease_seconds: float) -> bool:
+        """Lease a task to ``owner`` for ``lease_seconds``.
+
+        Granted (True) when the task has no lease, its lease has expired, or ``owner``
+        already holds it (then it is extended). Refused (False) while another owner's
+        lease is live. Of concurrent callers for one expired lease, one wins.
+        """
+        ...
+
+    async def renew_leases(
+        self, task_ids: Collection[str], *, owner: str, lease_seconds: float
+    ) -> set[str]:
+        """Extend the leases ``owner`` still holds among ``task_ids``; return those ids.
+
+        An id missing from the result was lost (expired and taken, or released).
+        An expired lease nobody took yet is still renewed.
+        """
+        ...
+
+    async def release_lease(self, task_id: str, *, owner: str) -> bool:
+        """Drop ``owner``'s lease on a task; False if ``owner`` did not hold it."""
+        ...
+
+    async def expired_leases(self, *, limit: int = 100) -> list[Lease]:
+        """Return up to ``limit`` leases whose expiry has passed, oldest expiry first."""
+        ...
+
+    async def acquire_lock(self, name: str, *, owner: str, ttl_seconds: float) -> bool:
+        """Take the named lock for ``ttl_seconds``; re-entrant for its owner (extends it).
+
+        Refused while another owner holds a live lock. Used for periodic schedules.
+        """
+        ...
+
+    async def release_lock(self, name: str, *, owner: str) -> bool:
+        """Release the named lock; False if ``owner`` did not hold it."""
+        ...
+
+    async def schedule_once(
+        self,
+        run_key: str,
+        *,
+        task_id: str,
+        queue: str,
+        run_at: datetime,
+        priority: int = 0,
+    ) -> bool:
+        """Enqueue ``task_id`` to run at ``run_at`` unless ``run_key`` was used before.
+
+        Exactly once across instances: of all calls with one ``run_key``, one returns True
+        and enqueues; the others return False and change nothing.
+        """
+        ...
+
+    async def publish(self, event: LifecycleEvent | LogEvent) -> None:
+        """Send an event to every subscriber on every instance (best effort)."""
+        ...
+
+    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
+        """Open a subscription to published events.
+
+        ``async with backend.subscribe() as events: async for event in events: ...``.
+        Every event published after the ``async with`` is entered is delivered, in
+        publication order per publisher.
+        """
+        ...
+
+
+@runtime_checkable
+class TaskBackend(Store, Backend, Protocol):
+    """What a backend package provides: a Store and a Backend on one connection pool."""
+
+    clock: Clock
+    durable: bool
+    """True when tasks outlive the process (arguments must then be JSON-encodable)."""
+
+    async def open(self) -> None:
+        """Connect and create the schema if needed. Idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent; the object may not be used afterwards."""
+        ...
+
+    def fork(self) -> TaskBackend:
+        """Return a backend over the same storage, usable from another event loop.
+
+        The engine serves blocking calls (``task_manager.store.get()`` from a sync route)
+        from a private thread with its own loop; it uses a fork there. A backend whose
+        connections are bound to a loop opens a second pool; the memory backend shares
+        its state.
+        """
+        ...
+
+
+class BackendFactory(Protocol):
+    """What the ``taskflow.backends`` entry point names: builds a backend from a URL."""
+
+    def __call__(self, url: str, *, clock: Clock) -> TaskBackend:
+        """Return an unopened backend for ``url``; raise ``BackendURLError`` if it is bad."""
+        ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Receives every task's lifecycle and log events.
+
+    An observer that raises is reported through the ``fastapi_taskflow`` logger and never
+    breaks a task.
+    """
+
+    async def on_lifecycle(self, event: LifecycleEvent) -> None:
+        """Called when a task changes status."""
+        ...
+
+    async def on_log(self, event: LogEvent) -> None:
+        """Called when a task writes a log line."""
+        ...

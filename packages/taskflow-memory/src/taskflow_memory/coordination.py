@@ -1,0 +1,260 @@
+"""In-process queues, leases, locks, schedules and events: the Backend half."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.events import LifecycleEvent, LogEvent
+from fastapi_taskflow.models import Claim, Lease
+
+__all__ = ["CoordinationState", "MemoryCoordination"]
+
+Event = LifecycleEvent | LogEvent
+
+
+@dataclass(order=True)
+class _Entry:
+    sort_key: tuple[int, datetime, int]
+    task_id: str = field(compare=False)
+    priority: int = field(compare=False)
+    live: bool = field(default=True, compare=False)
+
+
+class _Queue:
+    """A priority queue with ``not_before``: a heap of entries, stale ones skipped."""
+
+    def __init__(self) -> None:
+        self.heap: list[_Entry] = []
+        self.entries: dict[str, _Entry] = {}
+
+    def push(self, entry: _Entry) -> None:
+        old = self.entries.pop(entry.task_id, None)
+        if old is not None:
+            old.live = False
+        self.entries[entry.task_id] = entry
+        heapq.heappush(self.heap, entry)
+
+    def remove(self, task_id: str) -> bool:
+        entry = self.entries.pop(task_id, None)
+        if entry is None:
+            return False
+        entry.live = False
+        return True
+
+    def pop_due(self, now: datetime, limit: int) -> list[_Entry]:
+        """Pop up to ``limit`` due entries, best first.
+
+        The heap orders by (priority, due, seq); entries that are not due yet are set
+        aside and pushed back, so a delayed high-priority task never blocks a due one.
+        """
+        taken: list[_Entry] = []
+        not_due: list[_Entry] = []
+        while self.heap and len(taken) < limit:
+            entry = heapq.heappop(self.heap)
+            if not entry.live:
+                continue
+            if entry.sort_key[1] > now:
+                not_due.append(entry)
+                continue
+            del self.entries[entry.task_id]
+            taken.append(entry)
+        for entry in not_due:
+            heapq.heappush(self.heap, entry)
+        return taken
+
+
+class CoordinationState:
+    """Shared state of every fork of one memory backend."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queues: dict[str, _Queue] = {}
+        self.seq = itertools.count()
+        self.leases: dict[str, Lease] = {}
+        self.locks: dict[str, tuple[str, datetime]] = {}
+        self.run_keys: set[str] = set()
+        self.subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = []
+
+
+class MemoryCoordination:
+    """The Backend protocol over :class:`CoordinationState`."""
+
+    clock: Clock
+    _coord: CoordinationState
+
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        priority: int = 0,
+        not_before: datetime | None = None,
+    ) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.enqueue`."""
+        with self._coord.lock:
+            self._enqueue_locked(task_id, queue, priority, not_before)
+
+    def _enqueue_locked(
+        self, task_id: str, queue: str, priority: int, not_before: datetime | None
+    ) -> None:
+        due = not_before or self.clock.now()
+        entry = _Entry((-priority, due, next(self._coord.seq)), task_id, priority)
+        self._coord.queues.setdefault(queue, _Queue()).push(entry)
+
+    async def claim(
+        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
+    ) -> list[Claim]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.claim`."""
+        now = self.clock.now()
+        expires = now + timedelta(seconds=lease_seconds)
+        with self._coord.lock:
+            pending = self._coord.queues.get(queue)
+            if pending is None:
+                return []
+            claims = []
+            for entry in pending.pop_due(now, limit):
+                self._coord.leases[entry.task_id] = Lease(
+                    task_id=entry.task_id, owner=owner, expires_at=expires
+                )
+                claims.append(
+                    Claim(
+                        task_id=entry.task_id,
+                        queue=queue,
+                        priority=entry.priority,
+                        lease_expires_at=expires,
+                    )
+                )
+            return claims
+
+    async def dequeue(self, task_id: str, *, queue: str) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.dequeue`."""
+        with self._coord.lock:
+            pending = self._coord.queues.get(queue)
+            return pending is not None and pending.remove(task_id)
+
+    async def queue_length(self, queue: str) -> int:
+        """See :meth:`fastapi_taskflow.protocols.Backend.queue_length`."""
+        with self._coord.lock:
+            pending = self._coord.queues.get(queue)
+            return 0 if pending is None else len(pending.entries)
+
+    async def acquire_lease(self, task_id: str, *, owner: str, lease_seconds: float) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.acquire_lease`."""
+        now = self.clock.now()
+        with self._coord.lock:
+            current = self._coord.leases.get(task_id)
+            if current is not None and current.owner != owner and current.expires_at > now:
+                return False
+            self._coord.leases[task_id] = Lease(
+                task_id=task_id, owner=owner, expires_at=now + timedelta(seconds=lease_seconds)
+            )
+            return True
+
+    async def renew_leases(
+        self, task_ids: Collection[str], *, owner: str, lease_seconds: float
+    ) -> set[str]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.renew_leases`."""
+        expires = self.clock.now() + timedelta(seconds=lease_seconds)
+        renewed: set[str] = set()
+        with self._coord.lock:
+            for task_id in task_ids:
+                current = self._coord.leases.get(task_id)
+                if current is not None and current.owner == owner:
+                    self._coord.leases[task_id] = Lease(
+                        task_id=task_id, owner=owner, expires_at=expires
+                    )
+                    renewed.add(task_id)
+        return renewed
+
+    async def release_lease(self, task_id: str, *, owner: str) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.release_lease`."""
+        with self._coord.lock:
+            current = self._coord.leases.get(task_id)
+            if current is None or current.owner != owner:
+                return False
+            del self._coord.leases[task_id]
+            return True
+
+    async def expired_leases(self, *, limit: int = 100) -> list[Lease]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.expired_leases`."""
+        now = self.clock.now()
+        with self._coord.lock:
+            expired = [lease for lease in self._coord.leases.values() if lease.expires_at <= now]
+        expired.sort(key=lambda lease: lease.expires_at)
+        return expired[:limit]
+
+    async def acquire_lock(self, name: str, *, owner: str, ttl_seconds: float) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.acquire_lock`."""
+        now = self.clock.now()
+        with self._coord.lock:
+            current = self._coord.locks.get(name)
+            if current is not None and current[0] != owner and current[1] > now:
+                return False
+            self._coord.locks[name] = (owner, now + timedelta(seconds=ttl_seconds))
+            return True
+
+    async def release_lock(self, name: str, *, owner: str) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.release_lock`."""
+        with self._coord.lock:
+            current = self._coord.locks.get(name)
+            if current is None or current[0] != owner:
+                return False
+            del self._coord.locks[name]
+            return True
+
+    async def schedule_once(
+        self,
+        run_key: str,
+        *,
+        task_id: str,
+        queue: str,
+        run_at: datetime,
+        priority: int = 0,
+    ) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.schedule_once`."""
+        with self._coord.lock:
+            if run_key in self._coord.run_keys:
+                return False
+            self._coord.run_keys.add(run_key)
+            self._enqueue_locked(task_id, queue, priority, run_at)
+            return True
+
+    async def publish(self, event: Event) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.publish`."""
+        with self._coord.lock:
+            subscribers = list(self._coord.subscribers)
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, inbox in subscribers:
+            if loop is current:
+                inbox.put_nowait(event)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(inbox.put_nowait, event)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`."""
+        inbox: asyncio.Queue[Event] = asyncio.Queue()
+        subscriber = (asyncio.get_running_loop(), inbox)
+        with self._coord.lock:
+            self._coord.subscribers.append(subscriber)
+
+        async def events() -> AsyncIterator[Event]:
+            while True:
+                yield await inbox.get()
+
+        try:
+            yield events()
+        finally:
+            with self._coord.lock:
+                self._coord.subscribers.remove(subscriber)

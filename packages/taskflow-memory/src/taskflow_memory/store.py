@@ -1,0 +1,199 @@
+"""In-process task records: the Store half of the memory backend."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.models import (
+    KEY_RELEASING_STATUSES,
+    TERMINAL_STATUSES,
+    CreateResult,
+    LogEntry,
+    TaskPage,
+    TaskQuery,
+    TaskRecord,
+    TaskStats,
+    TaskStatus,
+    TaskUpdate,
+    decode_cursor,
+    encode_cursor,
+)
+
+__all__ = ["MemoryState", "MemoryStore"]
+
+
+class MemoryState:
+    """The shared state behind every fork of one memory backend, guarded by one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: dict[str, TaskRecord] = {}
+        self.logs: dict[str, list[LogEntry]] = defaultdict(list)
+        self.key_holders: dict[str, str] = {}
+        self.status_counts: Counter[TaskStatus] = Counter()
+        self.func_counts: dict[str, Counter[TaskStatus]] = defaultdict(Counter)
+
+
+class MemoryStore:
+    """The Store protocol over :class:`MemoryState`; every method holds the lock."""
+
+    clock: Clock
+    _state: MemoryState
+
+    async def create(self, record: TaskRecord) -> CreateResult:
+        """See :meth:`fastapi_taskflow.protocols.Store.create`."""
+        with self._state.lock:
+            return self._create_locked(record)
+
+    async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
+        """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
+        with self._state.lock:
+            return [self._create_locked(record) for record in records]
+
+    def _create_locked(self, record: TaskRecord) -> CreateResult:
+        state = self._state
+        existing = state.records.get(record.task_id)
+        if existing is not None:
+            return CreateResult(record=existing.model_copy(), created=False)
+        key = record.idempotency_key
+        if key is not None:
+            holder_id = state.key_holders.get(key)
+            if holder_id is not None:
+                holder = state.records[holder_id]
+                return CreateResult(record=holder.model_copy(), created=False)
+            state.key_holders[key] = record.task_id
+        stored = record.model_copy(update={"logs": []})
+        state.records[record.task_id] = stored
+        self._count(stored, +1)
+        return CreateResult(record=stored.model_copy(), created=True)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.get`."""
+        with self._state.lock:
+            record = self._state.records.get(task_id)
+            if record is None:
+                return None
+            return record.model_copy(update={"logs": list(self._state.logs.get(task_id, ()))})
+
+    async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
+        with self._state.lock:
+            holder_id = self._state.key_holders.get(idempotency_key)
+            if holder_id is None:
+                return None
+            return self._state.records[holder_id].model_copy()
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None = None,
+    ) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.transition`."""
+        with self._state.lock:
+            record = self._state.records.get(task_id)
+            if record is None or record.status not in expected:
+                return None
+            return self._write_locked(record, new, update)
+
+    async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.update`."""
+        with self._state.lock:
+            record = self._state.records.get(task_id)
+            if record is None:
+                return None
+            return self._write_locked(record, record.status, update)
+
+    def _write_locked(
+        self, record: TaskRecord, status: TaskStatus, update: TaskUpdate | None
+    ) -> TaskRecord:
+        changes = update.changes() if update is not None else {}
+        changes["status"] = status
+        changes["updated_at"] = self.clock.now()
+        new = record.model_copy(update=changes)
+        state = self._state
+        state.records[record.task_id] = new
+        if status is not record.status:
+            self._count(record, -1)
+            self._count(new, +1)
+            key = record.idempotency_key
+            if (
+                key is not None
+                and status in KEY_RELEASING_STATUSES
+                and state.key_holders.get(key) == record.task_id
+            ):
+                del state.key_holders[key]
+        return new.model_copy()
+
+    def _count(self, record: TaskRecord, delta: int) -> None:
+        self._state.status_counts[record.status] += delta
+        self._state.func_counts[record.func_name][record.status] += delta
+
+    async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
+        with self._state.lock:
+            if task_id in self._state.records:
+                self._state.logs[task_id].extend(entries)
+
+    async def query(self, query: TaskQuery) -> TaskPage:
+        """See :meth:`fastapi_taskflow.protocols.Store.query`."""
+        after = decode_cursor(query.cursor) if query.cursor else None
+        statuses = set(query.statuses) if query.statuses else None
+        with self._state.lock:
+            matches = [
+                record
+                for record in self._state.records.values()
+                if (statuses is None or record.status in statuses)
+                and (query.func_name is None or record.func_name == query.func_name)
+                and (query.queue is None or record.queue == query.queue)
+                and (
+                    not query.tags
+                    or all(record.tags.get(k) == v for k, v in query.tags.items())
+                )
+                and (query.created_after is None or record.created_at >= query.created_after)
+                and (query.created_before is None or record.created_at < query.created_before)
+                and (after is None or (record.created_at, record.task_id) < after)
+            ]
+        matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
+        page = [r.model_copy() for r in matches[: query.limit]]
+        next_cursor = None
+        if len(matches) > query.limit:
+            last = page[-1]
+            next_cursor = encode_cursor(last.created_at, last.task_id)
+        return TaskPage(items=page, next_cursor=next_cursor)
+
+    async def stats(self) -> TaskStats:
+        """See :meth:`fastapi_taskflow.protocols.Store.stats`."""
+        with self._state.lock:
+            by_status = {s: n for s, n in self._state.status_counts.items() if n}
+            by_func = {
+                name: {s: n for s, n in counts.items() if n}
+                for name, counts in self._state.func_counts.items()
+                if any(counts.values())
+            }
+        return TaskStats(total=sum(by_status.values()), by_status=by_status, by_func=by_func)
+
+    async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
+        """See :meth:`fastapi_taskflow.protocols.Store.purge`."""
+        with self._state.lock:
+            doomed = [
+                record
+                for record in self._state.records.values()
+                if record.status in TERMINAL_STATUSES
+                and record.finished_at is not None
+                and record.finished_at < finished_before
+            ][:batch_size]
+            for record in doomed:
+                del self._state.records[record.task_id]
+                self._state.logs.pop(record.task_id, None)
+                self._count(record, -1)
+                key = record.idempotency_key
+                if key is not None and self._state.key_holders.get(key) == record.task_id:
+                    del self._state.key_holders[key]
+        return len(doomed)
