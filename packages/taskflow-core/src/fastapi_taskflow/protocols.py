@@ -250,12 +250,13 @@ class TaskBackend(Store, Backend, Protocol):
         ...
 
     def fork(self) -> TaskBackend:
-        """Return a backend over the same storage, usable from another event loop.
+        """Return an unopened backend over the same storage, for another event loop.
 
         The engine serves blocking calls (``task_manager.store.get()`` from a sync route)
-        from a private thread with its own loop; it uses a fork there. A backend whose
-        connections are bound to a loop opens a second pool; the memory backend shares
-        its state.
+        from a private thread with its own loop, and uses a fork there; the caller opens
+        and closes the fork on that loop. A backend whose connections are bound to a loop
+        gives the fork its own pool; the memory backend's forks share its state. A fork
+        uses the same clock.
         """
         ...
 
