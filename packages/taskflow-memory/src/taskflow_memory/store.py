@@ -65,7 +65,8 @@ class MemoryStore:
             if holder_id is not None:
                 holder = state.records[holder_id]
                 return CreateResult(record=holder.model_copy(), created=False)
-            state.key_holders[key] = record.task_id
+            if record.status not in KEY_RELEASING_STATUSES:
+                state.key_holders[key] = record.task_id
         stored = record.model_copy(update={"logs": []})
         state.records[record.task_id] = stored
         self._count(stored, +1)
