@@ -1,1 +1,67 @@
-"""fastapi_taskflow: managed background tasks for FastAPI."""
+"""fastapi_taskflow: managed background tasks for FastAPI.
+
+``BackgroundTasks``, upgraded in place: ``add_task()`` returns a task id, and tasks get
+retries with backoff, status tracking, idempotency keys, tags, a task context and
+structured logs, priorities and named queues, on an in-process or shared backend.
+"""
+
+from __future__ import annotations
+
+from .background import ManagedBackgroundTasks
+from .config import QueueConfig, TaskConfig
+from .context import TaskContext, get_task_context, task_log
+from .errors import (
+    BackendNotFoundError,
+    BackendUnavailableError,
+    BackendURLError,
+    EagerDispatchError,
+    InvalidTaskError,
+    QueueFullError,
+    TaskArgumentError,
+    TaskflowError,
+    UnknownTaskError,
+)
+from .events import LifecycleEvent, LogEvent
+from .manager import TaskManager
+from .models import LogEntry, TaskPage, TaskQuery, TaskRecord, TaskStats, TaskStatus
+from .observers import (
+    BaseObserver,
+    FileObserver,
+    LoggingObserver,
+    MemoryObserver,
+    StdoutObserver,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendNotFoundError",
+    "BackendURLError",
+    "BackendUnavailableError",
+    "BaseObserver",
+    "EagerDispatchError",
+    "FileObserver",
+    "InvalidTaskError",
+    "LifecycleEvent",
+    "LogEntry",
+    "LogEvent",
+    "LoggingObserver",
+    "ManagedBackgroundTasks",
+    "MemoryObserver",
+    "QueueConfig",
+    "QueueFullError",
+    "StdoutObserver",
+    "TaskArgumentError",
+    "TaskConfig",
+    "TaskContext",
+    "TaskManager",
+    "TaskPage",
+    "TaskQuery",
+    "TaskRecord",
+    "TaskStats",
+    "TaskStatus",
+    "TaskflowError",
+    "UnknownTaskError",
+    "get_task_context",
+    "task_log",
+]

@@ -1,0 +1,83 @@
+"""``ManagedBackgroundTasks``: FastAPI's ``BackgroundTasks``, upgraded in place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.background import BackgroundTasks
+
+if TYPE_CHECKING:
+    from .manager import TaskManager
+
+__all__ = ["ManagedBackgroundTasks"]
+
+
+class ManagedBackgroundTasks(BackgroundTasks):
+    """A ``BackgroundTasks`` whose ``add_task()`` returns a task id and manages the task.
+
+    Because it subclasses Starlette's ``BackgroundTasks``, ``isinstance`` checks pass and
+    it can stand in wherever ``BackgroundTasks`` is used.
+
+    Args:
+        task_manager: the manager holding the registry, the store and the observers.
+        background_tasks: the request's native ``BackgroundTasks``. Tasks added here are
+            appended to its list, so Starlette runs them after the response. When None
+            (direct construction, e.g. in a test or a startup hook), tasks wait in
+            :attr:`tasks` until you await them: ``await tasks.tasks[-1]()``. Tasks with
+            ``eager=True`` or ``priority=`` start by themselves either way.
+    """
+
+    def __init__(
+        self, task_manager: TaskManager, background_tasks: BackgroundTasks | None = None
+    ) -> None:
+        super().__init__()
+        self.task_manager = task_manager
+        if background_tasks is not None:
+            self.tasks = background_tasks.tasks  # one shared list: Starlette runs ours too
+
+    def add_task(  # type: ignore[override]
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        eager: bool | None = None,
+        priority: int | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Enqueue ``func(*args, **kwargs)`` as a managed task and return its id.
+
+        Args:
+            func: the task function; registered ones (``@task_manager.task()``) get their
+                retries and settings, others run once.
+            *args: positional arguments for ``func``.
+            idempotency_key: when a task with this key exists and has not FAILED (or been
+                REJECTED), return its id and enqueue nothing.
+            tags: ``dict[str, str]`` labels stored on the task and sent with its events.
+            eager: start now on the event loop instead of after the response; overrides
+                the decorator's ``eager`` for this call. Ignored when ``priority`` is set.
+            priority: run through the priority queue (higher first); overrides the
+                decorator's ``priority`` for this call.
+            **kwargs: keyword arguments for ``func``.
+
+        Returns:
+            The task id (a UUID string).
+
+        Raises:
+            InvalidTaskError: bad input (non-callable, tags not ``dict[str, str]``, a
+                non-integer priority ...).
+            TaskArgumentError: a durable backend cannot store an argument as JSON.
+            QueueFullError: the task's queue is full; the task is recorded as REJECTED.
+            EagerDispatchError: ``eager=True`` with no event loop to start on.
+        """
+        return self.task_manager._engine.accept(
+            func,
+            args,
+            kwargs,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            eager=eager,
+            priority=priority,
+            sink=self.tasks,
+        )

@@ -1,0 +1,124 @@
+"""Per-task and per-queue settings, validated where they are given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidTaskError
+
+__all__ = ["DEFAULT_QUEUE", "QueueConfig", "TaskConfig", "check_priority", "check_tags"]
+
+DEFAULT_QUEUE = "default"
+"""The queue a task uses when it names none."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How a registered task runs; built by ``@task_manager.task(...)``.
+
+    Attributes:
+        name: the task's registered name (defaults to the function's qualified name); a
+            recovering instance finds the function by this name.
+        retries: how many times a failed attempt is retried (0: run once).
+        delay: seconds before the first retry.
+        backoff: multiplier applied to ``delay`` for each further retry (1: constant).
+        eager: start as soon as ``add_task()`` is called instead of after the response.
+        priority: route through the priority queue with this priority (higher first).
+        queue: the named queue to run on; None means the default queue when queued.
+        requeue_on_interrupt: run the task again (at least once) when the instance running
+            it dies, instead of marking it ``INTERRUPTED``.
+    """
+
+    name: str
+    retries: int = 0
+    delay: float = 0.0
+    backoff: float = 1.0
+    eager: bool = False
+    priority: int | None = None
+    queue: str | None = None
+    requeue_on_interrupt: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidTaskError(f"task name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise InvalidTaskError(
+                f"retries must be an integer >= 0, got {self.retries!r}; use retries=0 to "
+                "run a task once"
+            )
+        if not _is_number(self.delay) or self.delay < 0:
+            raise InvalidTaskError(f"delay must be a number of seconds >= 0, got {self.delay!r}")
+        if not _is_number(self.backoff) or self.backoff < 1:
+            raise InvalidTaskError(
+                f"backoff must be a number >= 1, got {self.backoff!r}; use backoff=1 for a "
+                "constant delay, 2 to double it on every retry"
+            )
+        if not isinstance(self.eager, bool):
+            raise InvalidTaskError(f"eager must be True or False, got {self.eager!r}")
+        check_priority(self.priority)
+        if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
+            raise InvalidTaskError(f"queue must be a non-empty string, got {self.queue!r}")
+
+    def retry_delay(self, failed_attempts: int) -> float:
+        """Seconds to wait before the next attempt after ``failed_attempts`` failures.
+
+        ``delay * backoff ** (failed_attempts - 1)``: the first retry waits ``delay``.
+        """
+        return float(self.delay * self.backoff ** max(failed_attempts - 1, 0))
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Limits of one named queue.
+
+    Attributes:
+        concurrency: how many of its tasks this instance runs at once.
+        max_size: how many of its tasks may wait at once on this instance; further
+            ``add_task()`` calls raise ``QueueFullError`` (None: unbounded).
+    """
+
+    concurrency: int = 10
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if _bad_int(self.concurrency) or self.concurrency < 1:
+            raise InvalidTaskError(
+                f"QueueConfig.concurrency must be an integer >= 1, got {self.concurrency!r}"
+            )
+        if self.max_size is not None and (_bad_int(self.max_size) or self.max_size < 1):
+            raise InvalidTaskError(
+                f"QueueConfig.max_size must be an integer >= 1 or None, got {self.max_size!r}"
+            )
+
+
+def check_priority(priority: Any) -> None:
+    """Raise ``InvalidTaskError`` unless ``priority`` is None or an integer (not a bool)."""
+    if priority is not None and _bad_int(priority):
+        raise InvalidTaskError(
+            f"priority must be an integer (conventionally 1 lowest to 10 highest) or None, "
+            f"got {priority!r}"
+        )
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """Return ``tags`` as a dict, or raise ``InvalidTaskError`` unless it is ``dict[str, str]``."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict):
+        raise InvalidTaskError(f"tags must be a dict[str, str], got {type(tags).__name__}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidTaskError(
+                f"tags must be a dict[str, str]; tag {key!r}: {value!r} is not. Convert "
+                f"values with str(), e.g. tags={{{str(key)!r}: str(value)}}"
+            )
+    return dict(tags)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bad_int(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int)

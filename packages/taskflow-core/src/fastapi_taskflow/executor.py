@@ -1,0 +1,219 @@
+"""Running one attempt of a task: status transitions, context, retries, events.
+
+Every status change is a compare-and-set in the store, so a task is started by exactly
+one executor, and a late result (a sync function that outlived a shutdown) never
+overwrites a final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import context as task_context
+from .encoding import encode_result
+from .events import LifecycleEvent, LogEvent
+from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
+
+if TYPE_CHECKING:
+    from .engine import Engine, Invocation
+    from .manager import TaskManager
+
+__all__ = ["execute", "make_background_func"]
+
+logger = logging.getLogger("fastapi_taskflow")
+
+_PENDING = frozenset({TaskStatus.PENDING})
+_RUNNING = frozenset({TaskStatus.RUNNING})
+
+
+def make_background_func(
+    task_manager: TaskManager, task_id: str
+) -> Callable[[], Awaitable[None]]:
+    """Return a coroutine function that runs the accepted task ``task_id`` when awaited.
+
+    This is what ``add_task()`` puts in ``ManagedBackgroundTasks.tasks``: Starlette awaits
+    it after the response. Awaiting it yourself (in a test, or with
+    ``asyncio.ensure_future``) runs the task with its retries, status and events exactly
+    as in a request. Awaiting it twice runs the task once.
+    """
+    engine = task_manager._engine
+
+    async def run_task() -> None:
+        await engine.run_now(task_id)
+
+    run_task.__name__ = run_task.__qualname__ = f"taskflow_run_{task_id}"
+    return run_task
+
+
+async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claimed: bool) -> None:
+    """Run one attempt of ``task_id`` if it is PENDING, and record what happened.
+
+    Args:
+        engine: the engine the task belongs to.
+        task_id: the task to run.
+        invocation: the function and arguments.
+        claimed: the task came off a queue with a lease already held; otherwise the
+            lease is acquired here, and a task leased by someone else is left alone.
+    """
+    backend, owner = engine.backend, engine.instance_id
+    if not claimed and not await backend.acquire_lease(
+        task_id, owner=owner, lease_seconds=engine.lease_seconds
+    ):
+        return
+    attempt = invocation.attempts + 1
+    record = await backend.transition(
+        task_id,
+        expected=_PENDING,
+        new=TaskStatus.RUNNING,
+        update=TaskUpdate(attempt=attempt, started_at=engine.clock.now(), owner=owner),
+    )
+    if record is None:  # cancelled, or started by someone else
+        await backend.release_lease(task_id, owner=owner)
+        return
+    invocation.attempts = attempt
+    runtime = engine.runtime()
+    current = asyncio.current_task()
+    if current is not None:
+        runtime.running[task_id] = current
+    await engine.emit_lifecycle(record)
+    ctx = task_context.TaskContext(
+        task_id=task_id,
+        func_name=record.func_name,
+        attempt=attempt,
+        tags=dict(record.tags),
+        _clock=engine.clock,
+        _on_log=engine.log_emitter(record),
+    )
+    try:
+        result = await _call(engine, invocation, ctx)
+    except asyncio.CancelledError:
+        await _interrupted(engine, record, ctx)
+        raise
+    except Exception as exc:
+        await _failed(engine, record, invocation, ctx, exc)
+    else:
+        await _finish(
+            engine,
+            record,
+            ctx,
+            TaskStatus.SUCCESS,
+            TaskUpdate(finished_at=engine.clock.now(), result=encode_result(result), error=None),
+        )
+        engine.forget(task_id)
+    finally:
+        runtime.running.pop(task_id, None)
+        await backend.release_lease(task_id, owner=owner)
+
+
+async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskContext) -> Any:
+    func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
+    token = task_context.bind(ctx)
+    try:
+        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)
+        ):
+            return await func(*args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+    finally:
+        task_context.unbind(token)
+
+
+async def _failed(
+    engine: Engine,
+    record: TaskRecord,
+    invocation: Invocation,
+    ctx: task_context.TaskContext,
+    exc: Exception,
+) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    ctx.log(
+        f"attempt {ctx.attempt} failed: {error}",
+        level="error",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+    config = invocation.config
+    if ctx.attempt <= config.retries:
+        delay = config.retry_delay(ctx.attempt)
+        ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
+        retried = await _finish(
+            engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error, owner=None)
+        )
+        if retried is not None:
+            await engine.enqueue_retry(retried, delay)
+        return
+    await _finish(
+        engine, record, ctx, TaskStatus.FAILED, TaskUpdate(finished_at=engine.clock.now(), error=error)
+    )
+    engine.forget(record.task_id)
+
+
+async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.TaskContext) -> None:
+    update = TaskUpdate(finished_at=engine.clock.now(), error="interrupted by shutdown")
+    await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, update))
+
+
+async def _finish(
+    engine: Engine,
+    record: TaskRecord,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    update: TaskUpdate,
+) -> TaskRecord | None:
+    entries = ctx.take_entries()
+    if entries:
+        await engine.backend.append_logs(record.task_id, entries)
+    done = await engine.backend.transition(
+        record.task_id, expected=_RUNNING, new=status, update=update
+    )
+    if done is None:
+        logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
+        return None
+    await engine.emit_lifecycle(done)
+    return done
+
+
+def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
+    """Build the lifecycle event announcing ``record``'s current status."""
+    return LifecycleEvent(
+        task_id=record.task_id,
+        func_name=record.func_name,
+        attempt=record.attempt,
+        tags=record.tags,
+        timestamp=record.updated_at,
+        instance_id=instance_id,
+        status=record.status,
+        error=record.error if record.status is not TaskStatus.SUCCESS else None,
+        queue=record.queue,
+    )
+
+
+def log_event(ctx: task_context.TaskContext, entry: LogEntry, instance_id: str) -> LogEvent:
+    """Build the log event for one ``task_log()`` line."""
+    return LogEvent(
+        task_id=ctx.task_id,
+        func_name=ctx.func_name,
+        attempt=entry.attempt,
+        tags=ctx.tags,
+        timestamp=entry.timestamp,
+        instance_id=instance_id,
+        level=entry.level,
+        message=entry.message,
+        extra=entry.extra,
+    )
+
+
+def not_before(engine: Engine, delay: float) -> Any:
+    """Return the time ``delay`` seconds from the engine clock's now."""
+    return engine.clock.now() + timedelta(seconds=delay)

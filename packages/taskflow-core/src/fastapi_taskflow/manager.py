@@ -1,0 +1,249 @@
+"""``TaskManager``: registers tasks, hands out ``ManagedBackgroundTasks``, owns the engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from fastapi import FastAPI
+from starlette.background import BackgroundTasks
+
+from .backends import open_backend
+from .background import ManagedBackgroundTasks
+from .clock import Clock, SystemClock
+from .config import QueueConfig, TaskConfig
+from .engine import Engine
+from .errors import InvalidTaskError
+from .observers import ObserverChain
+from .protocols import Observer, TaskBackend
+from .registry import TaskRegistry, default_name
+from .store_view import TaskStore
+
+__all__ = ["TaskManager"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskManager:
+    """The hub of taskflow: one per application.
+
+    Args:
+        backend: where tasks are stored and coordinated: a URL (``"memory://"``,
+            ``"sqlite:///tasks.db"``, ``"postgresql://..."``, ``"redis://..."``), a backend
+            object, or None for the ``TASKFLOW_BACKEND`` environment variable, else
+            ``memory://``.
+        observers: receivers of every task's lifecycle and log events.
+        queues: limits per named queue (``{"emails": QueueConfig(concurrency=2)}``);
+            unnamed queues get ``QueueConfig()``.
+        sync_workers: size of the thread pool that runs sync task functions.
+        shutdown_timeout: seconds running tasks get to finish at shutdown before they
+            are INTERRUPTED.
+        lease_seconds: how long a task's lease lasts without a heartbeat.
+        poll_interval: how often idle queue workers look for tasks from other instances.
+        clock: the time source (tests inject ``ManualClock``).
+        instance_id: this instance's name in leases; generated when None.
+    """
+
+    def __init__(
+        self,
+        backend: str | TaskBackend | None = None,
+        *,
+        observers: Iterable[Observer] = (),
+        queues: Mapping[str, QueueConfig] | None = None,
+        sync_workers: int | None = None,
+        shutdown_timeout: float = 30.0,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 1.0,
+        clock: Clock | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        clock = clock or SystemClock()
+        if backend is None or isinstance(backend, str):
+            backend = open_backend(backend, clock=clock)
+        self.backend: TaskBackend = backend
+        self.registry = TaskRegistry()
+        self.observers = ObserverChain(observers)
+        self.shutdown_timeout = shutdown_timeout
+        self._engine = Engine(
+            backend,
+            clock=clock,
+            registry=self.registry,
+            observers=self.observers,
+            queues=dict(queues or {}),
+            sync_workers=sync_workers or min(32, (os.cpu_count() or 1) + 4),
+            lease_seconds=lease_seconds,
+            poll_interval=poll_interval,
+            instance_id=instance_id,
+        )
+        self.store = TaskStore(self._engine)
+        """Read tasks: ``store.get(task_id)``, ``store.query(...)``, ``store.stats()``."""
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's id, as written in task leases."""
+        return self._engine.instance_id
+
+    # -- registering ------------------------------------------------------------------
+
+    @overload
+    def task(self, func: F, /) -> F: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        name: str | None = None,
+        eager: bool = False,
+        priority: int | None = None,
+        queue: str | None = None,
+        requeue_on_interrupt: bool = False,
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        name: str | None = None,
+        eager: bool = False,
+        priority: int | None = None,
+        queue: str | None = None,
+        requeue_on_interrupt: bool = False,
+    ) -> F | Callable[[F], F]:
+        """Register a task function; use as ``@task_manager.task()`` or ``@task_manager.task``.
+
+        The function itself is returned unchanged, so it can still be called directly.
+
+        Args:
+            retries: how many times a failing attempt is retried.
+            delay: seconds before the first retry.
+            backoff: multiplier of the delay for each further retry (2 doubles it).
+            name: the name the task is stored and recovered under (default
+                ``module.qualname``).
+            eager: start when ``add_task()`` is called instead of after the response.
+            priority: always run through the priority queue with this priority.
+            queue: the named queue to run on (see ``TaskManager(queues=...)``).
+            requeue_on_interrupt: run again if the instance running it dies (at least
+                once) instead of becoming INTERRUPTED.
+
+        Raises:
+            InvalidTaskError: bad settings, or a non-callable.
+        """
+
+        def register(target: F) -> F:
+            if not callable(target):
+                raise InvalidTaskError(
+                    f"@task_manager.task() must decorate a function, got {target!r}"
+                )
+            config = TaskConfig(
+                name=name or default_name(target),
+                retries=retries,
+                delay=delay,
+                backoff=backoff,
+                eager=eager,
+                priority=priority,
+                queue=queue,
+                requeue_on_interrupt=requeue_on_interrupt,
+            )
+            self.registry.register(target, config)
+            return target
+
+        if func is not None:
+            return register(func)
+        TaskConfig(  # validate now, so a bad decorator fails at import time
+            name=name or "_", retries=retries, delay=delay, backoff=backoff, eager=eager,
+            priority=priority, queue=queue, requeue_on_interrupt=requeue_on_interrupt,
+        )
+        return register
+
+    # -- injection --------------------------------------------------------------------
+
+    async def get_tasks(self, background_tasks: BackgroundTasks) -> ManagedBackgroundTasks:
+        """FastAPI dependency: ``tasks = Depends(task_manager.get_tasks)``.
+
+        Returns a ``ManagedBackgroundTasks`` wrapping the request's ``BackgroundTasks``
+        so its tasks run after the response.
+        """
+        await self._engine.started()
+        if isinstance(background_tasks, ManagedBackgroundTasks) and (
+            background_tasks.task_manager is self
+        ):
+            return background_tasks
+        return ManagedBackgroundTasks(self, background_tasks)
+
+    def install(self, app: FastAPI) -> None:
+        """Make this manager serve ``app``: managed ``BackgroundTasks`` parameters,
+        tasks durable before the response, and start/shutdown with the app's lifespan.
+
+        Affects only ``app``: other apps in the process keep plain ``BackgroundTasks``.
+        """
+        from .integration import install_app
+
+        install_app(self, app)
+
+    # -- enqueuing without a request --------------------------------------------------
+
+    def add_task(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        priority: int | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Enqueue a task without a request (startup hooks, scripts, other tasks).
+
+        The task goes to its queue and starts as soon as a worker slot is free on the
+        running event loop; if no loop runs yet, it starts when the manager starts
+        (``async with task_manager`` or the app's lifespan). Returns the task id.
+        Arguments as for :meth:`ManagedBackgroundTasks.add_task`.
+        """
+        return self._engine.accept(
+            func,
+            args,
+            kwargs,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            eager=None,
+            priority=priority,
+            sink=None,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Start the engine on the running loop (optional: it starts on first use)."""
+        await self._engine.started()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop taking work, give running tasks ``timeout`` seconds (default
+        ``shutdown_timeout``), then mark the rest INTERRUPTED and release resources."""
+        await self._engine.shutdown(self.shutdown_timeout if timeout is None else timeout)
+
+    async def __aenter__(self) -> TaskManager:
+        await self.startup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """A lifespan for ``FastAPI(lifespan=task_manager.lifespan)`` when not installing."""
+        async with self:
+            yield

@@ -1,0 +1,71 @@
+"""Accepted tasks not yet written to the store, flushed in batches.
+
+``add_task()`` never waits on the network: it puts the new PENDING record here and
+returns. The buffer is flushed with one ``create_many`` per batch: before the response
+carrying the ids is sent (``install()``'s middleware), before a task starts, and soon
+after being filled when an event loop runs. Until then, reads through
+``task_manager.store`` see buffered records, so a task is never invisible to its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from .models import TaskRecord
+from .protocols import Store
+
+__all__ = ["PendingCreates"]
+
+
+class PendingCreates:
+    """A thread-safe buffer of records waiting for ``create_many``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, TaskRecord] = {}
+        self._flush_lock: asyncio.Lock | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, record: TaskRecord) -> None:
+        """Buffer a record to create."""
+        with self._lock:
+            self._records[record.task_id] = record
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """Return the buffered record with this id, or None."""
+        with self._lock:
+            return self._records.get(task_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def __contains__(self, task_id: object) -> bool:
+        with self._lock:
+            return task_id in self._records
+
+    async def flush(self, store: Store) -> None:
+        """Write every buffered record with ``create_many``; concurrent flushes queue up.
+
+        A record leaves the buffer only once the store has it, so a failed flush loses
+        nothing: the error propagates and the next flush tries again.
+        """
+        lock = self._lock_for_loop()
+        async with lock:
+            with self._lock:
+                batch = list(self._records.values())
+            if not batch:
+                return
+            await store.create_many(batch)
+            with self._lock:
+                for record in batch:
+                    if self._records.get(record.task_id) is record:
+                        del self._records[record.task_id]
+
+    def _lock_for_loop(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._flush_lock is None or self._flush_loop is not loop:
+            self._flush_lock = asyncio.Lock()
+            self._flush_loop = loop
+        return self._flush_lock

@@ -1,0 +1,76 @@
+"""The tasks a TaskManager knows by name."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import TaskConfig
+from .errors import InvalidTaskError
+
+__all__ = ["RegisteredTask", "TaskRegistry", "default_name"]
+
+
+@dataclass(frozen=True)
+class RegisteredTask:
+    """A task function with its settings."""
+
+    func: Callable[..., Any]
+    config: TaskConfig
+    registered: bool
+
+
+def default_name(func: Callable[..., Any]) -> str:
+    """Return ``module.qualname`` of ``func``: the name a task is registered under."""
+    module = getattr(func, "__module__", None) or "__main__"
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if qualname is None:
+        qualname = type(func).__qualname__
+    return f"{module}.{qualname}"
+
+
+class TaskRegistry:
+    """Registered tasks, found by function or by name; thread-safe."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, RegisteredTask] = {}
+        self._by_func: dict[Any, RegisteredTask] = {}
+        self._lock = threading.Lock()
+
+    def register(self, func: Callable[..., Any], config: TaskConfig) -> RegisteredTask:
+        """Register ``func`` under ``config.name``.
+
+        Raises:
+            InvalidTaskError: another function already has that name.
+        """
+        entry = RegisteredTask(func, config, registered=True)
+        with self._lock:
+            existing = self._by_name.get(config.name)
+            if existing is not None and existing.func is not func:
+                raise InvalidTaskError(
+                    f"two task functions are registered as {config.name!r}; give one a "
+                    "distinct name with @task_manager.task(name=...)"
+                )
+            self._by_name[config.name] = entry
+            self._by_func[func] = entry
+        return entry
+
+    def resolve(self, func: Callable[..., Any]) -> RegisteredTask:
+        """Return the registration of ``func``, or an unregistered entry (run once)."""
+        try:
+            found = self._by_func.get(func)
+        except TypeError:  # unhashable callable
+            found = None
+        if found is not None:
+            return found
+        return RegisteredTask(func, TaskConfig(name=default_name(func)), registered=False)
+
+    def by_name(self, name: str) -> RegisteredTask | None:
+        """Return the task registered as ``name``, or None."""
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        """Return every registered name, sorted."""
+        return sorted(self._by_name)

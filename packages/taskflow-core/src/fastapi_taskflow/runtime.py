@@ -1,0 +1,57 @@
+"""The engine's state that belongs to one event loop.
+
+asyncio objects (tasks, events, timers) are bound to the loop that made them. A
+``TaskManager`` can outlive a loop (a test client opens one per test), so everything
+loop-bound lives in a :class:`Runtime`, made on first use in a loop and replaced when
+the manager finds itself on a new loop after the old one closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("fastapi_taskflow")
+
+
+class Runtime:
+    """Tasks and timers of the engine on one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.stopping = False
+        self.background: set[asyncio.Task[Any]] = set()
+        self.running: dict[str, asyncio.Task[Any]] = {}
+        self.workers: dict[str, Any] = {}
+
+    @property
+    def usable(self) -> bool:
+        """True while the loop can still run work for this runtime."""
+        return not self.loop.is_closed() and not self.stopping
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
+        """Start ``coro`` as a task this runtime keeps a reference to until it ends."""
+        task = self.loop.create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def spawn_threadsafe(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Start ``coro`` on this runtime's loop from any thread."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.spawn(coro)
+        else:
+            self.loop.call_soon_threadsafe(self.spawn, coro)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("taskflow engine task failed", exc_info=task.exception())
