@@ -55,7 +55,9 @@ class BlockingBridge:
             current = None
         app_loop = self._loop_getter()
         if current is None and app_loop is not None and app_loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(_on_app_loop(call, self._backend_getter), app_loop)
+            future = asyncio.run_coroutine_threadsafe(
+                _on_app_loop(call, self._backend_getter), app_loop
+            )
             return future.result(timeout)
         loop, backend = self._portal()
         return asyncio.run_coroutine_threadsafe(_call(call, backend), loop).result(timeout)

@@ -9,6 +9,7 @@ due) or until the poll interval passes (tasks enqueued by other instances).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,9 @@ class QueueWorker:
     def start(self) -> None:
         """Start the worker loop on the current runtime (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = self.engine.runtime().spawn(self._run(), name=f"taskflow-queue-{self.queue}")
+            self._task = self.engine.runtime().spawn(
+                self._run(), name=f"taskflow-queue-{self.queue}"
+            )
 
     def wake(self) -> None:
         """Make the worker look for due tasks now; call on the worker's loop."""
@@ -77,10 +80,8 @@ class QueueWorker:
                 engine.runtime().spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
             if claims:
                 continue  # more may be due: claim again while slots are free
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), engine.poll_interval)
-            except asyncio.TimeoutError:
-                pass
 
     async def _execute(self, claim: Claim) -> None:
         try:

@@ -105,11 +105,7 @@ def _positional_names(func: Callable[..., Any]) -> list[str]:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [
-        p.name
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 @lru_cache(maxsize=1024)

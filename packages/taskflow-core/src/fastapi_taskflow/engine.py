@@ -82,7 +82,9 @@ class Engine:
         self.queues = queues
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
-        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.instance_id = (
+            instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         self.pending = PendingCreates()
         self.invocations: dict[str, Invocation] = {}
         self.waiting: dict[str, set[str]] = {}
@@ -259,8 +261,11 @@ class Engine:
         if limit is None or len(self.waiting.get(queue, ())) < limit:
             return
         rejected = record.model_copy(
-            update={"status": TaskStatus.REJECTED, "finished_at": record.created_at,
-                    "error": f"queue {queue!r} is full"}
+            update={
+                "status": TaskStatus.REJECTED,
+                "finished_at": record.created_at,
+                "error": f"queue {queue!r} is full",
+            }
         )
         if record.idempotency_key is not None:
             self.bridge.run(lambda backend: backend.create(rejected))

@@ -34,9 +34,7 @@ _PENDING = frozenset({TaskStatus.PENDING})
 _RUNNING = frozenset({TaskStatus.RUNNING})
 
 
-def make_background_func(
-    task_manager: TaskManager, task_id: str
-) -> Callable[[], Awaitable[None]]:
+def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:
     """Return a coroutine function that runs the accepted task ``task_id`` when awaited.
 
     This is what ``add_task()`` puts in ``ManagedBackgroundTasks.tasks``: Starlette awaits
@@ -117,9 +115,7 @@ async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskCo
     func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
     token = task_context.bind(ctx)
     try:
-        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            getattr(func, "__call__", None)
-        ):
+        if _is_async(func):
             return await func(*args, **kwargs)
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
         result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
@@ -154,7 +150,11 @@ async def _failed(
             await engine.enqueue_retry(retried, delay)
         return
     await _finish(
-        engine, record, ctx, TaskStatus.FAILED, TaskUpdate(finished_at=engine.clock.now(), error=error)
+        engine,
+        record,
+        ctx,
+        TaskStatus.FAILED,
+        TaskUpdate(finished_at=engine.clock.now(), error=error),
     )
     engine.forget(record.task_id)
 
@@ -182,6 +182,15 @@ async def _finish(
         return None
     await engine.emit_lifecycle(done)
     return done
+
+
+def _is_async(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = type(func).__dict__.get("__call__") if not inspect.isroutine(func) else None
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:

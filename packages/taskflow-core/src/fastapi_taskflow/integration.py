@@ -79,7 +79,7 @@ def _patch_fastapi() -> None:
             return
         import fastapi.dependencies.utils as dependency_utils
 
-        dependency_utils.BackgroundTasks = _background_tasks_factory  # type: ignore[assignment,misc]
+        setattr(dependency_utils, "BackgroundTasks", _background_tasks_factory)  # noqa: B010
         _patched = True
 
 
@@ -96,8 +96,7 @@ def install_app(task_manager: TaskManager, app: FastAPI) -> None:
 
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
-        async with task_manager:
-            async with original(app_) as state:
-                yield state
+        async with task_manager, original(app_) as state:
+            yield state
 
     app.router.lifespan_context = lifespan

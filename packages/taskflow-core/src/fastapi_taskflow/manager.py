@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from starlette.background import BackgroundTasks
@@ -88,10 +88,6 @@ class TaskManager:
 
     # -- registering ------------------------------------------------------------------
 
-    @overload
-    def task(self, func: F, /) -> F: ...
-
-    @overload
     def task(
         self,
         *,
@@ -103,23 +99,8 @@ class TaskManager:
         priority: int | None = None,
         queue: str | None = None,
         requeue_on_interrupt: bool = False,
-    ) -> Callable[[F], F]: ...
-
-    def task(
-        self,
-        func: F | None = None,
-        /,
-        *,
-        retries: int = 0,
-        delay: float = 0.0,
-        backoff: float = 1.0,
-        name: str | None = None,
-        eager: bool = False,
-        priority: int | None = None,
-        queue: str | None = None,
-        requeue_on_interrupt: bool = False,
-    ) -> F | Callable[[F], F]:
-        """Register a task function; use as ``@task_manager.task()`` or ``@task_manager.task``.
+    ) -> Callable[[F], F]:
+        """Register a task function: ``@task_manager.task(retries=3, delay=1, backoff=2)``.
 
         The function itself is returned unchanged, so it can still be called directly.
 
@@ -157,11 +138,15 @@ class TaskManager:
             self.registry.register(target, config)
             return target
 
-        if func is not None:
-            return register(func)
         TaskConfig(  # validate now, so a bad decorator fails at import time
-            name=name or "_", retries=retries, delay=delay, backoff=backoff, eager=eager,
-            priority=priority, queue=queue, requeue_on_interrupt=requeue_on_interrupt,
+            name=name or "_",
+            retries=retries,
+            delay=delay,
+            backoff=backoff,
+            eager=eager,
+            priority=priority,
+            queue=queue,
+            requeue_on_interrupt=requeue_on_interrupt,
         )
         return register
 

@@ -33,7 +33,9 @@ class Runtime:
         """True while the loop can still run work for this runtime."""
         return not self.loop.is_closed() and not self.stopping
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
         """Start ``coro`` as a task this runtime keeps a reference to until it ends."""
         task = self.loop.create_task(coro, name=name)
         self.background.add(task)

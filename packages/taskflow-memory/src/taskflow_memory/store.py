@@ -153,10 +153,7 @@ class MemoryStore:
                 if (statuses is None or record.status in statuses)
                 and (query.func_name is None or record.func_name == query.func_name)
                 and (query.queue is None or record.queue == query.queue)
-                and (
-                    not query.tags
-                    or all(record.tags.get(k) == v for k, v in query.tags.items())
-                )
+                and (not query.tags or all(record.tags.get(k) == v for k, v in query.tags.items()))
                 and (query.created_after is None or record.created_at >= query.created_after)
                 and (query.created_before is None or record.created_at < query.created_before)
                 and (after is None or (record.created_at, record.task_id) < after)

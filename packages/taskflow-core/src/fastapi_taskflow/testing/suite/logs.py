@@ -26,7 +26,9 @@ class LogTests(ConformanceBase):
         first = [
             LogEntry(timestamp=now + seconds(2), level="info", message="b: later stamp first"),
             LogEntry(timestamp=now + seconds(1), level="warning", message="a", attempt=1),
-            LogEntry(timestamp=now + seconds(1), message="same stamp", extra={"k": [1, {"x": None}]}),
+            LogEntry(
+                timestamp=now + seconds(1), message="same stamp", extra={"k": [1, {"x": None}]}
+            ),
         ]
         second = [
             LogEntry(timestamp=now.replace(microsecond=999999), level="error", message="ünïcode ✓"),
@@ -50,7 +52,9 @@ class LogTests(ConformanceBase):
         assert stored is not None
         assert [e.message for e in stored.logs] == [e.message for e in entries]
 
-    async def test_logs_belong_to_their_task(self, backend: TaskBackend, clock: ManualClock) -> None:
+    async def test_logs_belong_to_their_task(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
         """Each task's ``get`` returns only its own logs; a task without logs has none.
 
         If this fails, check that logs are keyed by task id.

@@ -88,7 +88,9 @@ class QueryTests(ConformanceBase):
         items are full records without their logs.
         """
         records = await seed(backend, clock)
-        await backend.append_logs(records[0].task_id, [LogEntry(timestamp=clock.now(), message="x")])
+        await backend.append_logs(
+            records[0].task_id, [LogEntry(timestamp=clock.now(), message="x")]
+        )
         page = await backend.query(TaskQuery())
         assert [r.task_id for r in page.items] == newest_first(records)
         assert page.next_cursor is None
@@ -235,7 +237,9 @@ class QueryTests(ConformanceBase):
         keyset on ``(created_at, task_id)``, never OFFSET.
         """
         base = clock.now()
-        original = [await create_task(backend, clock, created_at=base + seconds(i)) for i in range(20)]
+        original = [
+            await create_task(backend, clock, created_at=base + seconds(i)) for i in range(20)
+        ]
         seen: list[str] = []
         cursor: str | None = None
         late_old: TaskRecord | None = None

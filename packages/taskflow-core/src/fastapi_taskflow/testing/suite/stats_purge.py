@@ -23,9 +23,7 @@ PENDING, RUNNING, SUCCESS, FAILED, CANCELLED, INTERRUPTED = (
 def counts(stats: TaskStats) -> tuple[int, dict[TaskStatus, int], dict[str, dict[TaskStatus, int]]]:
     """The stats with zero counts dropped (whether a store lists zeros is its choice)."""
     by_status = {s: n for s, n in stats.by_status.items() if n}
-    by_func = {
-        func: {s: n for s, n in per.items() if n} for func, per in stats.by_func.items()
-    }
+    by_func = {func: {s: n for s, n in per.items() if n} for func, per in stats.by_func.items()}
     return stats.total, by_status, {func: per for func, per in by_func.items() if per}
 
 

@@ -49,7 +49,9 @@ def full_record(clock: ManualClock) -> TaskRecord:
 class StoreCreateTests(ConformanceBase):
     """``create``, ``create_many``, ``get`` and ``find_by_key``."""
 
-    async def test_create_new_task_is_stored(self, backend: TaskBackend, clock: ManualClock) -> None:
+    async def test_create_new_task_is_stored(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
         """A new record is created and ``get`` returns it field for field.
 
         If this fails, check that every TaskRecord field is stored and read back
@@ -65,7 +67,9 @@ class StoreCreateTests(ConformanceBase):
         for stamp in (stored.created_at, stored.updated_at, stored.started_at):
             assert stamp is not None and stamp.utcoffset() == timezone.utc.utcoffset(None)
 
-    async def test_create_defaults_round_trip(self, backend: TaskBackend, clock: ManualClock) -> None:
+    async def test_create_defaults_round_trip(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
         """A record with only the required fields round-trips with its defaults.
 
         If this fails, check that None (``args``, ``result``, ``started_at`` ...) and

@@ -40,7 +40,9 @@ class TransitionTests(ConformanceBase):
         assert stored is not None
         assert stored.status is RUNNING and stored.updated_at == now
 
-    async def test_transition_applies_update(self, backend: TaskBackend, clock: ManualClock) -> None:
+    async def test_transition_applies_update(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
         """The ``update`` of a transition is written in the same step; unset fields stay.
 
         If this fails, check that only ``update.changes()`` (the fields explicitly set)
@@ -49,7 +51,9 @@ class TransitionTests(ConformanceBase):
         task = await create_task(backend, clock, error="old", progress=0.5, owner="a")
         started = clock.advance(1)
         update = TaskUpdate(attempt=1, started_at=started, owner="worker-1")
-        moved = await backend.transition(task.task_id, expected=[PENDING], new=RUNNING, update=update)
+        moved = await backend.transition(
+            task.task_id, expected=[PENDING], new=RUNNING, update=update
+        )
         assert moved is not None
         assert (moved.attempt, moved.started_at, moved.owner) == (1, started, "worker-1")
         assert moved.error == "old" and moved.progress == 0.5, "unset fields must not change"
@@ -79,7 +83,10 @@ class TransitionTests(ConformanceBase):
         task = await create_task(backend, clock)
         clock.advance(5)
         update = TaskUpdate(owner="intruder", error="x")
-        assert await backend.transition(task.task_id, expected=[RUNNING], new=SUCCESS, update=update) is None
+        assert (
+            await backend.transition(task.task_id, expected=[RUNNING], new=SUCCESS, update=update)
+            is None
+        )
         assert await backend.transition(task.task_id, expected=[], new=RUNNING) is None
         assert await backend.get(task.task_id) == task
 
@@ -95,9 +102,7 @@ class TransitionTests(ConformanceBase):
             task.task_id, expected={RUNNING, PENDING}, new=FAILED, update=TaskUpdate(error="e")
         )
         assert moved is not None and moved.status is FAILED
-        again = await backend.transition(
-            task.task_id, expected=(PENDING, RUNNING), new=SUCCESS
-        )
+        again = await backend.transition(task.task_id, expected=(PENDING, RUNNING), new=SUCCESS)
         assert again is None
 
     async def test_transition_unknown_task(self, backend: TaskBackend) -> None:
@@ -109,7 +114,9 @@ class TransitionTests(ConformanceBase):
         assert await backend.transition(task_id, expected=[PENDING], new=RUNNING) is None
         assert await backend.get(task_id) is None
 
-    async def test_transition_returns_no_logs(self, backend: TaskBackend, clock: ManualClock) -> None:
+    async def test_transition_returns_no_logs(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
         """The record a transition returns carries no logs (they are not loaded).
 
         If this fails, check that transition() does not read the task's logs.
@@ -137,7 +144,11 @@ class TransitionTests(ConformanceBase):
         )
         assert updated is not None
         assert updated.status is RUNNING
-        assert (updated.progress, updated.cancel_requested, updated.result) == (0.75, True, [1, "two"])
+        assert (updated.progress, updated.cancel_requested, updated.result) == (
+            0.75,
+            True,
+            [1, "two"],
+        )
         assert updated.error == "e"
         cleared = await backend.update(task.task_id, TaskUpdate(error=None, progress=None))
         assert cleared is not None and cleared.error is None and cleared.progress is None
@@ -163,7 +174,9 @@ class TransitionTests(ConformanceBase):
         assert await backend.update(task_id, TaskUpdate(progress=0.5)) is None
         assert await backend.get(task_id) is None
 
-    async def test_status_history_round_trip(self, backend: TaskBackend, clock: ManualClock) -> None:
+    async def test_status_history_round_trip(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
         """A task walks PENDING -> RUNNING -> PENDING (retry) -> RUNNING -> FAILED.
 
         If this fails, check that transitions read the current status each time rather

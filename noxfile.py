@@ -1,0 +1,107 @@
+"""Developer sessions: tests, conformance, integration, lint, docs, demo, bench.
+
+Service URLs come from environment variables with local defaults:
+TASKFLOW_TEST_POSTGRES_URL, TASKFLOW_TEST_MYSQL_URL, TASKFLOW_TEST_REDIS_URL. Set
+TASKFLOW_REQUIRE_SERVICES=1 to make a missing service fail tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+PACKAGES = ["taskflow-core", "taskflow-memory", "taskflow-sql", "taskflow-redis"]
+EXTRAS = {"taskflow-sql": "[sqlite,postgres,mysql]"}
+TEST_DEPS = ["pytest>=8", "httpx>=0.27", "uvicorn>=0.29", "hypothesis>=6"]
+
+# conformance -- NAME  runs packages/*/tests/test_conformance_NAME*.py
+CONFORMANCE = {
+    "memory": ["packages/taskflow-memory/tests/test_conformance_memory.py"],
+    "toy": ["packages/taskflow-core/tests/test_toy_backend_conformance.py"],
+    "sqlite": ["packages/taskflow-sql/tests/test_conformance_sqlite.py"],
+    "postgres": ["packages/taskflow-sql/tests/test_conformance_postgres.py"],
+    "mysql": ["packages/taskflow-sql/tests/test_conformance_mysql.py"],
+    "redis": [
+        "packages/taskflow-redis/tests/test_conformance_redis.py",
+        "packages/taskflow-redis/tests/test_conformance_redis_cluster.py",
+    ],
+}
+
+
+def _install_packages(session: nox.Session, *extra: str) -> None:
+    args: list[str] = []
+    for name in PACKAGES:
+        if (ROOT / "packages" / name / "pyproject.toml").exists():
+            args += ["-e", f"packages/{name}{EXTRAS.get(name, '')}"]
+    session.install(*args, *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run every test: each package's own tests and tests-integration/."""
+    _install_packages(session, *TEST_DEPS)
+    session.run("pytest", *(session.posargs or ["packages", "tests-integration", "-q"]))
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """Run the shared backend suite: ``nox -s conformance -- memory sqlite redis``."""
+    names = session.posargs or ["memory"]
+    unknown = [n for n in names if n not in CONFORMANCE]
+    if unknown:
+        session.error(f"unknown backend(s) {unknown}; choose from {sorted(CONFORMANCE)}")
+    _install_packages(session, *TEST_DEPS)
+    files = [f for name in names for f in CONFORMANCE[name]]
+    session.run("pytest", "-q", *files)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Run tests-integration/ only (real apps, real servers, several processes)."""
+    _install_packages(session, *TEST_DEPS)
+    session.run("pytest", "-q", "tests-integration", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and mypy --strict on every package's src/."""
+    _install_packages(session, "ruff>=0.5", "mypy>=1.10", "pytest>=8")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    for name in PACKAGES:
+        src = ROOT / "packages" / name / "src"
+        if src.exists():
+            session.run("mypy", "--strict", str(src.relative_to(ROOT)))
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode (``-- serve`` to preview)."""
+    _install_packages(session, "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
+    if session.posargs and session.posargs[0] == "serve":
+        session.run("mkdocs", "serve")
+    else:
+        session.run("mkdocs", "build", "--strict")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Start the demo app from examples/ on http://127.0.0.1:8000."""
+    _install_packages(session, "uvicorn>=0.29")
+    session.run(
+        "uvicorn", "examples.demo:app", "--host", "127.0.0.1", "--port", "8000", *session.posargs
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmark harness in benchmarks/."""
+    _install_packages(session, "httpx>=0.27")
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    for script in session.posargs or [str(s.relative_to(ROOT)) for s in scripts]:
+        session.run("python", script)
