@@ -1,11 +1,74 @@
-"""The backend conformance suite, one mixin class per area."""
+"""The backend conformance suite, one mixin class per area.
+
+:class:`BackendConformance` holds every standard test. While a backend is being
+written, its author may subclass individual areas (``QueueTests``, ``LeaseTests`` ...)
+instead; each needs only the ``backend`` fixture. A finished backend runs
+:class:`BackendConformance`: the core contract is never optional.
+"""
 
 from __future__ import annotations
 
+from ._base import ConformanceBase, create_task, make_record, new_id
+from ._threads import contend
+from .concurrency import ConcurrencyTests
+from .events import EventTests
+from .guard import GuardTests, find_unmarked_overrides, standard_tests
+from .leases import LeaseTests
+from .lifecycle import LifecycleTests
+from .locks import LockTests, ScheduleTests
 from .logs import LogTests
+from .queries import QueryTests
+from .queues import QueueTests
+from .stats_purge import PurgeTests, StatsTests
 from .store_create import StoreCreateTests
 from .transitions import TransitionTests
 
+__all__ = [
+    "BackendConformance",
+    "ConcurrencyTests",
+    "ConformanceBase",
+    "EventTests",
+    "GuardTests",
+    "LeaseTests",
+    "LifecycleTests",
+    "LockTests",
+    "LogTests",
+    "PurgeTests",
+    "QueryTests",
+    "QueueTests",
+    "ScheduleTests",
+    "StatsTests",
+    "StoreCreateTests",
+    "TransitionTests",
+    "contend",
+    "create_task",
+    "find_unmarked_overrides",
+    "make_record",
+    "new_id",
+    "standard_tests",
+]
 
-class BackendConformance(StoreCreateTests, TransitionTests, LogTests):
-    """Every standard test."""
+
+class BackendConformance(
+    GuardTests,
+    LifecycleTests,
+    StoreCreateTests,
+    TransitionTests,
+    LogTests,
+    QueryTests,
+    StatsTests,
+    PurgeTests,
+    QueueTests,
+    LeaseTests,
+    LockTests,
+    ScheduleTests,
+    EventTests,
+    ConcurrencyTests,
+):
+    """Every standard test of the backend contract.
+
+    Subclass it in your backend's tests and define one fixture, ``backend``: an async
+    generator taking ``clock`` that builds a fresh, empty backend with ``clock=clock``,
+    opens it, yields it and closes it. Opt out of a test only with
+    ``@pytest.mark.xfail(reason=...)`` (see :mod:`fastapi_taskflow.testing.suite.guard`).
+    """

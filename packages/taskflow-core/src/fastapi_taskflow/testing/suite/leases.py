@@ -76,8 +76,8 @@ class LeaseTests(ConformanceBase):
             [mine, stale, theirs, unleased], owner="a", lease_seconds=60
         )
         assert renewed == {mine, stale}
-        clock.advance(50)  # stale would have expired at +10, mine at +60
-        assert await backend.expired_leases() == []
+        clock.advance(50)  # without the renewal stale expired at +10, mine at +60
+        assert [lease.task_id for lease in await backend.expired_leases()] == [theirs]
         assert await backend.acquire_lease(stale, owner="b", lease_seconds=5) is False
         assert await backend.renew_leases([], owner="a", lease_seconds=60) == set()
 
@@ -109,12 +109,14 @@ class LeaseTests(ConformanceBase):
         ids = await stored_ids(backend, clock, 5)
         start = clock.now()
         durations = [40, 10, 30, 20, 500]
-        for task_id, duration in zip(ids, durations):
+        for task_id, duration in zip(ids, durations, strict=True):
             await backend.acquire_lease(task_id, owner=f"o-{duration}", lease_seconds=duration)
         assert await backend.expired_leases() == []
         clock.advance(100)
         expected = [
-            Lease(task_id=ids[i], owner=f"o-{durations[i]}", expires_at=start + seconds(durations[i]))
+            Lease(
+                task_id=ids[i], owner=f"o-{durations[i]}", expires_at=start + seconds(durations[i])
+            )
             for i in (1, 3, 2, 0)
         ]
         assert await backend.expired_leases() == expected

@@ -89,13 +89,17 @@ class ScheduleTests(ConformanceBase):
         first, second, third = await stored_ids(backend, clock, 3)
         key = new_id("run-")
         assert await backend.schedule_once(key, task_id=first, queue=Q, run_at=clock.now())
-        assert await backend.schedule_once(key, task_id=second, queue=Q, run_at=clock.now()) is False
+        assert (
+            await backend.schedule_once(key, task_id=second, queue=Q, run_at=clock.now()) is False
+        )
         assert await backend.queue_length(Q) == 1
         assert [c.task_id for c in await backend.claim(queue=Q, owner="w", lease_seconds=5)] == [
             first
         ]
         clock.advance(3600)
-        assert await backend.schedule_once(key, task_id=second, queue=Q, run_at=clock.now()) is False
+        assert (
+            await backend.schedule_once(key, task_id=second, queue=Q, run_at=clock.now()) is False
+        )
         assert await backend.schedule_once(key, task_id=first, queue=Q, run_at=clock.now()) is False
         assert await backend.queue_length(Q) == 0
         other_key = new_id("run-")

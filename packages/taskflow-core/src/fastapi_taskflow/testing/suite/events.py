@@ -1,0 +1,141 @@
+"""Event fan-out: publish and subscribe, on one backend and across forks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+
+from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.events import LifecycleEvent, LogEvent
+from fastapi_taskflow.models import TaskStatus
+from fastapi_taskflow.protocols import TaskBackend
+
+from ._base import ConformanceBase, new_id, seconds
+
+__all__ = ["EventTests", "sample_events"]
+
+Event = LifecycleEvent | LogEvent
+
+
+def sample_events(clock: ManualClock, task_id: str, count: int = 3) -> list[Event]:
+    """Events of one task, alternating kinds, with every field set."""
+    now = clock.now().replace(microsecond=654321)
+    events: list[Event] = []
+    for i in range(count):
+        if i % 2 == 0:
+            events.append(
+                LifecycleEvent(
+                    task_id=task_id,
+                    func_name="app.tasks.report",
+                    attempt=i,
+                    tags={"tenant": "acme", "n": str(i)},
+                    timestamp=now + seconds(i),
+                    instance_id="instance-a",
+                    status=TaskStatus.FAILED if i == 2 else TaskStatus.RUNNING,
+                    error="boom" if i == 2 else None,
+                    queue="reports",
+                )
+            )
+        else:
+            events.append(
+                LogEvent(
+                    task_id=task_id,
+                    func_name="app.tasks.report",
+                    attempt=i,
+                    timestamp=now + seconds(i),
+                    level="warning",
+                    message=f"line {i} ✓",
+                    extra={"rows": [1, 2], "ok": True, "none": None},
+                )
+            )
+    return events
+
+
+async def receive(stream: AsyncIterator[Event], task_id: str, count: int) -> list[Event]:
+    """Read events until ``count`` of ``task_id``'s have arrived (others are ignored)."""
+    received: list[Event] = []
+    while len(received) < count:
+        event = await anext(stream)
+        if event.task_id == task_id:
+            received.append(event)
+    return received
+
+
+class EventTests(ConformanceBase):
+    """``publish`` and ``subscribe``."""
+
+    async def test_events_round_trip_in_order(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """Events published after subscribing arrive, equal and in publication order.
+
+        If this fails, check that the subscription is listening when ``async with``
+        returns, and that events are encoded with ``events.bus_event_adapter`` (both
+        kinds, every field) and decoded back.
+        """
+        task_id = new_id()
+        sent = sample_events(clock, task_id, 6)
+        with anyio.fail_after(self.event_timeout):
+            async with backend.subscribe() as stream:
+                for event in sent:
+                    await backend.publish(event)
+                got = await receive(stream, task_id, len(sent))
+        assert got == sent
+        assert [type(e) for e in got] == [type(e) for e in sent]
+
+    async def test_every_subscriber_gets_every_event(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """Two subscriptions on one backend each receive every event.
+
+        If this fails, check that publish() fans out rather than handing each event to
+        one consumer.
+        """
+        task_id = new_id()
+        sent = sample_events(clock, task_id, 3)
+        with anyio.fail_after(self.event_timeout):
+            async with backend.subscribe() as first, backend.subscribe() as second:
+                for event in sent:
+                    await backend.publish(event)
+                assert await receive(first, task_id, 3) == sent
+                assert await receive(second, task_id, 3) == sent
+
+    async def test_events_reach_a_fork(self, backend: TaskBackend, clock: ManualClock) -> None:
+        """Events published on a backend reach a fork's subscriber, and the reverse.
+
+        Forks stand in for other instances. If this fails, check that events travel
+        through the shared storage/server, not an in-object list.
+        """
+        fork = backend.fork()
+        await fork.open()
+        try:
+            to_fork, to_parent = new_id(), new_id()
+            with anyio.fail_after(self.event_timeout):
+                async with fork.subscribe() as on_fork, backend.subscribe() as on_parent:
+                    for event in sample_events(clock, to_fork):
+                        await backend.publish(event)
+                    for event in sample_events(clock, to_parent):
+                        await fork.publish(event)
+                    assert await receive(on_fork, to_fork, 3) == sample_events(clock, to_fork)
+                    assert await receive(on_parent, to_parent, 3) == sample_events(clock, to_parent)
+        finally:
+            await fork.close()
+
+    async def test_subscribe_again_after_leaving(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """Leaving a subscription is clean: publishing still works, a new one receives.
+
+        If this fails, check that leaving ``async with backend.subscribe()`` unsubscribes
+        without closing what other subscriptions or publish() use.
+        """
+        task_id = new_id()
+        with anyio.fail_after(self.event_timeout):
+            async with backend.subscribe():
+                pass
+            await backend.publish(sample_events(clock, task_id, 1)[0])
+            async with backend.subscribe() as stream:
+                [event] = sample_events(clock, task_id, 1)
+                await backend.publish(event)
+                assert await receive(stream, task_id, 1) == [event]
