@@ -1,0 +1,171 @@
+"""How records and logs are stored: compact pydantic JSON in one hash per task.
+
+A task hash has one field ``d`` with the JSON of the fields that never change after
+create (id, function, arguments, tags ...), one field per mutable field holding that
+field's JSON value (so a transition writes only what changed, without parsing JSON on
+the server), and a few raw fields the Lua scripts read: ``s`` (status), ``m`` (index
+member), ``ix`` (extra index keys), ``f`` (function name), ``k`` (idempotency key) and
+``fin`` (finished time in microseconds). Decoding splices the JSON fragments into one
+document and validates it once with pydantic's JSON parser.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate
+
+from .keys import KeySpace, micros
+
+__all__ = [
+    "MUTABLE_FIELDS",
+    "CorruptValue",
+    "as_str",
+    "decode_logs",
+    "decode_record",
+    "encode_log",
+    "encode_record",
+    "encode_update",
+    "pairs",
+]
+
+logger = logging.getLogger("taskflow_redis")
+
+MUTABLE_FIELDS = (
+    "attempt",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "result",
+    "progress",
+    "cancel_requested",
+    "owner",
+)
+"""Record fields that may change after create; each is its own hash field."""
+
+_SKIP = frozenset({"status", "logs", *MUTABLE_FIELDS})
+
+
+class CorruptValue(Exception):
+    """A stored value could not be decoded (internal; callers log and skip)."""
+
+
+def as_str(value: Any) -> str:
+    """Return a reply item as ``str`` (clients may or may not decode responses)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    """Turn a flat ``HGETALL`` reply ``[k1, v1, k2, v2, ...]`` into a dict keyed by str."""
+    return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
+    """Return the ``create.lua`` argument block for ``record`` (header then hash fields)."""
+    data = record.model_dump(mode="json", exclude={"logs"}, fallback=repr)
+    fixed = {name: value for name, value in data.items() if name not in _SKIP}
+    member = keys.member(record.created_at, record.task_id)
+    extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
+    extra += [keys.tag_index(k, v) for k, v in sorted(record.tags.items())]
+    ix = _dumps(extra)
+    fields = ["d", _dumps(fixed), "s", record.status.value, "m", member, "ix", ix]
+    fields += ["f", record.func_name]
+    if record.idempotency_key is not None:
+        fields += ["k", record.idempotency_key]
+    fin = "" if record.finished_at is None else str(micros(record.finished_at))
+    if fin:
+        fields += ["fin", fin]
+    for name in MUTABLE_FIELDS:
+        if data[name] is not None:
+            fields += [name, _dumps(data[name])]
+    header = [
+        record.task_id,
+        record.idempotency_key or "",
+        record.status.value,
+        record.func_name,
+        member,
+        ix,
+        fin,
+        str(len(fields) // 2),
+    ]
+    return header + fields
+
+
+def encode_update(update: TaskUpdate | None, updated_at: Any) -> tuple[str, list[str]]:
+    """Return ``(fin, field pairs)`` for ``transition.lua``.
+
+    ``fin`` is ``''`` when ``finished_at`` is not being changed, ``'-'`` when it is
+    cleared, else its microseconds.
+    """
+    changes = update.changes() if update is not None else {}
+    data = (
+        update.model_dump(mode="json", include=set(changes), fallback=repr)
+        if update is not None
+        else {}
+    )
+    fields = ["updated_at", _dumps(updated_at)]
+    for name in MUTABLE_FIELDS:
+        if name in data and name != "updated_at":
+            fields += [name, _dumps(data[name])]
+    fin = ""
+    if "finished_at" in changes:
+        value = changes["finished_at"]
+        fin = "-" if value is None else str(micros(value))
+    return fin, fields
+
+
+def decode_record(fields: Mapping[str, Any]) -> TaskRecord:
+    """Rebuild a record (without logs) from its hash fields.
+
+    Raises:
+        CorruptValue: the hash is not a record this backend wrote.
+    """
+    try:
+        doc = _as_bytes(fields["d"]).strip()
+        status = as_str(fields["s"])
+        if not doc.startswith(b"{") or not doc.endswith(b"}"):
+            raise CorruptValue("field 'd' is not a JSON object")
+        parts = [b'"status":' + _dumps(status).encode("utf-8")]
+        for name in MUTABLE_FIELDS:
+            raw = fields.get(name)
+            if raw is not None:
+                parts.append(b'"' + name.encode() + b'":' + _as_bytes(raw))
+        inner = doc[1:-1].strip()
+        body = b",".join(([inner] if inner else []) + parts)
+        return TaskRecord.model_validate_json(b"{" + body + b"}")
+    except (KeyError, ValueError, ValidationError, UnicodeDecodeError) as exc:
+        raise CorruptValue(str(exc)) from exc
+
+
+def encode_log(entry: LogEntry) -> str:
+    """Encode one log entry as compact JSON."""
+    return entry.model_dump_json(fallback=repr)
+
+
+def decode_logs(raw: Iterable[Any], task_id: str) -> list[LogEntry]:
+    """Decode a task's log list, skipping (and reporting) entries that are not ours."""
+    entries = []
+    for item in raw:
+        try:
+            entries.append(LogEntry.model_validate_json(_as_bytes(item)))
+        except ValidationError:
+            logger.warning("skipped a corrupt log entry of task %s in Redis: %.200r", task_id, item)
+    return entries

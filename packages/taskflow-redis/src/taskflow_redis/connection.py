@@ -1,0 +1,170 @@
+"""Making redis-py clients (from a URL, a client or a pool) and translating driver errors."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Union
+
+from redis import exceptions as rx
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from fastapi_taskflow.errors import BackendUnavailableError
+
+from .errors import RedisBackendError
+
+__all__ = ["AnyRedis", "Connector", "driver_errors"]
+
+AnyRedis = Union["Redis", "RedisCluster"]
+"""A standalone or a cluster asyncio client."""
+
+_UNAVAILABLE = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.MasterDownError,
+    OSError,
+)
+
+
+@contextmanager
+def driver_errors(action: str, where: str) -> Iterator[None]:
+    """Re-raise redis-py errors as taskflow errors, keeping the cause.
+
+    Args:
+        action: what was being done, for the message ("claiming from queue 'default'").
+        where: the server, for the message.
+
+    Raises:
+        BackendUnavailableError: the server could not be reached.
+        RedisBackendError: the server answered with an error.
+    """
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise BackendUnavailableError(
+            f"Redis at {where} is unreachable while {action} ({exc}); check that the "
+            "server is running and the URL is right, then retry"
+        ) from exc
+    except rx.RedisClusterException as exc:
+        raise BackendUnavailableError(
+            f"Redis Cluster at {where} is not usable while {action} ({exc}); check that "
+            "every node is up and the cluster state is ok"
+        ) from exc
+    except rx.RedisError as exc:
+        raise RedisBackendError(
+            f"Redis at {where} refused a command while {action}: {exc}"
+        ) from exc
+
+
+@dataclass
+class Connector:
+    """Builds the client of one backend, and an independent twin for a fork.
+
+    Attributes:
+        build: returns a new client (called on ``open()``).
+        describe: the server, for messages (no password).
+        owns_client: close the client on ``close()``.
+        owns_pool: also close its connection pool.
+    """
+
+    build: Callable[[], AnyRedis]
+    describe: str
+    owns_client: bool = True
+    owns_pool: bool = True
+    origin: AnyRedis | ConnectionPool | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool) -> Connector:
+        """Connect by URL; the backend owns what it creates."""
+        if cluster:
+            return cls(lambda: RedisCluster.from_url(url), _redact(url))
+        return cls(lambda: Redis.from_url(url), _redact(url))
+
+    @classmethod
+    def from_client(cls, client: AnyRedis) -> Connector:
+        """Use a caller's client; the caller keeps ownership (``close()`` leaves it open)."""
+        return cls(
+            lambda: client, _describe(client), owns_client=False, owns_pool=False, origin=client
+        )
+
+    @classmethod
+    def from_pool(cls, pool: ConnectionPool) -> Connector:
+        """Use a caller's pool through a client of our own; the pool stays open."""
+        return cls(
+            lambda: Redis(connection_pool=pool),
+            _describe_pool(pool),
+            owns_pool=False,
+            origin=pool,
+        )
+
+    def twin(self) -> Connector:
+        """Return a connector over the same server that shares no connection with this one.
+
+        A URL connector builds a fresh client each time, so it is its own twin; a caller's
+        client or pool is copied (same connection settings, new connections).
+        """
+        origin = self.origin
+        if origin is None:
+            return self
+        if isinstance(origin, RedisCluster):
+            return Connector(_cluster_twin(origin), self.describe)
+        pool = origin.connection_pool if isinstance(origin, Redis) else origin
+        return Connector(lambda: Redis(connection_pool=_pool_twin(pool)), self.describe)
+
+    async def close(self, client: AnyRedis) -> None:
+        """Close ``client`` as far as this connector owns it."""
+        if not self.owns_client:
+            return
+        if isinstance(client, RedisCluster):
+            await client.aclose()
+        else:
+            await client.aclose(close_connection_pool=self.owns_pool)
+
+
+def _pool_twin(pool: ConnectionPool) -> ConnectionPool:
+    return ConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=pool.max_connections,
+        **pool.connection_kwargs,
+    )
+
+
+def _cluster_twin(client: RedisCluster) -> Callable[[], AnyRedis]:
+    nodes = [(node.host, node.port) for node in client.get_nodes() or client.startup_nodes]
+    accepted = set(inspect.signature(RedisCluster.__init__).parameters)
+    kwargs = {
+        k: v
+        for k, v in client.connection_kwargs.items()
+        if k in accepted and k not in ("host", "port", "startup_nodes", "retry")
+    }
+
+    def build() -> AnyRedis:
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs)
+
+    return build
+
+
+def _redact(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}://{rest.split('?', 1)[0]}"
+
+
+def _describe_pool(pool: ConnectionPool) -> str:
+    kw: dict[str, Any] = pool.connection_kwargs
+    if "path" in kw:
+        return f"unix://{kw['path']}"
+    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def _describe(client: AnyRedis) -> str:
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes() or client.startup_nodes
+        return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes[:3])
+    return _describe_pool(client.connection_pool)

@@ -1,0 +1,102 @@
+"""Queues with priority and ``not_before``, and one-off schedules by run key.
+
+A named queue is three keys: ``queue:<name>:ready`` (a sorted set of due tasks, score
+``-priority`` and member ``<due µs><sequence>|<id>``, so Redis orders it by priority,
+then due time, then enqueue order), ``queue:<name>:delayed`` (not-yet-due ids scored by
+due time) and ``queue:<name>:items`` (id -> entry, for replace, dequeue and length).
+``claim`` first promotes delayed tasks that have become due, by the injected clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi_taskflow.models import Claim
+
+from .base import RedisBase
+from .codec import as_str
+from .connection import driver_errors
+from .keys import micros, padded
+
+__all__ = ["RedisQueues"]
+
+PROMOTE_CAP = 10_000
+"""Delayed tasks one claim moves to the ready set at most (the earliest due first)."""
+
+
+class RedisQueues(RedisBase):
+    """The queue and schedule part of the Backend protocol."""
+
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        priority: int = 0,
+        not_before: datetime | None = None,
+    ) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.enqueue`."""
+        now = self.clock.now()
+        due = padded(micros(not_before or now))
+        args = [queue, task_id, str(int(priority)), due, padded(micros(now))]
+        await self._run("enqueue", args, f"enqueuing {task_id} on {queue!r}")
+
+    async def claim(
+        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
+    ) -> list[Claim]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.claim`.
+
+        One script call promotes due delayed tasks, pops the best ``limit`` and leases
+        them, so no task is handed to two claimers.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock.now()
+        expires = now + timedelta(seconds=lease_seconds)
+        args: list[str | int] = [
+            queue,
+            owner,
+            padded(micros(now)),
+            micros(expires),
+            limit,
+            PROMOTE_CAP,
+        ]
+        reply = await self._run("claim", args, f"claiming from {queue!r}")
+        return [
+            Claim(
+                task_id=as_str(reply[i]),
+                queue=queue,
+                priority=int(as_str(reply[i + 1])),
+                lease_expires_at=expires,
+            )
+            for i in range(0, len(reply) - 1, 2)
+        ]
+
+    async def dequeue(self, task_id: str, *, queue: str) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.dequeue`."""
+        reply = await self._run("dequeue", [queue, task_id], f"dequeuing {task_id}")
+        return bool(int(reply))
+
+    async def queue_length(self, queue: str) -> int:
+        """See :meth:`fastapi_taskflow.protocols.Backend.queue_length`; one ``HLEN``."""
+        client = self._redis()
+        with driver_errors(f"measuring queue {queue!r}", self._where()):
+            return int(await client.hlen(self._keys.queue_items(queue)))
+
+    async def schedule_once(
+        self,
+        run_key: str,
+        *,
+        task_id: str,
+        queue: str,
+        run_at: datetime,
+        priority: int = 0,
+    ) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.schedule_once`.
+
+        Used run keys are remembered for ``retention`` (forever when it is None).
+        """
+        now = padded(self._now_us())
+        args = [run_key, queue, task_id, str(int(priority)), padded(micros(run_at)), now]
+        reply = await self._run("schedule_once", args, f"scheduling run {run_key!r}")
+        return bool(int(reply))

@@ -1,0 +1,22 @@
+-- Take up to limit due tasks off a queue and lease them.
+-- ARGV: base, queue, owner, now (17 digits), lease expiry (microseconds), limit, promote cap.
+-- Returns {id1, priority1, id2, priority2, ...}, best first.
+local q, owner, now, expires = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit = tonumber(ARGV[6])
+promote(q, now, tonumber(ARGV[7]))
+local ready, _, items = queue_keys(q)
+local taken = redis.call('ZRANGE', ready, 0, limit - 1)
+local out = {}
+for _, member in ipairs(taken) do
+  local id = string.match(member, '^%d+|(.*)$')
+  local v = redis.call('HGET', items, id)
+  local prio = '0'
+  if v then prio = string.match(v, '^(%-?%d+)|') end
+  redis.call('ZREM', ready, member)
+  redis.call('HDEL', items, id)
+  redis.call('HSET', K_LEASE_OWNERS, id, owner)
+  redis.call('ZADD', K_LEASES, expires, id)
+  out[#out + 1] = id
+  out[#out + 1] = prio
+end
+return out

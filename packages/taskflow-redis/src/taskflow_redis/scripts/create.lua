@@ -1,0 +1,44 @@
+-- Insert-if-absent for a batch of records.
+-- ARGV: base, n, then per record: id, idem ('' = none), status, func, member, ix (JSON array
+-- of extra index keys), fin ('' = not finished), nfields, field/value pairs.
+-- Returns per record {code, hash}: 1 created, 2 created over a corrupt value, 0 an existing
+-- record (same id, or the live holder of the key) whose HGETALL is the second element.
+local n = tonumber(ARGV[2])
+local p = 3
+local out = {}
+for _ = 1, n do
+  local id, idem, s, f, m, ix, fin = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3],
+    ARGV[p + 4], ARGV[p + 5], ARGV[p + 6]
+  local nf = tonumber(ARGV[p + 7])
+  local first = p + 8
+  p = first + 2 * nf
+  local key = task_key(id)
+  local existing = load(id)
+  local result = nil
+  if existing and existing ~= 'corrupt' and redis.call('HEXISTS', key, 's') == 1 then
+    result = {0, existing}
+  elseif idem ~= '' then
+    local holder = redis.call('HGET', K_IDEM, idem)
+    if holder and holder ~= id then
+      local rec = load(holder)
+      if rec and rec ~= 'corrupt' then result = {0, rec} end
+    end
+  end
+  if not result then
+    local code = 1
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('DEL', key)
+      code = 2
+    end
+    redis.call('HSET', key, unpack(ARGV, first, p - 1))
+    redis.call('ZADD', K_ALL, 0, m)
+    redis.call('ZADD', status_idx(s), 0, m)
+    for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZADD', ik, 0, m) end
+    count(s, f, 1)
+    if fin ~= '' then track_finished(id, s, fin) end
+    if idem ~= '' and not RELEASING[s] then redis.call('HSET', K_IDEM, idem, id) end
+    result = {code}
+  end
+  out[#out + 1] = result
+end
+return out

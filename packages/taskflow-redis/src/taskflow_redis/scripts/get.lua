@@ -1,0 +1,6 @@
+-- A task with its logs. ARGV: base, id. Returns {hash or 'corrupt' or {}, logs or 'corrupt'}.
+local rec = load(ARGV[2])
+if not rec then return {{}, {}} end
+local logs = redis.pcall('LRANGE', logs_key(ARGV[2]), 0, -1)
+if type(logs) == 'table' and logs.err then logs = 'corrupt' end
+return {rec, logs}

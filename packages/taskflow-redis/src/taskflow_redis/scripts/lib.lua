@@ -1,0 +1,133 @@
+-- Shared helpers, prepended to every taskflow script.
+--
+-- Every script gets ARGV[1] = the key base ('{prefix}:') and at least one key in KEYS
+-- (so a cluster client can route it); every key it touches starts with the base, so all
+-- of them hash to one cluster slot. Times are integer microseconds since the epoch and
+-- always come from the caller's clock (ARGV), never from the server.
+
+local B = ARGV[1]
+local TERMINAL = {success = true, failed = true, interrupted = true, cancelled = true,
+                  rejected = true}
+local RELEASING = {failed = true, rejected = true}
+
+local K_IDEM = B .. 'idem'
+local K_ALL = B .. 'idx:all'
+local K_FINISHED = B .. 'idx:finished'
+local K_STAT_STATUS = B .. 'stats:status'
+local K_STAT_FUNC = B .. 'stats:func'
+local K_LEASES = B .. 'leases'
+local K_LEASE_OWNERS = B .. 'lease:owners'
+local K_LOCKS = B .. 'locks'
+local K_RUNKEYS = B .. 'runkeys'
+local K_SEQ = B .. 'seq'
+
+local function task_key(id) return B .. 'task:' .. id end
+local function logs_key(id) return B .. 'logs:' .. id end
+local function status_idx(s) return B .. 'idx:status:' .. s end
+
+-- HGETALL of a task, false when absent, 'corrupt' when the key holds a foreign value.
+local function load(id)
+  local r = redis.pcall('HGETALL', task_key(id))
+  if type(r) == 'table' and r.err then return 'corrupt' end
+  if #r == 0 then return false end
+  return r
+end
+
+local function bump(hash, field, delta)
+  if redis.call('HINCRBY', hash, field, delta) <= 0 then redis.call('HDEL', hash, field) end
+end
+
+local function count(s, f, delta)
+  bump(K_STAT_STATUS, s, delta)
+  bump(K_STAT_FUNC, s .. ':' .. (f or ''), delta)
+end
+
+local function track_finished(id, s, fin)
+  if TERMINAL[s] and fin then
+    redis.call('ZADD', K_FINISHED, fin, id)
+  else
+    redis.call('ZREM', K_FINISHED, id)
+  end
+end
+
+-- Remove a task, its logs, its index entries, its counters, key and lease.
+local function delete_task(id)
+  local key = task_key(id)
+  local v = redis.pcall('HMGET', key, 's', 'm', 'ix', 'k', 'f')
+  if not (type(v) == 'table' and v.err) and v[1] then
+    local s, m, ix, k, f = v[1], v[2], v[3], v[4], v[5]
+    if m then
+      redis.call('ZREM', K_ALL, m)
+      redis.call('ZREM', status_idx(s), m)
+      if ix then
+        for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZREM', ik, m) end
+      end
+    end
+    count(s, f, -1)
+    if k and redis.call('HGET', K_IDEM, k) == id then redis.call('HDEL', K_IDEM, k) end
+  end
+  redis.call('DEL', key, logs_key(id))
+  redis.call('ZREM', K_FINISHED, id)
+  redis.call('ZREM', K_LEASES, id)
+  redis.call('HDEL', K_LEASE_OWNERS, id)
+end
+
+-- Delete at most n finished tasks with finished_at < cutoff; return how many.
+local function purge_finished(cutoff, n)
+  local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', '(' .. cutoff, 'LIMIT', 0, n)
+  for _, id in ipairs(ids) do delete_task(id) end
+  return #ids
+end
+
+-- Forget at most n one-off schedule run keys used before cutoff.
+local function prune_runkeys(cutoff, n)
+  local keys = redis.call('ZRANGEBYSCORE', K_RUNKEYS, '-inf', '(' .. cutoff, 'LIMIT', 0, n)
+  if #keys > 0 then redis.call('ZREM', K_RUNKEYS, unpack(keys)) end
+end
+
+-- Queues: 'ready' is ordered by (-priority, due, seq) through score and member;
+-- 'delayed' holds not-yet-due ids by due time; 'items' maps id -> 'priority|member'.
+local function queue_keys(q)
+  local base = B .. 'queue:' .. q
+  return base .. ':ready', base .. ':delayed', base .. ':items'
+end
+
+local function unqueue(q, id)
+  local ready, delayed, items = queue_keys(q)
+  local v = redis.call('HGET', items, id)
+  if not v then return false end
+  local member = string.match(v, '^%-?%d+|(.*)$')
+  redis.call('ZREM', ready, member)
+  redis.call('ZREM', delayed, id)
+  redis.call('HDEL', items, id)
+  return true
+end
+
+-- due and now are zero-padded 17-digit microsecond strings; prio an integer string.
+local function enqueue_one(q, id, prio, due, now)
+  unqueue(q, id)
+  local ready, delayed, items = queue_keys(q)
+  local seq = redis.call('INCR', K_SEQ)
+  local member = due .. string.format('%015d', seq) .. '|' .. id
+  redis.call('HSET', items, id, prio .. '|' .. member)
+  if tonumber(due) <= tonumber(now) then
+    redis.call('ZADD', ready, -tonumber(prio), member)
+  else
+    redis.call('ZADD', delayed, tonumber(due), id)
+  end
+end
+
+-- Move up to cap due tasks from 'delayed' to 'ready'.
+local function promote(q, now, cap)
+  local ready, delayed, items = queue_keys(q)
+  local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', tonumber(now), 'LIMIT', 0, cap)
+  for _, id in ipairs(ids) do
+    local v = redis.call('HGET', items, id)
+    if v then
+      local prio, member = string.match(v, '^(%-?%d+)|(.*)$')
+      redis.call('ZADD', ready, -tonumber(prio), member)
+    end
+    redis.call('ZREM', delayed, id)
+  end
+end
+

@@ -1,0 +1,289 @@
+"""The Store half: task records, their status, logs, queries and counters."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from fastapi_taskflow.models import (
+    CreateResult,
+    LogEntry,
+    TaskPage,
+    TaskQuery,
+    TaskRecord,
+    TaskStats,
+    TaskStatus,
+    TaskUpdate,
+    decode_cursor,
+    encode_cursor,
+)
+
+from .base import RedisBase, logger
+from .codec import (
+    CorruptValue,
+    as_str,
+    decode_logs,
+    decode_record,
+    encode_log,
+    encode_record,
+    encode_update,
+    pairs,
+)
+from .errors import RedisBackendError
+from .keys import from_micros, micros, padded
+
+__all__ = ["RedisStore"]
+
+CREATE_BATCH = 500
+"""Records per ``create.lua`` call, so one script never blocks the server for long."""
+
+QUERY_BUDGET = 20_000
+"""Index members one query call may examine before returning a short page."""
+
+AUTO_PURGE = 2
+"""Expired finished tasks removed by each transition to a terminal status."""
+
+
+def _is_marker(value: Any) -> bool:
+    return isinstance(value, (bytes, str)) and as_str(value) == "corrupt"
+
+
+class RedisStore(RedisBase):
+    """The Store protocol over Lua scripts; each method is one atomic round trip."""
+
+    def _decode(self, flat: Any, task_id: str) -> TaskRecord | None:
+        """Decode a task hash, or report it and return None when it is not ours."""
+        if _is_marker(flat):
+            logger.warning(
+                "skipped task %s: the Redis key %s holds a value that is not a taskflow "
+                "record (a foreign or corrupt value under the prefix)",
+                task_id,
+                self._keys.task(task_id),
+            )
+            return None
+        if not flat:
+            return None
+        try:
+            return decode_record(pairs(flat))
+        except CorruptValue as exc:
+            logger.warning(
+                "skipped task %s: the Redis hash %s is corrupt (%s)",
+                task_id,
+                self._keys.task(task_id),
+                exc,
+            )
+            return None
+
+    async def create(self, record: TaskRecord) -> CreateResult:
+        """See :meth:`fastapi_taskflow.protocols.Store.create`."""
+        return (await self.create_many([record]))[0]
+
+    async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
+        """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
+
+        Up to 500 records go in one script call (one round trip, atomic as a batch).
+        """
+        results: list[CreateResult] = []
+        for start in range(0, len(records), CREATE_BATCH):
+            batch = records[start : start + CREATE_BATCH]
+            args: list[str] = [str(len(batch))]
+            for record in batch:
+                args += encode_record(record, self._keys)
+            replies = await self._run("create", args, "creating tasks")
+            for record, reply in zip(batch, replies, strict=True):
+                results.append(self._create_result(record, reply))
+        return results
+
+    def _create_result(self, record: TaskRecord, reply: list[Any]) -> CreateResult:
+        code = int(reply[0])
+        if code == 2:
+            logger.warning(
+                "replaced a value that was not a taskflow record at Redis key %s",
+                self._keys.task(record.task_id),
+            )
+        if code:
+            return CreateResult(record=record.model_copy(update={"logs": []}), created=True)
+        existing = self._decode(reply[1], record.task_id)
+        if existing is None:
+            raise RedisBackendError(
+                f"cannot create task {record.task_id}: the record that holds its id or "
+                f"idempotency key {record.idempotency_key!r} is corrupt; delete it with "
+                "redis-cli or use another idempotency key"
+            )
+        return CreateResult(record=existing, created=False)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.get`.
+
+        A value under the task's key that is not a taskflow record is reported with a
+        warning and treated as absent.
+        """
+        flat, logs = await self._run("get", [task_id], f"reading task {task_id}")
+        record = self._decode(flat, task_id)
+        if record is None:
+            return None
+        if _is_marker(logs):
+            logger.warning("ignored the corrupt log list %s", self._keys.logs(task_id))
+            return record
+        record.logs = decode_logs(logs, task_id)
+        return record
+
+    async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
+        reply = await self._run(
+            "find_key", [idempotency_key], f"looking up idempotency key {idempotency_key!r}"
+        )
+        if not reply:
+            return None
+        return self._decode(reply[1], as_str(reply[0]))
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None = None,
+    ) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.transition`.
+
+        A transition to a terminal status also deletes up to two tasks that finished
+        longer than ``retention`` ago, so memory stays bounded without a sweeper.
+        """
+        if not expected:
+            return None
+        wanted = "," + ",".join(TaskStatus(s).value for s in expected) + ","
+        return await self._write(task_id, wanted, TaskStatus(new).value, update)
+
+    async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.update`."""
+        return await self._write(task_id, "*", "", update)
+
+    async def _write(
+        self, task_id: str, expected: str, new: str, update: TaskUpdate | None
+    ) -> TaskRecord | None:
+        now = self.clock.now()
+        fin, fields = encode_update(update, now.isoformat())
+        args: list[str | int] = [
+            task_id,
+            expected,
+            new,
+            fin,
+            self._retention_cutoff(now),
+            AUTO_PURGE,
+            *fields,
+        ]
+        reply = await self._run("transition", args, f"updating task {task_id}")
+        code = int(reply[0])
+        if code == -1:
+            return self._decode(b"corrupt", task_id)
+        if code == 0:
+            return None
+        return self._decode(reply[1], task_id)
+
+    async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
+        if not entries:
+            return
+        args = [task_id, *(encode_log(entry) for entry in entries)]
+        if int(await self._run("append_logs", args, f"appending logs to {task_id}")) < 0:
+            logger.warning(
+                "dropped %d log entries of task %s: the Redis key %s is not a list",
+                len(entries),
+                task_id,
+                self._keys.logs(task_id),
+            )
+
+    async def query(self, query: TaskQuery) -> TaskPage:
+        """See :meth:`fastapi_taskflow.protocols.Store.query`.
+
+        Served from sorted-set indexes: the smallest matching index is walked newest
+        first and the other filters are checked per member, in one script call. When
+        very selective filters make a call examine more than 20,000 index entries, the
+        page may come back short with a ``next_cursor`` to continue from.
+        """
+        keys = self._keys
+        upper = "+"
+        if query.created_before is not None:
+            upper = "(" + padded(micros(query.created_before))
+        if query.cursor:
+            created, last_id = decode_cursor(query.cursor)
+            bound = "(" + keys.member(created, last_id)
+            if upper == "+" or bound < upper:
+                upper = bound
+        lower = "-" if query.created_after is None else "[" + padded(micros(query.created_after))
+        statuses = sorted({TaskStatus(s).value for s in query.statuses or ()})
+        ands = []
+        if query.func_name is not None:
+            ands.append(keys.func_index(query.func_name))
+        if query.queue is not None:
+            ands.append(keys.queue_index(query.queue))
+        ands += [keys.tag_index(k, v) for k, v in sorted((query.tags or {}).items())]
+        want = query.limit + 1
+        args: list[str | int] = [want, upper, lower, QUERY_BUDGET, len(statuses)]
+        args += [keys.status_index(s) for s in statuses]
+        args += [len(ands), *ands]
+        reply = await self._run("query", args, "querying tasks")
+        resume = as_str(reply[0])
+        hits = [(as_str(reply[i]), reply[i + 1]) for i in range(1, len(reply) - 1, 2)]
+        items: list[TaskRecord] = []
+        for member, flat in hits[: query.limit]:
+            record = self._decode(flat, member[18:])
+            if record is not None:
+                items.append(record)
+        next_cursor = None
+        if len(hits) > query.limit:
+            next_cursor = self._cursor(hits[query.limit - 1][0], items)
+        elif resume:
+            next_cursor = self._cursor(resume, items)
+        return TaskPage(items=items, next_cursor=next_cursor)
+
+    @staticmethod
+    def _cursor(member: str, items: list[TaskRecord]) -> str:
+        task_id = member[18:]
+        if items and items[-1].task_id == task_id:
+            return encode_cursor(items[-1].created_at, task_id)
+        return encode_cursor(from_micros(int(member[:17])), task_id)
+
+    async def stats(self) -> TaskStats:
+        """See :meth:`fastapi_taskflow.protocols.Store.stats`.
+
+        Read from counters that every write maintains in the same script.
+        """
+        by_status_raw, by_func_raw = await self._run("stats", [], "reading task counts")
+        by_status: dict[TaskStatus, int] = {}
+        for name, count in pairs(by_status_raw).items():
+            status = self._status(name)
+            if status is not None and int(count) > 0:
+                by_status[status] = int(count)
+        by_func: dict[str, dict[TaskStatus, int]] = {}
+        for field, count in pairs(by_func_raw).items():
+            name, _, func = field.partition(":")
+            status = self._status(name)
+            if status is not None and int(count) > 0:
+                by_func.setdefault(func, {})[status] = int(count)
+        return TaskStats(total=sum(by_status.values()), by_status=by_status, by_func=by_func)
+
+    def _status(self, name: str) -> TaskStatus | None:
+        try:
+            return TaskStatus(name)
+        except ValueError:
+            logger.warning("ignored an unknown status %r in the Redis task counters", name)
+            return None
+
+    async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
+        """See :meth:`fastapi_taskflow.protocols.Store.purge`.
+
+        Removes the tasks with their logs, index entries, counters, idempotency keys and
+        leases in one script call; also forgets one-off schedule run keys older than
+        ``retention``.
+        """
+        if batch_size <= 0:
+            return 0
+        args: list[str | int] = [
+            str(micros(finished_before)),
+            batch_size,
+            self._retention_cutoff(self.clock.now()),
+        ]
+        return int(await self._run("purge", args, "purging finished tasks"))
