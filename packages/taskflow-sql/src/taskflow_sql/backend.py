@@ -1,0 +1,203 @@
+"""``SQLBackend``: the Store and Backend protocols on one SQLAlchemy async engine."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi_taskflow.clock import Clock, SystemClock
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .context import SQLContext
+from .engine import SQLiteSettings, configure_sqlite, make_engine
+from .events import SQLEvents
+from .executor import Executor
+from .leases import SQLLeases
+from .migrations import migrate
+from .queries import SQLQueries
+from .queue import SQLQueue
+from .schema import DEFAULT_PREFIX, Tables, build_tables
+from .store import SQLStore
+from .urls import SQLTarget, kind_of, parse_url
+
+__all__ = ["SQLBackend"]
+
+
+class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
+    """Durable tasks in SQLite, PostgreSQL or MySQL/MariaDB.
+
+    ``SQLBackend("sqlite:///tasks.db")``, ``SQLBackend("postgresql://user@host/db")``,
+    or ``SQLBackend(engine)`` with an existing ``AsyncEngine`` so the app and taskflow
+    share one pool (taskflow then never disposes it). Nothing connects until
+    :meth:`open`, which also creates or upgrades the schema.
+
+    Args:
+        url_or_engine: a backend URL (see :func:`taskflow_sql.urls.parse_url`) or an
+            ``AsyncEngine``.
+        table_prefix: prefix of every table name (default ``taskflow_``), so several
+            stores can share a database; a ``?table_prefix=`` in the URL overrides it.
+        schema: PostgreSQL schema holding the tables (created if missing); None: the
+            connection's default (``public``).
+        clock: where every timestamp comes from (never the database's ``NOW()``).
+        engine_options: extra ``create_async_engine`` keywords (pool size, echo, …);
+            ignored when an engine is passed.
+        sqlite_busy_timeout: seconds a SQLite connection waits for the write lock.
+        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
+        sqlite_batch_max: most writes grouped into one SQLite transaction.
+        sqlite_batch_window: seconds the SQLite writer waits to fill a batch (0: none).
+        counter_slots: rows per stats counter on PostgreSQL/MySQL (spreads row locks).
+        event_poll_interval: seconds between polls of the events table (SQLite, MySQL).
+        event_retention: how many newest event rows are kept for pollers.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        url_or_engine: str | AsyncEngine,
+        *,
+        table_prefix: str = DEFAULT_PREFIX,
+        schema: str | None = None,
+        clock: Clock | None = None,
+        engine_options: dict[str, Any] | None = None,
+        sqlite_busy_timeout: float = 10.0,
+        sqlite_synchronous: str = "FULL",
+        sqlite_batch_max: int = 512,
+        sqlite_batch_window: float = 0.0,
+        counter_slots: int = 16,
+        event_poll_interval: float = 0.05,
+        event_retention: int = 10_000,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self._settings: dict[str, Any] = {
+            "table_prefix": table_prefix,
+            "schema": schema,
+            "engine_options": engine_options,
+            "sqlite_busy_timeout": sqlite_busy_timeout,
+            "sqlite_synchronous": sqlite_synchronous,
+            "sqlite_batch_max": sqlite_batch_max,
+            "sqlite_batch_window": sqlite_batch_window,
+            "counter_slots": counter_slots,
+            "event_poll_interval": event_poll_interval,
+            "event_retention": event_retention,
+        }
+        self._sqlite = SQLiteSettings(
+            busy_timeout=sqlite_busy_timeout, synchronous=sqlite_synchronous
+        )
+        if isinstance(url_or_engine, AsyncEngine):
+            self._target: SQLTarget | None = None
+            self._url = url_or_engine.url.render_as_string(hide_password=False)
+            self._given_engine: AsyncEngine | None = url_or_engine
+            kind = kind_of(url_or_engine.dialect.name)
+        else:
+            self._target = parse_url(url_or_engine)
+            self._url = url_or_engine
+            self._given_engine = None
+            kind = self._target.kind
+            table_prefix = self._target.options.get("table_prefix", table_prefix)
+            schema = self._target.options.get("schema", schema)
+        if schema is not None and kind != "postgresql":
+            raise ValueError("'schema' is a PostgreSQL option; use table_prefix instead")
+        self.tables: Tables = build_tables(table_prefix, schema)
+        self.kind = kind
+        self._counter_slots = 1 if kind == "sqlite" else max(1, counter_slots)
+        self._poll_interval = event_poll_interval
+        self._event_retention = event_retention
+        self._published = 0
+        self._wakers: set[asyncio.Event] = set()
+        self._opened = False
+        self._closed = False
+        self._owns_engine = self._given_engine is None
+        self._ctx_value: SQLContext | None = None
+        self._exec_value: Executor | None = None
+
+    @property
+    def _ctx(self) -> SQLContext:  # type: ignore[override]
+        if self._ctx_value is None:
+            raise RuntimeError(
+                "the SQL backend is not open: call 'await backend.open()' first "
+                "(TaskManager does this for you)"
+            )
+        return self._ctx_value
+
+    @property
+    def _exec(self) -> Executor:  # type: ignore[override]
+        if self._exec_value is None:
+            raise RuntimeError(
+                "the SQL backend is not open: call 'await backend.open()' first"
+            )
+        return self._exec_value
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine in use (None-safe only after :meth:`open`)."""
+        return self._ctx.engine
+
+    async def open(self) -> None:
+        """Connect, create or upgrade the schema, start the SQLite writer. Idempotent.
+
+        Raises:
+            BackendUnavailableError: the database cannot be reached.
+            SchemaVersionError: the database holds a newer schema than this release.
+        """
+        if self._opened:
+            return
+        if self._closed:
+            raise RuntimeError("this SQL backend was closed; create a new one or fork()")
+        if self._given_engine is not None:
+            engine = self._given_engine
+        else:
+            assert self._target is not None
+            engine = make_engine(self._target, self._settings["engine_options"])
+        if self.kind == "sqlite":
+            configure_sqlite(engine, self._sqlite)
+        ctx = SQLContext(
+            engine=engine,
+            kind=self.kind,
+            tables=self.tables,
+            clock=self.clock,
+            counter_slots=self._counter_slots,
+        )
+        try:
+            await migrate(ctx)
+        except BaseException:
+            if self._owns_engine:
+                await engine.dispose()
+            raise
+        self._ctx_value = ctx
+        self._exec_value = Executor(
+            ctx,
+            max_batch=self._settings["sqlite_batch_max"],
+            window=self._settings["sqlite_batch_window"],
+        )
+        self._exec_value.start()
+        self._opened = True
+
+    async def close(self) -> None:
+        """Finish queued SQLite writes and release the pool (unless it was passed in).
+
+        Idempotent; the backend cannot be used afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._exec_value is not None:
+            await self._exec_value.stop()
+        if self._ctx_value is not None and self._owns_engine:
+            await self._ctx_value.engine.dispose()
+
+    def fork(self) -> SQLBackend:
+        """Return an unopened backend on the same database with its own engine and pool.
+
+        Same URL, options, table prefix, schema and clock. A backend built on a passed-in
+        ``AsyncEngine`` forks by creating a new engine from that engine's URL.
+        """
+        settings = dict(self._settings)
+        settings["table_prefix"] = self.tables.prefix
+        settings["schema"] = self.tables.schema
+        return SQLBackend(self._url, clock=self.clock, **settings)
+
+    def __repr__(self) -> str:
+        where = self._target.url if self._target else self._url
+        safe = str(where).split("@")[-1] if "@" in str(where) else str(where)
+        return f"SQLBackend({self.kind}, {safe!r}, prefix={self.tables.prefix!r})"

@@ -1,0 +1,95 @@
+"""The few statements that differ between SQLite, PostgreSQL and MySQL/MariaDB."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Select, Table
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from .context import Tx
+
+__all__ = ["add_counts", "insert_if_absent", "locked", "upsert"]
+
+_MYSQL_DUPLICATE = 1062
+
+
+async def insert_if_absent(tx: Tx, table: Table, values: Mapping[str, Any]) -> bool:
+    """Insert one row unless it violates a unique constraint; True if inserted.
+
+    PostgreSQL and SQLite use ``ON CONFLICT DO NOTHING`` (a failed statement would abort
+    a PostgreSQL transaction); MySQL rolls back only the failed statement, so a plain
+    INSERT whose duplicate-key error is caught leaves the transaction usable.
+    """
+    if tx.ctx.kind == "mysql":
+        try:
+            await tx.conn.execute(table.insert().values(**values))
+        except IntegrityError as exc:
+            args = getattr(exc.orig, "args", ())
+            if args and args[0] == _MYSQL_DUPLICATE:
+                return False
+            raise
+        return True
+    maker = pg_insert if tx.ctx.kind == "postgresql" else sqlite_insert
+    result = await tx.conn.execute(maker(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+async def upsert(
+    tx: Tx,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keys: Sequence[str],
+    replace: Sequence[str] = (),
+    add: Sequence[str] = (),
+) -> None:
+    """Insert ``rows``; on a key conflict overwrite ``replace`` and add to ``add`` columns.
+
+    Args:
+        tx: the transaction.
+        table: the table.
+        rows: the rows (at least one).
+        keys: the columns of the unique key that may conflict (PostgreSQL/SQLite).
+        replace: columns set to the new row's value on conflict.
+        add: columns incremented by the new row's value on conflict.
+    """
+    if tx.ctx.kind == "mysql":
+        my = mysql_insert(table).values(list(rows))
+        changes: dict[str, Any] = {name: my.inserted[name] for name in replace}
+        changes.update({name: table.c[name] + my.inserted[name] for name in add})
+        await tx.conn.execute(my.on_duplicate_key_update(changes))
+        return
+    maker = pg_insert if tx.ctx.kind == "postgresql" else sqlite_insert
+    stmt = maker(table).values(list(rows))
+    sets: dict[str, Any] = {name: stmt.excluded[name] for name in replace}
+    sets.update({name: table.c[name] + stmt.excluded[name] for name in add})
+    await tx.conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=sets))
+
+
+async def add_counts(tx: Tx) -> None:
+    """Write the transaction's counter changes, in key order (no lock-order deadlocks)."""
+    rows = [
+        {"func_name": func, "status": status, "slot": slot, "n": delta}
+        for (func, status, slot), delta in sorted(tx.deltas.items())
+        if delta
+    ]
+    tx.deltas.clear()
+    counters = tx.ctx.tables.counters
+    for row in rows:  # one statement per row keeps the lock order strict
+        await upsert(tx, counters, [row], keys=("func_name", "status", "slot"), add=("n",))
+
+
+def locked(stmt: Select[Any], tx: Tx, *, skip_locked: bool = False) -> Select[Any]:
+    """Add ``FOR UPDATE [SKIP LOCKED]`` where the engine has row locks (not SQLite).
+
+    On SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every other
+    writer, which is the equivalent.
+    """
+    if not tx.ctx.row_locks:
+        return stmt
+    return stmt.with_for_update(skip_locked=skip_locked)

@@ -1,0 +1,88 @@
+"""Creating and configuring SQLAlchemy async engines for the backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi_taskflow.errors import BackendURLError
+from sqlalchemy import event
+from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .urls import SQLTarget
+
+__all__ = ["SQLiteSettings", "configure_sqlite", "make_engine"]
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SQLiteSettings:
+    """The pragmas set on every SQLite connection.
+
+    Args:
+        busy_timeout: seconds a connection waits for another process's write lock.
+        synchronous: ``FULL`` (default: a committed transition survives power loss),
+            or ``NORMAL`` (survives a crash of the process, not of the machine).
+    """
+
+    def __init__(self, *, busy_timeout: float = 10.0, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"sqlite synchronous must be one of {_SYNCHRONOUS}")
+        self.busy_timeout_ms = int(busy_timeout * 1000)
+        self.synchronous = synchronous.upper()
+
+
+def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None) -> AsyncEngine:
+    """Create the engine for a parsed URL.
+
+    MySQL/MariaDB sessions use READ COMMITTED (what ``SKIP LOCKED`` claims and
+    insert-if-absent expect); pools are recycled hourly against server timeouts.
+
+    Raises:
+        BackendURLError: the driver is not installed or is not an async driver.
+    """
+    options: dict[str, Any] = {}
+    if target.kind == "mysql":
+        options.update(isolation_level="READ COMMITTED", pool_recycle=3600)
+    elif target.kind == "postgresql":
+        options.update(pool_recycle=3600)
+    options.update(engine_options or {})
+    try:
+        return create_async_engine(target.url, **options)
+    except (NoSuchModuleError, ArgumentError, InvalidRequestError, ImportError) as exc:
+        extra = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}[target.kind]
+        raise BackendURLError(
+            f"cannot use {target.url.drivername!r}: {exc}. Use an async driver; the "
+            f'default one is installed with: pip install "taskflow-sql[{extra}]"'
+        ) from exc
+
+
+def configure_sqlite(engine: AsyncEngine, settings: SQLiteSettings) -> None:
+    """Set WAL, busy_timeout and synchronous on every connection; control BEGIN.
+
+    The driver's own implicit transactions are turned off; SQLAlchemy's ``begin`` emits
+    ``BEGIN IMMEDIATE`` on connections marked ``taskflow_write`` (so a writer takes the
+    write lock up front and never fails half way with "database is locked") and a plain
+    deferred ``BEGIN`` on readers, which WAL lets run beside the writer.
+    """
+    sync_engine = engine.sync_engine
+    if getattr(sync_engine, "_taskflow_sqlite", False):
+        return
+    sync_engine._taskflow_sqlite = True  # type: ignore[attr-defined]
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {settings.busy_timeout_ms}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {settings.synchronous}")
+        cursor.close()
+
+    def on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("taskflow_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    event.listen(sync_engine, "connect", on_connect)
+    event.listen(sync_engine, "begin", on_begin)

@@ -1,0 +1,216 @@
+"""Event fan-out: LISTEN/NOTIFY on PostgreSQL, a polled events table elsewhere.
+
+PostgreSQL delivers notifications in commit order to every listening session, which is
+exactly the contract; payloads above NOTIFY's 8000-byte limit are stored in the events
+table and the notification carries ``@<id>``. SQLite and MySQL/MariaDB subscribers poll
+the events table by id (a publish on the same backend object wakes its subscribers at
+once). Ids are allocated before commit, so on MySQL an id can become visible after a
+higher one: a poller remembers such gaps for a few seconds and picks them up late
+rather than losing them. Old rows are trimmed by the publishers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
+from pydantic import ValidationError
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .context import SQLContext, Tx
+from .errors import SQLBackendError, wrap_error
+from .executor import Executor, connect
+
+__all__ = ["SQLEvents"]
+
+Event = LifecycleEvent | LogEvent
+
+logger = logging.getLogger("taskflow_sql")
+
+_NOTIFY_LIMIT = 7900
+_TRIM_EVERY = 100
+_GAP_GRACE = 5.0
+_MAX_GAP = 10_000
+_POLL_BATCH = 500
+
+
+def _decode(payload: str) -> Event | None:
+    try:
+        return bus_event_adapter.validate_json(payload)
+    except ValidationError as exc:
+        logger.error("skipping a malformed event: %s", exc)
+        return None
+
+
+class SQLEvents:
+    """publish/subscribe; mixed into :class:`taskflow_sql.SQLBackend`."""
+
+    clock: Clock
+    _ctx: SQLContext
+    _exec: Executor
+    _poll_interval: float
+    _event_retention: int
+    _published: int
+    _wakers: set[asyncio.Event]
+
+    @property
+    def _channel(self) -> str:
+        tables = self._ctx.tables
+        name = f"{tables.schema}.{tables.prefix}events" if tables.schema else f"{tables.prefix}events"
+        if len(name) > 63:
+            name = "taskflow_" + hashlib.sha256(name.encode()).hexdigest()[:40]
+        return name
+
+    async def publish(self, event: Event) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.publish`."""
+        payload = bus_event_adapter.dump_json(event).decode()
+        self._published += 1
+        trim = self._published % _TRIM_EVERY == 0
+        notify = self._ctx.kind == "postgresql"
+        channel = self._channel if notify else ""
+
+        async def op(tx: Tx) -> None:
+            if notify and len(payload.encode()) <= _NOTIFY_LIMIT:
+                await tx.conn.execute(select(func.pg_notify(channel, payload)))
+                return
+            events = tx.ctx.tables.events
+            result = await tx.conn.execute(
+                events.insert().values(payload=payload, created_at=self.clock.now())
+            )
+            new_id = int(result.inserted_primary_key[0])
+            if notify:
+                await tx.conn.execute(select(func.pg_notify(channel, f"@{new_id}")))
+            if trim:
+                await tx.conn.execute(
+                    delete(events).where(events.c.id <= new_id - self._event_retention)
+                )
+
+        await self._exec.write("publishing an event", op)
+        for waker in list(self._wakers):
+            waker.set()
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`.
+
+        On PostgreSQL the subscription holds one pooled connection for LISTEN.
+        """
+        if self._ctx.kind == "postgresql":
+            async with self._listen() as events:
+                yield events
+        else:
+            async with self._poll() as events:
+                yield events
+
+    async def _fetch_stored(self, event_id: int) -> Event | None:
+        table = self._ctx.tables.events
+
+        async def op(conn: AsyncConnection) -> str | None:
+            value = await conn.scalar(select(table.c.payload).where(table.c.id == event_id))
+            return None if value is None else str(value)
+
+        payload = await self._exec.read("reading an event", op)
+        return None if payload is None else _decode(payload)
+
+    @asynccontextmanager
+    async def _listen(self) -> AsyncIterator[AsyncIterator[Event]]:
+        conn = await connect(self._ctx, write=False)
+        inbox: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            inbox.put_nowait(payload)
+
+        try:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            if not hasattr(driver, "add_listener"):
+                raise SQLBackendError(
+                    "subscribe() on PostgreSQL needs the asyncpg driver "
+                    "(postgresql+asyncpg://, the default)"
+                )
+            await driver.add_listener(self._channel, on_notify)
+        except Exception as exc:
+            await conn.close()
+            raise wrap_error("subscribing to events", exc) from exc
+
+        async def events() -> AsyncIterator[Event]:
+            while True:
+                payload = await inbox.get()
+                if payload.startswith("@"):
+                    event = await self._fetch_stored(int(payload[1:]))
+                else:
+                    event = _decode(payload)
+                if event is not None:
+                    yield event
+
+        try:
+            yield events()
+        finally:
+            try:
+                await driver.remove_listener(self._channel, on_notify)
+            except Exception:  # the connection may be gone; it is discarded below
+                await conn.invalidate()
+            await conn.close()
+
+    @asynccontextmanager
+    async def _poll(self) -> AsyncIterator[AsyncIterator[Event]]:
+        table = self._ctx.tables.events
+
+        async def newest(conn: AsyncConnection) -> int:
+            return int(await conn.scalar(select(func.max(table.c.id))) or 0)
+
+        start = await self._exec.read("subscribing to events", newest)
+        waker = asyncio.Event()
+        self._wakers.add(waker)
+        try:
+            yield self._poll_events(start, waker)
+        finally:
+            self._wakers.discard(waker)
+
+    async def _poll_events(self, start: int, waker: asyncio.Event) -> AsyncIterator[Event]:
+        table = self._ctx.tables.events
+        loop = asyncio.get_running_loop()
+        last = start
+        gaps: dict[int, float] = {}
+        while True:
+            waker.clear()
+            now = loop.time()
+            for gap in [gap for gap, deadline in gaps.items() if deadline < now]:
+                del gaps[gap]
+            cond: Any = table.c.id > last
+            if gaps:
+                cond = or_(cond, table.c.id.in_(sorted(gaps)[:_POLL_BATCH]))
+            stmt = select(table.c.id, table.c.payload).where(cond).order_by(table.c.id)
+            rows = await self._exec.read(
+                "polling events", _fetch_all(stmt.limit(_POLL_BATCH))
+            )
+            for event_id, payload in rows:
+                if event_id in gaps:
+                    del gaps[event_id]
+                elif event_id > last:
+                    if 1 < event_id - last <= _MAX_GAP:
+                        gaps.update(dict.fromkeys(range(last + 1, event_id), now + _GAP_GRACE))
+                    last = event_id
+                event = _decode(payload)
+                if event is not None:
+                    yield event
+            if not rows:
+                try:
+                    await asyncio.wait_for(waker.wait(), self._poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+
+
+def _fetch_all(stmt: Any) -> Callable[[AsyncConnection], Any]:
+    async def op(conn: AsyncConnection) -> list[tuple[int, str]]:
+        return [(int(row[0]), str(row[1])) for row in await conn.execute(stmt)]
+
+    return op
+

@@ -1,0 +1,118 @@
+"""Running operations in transactions: retries, group commit and error wrapping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .context import ReadOp, SQLContext, Tx, WriteOp
+from .dialect import add_counts
+from .errors import is_retryable, unavailable, wrap_error
+from .sqlite_writer import SQLiteWriter
+
+__all__ = ["Executor", "connect"]
+
+T = TypeVar("T")
+
+_RETRIES = 5
+
+
+async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
+    """Check a connection out of the pool; unreachable database → BackendUnavailableError.
+
+    ``write=True`` makes SQLite start its transactions with ``BEGIN IMMEDIATE``.
+    """
+    try:
+        conn = await ctx.engine.connect()
+    except Exception as exc:
+        raise unavailable("connecting", exc) from exc
+    if write and ctx.kind == "sqlite":
+        conn = await conn.execution_options(taskflow_write=True)
+    return conn
+
+
+async def run_transaction(ctx: SQLContext, ops: Sequence[WriteOp[Any]]) -> list[Any]:
+    """Run ``ops`` in order in one write transaction, write counters, and commit."""
+    conn = await connect(ctx, write=True)
+    try:
+        async with conn.begin():
+            tx = Tx(ctx, conn)
+            results = [await op(tx) for op in ops]
+            if tx.deltas:
+                await add_counts(tx)
+        return results
+    finally:
+        await conn.close()
+
+
+class Executor:
+    """Runs read and write operations for one backend.
+
+    On SQLite, writes go through the :class:`SQLiteWriter` (group commit). On
+    PostgreSQL and MySQL each write is its own transaction, retried on deadlock or
+    serialization failure.
+    """
+
+    def __init__(self, ctx: SQLContext, *, max_batch: int = 512, window: float = 0.0):
+        self.ctx = ctx
+        self.writer: SQLiteWriter | None = None
+        if ctx.kind == "sqlite":
+            self.writer = SQLiteWriter(self._run_batch, max_batch=max_batch, window=window)
+
+    def start(self) -> None:
+        """Start the SQLite writer (no-op on other engines)."""
+        if self.writer is not None:
+            self.writer.start()
+
+    async def stop(self) -> None:
+        """Finish queued writes and stop the SQLite writer."""
+        if self.writer is not None:
+            await self.writer.stop()
+
+    async def _run_batch(self, ops: Sequence[Any]) -> list[Any]:
+        return await run_transaction(self.ctx, cast("Sequence[WriteOp[Any]]", ops))
+
+    async def write(self, what: str, op: WriteOp[T]) -> T:
+        """Run ``op`` in a write transaction and return its result once committed.
+
+        Args:
+            what: what is being done, for error messages ("creating a task").
+            op: the operation.
+        """
+        return (await self.write_many(what, [op]))[0]
+
+    async def write_many(self, what: str, ops: Sequence[WriteOp[T]]) -> list[T]:
+        """Run ``ops`` in order and return their results.
+
+        On SQLite they are batched with other callers' writes; elsewhere they share one
+        transaction.
+        """
+        try:
+            if self.writer is not None:
+                return cast("list[T]", await self.writer.submit_many(ops))
+            for attempt in range(_RETRIES):
+                try:
+                    return cast("list[T]", await run_transaction(self.ctx, ops))
+                except Exception as exc:
+                    if attempt + 1 < _RETRIES and is_retryable(exc):
+                        await asyncio.sleep(0.005 * 2**attempt)
+                        continue
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except Exception as exc:
+            raise wrap_error(what, exc) from exc
+
+    async def read(self, what: str, op: ReadOp[T]) -> T:
+        """Run ``op`` in a read transaction (one consistent snapshot) and return its result."""
+        try:
+            conn = await connect(self.ctx, write=False)
+            try:
+                async with conn.begin():
+                    return await op(conn)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            raise wrap_error(what, exc) from exc

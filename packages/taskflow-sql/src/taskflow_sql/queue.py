@@ -1,0 +1,159 @@
+"""Queues and one-off schedules: enqueue, claim, dequeue, schedule_once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.models import Claim
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .context import SQLContext, Tx
+from .dialect import insert_if_absent, locked, upsert
+from .executor import Executor
+from .queries import chunks
+from .rows import key_hash
+
+__all__ = ["SQLQueue", "enqueue_in"]
+
+
+async def enqueue_in(
+    tx: Tx, task_id: str, queue: str, priority: int, due_at: datetime
+) -> None:
+    """Put ``task_id`` on ``queue`` inside ``tx``, replacing an earlier entry.
+
+    The old entry is deleted and a new one inserted, so a re-enqueued task takes a new
+    place in enqueue order (as it would in a fresh queue). The upsert only matters when
+    two transactions enqueue the same task at once.
+    """
+    table = tx.ctx.tables.queue
+    await tx.conn.execute(
+        delete(table).where(table.c.queue == queue, table.c.task_id == task_id)
+    )
+    row = {"queue": queue, "task_id": task_id, "neg_priority": -priority, "due_at": due_at}
+    await upsert(
+        tx, table, [row], keys=("queue", "task_id"), replace=("neg_priority", "due_at")
+    )
+
+
+class SQLQueue:
+    """Queue operations; mixed into :class:`taskflow_sql.SQLBackend`."""
+
+    clock: Clock
+    _ctx: SQLContext
+    _exec: Executor
+
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        queue: str,
+        priority: int = 0,
+        not_before: datetime | None = None,
+    ) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.enqueue`."""
+
+        async def op(tx: Tx) -> None:
+            await enqueue_in(tx, task_id, queue, priority, not_before or self.clock.now())
+
+        await self._exec.write("enqueuing a task", op)
+
+    async def claim(
+        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
+    ) -> list[Claim]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.claim`.
+
+        ``SELECT … ORDER BY neg_priority, due_at, id LIMIT n FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL and MySQL/MariaDB, so concurrent claimers take different rows without
+        waiting; on SQLite the same SELECT runs inside ``BEGIN IMMEDIATE`` (one writer).
+        The claimed rows are deleted and leased in the same transaction.
+        """
+        if limit < 1:
+            return []
+
+        async def op(tx: Tx) -> list[Claim]:
+            now = self.clock.now()
+            expires = now + timedelta(seconds=lease_seconds)
+            tables = tx.ctx.tables
+            q = tables.queue
+            pick = (
+                select(q.c.id, q.c.task_id, q.c.neg_priority)
+                .where(q.c.queue == queue, q.c.due_at <= now)
+                .order_by(q.c.neg_priority, q.c.due_at, q.c.id)
+                .limit(limit)
+            )
+            rows = (await tx.conn.execute(locked(pick, tx, skip_locked=True))).all()
+            if not rows:
+                return []
+            for part in chunks([row.id for row in rows]):
+                await tx.conn.execute(delete(q).where(q.c.id.in_(part)))
+            leases = [
+                {"task_id": task_id, "owner": owner, "expires_at": expires}
+                for task_id in sorted({row.task_id for row in rows})
+            ]
+            await upsert(
+                tx, tables.leases, leases, keys=("task_id",), replace=("owner", "expires_at")
+            )
+            return [
+                Claim(
+                    task_id=row.task_id,
+                    queue=queue,
+                    priority=-row.neg_priority,
+                    lease_expires_at=expires,
+                )
+                for row in rows
+            ]
+
+        return await self._exec.write("claiming tasks", op)
+
+    async def dequeue(self, task_id: str, *, queue: str) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.dequeue`."""
+
+        async def op(tx: Tx) -> bool:
+            q = tx.ctx.tables.queue
+            result = await tx.conn.execute(
+                delete(q).where(q.c.queue == queue, q.c.task_id == task_id)
+            )
+            return bool(result.rowcount)
+
+        return await self._exec.write("dequeuing a task", op)
+
+    async def queue_length(self, queue: str) -> int:
+        """See :meth:`fastapi_taskflow.protocols.Backend.queue_length`."""
+        q = self._ctx.tables.queue
+
+        async def op(conn: AsyncConnection) -> int:
+            count = await conn.scalar(select(func.count()).where(q.c.queue == queue))
+            return int(count or 0)
+
+        return await self._exec.read("counting a queue", op)
+
+    async def schedule_once(
+        self,
+        run_key: str,
+        *,
+        task_id: str,
+        queue: str,
+        run_at: datetime,
+        priority: int = 0,
+    ) -> bool:
+        """See :meth:`fastapi_taskflow.protocols.Backend.schedule_once`.
+
+        The run key's hash is the primary key of ``run_keys``: the first insert wins,
+        and the enqueue happens in the same transaction.
+        """
+
+        async def op(tx: Tx) -> bool:
+            row = {
+                "key_hash": key_hash(run_key),
+                "run_key": run_key,
+                "task_id": task_id,
+                "created_at": self.clock.now(),
+            }
+            if not await insert_if_absent(tx, tx.ctx.tables.run_keys, row):
+                return False
+            await enqueue_in(tx, task_id, queue, priority, run_at)
+            return True
+
+        return await self._exec.write("scheduling a one-off run", op)

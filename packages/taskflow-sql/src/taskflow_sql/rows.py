@@ -1,0 +1,191 @@
+"""Converting between :class:`TaskRecord` and rows of the ``tasks`` table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi_taskflow.models import (
+    KEY_RELEASING_STATUSES,
+    LogEntry,
+    TaskRecord,
+    TaskStatus,
+)
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from .schema import TAG_LENGTH, Tables
+
+__all__ = [
+    "dumps",
+    "key_hash",
+    "loads",
+    "log_values",
+    "record_columns",
+    "record_values",
+    "row_to_log",
+    "row_to_record",
+    "tag_token",
+    "update_values",
+]
+
+logger = logging.getLogger("taskflow_sql")
+
+_JSON_FIELDS = ("args", "kwargs", "result")
+
+
+def dumps(value: Any) -> str | None:
+    """Encode ``value`` as JSON text (pydantic's encoder); None stays NULL."""
+    if value is None:
+        return None
+    return to_json(value).decode()
+
+
+def loads(text: str | None) -> Any:
+    """Decode JSON text; NULL is None."""
+    if text is None:
+        return None
+    return json.loads(text)
+
+
+def key_hash(key: str) -> str:
+    """Return the SHA-256 hex digest stored for an idempotency or run key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def tag_token(text: str) -> str:
+    """Return how a tag key or value is stored in ``task_tags`` (long ones hashed)."""
+    if len(text) <= TAG_LENGTH:
+        return text
+    return "#sha256:" + key_hash(text)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def record_values(record: TaskRecord) -> dict[str, Any]:
+    """Return the ``tasks`` row for a new record."""
+    holds_key = (
+        record.idempotency_key is not None and record.status not in KEY_RELEASING_STATUSES
+    )
+    return {
+        "task_id": record.task_id,
+        "func_name": record.func_name,
+        "status": record.status.value,
+        "prev_status": None,
+        "queue": record.queue,
+        "priority": record.priority,
+        "args": dumps(record.args),
+        "kwargs": dumps(record.kwargs),
+        "tags": dumps(record.tags) or "{}",
+        "idempotency_key": record.idempotency_key,
+        "active_key": key_hash(record.idempotency_key) if holds_key else None,  # type: ignore[arg-type]
+        "attempt": record.attempt,
+        "max_retries": record.max_retries,
+        "requeue_on_interrupt": record.requeue_on_interrupt,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "error": record.error,
+        "result": dumps(record.result),
+        "progress": record.progress,
+        "cancel_requested": record.cancel_requested,
+        "owner": record.owner,
+    }
+
+
+def normalized(record: TaskRecord) -> TaskRecord:
+    """Return ``record`` as it reads back from the database (UTC datetimes, no logs)."""
+    return record.model_copy(
+        update={
+            "created_at": _utc(record.created_at),
+            "updated_at": _utc(record.updated_at),
+            "started_at": _utc(record.started_at),
+            "finished_at": _utc(record.finished_at),
+            "logs": [],
+        }
+    )
+
+
+def update_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Map :meth:`TaskUpdate.changes` onto ``tasks`` columns."""
+    values = dict(changes)
+    if "result" in values:
+        values["result"] = dumps(values["result"])
+    return values
+
+
+def record_columns(tables: Tables) -> list[Any]:
+    """The ``tasks`` columns a record is read from."""
+    skip = {"active_key"}
+    return [column for column in tables.tasks.c if column.name not in skip]
+
+
+def row_to_record(row: Mapping[str, Any]) -> TaskRecord | None:
+    """Build a record from a ``tasks`` row; None (and an error logged) if it is corrupt."""
+    try:
+        return TaskRecord(
+            task_id=row["task_id"],
+            func_name=row["func_name"],
+            status=TaskStatus(row["status"]),
+            queue=row["queue"],
+            priority=row["priority"],
+            args=loads(row["args"]),
+            kwargs=loads(row["kwargs"]),
+            tags=loads(row["tags"]) or {},
+            idempotency_key=row["idempotency_key"],
+            attempt=row["attempt"],
+            max_retries=row["max_retries"],
+            requeue_on_interrupt=bool(row["requeue_on_interrupt"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            error=row["error"],
+            result=loads(row["result"]),
+            progress=row["progress"],
+            cancel_requested=bool(row["cancel_requested"]),
+            owner=row["owner"],
+        )
+    except (ValidationError, ValueError, TypeError, KeyError) as exc:
+        logger.error(
+            "skipping corrupt task row %r: %s", dict(row).get("task_id", "?"), exc
+        )
+        return None
+
+
+def log_values(task_id: str, entry: LogEntry) -> dict[str, Any]:
+    """Return the ``task_logs`` row for one entry."""
+    return {
+        "task_id": task_id,
+        "timestamp": entry.timestamp,
+        "level": entry.level,
+        "message": entry.message,
+        "attempt": entry.attempt,
+        "extra": dumps(entry.extra) if entry.extra else None,
+    }
+
+
+def row_to_log(row: Mapping[str, Any]) -> LogEntry | None:
+    """Build a log entry from a ``task_logs`` row; None if it is corrupt."""
+    try:
+        return LogEntry(
+            timestamp=row["timestamp"],
+            level=row["level"],
+            message=row["message"],
+            attempt=row["attempt"],
+            extra=loads(row["extra"]) or {},
+        )
+    except (ValidationError, ValueError, TypeError) as exc:
+        logger.error("skipping corrupt log row of task %r: %s", row.get("task_id", "?"), exc)
+        return None

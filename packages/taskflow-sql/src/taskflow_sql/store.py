@@ -1,0 +1,254 @@
+"""The Store half: creating tasks, compare-and-set transitions, updates and logs."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.models import (
+    KEY_RELEASING_STATUSES,
+    CreateResult,
+    LogEntry,
+    TaskRecord,
+    TaskStatus,
+    TaskUpdate,
+)
+from sqlalchemy import Row, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .context import SQLContext, Tx, WriteOp
+from .dialect import insert_if_absent
+from .errors import SQLBackendError
+from .executor import Executor
+from .rows import (
+    key_hash,
+    log_values,
+    normalized,
+    record_columns,
+    record_values,
+    row_to_log,
+    row_to_record,
+    tag_token,
+    update_values,
+)
+
+__all__ = ["SQLStore"]
+
+_CREATE_ATTEMPTS = 5
+
+
+class SQLStore:
+    """Store operations; mixed into :class:`taskflow_sql.SQLBackend`."""
+
+    clock: Clock
+    _ctx: SQLContext
+    _exec: Executor
+
+    async def create(self, record: TaskRecord) -> CreateResult:
+        """See :meth:`fastapi_taskflow.protocols.Store.create`.
+
+        Atomicity comes from the database: the task id is the primary key and the
+        idempotency key's hash sits in ``active_key`` under a UNIQUE index.
+        """
+        return await self._exec.write("creating a task", self._create_op(record))
+
+    async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
+        """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
+
+        The records are written in one transaction (on SQLite, in as few group-commit
+        batches as fit).
+        """
+        if not records:
+            return []
+        ops = [self._create_op(record) for record in records]
+        return await self._exec.write_many("creating tasks", ops)
+
+    def _create_op(self, record: TaskRecord) -> WriteOp[CreateResult]:
+        values = record_values(record)
+
+        async def op(tx: Tx) -> CreateResult:
+            for _ in range(_CREATE_ATTEMPTS):
+                if values["active_key"] is None and record.idempotency_key is not None:
+                    # Created already failed/rejected: it takes no key, but an active
+                    # holder still wins.
+                    holder = await _find_holder(tx, record.idempotency_key)
+                    if holder is not None:
+                        return CreateResult(record=holder, created=False)
+                if await insert_if_absent(tx, tx.ctx.tables.tasks, values):
+                    await _insert_tags(tx, record)
+                    tx.count(record.func_name, record.task_id, record.status, +1)
+                    return CreateResult(record=normalized(record), created=True)
+                existing = await _select_task(tx, record.task_id)
+                if existing is not None:
+                    return CreateResult(record=existing, created=False)
+                if record.idempotency_key is not None:
+                    holder = await _find_holder(tx, record.idempotency_key)
+                    if holder is not None:
+                        return CreateResult(record=holder, created=False)
+                # The conflicting task was purged or released its key meanwhile: retry.
+            raise SQLBackendError(
+                f"could not create task {record.task_id!r}: its id or idempotency key kept "
+                "conflicting with a task that then disappeared"
+            )
+
+        return op
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.get`."""
+        tables = self._ctx.tables
+
+        async def op(conn: AsyncConnection) -> TaskRecord | None:
+            row = (
+                await conn.execute(
+                    select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            record = row_to_record(row._mapping)
+            if record is None:
+                return None
+            logs = await conn.execute(
+                select(tables.logs)
+                .where(tables.logs.c.task_id == task_id)
+                .order_by(tables.logs.c.id)
+            )
+            entries = [row_to_log(r._mapping) for r in logs]
+            record.logs = [entry for entry in entries if entry is not None]
+            return record
+
+        return await self._exec.read("reading a task", op)
+
+    async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
+        tasks = self._ctx.tables.tasks
+
+        async def op(conn: AsyncConnection) -> TaskRecord | None:
+            row = (
+                await conn.execute(
+                    select(*record_columns(self._ctx.tables)).where(
+                        tasks.c.active_key == key_hash(idempotency_key)
+                    )
+                )
+            ).first()
+            return None if row is None else row_to_record(row._mapping)
+
+        return await self._exec.read("finding a task by idempotency key", op)
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None = None,
+    ) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.transition`.
+
+        One ``UPDATE … WHERE task_id = :id AND status IN (:expected)``: the database's
+        row lock makes it a compare-and-set. The old status is saved in ``prev_status``
+        by the same statement, so the counters can be moved without a second read.
+        """
+        statuses = sorted({TaskStatus(status).value for status in expected})
+        if not statuses:
+            return None
+        changes = update.changes() if update is not None else {}
+        new = TaskStatus(new)
+
+        async def op(tx: Tx) -> TaskRecord | None:
+            tasks = tx.ctx.tables.tasks
+            pairs: list[tuple[Any, Any]] = [
+                (tasks.c.prev_status, tasks.c.status),
+                (tasks.c.status, new.value),
+                (tasks.c.updated_at, self.clock.now()),
+            ]
+            if new in KEY_RELEASING_STATUSES:
+                pairs.append((tasks.c.active_key, None))
+            pairs.extend((tasks.c[name], value) for name, value in update_values(changes).items())
+            stmt = (
+                sql_update(tasks)
+                .where(tasks.c.task_id == task_id, tasks.c.status.in_(statuses))
+                .ordered_values(*pairs)
+            )
+            row = await _update_returning(tx, stmt, task_id)
+            if row is None:
+                return None
+            tx.move(row.func_name, task_id, row.prev_status, new.value)
+            return row_to_record(row._mapping)
+
+        return await self._exec.write("changing a task's status", op)
+
+    async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.update`."""
+        changes = update_values(update.changes())
+
+        async def op(tx: Tx) -> TaskRecord | None:
+            tasks = tx.ctx.tables.tasks
+            changes["updated_at"] = self.clock.now()
+            stmt = sql_update(tasks).where(tasks.c.task_id == task_id).values(**changes)
+            row = await _update_returning(tx, stmt, task_id)
+            return None if row is None else row_to_record(row._mapping)
+
+        return await self._exec.write("updating a task", op)
+
+    async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
+        if not entries:
+            return
+        rows = [log_values(task_id, entry) for entry in entries]
+
+        async def op(tx: Tx) -> None:
+            tables = tx.ctx.tables
+            exists = await tx.conn.scalar(
+                select(tables.tasks.c.task_id).where(tables.tasks.c.task_id == task_id)
+            )
+            if exists is not None:
+                await tx.conn.execute(tables.logs.insert(), rows)
+
+        await self._exec.write("appending task logs", op)
+
+
+
+async def _update_returning(tx: Tx, stmt: Any, task_id: str) -> Row[Any] | None:
+    """Run an UPDATE of one task and return the row after it (None: nothing matched)."""
+    tasks = tx.ctx.tables.tasks
+    columns = record_columns(tx.ctx.tables)
+    if tx.ctx.update_returning:
+        return (await tx.conn.execute(stmt.returning(*columns))).first()
+    result = await tx.conn.execute(stmt)
+    if not result.rowcount:
+        return None
+    # MariaDB has no UPDATE … RETURNING; this transaction holds the row lock now.
+    return (await tx.conn.execute(select(*columns).where(tasks.c.task_id == task_id))).first()
+
+
+async def _select_task(tx: Tx, task_id: str) -> TaskRecord | None:
+    tables = tx.ctx.tables
+    stmt = select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
+    if tx.ctx.kind == "mysql":
+        stmt = stmt.with_for_update(read=True)  # a locking read sees the latest commit
+    row = (await tx.conn.execute(stmt)).first()
+    return None if row is None else row_to_record(row._mapping)
+
+
+async def _find_holder(tx: Tx, idempotency_key: str) -> TaskRecord | None:
+    tables = tx.ctx.tables
+    stmt = select(*record_columns(tables)).where(
+        tables.tasks.c.active_key == key_hash(idempotency_key)
+    )
+    if tx.ctx.kind == "mysql":
+        stmt = stmt.with_for_update(read=True)
+    row = (await tx.conn.execute(stmt)).first()
+    return None if row is None else row_to_record(row._mapping)
+
+
+async def _insert_tags(tx: Tx, record: TaskRecord) -> None:
+    if not record.tags:
+        return
+    rows = [
+        {"task_id": record.task_id, "key": tag_token(key), "value": tag_token(value)}
+        for key, value in record.tags.items()
+    ]
+    await tx.conn.execute(tx.ctx.tables.tags.insert(), rows)

@@ -1,0 +1,111 @@
+"""Backend URLs: which database, which async driver, which taskflow options.
+
+``sqlite:///tasks.db``, ``postgresql://…`` / ``postgres://…`` and ``mysql://…`` /
+``mariadb://…`` are mapped to SQLAlchemy URLs with the async drivers aiosqlite, asyncpg
+and asyncmy. An explicit driver (``postgresql+psycopg://…``, ``mysql+aiomysql://…``) is
+kept as given. Two query parameters are taskflow's own and are removed before the URL
+reaches SQLAlchemy: ``table_prefix`` and ``schema`` (PostgreSQL only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fastapi_taskflow.errors import BackendURLError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+__all__ = ["DEFAULT_DRIVERS", "Kind", "SQLTarget", "kind_of", "parse_url"]
+
+Kind = Literal["sqlite", "postgresql", "mysql"]
+"""The three engine families the backend knows; MariaDB is ``mysql``."""
+
+DEFAULT_DRIVERS: dict[str, tuple[str, str, Kind]] = {
+    "sqlite": ("sqlite", "aiosqlite", "sqlite"),
+    "postgres": ("postgresql", "asyncpg", "postgresql"),
+    "postgresql": ("postgresql", "asyncpg", "postgresql"),
+    "mysql": ("mysql", "asyncmy", "mysql"),
+    "mariadb": ("mariadb", "asyncmy", "mysql"),
+}
+"""``scheme -> (SQLAlchemy dialect, default async driver, kind)``."""
+
+_TASKFLOW_OPTIONS = ("table_prefix", "schema")
+
+
+@dataclass(frozen=True)
+class SQLTarget:
+    """A parsed backend URL.
+
+    Attributes:
+        url: the SQLAlchemy URL with an async driver, taskflow options removed.
+        kind: the engine family.
+        options: taskflow options found in the query string (``table_prefix``, ``schema``).
+    """
+
+    url: URL
+    kind: Kind
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def kind_of(dialect_name: str) -> Kind:
+    """Return the engine family of a SQLAlchemy dialect name.
+
+    Raises:
+        BackendURLError: the dialect is none of SQLite, PostgreSQL, MySQL, MariaDB.
+    """
+    for _scheme, (dialect, _driver, kind) in DEFAULT_DRIVERS.items():
+        if dialect == dialect_name:
+            return kind
+    raise BackendURLError(
+        f"taskflow-sql supports SQLite, PostgreSQL, MySQL and MariaDB, not {dialect_name!r}"
+    )
+
+
+def parse_url(url: str) -> SQLTarget:
+    """Map a taskflow SQL URL onto a SQLAlchemy async URL.
+
+    Args:
+        url: ``sqlite:///path.db``, ``postgresql://user@host/db``, ``mysql://…``,
+            ``mariadb://…``, optionally with ``+driver`` and ``?table_prefix=…&schema=…``.
+
+    Raises:
+        BackendURLError: the URL is malformed, names another database, or is an
+            in-memory SQLite database (use ``memory://`` for that).
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise BackendURLError(
+            f"malformed SQL backend URL {url!r}: expected for example 'sqlite:///tasks.db', "
+            "'postgresql://user@host/db' or 'mysql://user@host/db'"
+        )
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise BackendURLError(f"malformed SQL backend URL {url!r}: {exc}") from exc
+    scheme = parsed.get_backend_name().lower()
+    if scheme not in DEFAULT_DRIVERS:
+        raise BackendURLError(
+            f"{url!r} is not a SQL backend URL: use sqlite://, postgresql://, postgres://, "
+            "mysql:// or mariadb://"
+        )
+    dialect, default_driver, kind = DEFAULT_DRIVERS[scheme]
+    driver = parsed.get_driver_name() if "+" in parsed.drivername else default_driver
+    options = {name: str(parsed.query[name]) for name in _TASKFLOW_OPTIONS if name in parsed.query}
+    parsed = parsed.difference_update_query(_TASKFLOW_OPTIONS)
+    parsed = parsed.set(drivername=f"{dialect}+{driver}")
+    if kind == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or "mode=memory" in url:
+            raise BackendURLError(
+                f"{url!r} is an in-memory SQLite database, which each connection sees "
+                "separately; use 'memory://' for an in-process store or a file such as "
+                "'sqlite:///tasks.db'"
+            )
+    elif not parsed.database:
+        raise BackendURLError(f"{url!r} names no database: add it as the path, e.g. '…/tasks'")
+    if "schema" in options and kind != "postgresql":
+        raise BackendURLError(
+            f"{url!r}: 'schema' is a PostgreSQL option; use 'table_prefix' to separate "
+            "several taskflow stores in one database"
+        )
+    return SQLTarget(url=parsed, kind=kind, options=options)
