@@ -1,0 +1,168 @@
+"""Fixtures: a real Redis (``TASKFLOW_TEST_REDIS_URL``) and a self-started 3-node cluster.
+
+No Redis is mocked. When a server is missing the tests that need it are skipped with the
+reason, unless ``TASKFLOW_REQUIRE_SERVICES=1``, which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from fastapi_taskflow.clock import ManualClock
+from taskflow_redis import RedisBackend
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+CLUSTER_NODES = 3
+STARTUP_DEADLINE = 30.0
+
+
+def _required() -> bool:
+    return os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if _required():
+        pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1, so this is a failure)")
+    pytest.skip(reason)
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"tftest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run async tests on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of a running Redis; skips (or fails) when none answers."""
+    url = os.environ.get("TASKFLOW_TEST_REDIS_URL", DEFAULT_URL)
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        _unavailable(f"no Redis at {url} ({exc}); set TASKFLOW_TEST_REDIS_URL")
+    return url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock for the backend under test."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def backend(redis_url: str, clock: ManualClock) -> AsyncIterator[RedisBackend]:
+    """A fresh backend on its own prefix; its keys are deleted afterwards."""
+    backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.delete_all()
+        await backend.close()
+
+
+def _free_port() -> int:
+    """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port > 55000:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("found no free loopback port pair for a Redis Cluster node")
+
+
+def _cli(port: int, *args: str) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return done.stdout + done.stderr
+
+
+def _wait(what: str, check: object, deadline: float) -> None:
+    assert callable(check)
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"Redis Cluster: {what} did not happen within {STARTUP_DEADLINE:.0f}s")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[list[int]]:
+    """Start a 3-node Redis Cluster on free loopback ports; yield the ports; kill it after."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        _unavailable("redis-server/redis-cli are not installed; cannot start a Redis Cluster")
+    workdir = Path(tempfile.mkdtemp(prefix="taskflow-redis-cluster-"))
+    ports = [_free_port() for _ in range(CLUSTER_NODES)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port", str(port),
+                        "--bind", "127.0.0.1",
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", str(workdir / f"nodes-{port}.conf"),
+                        "--dir", str(workdir),
+                        "--save", "",
+                        "--appendonly", "no",
+                        "--daemonize", "no",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        for port in ports:
+            _wait(f"node {port} answering PING", lambda p=port: "PONG" in _cli(p, "ping"), deadline)
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_DEADLINE,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+        for port in ports:
+            _wait(
+                f"node {port} reporting cluster_state:ok",
+                lambda p=port: "cluster_state:ok" in _cli(p, "cluster", "info"),
+                deadline,
+            )
+        yield ports
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
