@@ -1,0 +1,106 @@
+"""Shared fixtures of tests-integration/: small and backend-neutral.
+
+* ``anyio_backend``: async tests run with ``@pytest.mark.anyio`` on asyncio.
+* ``wait_for``: poll a (sync or async) predicate until it holds, with a deadline.
+* ``seed_backend_url``: parametrized over ``TASKFLOW_SEED_BACKENDS`` (comma separated
+  backend URLs, default ``memory://``; ``{tmp}`` is replaced by a per-test temporary
+  directory), so a test requesting it runs once per backend.
+* ``load_seed_app``: import a fresh copy of ``seed_apps/<name>.py`` with
+  ``TASKFLOW_BACKEND`` set to ``seed_backend_url``, so every test gets its own
+  ``TaskManager``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import itertools
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SEED_APPS = Path(__file__).resolve().parent / "seed_apps"
+SEED_BACKENDS_ENV = "TASKFLOW_SEED_BACKENDS"
+
+
+def _seed_backends() -> list[str]:
+    raw = os.environ.get(SEED_BACKENDS_ENV, "") or "memory://"
+    return [url.strip() for url in raw.split(",") if url.strip()]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _wait_for(
+    predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01
+) -> Any:
+    """Return the predicate's first truthy result; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {predicate!r}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Awaitable[Any]]:
+    """``await wait_for(lambda: ..., timeout=5)``; the predicate may be async."""
+    return _wait_for
+
+
+@pytest.fixture(params=_seed_backends())
+def seed_backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url: str = request.param
+    return url.replace("{tmp}", str(tmp_path))
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def load_seed_app(
+    seed_backend_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], ModuleType]]:
+    """``load_seed_app("name")`` imports a fresh ``seed_apps/name.py`` on the backend."""
+    monkeypatch.setenv("TASKFLOW_BACKEND", seed_backend_url)
+    loaded: list[ModuleType] = []
+
+    def load(name: str) -> ModuleType:
+        module_name = f"seed_{name}_{next(_counter)}"
+        spec = importlib.util.spec_from_file_location(module_name, SEED_APPS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        loaded.append(module)
+        return module
+
+    yield load
+
+    from fastapi_taskflow import TaskManager
+
+    for module in loaded:
+        sys.modules.pop(module.__name__, None)
+        for value in list(vars(module).values()):
+            if isinstance(value, TaskManager):
+                # Closes what a test left open (the blocking bridge's thread, a manager
+                # that was never entered); a no-op for a manager already shut down.
+                asyncio.run(value.shutdown(timeout=5))
