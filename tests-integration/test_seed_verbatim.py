@@ -79,7 +79,9 @@ READ_FROM_PAGE = [
     ("managed-background-tasks.txt", "Methods", "def add_task("),
 ]
 
-START = re.compile(r'^(?P<indent>[ ]*)# --- verbatim from (?P<page>\S+), section "(?P<section>[^"]+)" ---$')
+START = re.compile(
+    r'^(?P<indent>[ ]*)# --- verbatim from (?P<page>\S+), section "(?P<section>[^"]+)" ---$'
+)
 END = re.compile(r"^[ ]*# --- end verbatim ---$")
 
 
@@ -172,9 +174,9 @@ def test_block_is_verbatim_in_its_section(block: Block) -> None:
 def test_every_example_is_run_by_a_seed_app(page: str, section: str, needle: str) -> None:
     begin, end = _section_span(page, section)
     assert needle in _page(page)[begin:end], f"{needle!r} is no longer in {page}/{section}"
-    assert any(
-        b.page == page and b.section == section and needle in b.text for b in BLOCKS
-    ), f"no seed app runs the example of {page}/{section} containing {needle!r}"
+    assert any(b.page == page and b.section == section and needle in b.text for b in BLOCKS), (
+        f"no seed app runs the example of {page}/{section} containing {needle!r}"
+    )
 
 
 @pytest.mark.parametrize(("page", "section", "needle"), READ_FROM_PAGE)
