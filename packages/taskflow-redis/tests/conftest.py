@@ -146,13 +146,23 @@ def redis_cluster() -> Iterator[list[int]]:
             _wait(f"node {port} answering PING", lambda p=port: "PONG" in _cli(p, "ping"), deadline)
         nodes = [f"127.0.0.1:{port}" for port in ports]
         created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
             capture_output=True,
             text=True,
             timeout=STARTUP_DEADLINE,
         )
         if created.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+            raise RuntimeError(
+                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+            )
         for port in ports:
             _wait(
                 f"node {port} reporting cluster_state:ok",

@@ -15,6 +15,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from fastapi_taskflow.errors import BackendUnavailableError
 
 from .errors import RedisBackendError
+from .urls import redact
 
 __all__ = ["AnyRedis", "Connector", "driver_errors"]
 
@@ -82,8 +83,8 @@ class Connector:
     def from_url(cls, url: str, *, cluster: bool) -> Connector:
         """Connect by URL; the backend owns what it creates."""
         if cluster:
-            return cls(lambda: RedisCluster.from_url(url), _redact(url))
-        return cls(lambda: Redis.from_url(url), _redact(url))
+            return cls(lambda: RedisCluster.from_url(url), redact(url))
+        return cls(lambda: Redis.from_url(url), redact(url))
 
     @classmethod
     def from_client(cls, client: AnyRedis) -> Connector:
@@ -147,13 +148,6 @@ def _cluster_twin(client: RedisCluster) -> Callable[[], AnyRedis]:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs)
 
     return build
-
-
-def _redact(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}://{rest.split('?', 1)[0]}"
 
 
 def _describe_pool(pool: ConnectionPool) -> str:

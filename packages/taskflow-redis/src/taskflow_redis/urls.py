@@ -12,13 +12,13 @@ redis-py:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio.connection import ConnectionPool
 
 from fastapi_taskflow.errors import BackendURLError
 
-__all__ = ["SCHEMES", "RedisURL", "parse_redis_url"]
+__all__ = ["SCHEMES", "RedisURL", "parse_redis_url", "redact"]
 
 SCHEMES = ("redis", "rediss", "unix")
 """The URL schemes this package registers."""
@@ -45,8 +45,20 @@ class RedisURL:
     retention: float | None = None
 
 
+def redact(url: str) -> str:
+    """Return ``url`` without its password and query, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        user = netloc.rsplit("@", 1)[0].split(":", 1)[0]
+        netloc = f"{user}:***@" + netloc.rsplit("@", 1)[1] if user else netloc.rsplit("@", 1)[1]
+    return f"{scheme}://{netloc}{slash}{path}".split("?", 1)[0]
+
+
 def _fail(url: str, why: str) -> BackendURLError:
-    return BackendURLError(f"malformed Redis backend URL {url!r}: {why}; {_EXAMPLES}")
+    return BackendURLError(f"malformed Redis backend URL {redact(url)!r}: {why}; {_EXAMPLES}")
 
 
 def parse_redis_url(url: str) -> RedisURL:
@@ -89,7 +101,7 @@ def parse_redis_url(url: str) -> RedisURL:
             retention = _retention(url, value)
         else:
             rest.append((name, value))
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    clean = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{urlencode(rest)}" if rest else "")
     _check_with_redis_py(url, clean)
     if cluster and scheme == "unix":
         raise _fail(url, "Redis Cluster is reached over TCP; use redis:// or rediss://")
