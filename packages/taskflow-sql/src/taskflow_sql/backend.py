@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi_taskflow.clock import Clock, SystemClock
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fastapi_taskflow.clock import Clock, SystemClock
 
 from .context import SQLContext
 from .engine import SQLiteSettings, configure_sqlite, make_engine
@@ -123,9 +124,7 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
     @property
     def _exec(self) -> Executor:  # type: ignore[override]
         if self._exec_value is None:
-            raise RuntimeError(
-                "the SQL backend is not open: call 'await backend.open()' first"
-            )
+            raise RuntimeError("the SQL backend is not open: call 'await backend.open()' first")
         return self._exec_value
 
     @property

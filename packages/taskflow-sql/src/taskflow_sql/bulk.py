@@ -11,8 +11,9 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from fastapi_taskflow.models import TaskRecord
 from sqlalchemy import select
+
+from fastapi_taskflow.models import TaskRecord
 
 from .context import Tx
 from .dialect import add_counts
@@ -53,8 +54,12 @@ async def bulk_insert_tasks(
         ]
         counts = Counter((r.func_name, r.status, r.task_id) for r in batch)
 
-        async def op(tx: Tx, rows: list[dict[str, Any]] = rows, tags: list[dict[str, Any]] = tags,
-                     counts: Counter[Any] = counts) -> None:
+        async def op(
+            tx: Tx,
+            rows: list[dict[str, Any]] = rows,
+            tags: list[dict[str, Any]] = tags,
+            counts: Counter[Any] = counts,
+        ) -> None:
             tables = tx.ctx.tables
             if tx.ctx.kind == "postgresql" and await _copy(tx, rows, tags):
                 pass
@@ -74,7 +79,7 @@ async def bulk_insert_tasks(
 async def _copy(tx: Tx, rows: list[dict[str, Any]], tags: list[dict[str, Any]]) -> bool:
     """COPY rows in with asyncpg; False when the driver is not asyncpg."""
     raw = await tx.conn.get_raw_connection()
-    driver = raw.driver_connection
+    driver: Any = raw.driver_connection
     if not hasattr(driver, "copy_records_to_table"):
         return False
     await tx.conn.execute(select(1))  # start the transaction so COPY is part of it

@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import TaskStatus
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .schema import Tables
 from .urls import Kind

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi_taskflow.errors import BackendURLError
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from fastapi_taskflow.errors import BackendURLError
 
 from .urls import SQLTarget
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from fastapi_taskflow.errors import BackendUnavailableError, TaskflowError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+
+from fastapi_taskflow.errors import BackendUnavailableError, TaskflowError
 
 __all__ = [
     "SQLBackendError",

@@ -12,17 +12,19 @@ rather than losing them. Old rows are trimmed by the publishers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi_taskflow.clock import Clock
-from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
 from pydantic import ValidationError
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
 
 from .context import SQLContext, Tx
 from .errors import SQLBackendError, wrap_error
@@ -63,7 +65,9 @@ class SQLEvents:
     @property
     def _channel(self) -> str:
         tables = self._ctx.tables
-        name = f"{tables.schema}.{tables.prefix}events" if tables.schema else f"{tables.prefix}events"
+        name = f"{tables.prefix}events"
+        if tables.schema:
+            name = f"{tables.schema}.{name}"
         if len(name) > 63:
             name = "taskflow_" + hashlib.sha256(name.encode()).hexdigest()[:40]
         return name
@@ -84,7 +88,7 @@ class SQLEvents:
             result = await tx.conn.execute(
                 events.insert().values(payload=payload, created_at=self.clock.now())
             )
-            new_id = int(result.inserted_primary_key[0])
+            new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             if notify:
                 await tx.conn.execute(select(func.pg_notify(channel, f"@{new_id}")))
             if trim:
@@ -129,7 +133,7 @@ class SQLEvents:
 
         try:
             raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
+            driver: Any = raw.driver_connection
             if not hasattr(driver, "add_listener"):
                 raise SQLBackendError(
                     "subscribe() on PostgreSQL needs the asyncpg driver "
@@ -188,9 +192,7 @@ class SQLEvents:
             if gaps:
                 cond = or_(cond, table.c.id.in_(sorted(gaps)[:_POLL_BATCH]))
             stmt = select(table.c.id, table.c.payload).where(cond).order_by(table.c.id)
-            rows = await self._exec.read(
-                "polling events", _fetch_all(stmt.limit(_POLL_BATCH))
-            )
+            rows = await self._exec.read("polling events", _fetch_all(stmt.limit(_POLL_BATCH)))
             for event_id, payload in rows:
                 if event_id in gaps:
                     del gaps[event_id]
@@ -202,10 +204,8 @@ class SQLEvents:
                 if event is not None:
                     yield event
             if not rows:
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(waker.wait(), self._poll_interval)
-                except asyncio.TimeoutError:
-                    pass
 
 
 def _fetch_all(stmt: Any) -> Callable[[AsyncConnection], Any]:
@@ -213,4 +213,3 @@ def _fetch_all(stmt: Any) -> Callable[[AsyncConnection], Any]:
         return [(int(row[0]), str(row[1])) for row in await conn.execute(stmt)]
 
     return op
-

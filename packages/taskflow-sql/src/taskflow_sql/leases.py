@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from fastapi_taskflow.clock import Clock
-from fastapi_taskflow.models import Lease
 from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.models import Lease
 
 from .context import SQLContext, Tx
 from .dialect import insert_if_absent

@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, inspect, insert, select, text
+from sqlalchemy import Connection, func, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import SQLContext
@@ -60,8 +60,11 @@ def _initial_schema(conn: Connection, tables: Tables) -> None:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial schema: tasks, tags, logs, counters, queue, leases, locks, "
-              "run keys, events", _initial_schema),
+    Migration(
+        1,
+        "initial schema: tasks, tags, logs, counters, queue, leases, locks, run keys, events",
+        _initial_schema,
+    ),
 )
 """Every migration, oldest first."""
 
@@ -111,9 +114,7 @@ async def migrate(ctx: SQLContext, migrations: Sequence[Migration] = MIGRATIONS)
             if ctx.kind == "postgresql":
                 await conn.execute(select(func.pg_advisory_xact_lock(_lock_key(ctx.tables))))
                 if ctx.tables.schema:
-                    await conn.execute(
-                        text(f'CREATE SCHEMA IF NOT EXISTS "{ctx.tables.schema}"')
-                    )
+                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{ctx.tables.schema}"'))
             return await _apply(conn, ctx, migrations)
     finally:
         await conn.close()

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from fastapi_taskflow.models import (
     TERMINAL_STATUSES,
     TaskPage,
@@ -15,8 +18,6 @@ from fastapi_taskflow.models import (
     decode_cursor,
     encode_cursor,
 )
-from sqlalchemy import and_, delete, exists, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import SQLContext, Tx
 from .dialect import locked
@@ -94,7 +95,8 @@ class SQLQueries:
             if more:
                 last = rows[query.limit - 1]
                 next_cursor = encode_cursor(last.created_at, last.task_id)
-            return TaskPage(items=[item for item in items if item is not None], next_cursor=next_cursor)
+            found = [item for item in items if item is not None]
+            return TaskPage(items=found, next_cursor=next_cursor)
 
         return await self._exec.read("listing tasks", op)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from fastapi_taskflow.clock import Clock
-from fastapi_taskflow.models import Claim
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.models import Claim
 
 from .context import SQLContext, Tx
 from .dialect import insert_if_absent, locked, upsert
@@ -18,9 +19,7 @@ from .rows import key_hash
 __all__ = ["SQLQueue", "enqueue_in"]
 
 
-async def enqueue_in(
-    tx: Tx, task_id: str, queue: str, priority: int, due_at: datetime
-) -> None:
+async def enqueue_in(tx: Tx, task_id: str, queue: str, priority: int, due_at: datetime) -> None:
     """Put ``task_id`` on ``queue`` inside ``tx``, replacing an earlier entry.
 
     The old entry is deleted and a new one inserted, so a re-enqueued task takes a new
@@ -28,13 +27,9 @@ async def enqueue_in(
     two transactions enqueue the same task at once.
     """
     table = tx.ctx.tables.queue
-    await tx.conn.execute(
-        delete(table).where(table.c.queue == queue, table.c.task_id == task_id)
-    )
+    await tx.conn.execute(delete(table).where(table.c.queue == queue, table.c.task_id == task_id))
     row = {"queue": queue, "task_id": task_id, "neg_priority": -priority, "due_at": due_at}
-    await upsert(
-        tx, table, [row], keys=("queue", "task_id"), replace=("neg_priority", "due_at")
-    )
+    await upsert(tx, table, [row], keys=("queue", "task_id"), replace=("neg_priority", "due_at"))
 
 
 class SQLQueue:

@@ -9,14 +9,15 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import to_json
+
 from fastapi_taskflow.models import (
     KEY_RELEASING_STATUSES,
     LogEntry,
     TaskRecord,
     TaskStatus,
 )
-from pydantic import ValidationError
-from pydantic_core import to_json
 
 from .schema import TAG_LENGTH, Tables
 
@@ -74,9 +75,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def record_values(record: TaskRecord) -> dict[str, Any]:
     """Return the ``tasks`` row for a new record."""
-    holds_key = (
-        record.idempotency_key is not None and record.status not in KEY_RELEASING_STATUSES
-    )
+    holds_key = record.idempotency_key is not None and record.status not in KEY_RELEASING_STATUSES
     return {
         "task_id": record.task_id,
         "func_name": record.func_name,
@@ -131,7 +130,7 @@ def record_columns(tables: Tables) -> list[Any]:
     return [column for column in tables.tasks.c if column.name not in skip]
 
 
-def row_to_record(row: Mapping[str, Any]) -> TaskRecord | None:
+def row_to_record(row: Mapping[Any, Any]) -> TaskRecord | None:
     """Build a record from a ``tasks`` row; None (and an error logged) if it is corrupt."""
     try:
         return TaskRecord(
@@ -158,9 +157,7 @@ def row_to_record(row: Mapping[str, Any]) -> TaskRecord | None:
             owner=row["owner"],
         )
     except (ValidationError, ValueError, TypeError, KeyError) as exc:
-        logger.error(
-            "skipping corrupt task row %r: %s", dict(row).get("task_id", "?"), exc
-        )
+        logger.error("skipping corrupt task row %r: %s", dict(row).get("task_id", "?"), exc)
         return None
 
 
@@ -176,7 +173,7 @@ def log_values(task_id: str, entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def row_to_log(row: Mapping[str, Any]) -> LogEntry | None:
+def row_to_log(row: Mapping[Any, Any]) -> LogEntry | None:
     """Build a log entry from a ``task_logs`` row; None if it is corrupt."""
     try:
         return LogEntry(

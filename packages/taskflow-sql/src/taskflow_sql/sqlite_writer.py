@@ -100,8 +100,7 @@ class SQLiteWriter:
             if self._window and len(self._pending) < self._max_batch and not self._closing:
                 await asyncio.sleep(self._window)
             batch = [
-                self._pending.popleft()
-                for _ in range(min(self._max_batch, len(self._pending)))
+                self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))
             ]
             live = [(op, fut) for op, fut in batch if not fut.cancelled()]
             if live:
@@ -123,7 +122,7 @@ class SQLiteWriter:
                     await self._run_alone(item)
             return
         self.batches += 1
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from sqlalchemy import Row, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import (
     KEY_RELEASING_STATUSES,
@@ -14,9 +18,6 @@ from fastapi_taskflow.models import (
     TaskStatus,
     TaskUpdate,
 )
-from sqlalchemy import Row, select
-from sqlalchemy import update as sql_update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import SQLContext, Tx, WriteOp
 from .dialect import insert_if_absent
@@ -208,7 +209,6 @@ class SQLStore:
                 await tx.conn.execute(tables.logs.insert(), rows)
 
         await self._exec.write("appending task logs", op)
-
 
 
 async def _update_returning(tx: Tx, stmt: Any, task_id: str) -> Row[Any] | None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fastapi_taskflow.errors import BackendURLError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from fastapi_taskflow.errors import BackendURLError
 
 __all__ = ["DEFAULT_DRIVERS", "Kind", "SQLTarget", "kind_of", "parse_url"]
 

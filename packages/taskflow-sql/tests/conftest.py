@@ -1,0 +1,132 @@
+"""Fixtures: real PostgreSQL and MySQL/MariaDB servers, and isolated places in them.
+
+Nothing is mocked. URLs come from ``TASKFLOW_TEST_POSTGRES_URL`` and
+``TASKFLOW_TEST_MYSQL_URL``. When a server does not answer, its tests are skipped with
+the reason — or fail loudly when ``TASKFLOW_REQUIRE_SERVICES=1``.
+
+Isolation: SQLite tests get a file in ``tmp_path``; PostgreSQL tests a fresh schema
+(dropped afterwards); MySQL tests a unique table prefix (its tables dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taskflow_sql.urls import parse_url
+
+POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+MYSQL_DEFAULT = "mysql://root@127.0.0.1:3306/test"
+
+_probed: dict[str, str | None] = {}
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one test's tables live."""
+
+    url: str
+    prefix: str
+    schema: str | None = None
+
+
+def unique_prefix() -> str:
+    """A table prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}_"
+
+
+async def _probe(url: str) -> str | None:
+    engine = create_async_engine(parse_url(url).url)
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), 5)
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    finally:
+        await engine.dispose()
+
+
+def _service_url(env: str, default: str, name: str) -> str:
+    url = os.environ.get(env, default)
+    if url not in _probed:
+        _probed[url] = asyncio.run(_probe(url))
+    problem = _probed[url]
+    if problem is not None:
+        reason = f"no {name} server at {url} ({problem}); set {env}"
+        if os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1, so this is a failure)")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run async tests on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of a running PostgreSQL (skip or fail when there is none)."""
+    return _service_url("TASKFLOW_TEST_POSTGRES_URL", POSTGRES_DEFAULT, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """URL of a running MySQL/MariaDB (skip or fail when there is none)."""
+    return _service_url("TASKFLOW_TEST_MYSQL_URL", MYSQL_DEFAULT, "MySQL/MariaDB")
+
+
+@pytest.fixture
+def sqlite_place(tmp_path: Path) -> Place:
+    """A fresh SQLite file."""
+    return Place(url=f"sqlite:///{tmp_path / 'tasks.db'}", prefix="taskflow_")
+
+
+@pytest.fixture
+async def postgres_place(postgres_url: str) -> AsyncIterator[Place]:
+    """A fresh PostgreSQL schema, dropped with everything in it afterwards."""
+    place = Place(url=postgres_url, prefix="taskflow_", schema=f"tf_{uuid.uuid4().hex[:12]}")
+    yield place
+    await drop_place(place)
+
+
+@pytest.fixture
+async def mysql_place(mysql_url: str) -> AsyncIterator[Place]:
+    """A unique table prefix in the MySQL test database; its tables dropped afterwards."""
+    place = Place(url=mysql_url, prefix=unique_prefix())
+    yield place
+    await drop_place(place)
+
+
+async def drop_place(place: Place) -> None:
+    """Drop a test's PostgreSQL schema or its prefixed MySQL tables."""
+    target = parse_url(place.url)
+    engine = create_async_engine(target.url)
+    try:
+        async with engine.begin() as conn:
+            if target.kind == "postgresql" and place.schema:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{place.schema}" CASCADE'))
+            elif target.kind == "mysql":
+                rows = await conn.execute(
+                    text(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = DATABASE() AND table_name LIKE :p"
+                    ),
+                    {"p": place.prefix.replace("_", "\\_") + "%"},
+                )
+                names = [row[0] for row in rows]
+                if names:
+                    quoted = ", ".join(f"`{name}`" for name in names)
+                    await conn.execute(text(f"DROP TABLE IF EXISTS {quoted}"))
+    finally:
+        await engine.dispose()
