@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar
 
 import anyio
+import anyio.to_thread
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
@@ -211,17 +214,23 @@ class ConcurrencyTests(ConformanceBase):
     async def test_events_from_other_threads(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
-        """Events published by forks on other threads reach this loop's subscriber.
+        """Events published by forks on other threads wake this loop's subscriber.
 
-        Each publisher's events arrive in its order. If this fails, check that a
-        subscriber is woken from any thread (``call_soon_threadsafe`` for in-process
+        The subscriber is already waiting when they are published, and each publisher's
+        events arrive in its order. If this fails (or times out), check that a
+        subscriber is woken from any thread (``loop.call_soon_threadsafe`` for in-process
         fan-out) and that each publisher's messages stay ordered.
         """
         prefix = new_id("ev-")
+        received_all = threading.Event()
 
         async def work(target: TaskBackend, index: int) -> None:
+            await anyio.sleep(0.05)  # let the subscriber block on its empty stream first
             for event in sample_events(clock, f"{prefix}-{index}"):
                 await target.publish(event)
+            # Stay alive until the subscriber has everything, so nothing but the
+            # publication itself can wake the subscriber's loop.
+            await anyio.to_thread.run_sync(received_all.wait, self.event_timeout)
 
         expected = {
             f"{prefix}-{i}": sample_events(clock, f"{prefix}-{i}")
@@ -229,20 +238,33 @@ class ConcurrencyTests(ConformanceBase):
         }
         received: dict[str, list[LifecycleEvent | LogEvent]] = {key: [] for key in expected}
         total = sum(len(events) for events in expected.values())
-        with anyio.fail_after(self.event_timeout + self.concurrency_timeout):
-            async with backend.subscribe() as stream:
-                await contend(
-                    backend,
-                    work,
-                    local=0,
-                    threads=self.threads,
-                    per_thread=self.per_thread,
-                    time_limit=self.concurrency_timeout,
-                )
-                count = 0
-                while count < total:
-                    event = await anext(stream)
-                    if event.task_id in received:
-                        received[event.task_id].append(event)
-                        count += 1
+
+        async def publishers() -> None:
+            await contend(
+                backend,
+                work,
+                local=0,
+                threads=self.threads,
+                per_thread=self.per_thread,
+                time_limit=self.concurrency_timeout,
+            )
+
+        async with backend.subscribe() as stream, anyio.create_task_group() as group:
+            group.start_soon(publishers)
+            started = time.monotonic()
+            try:
+                with anyio.fail_after(self.event_timeout):
+                    count = 0
+                    while count < total:
+                        event = await anext(stream)
+                        if event.task_id in received:
+                            received[event.task_id].append(event)
+                            count += 1
+                waited = time.monotonic() - started
+            finally:
+                received_all.set()
         assert received == expected
+        assert waited < self.event_timeout / 2, (
+            f"events from other threads took {waited:.1f}s to arrive; check that publish() "
+            "wakes a subscriber's event loop from any thread"
+        )
