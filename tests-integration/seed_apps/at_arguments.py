@@ -10,15 +10,15 @@ from fastapi_taskflow import TaskManager
 
 app = FastAPI()
 task_manager = TaskManager()
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
 
 def send_email(address: str) -> None:
-    CALLS.append(("send_email", (address,), {}))
+    calls.append(("send_email", (address,), {}))
 
 
 def resize_image(image_id: int, width: int = 0, height: int = 0) -> None:
-    CALLS.append(("resize_image", (image_id,), {"width": width, "height": height}))
+    calls.append(("resize_image", (image_id,), {"width": width, "height": height}))
 
 
 @app.post("/images/{image_id}")

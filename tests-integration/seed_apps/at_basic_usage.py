@@ -10,12 +10,12 @@ from fastapi_taskflow import TaskManager, get_task_context
 
 app = FastAPI()
 task_manager = TaskManager()
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
 
 def send_email(address: str) -> None:
     ctx = get_task_context()
-    CALLS.append(("send_email", (address,), {"task_id": ctx.task_id if ctx else None}))
+    calls.append(("send_email", (address,), {"task_id": ctx.task_id if ctx else None}))
 
 
 # --- end glue ---

@@ -10,13 +10,13 @@ from fastapi_taskflow import TaskManager
 
 app = FastAPI()
 task_manager = TaskManager()
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 FAILING_INVOICES: set[int] = set()  # tests put an id here to make its task fail
 
 
 @task_manager.task(retries=0)
 def email_invoice(invoice_id: int) -> None:
-    CALLS.append(("email_invoice", (invoice_id,), {}))
+    calls.append(("email_invoice", (invoice_id,), {}))
     if invoice_id in FAILING_INVOICES:
         raise RuntimeError(f"mail server refused invoice {invoice_id}")
 

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from fastapi_taskflow import TaskManager
 
 task_manager = TaskManager()
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
 
 def sync_database() -> str:
-    CALLS.append(("sync_database", (), {}))
+    calls.append(("sync_database", (), {}))
     return "synced"
 
 

@@ -10,17 +10,17 @@ from fastapi_taskflow import TaskManager
 
 app = FastAPI()
 task_manager = TaskManager()
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
 
 def generate_report(user_id: int) -> dict[str, Any]:
-    CALLS.append(("generate_report", (user_id,), {}))
+    calls.append(("generate_report", (user_id,), {}))
     return {"user_id": user_id, "rows": 3}
 
 
 @app.get("/_glue/calls")
 def glue_calls() -> list[Any]:
-    return [list(call) for call in CALLS]
+    return [list(call) for call in calls]
 
 
 # --- end glue ---

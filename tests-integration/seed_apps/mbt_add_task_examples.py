@@ -14,13 +14,19 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from fastapi_taskflow import ManagedBackgroundTasks, QueueConfig, TaskManager, get_task_context
+from fastapi_taskflow import (
+    ManagedBackgroundTasks,
+    QueueConfig,
+    TaskManager,
+    get_task_context,
+    task_log,
+)
 
 app = FastAPI()
 task_manager = TaskManager(queues={"default": QueueConfig(concurrency=1)})
 task_manager.install(app)
 
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 NOTIFY_STARTED: defaultdict[int, threading.Event] = defaultdict(threading.Event)
 RELEASE_BLOCKER = threading.Event()
 
@@ -31,29 +37,30 @@ def _ctx_tags() -> dict[str, str] | None:
 
 
 def send_email(address: str) -> None:
-    CALLS.append(("send_email", (), {"address": address}))
+    calls.append(("send_email", (), {"address": address}))
 
 
 def send_otp(phone: str) -> None:
-    CALLS.append(("send_otp", (phone,), {}))
+    calls.append(("send_otp", (phone,), {}))
 
 
 async def notify(user_id: int) -> None:
-    CALLS.append(("notify", (user_id,), {}))
+    calls.append(("notify", (user_id,), {}))
     NOTIFY_STARTED[user_id].set()
 
 
 def generate_invoice(order_id: int) -> None:
-    CALLS.append(("generate_invoice", (order_id,), {}))
+    calls.append(("generate_invoice", (order_id,), {}))
 
 
 def process_payment(amount: float) -> None:
-    CALLS.append(("process_payment", (amount,), {"tags": _ctx_tags()}))
+    calls.append(("process_payment", (amount,), {"tags": _ctx_tags()}))
+    task_log("charged", amount=amount)
 
 
 def blocker() -> None:
     """Holds the default queue's only slot until a test sets RELEASE_BLOCKER."""
-    CALLS.append(("blocker", (), {}))
+    calls.append(("blocker", (), {}))
     RELEASE_BLOCKER.wait(10)
 
 

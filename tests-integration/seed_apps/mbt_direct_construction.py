@@ -4,11 +4,11 @@
 # --- glue: what the page leaves implicit ---
 from typing import Any
 
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
 
 def my_func(value: str) -> str:
-    CALLS.append(("my_func", (value,), {}))
+    calls.append(("my_func", (value,), {}))
     return value.upper()
 
 

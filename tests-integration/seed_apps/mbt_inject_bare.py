@@ -11,12 +11,12 @@ from fastapi_taskflow import TaskManager, get_task_context
 app = FastAPI()
 task_manager = TaskManager()
 task_manager.install(app)
-CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
 
 def send_welcome_email(email: str) -> None:
     ctx = get_task_context()
-    CALLS.append(("send_welcome_email", (email,), {"task_id": ctx.task_id if ctx else None}))
+    calls.append(("send_welcome_email", (email,), {"task_id": ctx.task_id if ctx else None}))
 
 
 # --- end glue ---
