@@ -45,6 +45,7 @@ from fastapi_taskflow.models import (
 Event = LifecycleEvent | LogEvent
 
 
+# --8<-- [start:state]
 @dataclass
 class ToyState:
     """Everything a backend and its forks share. One lock makes each method atomic."""
@@ -64,6 +65,10 @@ class ToyState:
     )
 
 
+# --8<-- [end:state]
+
+
+# --8<-- [start:class]
 class ToyBackend:
     """A complete, in-process ``TaskBackend``.
 
@@ -78,7 +83,10 @@ class ToyBackend:
         self.clock = clock
         self._state = state or ToyState()
 
+    # --8<-- [end:class]
+
     # -- lifecycle -------------------------------------------------------------------
+    # --8<-- [start:lifecycle]
 
     async def open(self) -> None:
         """Nothing to connect to. (A real backend connects and creates its schema.)"""
@@ -90,7 +98,10 @@ class ToyBackend:
         """Another backend over the same state, for another thread's event loop."""
         return ToyBackend(clock=self.clock, state=self._state)
 
+    # --8<-- [end:lifecycle]
+
     # -- Store: creating and reading -------------------------------------------------
+    # --8<-- [start:create]
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """Insert unless the id exists or an active task holds the key."""
@@ -132,7 +143,10 @@ class ToyBackend:
             task_id = self._state.keys.get(idempotency_key)
             return None if task_id is None else _copy(self._state.tasks[task_id])
 
+    # --8<-- [end:create]
+
     # -- Store: changing -------------------------------------------------------------
+    # --8<-- [start:change]
 
     async def transition(
         self,
@@ -174,7 +188,10 @@ class ToyBackend:
             if task_id in self._state.tasks:
                 self._state.logs.setdefault(task_id, []).extend(entries)
 
+    # --8<-- [end:change]
+
     # -- Store: listing, counting, purging -------------------------------------------
+    # --8<-- [start:query]
 
     async def query(self, query: TaskQuery) -> TaskPage:
         """Newest first, keyset-paginated on ``(created_at, task_id)``."""
@@ -216,7 +233,10 @@ class ToyBackend:
                     del self._state.keys[key]
         return len(doomed)
 
+    # --8<-- [end:query]
+
     # -- Backend: queues -------------------------------------------------------------
+    # --8<-- [start:queues]
 
     async def enqueue(
         self, task_id: str, *, queue: str, priority: int = 0, not_before: datetime | None = None
@@ -263,7 +283,10 @@ class ToyBackend:
         with self._state.lock:
             return len(self._state.queues.get(queue, {}))
 
+    # --8<-- [end:queues]
+
     # -- Backend: leases -------------------------------------------------------------
+    # --8<-- [start:leases]
 
     async def acquire_lease(self, task_id: str, *, owner: str, lease_seconds: float) -> bool:
         """Grant unless another owner's lease is live."""
@@ -306,7 +329,10 @@ class ToyBackend:
             expired = [lease for lease in self._state.leases.values() if lease.expires_at <= now]
         return sorted(expired, key=lambda lease: lease.expires_at)[:limit]
 
+    # --8<-- [end:leases]
+
     # -- Backend: locks and schedules ------------------------------------------------
+    # --8<-- [start:locks]
 
     async def acquire_lock(self, name: str, *, owner: str, ttl_seconds: float) -> bool:
         """Take or extend the named lock (Redis: SET NX PX, or a script for re-entry)."""
@@ -338,7 +364,10 @@ class ToyBackend:
             self._enqueue(task_id, queue, priority, run_at)
             return True
 
+    # --8<-- [end:locks]
+
     # -- Backend: events -------------------------------------------------------------
+    # --8<-- [start:events]
 
     async def publish(self, event: Event) -> None:
         """Hand the event to every subscriber, on whatever loop it listens."""
@@ -366,12 +395,15 @@ class ToyBackend:
             with self._state.lock:
                 self._state.subscribers.remove(subscriber)
 
+    # --8<-- [end:events]
+
 
 def _copy(record: TaskRecord) -> TaskRecord:
     """A private copy, so a caller editing a returned record cannot edit the store."""
     return record.model_copy(deep=True)
 
 
+# --8<-- [start:matches]
 def _matches(record: TaskRecord, query: TaskQuery, after: tuple[datetime, str] | None) -> bool:
     """Whether ``record`` passes every filter of ``query`` and lies after the cursor."""
     tags = query.tags or {}
@@ -386,8 +418,15 @@ def _matches(record: TaskRecord, query: TaskQuery, after: tuple[datetime, str] |
     )
 
 
+# --8<-- [end:matches]
+
+
+# --8<-- [start:factory]
 def from_url(url: str, *, clock: Clock) -> ToyBackend:
     """The entry point: a fresh, unopened backend for ``toy://``."""
     if url.rstrip("/") != "toy:":
         raise BackendURLError(f"malformed toy backend URL {url!r}: use exactly 'toy://'")
     return ToyBackend(clock=clock)
+
+
+# --8<-- [end:factory]
