@@ -130,3 +130,10 @@ async def drop_place(place: Place) -> None:
                     await conn.execute(text(f"DROP TABLE IF EXISTS {quoted}"))
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def place(request: pytest.FixtureRequest) -> Place:
+    """An isolated place on each engine in turn."""
+    fixture: Place = request.getfixturevalue(f"{request.param}_place")
+    return fixture

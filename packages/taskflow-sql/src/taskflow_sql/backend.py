@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,6 +12,7 @@ from fastapi_taskflow.clock import Clock, SystemClock
 
 from .context import SQLContext
 from .engine import SQLiteSettings, configure_sqlite, make_engine
+from .errors import unavailable
 from .events import SQLEvents
 from .executor import Executor
 from .leases import SQLLeases
@@ -22,6 +24,16 @@ from .store import SQLStore
 from .urls import SQLTarget, kind_of, parse_url
 
 __all__ = ["SQLBackend"]
+
+
+def _check_sqlite_directory(target: SQLTarget) -> None:
+    """Fail early, with a clear message, when a SQLite file's directory is missing."""
+    if target.kind != "sqlite" or not target.url.database:
+        return
+    folder = Path(target.url.database).expanduser().absolute().parent
+    if not folder.is_dir():
+        missing = FileNotFoundError(f"no such directory: {folder}")
+        raise unavailable(f"opening {target.url.database!r}", missing) from missing
 
 
 class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
@@ -147,6 +159,7 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             engine = self._given_engine
         else:
             assert self._target is not None
+            _check_sqlite_directory(self._target)
             engine = make_engine(self._target, self._settings["engine_options"])
         if self.kind == "sqlite":
             configure_sqlite(engine, self._sqlite)

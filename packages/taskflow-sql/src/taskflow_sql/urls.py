@@ -81,7 +81,7 @@ def parse_url(url: str) -> SQLTarget:
         )
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise BackendURLError(f"malformed SQL backend URL {url!r}: {exc}") from exc
     scheme = parsed.get_backend_name().lower()
     if scheme not in DEFAULT_DRIVERS:

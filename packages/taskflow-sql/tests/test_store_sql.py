@@ -1,0 +1,228 @@
+"""SQL-specific behaviour: purge batches, group commit, counters, big events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import func, select
+
+from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.events import LogEvent
+from fastapi_taskflow.models import (
+    LogEntry,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+    TaskUpdate,
+)
+from taskflow_sql import SQLBackend, SQLBackendError
+from taskflow_sql.context import Tx
+
+pytestmark = pytest.mark.anyio
+
+
+def _record(clock: ManualClock, task_id: str, **fields: Any) -> TaskRecord:
+    now = clock.now()
+    fields.setdefault("func_name", "jobs.f")
+    return TaskRecord(task_id=task_id, created_at=now, updated_at=now, **fields)
+
+
+@pytest.fixture
+async def backend(place: Any) -> Any:
+    backend = SQLBackend(
+        place.url, table_prefix=place.prefix, schema=place.schema, clock=ManualClock()
+    )
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+async def _count(backend: SQLBackend, table: Any) -> int:
+    async with backend.engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def test_purge_works_in_bounded_batches(backend: SQLBackend) -> None:
+    clock = backend.clock
+    assert isinstance(clock, ManualClock)
+    finished = clock.now()
+    records = [
+        _record(
+            clock,
+            f"done{i:02}",
+            status=TaskStatus.SUCCESS,
+            finished_at=finished,
+            tags={"team": "a"},
+        )
+        for i in range(25)
+    ]
+    records.append(_record(clock, "active", tags={"team": "a"}))
+    await backend.create_many(records)
+    for record in records:
+        await backend.append_logs(record.task_id, [LogEntry(timestamp=finished, message="x")] * 2)
+    clock.advance(60)
+    cutoff = clock.now()
+    assert [await backend.purge(finished_before=cutoff, batch_size=10) for _ in range(4)] == [
+        10,
+        10,
+        5,
+        0,
+    ]
+    assert await backend.get("active") is not None
+    assert await _count(backend, backend.tables.tasks) == 1
+    assert await _count(backend, backend.tables.logs) == 2
+    assert await _count(backend, backend.tables.tags) == 1
+    stats = await backend.stats()
+    assert stats.total == 1 and stats.by_status == {TaskStatus.PENDING: 1}
+
+
+async def test_purge_respects_the_cutoff(backend: SQLBackend) -> None:
+    clock = backend.clock
+    assert isinstance(clock, ManualClock)
+    await backend.create(_record(clock, "old", status=TaskStatus.FAILED, finished_at=clock.now()))
+    clock.advance(10)
+    await backend.create(_record(clock, "new", status=TaskStatus.FAILED, finished_at=clock.now()))
+    assert await backend.purge(finished_before=clock.now()) == 1
+    assert await backend.get("new") is not None
+
+
+async def test_counters_stay_exact_under_concurrent_transitions(backend: SQLBackend) -> None:
+    clock = backend.clock
+    assert isinstance(clock, ManualClock)
+    ids = [f"c{i:03}" for i in range(60)]
+    await backend.create_many([_record(clock, i, func_name=f"f{int(i[1:]) % 3}") for i in ids])
+
+    async def run(task_id: str) -> None:
+        await backend.transition(task_id, expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING)
+        await backend.transition(
+            task_id,
+            expected=[TaskStatus.PENDING, TaskStatus.RUNNING],
+            new=TaskStatus.SUCCESS,
+            update=TaskUpdate(finished_at=clock.now(), result={"ok": task_id}),
+        )
+
+    await asyncio.gather(*(run(i) for i in ids for _ in range(2)))
+    stats = await backend.stats()
+    assert stats.total == 60
+    assert stats.by_status == {TaskStatus.SUCCESS: 60}
+    assert {name: sum(c.values()) for name, c in stats.by_func.items()} == {
+        "f0": 20,
+        "f1": 20,
+        "f2": 20,
+    }
+    got = await backend.get("c007")
+    assert got is not None and got.result == {"ok": "c007"}
+
+
+async def test_tag_filter_with_long_values(backend: SQLBackend) -> None:
+    clock = backend.clock
+    assert isinstance(clock, ManualClock)
+    long_value = "v" * 1000
+    await backend.create(_record(clock, "long", tags={"k": long_value, "x": "1"}))
+    await backend.create(_record(clock, "short", tags={"k": "v", "x": "1"}))
+    page = await backend.query(TaskQuery(tags={"k": long_value}))
+    assert [r.task_id for r in page.items] == ["long"]
+    assert page.items[0].tags["k"] == long_value
+    page = await backend.query(TaskQuery(tags={"x": "1"}))
+    assert sorted(r.task_id for r in page.items) == ["long", "short"]
+
+
+async def test_group_commit_batches_and_answers_each_caller(sqlite_place: Any) -> None:
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock)
+    await backend.open()
+    try:
+        writer = backend._exec.writer
+        assert writer is not None
+        before = writer.batches
+        ids = [f"g{i:04}" for i in range(400)]
+        results = await asyncio.gather(
+            *(
+                backend.create(_record(clock, i, idempotency_key=f"k{int(i[1:]) % 100}"))
+                for i in ids
+            )
+        )
+        # Each caller got its own answer: 100 keys → 100 created, others see the holder.
+        created = [r for r in results if r.created]
+        assert len(created) == 100
+        for task_id, result in zip(ids, results, strict=True):
+            key = f"k{int(task_id[1:]) % 100}"
+            assert result.record.idempotency_key == key
+            assert result.created == (result.record.task_id == task_id)
+        assert writer.batches - before < 40, "creates were not grouped into transactions"
+
+        moved = await asyncio.gather(
+            *(
+                backend.transition(
+                    r.record.task_id, expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING
+                )
+                for r in created
+                for _ in range(3)
+            )
+        )
+        winners = [m for m in moved if m is not None]
+        assert len(winners) == 100
+        assert {w.task_id for w in winners} == {r.record.task_id for r in created}
+    finally:
+        await backend.close()
+
+
+async def test_a_failing_operation_does_not_fail_its_batch(sqlite_place: Any) -> None:
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock)
+    await backend.open()
+    try:
+
+        async def broken(tx: Tx) -> None:
+            await tx.conn.execute(select(func.nosuchfunction()))
+
+        good = [backend.create(_record(clock, f"ok{i}")) for i in range(20)]
+        bad = backend._exec.write("doing something broken", broken)
+        results = await asyncio.gather(*good, bad, return_exceptions=True)
+        assert all(not isinstance(r, BaseException) and r.created for r in results[:-1])
+        assert isinstance(results[-1], SQLBackendError)
+        assert (await backend.stats()).total == 20
+    finally:
+        await backend.close()
+
+
+async def test_close_finishes_queued_writes(sqlite_place: Any) -> None:
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock)
+    await backend.open()
+    pending = [asyncio.ensure_future(backend.create(_record(clock, f"q{i}"))) for i in range(50)]
+    await asyncio.sleep(0)
+    await backend.close()
+    assert all(task.result().created for task in pending)
+    reopened = SQLBackend(sqlite_place.url, clock=clock)
+    await reopened.open()
+    try:
+        assert (await reopened.stats()).total == 50
+    finally:
+        await reopened.close()
+
+
+async def test_large_events_are_delivered(backend: SQLBackend) -> None:
+    clock = backend.clock
+    event = LogEvent(task_id="big", func_name="f", timestamp=clock.now(), message="x" * 20_000)
+    with anyio.fail_after(10):
+        async with backend.subscribe() as stream:
+            await backend.publish(event)
+            assert await anext(stream) == event
+
+
+async def test_event_rows_are_trimmed(sqlite_place: Any) -> None:
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock, event_retention=50)
+    await backend.open()
+    try:
+        for i in range(300):
+            await backend.publish(
+                LogEvent(task_id=f"e{i}", func_name="f", timestamp=clock.now(), message="m")
+            )
+        assert await _count(backend, backend.tables.events) <= 150
+    finally:
+        await backend.close()
