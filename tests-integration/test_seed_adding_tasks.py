@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 import fastapi_taskflow.executor
 from fastapi_taskflow import MemoryObserver, TaskRecord, TaskStatus
@@ -338,3 +339,49 @@ async def test_adding_tasks_outside_a_route_from_startup(
     assert assert_task_id(record["task_id"])
     assert record["result"] == "synced"
     assert seed.calls == [("sync_database", (), {})]
+
+
+async def test_adding_tasks_outside_a_route_as_a_startup_handler(
+    load_seed_app: Loader, wait_for: WaitFor
+) -> None:
+    """on_startup registered as a plain startup handler: nobody entered the manager."""
+    seed = load_seed_app("at_outside_route")
+    app = FastAPI(on_startup=[seed.on_startup])
+    try:
+        async with app.router.lifespan_context(app):
+
+            async def synced() -> list[TaskRecord] | None:
+                page = await seed.task_manager.store.aquery(
+                    func_name=f"{seed.__name__}.sync_database"
+                )
+                items = page.items
+                return items if items and items[0].status is TaskStatus.SUCCESS else None
+
+            (record,) = await wait_for(synced)
+    finally:
+        await seed.task_manager.shutdown()
+    assert record.result == "synced"
+    assert seed.calls == [("sync_database", (), {})]
+
+
+async def test_idempotency_key_across_instances(
+    load_seed_app: Loader, wait_for: WaitFor, seed_backend_url: str
+) -> None:
+    """Two app instances on one shared backend: one task per key between them."""
+    if seed_backend_url.startswith("memory:"):
+        pytest.skip("memory:// is one store per TaskManager; nothing is shared")
+    one, two = load_seed_app("at_idempotency"), load_seed_app("at_idempotency")
+    async with (
+        serving(one) as c1,
+        serving(two) as c2,
+    ):
+        responses = await asyncio.gather(
+            *(c.post("/invoice/9/send") for c in (c1, c2, c1, c2, c1, c2))
+        )
+        ids = {r.json()["task_id"] for r in responses}
+        assert len(ids) == 1
+        (task_id,) = ids
+        for seed in (one, two):
+            record = await finished(seed, task_id, wait_for)
+            assert record.status is TaskStatus.SUCCESS
+    assert len(one.calls) + len(two.calls) == 1

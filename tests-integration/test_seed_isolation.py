@@ -35,7 +35,10 @@ def plain_app(seen: list[Any], ran: list[str]) -> FastAPI:
 
 
 async def test_two_installed_apps_and_a_plain_one_stay_apart(
-    load_seed_app: Loader, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+    load_seed_app: Loader,
+    wait_for: WaitFor,
+    monkeypatch: pytest.MonkeyPatch,
+    seed_backend_url: str,
 ) -> None:
     a, b = load_seed_app("mbt_inject_bare"), load_seed_app("mbt_inject_bare")
     assert a.task_manager is not b.task_manager
@@ -43,8 +46,10 @@ async def test_two_installed_apps_and_a_plain_one_stay_apart(
     original = ManagedBackgroundTasks.add_task
 
     def spy(self: Any, *args: Any, **kwargs: Any) -> str:
-        managed.append(self)
-        return original(self, *args, **kwargs)
+        assert isinstance(self, ManagedBackgroundTasks)
+        task_id = original(self, *args, **kwargs)
+        managed.append((self.task_manager, task_id))
+        return task_id
 
     monkeypatch.setattr(ManagedBackgroundTasks, "add_task", spy)
     plain_seen: list[Any] = []
@@ -72,36 +77,42 @@ async def test_two_installed_apps_and_a_plain_one_stay_apart(
         assert all(r.status_code == 200 for r in responses)
 
         for seed in (a, b):
+            prefix = "a" if seed is a else "b"
+            expected = [f"{prefix}{i}@example.com" for i in range(4)]
             await wait_for(lambda seed=seed: len(seed.calls) == 4)
+            # Each app's tasks ran in that app (its module's task function) ...
+            assert sorted(c[1][0] for c in seed.calls) == expected
 
             async def all_done(seed: ModuleType = seed) -> Any:
-                page = await seed.task_manager.store.aquery()
+                page = await seed.task_manager.store.aquery(
+                    func_name=f"{seed.__name__}.send_welcome_email"
+                )
                 ok = len(page.items) == 4 and all(
                     r.status is TaskStatus.SUCCESS for r in page.items
                 )
                 return page.items if ok else None
 
+            # ... and are in its manager's store, under the ids its manager handed out.
             records = await wait_for(all_done)
-            prefix = "a" if seed is a else "b"
-            assert sorted(r.args[0] for r in records) == [
-                f"{prefix}{i}@example.com" for i in range(4)
-            ]
-            assert {r.func_name for r in records} == {f"{seed.__name__}.send_welcome_email"}
-            assert sorted(c[1][0] for c in seed.calls) == [
-                f"{prefix}{i}@example.com" for i in range(4)
-            ]
+            assert sorted(r.args[0] for r in records) == expected
+            assert {r.task_id for r in records} == {c[2]["task_id"] for c in seed.calls}
+            assert {r.task_id for r in records} == {
+                task_id for manager, task_id in managed if manager is seed.task_manager
+            }
 
-        # Neither manager's store holds a task of the other.
-        for mine, other in ((a, b), (b, a)):
-            for call in mine.calls:
-                assert await other.task_manager.store.aget(call[2]["task_id"]) is None
-                assert await mine.task_manager.store.aget(call[2]["task_id"]) is not None
+        if seed_backend_url.startswith("memory:"):
+            # Separate stores: neither manager's store holds a task of the other. (A
+            # shared backend URL makes the two apps instances sharing one store.)
+            for mine, other in ((a, b), (b, a)):
+                for call in mine.calls:
+                    assert await other.task_manager.store.aget(call[2]["task_id"]) is None
+                    assert await mine.task_manager.store.aget(call[2]["task_id"]) is not None
 
     # Each installed app's bare BackgroundTasks was a ManagedBackgroundTasks of its own
     # manager; the plain app's were Starlette's own, and add_task returned None there.
     assert len(managed) == 8
-    assert {id(m.task_manager) for m in managed} == {id(a.task_manager), id(b.task_manager)}
-    assert sum(m.task_manager is a.task_manager for m in managed) == 4
+    assert sum(manager is a.task_manager for manager, _ in managed) == 4
+    assert sum(manager is b.task_manager for manager, _ in managed) == 4
     assert len(plain_seen) == 4
     assert all(isinstance(t, StarletteBackgroundTasks) for t in plain_seen)
     assert not any(isinstance(t, ManagedBackgroundTasks) for t in plain_seen)
