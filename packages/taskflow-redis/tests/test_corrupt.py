@@ -58,7 +58,7 @@ async def test_a_corrupt_record_in_the_indexes_is_skipped_by_queries(
         page = await backend.query(TaskQuery())
         assert [item.task_id for item in page.items] == ["t2", "t0"]
         assert await backend.get("t1") is None
-    assert "is corrupt" in caplog.text
+    assert "skipped task t1" in caplog.text
     stats = await backend.stats()
     assert stats.total == 3
 
@@ -112,3 +112,14 @@ async def test_a_foreign_message_on_the_event_channel_is_skipped(
             received = await asyncio.wait_for(anext(aiter(events)), timeout=10)
     assert received == event
     assert "not a taskflow event" in caplog.text
+
+
+async def test_a_record_with_invalid_field_json_is_skipped(
+    backend: RedisBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await backend.create(record(clock, "t1"))
+    await backend.client.hset(backend._keys.task("t1"), "attempt", "[oops")
+    with caplog.at_level(logging.WARNING, logger="taskflow_redis"):
+        assert await backend.get("t1") is None
+        assert (await backend.query(TaskQuery())).items == []
+    assert "is corrupt" in caplog.text

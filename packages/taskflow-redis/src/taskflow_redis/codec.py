@@ -5,15 +5,16 @@ create (id, function, arguments, tags ...), one field per mutable field holding 
 field's JSON value (so a transition writes only what changed, without parsing JSON on
 the server), and a few raw fields the Lua scripts read: ``s`` (status), ``m`` (index
 member), ``ix`` (extra index keys), ``f`` (function name), ``k`` (idempotency key) and
-``fin`` (finished time in microseconds). Decoding splices the JSON fragments into one
-document and validates it once with pydantic's JSON parser.
+``fin`` (finished time in microseconds). On the way out a script splices the JSON
+fragments into one document (string concatenation, no JSON parsing on the server), so a
+reply is one string that pydantic validates once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -132,27 +133,16 @@ def encode_update(update: TaskUpdate | None, updated_at: Any) -> tuple[str, list
     return fin, fields
 
 
-def decode_record(fields: Mapping[str, Any]) -> TaskRecord:
-    """Rebuild a record (without logs) from its hash fields.
+def decode_record(raw: Any) -> TaskRecord:
+    """Validate the record JSON that the scripts splice from a task hash.
 
     Raises:
         CorruptValue: the hash is not a record this backend wrote.
     """
     try:
-        doc = _as_bytes(fields["d"]).strip()
-        status = as_str(fields["s"])
-        if not doc.startswith(b"{") or not doc.endswith(b"}"):
-            raise CorruptValue("field 'd' is not a JSON object")
-        parts = [b'"status":' + _dumps(status).encode("utf-8")]
-        for name in MUTABLE_FIELDS:
-            raw = fields.get(name)
-            if raw is not None:
-                parts.append(b'"' + name.encode() + b'":' + _as_bytes(raw))
-        inner = doc[1:-1].strip()
-        body = b",".join(([inner] if inner else []) + parts)
-        return TaskRecord.model_validate_json(b"{" + body + b"}")
-    except (KeyError, ValueError, ValidationError, UnicodeDecodeError) as exc:
-        raise CorruptValue(str(exc)) from exc
+        return TaskRecord.model_validate_json(_as_bytes(raw))
+    except (ValueError, ValidationError) as exc:
+        raise CorruptValue(str(exc).splitlines()[0]) from exc
 
 
 def encode_log(entry: LogEntry) -> str:

@@ -52,9 +52,9 @@ def _is_marker(value: Any) -> bool:
 class RedisStore(RedisBase):
     """The Store protocol over Lua scripts; each method is one atomic round trip."""
 
-    def _decode(self, flat: Any, task_id: str) -> TaskRecord | None:
-        """Decode a task hash, or report it and return None when it is not ours."""
-        if _is_marker(flat):
+    def _decode(self, raw: Any, task_id: str) -> TaskRecord | None:
+        """Decode a record reply, or report it and return None when it is not ours."""
+        if _is_marker(raw):
             logger.warning(
                 "skipped task %s: the Redis key %s holds a value that is not a taskflow "
                 "record (a foreign or corrupt value under the prefix)",
@@ -62,10 +62,10 @@ class RedisStore(RedisBase):
                 self._keys.task(task_id),
             )
             return None
-        if not flat:
+        if not raw:
             return None
         try:
-            return decode_record(pairs(flat))
+            return decode_record(raw)
         except CorruptValue as exc:
             logger.warning(
                 "skipped task %s: the Redis hash %s is corrupt (%s)",
@@ -119,8 +119,8 @@ class RedisStore(RedisBase):
         A value under the task's key that is not a taskflow record is reported with a
         warning and treated as absent.
         """
-        flat, logs = await self._run("get", [task_id], f"reading task {task_id}")
-        record = self._decode(flat, task_id)
+        raw, logs = await self._run("get", [task_id], f"reading task {task_id}")
+        record = self._decode(raw, task_id)
         if record is None:
             return None
         if _is_marker(logs):
@@ -228,8 +228,8 @@ class RedisStore(RedisBase):
         resume = as_str(reply[0])
         hits = [(as_str(reply[i]), reply[i + 1]) for i in range(1, len(reply) - 1, 2)]
         items: list[TaskRecord] = []
-        for member, flat in hits[: query.limit]:
-            record = self._decode(flat, member[18:])
+        for member, raw in hits[: query.limit]:
+            record = self._decode(raw, member[18:])
             if record is not None:
                 items.append(record)
         next_cursor = None

@@ -1,8 +1,8 @@
 -- Insert-if-absent for a batch of records.
 -- ARGV: base, n, then per record: id, idem ('' = none), status, func, member, ix (JSON array
 -- of extra index keys), fin ('' = not finished), nfields, field/value pairs.
--- Returns per record {code, hash}: 1 created, 2 created over a corrupt value, 0 an existing
--- record (same id, or the live holder of the key) whose HGETALL is the second element.
+-- Returns per record {code, json}: 1 created, 2 created over a corrupt value, 0 an existing
+-- record (same id, or the live holder of the key) whose JSON is the second element.
 local n = tonumber(ARGV[2])
 local p = 3
 local out = {}
@@ -13,14 +13,14 @@ for _ = 1, n do
   local first = p + 8
   p = first + 2 * nf
   local key = task_key(id)
-  local existing = load(id)
+  local existing = record_json(id)
   local result = nil
-  if existing and existing ~= 'corrupt' and redis.call('HEXISTS', key, 's') == 1 then
+  if existing and existing ~= 'corrupt' then
     result = {0, existing}
   elseif idem ~= '' then
     local holder = redis.call('HGET', K_IDEM, idem)
     if holder and holder ~= id then
-      local rec = load(holder)
+      local rec = record_json(holder)
       if rec and rec ~= 'corrupt' then result = {0, rec} end
     end
   end

@@ -1,6 +1,7 @@
--- A task with its logs. ARGV: base, id. Returns {hash or 'corrupt' or {}, logs or 'corrupt'}.
-local rec = load(ARGV[2])
-if not rec then return {{}, {}} end
+-- A task with its logs. ARGV: base, id.
+-- Returns {json or '' (absent) or 'corrupt', logs or 'corrupt'}.
+local rec = record_json(ARGV[2])
+if not rec then return {'', {}} end
 local logs = redis.pcall('LRANGE', logs_key(ARGV[2]), 0, -1)
 if type(logs) == 'table' and logs.err then logs = 'corrupt' end
 return {rec, logs}

@@ -25,12 +25,30 @@ local function task_key(id) return B .. 'task:' .. id end
 local function logs_key(id) return B .. 'logs:' .. id end
 local function status_idx(s) return B .. 'idx:status:' .. s end
 
--- HGETALL of a task, false when absent, 'corrupt' when the key holds a foreign value.
-local function load(id)
-  local r = redis.pcall('HGETALL', task_key(id))
-  if type(r) == 'table' and r.err then return 'corrupt' end
-  if #r == 0 then return false end
-  return r
+local MUTABLE = {'attempt', 'updated_at', 'started_at', 'finished_at', 'error', 'result',
+                 'progress', 'cancel_requested', 'owner'}
+
+-- The JSON text of a task record (no logs), spliced from its hash fields without parsing
+-- them; false when there is no such task, 'corrupt' when the key holds a foreign value.
+local function record_json(id)
+  local key = task_key(id)
+  local v = redis.pcall('HMGET', key, 'd', 's', unpack(MUTABLE))
+  if type(v) == 'table' and v.err then return 'corrupt' end
+  local d, s = v[1], v[2]
+  if not d and not s then
+    if redis.call('EXISTS', key) == 1 then return 'corrupt' end
+    return false
+  end
+  if not d or not s or string.sub(d, 1, 1) ~= '{' or string.sub(d, -1) ~= '}' then
+    return 'corrupt'
+  end
+  local parts = {string.sub(d, 1, -2), ',"status":"', s, '"'}
+  for i, name in ipairs(MUTABLE) do
+    local raw = v[i + 2]
+    if raw then parts[#parts + 1] = ',"' .. name .. '":' .. raw end
+  end
+  parts[#parts + 1] = '}'
+  return table.concat(parts)
 end
 
 local function bump(hash, field, delta)

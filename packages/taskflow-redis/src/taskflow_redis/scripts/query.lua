@@ -4,7 +4,7 @@
 -- n and-keys, and-keys...  A member must be in every and-key and in one status key.
 -- The smallest candidate set drives the walk (the status sets merged newest first);
 -- the others are checked per member with ZSCORE, so nothing scans the keyspace.
--- Returns {resume, member1, hash1, member2, hash2, ...}: resume is '' when the walk
+-- Returns {resume, member1, json1, member2, json2, ...} (json '' when the record vanished): resume is '' when the walk
 -- ended normally, else the last member scanned when the budget ran out.
 local want, upper, lower, budget = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 local p = 6
@@ -85,8 +85,7 @@ end
 
 local out = {resume}
 for _, m in ipairs(hits) do
-  local rec = load(string.sub(m, 19))
   out[#out + 1] = m
-  if rec then out[#out + 1] = rec else out[#out + 1] = {} end
+  out[#out + 1] = record_json(string.sub(m, 19)) or ''
 end
 return out

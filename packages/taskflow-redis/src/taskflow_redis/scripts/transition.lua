@@ -2,7 +2,7 @@
 -- ARGV: base, id, expected (',a,b,' or '*' for any), new status ('' = keep), fin
 -- ('' = unchanged, '-' = cleared, else microseconds), retention cutoff ('' = none),
 -- auto-purge batch, field/value pairs.
--- Returns {1, hash} on success, {0} when absent or not in expected, {-1} when corrupt.
+-- Returns {1, json} on success, {0} when absent or not in expected, {-1} when corrupt.
 local id, expected, new, fin, cutoff = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local key = task_key(id)
 local cur = redis.pcall('HGET', key, 's')
@@ -34,7 +34,7 @@ if new ~= cur then
   end
 end
 track_finished(id, new, redis.call('HGET', key, 'fin'))
-local res = redis.call('HGETALL', key)
+local res = record_json(id)
 if cutoff ~= '' and TERMINAL[new] and new ~= cur then
   purge_finished(cutoff, tonumber(ARGV[7]))
   prune_runkeys(cutoff, tonumber(ARGV[7]))
