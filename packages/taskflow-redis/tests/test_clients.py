@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -144,3 +145,37 @@ async def test_unix_socket_url(unix_socket: Path, clock: ManualClock) -> None:
     finally:
         await backend.delete_all()
         await backend.close()
+
+
+async def test_a_client_that_decodes_responses_works(redis_url: str, clock: ManualClock) -> None:
+    from fastapi_taskflow.events import LogEvent
+    from fastapi_taskflow.models import LogEntry, TaskQuery, TaskStatus
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    backend = RedisBackend(client=client, prefix=unique_prefix(), clock=clock)
+    try:
+        await backend.open()
+        assert (await backend.create(record(clock))).created
+        assert not (await backend.create(record(clock))).created
+        await backend.append_logs("t1", [LogEntry(timestamp=clock.now(), message="hi")])
+        fetched = await backend.get("t1")
+        assert fetched is not None and fetched.logs[0].message == "hi"
+        await backend.enqueue("t1", queue="q", priority=2)
+        [claim] = await backend.claim(queue="q", owner="me", lease_seconds=5)
+        assert (claim.task_id, claim.priority) == ("t1", 2)
+        assert await backend.renew_leases(["t1"], owner="me", lease_seconds=5) == {"t1"}
+        clock.advance(10)
+        [lease] = await backend.expired_leases()
+        assert lease.owner == "me"
+        moved = await backend.transition("t1", expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING)
+        assert moved is not None
+        assert [t.task_id for t in (await backend.query(TaskQuery())).items] == ["t1"]
+        assert (await backend.stats()).by_status == {TaskStatus.RUNNING: 1}
+        async with backend.subscribe() as events:
+            sent = LogEvent(task_id="t1", func_name="f", timestamp=clock.now(), message="m")
+            await backend.publish(sent)
+            assert await asyncio.wait_for(anext(aiter(events)), timeout=10) == sent
+        assert await backend.delete_all() > 0
+    finally:
+        await backend.close()
+        await client.aclose()

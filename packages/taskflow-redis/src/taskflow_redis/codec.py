@@ -4,7 +4,7 @@ A task hash has one field ``d`` with the JSON of the fields that never change af
 create (id, function, arguments, tags ...), one field per mutable field holding that
 field's JSON value (so a transition writes only what changed, without parsing JSON on
 the server), and a few raw fields the Lua scripts read: ``s`` (status), ``m`` (index
-member), ``ix`` (extra index keys), ``f`` (function name), ``k`` (idempotency key) and
+member), ``ix`` (its other index keys, after ``{prefix}:idx:``), ``f`` (function name), ``k`` (idempotency key) and
 ``fin`` (finished time in microseconds). On the way out a script splices the JSON
 fragments into one document (string concatenation, no JSON parsing on the server), so a
 reply is one string that pydantic validates once.
@@ -81,12 +81,12 @@ def pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     """Return the ``create.lua`` argument block for ``record`` (header then hash fields)."""
-    data = record.model_dump(mode="json", exclude={"logs"}, fallback=repr)
+    data = record.model_dump(mode="json", exclude={"logs"}, exclude_defaults=True, fallback=repr)
     fixed = {name: value for name, value in data.items() if name not in _SKIP}
     member = keys.member(record.created_at, record.task_id)
     extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
     extra += [keys.tag_index(k, v) for k, v in sorted(record.tags.items())]
-    ix = _dumps(extra)
+    ix = _dumps([key.removeprefix(keys.base + "idx:") for key in extra])
     fields = ["d", _dumps(fixed), "s", record.status.value, "m", member, "ix", ix]
     fields += ["f", record.func_name]
     if record.idempotency_key is not None:
@@ -95,7 +95,7 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     if fin:
         fields += ["fin", fin]
     for name in MUTABLE_FIELDS:
-        if data[name] is not None:
+        if name in data:
             fields += [name, _dumps(data[name])]
     header = [
         record.task_id,

@@ -164,7 +164,7 @@ class RedisStore(RedisBase):
         self, task_id: str, expected: str, new: str, update: TaskUpdate | None
     ) -> TaskRecord | None:
         now = self.clock.now()
-        fin, fields = encode_update(update, now.isoformat())
+        fin, fields = encode_update(update, now.isoformat().replace("+00:00", "Z"))
         args: list[str | int] = [
             task_id,
             expected,

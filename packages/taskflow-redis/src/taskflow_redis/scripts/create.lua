@@ -1,6 +1,6 @@
 -- Insert-if-absent for a batch of records.
 -- ARGV: base, n, then per record: id, idem ('' = none), status, func, member, ix (JSON array
--- of extra index keys), fin ('' = not finished), nfields, field/value pairs.
+-- of its other index keys, after '<base>idx:'), fin ('' = not finished), nfields, field/value pairs.
 -- Returns per record {code, json}: 1 created, 2 created over a corrupt value, 0 an existing
 -- record (same id, or the live holder of the key) whose JSON is the second element.
 local n = tonumber(ARGV[2])
@@ -33,7 +33,7 @@ for _ = 1, n do
     redis.call('HSET', key, unpack(ARGV, first, p - 1))
     redis.call('ZADD', K_ALL, 0, m)
     redis.call('ZADD', status_idx(s), 0, m)
-    for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZADD', ik, 0, m) end
+    for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZADD', B .. 'idx:' .. ik, 0, m) end
     count(s, f, 1)
     if fin ~= '' then track_finished(id, s, fin) end
     if idem ~= '' and not RELEASING[s] then redis.call('HSET', K_IDEM, idem, id) end

@@ -78,7 +78,7 @@ local function delete_task(id)
       redis.call('ZREM', K_ALL, m)
       redis.call('ZREM', status_idx(s), m)
       if ix then
-        for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZREM', ik, m) end
+        for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZREM', B .. 'idx:' .. ik, m) end
       end
     end
     count(s, f, -1)
