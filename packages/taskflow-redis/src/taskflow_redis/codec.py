@@ -4,8 +4,9 @@ A task hash has one field ``d`` with the JSON of the fields that never change af
 create (id, function, arguments, tags ...), one field per mutable field holding that
 field's JSON value (so a transition writes only what changed, without parsing JSON on
 the server), and a few raw fields the Lua scripts read: ``s`` (status), ``m`` (index
-member), ``ix`` (its other index keys, after ``{prefix}:idx:``), ``f`` (function name), ``k`` (idempotency key) and
-``fin`` (finished time in microseconds). On the way out a script splices the JSON
+member), ``ix`` (its other index keys, after ``{prefix}:idx:``), ``f`` (function name),
+``k`` (idempotency key) and ``fin`` (finished time in microseconds). Fields at their
+default value are left out. On the way out a script splices the JSON
 fragments into one document (string concatenation, no JSON parsing on the server), so a
 reply is one string that pydantic validates once.
 """
