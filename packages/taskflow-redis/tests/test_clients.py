@@ -167,7 +167,9 @@ async def test_a_client_that_decodes_responses_works(redis_url: str, clock: Manu
         clock.advance(10)
         [lease] = await backend.expired_leases()
         assert lease.owner == "me"
-        moved = await backend.transition("t1", expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING)
+        moved = await backend.transition(
+            "t1", expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING
+        )
         assert moved is not None
         assert [t.task_id for t in (await backend.query(TaskQuery())).items] == ["t1"]
         assert (await backend.stats()).by_status == {TaskStatus.RUNNING: 1}
