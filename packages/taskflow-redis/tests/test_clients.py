@@ -181,3 +181,18 @@ async def test_a_client_that_decodes_responses_works(redis_url: str, clock: Manu
     finally:
         await backend.close()
         await client.aclose()
+
+
+async def test_scripts_are_reloaded_after_a_script_flush(
+    unix_socket: Path, clock: ManualClock
+) -> None:
+    # On the private server of this module, so no other user's scripts are flushed.
+    backend = RedisBackend(f"unix://{unix_socket}?db=3", prefix=unique_prefix(), clock=clock)
+    await backend.open()
+    try:
+        await backend.client.script_flush()
+        assert (await backend.create(record(clock))).created
+        assert (await backend.get("t1")) is not None
+    finally:
+        await backend.delete_all()
+        await backend.close()
