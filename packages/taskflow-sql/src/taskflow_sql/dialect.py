@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, Table
@@ -18,6 +19,30 @@ __all__ = ["add_counts", "insert_if_absent", "locked", "upsert"]
 _MYSQL_DUPLICATE = 1062
 
 
+@lru_cache(maxsize=256)
+def _insert_ignore(kind: str, table: Table) -> Any:
+    if kind == "mysql":
+        return table.insert()
+    maker = pg_insert if kind == "postgresql" else sqlite_insert
+    return maker(table).on_conflict_do_nothing()
+
+
+@lru_cache(maxsize=256)
+def _upsert(
+    kind: str, table: Table, keys: tuple[str, ...], replace: tuple[str, ...], add: tuple[str, ...]
+) -> Any:
+    if kind == "mysql":
+        my = mysql_insert(table)
+        changes: dict[str, Any] = {name: my.inserted[name] for name in replace}
+        changes.update({name: table.c[name] + my.inserted[name] for name in add})
+        return my.on_duplicate_key_update(changes)
+    maker = pg_insert if kind == "postgresql" else sqlite_insert
+    stmt = maker(table)
+    sets: dict[str, Any] = {name: stmt.excluded[name] for name in replace}
+    sets.update({name: table.c[name] + stmt.excluded[name] for name in add})
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=sets)
+
+
 async def insert_if_absent(tx: Tx, table: Table, values: Mapping[str, Any]) -> bool:
     """Insert one row unless it violates a unique constraint; True if inserted.
 
@@ -25,17 +50,17 @@ async def insert_if_absent(tx: Tx, table: Table, values: Mapping[str, Any]) -> b
     a PostgreSQL transaction); MySQL rolls back only the failed statement, so a plain
     INSERT whose duplicate-key error is caught leaves the transaction usable.
     """
+    stmt = _insert_ignore(tx.ctx.kind, table)
     if tx.ctx.kind == "mysql":
         try:
-            await tx.conn.execute(table.insert().values(**values))
+            await tx.conn.execute(stmt, dict(values))
         except IntegrityError as exc:
             args = getattr(exc.orig, "args", ())
             if args and args[0] == _MYSQL_DUPLICATE:
                 return False
             raise
         return True
-    maker = pg_insert if tx.ctx.kind == "postgresql" else sqlite_insert
-    result = await tx.conn.execute(maker(table).values(**values).on_conflict_do_nothing())
+    result = await tx.conn.execute(stmt, dict(values))
     return bool(result.rowcount)
 
 
@@ -50,25 +75,20 @@ async def upsert(
 ) -> None:
     """Insert ``rows``; on a key conflict overwrite ``replace`` and add to ``add`` columns.
 
+    The statement is built once per shape and reused (SQLAlchemy then caches its
+    compiled form).
+
     Args:
         tx: the transaction.
         table: the table.
-        rows: the rows (at least one).
+        rows: the rows (at least one), all with the same columns.
         keys: the columns of the unique key that may conflict (PostgreSQL/SQLite).
         replace: columns set to the new row's value on conflict.
         add: columns incremented by the new row's value on conflict.
     """
-    if tx.ctx.kind == "mysql":
-        my = mysql_insert(table).values(list(rows))
-        changes: dict[str, Any] = {name: my.inserted[name] for name in replace}
-        changes.update({name: table.c[name] + my.inserted[name] for name in add})
-        await tx.conn.execute(my.on_duplicate_key_update(changes))
-        return
-    maker = pg_insert if tx.ctx.kind == "postgresql" else sqlite_insert
-    stmt = maker(table).values(list(rows))
-    sets: dict[str, Any] = {name: stmt.excluded[name] for name in replace}
-    sets.update({name: table.c[name] + stmt.excluded[name] for name in add})
-    await tx.conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=sets))
+    stmt = _upsert(tx.ctx.kind, table, tuple(keys), tuple(replace), tuple(add))
+    params = [dict(row) for row in rows]
+    await tx.conn.execute(stmt, params if len(params) > 1 else params[0])
 
 
 async def add_counts(tx: Tx) -> None:
