@@ -1,0 +1,74 @@
+"""Arguments as JSON: TaskArgumentError on durable backends, rehydration by type hints."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from pydantic import BaseModel
+
+from fastapi_taskflow import ManagedBackgroundTasks, TaskArgumentError, TaskManager
+from fastapi_taskflow.encoding import decode_arguments, encode_arguments
+from taskflow_memory import MemoryBackend
+
+
+class Plan(enum.Enum):
+    FREE = "free"
+    PRO = "pro"
+
+
+class Order(BaseModel):
+    id: int
+    total: float
+
+
+def handler(order: Order, when: datetime, ref: uuid.UUID, plan: Plan, note: str = "") -> None:
+    pass
+
+
+def test_rich_arguments_round_trip_through_json() -> None:
+    order, when, ref = (
+        Order(id=1, total=9.5),
+        datetime(2030, 1, 2, tzinfo=timezone.utc),
+        uuid.uuid4(),
+    )
+    args, kwargs = encode_arguments(
+        handler, (order, when), {"ref": ref, "plan": Plan.PRO}, strict=True
+    )
+    assert args == [{"id": 1, "total": 9.5}, "2030-01-02T00:00:00Z"]
+    back_args, back_kwargs = decode_arguments(handler, args or [], kwargs or {})
+    assert back_args == (order, when)
+    assert back_kwargs == {"ref": ref, "plan": Plan.PRO}
+
+
+class DurableMemory(MemoryBackend):
+    """The memory backend, declared durable so the engine applies the durable rules."""
+
+    durable = True
+
+
+def test_a_non_serialisable_argument_is_named_and_nothing_is_accepted() -> None:
+    tm = TaskManager(backend=DurableMemory())
+    managed = ManagedBackgroundTasks(tm)
+    with pytest.raises(TaskArgumentError, match="positional argument 'note' of handler is a lock"):
+        managed.add_task(
+            handler,
+            Order(id=1, total=1),
+            datetime.now(timezone.utc),
+            uuid.uuid4(),
+            Plan.FREE,
+            threading.Lock(),
+        )
+    with pytest.raises(TaskArgumentError, match="keyword argument 'ref'"):
+        managed.add_task(handler, ref=object())
+    assert managed.tasks == [] and tm.store.stats().total == 0
+
+
+def test_in_process_backends_accept_any_argument() -> None:
+    tm = TaskManager()
+    task_id = ManagedBackgroundTasks(tm).add_task(handler, threading.Lock())
+    record = tm.store.get(task_id)
+    assert record is not None and record.args is None

@@ -1,0 +1,139 @@
+"""Observers, task context, shutdown and the sync thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from fastapi_taskflow import (
+    BaseObserver,
+    LifecycleEvent,
+    ManagedBackgroundTasks,
+    MemoryObserver,
+    TaskManager,
+    TaskStatus,
+    get_task_context,
+    task_log,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class ExplodingObserver(BaseObserver):
+    async def on_lifecycle(self, event: LifecycleEvent) -> None:
+        raise RuntimeError("observer bug")
+
+
+async def test_events_carry_tags_and_a_raising_observer_breaks_nothing() -> None:
+    memory = MemoryObserver()
+    tm = TaskManager(observers=[ExplodingObserver(), memory])
+    seen: list[Any] = []
+
+    @tm.task()
+    def work(n: int) -> int:
+        ctx = get_task_context()
+        seen.append(ctx)
+        task_log("working", level="debug", n=n)
+        return n * 2
+
+    async with tm:
+        managed = ManagedBackgroundTasks(tm)
+        task_id = managed.add_task(work, 21, tags={"tenant": "acme"})
+        await managed()
+    record = tm.store.get(task_id)
+    assert record is not None and record.status is TaskStatus.SUCCESS and record.result == 42
+    ctx = seen[0]
+    assert (ctx.task_id, ctx.attempt, ctx.tags) == (task_id, 1, {"tenant": "acme"})
+    assert ctx.func_name.endswith("work")
+    assert [e.status for e in memory.lifecycle_events] == ["running", "success"]
+    (log,) = memory.log_events
+    assert (log.message, log.level, log.extra, log.tags) == (
+        "working",
+        "debug",
+        {"n": 21},
+        {"tenant": "acme"},
+    )
+    assert all(e.tags == {"tenant": "acme"} for e in memory.events)
+    assert [entry.message for entry in record.logs] == ["working"]
+
+
+def test_task_log_outside_a_task_is_a_no_op() -> None:
+    assert get_task_context() is None
+    task_log("nobody listens")
+
+
+async def test_sync_functions_run_in_a_bounded_pool(eventually: Any) -> None:
+    tm = TaskManager(sync_workers=2)
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+    @tm.task()
+    def blocking() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    async with tm:
+        managed = ManagedBackgroundTasks(tm)
+        ids = [managed.add_task(blocking, eager=True) for _ in range(8)]
+        await eventually(
+            lambda: all(tm.store.get(i).status is TaskStatus.SUCCESS for i in ids)  # type: ignore[union-attr]
+        )
+    assert peak == 2
+
+
+async def test_shutdown_gives_running_tasks_time_then_interrupts_them() -> None:
+    tm = TaskManager(shutdown_timeout=0.2)
+    started = asyncio.Event()
+
+    @tm.task()
+    async def quick() -> None:
+        started.set()
+
+    @tm.task()
+    async def endless() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    await tm.startup()
+    managed = ManagedBackgroundTasks(tm)
+    finished = managed.add_task(quick, eager=True)
+    stuck = managed.add_task(endless, eager=True)
+    await started.wait()
+    await tm.shutdown()
+    assert (await tm.store.aget(finished)).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    record = await tm.store.aget(stuck)
+    assert record is not None and record.status is TaskStatus.INTERRUPTED
+    assert record.finished_at is not None
+
+
+async def test_a_fresh_loop_gets_a_fresh_runtime() -> None:
+    """A manager outlives event loops (a test client may open one per test)."""
+    tm = TaskManager()
+
+    @tm.task()
+    def job() -> None:
+        pass
+
+    def in_new_loop() -> str:
+        async def run() -> str:
+            managed = ManagedBackgroundTasks(tm)
+            task_id = managed.add_task(job)
+            await managed()
+            return task_id
+
+        return asyncio.run(run())
+
+    first = await asyncio.to_thread(in_new_loop)
+    second = await asyncio.to_thread(in_new_loop)
+    for task_id in (first, second):
+        assert tm.store.get(task_id).status is TaskStatus.SUCCESS  # type: ignore[union-attr]

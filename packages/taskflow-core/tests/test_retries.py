@@ -1,0 +1,115 @@
+"""Retries with delay and exponential backoff; a waiting retry never blocks other tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fastapi_taskflow import ManagedBackgroundTasks, MemoryObserver, TaskManager, TaskStatus
+from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.config import TaskConfig
+
+pytestmark = pytest.mark.anyio
+
+
+def test_backoff_formula() -> None:
+    config = TaskConfig(name="t", retries=4, delay=2, backoff=3)
+    assert [config.retry_delay(n) for n in (1, 2, 3, 4)] == [2, 6, 18, 54]
+    assert TaskConfig(name="t", retries=2, delay=1.5).retry_delay(2) == 1.5
+
+
+async def test_failed_attempts_are_retried_until_success(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.01)
+    attempts: list[int] = []
+
+    @tm.task(retries=3)
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "done"
+
+    async with tm:
+        task_id = tm.add_task(flaky)
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.SUCCESS)  # type: ignore[union-attr]
+    record = tm.store.get(task_id)
+    assert record is not None
+    assert record.attempt == 3 and record.result == "done"
+    assert [e.message for e in record.logs if e.level == "error"] == [
+        "attempt 1 failed: ConnectionError: try again",
+        "attempt 2 failed: ConnectionError: try again",
+    ]
+
+
+async def test_exhausted_retries_fail_with_the_last_error(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.01)
+    observer = MemoryObserver()
+    tm.observers.add(observer)
+
+    @tm.task(retries=1)
+    def always_broken(n: int) -> None:
+        raise ValueError(f"bad {n}")
+
+    async with tm:
+        managed = ManagedBackgroundTasks(tm)
+        task_id = managed.add_task(always_broken, 7)
+        await managed()  # the first attempt runs as Starlette would run it
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.FAILED)  # type: ignore[union-attr]
+    record = tm.store.get(task_id)
+    assert record is not None and record.attempt == 2 and record.error == "ValueError: bad 7"
+    statuses = [e.status for e in observer.lifecycle_events if e.task_id == task_id]
+    assert statuses == ["running", "pending", "running", "failed"]
+
+
+async def test_unregistered_functions_run_once(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.01)
+    calls: list[int] = []
+
+    def plain() -> None:
+        calls.append(1)
+        raise RuntimeError("no retries for me")
+
+    async with tm:
+        managed = ManagedBackgroundTasks(tm)
+        task_id = managed.add_task(plain)
+        await managed()
+        record = await tm.store.aget(task_id)
+    assert record is not None and record.status is TaskStatus.FAILED
+    assert calls == [1] and record.max_retries == 0
+
+
+async def test_a_waiting_retry_does_not_block_others_and_honours_the_delay(eventually: Any) -> None:
+    clock = ManualClock()
+    tm = TaskManager(clock=clock, poll_interval=0.01)
+    runs: list[str] = []
+
+    @tm.task(retries=2, delay=60, backoff=2)
+    async def slow_to_recover() -> None:
+        runs.append("retrying")
+        if runs.count("retrying") < 3:
+            raise TimeoutError("upstream")
+
+    @tm.task()
+    async def quick(n: int) -> None:
+        runs.append(f"quick{n}")
+
+    async with tm:
+        retrying = tm.add_task(slow_to_recover)
+        await eventually(lambda: runs == ["retrying"])
+        await eventually(lambda: tm.store.get(retrying).status is TaskStatus.PENDING)  # type: ignore[union-attr]
+        # While the retry waits 60 s (on the injected clock), other tasks run freely.
+        others = [tm.add_task(quick, n) for n in range(3)]
+        for other in others:
+            await eventually(lambda o=other: tm.store.get(o).status is TaskStatus.SUCCESS)  # type: ignore[misc]
+        # Not due yet: nothing is claimable one second before the delay ends.
+        clock.advance(59)
+        assert await tm.backend.claim(queue="default", owner="probe", lease_seconds=1) == []
+        clock.advance(1)
+        await eventually(lambda: runs.count("retrying") == 2)
+        # The second retry waits delay * backoff = 120 s.
+        clock.advance(119)
+        assert await tm.backend.claim(queue="default", owner="probe", lease_seconds=1) == []
+        clock.advance(1)
+        await eventually(lambda: tm.store.get(retrying).status is TaskStatus.SUCCESS)  # type: ignore[union-attr]
+    assert runs.count("retrying") == 3

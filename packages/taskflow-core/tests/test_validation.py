@@ -1,0 +1,121 @@
+"""Bad input gets a TaskflowError subclass that names the fix, and loses nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastapi_taskflow import (
+    BackendNotFoundError,
+    BackendURLError,
+    EagerDispatchError,
+    InvalidTaskError,
+    ManagedBackgroundTasks,
+    TaskflowError,
+    TaskManager,
+)
+
+
+def noop() -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"retries": -1}, "retries must be an integer >= 0"),
+        ({"retries": 1.5}, "retries must be an integer >= 0"),
+        ({"delay": -0.1}, "delay must be a number of seconds >= 0"),
+        ({"backoff": 0.5}, "backoff must be a number >= 1"),
+        ({"priority": "high"}, "priority must be an integer"),
+        ({"priority": True}, "priority must be an integer"),
+        ({"eager": "yes"}, "eager must be True or False"),
+        ({"queue": ""}, "queue must be a non-empty string"),
+    ],
+)
+def test_bad_decorator_options_fail_at_decoration(
+    options: dict[str, object], fragment: str
+) -> None:
+    tm = TaskManager()
+    with pytest.raises(InvalidTaskError, match=fragment):
+        tm.task(**options)  # type: ignore[arg-type]
+
+
+def test_decorating_a_non_callable_fails() -> None:
+    tm = TaskManager()
+    with pytest.raises(InvalidTaskError, match="must decorate a function"):
+        tm.task()(42)  # type: ignore[type-var]
+
+
+def test_two_functions_with_one_name_fail() -> None:
+    tm = TaskManager()
+    tm.task(name="job")(noop)
+
+    def other() -> None:
+        pass
+
+    with pytest.raises(InvalidTaskError, match="distinct name"):
+        tm.task(name="job")(other)
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda m: m.add_task("not callable"), "needs a callable"),
+        (lambda m: m.add_task(noop, tags={"user": 1}), r"tags must be a dict\[str, str\]"),
+        (lambda m: m.add_task(noop, tags=["a"]), r"tags must be a dict\[str, str\]"),
+        (lambda m: m.add_task(noop, priority=2.5), "priority must be an integer"),
+        (lambda m: m.add_task(noop, idempotency_key=5), "idempotency_key must be a string"),
+        (lambda m: m.add_task(noop, eager="soon"), "eager must be True, False or None"),
+    ],
+)
+def test_bad_add_task_input_is_rejected_and_accepts_nothing(call, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    tm = TaskManager()
+    managed = ManagedBackgroundTasks(tm)
+    ok = managed.add_task(noop)
+    with pytest.raises(InvalidTaskError, match=fragment):
+        call(managed)
+    assert len(managed.tasks) == 1
+    record = tm.store.get(ok)
+    assert record is not None and record.status == "pending"
+
+
+def test_eager_without_a_running_loop_names_the_fix() -> None:
+    tm = TaskManager()
+    with pytest.raises(EagerDispatchError, match="drop eager=True"):
+        ManagedBackgroundTasks(tm).add_task(noop, eager=True)
+
+
+def test_malformed_backend_url() -> None:
+    with pytest.raises(BackendURLError, match="expected 'scheme://...'"):
+        TaskManager(backend="localhost:6379")
+
+
+def test_unknown_scheme_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastapi_taskflow.backends as backends
+
+    monkeypatch.setattr(backends, "entry_points", lambda group: [])  # nothing installed
+    with pytest.raises(BackendNotFoundError, match=r'pip install "taskflow-core\[redis\]"'):
+        TaskManager(backend="redis://localhost:6379/0")
+
+
+def test_a_third_party_scheme_points_at_the_entry_point_group() -> None:
+    with pytest.raises(BackendNotFoundError, match="'taskflow.backends' entry point group"):
+        TaskManager(backend="nosuch://x")
+
+
+def test_taskflow_backend_variable_selects_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFLOW_BACKEND", "nosuch://from-env")
+    with pytest.raises(BackendNotFoundError, match="nosuch-from-env|from-env"):
+        TaskManager()
+
+
+def test_memory_url_with_a_path_is_malformed() -> None:
+    with pytest.raises(BackendURLError, match="use exactly 'memory://'"):
+        TaskManager(backend="memory:///somewhere")
+
+
+def test_every_error_is_a_taskflow_error() -> None:
+    import fastapi_taskflow.errors as errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), TaskflowError)
