@@ -1,0 +1,163 @@
+"""The taskflow demo app: enqueue tasks from routes and watch their status.
+
+Run it with ``nox -s demo`` (or ``uvicorn examples.demo:app``) and open
+http://127.0.0.1:8000/docs. Tasks are stored in ``taskflow-demo.db`` (SQLite) when
+taskflow-sql is installed, so they are still listed after a restart; set
+``TASKFLOW_BACKEND`` (e.g. ``memory://`` or ``redis://127.0.0.1:6379/0``) to use another
+backend with no code change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import random
+import time
+
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+from fastapi_taskflow import (
+    LoggingObserver,
+    ManagedBackgroundTasks,
+    QueueConfig,
+    QueueFullError,
+    TaskManager,
+    TaskQuery,
+    TaskStatus,
+    get_task_context,
+    task_log,
+)
+
+
+def _default_backend() -> str:
+    if importlib.util.find_spec("taskflow_sql") is not None:
+        return "sqlite:///taskflow-demo.db"
+    return "memory://"
+
+
+task_manager = TaskManager(
+    backend=os.environ.get("TASKFLOW_BACKEND") or _default_backend(),
+    observers=[LoggingObserver()],
+    queues={"sms": QueueConfig(concurrency=2, max_size=100)},
+)
+app = FastAPI(title="taskflow demo")
+task_manager.install(app)
+
+
+@task_manager.task(retries=3, delay=0.5, backoff=2)
+def send_welcome_email(email: str) -> str:
+    """Pretend to send an email; the mail server fails now and then."""
+    time.sleep(0.2)
+    if random.random() < 0.3:
+        raise ConnectionError("mail server busy")
+    task_log("welcome email sent", email=email)
+    return f"sent to {email}"
+
+
+@task_manager.task(retries=2, delay=1)
+async def generate_report(user_id: int) -> dict[str, int]:
+    """Build a report, logging progress with the task's tags."""
+    ctx = get_task_context()
+    plan = ctx.tags.get("plan", "free") if ctx else "free"
+    for step in range(1, 4):
+        await asyncio.sleep(0.3)
+        task_log("report step done", step=step, user_id=user_id, plan=plan)
+    return {"user_id": user_id, "rows": random.randint(10, 1000)}
+
+
+@task_manager.task(queue="sms", priority=5)
+async def send_otp(phone: str) -> None:
+    """Send a one-time password through the 'sms' queue (2 at a time)."""
+    await asyncio.sleep(0.1)
+    task_log("otp sent", phone=phone[-4:])
+
+
+@app.get("/")
+def index() -> dict[str, object]:
+    """What this demo can do."""
+    return {
+        "try": [
+            "POST /signup?email=ada@example.com",
+            "POST /report/42?plan=pro",
+            "POST /invoice/7/send  (idempotent: same task id every time)",
+            "POST /otp?phone=5550100  (priority queue)",
+            "GET /tasks?status=success",
+            "GET /tasks/{task_id}",
+            "GET /stats",
+        ],
+        "backend": type(task_manager.backend).__name__,
+        "docs": "/docs",
+    }
+
+
+@app.post("/signup")
+def signup(email: str, background_tasks: BackgroundTasks) -> dict[str, str]:
+    """Zero-migration style: a plain BackgroundTasks parameter, now managed."""
+    assert isinstance(background_tasks, ManagedBackgroundTasks)
+    task_id = background_tasks.add_task(send_welcome_email, email)
+    return {"task_id": task_id}
+
+
+@app.post("/report/{user_id}")
+def request_report(
+    user_id: int, background_tasks: ManagedBackgroundTasks, plan: str = "free"
+) -> dict[str, str]:
+    """Enqueue a report with tags that reach every log line."""
+    task_id = background_tasks.add_task(
+        generate_report, user_id, tags={"user_id": str(user_id), "plan": plan}
+    )
+    return {"task_id": task_id}
+
+
+@app.post("/invoice/{invoice_id}/send")
+def send_invoice(invoice_id: int, background_tasks: ManagedBackgroundTasks) -> dict[str, str]:
+    """Calling this twice returns the same task: the idempotency key holds it."""
+    task_id = background_tasks.add_task(
+        send_welcome_email,
+        f"billing+{invoice_id}@example.com",
+        idempotency_key=f"invoice-{invoice_id}",
+    )
+    return {"task_id": task_id}
+
+
+@app.post("/otp", response_model=None)
+def otp(phone: str, background_tasks: ManagedBackgroundTasks) -> dict[str, str] | JSONResponse:
+    """High-priority work through a bounded named queue."""
+    try:
+        task_id = background_tasks.add_task(send_otp, phone, priority=9)
+    except QueueFullError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=429)
+    return {"task_id": task_id}
+
+
+@app.get("/tasks")
+async def list_tasks(
+    status: TaskStatus | None = None,
+    func_name: str | None = None,
+    limit: int = Query(20, ge=1, le=200),
+    cursor: str | None = None,
+) -> dict[str, object]:
+    """Newest first, keyset-paginated: pass `next_cursor` back as `cursor`."""
+    page = await task_manager.store.aquery(
+        TaskQuery(
+            statuses=[status] if status else None, func_name=func_name, limit=limit, cursor=cursor
+        )
+    )
+    return {"items": [r.to_dict() for r in page.items], "next_cursor": page.next_cursor}
+
+
+@app.get("/tasks/{task_id}")
+def task_status(task_id: str) -> dict[str, object]:
+    """One task, with its logs."""
+    record = task_manager.store.get(task_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail="no such task")
+    return record.to_dict()
+
+
+@app.get("/stats")
+async def stats() -> dict[str, object]:
+    """Counts by status and by task, computed by the store."""
+    return (await task_manager.store.astats()).model_dump(mode="json")
