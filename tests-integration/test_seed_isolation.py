@@ -120,13 +120,6 @@ async def test_two_installed_apps_and_a_plain_one_stay_apart(
     assert sorted(plain_ran) == [f"p{i}@example.com" for i in range(4)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: integration._background_tasks_factory falls back to Starlette's "
-    "BackgroundTasks instead of fastapi.BackgroundTasks (the class FastAPI instantiates), so "
-    "after any install() an app without install() loses FastAPI's class (isinstance checks "
-    "against fastapi.BackgroundTasks fail, FastAPI's background-task telemetry is skipped)",
-)
 async def test_app_without_install_keeps_fastapis_own_background_tasks(
     load_seed_app: Loader,
 ) -> None:

@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from fastapi import BackgroundTasks as FastAPIBackgroundTasks
 from fastapi import FastAPI
 from starlette.background import BackgroundTasks
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,7 +67,7 @@ class TaskflowMiddleware:
 def _background_tasks_factory(*args: Any, **kwargs: Any) -> BackgroundTasks:
     manager = _current_manager.get()
     if manager is None:
-        return BackgroundTasks(*args, **kwargs)
+        return FastAPIBackgroundTasks(*args, **kwargs)
     from .background import ManagedBackgroundTasks
 
     return ManagedBackgroundTasks(manager)
