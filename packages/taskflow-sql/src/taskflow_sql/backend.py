@@ -179,6 +179,7 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         self._ctx_value = ctx
         self._exec_value = Executor(
             ctx,
+            sqlite=self._sqlite,
             max_batch=self._settings["sqlite_batch_max"],
             window=self._settings["sqlite_batch_window"],
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -58,7 +58,7 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
         ) from exc
 
 
-def configure_sqlite(engine: AsyncEngine, settings: SQLiteSettings) -> None:
+def configure_sqlite(engine: AsyncEngine | Engine, settings: SQLiteSettings) -> None:
     """Set WAL, busy_timeout and synchronous on every connection; control BEGIN.
 
     The driver's own implicit transactions are turned off; SQLAlchemy's ``begin`` emits
@@ -66,7 +66,7 @@ def configure_sqlite(engine: AsyncEngine, settings: SQLiteSettings) -> None:
     write lock up front and never fails half way with "database is locked") and a plain
     deferred ``BEGIN`` on readers, which WAL lets run beside the writer.
     """
-    sync_engine = engine.sync_engine
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     if getattr(sync_engine, "_taskflow_sqlite", False):
         return
     sync_engine._taskflow_sqlite = True  # type: ignore[attr-defined]

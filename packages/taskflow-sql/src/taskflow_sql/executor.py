@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import ReadOp, SQLContext, Tx, WriteOp
 from .dialect import add_counts
+from .engine import SQLiteSettings
 from .errors import is_retryable, unavailable, wrap_error
+from .sqlite_sync import SQLiteBatchRunner
 from .sqlite_writer import SQLiteWriter
 
 __all__ = ["Executor", "connect"]
@@ -51,16 +53,26 @@ async def run_transaction(ctx: SQLContext, ops: Sequence[WriteOp[Any]]) -> list[
 class Executor:
     """Runs read and write operations for one backend.
 
-    On SQLite, writes go through the :class:`SQLiteWriter` (group commit). On
+    On SQLite, writes go through the :class:`SQLiteWriter` (group commit), whose batches
+    run on one thread with the stdlib driver (:mod:`taskflow_sql.sqlite_sync`). On
     PostgreSQL and MySQL each write is its own transaction, retried on deadlock or
     serialization failure.
     """
 
-    def __init__(self, ctx: SQLContext, *, max_batch: int = 512, window: float = 0.0):
+    def __init__(
+        self,
+        ctx: SQLContext,
+        *,
+        sqlite: SQLiteSettings | None = None,
+        max_batch: int = 512,
+        window: float = 0.0,
+    ):
         self.ctx = ctx
         self.writer: SQLiteWriter | None = None
+        self._runner: SQLiteBatchRunner | None = None
         if ctx.kind == "sqlite":
-            self.writer = SQLiteWriter(self._run_batch, max_batch=max_batch, window=window)
+            self._runner = SQLiteBatchRunner(ctx, sqlite or SQLiteSettings())
+            self.writer = SQLiteWriter(self._runner.run, max_batch=max_batch, window=window)
 
     def start(self) -> None:
         """Start the SQLite writer (no-op on other engines)."""
@@ -71,9 +83,8 @@ class Executor:
         """Finish queued writes and stop the SQLite writer."""
         if self.writer is not None:
             await self.writer.stop()
-
-    async def _run_batch(self, ops: Sequence[Any]) -> list[Any]:
-        return await run_transaction(self.ctx, cast("Sequence[WriteOp[Any]]", ops))
+        if self._runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._runner.close)
 
     async def write(self, what: str, op: WriteOp[T]) -> T:
         """Run ``op`` in a write transaction and return its result once committed.

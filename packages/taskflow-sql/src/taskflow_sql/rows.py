@@ -7,10 +7,12 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_json
+from sqlalchemy import Table
 
 from fastapi_taskflow.models import (
     KEY_RELEASING_STATUSES,
@@ -126,8 +128,12 @@ def update_values(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def record_columns(tables: Tables) -> list[Any]:
     """The ``tasks`` columns a record is read from."""
-    skip = {"active_key"}
-    return [column for column in tables.tasks.c if column.name not in skip]
+    return list(_record_columns(tables.tasks))
+
+
+@lru_cache(maxsize=64)
+def _record_columns(tasks: Table) -> tuple[Any, ...]:
+    return tuple(column for column in tasks.c if column.name != "active_key")
 
 
 def row_to_record(row: Mapping[Any, Any]) -> TaskRecord | None:

@@ -6,7 +6,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Row, select
-from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
@@ -34,6 +33,7 @@ from .rows import (
     tag_token,
     update_values,
 )
+from .statements import task_change
 
 __all__ = ["SQLStore"]
 
@@ -158,22 +158,19 @@ class SQLStore:
         changes = update.changes() if update is not None else {}
         new = TaskStatus(new)
 
+        values = update_values(changes)
+        fields = tuple(sorted(values))
+        release = new in KEY_RELEASING_STATUSES
+
         async def op(tx: Tx) -> TaskRecord | None:
-            tasks = tx.ctx.tables.tasks
-            pairs: list[tuple[Any, Any]] = [
-                (tasks.c.prev_status, tasks.c.status),
-                (tasks.c.status, new.value),
-                (tasks.c.updated_at, self.clock.now()),
-            ]
-            if new in KEY_RELEASING_STATUSES:
-                pairs.append((tasks.c.active_key, None))
-            pairs.extend((tasks.c[name], value) for name, value in update_values(changes).items())
-            stmt = (
-                sql_update(tasks)
-                .where(tasks.c.task_id == task_id, tasks.c.status.in_(statuses))
-                .ordered_values(*pairs)
+            params = {f"p_{name}": value for name, value in values.items()}
+            params.update(
+                p_task_id=task_id,
+                p_status=new.value,
+                p_expected=statuses,
+                p_updated_at=self.clock.now(),
             )
-            row = await _update_returning(tx, stmt, task_id)
+            row = await _change(tx, fields, params, compare_status=True, release_key=release)
             if row is None:
                 return None
             tx.move(row.func_name, task_id, row.prev_status, new.value)
@@ -185,11 +182,12 @@ class SQLStore:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
         changes = update_values(update.changes())
 
+        fields = tuple(sorted(changes))
+
         async def op(tx: Tx) -> TaskRecord | None:
-            tasks = tx.ctx.tables.tasks
-            changes["updated_at"] = self.clock.now()
-            stmt = sql_update(tasks).where(tasks.c.task_id == task_id).values(**changes)
-            row = await _update_returning(tx, stmt, task_id)
+            params = {f"p_{name}": value for name, value in changes.items()}
+            params.update(p_task_id=task_id, p_updated_at=self.clock.now())
+            row = await _change(tx, fields, params, compare_status=False, release_key=False)
             return None if row is None else row_to_record(row._mapping)
 
         return await self._exec.write("updating a task", op)
@@ -211,17 +209,35 @@ class SQLStore:
         await self._exec.write("appending task logs", op)
 
 
-async def _update_returning(tx: Tx, stmt: Any, task_id: str) -> Row[Any] | None:
-    """Run an UPDATE of one task and return the row after it (None: nothing matched)."""
-    tasks = tx.ctx.tables.tasks
-    columns = record_columns(tx.ctx.tables)
-    if tx.ctx.update_returning:
-        return (await tx.conn.execute(stmt.returning(*columns))).first()
-    result = await tx.conn.execute(stmt)
+async def _change(
+    tx: Tx,
+    fields: tuple[str, ...],
+    params: dict[str, Any],
+    *,
+    compare_status: bool,
+    release_key: bool,
+) -> Row[Any] | None:
+    """Run one task UPDATE and return the row after it (None: nothing matched)."""
+    tables = tx.ctx.tables
+    columns = tuple(record_columns(tables))
+    returning = columns if tx.ctx.update_returning else None
+    stmt = task_change(
+        tables.tasks,
+        fields,
+        compare_status=compare_status,
+        release_key=release_key,
+        returning=returning,
+    )
+    result = await tx.conn.execute(stmt, params)
+    if returning is not None:
+        return result.first()
     if not result.rowcount:
         return None
     # MariaDB has no UPDATE … RETURNING; this transaction holds the row lock now.
-    return (await tx.conn.execute(select(*columns).where(tasks.c.task_id == task_id))).first()
+    task_id = params["p_task_id"]
+    return (
+        await tx.conn.execute(select(*columns).where(tables.tasks.c.task_id == task_id))
+    ).first()
 
 
 async def _select_task(tx: Tx, task_id: str) -> TaskRecord | None:
