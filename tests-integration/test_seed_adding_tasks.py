@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -26,6 +27,7 @@ from fastapi_taskflow.events import LifecycleEvent, LogEvent
 
 pytestmark = pytest.mark.anyio
 
+TEST_DEADLINE = 60.0
 Loader = Callable[[str], ModuleType]
 WaitFor = Callable[..., Awaitable[Any]]
 
@@ -34,11 +36,12 @@ WaitFor = Callable[..., Awaitable[Any]]
 async def serving(seed: ModuleType, app: Any = None) -> AsyncIterator[httpx.AsyncClient]:
     """A client for the seed app, with its task manager started as its lifespan would."""
     transport = httpx.ASGITransport(app=app or seed.app)
-    async with (
-        seed.task_manager,
-        httpx.AsyncClient(transport=transport, base_url="http://seed") as client,
-    ):
-        yield client
+    with anyio.fail_after(TEST_DEADLINE):  # a hang fails the test instead of the run
+        async with (
+            seed.task_manager,
+            httpx.AsyncClient(transport=transport, base_url="http://seed") as client,
+        ):
+            yield client
 
 
 def assert_task_id(value: Any) -> str:

@@ -4,10 +4,12 @@ plus an app without install(), all serving the zero-migration seed route at once
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import BackgroundTasks, FastAPI
@@ -19,6 +21,12 @@ pytestmark = pytest.mark.anyio
 
 Loader = Callable[[str], ModuleType]
 WaitFor = Callable[..., Awaitable[Any]]
+
+
+@asynccontextmanager
+async def _deadline(seconds: float = 60.0) -> AsyncIterator[None]:
+    with anyio.fail_after(seconds):  # a hang fails the test instead of the run
+        yield
 
 
 def plain_app(seen: list[Any], ran: list[str]) -> FastAPI:
@@ -60,6 +68,7 @@ async def test_two_installed_apps_and_a_plain_one_stay_apart(
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
     async with (
+        _deadline(),
         a.task_manager,
         b.task_manager,
         client(a.app) as ca,

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.background import BackgroundTasks
@@ -28,6 +29,7 @@ from fastapi_taskflow.executor import make_background_func
 
 PAGE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "managed-background-tasks.txt"
 
+TEST_DEADLINE = 60.0
 Loader = Callable[[str], ModuleType]
 WaitFor = Callable[..., Awaitable[Any]]
 
@@ -36,11 +38,12 @@ WaitFor = Callable[..., Awaitable[Any]]
 async def serving(seed: ModuleType) -> AsyncIterator[httpx.AsyncClient]:
     """A client for the seed app, with its task manager started as its lifespan would."""
     transport = httpx.ASGITransport(app=seed.app)
-    async with (
-        seed.task_manager,
-        httpx.AsyncClient(transport=transport, base_url="http://seed") as client,
-    ):
-        yield client
+    with anyio.fail_after(TEST_DEADLINE):  # a hang fails the test instead of the run
+        async with (
+            seed.task_manager,
+            httpx.AsyncClient(transport=transport, base_url="http://seed") as client,
+        ):
+            yield client
 
 
 def assert_task_id(value: Any) -> str:
