@@ -388,3 +388,52 @@ async def test_idempotency_key_across_instances(
             record = await finished(seed, task_id, wait_for)
             assert record.status is TaskStatus.SUCCESS
     assert len(one.calls) + len(two.calls) == 1
+
+
+async def test_tags_example_retries_and_keeps_its_tags_on_every_attempt(
+    load_seed_app: Loader, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """process_invoice is registered with retries=2: make its first attempt fail."""
+    seed = load_seed_app("at_tags")
+    observer = MemoryObserver()
+    seed.task_manager.observers.add(observer)
+    real_task_log = seed.task_log
+    attempts: list[int] = []
+
+    def flaky_task_log(*args: Any, **kwargs: Any) -> None:
+        ctx = seed.get_task_context()
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise ConnectionError("billing service unavailable")
+        real_task_log(*args, **kwargs)
+
+    monkeypatch.setattr(seed, "task_log", flaky_task_log)
+    async with serving(seed) as client:
+        response = await client.post("/invoice", params={"user_id": 42, "plan": "pro"})
+        task_id = response.json()["task_id"]
+        record = await finished(seed, task_id, wait_for)
+
+        def observed() -> list[Any] | None:
+            events = observer.for_task(task_id)
+            done = any(getattr(e, "status", None) is TaskStatus.SUCCESS for e in events)
+            logs = [e for e in events if isinstance(e, LogEvent)]
+            return events if done and len(logs) >= 3 else None
+
+        events = await wait_for(observed)
+    assert record.status is TaskStatus.SUCCESS
+    assert record.attempt == 2
+    assert attempts == [1, 2]
+    assert record.tags == TAGS
+    assert any("billing service unavailable" in e.message for e in record.logs)
+    assert [e.extra for e in record.logs if e.message == "Processing invoice"] == [
+        {"user_id": 42, "plan": "pro"}
+    ]
+    statuses = [e.status for e in events if isinstance(e, LifecycleEvent)]
+    assert statuses == [
+        TaskStatus.RUNNING,
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
+        TaskStatus.SUCCESS,
+    ]
+    assert all(e.tags == TAGS for e in events), events
+    assert {e.attempt for e in events if isinstance(e, LogEvent)} == {1, 2}
