@@ -805,3 +805,12 @@ def test_the_testing_example_passes() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_managed_is_a_starlette_but_not_a_fastapi_background_tasks() -> None:
+    import fastapi
+    from starlette.background import BackgroundTasks as StarletteBackgroundTasks
+
+    tasks = ManagedBackgroundTasks(TaskManager())
+    assert isinstance(tasks, StarletteBackgroundTasks)
+    assert not isinstance(tasks, fastapi.BackgroundTasks)
