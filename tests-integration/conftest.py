@@ -19,6 +19,7 @@ import itertools
 import os
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -63,9 +64,43 @@ def wait_for() -> Callable[..., Awaitable[Any]]:
 
 
 @pytest.fixture(params=_seed_backends())
-def seed_backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    url: str = request.param
-    return url.replace("{tmp}", str(tmp_path))
+def seed_backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The backend URL of this run; ``{uid}`` becomes a unique id (a prefix or schema),
+    whose keys or schema are removed after the test."""
+    uid = uuid.uuid4().hex[:12]
+    url: str = request.param.replace("{tmp}", str(tmp_path)).replace("{uid}", uid)
+    yield url
+    if uid in url:
+        _drop_isolated(url, uid)
+
+
+def _drop_isolated(url: str, uid: str) -> None:
+    """Remove what a test created under its unique id on a shared server."""
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(url.split("?", 1)[0])
+        try:
+            keys = list(client.scan_iter(match=f"*{uid}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    elif url.startswith(("postgresql://", "postgres://")) and "schema=" in url:
+        import asyncpg
+
+        schema = url.split("schema=", 1)[1].split("&", 1)[0]
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(
+                url.split("?", 1)[0].replace("postgresql://", "postgres://")
+            )
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
 
 
 _counter = itertools.count()

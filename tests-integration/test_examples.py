@@ -807,10 +807,10 @@ def test_the_testing_example_passes() -> None:
     assert "3 passed" in result.stdout
 
 
-def test_managed_is_a_starlette_but_not_a_fastapi_background_tasks() -> None:
+def test_managed_is_both_a_fastapi_and_a_starlette_background_tasks() -> None:
     import fastapi
     from starlette.background import BackgroundTasks as StarletteBackgroundTasks
 
     tasks = ManagedBackgroundTasks(TaskManager())
     assert isinstance(tasks, StarletteBackgroundTasks)
-    assert not isinstance(tasks, fastapi.BackgroundTasks)
+    assert isinstance(tasks, fastapi.BackgroundTasks)

@@ -372,13 +372,6 @@ async def test_direct_construction_inside_a_loop_with_the_executor(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: ManagedBackgroundTasks (background.py:16) subclasses "
-    "starlette.background.BackgroundTasks, not fastapi.BackgroundTasks, so in the "
-    "zero-migration example the parameter annotated with fastapi's BackgroundTasks fails "
-    "isinstance(background_tasks, BackgroundTasks) for the very class the route imports",
-)
 async def test_zero_migration_parameter_is_an_instance_of_the_annotated_class(
     load_seed_app: Loader, wait_for: WaitFor, add_task_spy: list[Any]
 ) -> None:

@@ -19,7 +19,6 @@ from .errors import (
     QueueFullError,
     TaskArgumentError,
     TaskflowError,
-    UnknownTaskError,
 )
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager
@@ -61,7 +60,6 @@ __all__ = [
     "TaskStats",
     "TaskStatus",
     "TaskflowError",
-    "UnknownTaskError",
     "get_task_context",
     "task_log",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from starlette.background import BackgroundTasks
+from fastapi import BackgroundTasks
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -16,8 +16,9 @@ __all__ = ["ManagedBackgroundTasks"]
 class ManagedBackgroundTasks(BackgroundTasks):
     """A ``BackgroundTasks`` whose ``add_task()`` returns a task id and manages the task.
 
-    Because it subclasses Starlette's ``BackgroundTasks``, ``isinstance`` checks pass and
-    it can stand in wherever ``BackgroundTasks`` is used.
+    It subclasses FastAPI's ``BackgroundTasks`` (itself a subclass of Starlette's), so
+    ``isinstance`` checks against either pass and it can stand in wherever
+    ``BackgroundTasks`` is used.
 
     Args:
         task_manager: the manager holding the registry, the store and the observers.

@@ -1,16 +1,8 @@
-"""The engine: accepts tasks, routes them, and runs them through the executor.
+"""The engine: the machinery behind ``TaskManager``.
 
-``TaskManager`` is the public face; this module holds the machinery. Routing of an
-accepted task:
-
-* ``priority=`` set, or the task names a queue → the backend's priority queue, run by a
-  :class:`~fastapi_taskflow.dispatcher.QueueWorker` (``eager`` is ignored);
-* ``eager=True`` → started on the event loop at once, before the response;
-* otherwise → appended to the request's background task list; Starlette runs it after
-  the response is sent.
-
-Retries of every route go through the queue with ``not_before``, so a waiting retry
-never holds up anything else.
+It owns the per-loop runtime, the write buffer, the leases, the queue workers, recovery
+of dead instances' tasks, event fan-out, and shutdown. Accepting a task lives in
+``accept``, running one attempt in ``executor``.
 """
 
 from __future__ import annotations
@@ -21,31 +13,39 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from starlette.background import BackgroundTask
-
+from .accept import BACKGROUND, QUEUED, accept
 from .bridge import BlockingBridge
 from .clock import Clock
-from .config import DEFAULT_QUEUE, QueueConfig, TaskConfig, check_priority, check_tags
+from .config import DEFAULT_QUEUE, QueueConfig, TaskConfig
 from .context import TaskContext
 from .dispatcher import QueueWorker
-from .encoding import encode_arguments
-from .errors import EagerDispatchError, InvalidTaskError, QueueFullError
-from .executor import execute, lifecycle_event, log_event, not_before
-from .models import Claim, LogEntry, TaskRecord, TaskStatus
+from .encoding import decode_arguments
+from .events import LifecycleEvent, LogEvent
+from .executor import execute, lifecycle_event, log_event
+from .fanout import EventHub
+from .leases import LeaseKeeper
+from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
+from .recovery import Recovery
 from .registry import TaskRegistry
+from .resilience import Availability
 from .runtime import Runtime
 
-__all__ = ["Engine", "Invocation"]
+__all__ = ["Engine", "Invocation", "request_tasks"]
 
 logger = logging.getLogger("fastapi_taskflow")
+
+request_tasks: ContextVar[set[str] | None] = ContextVar("taskflow_request_tasks", default=None)
+"""The ids accepted during the current request (set by ``install()``'s middleware)."""
 
 
 @dataclass
@@ -56,6 +56,9 @@ class Invocation:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     config: TaskConfig
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    route: str = BACKGROUND
     attempts: int = 0
 
 
@@ -74,8 +77,10 @@ class Engine:
         lease_seconds: float,
         poll_interval: float,
         instance_id: str | None,
+        publish_events: bool | None = None,
     ) -> None:
         self.base_backend = backend
+        self.durable = bool(backend.durable)
         self.clock = clock
         self.registry = registry
         self.observers = observers
@@ -88,6 +93,13 @@ class Engine:
         self.pending = PendingCreates()
         self.invocations: dict[str, Invocation] = {}
         self.waiting: dict[str, set[str]] = {}
+        self.availability = Availability()
+        self.leases = LeaseKeeper(self)
+        self.recovery = Recovery(self)
+        self.hub = EventHub(
+            self, publish=self.durable if publish_events is None else publish_events
+        )
+        self.bridge = BlockingBridge(backend, self.app_loop, self.started_backend)
         self._sync_workers = sync_workers
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
@@ -96,7 +108,7 @@ class Engine:
         self._base_used = False
         self._lock = threading.Lock()
         self._flush_scheduled = False
-        self.bridge = BlockingBridge(backend, self._app_loop, self.started_backend)
+        self._warned: set[str] = set()
 
     # -- loop and backend -------------------------------------------------------------
 
@@ -121,17 +133,19 @@ class Engine:
         assert self._runtime is not None, "engine used before started()"
         return self._runtime
 
-    def _app_loop(self) -> asyncio.AbstractEventLoop | None:
+    def app_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the engine runs on, if it is running."""
         runtime = self._runtime
         if runtime is None or not runtime.usable or not runtime.loop.is_running():
             return None
         return runtime.loop
 
-    def _dispatch_loop(self) -> asyncio.AbstractEventLoop | None:
+    def dispatch_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop new work should start on: this thread's, else the engine's."""
         try:
             return asyncio.get_running_loop()
         except RuntimeError:
-            return self._app_loop()
+            return self.app_loop()
 
     async def started(self) -> Runtime:
         """Return the runtime of the running loop, starting the engine on it if needed."""
@@ -144,19 +158,33 @@ class Engine:
         await backend.open()
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend = runtime, backend
-        runtime.spawn(self._heartbeat(runtime), name="taskflow-heartbeat")
+        runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
+        if self.durable:
+            runtime.spawn(self.recovery.run(), name="taskflow-recovery")
+            if self.hub.publish:
+                runtime.spawn(self.hub.listen(), name="taskflow-events")
+            for queue in self._known_queues():
+                self.worker(queue)
         with self._lock:
             deferred, self._deferred = self._deferred, []
         for task_id, queue, priority in deferred:
             runtime.spawn(self.submit(task_id, queue, priority))
         if len(self.pending):
-            self._schedule_flush(loop)
+            self.schedule_flush(loop)
         return runtime
 
     async def started_backend(self) -> TaskBackend:
         """Start the engine on the running loop if needed and return its backend."""
         await self.started()
         return self.backend
+
+    def _known_queues(self) -> set[str]:
+        names = {DEFAULT_QUEUE, *self.queues}
+        for name in self.registry.names():
+            entry = self.registry.by_name(name)
+            if entry is not None and entry.config.queue:
+                names.add(entry.config.queue)
+        return names
 
     # -- accepting --------------------------------------------------------------------
 
@@ -165,117 +193,39 @@ class Engine:
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
-        idempotency_key: str | None,
-        tags: dict[str, str] | None,
-        eager: bool | None,
-        priority: int | None,
-        sink: list[BackgroundTask] | None,
+        **options: Any,
     ) -> str:
-        """Record a new task and route it; return its id (see the module docstring).
+        """Accept a task; see :func:`fastapi_taskflow.accept.accept`."""
+        return accept(self, func, args, kwargs, **options)
 
-        ``sink`` is the background task list to append to; None means the task goes to
-        its queue (``task_manager.add_task``).
-        """
-        if not callable(func):
-            raise InvalidTaskError(
-                f"add_task() needs a callable as its first argument, got {func!r}"
-            )
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise InvalidTaskError(
-                f"idempotency_key must be a string, got {type(idempotency_key).__name__}"
-            )
-        if eager is not None and not isinstance(eager, bool):
-            raise InvalidTaskError(f"eager must be True, False or None, got {eager!r}")
-        check_priority(priority)
-        clean_tags = check_tags(tags)
-        entry = self.registry.resolve(func)
-        config = entry.config
-        effective_priority = priority if priority is not None else config.priority
-        queued = sink is None or effective_priority is not None or config.queue is not None
-        queue = config.queue or DEFAULT_QUEUE
-        eager_now = (eager if eager is not None else config.eager) and not queued
-        args_json, kwargs_json = encode_arguments(
-            func, args, kwargs, strict=self.base_backend.durable
+    def register_invocation(
+        self,
+        record: TaskRecord,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        route: str,
+    ) -> None:
+        """Remember how to run an accepted task in this process."""
+        self.invocations[record.task_id] = Invocation(
+            func, args, kwargs, config, record.queue, record.priority, route
         )
-        now = self.clock.now()
-        record = TaskRecord(
-            task_id=str(uuid.uuid4()),
-            func_name=config.name,
-            queue=queue,
-            priority=effective_priority or 0,
-            args=args_json,
-            kwargs=kwargs_json,
-            tags=clean_tags,
-            idempotency_key=idempotency_key,
-            max_retries=config.retries,
-            requeue_on_interrupt=config.requeue_on_interrupt,
-            created_at=now,
-            updated_at=now,
-        )
-        loop = self._dispatch_loop()
-        if eager_now and loop is None:
-            raise EagerDispatchError(
-                "eager=True needs a running event loop to start the task on, and none is "
-                "running: call add_task() from a route or under `async with task_manager:`, "
-                "or drop eager=True so the task runs after the response."
-            )
-        if queued:
-            self._check_room(queue, record, loop)
-        if idempotency_key is not None:
-            result = self.bridge.run(lambda backend: backend.create(record))
-            if not result.created:
-                return result.record.task_id
-        else:
-            self.pending.add(record)
-            if loop is not None:
-                self._schedule_flush(loop)
-        task_id = record.task_id
-        self.invocations[task_id] = Invocation(func, args, kwargs, config)
-        if queued:
-            self.waiting.setdefault(queue, set()).add(task_id)
-            if loop is None:
-                with self._lock:
-                    self._deferred.append((task_id, queue, record.priority))
-            else:
-                self._spawn_on(loop, self.submit(task_id, queue, record.priority))
-        elif eager_now:
-            assert loop is not None
-            self._spawn_on(loop, self.run_now(task_id))
-        else:
-            assert sink is not None
-            sink.append(BackgroundTask(self._background_func(task_id)))
-        return task_id
 
-    def _background_func(self, task_id: str) -> Callable[[], Any]:
+    def note_accepted(self, task_id: str) -> None:
+        """Tell the current request (if ``install()`` tracks it) about a new task."""
+        ids = request_tasks.get()
+        if ids is not None:
+            ids.add(task_id)
+
+    def background_func(self, task_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        """The coroutine function Starlette awaits after the response."""
+
         async def run_task() -> None:
             await self.run_now(task_id)
 
         run_task.__qualname__ = run_task.__name__ = f"taskflow_run_{task_id}"
         return run_task
-
-    def _check_room(
-        self, queue: str, record: TaskRecord, loop: asyncio.AbstractEventLoop | None
-    ) -> None:
-        limit = self.queue_config(queue).max_size
-        if limit is None or len(self.waiting.get(queue, ())) < limit:
-            return
-        rejected = record.model_copy(
-            update={
-                "status": TaskStatus.REJECTED,
-                "finished_at": record.created_at,
-                "error": f"queue {queue!r} is full",
-            }
-        )
-        if record.idempotency_key is not None:
-            self.bridge.run(lambda backend: backend.create(rejected))
-        else:
-            self.pending.add(rejected)
-            if loop is not None:
-                self._schedule_flush(loop)
-        if loop is not None:
-            self._spawn_on(loop, self.emit_lifecycle(rejected))
-        raise QueueFullError(queue, limit, record.task_id)
 
     def queue_config(self, queue: str) -> QueueConfig:
         """Return the configuration of ``queue`` (defaults for an unconfigured one)."""
@@ -284,24 +234,57 @@ class Engine:
             config = self.queues.setdefault(queue, QueueConfig())
         return config
 
-    def _spawn_on(self, loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+    def submit_soon(
+        self, loop: asyncio.AbstractEventLoop | None, task_id: str, queue: str, priority: int
+    ) -> None:
+        """Queue a task on ``loop`` now, or when the engine starts if no loop runs."""
+        if loop is None:
+            with self._lock:
+                self._deferred.append((task_id, queue, priority))
+        else:
+            self.spawn_on(loop, self.submit(task_id, queue, priority))
+
+    def spawn_on(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on ``loop`` (from any thread) once the engine has started there.
+
+        If the wrapper is cancelled before it runs (a shutdown), ``coro`` is closed
+        rather than left un-awaited.
+        """
+        began = False
+
         async def started_then() -> None:
-            await self.started()
+            nonlocal began
+            began = True
+            try:
+                await self.started()
+            except BaseException:
+                coro.close()
+                raise
             await coro
+
+        def close_if_never_run(_: asyncio.Task[Any]) -> None:
+            if not began:
+                coro.close()
+
+        def create() -> None:
+            task = loop.create_task(started_then())
+            task.add_done_callback(close_if_never_run)
+            if self._runtime is not None and self._runtime.loop is loop:
+                self._runtime.adopt(task)
+            else:
+                _keep(task)
 
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop and self._runtime is not None and self._runtime.loop is loop:
-            self._runtime.spawn(started_then())
-        elif running is loop:
-            task = loop.create_task(started_then())
-            _keep(task)
+        if running is loop:
+            create()
         else:
-            loop.call_soon_threadsafe(lambda: _keep(loop.create_task(started_then())))
+            loop.call_soon_threadsafe(create)
 
-    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush the write buffer on ``loop`` soon (once per batch)."""
         with self._lock:
             if self._flush_scheduled:
                 return
@@ -314,22 +297,53 @@ class Engine:
                 await self.flush()
             except Exception:
                 logger.exception("writing accepted tasks to the store failed; will retry")
+                await asyncio.sleep(0.1)
+                self.schedule_flush(asyncio.get_running_loop())
 
-        self._spawn_on(loop, flush_soon())
+        self.spawn_on(loop, flush_soon())
 
     async def flush(self) -> None:
-        """Write every accepted task still in the buffer to the store."""
+        """Write every accepted task still in the buffer to the store.
+
+        On a durable backend the tasks that do not go through a queue are leased to this
+        instance first, so a task is never in the store without an owner.
+        """
         await self.started()
-        await self.pending.flush(self.backend)
+        before = self._lease_batch if self.durable else None
+        await self.availability.call(lambda: self.pending.flush(self.backend, before))
+
+    async def _lease_batch(self, batch: list[TaskRecord]) -> None:
+        await self.leases.take(
+            r.task_id
+            for r in batch
+            if r.status is TaskStatus.PENDING
+            and (inv := self.invocations.get(r.task_id)) is not None
+            and inv.route != QUEUED
+        )
 
     # -- running ----------------------------------------------------------------------
 
     async def submit(self, task_id: str, queue: str, priority: int) -> None:
         """Put an accepted task on its queue and make sure a worker runs the queue."""
         await self.flush()
-        await self.backend.enqueue(task_id, queue=queue, priority=priority)
-        worker = self.worker(queue)
-        worker.wake()
+        await self.availability.persist(
+            lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
+        )
+        self.worker(queue).wake()
+
+    async def requeue(self, record: TaskRecord, delay: float = 0.0) -> None:
+        """Put a PENDING task (back) on its queue, runnable ``delay`` seconds from now."""
+        not_before = self.clock.now() + timedelta(seconds=delay) if delay else None
+        await self.availability.persist(
+            lambda: self.backend.enqueue(
+                record.task_id, queue=record.queue, priority=record.priority, not_before=not_before
+            )
+        )
+        worker = self.worker(record.queue)
+        if delay:
+            worker.wake_later(delay)
+        else:
+            worker.wake()
 
     def worker(self, queue: str) -> QueueWorker:
         """Return the running worker of ``queue`` on the current loop, starting it."""
@@ -349,75 +363,88 @@ class Engine:
         await execute(self, task_id, invocation, claimed=False)
 
     async def run_claimed(self, claim: Claim) -> None:
-        """Run a task a queue worker claimed."""
+        """Run a task a queue worker claimed (ours, a retry, or adopted)."""
         self.waiting.get(claim.queue, set()).discard(claim.task_id)
-        invocation = self.invocations.get(claim.task_id)
-        if invocation is None:
-            logger.warning(
-                "task %s was claimed but its function and arguments are not known to this "
-                "instance; releasing it",
-                claim.task_id,
-            )
-            await self.backend.release_lease(claim.task_id, owner=self.instance_id)
-            return
-        await execute(self, claim.task_id, invocation, claimed=True)
+        self.leases.hold(claim.task_id)
+        invocation = self.invocations.get(claim.task_id) or await self._rehydrate(claim)
+        if invocation is not None:
+            await execute(self, claim.task_id, invocation, claimed=True)
 
-    async def enqueue_retry(self, record: TaskRecord, delay: float) -> None:
-        """Queue the next attempt of ``record`` to start ``delay`` seconds from now."""
-        await self.backend.enqueue(
-            record.task_id,
-            queue=record.queue,
-            priority=record.priority,
-            not_before=not_before(self, delay),
+    async def _rehydrate(self, claim: Claim) -> Invocation | None:
+        """Rebuild the invocation of a task accepted elsewhere, from its stored record."""
+        record = await self.availability.persist(lambda: self.backend.get(claim.task_id))
+        if record is None or record.status is not TaskStatus.PENDING:
+            await self.leases.release(claim.task_id)
+            return None
+        entry = self.registry.by_name(record.func_name)
+        if entry is None or record.args is None:
+            if record.func_name not in self._warned:
+                self._warned.add(record.func_name)
+                logger.warning(
+                    "task %s needs %r, which is not registered on this instance (%s); it "
+                    "stays PENDING for an instance that has it",
+                    record.task_id,
+                    record.func_name,
+                    self.instance_id,
+                )
+            await self.requeue(record, delay=max(self.poll_interval * 5, 1.0))
+            await self.leases.release(claim.task_id)
+            return None
+        try:
+            args, kwargs = decode_arguments(entry.func, record.args, record.kwargs or {})
+        except Exception as exc:
+            failed = await self.backend.transition(
+                record.task_id,
+                expected={TaskStatus.PENDING},
+                new=TaskStatus.FAILED,
+                update=TaskUpdate(
+                    finished_at=self.clock.now(), error=f"stored arguments do not fit: {exc}"
+                ),
+            )
+            if failed is not None:
+                await self.emit_lifecycle(failed)
+            await self.leases.release(claim.task_id)
+            return None
+        return Invocation(
+            entry.func,
+            args,
+            kwargs,
+            entry.config,
+            record.queue,
+            record.priority,
+            QUEUED,
+            attempts=record.attempt,
         )
-        self.worker(record.queue).wake_later(delay)
 
     def forget(self, task_id: str) -> None:
         """Drop the in-process state of a finished task."""
         self.invocations.pop(task_id, None)
 
-    async def _heartbeat(self, runtime: Runtime) -> None:
-        interval = max(self.lease_seconds / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            held = list(runtime.running)
-            if not held:
-                continue
-            try:
-                kept = await self.backend.renew_leases(
-                    held, owner=self.instance_id, lease_seconds=self.lease_seconds
-                )
-            except Exception:
-                logger.exception("renewing task leases failed; will retry")
-                continue
-            for lost in set(held) - kept:
-                logger.warning("lost the lease of running task %s", lost)
-
     # -- events -----------------------------------------------------------------------
 
     async def emit_lifecycle(self, record: TaskRecord) -> None:
-        """Tell the observers ``record`` has its current status."""
-        if self.observers.observers:
-            await self.observers.emit(lifecycle_event(record, self.instance_id))
+        """Announce ``record``'s current status to observers and other instances."""
+        if self.observers.observers or self.hub.publish or self.hub.has_streams:
+            await self.hub.emit(lifecycle_event(record, self.instance_id))
 
     def log_emitter(self, record: TaskRecord) -> Callable[[TaskContext, LogEntry], None] | None:
-        """Return the callback ``task_log()`` uses to reach the observers, or None."""
-        if not self.observers.observers:
+        """Return the callback ``task_log()`` uses to announce a line, or None."""
+        if not (self.observers.observers or self.hub.publish or self.hub.has_streams):
             return None
         loop = asyncio.get_running_loop()
         instance_id = self.instance_id
 
         def emit(ctx: TaskContext, entry: LogEntry) -> None:
-            event = log_event(ctx, entry, instance_id)
-            self._spawn_on(loop, self.observers.emit(event))
+            event: LifecycleEvent | LogEvent = log_event(ctx, entry, instance_id)
+            self.spawn_on(loop, self.hub.emit(event))
 
         return emit
 
     # -- shutdown ---------------------------------------------------------------------
 
     async def shutdown(self, timeout: float) -> None:
-        """Stop taking work, let running tasks finish for ``timeout`` seconds, then
-        interrupt the rest (they become INTERRUPTED) and release resources."""
+        """Stop taking work, give running tasks ``timeout`` seconds, interrupt the rest,
+        hand unstarted tasks back to the queue, and release resources."""
         runtime = self._runtime
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
             self.bridge.close()
@@ -426,7 +453,7 @@ class Engine:
         for worker in list(runtime.workers.values()):
             await worker.stop()
         try:
-            await self.flush()
+            await asyncio.wait_for(self.flush(), timeout=max(timeout, 1.0))
         except Exception:
             logger.exception("could not write accepted tasks at shutdown")
         running = list(runtime.running.values())
@@ -436,6 +463,8 @@ class Engine:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=5)
+        if self.durable:
+            await self._hand_back()
         for task in list(runtime.background):
             task.cancel()
         await asyncio.gather(*runtime.background, return_exceptions=True)
@@ -446,6 +475,21 @@ class Engine:
         await self.backend.close()
         self._runtime = None
         self._runtime_backend = None
+
+    async def _hand_back(self) -> None:
+        """Queue this instance's unstarted tasks and drop their leases, so another
+        instance starts them at once."""
+        for task_id in list(self.leases.held):
+            invocation = self.invocations.get(task_id)
+            try:
+                if invocation is not None:
+                    await self.backend.enqueue(
+                        task_id, queue=invocation.queue, priority=invocation.priority
+                    )
+                await self.backend.release_lease(task_id, owner=self.instance_id)
+            except Exception:
+                logger.warning("could not hand task %s back; its lease will expire", task_id)
+            self.leases.held.discard(task_id)
 
 
 _keep_alive: set[asyncio.Task[Any]] = set()

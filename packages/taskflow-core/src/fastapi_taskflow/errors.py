@@ -15,7 +15,6 @@ __all__ = [
     "QueueFullError",
     "TaskArgumentError",
     "TaskflowError",
-    "UnknownTaskError",
 ]
 
 
@@ -27,7 +26,7 @@ class InvalidTaskError(TaskflowError, ValueError):
     """A task definition or an ``add_task()`` call was given bad input.
 
     Raised for a non-callable task, negative retries or delay, a backoff below 1,
-    tags that are not ``dict[str, str]``, a non-integer priority, or an unknown queue.
+    tags that are not ``dict[str, str]``, a non-integer priority, or a bad queue setting.
     """
 
 
@@ -78,11 +77,8 @@ class QueueFullError(TaskflowError):
 class EagerDispatchError(TaskflowError, RuntimeError):
     """A task was to start now but no event loop is running to start it on.
 
-    ``eager=True`` and ``priority=`` need the application's event loop: call
-    ``add_task()`` from a route, from code running under ``async with task_manager``, or
-    use plain ``add_task()`` and await the task yourself.
+    ``eager=True`` needs the application's event loop: call ``add_task()`` from a route
+    or from code running under ``async with task_manager``, or drop ``eager=True``.
+    (Queued tasks — ``priority=``, named queues — never need one: they wait until the
+    manager starts.)
     """
-
-
-class UnknownTaskError(TaskflowError, LookupError):
-    """A task name is not registered with this ``TaskManager``."""

@@ -14,7 +14,6 @@ import inspect
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
@@ -62,19 +61,27 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             lease is acquired here, and a task leased by someone else is left alone.
     """
     backend, owner = engine.backend, engine.instance_id
-    if not claimed and not await backend.acquire_lease(
-        task_id, owner=owner, lease_seconds=engine.lease_seconds
-    ):
-        return
+    leased = claimed or engine.durable
+    if not claimed and engine.durable:
+        if not await engine.availability.persist(
+            lambda: backend.acquire_lease(task_id, owner=owner, lease_seconds=engine.lease_seconds)
+        ):
+            return  # another instance holds it
+        engine.leases.hold(task_id)
     attempt = invocation.attempts + 1
-    record = await backend.transition(
-        task_id,
-        expected=_PENDING,
-        new=TaskStatus.RUNNING,
-        update=TaskUpdate(attempt=attempt, started_at=engine.clock.now(), owner=owner),
+    record = await engine.availability.persist(
+        lambda: backend.transition(
+            task_id,
+            expected=_PENDING,
+            new=TaskStatus.RUNNING,
+            update=TaskUpdate(
+                attempt=attempt, started_at=engine.clock.now(), owner=owner, error=None
+            ),
+        )
     )
     if record is None:  # cancelled, or started by someone else
-        await backend.release_lease(task_id, owner=owner)
+        if leased:
+            await engine.leases.release(task_id)
         return
     invocation.attempts = attempt
     runtime = engine.runtime()
@@ -108,7 +115,8 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         engine.forget(task_id)
     finally:
         runtime.running.pop(task_id, None)
-        await backend.release_lease(task_id, owner=owner)
+        if leased:
+            await engine.leases.release(task_id)
 
 
 async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskContext) -> Any:
@@ -147,7 +155,7 @@ async def _failed(
             engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error, owner=None)
         )
         if retried is not None:
-            await engine.enqueue_retry(retried, delay)
+            await engine.requeue(retried, delay)
         return
     await _finish(
         engine,
@@ -160,7 +168,15 @@ async def _failed(
 
 
 async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.TaskContext) -> None:
-    update = TaskUpdate(finished_at=engine.clock.now(), error="interrupted by shutdown")
+    error = "interrupted by shutdown"
+    if engine.durable and record.requeue_on_interrupt:
+        # At least once: another instance runs it again.
+        update = TaskUpdate(error=error, owner=None)
+        again = await asyncio.shield(_finish(engine, record, ctx, TaskStatus.PENDING, update))
+        if again is not None:
+            await asyncio.shield(engine.requeue(again))
+        return
+    update = TaskUpdate(finished_at=engine.clock.now(), error=error)
     await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, update))
 
 
@@ -172,10 +188,11 @@ async def _finish(
     update: TaskUpdate,
 ) -> TaskRecord | None:
     entries = ctx.take_entries()
+    backend = engine.backend
     if entries:
-        await engine.backend.append_logs(record.task_id, entries)
-    done = await engine.backend.transition(
-        record.task_id, expected=_RUNNING, new=status, update=update
+        await engine.availability.persist(lambda: backend.append_logs(record.task_id, entries))
+    done = await engine.availability.persist(
+        lambda: backend.transition(record.task_id, expected=_RUNNING, new=status, update=update)
     )
     if done is None:
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
@@ -221,8 +238,3 @@ def log_event(ctx: task_context.TaskContext, entry: LogEntry, instance_id: str) 
         message=entry.message,
         extra=entry.extra,
     )
-
-
-def not_before(engine: Engine, delay: float) -> Any:
-    """Return the time ``delay`` seconds from the engine clock's now."""
-    return engine.clock.now() + timedelta(seconds=delay)

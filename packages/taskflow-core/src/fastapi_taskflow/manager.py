@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
-from fastapi import FastAPI
-from starlette.background import BackgroundTasks
+from fastapi import BackgroundTasks, FastAPI
 
 from .backends import open_backend
 from .background import ManagedBackgroundTasks
@@ -17,6 +16,7 @@ from .clock import Clock, SystemClock
 from .config import QueueConfig, TaskConfig
 from .engine import Engine
 from .errors import InvalidTaskError
+from .events import LifecycleEvent, LogEvent
 from .observers import ObserverChain
 from .protocols import Observer, TaskBackend
 from .registry import TaskRegistry, default_name
@@ -45,6 +45,8 @@ class TaskManager:
         poll_interval: how often idle queue workers look for tasks from other instances.
         clock: the time source (tests inject ``ManualClock``).
         instance_id: this instance's name in leases; generated when None.
+        publish_events: publish every task event through the backend so every instance
+            sees every instance's events (default: on for shared backends).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class TaskManager:
         poll_interval: float = 1.0,
         clock: Clock | None = None,
         instance_id: str | None = None,
+        publish_events: bool | None = None,
     ) -> None:
         clock = clock or SystemClock()
         if backend is None or isinstance(backend, str):
@@ -77,6 +80,7 @@ class TaskManager:
             lease_seconds=lease_seconds,
             poll_interval=poll_interval,
             instance_id=instance_id,
+            publish_events=publish_events,
         )
         self.store = TaskStore(self._engine)
         """Read tasks: ``store.get(task_id)``, ``store.query(...)``, ``store.stats()``."""
@@ -203,6 +207,13 @@ class TaskManager:
             priority=priority,
             sink=None,
         )
+
+    def events(self) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
+        """Stream every task event from now on, from every instance on a shared backend.
+
+        ``async with task_manager.events() as stream: async for event in stream: ...``
+        """
+        return self._engine.hub.stream()
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 
 from .models import TaskRecord
 from .protocols import Store
@@ -41,13 +42,24 @@ class PendingCreates:
         with self._lock:
             return len(self._records)
 
+    def discard(self, task_ids: set[str]) -> list[str]:
+        """Drop buffered records (a request that could not be acknowledged); return them."""
+        with self._lock:
+            gone = [task_id for task_id in task_ids if self._records.pop(task_id, None)]
+        return gone
+
     def __contains__(self, task_id: object) -> bool:
         with self._lock:
             return task_id in self._records
 
-    async def flush(self, store: Store) -> None:
+    async def flush(
+        self,
+        store: Store,
+        before: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
+    ) -> None:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
+        ``before`` is awaited with the batch first (the engine takes the leases there).
         A record leaves the buffer only once the store has it, so a failed flush loses
         nothing: the error propagates and the next flush tries again.
         """
@@ -57,6 +69,8 @@ class PendingCreates:
                 batch = list(self._records.values())
             if not batch:
                 return
+            if before is not None:
+                await before(batch)
             await store.create_many(batch)
             with self._lock:
                 for record in batch:

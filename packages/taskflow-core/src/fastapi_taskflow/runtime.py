@@ -38,9 +38,13 @@ class Runtime:
     ) -> asyncio.Task[Any]:
         """Start ``coro`` as a task this runtime keeps a reference to until it ends."""
         task = self.loop.create_task(coro, name=name)
+        self.adopt(task)
+        return task
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to ``task`` until it ends (and cancel it at shutdown)."""
         self.background.add(task)
         task.add_done_callback(self._forget)
-        return task
 
     def spawn_threadsafe(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start ``coro`` on this runtime's loop from any thread."""

@@ -14,7 +14,14 @@ logger = logging.getLogger("fastapi_taskflow")
 
 
 class BaseObserver:
-    """An observer that ignores everything; override the methods you need."""
+    """An observer that ignores everything; override the methods you need.
+
+    Attributes:
+        remote_events: also receive the events of tasks run by other instances (shared
+            backends only). False by default, so each event is handled once per fleet.
+    """
+
+    remote_events: bool = False
 
     async def on_lifecycle(self, event: LifecycleEvent) -> None:
         """Called when a task changes status."""
@@ -35,7 +42,16 @@ class ObserverChain:
 
     async def emit(self, event: LifecycleEvent | LogEvent) -> None:
         """Deliver ``event`` to every observer; never raises."""
-        for observer in self.observers:
+        await self._deliver(self.observers, event)
+
+    async def emit_remote(self, event: LifecycleEvent | LogEvent) -> None:
+        """Deliver another instance's event to the observers with ``remote_events``."""
+        wanted = [o for o in self.observers if getattr(o, "remote_events", False)]
+        if wanted:
+            await self._deliver(wanted, event)
+
+    async def _deliver(self, observers: list[Observer], event: LifecycleEvent | LogEvent) -> None:
+        for observer in observers:
             try:
                 if isinstance(event, LifecycleEvent):
                     await observer.on_lifecycle(event)

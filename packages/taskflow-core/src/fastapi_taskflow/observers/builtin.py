@@ -79,12 +79,16 @@ class FileObserver(BaseObserver):
 class MemoryObserver(BaseObserver):
     """Keeps every event in a list; made for tests.
 
+    Args:
+        remote_events: also keep the events of tasks run by other instances.
+
     Attributes:
         events: all events, in the order they arrived.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, remote_events: bool = False) -> None:
         self.events: list[LifecycleEvent | LogEvent] = []
+        self.remote_events = remote_events
 
     @property
     def lifecycle_events(self) -> list[LifecycleEvent]:

@@ -1,0 +1,181 @@
+"""Accepting a task: validate, record, route. The body of every ``add_task()``.
+
+Routing of an accepted task:
+
+* ``priority=`` set, or the task names a queue, or it comes from
+  ``task_manager.add_task()`` → the backend's priority queue, run by a queue worker
+  (``eager`` is ignored);
+* ``eager=True`` → started on the event loop at once, before the response;
+* otherwise → appended to the request's background task list; Starlette runs it after
+  the response is sent.
+
+``add_task()`` never waits on the network for a task without an idempotency key: the
+record goes to the write buffer (``pending``). A keyed task needs the store's answer
+(is the key taken?), so it makes one synchronous, atomic ``create`` through the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.background import BackgroundTask
+
+from .config import DEFAULT_QUEUE, check_priority, check_tags
+from .encoding import encode_arguments
+from .errors import EagerDispatchError, InvalidTaskError, QueueFullError
+from .models import CreateResult, TaskRecord, TaskStatus
+from .protocols import TaskBackend
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["accept"]
+
+QUEUED, EAGER, BACKGROUND = "queued", "eager", "background"
+
+
+def accept(
+    engine: Engine,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    tags: dict[str, str] | None,
+    eager: bool | None,
+    priority: int | None,
+    sink: list[BackgroundTask] | None,
+) -> str:
+    """Record a new task and route it; return its id (see the module docstring).
+
+    ``sink`` is the background task list to append to; None means the task goes to
+    its queue (``task_manager.add_task``).
+    """
+    if not callable(func):
+        raise InvalidTaskError(f"add_task() needs a callable as its first argument, got {func!r}")
+    if idempotency_key is not None and not isinstance(idempotency_key, str):
+        raise InvalidTaskError(
+            f"idempotency_key must be a string, got {type(idempotency_key).__name__}"
+        )
+    if eager is not None and not isinstance(eager, bool):
+        raise InvalidTaskError(f"eager must be True, False or None, got {eager!r}")
+    check_priority(priority)
+    clean_tags = check_tags(tags)
+    engine.availability.check()
+    config = engine.registry.resolve(func).config
+    effective_priority = priority if priority is not None else config.priority
+    if sink is None or effective_priority is not None or config.queue is not None:
+        route = QUEUED
+    elif eager if eager is not None else config.eager:
+        route = EAGER
+    else:
+        route = BACKGROUND
+    args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
+    now = engine.clock.now()
+    record = TaskRecord(
+        task_id=str(uuid.uuid4()),
+        func_name=config.name,
+        queue=config.queue or DEFAULT_QUEUE,
+        priority=effective_priority or 0,
+        args=args_json,
+        kwargs=kwargs_json,
+        tags=clean_tags,
+        idempotency_key=idempotency_key,
+        max_retries=config.retries,
+        requeue_on_interrupt=config.requeue_on_interrupt,
+        created_at=now,
+        updated_at=now,
+    )
+    loop = engine.dispatch_loop()
+    if route == EAGER and loop is None:
+        raise EagerDispatchError(
+            "eager=True needs a running event loop to start the task on, and none is "
+            "running: call add_task() from a route or under `async with task_manager:`, "
+            "or drop eager=True so the task runs after the response."
+        )
+    if route == QUEUED and not _has_room(engine, record.queue):
+        holder = _key_holder(engine, idempotency_key)
+        if holder is not None:
+            return holder  # the key's task exists: a duplicate needs no room
+        _reject(engine, record, loop)
+    task_id = record.task_id
+    engine.register_invocation(record, func, args, kwargs, config, route)
+    if idempotency_key is not None:
+        lease = route != QUEUED and engine.durable
+        result = engine.bridge.run(lambda backend: _create_keyed(engine, backend, record, lease))
+        if not result.created:
+            engine.forget(task_id)
+            return result.record.task_id
+    else:
+        engine.pending.add(record)
+        if loop is not None:
+            engine.schedule_flush(loop)
+    engine.note_accepted(task_id)
+    if route == QUEUED:
+        engine.waiting.setdefault(record.queue, set()).add(task_id)
+        engine.submit_soon(loop, task_id, record.queue, record.priority)
+    elif route == EAGER:
+        assert loop is not None
+        engine.spawn_on(loop, engine.run_now(task_id))
+    else:
+        assert sink is not None
+        sink.append(BackgroundTask(engine.background_func(task_id)))
+    return task_id
+
+
+async def _create_keyed(
+    engine: Engine, backend: TaskBackend, record: TaskRecord, lease: bool
+) -> CreateResult:
+    """Lease (durable background/eager tasks), then create atomically by key."""
+
+    async def create() -> CreateResult:
+        if lease:
+            await backend.acquire_lease(
+                record.task_id, owner=engine.instance_id, lease_seconds=engine.lease_seconds
+            )
+        result = await backend.create(record)
+        if lease:
+            if result.created:
+                engine.leases.hold(record.task_id)
+            else:
+                await backend.release_lease(record.task_id, owner=engine.instance_id)
+        return result
+
+    return await engine.availability.call(create)
+
+
+def _has_room(engine: Engine, queue: str) -> bool:
+    limit = engine.queue_config(queue).max_size
+    return limit is None or len(engine.waiting.get(queue, ())) < limit
+
+
+def _key_holder(engine: Engine, idempotency_key: str | None) -> str | None:
+    if idempotency_key is None:
+        return None
+    found = engine.bridge.run(lambda backend: backend.find_by_key(idempotency_key))
+    return found.task_id if found is not None else None
+
+
+def _reject(engine: Engine, record: TaskRecord, loop: asyncio.AbstractEventLoop | None) -> None:
+    limit = engine.queue_config(record.queue).max_size or 0
+    rejected = record.model_copy(
+        update={
+            "status": TaskStatus.REJECTED,
+            "finished_at": record.created_at,
+            "error": f"queue {record.queue!r} is full",
+        }
+    )
+    if record.idempotency_key is not None:
+        engine.bridge.run(
+            lambda backend: engine.availability.call(lambda: backend.create(rejected))
+        )
+    else:
+        engine.pending.add(rejected)
+        if loop is not None:
+            engine.schedule_flush(loop)
+    if loop is not None:
+        engine.spawn_on(loop, engine.emit_lifecycle(rejected))
+    raise QueueFullError(record.queue, limit, record.task_id)

@@ -1,0 +1,81 @@
+"""Riding out backend outages.
+
+While the store is unreachable, new tasks are refused at once (``BackendUnavailableError``,
+which a route can turn into a 503: nothing was accepted, so nothing is lost), and writes
+about tasks already accepted (their transitions and logs) are retried with backoff until
+the store is back. No restart is needed: the first successful call marks it available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .errors import BackendUnavailableError
+
+__all__ = ["Availability"]
+
+T = TypeVar("T")
+logger = logging.getLogger("fastapi_taskflow")
+
+
+class Availability:
+    """Tracks whether the backend answers, and retries writes while it does not.
+
+    Args:
+        first_delay: seconds before the first retry of a failed write.
+        max_delay: the cap of the doubling delay between retries.
+    """
+
+    def __init__(self, *, first_delay: float = 0.05, max_delay: float = 2.0) -> None:
+        self.available = True
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.last_error: BaseException | None = None
+
+    def check(self) -> None:
+        """Raise ``BackendUnavailableError`` if the backend is known to be down."""
+        if not self.available:
+            raise BackendUnavailableError(
+                "the task store is unreachable, so no task was accepted; retry later "
+                f"(a route can answer 503). Last error: {self.last_error}"
+            ) from self.last_error
+
+    def failed(self, exc: BaseException) -> None:
+        """Record that a call failed because the backend is unreachable."""
+        if self.available:
+            logger.warning("task backend unreachable: %s; retrying with backoff", exc)
+        self.available = False
+        self.last_error = exc
+
+    def succeeded(self) -> None:
+        """Record that a call went through."""
+        if not self.available:
+            logger.warning("task backend reachable again")
+        self.available = True
+
+    async def call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Await ``op()`` once, recording the backend's availability."""
+        try:
+            result = await op()
+        except BackendUnavailableError as exc:
+            self.failed(exc)
+            raise
+        self.succeeded()
+        return result
+
+    async def persist(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Await ``op()``, retrying with backoff while the backend is unreachable.
+
+        Only ``BackendUnavailableError`` is retried; other errors propagate. Cancelling the
+        caller stops the retries.
+        """
+        delay = self.first_delay
+        while True:
+            try:
+                return await self.call(op)
+            except BackendUnavailableError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
