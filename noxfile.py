@@ -70,7 +70,7 @@ def integration(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on every package's src/."""
-    _install_packages(session, "ruff>=0.5", "mypy>=1.10", "pytest>=8")
+    _install_packages(session, "ruff>=0.17,<0.18", "mypy>=1.10", "pytest>=8")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     for name in PACKAGES:
