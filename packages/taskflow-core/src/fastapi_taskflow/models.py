@@ -138,7 +138,8 @@ class TaskUpdate(BaseModel):
 
     def changes(self) -> dict[str, Any]:
         """Return only the fields that were set, as ``{name: value}``."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        values = self.__dict__
+        return {name: values[name] for name in self.__pydantic_fields_set__}
 
 
 class CreateResult(BaseModel):

@@ -67,10 +67,10 @@ class MemoryStore:
                 return CreateResult(record=holder.model_copy(), created=False)
             if record.status not in KEY_RELEASING_STATUSES:
                 state.key_holders[key] = record.task_id
-        stored = record.model_copy(update={"logs": []})
+        stored = record.model_copy(update={"logs": []}) if record.logs else record
         state.records[record.task_id] = stored
         self._count(stored, +1)
-        return CreateResult(record=stored.model_copy(), created=True)
+        return CreateResult(record=stored, created=True)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.get`."""
@@ -119,7 +119,7 @@ class MemoryStore:
         changes["updated_at"] = self.clock.now()
         new = record.model_copy(update=changes)
         state = self._state
-        state.records[record.task_id] = new
+        state.records[record.task_id] = new  # stored records are never mutated in place
         if status is not record.status:
             self._count(record, -1)
             self._count(new, +1)
@@ -130,7 +130,7 @@ class MemoryStore:
                 and state.key_holders.get(key) == record.task_id
             ):
                 del state.key_holders[key]
-        return new.model_copy()
+        return new
 
     def _count(self, record: TaskRecord, delta: int) -> None:
         self._state.status_counts[record.status] += delta
