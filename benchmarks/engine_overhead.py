@@ -3,7 +3,7 @@
 Both sides run the same no-op async function N times through the request-style path:
 ``add_task()`` then awaiting the background list, as Starlette does after a response.
 Reported as µs per task and as a ratio against the plain baseline measured in the same
-run (DESIGN.md target: ≤ 3× plain). Also: a task that fails twice then succeeds.
+run (DESIGN.md target: <= 3x plain). Also: a task that fails twice then succeeds.
 
     python benchmarks/engine_overhead.py [--tasks 20000] [--backend memory://]
 """
