@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import itertools
 import os
+import socket
 import sys
 import time
 import uuid
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -69,9 +71,27 @@ def seed_backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     whose keys or schema are removed after the test."""
     uid = uuid.uuid4().hex[:12]
     url: str = request.param.replace("{tmp}", str(tmp_path)).replace("{uid}", uid)
+    require_reachable(url)
     yield url
     if uid in url:
         _drop_isolated(url, uid)
+
+
+def require_reachable(url: str) -> None:
+    """Skip (or, with ``TASKFLOW_REQUIRE_SERVICES=1``, fail) when the URL's server is down."""
+    parts = urlsplit(url)
+    if parts.scheme in ("memory", "sqlite") or not parts.hostname:
+        return
+    port = parts.port or {"postgresql": 5432, "mysql": 3306, "redis": 6379}.get(
+        parts.scheme.split("+", 1)[0], 0
+    )
+    try:
+        socket.create_connection((parts.hostname, port), timeout=3).close()
+    except OSError as exc:
+        reason = f"{parts.scheme} server at {parts.hostname}:{port} is not reachable: {exc}"
+        if os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
 
 
 def _drop_isolated(url: str, uid: str) -> None:
@@ -101,6 +121,32 @@ def _drop_isolated(url: str, uid: str) -> None:
                 await conn.close()
 
         asyncio.run(drop())
+    elif url.startswith(("mysql://", "mariadb://")) and "table_prefix=" in url:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        prefix = url.split("table_prefix=", 1)[1].split("&", 1)[0]
+        server = "mysql+asyncmy://" + url.split("://", 1)[1].split("?", 1)[0]
+
+        async def drop_tables() -> None:
+            engine = create_async_engine(server)
+            try:
+                async with engine.begin() as conn:
+                    rows = await conn.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = DATABASE() AND table_name LIKE :p"
+                        ),
+                        {"p": prefix.replace("_", "\\_") + "%"},
+                    )
+                    names = [row[0] for row in rows]
+                    if names:
+                        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+                        await conn.execute(text("DROP TABLE " + ", ".join(f"`{n}`" for n in names)))
+            finally:
+                await engine.dispose()
+
+        asyncio.run(drop_tables())
 
 
 _counter = itertools.count()
