@@ -27,6 +27,7 @@ from .config import DEFAULT_QUEUE, QueueConfig, TaskConfig
 from .context import TaskContext
 from .dispatcher import QueueWorker
 from .encoding import decode_arguments
+from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent
 from .executor import execute, lifecycle_event, log_event
 from .fanout import EventHub
@@ -295,6 +296,10 @@ class Engine:
                 self._flush_scheduled = False
             try:
                 await self.flush()
+            except BackendUnavailableError:
+                logger.debug("store unreachable; accepted tasks stay buffered", exc_info=True)
+                await asyncio.sleep(0.1)
+                self.schedule_flush(asyncio.get_running_loop())
             except Exception:
                 logger.exception("writing accepted tasks to the store failed; will retry")
                 await asyncio.sleep(0.1)
@@ -312,6 +317,18 @@ class Engine:
         before = self._lease_batch if self.durable else None
         await self.availability.call(lambda: self.pending.flush(self.backend, before))
 
+    async def flush_for(self, task_id: str) -> bool:
+        """Wait until ``task_id``'s record has left the write buffer; True if it still
+        is to run here.
+
+        The buffer is flushed, with retries while the store is unreachable, as long as
+        the record is in it: other tasks' records failing to be written never fail this
+        one. False means the task was dropped (its request was refused, see
+        ``install()``'s middleware) or has already run.
+        """
+        await self.availability.persist_while(lambda: task_id in self.pending, self.flush)
+        return task_id in self.invocations
+
     async def _lease_batch(self, batch: list[TaskRecord]) -> None:
         await self.leases.take(
             r.task_id
@@ -325,7 +342,8 @@ class Engine:
 
     async def submit(self, task_id: str, queue: str, priority: int) -> None:
         """Put an accepted task on its queue and make sure a worker runs the queue."""
-        await self.flush()
+        if not await self.flush_for(task_id):
+            return
         await self.availability.persist(
             lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
         )
@@ -356,7 +374,8 @@ class Engine:
 
     async def run_now(self, task_id: str) -> None:
         """Run an accepted task now (background list, eager, or awaited by hand)."""
-        await self.flush()
+        if not await self.flush_for(task_id):
+            return  # already ran, dropped, or not accepted by this manager
         invocation = self.invocations.get(task_id)
         if invocation is None:
             return  # already ran, or not accepted by this manager

@@ -4,7 +4,8 @@
 
 1. adds :class:`TaskflowMiddleware`, which marks each request as belonging to the
    manager and writes the request's accepted tasks to the store before the response
-   starts;
+   starts (so a 2xx carrying a task id means the task is durable; a request whose tasks
+   cannot be written is answered 503 instead, see the class);
 2. makes route parameters annotated ``BackgroundTasks`` or ``ManagedBackgroundTasks``
    receive a ``ManagedBackgroundTasks`` of this manager. FastAPI builds that object
    itself; taskflow replaces the class FastAPI instantiates with a factory that asks the
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,9 +26,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import BackgroundTasks as FastAPIBackgroundTasks
 from fastapi import FastAPI
 from starlette.background import BackgroundTasks
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .engine import request_tasks
+from .errors import BackendUnavailableError
+
 if TYPE_CHECKING:
+    from .engine import Engine
     from .manager import TaskManager
 
 __all__ = ["TaskflowMiddleware", "install_app"]
@@ -34,12 +41,28 @@ __all__ = ["TaskflowMiddleware", "install_app"]
 _current_manager: ContextVar[TaskManager | None] = ContextVar(
     "fastapi_taskflow_manager", default=None
 )
+logger = logging.getLogger("fastapi_taskflow")
 _patch_lock = threading.Lock()
 _patched = False
 
 
 class TaskflowMiddleware:
-    """ASGI middleware binding requests to a manager; added by ``install()``."""
+    """ASGI middleware binding requests to a manager; added by ``install()``.
+
+    It tracks the ids of the tasks accepted during each request and, when the response
+    starts, writes those still in the write buffer to the store. A response therefore
+    never acknowledges a task that is not stored:
+
+    * if that write fails, the app's response is replaced by a 503 JSON answer
+      (``{"detail": ...}``, ``Retry-After: 1``; a 500 for an error other than an
+      unreachable store) and the request's unwritten tasks are dropped: never stored,
+      never run. The client may retry; an idempotency key makes the retry safe;
+    * if the app answers 5xx, or raises, its request's unwritten tasks are dropped too:
+      an error response acknowledges nothing.
+
+    Tasks already written (by another request's write, or a keyed ``add_task()``, which
+    writes at once) stay accepted and run whatever the response.
+    """
 
     def __init__(self, app: ASGIApp, task_manager: TaskManager) -> None:
         self.app = app
@@ -51,17 +74,83 @@ class TaskflowMiddleware:
             return
         engine = self.task_manager._engine
         await engine.started()
+        accepted: set[str] = set()
         token = _current_manager.set(self.task_manager)
+        ids_token = request_tasks.set(accepted)
+        refused = False
+        started = False
 
         async def send_after_flush(message: Message) -> None:
-            if message["type"] == "http.response.start" and len(engine.pending):
-                await engine.flush()
+            nonlocal refused, started
+            if refused:
+                return  # the app's response was replaced: swallow the rest of it
+            if message["type"] == "http.response.start":
+                started = True
+                if int(message.get("status", 200)) >= 500:
+                    _drop_unwritten(engine, accepted)
+                elif any(task_id in engine.pending for task_id in accepted):
+                    try:
+                        await engine.flush()
+                    except Exception as exc:
+                        if _drop_unwritten(engine, accepted):
+                            refused = True
+                            await _send_refusal(send, exc)
+                            return
+                        # a concurrent write stored this request's tasks: go on
             await send(message)
 
         try:
             await self.app(scope, receive, send_after_flush)
+        except BaseException:
+            if not started:
+                _drop_unwritten(engine, accepted)
+            raise
         finally:
+            request_tasks.reset(ids_token)
             _current_manager.reset(token)
+
+
+def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
+    """Forget the tasks of ``task_ids`` not yet written to the store; return them.
+
+    They leave the write buffer, the in-process invocations, the queues' waiting sets
+    and the held leases. A lease already taken for one of them is not renewed any more
+    and expires; recovery then finds no record and drops it.
+    """
+    dropped = engine.pending.discard(task_ids)
+    for task_id in dropped:
+        engine.invocations.pop(task_id, None)
+        engine.leases.held.discard(task_id)
+        for waiting in engine.waiting.values():
+            waiting.discard(task_id)
+    if dropped:
+        logger.warning(
+            "%d task(s) of a request were not acknowledged and are dropped", len(dropped)
+        )
+    return dropped
+
+
+async def _send_refusal(send: Send, exc: BaseException) -> None:
+    """Answer a request whose tasks could not be stored: 503 (store unreachable) or 500."""
+    unavailable = isinstance(exc, BackendUnavailableError)
+    detail = (
+        f"the task store is unreachable, so no task was accepted; retry later ({exc})"
+        if unavailable
+        else f"the request's tasks could not be stored, so none was accepted ({exc})"
+    )
+    response = JSONResponse(
+        {"detail": detail},
+        status_code=503 if unavailable else 500,
+        headers={"Retry-After": "1"} if unavailable else None,
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def _background_tasks_factory(*args: Any, **kwargs: Any) -> BackgroundTasks:

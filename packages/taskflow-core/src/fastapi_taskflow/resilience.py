@@ -79,3 +79,20 @@ class Availability:
             except BackendUnavailableError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
+
+    async def persist_while(
+        self, needed: Callable[[], bool], op: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Await ``op()`` while ``needed()`` holds, retrying with backoff as ``persist``.
+
+        For a write that may become unnecessary while it is retried: a task waiting for
+        the write buffer stops waiting once its own record has left the buffer (written
+        by anyone, or dropped because its request was refused).
+        """
+        delay = self.first_delay
+        while needed():
+            try:
+                await self.call(op)
+            except BackendUnavailableError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_delay)

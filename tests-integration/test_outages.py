@@ -1,0 +1,390 @@
+"""The store restarts under a steady load of enqueues; the engine rides it out.
+
+Each test starts its own Redis or PostgreSQL on a free loopback port in a temporary
+directory (the machine's shared servers are never touched), runs ``outage_app.py`` under
+uvicorn against it, sends a few enqueue requests every 10 ms, restarts the server in the
+middle of the load, and keeps the load going. Then:
+
+* every acknowledged task (a 200 carrying its id) reaches SUCCESS and ran exactly once;
+* refused requests (a 503, or a 500) are allowed, during the outage only in effect, but
+  never required (timing is not asserted);
+* the app process is the same one throughout and accepts tasks again afterwards.
+
+Redis must persist for this guarantee (here ``appendonly yes``, ``appendfsync always``):
+a Redis that restarts empty has forgotten every acknowledged task.
+
+The tests skip when ``redis-server`` or the PostgreSQL binaries are missing, unless
+``TASKFLOW_REQUIRE_SERVICES=1``, which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import pytest
+
+HERE = Path(__file__).resolve().parent
+PG_BIN = Path(os.environ.get("TASKFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
+TERMINAL = {"success", "failed", "interrupted", "rejected", "cancelled"}
+
+LOAD_BEFORE = 2.0  # seconds of load before the restart
+DOWN_FOR = 1.5  # seconds the server stays down
+LOAD_AFTER = 2.5  # seconds of load after the server is back
+BURST = 3  # requests per tick
+TICK = 0.01
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+class StoreServer(Protocol):
+    url: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class RedisServer:
+    """A private redis-server with an fsync'd append-only file, restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
+                *("--dir", str(self.dir), "--daemonize", "no", "--logfile", "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, 10)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()  # SHUTDOWN: the AOF is flushed
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (trust auth, loopback only), restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.data = directory / "data"
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.running = False
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(directory, "postgres", "postgres")
+        self._run(PG_BIN / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres")
+
+    def _run(self, *argv: object) -> None:
+        command = [str(arg) for arg in argv]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
+        self._run(
+            *(PG_BIN / "pg_ctl", "start", "-w", "-t", "30", "-D", self.data),
+            *("-l", self.dir / "postgres.log", "-o", options),
+        )
+        self.running = True
+        _wait_port(self.port, 10)
+
+    def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        self._run(PG_BIN / "pg_ctl", "stop", "-w", "-t", "30", "-m", "fast", "-D", self.data)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        _missing("redis-server is not on PATH")
+    directory = Path(tempfile.mkdtemp(prefix="taskflow-outage-redis-"))
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    if not (PG_BIN / "pg_ctl").exists() or not (PG_BIN / "initdb").exists():
+        _missing(f"PostgreSQL binaries not found in {PG_BIN} (set TASKFLOW_PG_BIN)")
+    directory = Path(tempfile.mkdtemp(prefix="taskflow-outage-pg-"))
+    directory.chmod(0o755)
+    server: PostgresServer | None = None
+    try:
+        server = PostgresServer(directory)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class App:
+    """``outage_app`` under uvicorn in a subprocess."""
+
+    def __init__(self, backend_url: str, runs: Path) -> None:
+        self.runs = runs
+        env = dict(
+            os.environ,
+            TASKFLOW_BACKEND=backend_url,
+            OUTAGE_RUNS=str(runs),
+            OUTAGE_LEASE="3",
+            PYTHONUNBUFFERED="1",
+        )
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "outage_app:app", "--app-dir", str(HERE)),
+                *("--host", "127.0.0.1", "--port", "0", "--lifespan", "on"),
+                *("--log-level", "info", "--no-access-log"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.log: list[str] = []
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                self.log.append(line)
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.url = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.url:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            found = re.search(r"Uvicorn running on (http://\S+)", line)
+            if found:
+                self.url = found.group(1)
+        if not self.url:
+            self.stop()
+            pytest.fail(f"uvicorn did not start outage_app:\n{''.join(self.log)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def runs_by_id(self) -> Counter[str]:
+        if not self.runs.exists():
+            return Counter()
+        return Counter(line for line in self.runs.read_text().split("\n") if line)
+
+
+def _run_app(backend_url: str, tmp_path: Path) -> Iterator[App]:
+    app = App(backend_url, tmp_path / "runs.txt")
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+@dataclass
+class LoadResult:
+    acknowledged: dict[str, str] = field(default_factory=dict)  # task id -> route
+    refused: Counter[str] = field(default_factory=Counter)  # status/error -> count
+    sent: int = 0
+
+
+async def _enqueue(client: httpx.AsyncClient, n: int, result: LoadResult) -> None:
+    path = "/enqueue" if n % 2 else "/enqueue-queued"
+    result.sent += 1
+    try:
+        response = await client.post(path, params={"n": n})
+    except httpx.HTTPError as exc:
+        result.refused[type(exc).__name__] += 1
+        return
+    if response.status_code == 200:
+        result.acknowledged[response.json()["task_id"]] = path
+    else:
+        assert response.status_code in (500, 503), response.text
+        result.refused[str(response.status_code)] += 1
+
+
+async def _load(client: httpx.AsyncClient, seconds: float, result: LoadResult) -> None:
+    """``BURST`` enqueues every ``TICK`` seconds for ``seconds``; waits for the answers."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    inflight: set[asyncio.Task[None]] = set()
+    n = result.sent
+    while loop.time() < end:
+        for _ in range(BURST):
+            n += 1
+            task = asyncio.create_task(_enqueue(client, n, result))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+        await asyncio.sleep(TICK)
+    if inflight:
+        await asyncio.gather(*inflight)
+
+
+async def _restart_under_load(app: App, server: StoreServer) -> tuple[LoadResult, float]:
+    result = LoadResult()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    timeout = httpx.Timeout(20.0)
+    async with httpx.AsyncClient(base_url=app.url, limits=limits, timeout=timeout) as client:
+        pid = (await client.get("/pid")).json()["pid"]
+
+        async def restart() -> None:
+            await asyncio.sleep(LOAD_BEFORE)
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(DOWN_FOR)
+            await asyncio.to_thread(server.start)
+
+        started = time.monotonic()
+        await asyncio.gather(restart(), _load(client, LOAD_BEFORE + DOWN_FOR + LOAD_AFTER, result))
+        load_time = time.monotonic() - started
+
+        # The engine was never restarted, and it accepts tasks again.
+        assert app.process.poll() is None, "".join(app.log)
+        assert (await client.get("/pid")).json()["pid"] == pid
+        after = LoadResult()
+        deadline = time.monotonic() + 15
+        while len(after.acknowledged) < 10 and time.monotonic() < deadline:
+            await _enqueue(client, len(after.acknowledged) * 2 + 1, after)
+            await _enqueue(client, len(after.acknowledged) * 2 + 2, after)
+            await asyncio.sleep(0.05)
+        assert len(after.acknowledged) >= 10, f"not accepting after the restart: {after}"
+        result.acknowledged.update(after.acknowledged)
+
+        # Every acknowledged task ran exactly once and is SUCCESS in the store.
+        ids = set(result.acknowledged)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if ids <= set(app.runs_by_id()):
+                break
+            await asyncio.sleep(0.2)
+        runs = app.runs_by_id()
+        never = ids - set(runs)
+        assert not never, (
+            f"{len(never)} of {len(ids)} acknowledged tasks never ran, e.g. "
+            f"{sorted(never)[:3]} ({[result.acknowledged[i] for i in sorted(never)[:3]]})\n"
+            + "".join(app.log[-60:])
+        )
+        twice = {task_id: count for task_id, count in runs.items() if count > 1}
+        assert not twice, f"ran more than once: {twice}"
+
+        statuses: dict[str, str | None] = {}
+        deadline = time.monotonic() + 20
+        todo = set(ids)
+        while todo and time.monotonic() < deadline:
+            for chunk in _chunks(sorted(todo), 50):
+                answers = await asyncio.gather(*(client.get(f"/tasks/{i}") for i in chunk))
+                for task_id, answer in zip(chunk, answers, strict=True):
+                    if answer.status_code == 200:
+                        statuses[task_id] = answer.json()["status"]
+            todo = {i for i in ids if statuses.get(i) not in TERMINAL}
+            if todo:
+                await asyncio.sleep(0.2)
+        assert not todo, f"not terminal: {Counter(statuses.get(i) for i in todo)}"
+        assert Counter(statuses.values()) == Counter({"success": len(ids)})
+    return result, load_time
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _report(name: str, result: LoadResult, load_time: float) -> None:
+    print(
+        f"\n{name}: {result.sent} requests in {load_time:.1f}s, "
+        f"{len(result.acknowledged)} acknowledged, refused: {dict(result.refused)}"
+    )
+
+
+@pytest.fixture
+def app_on_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[App]:
+    yield from _run_app(redis_server.url, tmp_path)
+
+
+@pytest.fixture
+def app_on_postgres(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[App]:
+    yield from _run_app(postgres_server.url, tmp_path)
+
+
+def test_redis_restart_under_load(app_on_redis: App, redis_server: RedisServer) -> None:
+    result, load_time = asyncio.run(_restart_under_load(app_on_redis, redis_server))
+    _report("redis", result, load_time)
+    assert result.acknowledged
+
+
+def test_postgres_restart_under_load(app_on_postgres: App, postgres_server: PostgresServer) -> None:
+    result, load_time = asyncio.run(_restart_under_load(app_on_postgres, postgres_server))
+    _report("postgres", result, load_time)
+    assert result.acknowledged
