@@ -252,6 +252,7 @@ def _run_app(backend_url: str, tmp_path: Path) -> Iterator[App]:
         yield app
     finally:
         app.stop()
+        print("".join(app.log[-80:]))  # shown when the test fails
 
 
 @dataclass
@@ -259,16 +260,22 @@ class LoadResult:
     acknowledged: dict[str, str] = field(default_factory=dict)  # task id -> route
     refused: Counter[str] = field(default_factory=Counter)  # status/error -> count
     sent: int = 0
+    slowest: float = 0.0  # seconds, the longest answer
 
 
 async def _enqueue(client: httpx.AsyncClient, n: int, result: LoadResult) -> None:
     path = "/enqueue" if n % 2 else "/enqueue-queued"
     result.sent += 1
+    began = time.monotonic()
     try:
         response = await client.post(path, params={"n": n})
     except httpx.HTTPError as exc:
         result.refused[type(exc).__name__] += 1
         return
+    finally:
+        result.slowest = max(result.slowest, time.monotonic() - began)
+        if time.monotonic() - began > 1:
+            print("SLOW", path, round(began % 1000, 2), round(time.monotonic() - began, 2))
     if response.status_code == 200:
         result.acknowledged[response.json()["task_id"]] = path
     else:
@@ -302,9 +309,12 @@ async def _restart_under_load(app: App, server: StoreServer) -> tuple[LoadResult
 
         async def restart() -> None:
             await asyncio.sleep(LOAD_BEFORE)
+            print("STOP", round(time.monotonic() % 1000, 2))
             await asyncio.to_thread(server.stop)
+            print("STOPPED", round(time.monotonic() % 1000, 2))
             await asyncio.sleep(DOWN_FOR)
             await asyncio.to_thread(server.start)
+            print("STARTED", round(time.monotonic() % 1000, 2))
 
         started = time.monotonic()
         await asyncio.gather(restart(), _load(client, LOAD_BEFORE + DOWN_FOR + LOAD_AFTER, result))
@@ -364,7 +374,8 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 def _report(name: str, result: LoadResult, load_time: float) -> None:
     print(
         f"\n{name}: {result.sent} requests in {load_time:.1f}s, "
-        f"{len(result.acknowledged)} acknowledged, refused: {dict(result.refused)}"
+        f"{len(result.acknowledged)} acknowledged, refused: {dict(result.refused)}, "
+        f"slowest answer {result.slowest:.2f}s"
     )
 
 

@@ -27,7 +27,7 @@ from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
 
 from .context import SQLContext, Tx
-from .errors import SQLBackendError, wrap_error
+from .errors import SQLBackendError, unavailable, wrap_error
 from .executor import Executor, connect
 
 __all__ = ["SQLEvents"]
@@ -104,7 +104,10 @@ class SQLEvents:
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
         """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`.
 
-        On PostgreSQL the subscription holds one pooled connection for LISTEN.
+        On PostgreSQL the subscription holds one pooled connection for LISTEN; if that
+        connection is lost (a server restart), the stream raises
+        ``BackendUnavailableError`` instead of waiting forever, so the subscriber can
+        subscribe again.
         """
         if self._ctx.kind == "postgresql":
             async with self._listen() as events:
@@ -126,10 +129,17 @@ class SQLEvents:
     @asynccontextmanager
     async def _listen(self) -> AsyncIterator[AsyncIterator[Event]]:
         conn = await connect(self._ctx, write=False)
-        inbox: asyncio.Queue[str] = asyncio.Queue()
+        inbox: asyncio.Queue[str | None] = asyncio.Queue()
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             inbox.put_nowait(payload)
+
+        lost = False
+
+        def on_terminate(_conn: Any) -> None:
+            nonlocal lost
+            lost = True
+            inbox.put_nowait(None)  # the server went away: end the stream with an error
 
         try:
             raw = await conn.get_raw_connection()
@@ -140,6 +150,7 @@ class SQLEvents:
                     "(postgresql+asyncpg://, the default)"
                 )
             await driver.add_listener(self._channel, on_notify)
+            driver.add_termination_listener(on_terminate)
         except Exception as exc:
             await conn.close()
             raise wrap_error("subscribing to events", exc) from exc
@@ -147,6 +158,10 @@ class SQLEvents:
         async def events() -> AsyncIterator[Event]:
             while True:
                 payload = await inbox.get()
+                if payload is None:
+                    raise unavailable(
+                        "receiving events", ConnectionError("the LISTEN connection was closed")
+                    )
                 if payload.startswith("@"):
                     event = await self._fetch_stored(int(payload[1:]))
                 else:
@@ -157,7 +172,10 @@ class SQLEvents:
         try:
             yield events()
         finally:
+            driver.remove_termination_listener(on_terminate)
             try:
+                if lost:  # never hand a dead connection back to the pool
+                    raise ConnectionError("the LISTEN connection was closed")
                 await driver.remove_listener(self._channel, on_notify)
             except Exception:  # the connection may be gone; it is discarded below
                 await conn.invalidate()
