@@ -105,7 +105,10 @@ def accept(
     engine.register_invocation(record, func, args, kwargs, config, route)
     if idempotency_key is not None:
         lease = route != QUEUED and engine.durable
-        result = engine.bridge.run(lambda backend: _create_keyed(engine, backend, record, lease))
+        queued = route == QUEUED and engine.durable
+        result = engine.bridge.run(
+            lambda backend: _create_keyed(engine, backend, record, lease, queued)
+        )
         if not result.created:
             engine.forget(task_id)
             return result.record.task_id
@@ -127,9 +130,11 @@ def accept(
 
 
 async def _create_keyed(
-    engine: Engine, backend: TaskBackend, record: TaskRecord, lease: bool
+    engine: Engine, backend: TaskBackend, record: TaskRecord, lease: bool, enqueue: bool
 ) -> CreateResult:
-    """Lease (durable background/eager tasks), then create atomically by key."""
+    """Lease (durable background/eager tasks), then create atomically by key; a durable
+    queued task is put on its queue before ``add_task()`` returns (see
+    ``Engine._enqueue_batch``)."""
 
     async def create() -> CreateResult:
         if lease:
@@ -142,6 +147,9 @@ async def _create_keyed(
                 engine.leases.hold(record.task_id)
             else:
                 await backend.release_lease(record.task_id, owner=engine.instance_id)
+        if enqueue and result.created:
+            await backend.enqueue(record.task_id, queue=record.queue, priority=record.priority)
+            engine.enqueued.add(record.task_id)
         return result
 
     return await engine.availability.call(create)

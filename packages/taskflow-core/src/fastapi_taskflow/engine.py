@@ -110,6 +110,8 @@ class Engine:
         self._lock = threading.Lock()
         self._flush_scheduled = False
         self._warned: set[str] = set()
+        self.enqueued: set[str] = set()
+        """Queued tasks already put on their queue when their record was written."""
 
     # -- loop and backend -------------------------------------------------------------
 
@@ -315,7 +317,8 @@ class Engine:
         """
         await self.started()
         before = self._lease_batch if self.durable else None
-        await self.availability.call(lambda: self.pending.flush(self.backend, before))
+        after = self._enqueue_batch if self.durable else None
+        await self.availability.call(lambda: self.pending.flush(self.backend, before, after))
 
     async def flush_for(self, task_id: str) -> bool:
         """Wait until ``task_id``'s record has left the write buffer; True if it still
@@ -338,15 +341,48 @@ class Engine:
             and inv.route != QUEUED
         )
 
+    async def _enqueue_batch(self, batch: list[TaskRecord]) -> None:
+        """Put the batch's queued tasks on their queues as soon as they are stored.
+
+        On a durable backend a queued task carries no lease, so it must be on its queue
+        before the response that acknowledges it: an instance that dies after the
+        response and before ``submit()`` would otherwise leave it PENDING forever.
+        """
+        queued = [
+            r
+            for r in batch
+            if r.status is TaskStatus.PENDING
+            and (inv := self.invocations.get(r.task_id)) is not None
+            and inv.route == QUEUED
+        ]
+        if not queued:
+            return
+        backend = self.backend
+        results = await asyncio.gather(
+            *(backend.enqueue(r.task_id, queue=r.queue, priority=r.priority) for r in queued),
+            return_exceptions=True,
+        )
+        errors = [exc for exc in results if isinstance(exc, BaseException)]
+        self.enqueued.update(
+            r.task_id
+            for r, exc in zip(queued, results, strict=True)
+            if not isinstance(exc, BaseException)
+        )
+        if errors:
+            raise errors[0]  # submit() enqueues the rest, with retries
+
     # -- running ----------------------------------------------------------------------
 
     async def submit(self, task_id: str, queue: str, priority: int) -> None:
         """Put an accepted task on its queue and make sure a worker runs the queue."""
         if not await self.flush_for(task_id):
             return
-        await self.availability.persist(
-            lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
-        )
+        if task_id in self.enqueued:
+            self.enqueued.discard(task_id)  # enqueued with its record
+        else:
+            await self.availability.persist(
+                lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
+            )
         self.worker(queue).wake()
 
     async def requeue(self, record: TaskRecord, delay: float = 0.0) -> None:

@@ -56,10 +56,13 @@ class PendingCreates:
         self,
         store: Store,
         before: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
+        after: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
     ) -> None:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
-        ``before`` is awaited with the batch first (the engine takes the leases there).
+        ``before`` is awaited with the batch first (the engine takes the leases there),
+        ``after`` once the store has it, still under the flush lock, so a concurrent
+        flush returns only when ``after`` is done (the engine enqueues queued tasks).
         A record leaves the buffer only once the store has it, so a failed flush loses
         nothing: the error propagates and the next flush tries again.
         """
@@ -76,6 +79,8 @@ class PendingCreates:
                 for record in batch:
                     if self._records.get(record.task_id) is record:
                         del self._records[record.task_id]
+            if after is not None:
+                await after(batch)
 
     def _lock_for_loop(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
