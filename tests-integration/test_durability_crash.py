@@ -157,6 +157,12 @@ def test_sigkill_right_after_response(durable_backend: Backend) -> None:
             {"func": "record", "label": "background"},
             {"func": "record", "label": "background-keyed", "key": "after-response-key"},
             {"func": "record_requeue", "label": "queued", "route": "queued", "priority": 5},
+            {
+                "func": "record_requeue",
+                "label": "queued-keyed",
+                "route": "queued",
+                "key": "after-response-queued-key",
+            },
         ]
         with a.client() as client:
             # ``die``: A SIGKILLs itself once the response is sent, before it runs any
@@ -165,7 +171,7 @@ def test_sigkill_right_after_response(durable_backend: Backend) -> None:
             a.kill()
         assert response.status_code == 200, response.text
         ids: list[str] = response.json()["ids"]
-        assert len(set(ids)) == 3
+        assert len(set(ids)) == len(items)
         assert a.proc.returncode == -9
         assert not durable_backend.count("ran")["background"], "A ran it before dying"
 
@@ -180,7 +186,8 @@ def test_sigkill_right_after_response(durable_backend: Backend) -> None:
         assert durable_backend.where("ran", "background-keyed") == ["B"]
         # The queued task may have been claimed by A between the write and the kill;
         # requeue_on_interrupt makes it run (again) on B then.
-        assert durable_backend.where("ran", "queued")[-1:] in (["A"], ["B"])
+        for label in ("queued", "queued-keyed"):
+            assert durable_backend.where("ran", label)[-1:] in (["A"], ["B"]), label
         with b.client() as client:
             record = client.get(f"/status/{ids[1]}").json()
             assert record["idempotency_key"] == "after-response-key"
