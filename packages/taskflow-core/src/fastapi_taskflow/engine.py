@@ -313,9 +313,12 @@ class Engine:
         """Write every accepted task still in the buffer to the store.
 
         On a durable backend the tasks that do not go through a queue are leased to this
-        instance first, so a task is never in the store without an owner.
+        instance first, so a task is never in the store without an owner. An empty
+        buffer is no news about the store: it neither touches nor marks it available.
         """
         await self.started()
+        if not len(self.pending):
+            return
         before = self._lease_batch if self.durable else None
         after = self._enqueue_batch if self.durable else None
         await self.availability.call(lambda: self.pending.flush(self.backend, before, after))
