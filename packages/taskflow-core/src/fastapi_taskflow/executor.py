@@ -62,7 +62,9 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
     """
     backend, owner = engine.backend, engine.instance_id
     leased = claimed or engine.durable
-    if not claimed and engine.durable:
+    if not claimed and engine.durable and task_id not in engine.leases.held:
+        # Leased at flush time normally; take it now if that lease was lost or never
+        # taken (a task awaited by hand). The PENDING -> RUNNING CAS still arbitrates.
         if not await engine.availability.persist(
             lambda: backend.acquire_lease(task_id, owner=owner, lease_seconds=engine.lease_seconds)
         ):
