@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from starlette.background import BackgroundTasks
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .accept import BACKGROUND
 from .engine import request_tasks
 from .errors import BackendUnavailableError
 
@@ -60,8 +62,9 @@ class TaskflowMiddleware:
     * if the app answers 5xx, or raises, its request's unwritten tasks are dropped too:
       an error response acknowledges nothing.
 
-    Tasks already written (by another request's write, or a keyed ``add_task()``, which
-    writes at once) stay accepted and run whatever the response.
+    Tasks already written (by an earlier write of the buffer, or a keyed ``add_task()``,
+    which writes at once) stay accepted and run whatever the response: when the request
+    fails, its background tasks, which Starlette then never runs, are started here.
     """
 
     def __init__(self, app: ASGIApp, task_manager: TaskManager) -> None:
@@ -79,14 +82,16 @@ class TaskflowMiddleware:
         ids_token = request_tasks.set(accepted)
         refused = False
         started = False
+        failed = False
 
         async def send_after_flush(message: Message) -> None:
-            nonlocal refused, started
+            nonlocal refused, started, failed
             if refused:
                 return  # the app's response was replaced: swallow the rest of it
             if message["type"] == "http.response.start":
                 started = True
                 if int(message.get("status", 200)) >= 500:
+                    failed = True
                     _drop_unwritten(engine, accepted)
                 elif any(task_id in engine.pending for task_id in accepted):
                     try:
@@ -103,11 +108,14 @@ class TaskflowMiddleware:
             await self.app(scope, receive, send_after_flush)
         except BaseException:
             if not started:
+                failed = True
                 _drop_unwritten(engine, accepted)
             raise
         finally:
             request_tasks.reset(ids_token)
             _current_manager.reset(token)
+            if failed and not refused:
+                _run_stored_background_tasks(engine, accepted)
 
 
 def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
@@ -128,6 +136,16 @@ def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
             "%d task(s) of a request were not acknowledged and are dropped", len(dropped)
         )
     return dropped
+
+
+def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
+    """Start the stored background tasks of a failed request (running one twice is a
+    no-op: its PENDING → RUNNING compare-and-set admits one executor)."""
+    loop = asyncio.get_running_loop()
+    for task_id in task_ids:
+        invocation = engine.invocations.get(task_id)
+        if invocation is not None and invocation.route == BACKGROUND:
+            engine.spawn_on(loop, engine.run_now(task_id))
 
 
 async def _send_refusal(send: Send, exc: BaseException) -> None:

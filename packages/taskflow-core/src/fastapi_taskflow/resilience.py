@@ -4,12 +4,20 @@ While the store is unreachable, new tasks are refused at once (``BackendUnavaila
 which a route can turn into a 503: nothing was accepted, so nothing is lost), and writes
 about tasks already accepted (their transitions and logs) are retried with backoff until
 the store is back. No restart is needed: the first successful call marks it available.
+
+While the store is known to be down, ``check()`` still lets one new task through now and
+then (every ``first_delay`` seconds, doubling up to ``max_delay``) as a probe, like a
+circuit breaker's half-open state: if its write succeeds the store is marked available,
+so new tasks are accepted again within ``max_delay`` of the store's return, however
+quiet the rest of the engine is. With ``install()`` a probe whose write fails is answered
+503 like the refused ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -29,24 +37,45 @@ class Availability:
         max_delay: the cap of the doubling delay between retries.
     """
 
-    def __init__(self, *, first_delay: float = 0.05, max_delay: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        first_delay: float = 0.05,
+        max_delay: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.available = True
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.last_error: BaseException | None = None
+        self._clock = clock
+        self._probe_delay = first_delay
+        self._probe_at = 0.0
 
     def check(self) -> None:
-        """Raise ``BackendUnavailableError`` if the backend is known to be down."""
-        if not self.available:
-            raise BackendUnavailableError(
-                "the task store is unreachable, so no task was accepted; retry later "
-                f"(a route can answer 503). Last error: {self.last_error}"
-            ) from self.last_error
+        """Raise ``BackendUnavailableError`` if the backend is known to be down.
+
+        Once per probe interval the call passes instead, so that one new task probes
+        the store (see the module docstring).
+        """
+        if self.available:
+            return
+        now = self._clock()
+        if now >= self._probe_at:
+            self._probe_delay = min(self._probe_delay * 2, self.max_delay)
+            self._probe_at = now + self._probe_delay
+            return
+        raise BackendUnavailableError(
+            "the task store is unreachable, so no task was accepted; retry later "
+            f"(a route can answer 503). Last error: {self.last_error}"
+        ) from self.last_error
 
     def failed(self, exc: BaseException) -> None:
         """Record that a call failed because the backend is unreachable."""
         if self.available:
             logger.warning("task backend unreachable: %s; retrying with backoff", exc)
+            self._probe_delay = self.first_delay
+            self._probe_at = self._clock() + self._probe_delay
         self.available = False
         self.last_error = exc
 
@@ -55,6 +84,7 @@ class Availability:
         if not self.available:
             logger.warning("task backend reachable again")
         self.available = True
+        self._probe_delay = self.first_delay
 
     async def call(self, op: Callable[[], Awaitable[T]]) -> T:
         """Await ``op()`` once, recording the backend's availability."""
