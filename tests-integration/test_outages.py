@@ -318,8 +318,9 @@ async def _restart_under_load(app: App, server: StoreServer) -> tuple[LoadResult
         await asyncio.gather(restart(), _load(client, LOAD_BEFORE + DOWN_FOR + LOAD_AFTER, result))
         load_time = time.monotonic() - started
 
-        # The engine was never restarted, and it accepts tasks again.
+        # The engine was never restarted, none of its loops died, and it accepts again.
         assert app.process.poll() is None, "".join(app.log)
+        assert "taskflow engine task failed" not in "".join(app.log), "".join(app.log)
         assert (await client.get("/pid")).json()["pid"] == pid
         after = LoadResult()
         deadline = time.monotonic() + 15
