@@ -61,10 +61,11 @@ class PendingCreates:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
         ``before`` is awaited with the batch first (the engine takes the leases there),
-        ``after`` once the store has it, still under the flush lock, so a concurrent
-        flush returns only when ``after`` is done (the engine enqueues queued tasks).
-        A record leaves the buffer only once the store has it, so a failed flush loses
-        nothing: the error propagates and the next flush tries again.
+        ``after`` once the store has it (the engine enqueues queued tasks there). A
+        record leaves the buffer only once the store has it and ``after`` is done (or
+        failed), so a caller that sees its record still buffered and flushes returns only
+        when both are done; a failed write loses nothing: the error propagates and the
+        next flush tries again.
         """
         lock = self._lock_for_loop()
         async with lock:
@@ -75,12 +76,14 @@ class PendingCreates:
             if before is not None:
                 await before(batch)
             await store.create_many(batch)
-            with self._lock:
-                for record in batch:
-                    if self._records.get(record.task_id) is record:
-                        del self._records[record.task_id]
-            if after is not None:
-                await after(batch)
+            try:
+                if after is not None:
+                    await after(batch)
+            finally:
+                with self._lock:
+                    for record in batch:
+                        if self._records.get(record.task_id) is record:
+                            del self._records[record.task_id]
 
     def _lock_for_loop(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
