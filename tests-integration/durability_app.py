@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -34,6 +35,10 @@ from fastapi_taskflow import TaskManager
 INSTANCE = os.environ.get("DURABILITY_INSTANCE", f"pid{os.getpid()}")
 RUN_LOG = os.environ["DURABILITY_RUN_LOG"]
 RELEASE = os.environ.get("DURABILITY_RELEASE", RUN_LOG + ".release")
+
+if os.environ.get("DURABILITY_DEBUG"):
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("fastapi_taskflow").setLevel(logging.DEBUG)
 
 task_manager = TaskManager(
     backend=os.environ["TASKFLOW_BACKEND"],

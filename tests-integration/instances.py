@@ -333,7 +333,15 @@ def warnings_in(instance: Instance, text: str) -> list[str]:
 
 def diagnose(fleet: list[Instance]) -> str:
     """The taskflow warnings and errors each instance logged (for failure messages)."""
-    keys = ("INTERRUPTED", "lost the lease", "adopting", "re-running", "Traceback", "Error")
+    keys = (
+        "INTERRUPTED",
+        "lost the lease",
+        "adopting",
+        "re-running",
+        "Traceback",
+        "Error",
+        "failed",
+    )
     parts = []
     for instance in fleet:
         lines = [line for line in instance.output().splitlines() if any(k in line for k in keys)]
