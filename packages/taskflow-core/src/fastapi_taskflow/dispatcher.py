@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .config import QueueConfig
+from .errors import BackendUnavailableError
 from .models import Claim
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class QueueWorker:
                         lease_seconds=engine.lease_seconds,
                         limit=free,
                     )
+                except BackendUnavailableError as exc:
+                    engine.availability.failed(exc)
+                    logger.debug("claiming from queue %r: store unreachable", self.queue)
                 except Exception:
                     logger.exception("claiming from queue %r failed; retrying", self.queue)
             for claim in claims:

@@ -71,15 +71,14 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             return  # another instance holds it
         engine.leases.hold(task_id)
     attempt = invocation.attempts + 1
-    record = await engine.availability.persist(
-        lambda: backend.transition(
-            task_id,
-            expected=_PENDING,
-            new=TaskStatus.RUNNING,
-            update=TaskUpdate(
-                attempt=attempt, started_at=engine.clock.now(), owner=owner, error=None
-            ),
-        )
+    started_at = engine.clock.now()
+    record = await _transition(
+        engine,
+        task_id,
+        expected=_PENDING,
+        new=TaskStatus.RUNNING,
+        update=TaskUpdate(attempt=attempt, started_at=started_at, owner=owner, error=None),
+        landed=lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at,
     )
     if record is None:  # cancelled, or started by someone else
         if leased:
@@ -193,13 +192,51 @@ async def _finish(
     backend = engine.backend
     if entries:
         await engine.availability.persist(lambda: backend.append_logs(record.task_id, entries))
-    done = await engine.availability.persist(
-        lambda: backend.transition(record.task_id, expected=_RUNNING, new=status, update=update)
+    done = await _transition(
+        engine,
+        record.task_id,
+        expected=_RUNNING,
+        new=status,
+        update=update,
+        landed=lambda r: r.attempt == record.attempt and r.updated_at >= record.updated_at,
     )
     if done is None:
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
         return None
     await engine.emit_lifecycle(done)
+    return done
+
+
+async def _transition(
+    engine: Engine,
+    task_id: str,
+    *,
+    expected: frozenset[TaskStatus],
+    new: TaskStatus,
+    update: TaskUpdate,
+    landed: Callable[[TaskRecord], bool],
+) -> TaskRecord | None:
+    """Compare-and-set through outages, telling a lost reply from a lost race.
+
+    The call is retried while the store is unreachable. If a retry finds the status
+    already moved, the first try may have committed before its reply was lost: the
+    record is read back and taken as ours when it is in ``new`` and ``landed`` says the
+    change is the one this call made.
+    """
+    backend = engine.backend
+    tries = 0
+
+    async def attempt() -> TaskRecord | None:
+        nonlocal tries
+        tries += 1
+        return await backend.transition(task_id, expected=expected, new=new, update=update)
+
+    done = await engine.availability.persist(attempt)
+    if done is None and tries > 1:
+        current = await engine.availability.persist(lambda: backend.get(task_id))
+        if current is not None and current.status is new and landed(current):
+            logger.info("task %s: a reply was lost, but the change had landed", task_id)
+            return current.model_copy(update={"logs": []})
     return done
 
 
