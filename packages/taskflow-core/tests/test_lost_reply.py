@@ -10,6 +10,7 @@ import pytest
 from fastapi_taskflow import (
     BackendUnavailableError,
     ManagedBackgroundTasks,
+    MemoryObserver,
     TaskManager,
     TaskStatus,
 )
