@@ -141,12 +141,11 @@ async def _create_keyed(
             await backend.acquire_lease(
                 record.task_id, owner=engine.instance_id, lease_seconds=engine.lease_seconds
             )
+            engine.leases.hold(record.task_id)  # renewed from now on, even if create is slow
         result = await backend.create(record)
-        if lease:
-            if result.created:
-                engine.leases.hold(record.task_id)
-            else:
-                await backend.release_lease(record.task_id, owner=engine.instance_id)
+        if lease and not result.created:
+            engine.leases.held.discard(record.task_id)
+            await backend.release_lease(record.task_id, owner=engine.instance_id)
         if enqueue and result.created:
             await backend.enqueue(record.task_id, queue=record.queue, priority=record.priority)
             engine.enqueued.add(record.task_id)

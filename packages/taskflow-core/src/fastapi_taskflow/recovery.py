@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .models import Lease, TaskStatus, TaskUpdate
@@ -48,11 +49,19 @@ class Recovery:
             await asyncio.sleep(interval)
 
     async def scan(self) -> int:
-        """Adopt what the expired leases hold now; return how many tasks were adopted."""
+        """Adopt what the expired leases hold now; return how many tasks were adopted.
+
+        A lease counts as dead only once it has been expired for a further
+        ``lease_seconds``: a live instance whose heartbeat is merely late (a busy
+        connection pool, a long GC pause) keeps its tasks.
+        """
         engine = self.engine
         leases = await engine.availability.call(lambda: engine.backend.expired_leases(limit=100))
+        dead_before = engine.clock.now() - timedelta(seconds=engine.lease_seconds)
         adopted = 0
         for lease in leases:
+            if lease.expires_at > dead_before:
+                break  # oldest expiry first: the rest are younger still
             if await self.adopt(lease):
                 adopted += 1
         return adopted
@@ -68,6 +77,7 @@ class Recovery:
         ):
             return False  # another instance adopted it first
         record = await backend.get(lease.task_id)
+        queued = False
         try:
             if record is None or record.status.is_terminal:
                 return False
@@ -79,6 +89,7 @@ class Recovery:
                     lease.owner,
                 )
                 await engine.requeue(record)
+                queued = True
                 return True
             error = f"instance {lease.owner} stopped while the task was running"
             if record.requeue_on_interrupt:
@@ -92,6 +103,7 @@ class Recovery:
                     logger.warning("re-running task %s: %s", record.task_id, error)
                     await engine.emit_lifecycle(moved)
                     await engine.requeue(moved)
+                    queued = True
             else:
                 moved = await backend.transition(
                     record.task_id,
@@ -104,4 +116,8 @@ class Recovery:
                     await engine.emit_lifecycle(moved)
             return moved is not None
         finally:
-            await backend.release_lease(lease.task_id, owner=me)
+            if not queued:
+                await backend.release_lease(lease.task_id, owner=me)
+            # A queued task keeps the adoption lease: a claim (maybe by this very
+            # instance) replaces it, and releasing it here could delete the claimer's
+            # lease. Unclaimed, it expires and the task is queued again, harmlessly.
