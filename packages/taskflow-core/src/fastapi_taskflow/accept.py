@@ -26,6 +26,7 @@ from starlette.background import BackgroundTask
 from .config import DEFAULT_QUEUE, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError
+from .invocation import BACKGROUND, EAGER, QUEUED
 from .models import CreateResult, TaskRecord, TaskStatus
 from .protocols import TaskBackend
 
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["accept"]
-
-QUEUED, EAGER, BACKGROUND = "queued", "eager", "background"
 
 
 def accept(

@@ -16,51 +16,38 @@ import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .accept import BACKGROUND, QUEUED, accept
+from .accept import accept
 from .bridge import BlockingBridge
 from .clock import Clock
 from .config import DEFAULT_QUEUE, QueueConfig, TaskConfig
 from .context import TaskContext
 from .dispatcher import QueueWorker
-from .encoding import decode_arguments
 from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent
 from .executor import execute, lifecycle_event, log_event
 from .fanout import EventHub
+from .invocation import QUEUED, Invocation
 from .leases import LeaseKeeper
-from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate
+from .models import Claim, LogEntry, TaskRecord, TaskStatus
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
 from .recovery import Recovery
 from .registry import TaskRegistry
+from .rehydrate import rehydrate
 from .resilience import Availability
 from .runtime import Runtime
+from .shutdown import shutdown
 
-__all__ = ["Engine", "Invocation", "request_tasks"]
+__all__ = ["Engine", "Invocation", "request_tasks"]  # Invocation re-exported
 
 logger = logging.getLogger("fastapi_taskflow")
 
 request_tasks: ContextVar[set[str] | None] = ContextVar("taskflow_request_tasks", default=None)
 """The ids accepted during the current request (set by ``install()``'s middleware)."""
-
-
-@dataclass
-class Invocation:
-    """A task's function and arguments, held in process until it finishes."""
-
-    func: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    config: TaskConfig
-    queue: str = DEFAULT_QUEUE
-    priority: int = 0
-    route: str = BACKGROUND
-    attempts: int = 0
 
 
 class Engine:
@@ -109,7 +96,7 @@ class Engine:
         self._base_used = False
         self._lock = threading.Lock()
         self._flush_scheduled = False
-        self._warned: set[str] = set()
+        self.warned_names: set[str] = set()
         self.enqueued: set[str] = set()
         """Queued tasks already put on their queue when their record was written."""
 
@@ -130,6 +117,11 @@ class Engine:
                     max_workers=self._sync_workers, thread_name_prefix="taskflow-sync"
                 )
             return self._pool
+
+    @property
+    def current_runtime(self) -> Runtime | None:
+        """The runtime of the loop the engine last started on, if any."""
+        return self._runtime
 
     def runtime(self) -> Runtime:
         """The runtime of the running loop (call from the loop, after ``started()``)."""
@@ -424,55 +416,9 @@ class Engine:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
         self.waiting.get(claim.queue, set()).discard(claim.task_id)
         self.leases.hold(claim.task_id)
-        invocation = self.invocations.get(claim.task_id) or await self._rehydrate(claim)
+        invocation = self.invocations.get(claim.task_id) or await rehydrate(self, claim)
         if invocation is not None:
             await execute(self, claim.task_id, invocation, claimed=True)
-
-    async def _rehydrate(self, claim: Claim) -> Invocation | None:
-        """Rebuild the invocation of a task accepted elsewhere, from its stored record."""
-        record = await self.availability.persist(lambda: self.backend.get(claim.task_id))
-        if record is None or record.status is not TaskStatus.PENDING:
-            await self.leases.release(claim.task_id)
-            return None
-        entry = self.registry.by_name(record.func_name)
-        if entry is None or record.args is None:
-            if record.func_name not in self._warned:
-                self._warned.add(record.func_name)
-                logger.warning(
-                    "task %s needs %r, which is not registered on this instance (%s); it "
-                    "stays PENDING for an instance that has it",
-                    record.task_id,
-                    record.func_name,
-                    self.instance_id,
-                )
-            await self.requeue(record, delay=max(self.poll_interval * 5, 1.0))
-            await self.leases.release(claim.task_id)
-            return None
-        try:
-            args, kwargs = decode_arguments(entry.func, record.args, record.kwargs or {})
-        except Exception as exc:
-            failed = await self.backend.transition(
-                record.task_id,
-                expected={TaskStatus.PENDING},
-                new=TaskStatus.FAILED,
-                update=TaskUpdate(
-                    finished_at=self.clock.now(), error=f"stored arguments do not fit: {exc}"
-                ),
-            )
-            if failed is not None:
-                await self.emit_lifecycle(failed)
-            await self.leases.release(claim.task_id)
-            return None
-        return Invocation(
-            entry.func,
-            args,
-            kwargs,
-            entry.config,
-            record.queue,
-            record.priority,
-            QUEUED,
-            attempts=record.attempt,
-        )
 
     def forget(self, task_id: str) -> None:
         """Drop the in-process state of a finished task."""
@@ -501,53 +447,16 @@ class Engine:
     # -- shutdown ---------------------------------------------------------------------
 
     async def shutdown(self, timeout: float) -> None:
-        """Stop taking work, give running tasks ``timeout`` seconds, interrupt the rest,
-        hand unstarted tasks back to the queue, and release resources."""
-        runtime = self._runtime
-        if runtime is None or runtime.loop is not asyncio.get_running_loop():
-            self.bridge.close()
-            return
-        runtime.stopping = True
-        for worker in list(runtime.workers.values()):
-            await worker.stop()
-        try:
-            await asyncio.wait_for(self.flush(), timeout=max(timeout, 1.0))
-        except Exception:
-            logger.exception("could not write accepted tasks at shutdown")
-        running = list(runtime.running.values())
-        if running:
-            _, late = await asyncio.wait(running, timeout=timeout)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=5)
-        if self.durable:
-            await self._hand_back()
-        for task in list(runtime.background):
-            task.cancel()
-        await asyncio.gather(*runtime.background, return_exceptions=True)
-        self.bridge.close()
+        """See :func:`fastapi_taskflow.shutdown.shutdown`."""
+        await shutdown(self, timeout)
+
+    def stopped(self) -> None:
+        """Forget the runtime after a shutdown (a later use starts a fresh one)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        await self.backend.close()
         self._runtime = None
         self._runtime_backend = None
-
-    async def _hand_back(self) -> None:
-        """Queue this instance's unstarted tasks and drop their leases, so another
-        instance starts them at once."""
-        for task_id in list(self.leases.held):
-            invocation = self.invocations.get(task_id)
-            try:
-                if invocation is not None:
-                    await self.backend.enqueue(
-                        task_id, queue=invocation.queue, priority=invocation.priority
-                    )
-                await self.backend.release_lease(task_id, owner=self.instance_id)
-            except Exception:
-                logger.warning("could not hand task %s back; its lease will expire", task_id)
-            self.leases.held.discard(task_id)
 
 
 _keep_alive: set[asyncio.Task[Any]] = set()

@@ -30,9 +30,9 @@ from starlette.background import BackgroundTasks
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .accept import BACKGROUND
 from .engine import request_tasks
 from .errors import BackendUnavailableError
+from .invocation import BACKGROUND
 
 if TYPE_CHECKING:
     from .engine import Engine

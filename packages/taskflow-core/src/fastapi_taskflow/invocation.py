@@ -1,0 +1,28 @@
+"""How to run an accepted task in this process: its function, arguments and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import DEFAULT_QUEUE, TaskConfig
+
+__all__ = ["BACKGROUND", "EAGER", "QUEUED", "Invocation"]
+
+QUEUED, EAGER, BACKGROUND = "queued", "eager", "background"
+"""The routes of an accepted task (see ``accept``)."""
+
+
+@dataclass
+class Invocation:
+    """A task's function and arguments, held in process until it finishes."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    config: TaskConfig
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    route: str = BACKGROUND
+    attempts: int = 0
