@@ -380,8 +380,12 @@ class Engine:
             )
         self.worker(queue).wake()
 
-    async def requeue(self, record: TaskRecord, delay: float = 0.0) -> None:
-        """Put a PENDING task (back) on its queue, runnable ``delay`` seconds from now."""
+    async def requeue(self, record: TaskRecord, delay: float = 0.0, *, wake: bool = True) -> None:
+        """Put a PENDING task (back) on its queue, runnable ``delay`` seconds from now.
+
+        ``wake=False`` leaves this instance's worker to find it at its next poll (used
+        for a task this instance cannot run, so it does not win every race for it).
+        """
         not_before = self.clock.now() + timedelta(seconds=delay) if delay else None
         await self.availability.persist(
             lambda: self.backend.enqueue(
@@ -389,6 +393,8 @@ class Engine:
             )
         )
         worker = self.worker(record.queue)
+        if not wake:
+            return
         if delay:
             worker.wake_later(delay)
         else:

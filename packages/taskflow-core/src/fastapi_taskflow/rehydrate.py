@@ -40,7 +40,7 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
                 record.func_name,
                 engine.instance_id,
             )
-        await engine.requeue(record, delay=max(engine.poll_interval * 5, 1.0))
+        await engine.requeue(record, delay=max(engine.poll_interval * 5, 1.0), wake=False)
         await engine.leases.release(claim.task_id)
         return None
     try:

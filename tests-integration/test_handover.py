@@ -1,0 +1,127 @@
+"""Tasks moving between instances on a shared store: clean hand-back at shutdown, and
+a task whose function only some instances have.
+
+Two task managers on one SQLite file stand for two instances (the SIGKILL tests in
+test_durability_crash.py use separate processes; here nothing dies).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
+from fastapi_taskflow.models import TaskRecord
+
+pytest.importorskip("taskflow_sql")
+pytestmark = pytest.mark.anyio
+
+
+class Plan(enum.Enum):
+    FREE = "free"
+    PRO = "pro"
+
+
+class Order(BaseModel):
+    id: int
+    total: float
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.02)
+
+
+async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    ran_on: list[str] = []
+
+    def make(name: str) -> TaskManager:
+        # A long lease: only the hand-back can explain a quick pick-up.
+        tm = TaskManager(backend=url, lease_seconds=60, poll_interval=0.05, instance_id=name)
+
+        @tm.task(name="jobs.record")
+        def record(n: int) -> None:
+            ran_on.append(name)
+
+        return tm
+
+    leaving, staying = make("leaving"), make("staying")
+    async with staying:
+        await leaving.startup()
+        managed = ManagedBackgroundTasks(leaving)
+        ids = [managed.add_task(leaving.registry.by_name("jobs.record").func, n) for n in range(5)]  # type: ignore[union-attr]
+        await leaving._engine.flush()  # accepted and leased, never started (no response sent)
+        await leaving.shutdown()
+
+        async def all_done() -> bool:
+            records = [await staying.store.aget(i) for i in ids]
+            return all(r is not None and r.status is TaskStatus.SUCCESS for r in records)
+
+        await _until(all_done, timeout=10)
+    assert ran_on == ["staying"] * 5
+
+
+async def test_a_task_waits_for_an_instance_that_has_its_function(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    seen: list[tuple[Any, ...]] = []
+
+    lacking = TaskManager(backend=url, poll_interval=0.05, instance_id="lacking")
+    having = TaskManager(backend=url, poll_interval=0.05, instance_id="having")
+
+    @having.task(name="billing.charge")
+    def charge(order: Order, when: datetime, ref: uuid.UUID, plan: Plan) -> None:
+        seen.append((order, when, ref, plan))
+
+    order, when, ref = (
+        Order(id=7, total=12.5),
+        datetime(2030, 5, 1, tzinfo=timezone.utc),
+        uuid.uuid4(),
+    )
+    caplog.set_level(logging.WARNING, logger="fastapi_taskflow")
+    async with lacking:
+        # Another instance accepted it: its record and queue entry are all there is.
+        backend = lacking.backend
+        now = datetime.now(timezone.utc)
+        task_id = str(uuid.uuid4())
+        await backend.create(
+            TaskRecord(
+                task_id=task_id,
+                func_name="billing.charge",
+                args=[order.model_dump(mode="json"), when.isoformat(), str(ref), "pro"],
+                kwargs={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await backend.enqueue(task_id, queue="default")
+
+        async def warned() -> bool:
+            return "'billing.charge', which is not registered" in caplog.text
+
+        await _until(warned)
+        record = await lacking.store.aget(task_id)
+        assert record is not None and record.status is TaskStatus.PENDING
+
+        async with having:
+
+            async def done() -> bool:
+                found = await having.store.aget(task_id)
+                return found is not None and found.status is TaskStatus.SUCCESS
+
+            await _until(done, timeout=30)
+    assert seen == [(order, when, ref, Plan.PRO)]
+    assert caplog.text.count("which is not registered") == 1
