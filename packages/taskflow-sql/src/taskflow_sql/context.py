@@ -15,7 +15,7 @@ from fastapi_taskflow.models import TaskStatus
 from .schema import Tables
 from .urls import Kind
 
-__all__ = ["ReadOp", "SQLContext", "Tx", "WriteOp"]
+__all__ = ["ReadOp", "SQLContext", "SingleOp", "Tx", "WriteOp"]
 
 T = TypeVar("T")
 
@@ -81,3 +81,9 @@ WriteOp = Callable[[Tx], Awaitable[T]]
 
 ReadOp = Callable[[AsyncConnection], Awaitable[T]]
 """A unit of work run inside a read transaction."""
+
+SingleOp = Callable[[AsyncConnection], Awaitable[T]]
+"""A write that is one statement, run on an autocommit connection (PostgreSQL, MySQL).
+
+The statement is its own transaction: atomic, and durable once it returns. It saves
+the ``BEGIN`` and ``COMMIT`` round trips of a :data:`WriteOp`."""

@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .context import ReadOp, SQLContext, Tx, WriteOp
+from .context import ReadOp, SingleOp, SQLContext, Tx, WriteOp
 from .dialect import add_counts
 from .engine import SQLiteSettings
 from .errors import is_retryable, unavailable, wrap_error
@@ -107,6 +107,31 @@ class Executor:
             for attempt in range(_RETRIES):
                 try:
                     return cast("list[T]", await run_transaction(self.ctx, ops))
+                except Exception as exc:
+                    if attempt + 1 < _RETRIES and is_retryable(exc):
+                        await asyncio.sleep(0.005 * 2**attempt)
+                        continue
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except Exception as exc:
+            raise wrap_error(what, exc) from exc
+
+    async def single(self, what: str, op: SingleOp[T]) -> T:
+        """Run a one-statement write on an autocommit connection; retried on deadlock.
+
+        Not on SQLite, whose writes all go through the group-commit writer.
+        """
+        if self.writer is not None:
+            raise RuntimeError("single-statement writes are not used on SQLite")
+        try:
+            for attempt in range(_RETRIES):
+                try:
+                    conn = await connect(self.ctx, write=False)
+                    try:
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                        return await op(conn)
+                    finally:
+                        await conn.close()
                 except Exception as exc:
                     if attempt + 1 < _RETRIES and is_retryable(exc):
                         await asyncio.sleep(0.005 * 2**attempt)

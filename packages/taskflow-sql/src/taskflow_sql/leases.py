@@ -16,6 +16,7 @@ from .dialect import insert_if_absent
 from .executor import Executor
 from .queries import chunks
 from .schema import ID_LENGTH
+from .statements import take_upsert
 
 __all__ = ["SQLLeases"]
 
@@ -25,10 +26,14 @@ async def _take(
 ) -> bool:
     """Take or extend the row ``name`` for ``owner`` unless another owner's is live.
 
-    First ``UPDATE … WHERE key = :name AND (owner = :owner OR expires_at <= :now)``
-    (the database re-checks the condition under the row lock, so of two racers for an
-    expired row one wins), then, when no row matched, an insert-if-absent.
+    PostgreSQL and SQLite: one ``INSERT … ON CONFLICT DO UPDATE … WHERE`` (see
+    :func:`taskflow_sql.statements.take_upsert`). MySQL: first ``UPDATE … WHERE key =
+    :name AND (owner = :owner OR expires_at <= :now)`` (the database re-checks the
+    condition under the row lock, so of two racers for an expired row one wins), then,
+    when no row matched, an insert-if-absent.
     """
+    if tx.ctx.kind != "mysql":
+        return await _take_upsert(tx.conn, tx.ctx, table, key, name, owner, now, expires)
     result = await tx.conn.execute(
         update(table)
         .where(
@@ -40,6 +45,21 @@ async def _take(
     if result.rowcount:
         return True
     return await insert_if_absent(tx, table, {key: name, "owner": owner, "expires_at": expires})
+
+
+async def _take_upsert(
+    conn: AsyncConnection,
+    ctx: SQLContext,
+    table: Table,
+    key: str,
+    name: str,
+    owner: str,
+    now: datetime,
+    expires: datetime,
+) -> bool:
+    stmt = take_upsert(ctx.kind, table, key)
+    params = {"p_name": name, "p_owner": owner, "p_now": now, "p_expires": expires}
+    return (await conn.execute(stmt, params)).first() is not None
 
 
 class SQLLeases:
@@ -57,6 +77,17 @@ class SQLLeases:
             expires = now + timedelta(seconds=lease_seconds)
             return await _take(tx, tx.ctx.tables.leases, "task_id", task_id, owner, now, expires)
 
+        if self._ctx.kind == "postgresql":
+
+            async def single(conn: AsyncConnection) -> bool:
+                now = self.clock.now()
+                expires = now + timedelta(seconds=lease_seconds)
+                leases = self._ctx.tables.leases
+                return await _take_upsert(
+                    conn, self._ctx, leases, "task_id", task_id, owner, now, expires
+                )
+
+            return await self._exec.single("acquiring a lease", single)
         return await self._exec.write("acquiring a lease", op)
 
     async def renew_leases(
@@ -97,6 +128,16 @@ class SQLLeases:
             )
             return bool(result.rowcount)
 
+        if self._ctx.kind != "sqlite":  # one DELETE: its own transaction
+
+            async def single(conn: AsyncConnection) -> bool:
+                leases = self._ctx.tables.leases
+                result = await conn.execute(
+                    delete(leases).where(leases.c.task_id == task_id, leases.c.owner == owner)
+                )
+                return bool(result.rowcount)
+
+            return await self._exec.single("releasing a lease", single)
         return await self._exec.write("releasing a lease", op)
 
     async def expired_leases(self, *, limit: int = 100) -> list[Lease]:

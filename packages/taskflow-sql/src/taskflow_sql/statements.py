@@ -10,9 +10,24 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, null, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import psycopg2
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["task_change"]
+__all__ = ["pg_create", "pg_transition", "take_upsert", "task_change"]
 
 
 @lru_cache(maxsize=1024)
@@ -50,3 +65,124 @@ def task_change(
     if returning is not None:
         stmt = stmt.returning(*returning)
     return stmt
+
+
+def _counter_upsert(counters: Table, rows: Any) -> Any:
+    """``INSERT INTO counters <rows> ON CONFLICT DO UPDATE SET n = n + excluded.n``."""
+    stmt = pg_insert(counters).from_select(["func_name", "status", "slot", "n"], rows)
+    return stmt.on_conflict_do_update(
+        index_elements=[counters.c.func_name, counters.c.status, counters.c.slot],
+        set_={"n": counters.c.n + stmt.excluded.n},
+    )
+
+
+@lru_cache(maxsize=1024)
+def pg_transition(
+    tasks: Table,
+    counters: Table,
+    fields: tuple[str, ...],
+    *,
+    release_key: bool,
+    returning: tuple[Any, ...],
+) -> Any:
+    """A whole compare-and-set transition as one PostgreSQL statement.
+
+    ``WITH u AS (UPDATE … RETURNING …), c AS (INSERT INTO counters … ON CONFLICT DO
+    UPDATE) SELECT … FROM u``: the task row and its two counter rows change atomically
+    in one round trip, without BEGIN/COMMIT (the statement is its own transaction). The
+    counter rows are locked in status order, as :func:`taskflow_sql.dialect.add_counts`
+    does (same function and slot), so concurrent transitions cannot deadlock on them.
+    """
+    change = task_change(
+        tasks, fields, compare_status=True, release_key=release_key, returning=returning
+    )
+    u = change.cte("u")
+    slot = bindparam("p_slot", type_=counters.c.slot.type)
+    moved = u.c.prev_status != u.c.status
+    old = select(
+        u.c.func_name,
+        u.c.prev_status.label("status"),
+        slot.label("slot"),
+        literal(-1, counters.c.n.type).label("n"),
+    ).where(moved)
+    new = select(
+        u.c.func_name,
+        u.c.status.label("status"),
+        slot.label("slot"),
+        literal(1, counters.c.n.type).label("n"),
+    ).where(moved)
+    rows = union_all(old, new).order_by(literal_column("status"))
+    counted = _counter_upsert(counters, rows).cte("c")
+    return select(*(u.c[column.name] for column in returning)).add_cte(counted)
+
+
+@lru_cache(maxsize=256)
+def pg_create(tasks: Table, counters: Table, n: int) -> Any:
+    """Insert ``n`` task rows and count them, as one PostgreSQL statement.
+
+    Parameters ``p<i>_<column>`` for every row, and ``p_slot``. ``ON CONFLICT DO
+    NOTHING`` skips a row whose id or active idempotency key is taken; the statement
+    returns the ids it inserted, and the counters grow by exactly those rows.
+    """
+    names = [column.name for column in tasks.c]
+    rows = [
+        {name: bindparam(f"p{i}_{name}", type_=tasks.c[name].type) for name in names}
+        for i in range(n)
+    ]
+    inserted = (
+        pg_insert(tasks)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(tasks.c.task_id, tasks.c.func_name, tasks.c.status)
+        .cte("i")
+    )
+    slot = bindparam("p_slot", type_=counters.c.slot.type)
+    grouped = (
+        select(
+            inserted.c.func_name,
+            inserted.c.status,
+            slot.label("slot"),
+            func.count().label("n"),
+        )
+        .group_by(inserted.c.func_name, inserted.c.status)
+        .order_by(inserted.c.func_name, inserted.c.status)
+    )
+    counted = _counter_upsert(counters, grouped).cte("c")
+    stmt = select(inserted.c.task_id).add_cte(counted)
+    # SQLAlchemy does not cache the compiled form of a multi-row VALUES; a textual
+    # statement (compiled here once per row count, typed binds) it does.
+    dialect = psycopg2.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
+    sql = str(stmt.compile(dialect=dialect))
+    binds = [
+        bindparam(f"p{i}_{name}", type_=tasks.c[name].type) for i in range(n) for name in names
+    ]
+    binds.append(bindparam("p_slot", type_=counters.c.slot.type))
+    return text(sql).bindparams(*binds).columns(tasks.c.task_id)
+
+
+@lru_cache(maxsize=64)
+def take_upsert(kind: str, table: Table, key: str) -> Any:
+    """Take or extend the row ``:p_name`` for ``:p_owner`` unless another owner's is live.
+
+    ``INSERT … ON CONFLICT (key) DO UPDATE SET owner, expires_at WHERE owner = :p_owner
+    OR expires_at <= :p_now RETURNING key`` (PostgreSQL, SQLite): a row comes back when
+    the lease was inserted, extended or taken over, none when a live one is another's.
+    The conflict path locks the row and evaluates the condition on its latest version.
+    """
+    maker = pg_insert if kind == "postgresql" else sqlite_insert
+    c = table.c
+    stmt = maker(table).values(
+        {
+            key: bindparam("p_name", type_=c[key].type),
+            "owner": bindparam("p_owner", type_=c.owner.type),
+            "expires_at": bindparam("p_expires", type_=c.expires_at.type),
+        }
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[c[key]],
+        set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+        where=or_(
+            c.owner == stmt.excluded.owner,
+            c.expires_at <= bindparam("p_now", type_=c.expires_at.type),
+        ),
+    ).returning(c[key])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from .rows import (
     tag_token,
     update_values,
 )
-from .statements import task_change
+from .statements import pg_create, pg_transition, task_change
 
 __all__ = ["SQLStore"]
 
@@ -64,7 +65,38 @@ class SQLStore:
         if not records:
             return []
         ops = [self._create_op(record) for record in records]
+        if self._ctx.kind == "postgresql" and _simple_batch(records):
+            return await self._create_fast(records, ops)
         return await self._exec.write_many("creating tasks", ops)
+
+    async def _create_fast(
+        self, records: Sequence[TaskRecord], ops: list[WriteOp[CreateResult]]
+    ) -> list[CreateResult]:
+        """PostgreSQL: insert the whole batch and count it in one statement.
+
+        A record whose id or key conflicted is then created (or found) the usual way,
+        in its own transaction; as ids and keys are distinct within the batch, its
+        conflict is with a task stored before, which is what it would meet in order.
+        """
+        tables = self._ctx.tables
+        stmt = pg_create(tables.tasks, tables.counters, len(records))
+        params: dict[str, Any] = {
+            "p_slot": zlib.crc32(records[0].task_id.encode()) % self._ctx.counter_slots
+        }
+        for i, record in enumerate(records):
+            params.update({f"p{i}_{k}": v for k, v in record_values(record).items()})
+
+        async def single(conn: AsyncConnection) -> set[str]:
+            return set((await conn.execute(stmt, params)).scalars())
+
+        inserted = await self._exec.single("creating tasks", single)
+        results: list[CreateResult] = []
+        for record, op in zip(records, ops, strict=True):
+            if record.task_id in inserted:
+                results.append(CreateResult(record=normalized(record), created=True))
+            else:
+                results.append(await self._exec.write("creating a task", op))
+        return results
 
     def _create_op(self, record: TaskRecord) -> WriteOp[CreateResult]:
         values = record_values(record)
@@ -176,6 +208,31 @@ class SQLStore:
             tx.move(row.func_name, task_id, row.prev_status, new.value)
             return row_to_record(row._mapping)
 
+        if self._ctx.kind == "postgresql":
+            # One statement, its own transaction: the update and both counters.
+            tables = self._ctx.tables
+            stmt = pg_transition(
+                tables.tasks,
+                tables.counters,
+                fields,
+                release_key=release,
+                returning=tuple(record_columns(tables)),
+            )
+            slot = zlib.crc32(task_id.encode()) % self._ctx.counter_slots
+
+            async def single(conn: AsyncConnection) -> TaskRecord | None:
+                params = {f"p_{name}": value for name, value in values.items()}
+                params.update(
+                    p_task_id=task_id,
+                    p_status=new.value,
+                    p_expected=statuses,
+                    p_updated_at=self.clock.now(),
+                    p_slot=slot,
+                )
+                row = (await conn.execute(stmt, params)).first()
+                return None if row is None else row_to_record(row._mapping)
+
+            return await self._exec.single("changing a task's status", single)
         return await self._exec.write("changing a task's status", op)
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
@@ -207,6 +264,31 @@ class SQLStore:
                 await tx.conn.execute(tables.logs.insert(), rows)
 
         await self._exec.write("appending task logs", op)
+
+
+_FAST_BATCH = 64
+
+
+def _simple_batch(records: Sequence[TaskRecord]) -> bool:
+    """True when one multi-row INSERT gives each record what :meth:`create` would.
+
+    Distinct ids and keys (no record conflicts with another of the batch), no tags (kept
+    in their own table), and no record that must first look for a key holder.
+    """
+    if len(records) > _FAST_BATCH:
+        return False
+    ids: set[str] = set()
+    keys: set[str] = set()
+    for record in records:
+        if record.tags or record.task_id in ids:
+            return False
+        ids.add(record.task_id)
+        key = record.idempotency_key
+        if key is not None:
+            if record.status in KEY_RELEASING_STATUSES or key in keys:
+                return False
+            keys.add(key)
+    return True
 
 
 async def _change(
