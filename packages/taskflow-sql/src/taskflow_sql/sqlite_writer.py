@@ -23,6 +23,9 @@ from fastapi_taskflow.errors import BackendUnavailableError
 
 __all__ = ["SQLiteWriter"]
 
+_MAX_YIELDS = 32
+_IDLE_YIELDS = 3
+
 BatchRunner = Callable[[Sequence[Any]], Awaitable[list[Any]]]
 
 
@@ -76,6 +79,8 @@ class SQLiteWriter:
             self._pending.append((op, future))
             futures.append(future)
         self._wake.set()
+        if len(futures) == 1:
+            return [await futures[0]]
         results = await asyncio.gather(*futures, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -105,6 +110,27 @@ class SQLiteWriter:
             live = [(op, fut) for op, fut in batch if not fut.cancelled()]
             if live:
                 await self._run(live)
+                await self._let_callers_submit()
+
+    async def _let_callers_submit(self) -> None:
+        """Yield to the event loop until the callers just answered stop submitting.
+
+        A caller woken by a commit usually writes again a few steps later (the next
+        transition of its task). Taking the next batch at once would start a
+        transaction holding only what arrived during the last commit, and everyone
+        else would wait a whole commit for the one after: batches would stay tiny.
+        Letting the ready callbacks run first (no timer, so no latency when idle)
+        keeps batches as large as the load.
+        """
+        idle = 0
+        for _ in range(_MAX_YIELDS):
+            before = len(self._pending)
+            if before >= self._max_batch:
+                return
+            await asyncio.sleep(0)
+            idle = idle + 1 if len(self._pending) == before else 0
+            if idle >= _IDLE_YIELDS:
+                return
 
     async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
