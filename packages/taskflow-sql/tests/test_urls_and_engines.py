@@ -15,6 +15,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.errors import BackendUnavailableError, BackendURLError, TaskflowError
 from fastapi_taskflow.models import TaskRecord
 from taskflow_sql import SQLBackend
+from taskflow_sql.engine import make_engine
 from taskflow_sql.urls import parse_url
 
 pytestmark = pytest.mark.anyio
@@ -37,6 +38,17 @@ def test_urls_map_to_async_drivers(url: str, driver: str, kind: str) -> None:
     target = parse_url(url)
     assert target.url.drivername == driver
     assert target.kind == kind
+
+
+def test_pool_size_is_taken_from_the_query() -> None:
+    target = parse_url("postgresql://u@h/db?pool_size=20&max_overflow=30&ssl=require")
+    assert target.options == {"pool_size": "20", "max_overflow": "30"}
+    assert dict(target.url.query) == {"ssl": "require"}
+    engine = make_engine(target)
+    assert engine.pool.size() == 20  # type: ignore[attr-defined]
+    assert engine.pool._max_overflow == 30  # type: ignore[attr-defined]
+    with pytest.raises(BackendURLError):
+        parse_url("postgresql://u@h/db?pool_size=many")
 
 
 def test_taskflow_options_are_taken_from_the_query() -> None:

@@ -37,7 +37,10 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
     """Create the engine for a parsed URL.
 
     MySQL/MariaDB sessions use READ COMMITTED (what ``SKIP LOCKED`` claims and
-    insert-if-absent expect); pools are recycled hourly against server timeouts.
+    insert-if-absent expect); pools are recycled hourly against server timeouts. The
+    pool's size comes from ``?pool_size=&max_overflow=`` in the URL, else SQLAlchemy's
+    defaults (5 + 10 overflow: on a small machine more connections only add contention,
+    as every write is one statement and round trip), and ``engine_options`` wins.
 
     Raises:
         BackendURLError: the driver is not installed or is not an async driver.
@@ -47,6 +50,10 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
         options.update(isolation_level="READ COMMITTED", pool_recycle=3600)
     elif target.kind == "postgresql":
         options.update(pool_recycle=3600)
+    if target.kind != "sqlite":  # ?pool_size=…&max_overflow=… in the URL
+        for name in ("pool_size", "max_overflow"):
+            if name in target.options:
+                options[name] = int(target.options[name])
     options.update(engine_options or {})
     try:
         return create_async_engine(target.url, **options)

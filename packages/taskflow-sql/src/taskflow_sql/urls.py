@@ -3,8 +3,9 @@
 ``sqlite:///tasks.db``, ``postgresql://…`` / ``postgres://…`` and ``mysql://…`` /
 ``mariadb://…`` are mapped to SQLAlchemy URLs with the async drivers aiosqlite, asyncpg
 and asyncmy. An explicit driver (``postgresql+psycopg://…``, ``mysql+aiomysql://…``) is
-kept as given. Two query parameters are taskflow's own and are removed before the URL
-reaches SQLAlchemy: ``table_prefix`` and ``schema`` (PostgreSQL only).
+kept as given. Some query parameters are taskflow's own and are removed before the URL
+reaches SQLAlchemy: ``table_prefix``, ``schema`` (PostgreSQL only), and the pool's
+``pool_size`` and ``max_overflow`` (PostgreSQL, MySQL).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ DEFAULT_DRIVERS: dict[str, tuple[str, str, Kind]] = {
 }
 """``scheme -> (SQLAlchemy dialect, default async driver, kind)``."""
 
-_TASKFLOW_OPTIONS = ("table_prefix", "schema")
+_TASKFLOW_OPTIONS = ("table_prefix", "schema", "pool_size", "max_overflow")
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ def parse_url(url: str) -> SQLTarget:
             )
     elif not parsed.database:
         raise BackendURLError(f"{url!r} names no database: add it as the path, e.g. '…/tasks'")
+    for name in ("pool_size", "max_overflow"):
+        if name in options and not options[name].isdigit():
+            raise BackendURLError(f"{url!r}: {name!r} must be a whole number")
     if "schema" in options and kind != "postgresql":
         raise BackendURLError(
             f"{url!r}: 'schema' is a PostgreSQL option; use 'table_prefix' to separate "
