@@ -59,8 +59,10 @@ class SQLStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
 
-        The records are written in one transaction (on SQLite, in as few group-commit
-        batches as fit).
+        On SQLite the records go through group commit (as few batches as fit); on
+        PostgreSQL a batch of distinct, tag-less records is one INSERT statement (see
+        :meth:`_create_fast`); otherwise the records share one transaction. Each record
+        is always created whole or not at all.
         """
         if not records:
             return []
