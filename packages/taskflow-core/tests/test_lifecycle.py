@@ -137,3 +137,27 @@ async def test_a_fresh_loop_gets_a_fresh_runtime() -> None:
     second = await asyncio.to_thread(in_new_loop)
     for task_id in (first, second):
         assert tm.store.get(task_id).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+
+
+async def test_reads_after_shutdown_start_no_background_loops_and_startup_resumes() -> None:
+    """A read after shutdown must not leave loops running that nobody will stop."""
+    tm = TaskManager()
+
+    @tm.task()
+    async def job() -> None:
+        pass
+
+    async with tm:
+        managed = ManagedBackgroundTasks(tm)
+        first = managed.add_task(job)
+        await managed()
+    assert (await tm.store.aget(first)).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    runtime = tm._engine.current_runtime
+    assert runtime is not None and not runtime.background
+    async with tm:  # starts fully again
+        assert tm._engine.current_runtime is not runtime
+        assert tm._engine.current_runtime.background  # type: ignore[union-attr]
+        again = ManagedBackgroundTasks(tm)
+        second = again.add_task(job)
+        await again()
+    assert (await tm.store.aget(second)).status is TaskStatus.SUCCESS  # type: ignore[union-attr]

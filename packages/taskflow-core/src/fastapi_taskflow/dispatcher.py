@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .config import QueueConfig
 from .errors import BackendUnavailableError
 from .models import Claim
+from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -62,6 +63,7 @@ class QueueWorker:
     async def _run(self) -> None:
         engine = self.engine
         while True:
+            reraise_if_cancelled()
             self._wake.clear()
             free = self.config.concurrency - len(self.active)
             claims: list[Claim] = []
@@ -74,9 +76,11 @@ class QueueWorker:
                         limit=free,
                     )
                 except BackendUnavailableError as exc:
+                    reraise_if_cancelled()
                     engine.availability.failed(exc)
                     logger.debug("claiming from queue %r: store unreachable", self.queue)
                 except Exception:
+                    reraise_if_cancelled()
                     logger.exception("claiming from queue %r failed; retrying", self.queue)
             for claim in claims:
                 self.active.add(claim.task_id)

@@ -39,7 +39,7 @@ from .recovery import Recovery
 from .registry import TaskRegistry
 from .rehydrate import rehydrate
 from .resilience import Availability
-from .runtime import Runtime
+from .runtime import Runtime, reraise_if_cancelled
 from .shutdown import shutdown
 
 __all__ = ["Engine", "Invocation", "request_tasks"]  # Invocation re-exported
@@ -94,6 +94,7 @@ class Engine:
         self._runtime_backend: TaskBackend | None = None
         self._deferred: list[tuple[str, str, int]] = []
         self._base_used = False
+        self._shut_down = False
         self._lock = threading.Lock()
         self._flush_scheduled = False
         self.warned_names: set[str] = set()
@@ -153,6 +154,10 @@ class Engine:
         await backend.open()
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend = runtime, backend
+        if self._shut_down:
+            # Reading the store after shutdown() opens the backend, nothing more: no
+            # background loops that nobody would stop. startup() resumes fully.
+            return runtime
         runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
         if self.durable:
             runtime.spawn(self.recovery.run(), name="taskflow-recovery")
@@ -291,10 +296,12 @@ class Engine:
             try:
                 await self.flush()
             except BackendUnavailableError:
+                reraise_if_cancelled()
                 logger.debug("store unreachable; accepted tasks stay buffered", exc_info=True)
                 await asyncio.sleep(0.1)
                 self.schedule_flush(asyncio.get_running_loop())
             except Exception:
+                reraise_if_cancelled()
                 logger.exception("writing accepted tasks to the store failed; will retry")
                 await asyncio.sleep(0.1)
                 self.schedule_flush(asyncio.get_running_loop())
@@ -456,8 +463,22 @@ class Engine:
         """See :func:`fastapi_taskflow.shutdown.shutdown`."""
         await shutdown(self, timeout)
 
+    async def resume(self) -> Runtime:
+        """Start (again) on the running loop with every background loop, even after a
+        shutdown; what ``TaskManager.startup()`` and ``async with`` do."""
+        if self._shut_down:
+            self._shut_down = False
+            passive = self._runtime
+            if passive is not None and passive.loop is asyncio.get_running_loop():
+                # The runtime that served reads after shutdown: replace it by a full one.
+                if self._runtime_backend is not None:
+                    await self._runtime_backend.close()
+                self._runtime = self._runtime_backend = None
+        return await self.started()
+
     def stopped(self) -> None:
-        """Forget the runtime after a shutdown (a later use starts a fresh one)."""
+        """Forget the runtime after a shutdown; later reads open the backend only."""
+        self._shut_down = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

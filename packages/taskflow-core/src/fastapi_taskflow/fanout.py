@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from .events import LifecycleEvent, LogEvent
+from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -50,6 +51,7 @@ class EventHub:
             try:
                 await engine.backend.publish(event)
             except Exception:
+                reraise_if_cancelled()
                 logger.debug("publishing a task event failed", exc_info=True)
 
     async def listen(self) -> None:
@@ -59,6 +61,7 @@ class EventHub:
             try:
                 async with engine.backend.subscribe() as events:
                     async for event in events:
+                        reraise_if_cancelled()
                         if event.instance_id == engine.instance_id:
                             continue
                         await engine.observers.emit_remote(event)
@@ -67,6 +70,7 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                reraise_if_cancelled()
                 logger.debug("event subscription dropped; reconnecting", exc_info=True)
                 await asyncio.sleep(1.0)
 

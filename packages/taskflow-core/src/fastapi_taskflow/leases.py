@@ -14,6 +14,8 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .runtime import reraise_if_cancelled
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -66,6 +68,7 @@ class LeaseKeeper:
         interval = max(engine.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
+            reraise_if_cancelled()
             held = list(self.held)
             try:
                 if held:
@@ -81,4 +84,5 @@ class LeaseKeeper:
                 elif not engine.availability.available:
                     await engine.availability.call(lambda: engine.backend.queue_length("_probe"))
             except Exception:
+                reraise_if_cancelled()
                 logger.debug("lease heartbeat failed; will retry", exc_info=True)

@@ -218,8 +218,11 @@ class TaskManager:
     # -- lifecycle --------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Start the engine on the running loop (optional: it starts on first use)."""
-        await self._engine.started()
+        """Start the engine on the running loop (optional: it starts on first use).
+
+        After ``shutdown()`` this starts it again.
+        """
+        await self._engine.resume()
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop taking work, give running tasks ``timeout`` seconds (default

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .models import Lease, TaskStatus, TaskUpdate
+from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -42,9 +43,11 @@ class Recovery:
         """Scan for expired leases every half lease period; runs until cancelled."""
         interval = max(self.engine.lease_seconds / 2, 0.05)
         while True:
+            reraise_if_cancelled()
             try:
                 await self.scan()
             except Exception:
+                reraise_if_cancelled()
                 logger.debug("recovery scan failed; will retry", exc_info=True)
             await asyncio.sleep(interval)
 

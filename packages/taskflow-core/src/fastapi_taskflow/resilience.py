@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .errors import BackendUnavailableError
+from .runtime import reraise_if_cancelled
 
 __all__ = ["Availability"]
 
@@ -107,6 +108,7 @@ class Availability:
             try:
                 return await self.call(op)
             except BackendUnavailableError:
+                reraise_if_cancelled()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
 
@@ -124,5 +126,6 @@ class Availability:
             try:
                 await self.call(op)
             except BackendUnavailableError:
+                reraise_if_cancelled()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay)

@@ -13,9 +13,22 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "reraise_if_cancelled"]
 
 logger = logging.getLogger("fastapi_taskflow")
+
+
+def reraise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was asked to stop.
+
+    Call it in an ``except Exception`` block of a loop that retries: a driver that turns a
+    cancellation into an ordinary error (some do, while tearing a connection down) would
+    otherwise make the loop outlive its cancellation and hang shutdown.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
 
 
 class Runtime:
