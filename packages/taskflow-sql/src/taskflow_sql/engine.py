@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -82,7 +83,7 @@ def configure_sqlite(engine: AsyncEngine | Engine, settings: SQLiteSettings) -> 
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {settings.busy_timeout_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor, settings.busy_timeout_ms / 1000)
         cursor.execute(f"PRAGMA synchronous = {settings.synchronous}")
         cursor.close()
 
@@ -94,3 +95,22 @@ def configure_sqlite(engine: AsyncEngine | Engine, settings: SQLiteSettings) -> 
 
     event.listen(sync_engine, "connect", on_connect)
     event.listen(sync_engine, "begin", on_begin)
+
+
+def _switch_to_wal(cursor: Any, patience: float) -> None:
+    """Set WAL mode, waiting out other connections.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is
+    locked" at once (without its busy handler) while another connection is opening the
+    same new file. Several processes starting together hit that, so retry for as long
+    as ``busy_timeout`` would have waited.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
