@@ -14,28 +14,11 @@ For each shared backend (SQLite file, PostgreSQL, MySQL/MariaDB, Redis), with
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from types import ModuleType
 
+import instances  # tests-integration/ is on sys.path (pytest's pythonpath option)
 
-def _load_instances() -> ModuleType:
-    name = "taskflow_durability_instances"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("instances.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-instances = _load_instances()
 durable_backend = instances.durable_backend
 Backend = instances.Backend
 
