@@ -92,6 +92,49 @@ def integration(session: nox.Session) -> None:
     session.run("pytest", "-q", "tests-integration", *session.posargs)
 
 
+# What each extra must make work, checked in a fresh venv with only that extra installed.
+INSTALL_CHECKS = {
+    "": "memory://",
+    "[sql]": "sqlite:///check.db",
+    "[postgres]": "postgresql://user@localhost/db",
+    "[mysql]": "mysql://user@localhost/db",
+    "[redis]": "redis://localhost:6379/0",
+    "[all]": "redis://localhost:6379/0",
+}
+
+
+@nox.session
+def install_check(session: nox.Session) -> None:
+    """Build every wheel, then install ``taskflow-core`` alone and with each extra into a
+    fresh venv and build a ``TaskManager`` for the extra's URL (catches undeclared
+    sibling imports and broken extras)."""
+    session.install("pip>=23")
+    dist = Path(session.create_tmp()) / "dist"
+    for name in PACKAGES:
+        session.run("pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), f"packages/{name}")
+    for extra, url in INSTALL_CHECKS.items():
+        venv = Path(session.create_tmp()) / f"venv{extra.strip('[]') or '-core'}"
+        session.run("python", "-m", "venv", "--clear", str(venv))
+        pip, python = str(venv / "bin" / "pip"), str(venv / "bin" / "python")
+        session.run(
+            pip,
+            "install",
+            "--quiet",
+            "--find-links",
+            str(dist),
+            f"taskflow-core{extra}",
+            external=True,
+        )
+        session.run(
+            python,
+            "-c",
+            "import sys; from fastapi_taskflow import TaskManager; "
+            f"print(type(TaskManager(backend={url!r}).backend).__name__, sys.argv)",
+            extra or "core",
+            external=True,
+        )
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on every package's src/."""
