@@ -92,6 +92,7 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
         self._runtime_backend: TaskBackend | None = None
+        self._control_backend: TaskBackend | None = None
         self._deferred: list[tuple[str, str, int]] = []
         self._base_used = False
         self._shut_down = False
@@ -158,6 +159,8 @@ class Engine:
             # Reading the store after shutdown() opens the backend, nothing more: no
             # background loops that nobody would stop. startup() resumes fully.
             return runtime
+        if self.durable:
+            self._control_backend = await self._open_control(backend)
         runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
         if self.durable:
             runtime.spawn(self.recovery.run(), name="taskflow-recovery")
@@ -172,6 +175,30 @@ class Engine:
         if len(self.pending):
             self.schedule_flush(loop)
         return runtime
+
+    @property
+    def control_backend(self) -> TaskBackend:
+        """The backend the heartbeat and recovery use: a fork with a pool of its own on
+        shared backends, so renewing leases never queues behind request traffic."""
+        return self._control_backend or self.backend
+
+    async def _open_control(self, backend: TaskBackend) -> TaskBackend | None:
+        control = backend.fork()
+        try:
+            await control.open()
+        except Exception:
+            logger.warning("no separate connection for lease heartbeats; sharing the pool")
+            return None
+        return control
+
+    async def close_control(self) -> None:
+        """Close the heartbeat's backend fork, if there is one."""
+        control, self._control_backend = self._control_backend, None
+        if control is not None:
+            try:
+                await control.close()
+            except Exception:
+                logger.debug("closing the heartbeat backend failed", exc_info=True)
 
     async def started_backend(self) -> TaskBackend:
         """Start the engine on the running loop if needed and return its backend."""

@@ -73,7 +73,7 @@ class LeaseKeeper:
             try:
                 if held:
                     kept = await engine.availability.call(
-                        lambda held=held: engine.backend.renew_leases(  # type: ignore[misc]
+                        lambda held=held: engine.control_backend.renew_leases(  # type: ignore[misc]
                             held, owner=engine.instance_id, lease_seconds=engine.lease_seconds
                         )
                     )
@@ -82,7 +82,9 @@ class LeaseKeeper:
                             logger.warning("lost the lease of task %s to another instance", lost)
                             self.held.discard(lost)
                 elif not engine.availability.available:
-                    await engine.availability.call(lambda: engine.backend.queue_length("_probe"))
+                    await engine.availability.call(
+                        lambda: engine.control_backend.queue_length("_probe")
+                    )
             except Exception:
                 reraise_if_cancelled()
                 logger.debug("lease heartbeat failed; will retry", exc_info=True)

@@ -59,7 +59,9 @@ class Recovery:
         connection pool, a long GC pause) keeps its tasks.
         """
         engine = self.engine
-        leases = await engine.availability.call(lambda: engine.backend.expired_leases(limit=100))
+        leases = await engine.availability.call(
+            lambda: engine.control_backend.expired_leases(limit=100)
+        )
         dead_before = engine.clock.now() - timedelta(seconds=engine.lease_seconds)
         adopted = 0
         for lease in leases:
@@ -72,7 +74,7 @@ class Recovery:
     async def adopt(self, lease: Lease) -> bool:
         """Take over one expired lease; True if a task changed hands."""
         engine = self.engine
-        backend, me = engine.backend, engine.instance_id
+        backend, me = engine.control_backend, engine.instance_id
         if lease.owner == me and lease.task_id in engine.leases.held:
             return False  # our own heartbeat is late; it will renew
         if not await backend.acquire_lease(

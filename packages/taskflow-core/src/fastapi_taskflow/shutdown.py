@@ -41,6 +41,7 @@ async def shutdown(engine: Engine, timeout: float) -> None:
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)
     engine.bridge.close()
+    await engine.close_control()
     await engine.backend.close()
     engine.stopped()
 
