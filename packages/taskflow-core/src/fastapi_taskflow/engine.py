@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from .accept import accept
@@ -29,9 +30,9 @@ from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent
 from .executor import execute, lifecycle_event, log_event
 from .fanout import EventHub
-from .invocation import QUEUED, Invocation
-from .leases import LeaseKeeper
-from .models import Claim, LogEntry, TaskRecord, TaskStatus
+from .invocation import Invocation
+from .leases import LeaseKeeper, open_control_backend
+from .models import Claim, LogEntry, TaskRecord
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
@@ -41,6 +42,7 @@ from .rehydrate import rehydrate
 from .resilience import Availability
 from .runtime import Runtime, reraise_if_cancelled
 from .shutdown import shutdown
+from .write_hooks import enqueue_batch, lease_batch
 
 __all__ = ["Engine", "Invocation", "request_tasks"]  # Invocation re-exported
 
@@ -160,7 +162,7 @@ class Engine:
             # background loops that nobody would stop. startup() resumes fully.
             return runtime
         if self.durable:
-            self._control_backend = await self._open_control(backend)
+            self._control_backend = await open_control_backend(backend)
         runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
         if self.durable:
             runtime.spawn(self.recovery.run(), name="taskflow-recovery")
@@ -181,15 +183,6 @@ class Engine:
         """The backend the heartbeat and recovery use: a fork with a pool of its own on
         shared backends, so renewing leases never queues behind request traffic."""
         return self._control_backend or self.backend
-
-    async def _open_control(self, backend: TaskBackend) -> TaskBackend | None:
-        control = backend.fork()
-        try:
-            await control.open()
-        except Exception:
-            logger.warning("no separate connection for lease heartbeats; sharing the pool")
-            return None
-        return control
 
     async def close_control(self) -> None:
         """Close the heartbeat's backend fork, if there is one."""
@@ -345,8 +338,8 @@ class Engine:
         await self.started()
         if not len(self.pending):
             return
-        before = self._lease_batch if self.durable else None
-        after = self._enqueue_batch if self.durable else None
+        before = partial(lease_batch, self) if self.durable else None
+        after = partial(enqueue_batch, self) if self.durable else None
         await self.availability.call(lambda: self.pending.flush(self.backend, before, after))
 
     async def flush_for(self, task_id: str) -> bool:
@@ -360,45 +353,6 @@ class Engine:
         """
         await self.availability.persist_while(lambda: task_id in self.pending, self.flush)
         return task_id in self.invocations
-
-    async def _lease_batch(self, batch: list[TaskRecord]) -> None:
-        await self.leases.take(
-            r.task_id
-            for r in batch
-            if r.status is TaskStatus.PENDING
-            and (inv := self.invocations.get(r.task_id)) is not None
-            and inv.route != QUEUED
-        )
-
-    async def _enqueue_batch(self, batch: list[TaskRecord]) -> None:
-        """Put the batch's queued tasks on their queues as soon as they are stored.
-
-        On a durable backend a queued task carries no lease, so it must be on its queue
-        before the response that acknowledges it: an instance that dies after the
-        response and before ``submit()`` would otherwise leave it PENDING forever.
-        """
-        queued = [
-            r
-            for r in batch
-            if r.status is TaskStatus.PENDING
-            and (inv := self.invocations.get(r.task_id)) is not None
-            and inv.route == QUEUED
-        ]
-        if not queued:
-            return
-        backend = self.backend
-        results = await asyncio.gather(
-            *(backend.enqueue(r.task_id, queue=r.queue, priority=r.priority) for r in queued),
-            return_exceptions=True,
-        )
-        errors = [exc for exc in results if isinstance(exc, BaseException)]
-        self.enqueued.update(
-            r.task_id
-            for r, exc in zip(queued, results, strict=True)
-            if not isinstance(exc, BaseException)
-        )
-        if errors:
-            raise errors[0]  # submit() enqueues the rest, with retries
 
     # -- running ----------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .protocols import TaskBackend
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["LeaseKeeper", "open_control_backend"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -88,3 +89,15 @@ class LeaseKeeper:
             except Exception:
                 reraise_if_cancelled()
                 logger.debug("lease heartbeat failed; will retry", exc_info=True)
+
+
+async def open_control_backend(backend: TaskBackend) -> TaskBackend | None:
+    """Open a fork of ``backend`` for the heartbeat and recovery (a pool of their own, so
+    lease renewals never queue behind request traffic); None if it cannot be opened."""
+    control = backend.fork()
+    try:
+        await control.open()
+    except Exception:
+        logger.warning("no separate connection for lease heartbeats; sharing the pool")
+        return None
+    return control
