@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from fastapi_taskflow.testing.services import service_missing
+
 SEED_APPS = Path(__file__).resolve().parent / "seed_apps"
 SEED_BACKENDS_ENV = "TASKFLOW_SEED_BACKENDS"
 
@@ -89,9 +91,7 @@ def require_reachable(url: str) -> None:
         socket.create_connection((parts.hostname, port), timeout=3).close()
     except OSError as exc:
         reason = f"{parts.scheme} server at {parts.hostname}:{port} is not reachable: {exc}"
-        if os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
+        service_missing(reason)
 
 
 def _drop_isolated(url: str, uid: str) -> None:

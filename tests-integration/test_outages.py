@@ -40,6 +40,8 @@ from typing import Protocol
 import httpx
 import pytest
 
+from fastapi_taskflow.testing.services import service_missing
+
 HERE = Path(__file__).resolve().parent
 PG_BIN = Path(os.environ.get("TASKFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TERMINAL = {"success", "failed", "interrupted", "rejected", "cancelled"}
@@ -51,10 +53,7 @@ BURST = 3  # requests per tick
 TICK = 0.01
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
+_missing = service_missing
 
 
 def _free_port() -> int:

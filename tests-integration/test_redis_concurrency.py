@@ -21,6 +21,7 @@ import pytest
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import TaskQuery, TaskRecord
+from fastapi_taskflow.testing.services import service_missing
 
 pytest.importorskip("taskflow_redis")
 import redis
@@ -40,9 +41,7 @@ def redis_url() -> str:
             client.ping()
     except redis.RedisError as exc:
         reason = f"no Redis at {url} ({exc}); set TASKFLOW_TEST_REDIS_URL"
-        if os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
+        service_missing(reason)
     return url
 
 

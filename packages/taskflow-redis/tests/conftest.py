@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.testing.services import service_missing
 from taskflow_redis import RedisBackend
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -27,14 +28,7 @@ CLUSTER_NODES = 3
 STARTUP_DEADLINE = 30.0
 
 
-def _required() -> bool:
-    return os.environ.get("TASKFLOW_REQUIRE_SERVICES") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if _required():
-        pytest.fail(f"{reason} (TASKFLOW_REQUIRE_SERVICES=1, so this is a failure)")
-    pytest.skip(reason)
+_unavailable = service_missing
 
 
 def unique_prefix() -> str:
