@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from pydantic import BaseModel
 
@@ -35,14 +34,8 @@ class Order(BaseModel):
     total: float
 
 
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not await predicate():
-            await anyio.sleep(0.02)
-
-
 async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
-    tmp_path: Path,
+    tmp_path: Path, wait_for: Any
 ) -> None:
     url = f"sqlite:///{tmp_path}/tasks.db"
     ran_on: list[str] = []
@@ -69,12 +62,12 @@ async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
             records = [await staying.store.aget(i) for i in ids]
             return all(r is not None and r.status is TaskStatus.SUCCESS for r in records)
 
-        await _until(all_done, timeout=10)
+        await wait_for(all_done, timeout=10)
     assert ran_on == ["staying"] * 5
 
 
 async def test_a_task_waits_for_an_instance_that_has_its_function(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, wait_for: Any
 ) -> None:
     url = f"sqlite:///{tmp_path}/tasks.db"
     seen: list[tuple[Any, ...]] = []
@@ -112,7 +105,7 @@ async def test_a_task_waits_for_an_instance_that_has_its_function(
         async def warned() -> bool:
             return "'billing.charge', which is not registered" in caplog.text
 
-        await _until(warned)
+        await wait_for(warned, timeout=10)
         record = await lacking.store.aget(task_id)
         assert record is not None and record.status is TaskStatus.PENDING
 
@@ -122,6 +115,6 @@ async def test_a_task_waits_for_an_instance_that_has_its_function(
                 found = await having.store.aget(task_id)
                 return found is not None and found.status is TaskStatus.SUCCESS
 
-            await _until(done, timeout=30)
+            await wait_for(done, timeout=30)
     assert seen == [(order, when, ref, Plan.PRO)]
     assert caplog.text.count("which is not registered") == 1
