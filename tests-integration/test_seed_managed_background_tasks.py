@@ -28,7 +28,9 @@ from fastapi_taskflow import ManagedBackgroundTasks, MemoryObserver, TaskRecord,
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
 from fastapi_taskflow.executor import make_background_func
 
-PAGE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "managed-background-tasks.txt"
+PAGE = (
+    Path(__file__).resolve().parents[1] / "docs" / "reference-pages" / "managed-background-tasks.txt"
+)
 
 TEST_DEADLINE = 60.0
 Loader = Callable[[str], ModuleType]

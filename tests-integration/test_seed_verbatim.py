@@ -19,7 +19,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SEED_APPS = HERE / "seed_apps"
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+SEEDS = Path(__file__).resolve().parents[1] / "docs" / "reference-pages"
 
 # Section headings of each page, in page order.
 SECTIONS = {
@@ -133,7 +133,7 @@ BLOCKS = _blocks()
 def _page(name: str) -> str:
     path = SEEDS / name
     if not path.exists():
-        pytest.fail(f"reference page {path} is missing: the seeds must sit in ../shared/seeds")
+        pytest.fail(f"reference page {path} is missing: it belongs in docs/reference-pages/")
     return path.read_text()
 
 
