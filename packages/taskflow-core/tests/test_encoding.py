@@ -71,4 +71,4 @@ def test_in_process_backends_accept_any_argument() -> None:
     tm = TaskManager()
     task_id = ManagedBackgroundTasks(tm).add_task(handler, threading.Lock())
     record = tm.store.get(task_id)
-    assert record is not None and record.args is None
+    assert record is not None and record.args == [{"__taskflow_unstored__": "lock"}]

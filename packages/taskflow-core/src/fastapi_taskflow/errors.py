@@ -31,11 +31,14 @@ class InvalidTaskError(TaskflowError, ValueError):
 
 
 class TaskArgumentError(InvalidTaskError):
-    """An argument of a task cannot be stored as JSON.
+    """An argument of a task cannot be stored as JSON without reading or changing it.
 
-    Durable backends store arguments as JSON so another instance can run the task. The
-    message names the argument; pass plain data (str, int, pydantic models, datetimes,
-    UUIDs, enums, lists and dicts of those) or an id the task can load itself.
+    Durable backends store arguments as JSON so another instance can run the task. Files,
+    streams, uploads, generators and other iterators (which only turn into data by being
+    read) and objects with no JSON form (locks, sockets) are refused; the argument is left
+    untouched. The message names the argument; pass plain data (str, int, bytes, pydantic
+    models, datetimes, UUIDs, enums, lists and dicts of those) or an id the task can load
+    itself.
     """
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .encoding import decode_arguments
+from .encoding import decode_arguments, has_unstored
 from .invocation import QUEUED, Invocation
 from .models import Claim, TaskStatus, TaskUpdate
 
@@ -30,15 +30,19 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
         await engine.leases.release(claim.task_id)
         return None
     entry = engine.registry.by_name(record.func_name)
-    if entry is None or record.args is None:
+    in_memory_only = record.args is None or has_unstored(record.args, record.kwargs)
+    if entry is None or in_memory_only:
         if record.func_name not in engine.warned_names:
             engine.warned_names.add(record.func_name)
             logger.warning(
-                "task %s needs %r, which is not registered on this instance (%s); it "
-                "stays PENDING for an instance that has it",
+                "task %s (%r) cannot run on this instance (%s): %s; it stays PENDING for "
+                "an instance that can run it",
                 record.task_id,
                 record.func_name,
                 engine.instance_id,
+                "its function is not registered here"
+                if entry is None
+                else "its arguments were kept in memory by the process that accepted it",
             )
         await engine.requeue(record, delay=max(engine.poll_interval * 5, 1.0), wake=False)
         await engine.leases.release(claim.task_id)
