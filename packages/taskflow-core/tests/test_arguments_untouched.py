@@ -93,7 +93,7 @@ def _unstorables() -> Iterator[tuple[str, Any, Any]]:
     """(type name, value, a probe returning what is left to read)."""
     text = io.StringIO("abc\ndef\n")
     yield "StringIO", text, lambda: text.getvalue()[text.tell() :]
-    spooled = tempfile.SpooledTemporaryFile()
+    spooled = tempfile.SpooledTemporaryFile()  # noqa: SIM115 (closed with the test)
     spooled.write(b"upload body\n" * 10)
     spooled.seek(0)
     yield "SpooledTemporaryFile", spooled, lambda: spooled.read()
@@ -113,7 +113,7 @@ async def test_a_durable_backend_refuses_streams_by_name_and_leaves_them_unread(
     tm = TaskManager(backend=store)
     async with tm:
         managed = ManagedBackgroundTasks(tm)
-        for type_name, value, left in _unstorables():
+        for type_name, value, _left in _unstorables():
             with pytest.raises(TaskArgumentError) as positional:
                 managed.add_task(handler, value)
             assert f"positional argument 'first' of handler is a {type_name}" in str(

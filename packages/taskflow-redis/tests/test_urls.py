@@ -94,3 +94,13 @@ def test_only_one_connection_source() -> None:
 def test_prefix_with_braces_is_refused() -> None:
     with pytest.raises(ValueError, match="prefix"):
         RedisBackend("redis://localhost", prefix="a{b}")
+
+
+def test_an_unknown_option_is_named_with_the_valid_ones_and_the_query_kept() -> None:
+    with pytest.raises(BackendURLError) as info:
+        RedisBackend("redis://:hunter2@localhost:6379/0?prefx=x")
+    message = str(info.value)
+    assert "unknown option 'prefx'" in message
+    assert "'redis://:***@localhost:6379/0?prefx=x'" in message
+    assert "prefix, cluster, retention" in message and "socket_timeout" in message
+    assert "hunter2" not in message and "unexpected keyword" not in message

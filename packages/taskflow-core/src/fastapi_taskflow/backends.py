@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from .clock import Clock, SystemClock
 from .errors import BackendNotFoundError, BackendURLError
 from .protocols import BackendFactory, TaskBackend
+from .redaction import mask_secrets
 
 __all__ = ["DEFAULT_BACKEND_URL", "ENV_VAR", "open_backend", "registered_schemes"]
 
@@ -39,13 +40,15 @@ def registered_schemes() -> dict[str, str]:
 def _scheme_of(url: str) -> str:
     if not isinstance(url, str) or "://" not in url:
         raise BackendURLError(
-            f"malformed backend URL {url!r}: expected 'scheme://...', for example "
+            f"malformed backend URL {mask_secrets(str(url))!r}: expected 'scheme://...', for example "
             "'memory://', 'sqlite:///tasks.db', 'postgresql://host/db' or 'redis://host:6379/0'"
         )
     scheme = urlsplit(url).scheme.lower()
     base = scheme.split("+", 1)[0]
     if not base:
-        raise BackendURLError(f"malformed backend URL {url!r}: the scheme before '://' is empty")
+        raise BackendURLError(
+            f"malformed backend URL {mask_secrets(url)!r}: the scheme before '://' is empty"
+        )
     return base
 
 
@@ -74,7 +77,7 @@ def open_backend(url: str | None = None, *, clock: Clock | None = None) -> TaskB
         )
         known = ", ".join(sorted(registered_schemes())) or "none"
         raise BackendNotFoundError(
-            f"no backend is installed for {scheme}:// URLs ({url!r}); {fix}. "
+            f"no backend is installed for {scheme}:// URLs ({mask_secrets(url)!r}); {fix}. "
             f"Installed schemes: {known}."
         )
     factory: BackendFactory = found[0].load()

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .engine import request_tasks
 from .errors import BackendUnavailableError
 from .invocation import BACKGROUND
+from .redaction import mask_secrets
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -149,12 +150,21 @@ def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
 
 
 async def _send_refusal(send: Send, exc: BaseException) -> None:
-    """Answer a request whose tasks could not be stored: 503 (store unreachable) or 500."""
+    """Answer a request whose tasks could not be stored: 503 (store unreachable) or 500.
+
+    The body never says where the store is or what it answered (that can name internal
+    hosts); the cause is logged for the operator instead, its passwords masked.
+    """
     unavailable = isinstance(exc, BackendUnavailableError)
+    logger.warning(
+        "a request's tasks could not be stored, answering %d: %s",
+        503 if unavailable else 500,
+        mask_secrets(f"{type(exc).__name__}: {exc}"),
+    )
     detail = (
-        f"the task store is unreachable, so no task was accepted; retry later ({exc})"
+        "the task store is unavailable, so no task was accepted; retry later"
         if unavailable
-        else f"the request's tasks could not be stored, so none was accepted ({exc})"
+        else "the request's tasks could not be stored, so none was accepted"
     )
     response = JSONResponse(
         {"detail": detail},

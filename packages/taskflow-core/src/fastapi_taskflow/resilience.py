@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .errors import BackendUnavailableError
+from .redaction import mask_secrets
 from .runtime import reraise_if_cancelled
 
 __all__ = ["Availability"]
@@ -68,13 +69,16 @@ class Availability:
             return
         raise BackendUnavailableError(
             "the task store is unreachable, so no task was accepted; retry later "
-            f"(a route can answer 503). Last error: {self.last_error}"
+            "(a route can answer 503). The store's own error is this error's __cause__ "
+            "and was logged when the outage began."
         ) from self.last_error
 
     def failed(self, exc: BaseException) -> None:
         """Record that a call failed because the backend is unreachable."""
         if self.available:
-            logger.warning("task backend unreachable: %s; retrying with backoff", exc)
+            logger.warning(
+                "task backend unreachable: %s; retrying with backoff", mask_secrets(str(exc))
+            )
             self._probe_delay = self.first_delay
             self._probe_at = self._clock() + self._probe_delay
         self.available = False

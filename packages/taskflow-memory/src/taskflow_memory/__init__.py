@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from fastapi_taskflow.clock import Clock, SystemClock
 from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.redaction import mask_secrets
 
 from .coordination import CoordinationState, MemoryCoordination
 from .store import MemoryState, MemoryStore
@@ -57,7 +58,7 @@ def from_url(url: str, *, clock: Clock) -> MemoryBackend:
     parts = urlsplit(url)
     if parts.scheme != "memory" or parts.path not in ("", "/") or parts.query:
         raise BackendURLError(
-            f"malformed memory backend URL {url!r}: use exactly 'memory://' "
-            "(every TaskManager gets its own in-process store)"
+            f"malformed memory backend URL {mask_secrets(str(url))!r}: use exactly "
+            "'memory://' (every TaskManager gets its own in-process store)"
         )
     return MemoryBackend(clock=clock)

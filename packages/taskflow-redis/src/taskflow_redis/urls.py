@@ -14,9 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import re
+
 from redis.asyncio.connection import ConnectionPool
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.redaction import mask_secrets
 
 __all__ = ["SCHEMES", "RedisURL", "parse_redis_url", "redact"]
 
@@ -45,16 +49,14 @@ class RedisURL:
     retention: float | None = None
 
 
+_TASKFLOW_OPTIONS = ("prefix", "cluster", "retention")
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(?P<name>[^']+)'")
+
+
 def redact(url: str) -> str:
-    """Return ``url`` without its password and query, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        user = netloc.rsplit("@", 1)[0].split(":", 1)[0]
-        netloc = f"{user}:***@" + netloc.rsplit("@", 1)[1] if user else netloc.rsplit("@", 1)[1]
-    return f"{scheme}://{netloc}{slash}{path}".split("?", 1)[0]
+    """Return ``url`` with its password masked (query kept, secrets in it masked), for
+    messages; see :func:`fastapi_taskflow.redaction.mask_secrets`."""
+    return mask_secrets(url)
 
 
 def _fail(url: str, why: str) -> BackendURLError:
@@ -128,4 +130,12 @@ def _check_with_redis_py(url: str, clean: str) -> None:
         pool = ConnectionPool.from_url(clean)
         pool.make_connection()  # type: ignore[no-untyped-call]
     except (ValueError, TypeError) as exc:
-        raise _fail(url, str(exc)) from exc
+        unknown = _UNEXPECTED_KEYWORD.search(str(exc))
+        if unknown is None:
+            raise _fail(url, mask_secrets(str(exc))) from exc
+        raise _fail(
+            url,
+            f"unknown option {unknown['name']!r}: taskflow's own options are "
+            f"{', '.join(_TASKFLOW_OPTIONS)}; redis-py's are "
+            f"{', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}",
+        ) from exc

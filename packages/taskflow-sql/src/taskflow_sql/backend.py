@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
+from fastapi_taskflow.redaction import mask_secrets
 
 from .context import SQLContext
 from .engine import SQLiteSettings, configure_sqlite, make_engine
@@ -211,6 +212,4 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         return SQLBackend(self._url, clock=self.clock, **settings)
 
     def __repr__(self) -> str:
-        where = self._target.url if self._target else self._url
-        safe = str(where).split("@")[-1] if "@" in str(where) else str(where)
-        return f"SQLBackend({self.kind}, {safe!r}, prefix={self.tables.prefix!r})"
+        return f"SQLBackend({self.kind}, {mask_secrets(self._url)!r}, prefix={self.tables.prefix!r})"

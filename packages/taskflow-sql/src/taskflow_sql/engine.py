@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.redaction import mask_secrets
 
 from .urls import SQLTarget
 
@@ -61,8 +62,8 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
     except (NoSuchModuleError, ArgumentError, InvalidRequestError, ImportError) as exc:
         extra = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}[target.kind]
         raise BackendURLError(
-            f"cannot use {target.url.drivername!r}: {exc}. Use an async driver; the "
-            f'default one is installed with: pip install "taskflow-sql[{extra}]"'
+            f"cannot use {target.url.drivername!r}: {mask_secrets(str(exc))}. Use an async "
+            f'driver; the default one is installed with: pip install "taskflow-core[{extra}]"'
         ) from exc
 
 

@@ -11,17 +11,25 @@ driver's exception kept as ``__cause__``:
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
 import sqlite3
 
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from fastapi_taskflow.errors import BackendUnavailableError, TaskflowError
+from fastapi_taskflow.errors import BackendUnavailableError, BackendURLError, TaskflowError
+from fastapi_taskflow.redaction import mask_secrets
+
+from .urls import TASKFLOW_OPTIONS
 
 __all__ = [
     "SQLBackendError",
     "SchemaVersionError",
     "is_retryable",
     "unavailable",
+    "unknown_option",
     "wrap_error",
 ]
 
@@ -49,18 +57,72 @@ class SchemaVersionError(SQLBackendError):
     """
 
 
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(?P<name>[^']+)'")
+# Parameters of a driver's connect() that a URL's parts fill, or that are not options.
+_NOT_URL_OPTIONS = {
+    *("dsn", "host", "port", "user", "password", "database", "db", "loop", "kwargs"),
+    *("connection_class", "record_class", "conv", "cursor_cls", "query_callback"),
+    *("password_creator", "auth_plugin_map", "loop"),
+}
+
+
 def unavailable(what: str, exc: BaseException) -> BackendUnavailableError:
     """Build the error for an unreachable database, naming ``what`` was being done."""
+    if _is_sqlite_file_problem(exc):
+        hint = (
+            "Check that the database file's directory exists and that this process may "
+            "write to it (the path is the URL's, relative to the working directory)"
+        )
+    else:
+        hint = (
+            "Check that the server is running and the URL (host, port, database, "
+            "credentials) is right"
+        )
     return BackendUnavailableError(
-        f"the SQL database is unavailable while {what}: {_short(exc)}. Check that the "
-        "server is running and the URL (host, port, database, credentials) is right; "
-        "nothing was written."
+        f"the SQL database is unavailable while {what}: {_short(exc)}. {hint}; nothing "
+        "was written."
     )
+
+
+def unknown_option(exc: BaseException, url: URL) -> BackendURLError | None:
+    """Return the error for a URL query option the driver refused, if ``exc`` is that.
+
+    A driver's ``connect()`` gets the URL's query options as keyword arguments, so an
+    unknown one (a typo such as ``?prefx=``) surfaces as a ``TypeError``; this names
+    the option, the URL (password masked, query kept) and the options that are valid.
+    """
+    match = _UNEXPECTED_KEYWORD.search(str(exc)) if isinstance(exc, TypeError) else None
+    if match is None:
+        return None
+    driver = url.get_driver_name()
+    valid = ", ".join(_driver_options(driver)) or f"see the {driver} documentation"
+    shown = url.render_as_string(hide_password=False)
+    return BackendURLError(
+        f"unknown option {match['name']!r} in the backend URL {mask_secrets(shown)!r}. "
+        f"taskflow's own options are {', '.join(TASKFLOW_OPTIONS)}; the others go to the "
+        f"{driver} driver, which accepts: {valid}."
+    )
+
+
+def _driver_options(driver: str) -> list[str]:
+    try:
+        connect = importlib.import_module(driver).connect
+        names = inspect.signature(connect).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+    return sorted(name for name in names if name not in _NOT_URL_OPTIONS)
+
+
+def _is_sqlite_file_problem(exc: BaseException) -> bool:
+    if isinstance(exc, FileNotFoundError):
+        return True
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.Error)
 
 
 def _short(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return mask_secrets(text.splitlines()[0][:300])
 
 
 def _driver_code(exc: BaseException) -> object:

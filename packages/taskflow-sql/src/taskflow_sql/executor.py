@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .context import ReadOp, SingleOp, SQLContext, Tx, WriteOp
 from .dialect import add_counts
 from .engine import SQLiteSettings
-from .errors import is_retryable, unavailable, wrap_error
+from .errors import is_retryable, unavailable, unknown_option, wrap_error
 from .sqlite_sync import SQLiteBatchRunner
 from .sqlite_writer import SQLiteWriter
 
@@ -30,7 +30,7 @@ async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
     try:
         conn = await ctx.engine.connect()
     except Exception as exc:
-        raise unavailable("connecting", exc) from exc
+        raise (unknown_option(exc, ctx.engine.url) or unavailable("connecting", exc)) from exc
     if write and ctx.kind == "sqlite":
         conn = await conn.execution_options(taskflow_write=True)
     return conn

@@ -17,8 +17,17 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.redaction import mask_secrets
 
-__all__ = ["DEFAULT_DRIVERS", "Kind", "SQLTarget", "kind_of", "parse_url"]
+__all__ = [
+    "DEFAULT_DRIVERS",
+    "SQLITE_OPTIONS",
+    "TASKFLOW_OPTIONS",
+    "Kind",
+    "SQLTarget",
+    "kind_of",
+    "parse_url",
+]
 
 Kind = Literal["sqlite", "postgresql", "mysql"]
 """The three engine families the backend knows; MariaDB is ``mysql``."""
@@ -32,7 +41,21 @@ DEFAULT_DRIVERS: dict[str, tuple[str, str, Kind]] = {
 }
 """``scheme -> (SQLAlchemy dialect, default async driver, kind)``."""
 
-_TASKFLOW_OPTIONS = ("table_prefix", "schema", "pool_size", "max_overflow")
+TASKFLOW_OPTIONS = ("table_prefix", "schema", "pool_size", "max_overflow")
+"""taskflow's own query options, removed before the URL reaches SQLAlchemy."""
+
+SQLITE_OPTIONS = (
+    "cached_statements",
+    "check_same_thread",
+    "detect_types",
+    "isolation_level",
+    "timeout",
+    "uri",
+)
+"""The query options SQLAlchemy's SQLite dialect passes on (any option with ``uri=true``).
+
+PostgreSQL and MySQL options go to the driver's ``connect()``, which names an unknown
+one when the backend first connects (see :func:`taskflow_sql.errors.unknown_option`)."""
 
 
 @dataclass(frozen=True)
@@ -72,45 +95,57 @@ def parse_url(url: str) -> SQLTarget:
             ``mariadb://…``, optionally with ``+driver`` and ``?table_prefix=…&schema=…``.
 
     Raises:
-        BackendURLError: the URL is malformed, names another database, or is an
-            in-memory SQLite database (use ``memory://`` for that).
+        BackendURLError: the URL is malformed, names another database, is an in-memory
+            SQLite database (use ``memory://`` for that), or has an unknown SQLite option.
+            Messages show the URL with its password masked.
     """
+    shown = mask_secrets(str(url))
     if not isinstance(url, str) or "://" not in url:
         raise BackendURLError(
-            f"malformed SQL backend URL {url!r}: expected for example 'sqlite:///tasks.db', "
+            f"malformed SQL backend URL {shown!r}: expected for example 'sqlite:///tasks.db', "
             "'postgresql://user@host/db' or 'mysql://user@host/db'"
         )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise BackendURLError(f"malformed SQL backend URL {url!r}: {exc}") from exc
+        raise BackendURLError(
+            f"malformed SQL backend URL {shown!r}: {mask_secrets(str(exc))}"
+        ) from exc
     scheme = parsed.get_backend_name().lower()
     if scheme not in DEFAULT_DRIVERS:
         raise BackendURLError(
-            f"{url!r} is not a SQL backend URL: use sqlite://, postgresql://, postgres://, "
+            f"{shown!r} is not a SQL backend URL: use sqlite://, postgresql://, postgres://, "
             "mysql:// or mariadb://"
         )
     dialect, default_driver, kind = DEFAULT_DRIVERS[scheme]
     driver = parsed.get_driver_name() if "+" in parsed.drivername else default_driver
-    options = {name: str(parsed.query[name]) for name in _TASKFLOW_OPTIONS if name in parsed.query}
-    parsed = parsed.difference_update_query(_TASKFLOW_OPTIONS)
+    options = {name: str(parsed.query[name]) for name in TASKFLOW_OPTIONS if name in parsed.query}
+    parsed = parsed.difference_update_query(TASKFLOW_OPTIONS)
     parsed = parsed.set(drivername=f"{dialect}+{driver}")
     if kind == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or "mode=memory" in url:
             raise BackendURLError(
-                f"{url!r} is an in-memory SQLite database, which each connection sees "
+                f"{shown!r} is an in-memory SQLite database, which each connection sees "
                 "separately; use 'memory://' for an in-process store or a file such as "
                 "'sqlite:///tasks.db'"
             )
     elif not parsed.database:
-        raise BackendURLError(f"{url!r} names no database: add it as the path, e.g. '…/tasks'")
+        raise BackendURLError(f"{shown!r} names no database: add it as the path, e.g. '…/tasks'")
     for name in ("pool_size", "max_overflow"):
         if name in options and not options[name].isdigit():
-            raise BackendURLError(f"{url!r}: {name!r} must be a whole number")
+            raise BackendURLError(f"{shown!r}: {name!r} must be a whole number")
     if "schema" in options and kind != "postgresql":
         raise BackendURLError(
-            f"{url!r}: 'schema' is a PostgreSQL option; use 'table_prefix' to separate "
+            f"{shown!r}: 'schema' is a PostgreSQL option; use 'table_prefix' to separate "
             "several taskflow stores in one database"
         )
+    if kind == "sqlite" and str(parsed.query.get("uri", "")).lower() not in ("true", "1"):
+        unknown = sorted(set(parsed.query) - set(SQLITE_OPTIONS))
+        if unknown:
+            raise BackendURLError(
+                f"unknown option {unknown[0]!r} in the backend URL {shown!r}. taskflow's own "
+                f"options are {', '.join(TASKFLOW_OPTIONS[:1])}; SQLite also takes "
+                f"{', '.join(SQLITE_OPTIONS)} (SQLite URI options need uri=true)."
+            )
     return SQLTarget(url=parsed, kind=kind, options=options)
