@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
@@ -117,25 +118,33 @@ async def test_shutdown_gives_running_tasks_time_then_interrupts_them() -> None:
 
 
 async def test_a_fresh_loop_gets_a_fresh_runtime() -> None:
-    """A manager outlives event loops (a test client may open one per test)."""
+    """A manager outlives event loops (a test client may open one per test): each new
+    loop gets its own runtime, bound to that loop, and the task runs on it."""
     tm = TaskManager()
+    ran_on: list[asyncio.AbstractEventLoop] = []
 
     @tm.task()
-    def job() -> None:
-        pass
+    async def job() -> None:
+        await asyncio.sleep(0)
+        ran_on.append(asyncio.get_running_loop())
 
-    def in_new_loop() -> str:
-        async def run() -> str:
+    def in_new_loop() -> tuple[str, object, asyncio.AbstractEventLoop, bool]:
+        async def run() -> tuple[str, object, asyncio.AbstractEventLoop, bool]:
             managed = ManagedBackgroundTasks(tm)
             task_id = managed.add_task(job)
             await managed()
-            return task_id
+            runtime = tm._engine.current_runtime
+            loop = asyncio.get_running_loop()
+            return task_id, runtime, loop, runtime is not None and runtime.loop is loop
 
         return asyncio.run(run())
 
-    first = await asyncio.to_thread(in_new_loop)
-    second = await asyncio.to_thread(in_new_loop)
-    for task_id in (first, second):
+    first_id, first_runtime, first_loop, first_bound = await asyncio.to_thread(in_new_loop)
+    second_id, second_runtime, second_loop, second_bound = await asyncio.to_thread(in_new_loop)
+    assert first_bound and second_bound, "the runtime in use is not the current loop's"
+    assert first_runtime is not second_runtime
+    assert ran_on == [first_loop, second_loop]
+    for task_id in (first_id, second_id):
         assert tm.store.get(task_id).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
 
 
@@ -161,3 +170,28 @@ async def test_reads_after_shutdown_start_no_background_loops_and_startup_resume
         second = again.add_task(job)
         await again()
     assert (await tm.store.aget(second)).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+
+
+async def test_an_observer_failing_on_every_event_logs_one_traceback_then_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exploding = ExplodingObserver()
+    tm = TaskManager(observers=[exploding])
+
+    @tm.task()
+    async def job() -> None:
+        pass
+
+    caplog.set_level(logging.DEBUG, logger="fastapi_taskflow")
+    async with tm:
+        managed = ManagedBackgroundTasks(tm)
+        for _ in range(10):
+            managed.add_task(job)
+        await managed()
+    failed = [r for r in caplog.records if "observer" in r.getMessage()]
+    with_traceback = [r for r in failed if r.exc_info]
+    assert len(with_traceback) == 1, f"{len(with_traceback)} tracebacks for one observer bug"
+    assert "observer bug" in caplog.text  # the first one is shown in full
+    assert tm.observers.failures[id(exploding)] == 20  # running + success, 10 tasks
+    counted = [r for r in failed if "has failed on 10 events" in r.getMessage()]
+    assert len(counted) == 1 and len(failed) <= 3

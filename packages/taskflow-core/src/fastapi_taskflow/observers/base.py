@@ -31,10 +31,21 @@ class BaseObserver:
 
 
 class ObserverChain:
-    """Calls each observer in order; an observer that raises is logged and skipped."""
+    """Calls each observer in order; an observer that raises is logged and skipped.
+
+    An observer that fails on every event would otherwise flood the log, so the first
+    failure of each observer with each exception type is logged with its traceback, and
+    later ones are only counted (``failures``), with a one-line warning when the count
+    reaches 10, 100, 1000 and so on.
+
+    Attributes:
+        failures: how many events each observer (by ``id``) has failed on.
+    """
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self.observers: list[Observer] = list(observers)
+        self.failures: dict[int, int] = {}
+        self._reported: set[tuple[int, type[BaseException]]] = set()
 
     def add(self, observer: Observer) -> None:
         """Append an observer to the chain."""
@@ -57,10 +68,37 @@ class ObserverChain:
                     await observer.on_lifecycle(event)
                 else:
                     await observer.on_log(event)
-            except Exception:
-                logger.exception(
-                    "observer %r failed on %s event of task %s; the task is unaffected",
-                    observer,
-                    event.type,
-                    event.task_id,
-                )
+            except Exception as exc:
+                self._failed(observer, event, exc)
+
+    def _failed(
+        self, observer: Observer, event: LifecycleEvent | LogEvent, exc: Exception
+    ) -> None:
+        count = self.failures.get(id(observer), 0) + 1
+        self.failures[id(observer)] = count
+        key = (id(observer), type(exc))
+        if key not in self._reported:
+            self._reported.add(key)
+            logger.error(
+                "observer %r failed on %s event of task %s; the task is unaffected. "
+                "Further %s failures of this observer are counted, not logged each time",
+                observer,
+                event.type,
+                event.task_id,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+        elif _is_power_of_ten(count):
+            logger.warning(
+                "observer %r has failed on %d events so far (last: %s: %s)",
+                observer,
+                count,
+                type(exc).__name__,
+                exc,
+            )
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
