@@ -46,7 +46,6 @@ _current_manager: ContextVar[TaskManager | None] = ContextVar(
 )
 logger = logging.getLogger("fastapi_taskflow")
 _patch_lock = threading.Lock()
-_patched = False
 
 
 class TaskflowMiddleware:
@@ -76,6 +75,7 @@ class TaskflowMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        _patch_fastapi()  # one attribute read; re-installs a hook something removed
         engine = self.task_manager._engine
         await engine.started()
         accepted: set[str] = set()
@@ -191,14 +191,18 @@ def _background_tasks_factory(*args: Any, **kwargs: Any) -> BackgroundTasks:
 
 
 def _patch_fastapi() -> None:
-    global _patched
-    with _patch_lock:
-        if _patched:
-            return
-        import fastapi.dependencies.utils as dependency_utils
+    """Make FastAPI build ``BackgroundTasks`` through our factory.
 
+    The hook itself is checked on every call (not a flag remembered once): if anything
+    restored FastAPI's original class since (a test fixture undoing monkeypatches,
+    another library), it is put back.
+    """
+    import fastapi.dependencies.utils as dependency_utils
+
+    if getattr(dependency_utils, "BackgroundTasks", None) is _background_tasks_factory:
+        return
+    with _patch_lock:
         setattr(dependency_utils, "BackgroundTasks", _background_tasks_factory)  # noqa: B010
-        _patched = True
 
 
 def install_app(task_manager: TaskManager, app: FastAPI) -> None:
