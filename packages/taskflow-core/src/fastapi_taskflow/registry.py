@@ -71,6 +71,31 @@ class TaskRegistry:
         """Return the task registered as ``name``, or None."""
         return self._by_name.get(name)
 
+    def names_matching(self, name: str) -> set[str]:
+        """Return the registered names of the tasks ``name`` designates.
+
+        ``name`` may be a registered name, or a function's short name (``send_email``),
+        qualified name (``Mailer.send``) or ``module.qualname``; a short name can match
+        several functions.
+        """
+        with self._lock:
+            if name in self._by_name:
+                return {name}
+            return {
+                entry.config.name
+                for entry in self._by_name.values()
+                if name in _names_of(entry.func)
+            }
+
     def names(self) -> list[str]:
         """Return every registered name, sorted."""
         return sorted(self._by_name)
+
+
+def _names_of(func: Callable[..., Any]) -> set[str]:
+    names = {default_name(func)}
+    for attr in ("__name__", "__qualname__"):
+        value = getattr(func, attr, None)
+        if isinstance(value, str):
+            names.add(value)
+    return names

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import InvalidTaskError
 from .models import TaskPage, TaskQuery, TaskRecord, TaskStats
+from .protocols import TaskBackend
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -53,16 +55,61 @@ class TaskStore:
 
         Pass a :class:`~fastapi_taskflow.models.TaskQuery` or its fields as keywords
         (``statuses=``, ``func_name=``, ``tags=``, ``limit=``, ``cursor=`` ...).
+
+        ``func_name`` may be the name the task is registered under (what
+        ``record.func_name`` shows: ``name=`` given to ``@task_manager.task``, else
+        ``module.qualname``), or the function's short name (``send_email``) or
+        qualified name (``Mailer.send``); see :meth:`resolve_func_name`.
+
+        Raises:
+            InvalidTaskError: ``func_name`` is a short name shared by several tasks.
         """
         q = query or TaskQuery(**filters)
         self._flush_blocking()
-        return self._engine.bridge.run(lambda backend: backend.query(q))
+        return self._engine.bridge.run(lambda backend: self._query(backend, q))
 
     async def aquery(self, query: TaskQuery | None = None, **filters: Any) -> TaskPage:
         """Awaitable :meth:`query`."""
         q = query or TaskQuery(**filters)
         await self._engine.flush()
-        return await self._engine.backend.query(q)
+        return await self._query(self._engine.backend, q)
+
+    async def resolve_func_name(self, name: str, backend: TaskBackend | None = None) -> str:
+        """Return the stored name (``record.func_name``) that ``name`` designates.
+
+        In order: a name registered on this manager; a registered function whose short
+        name, qualified name or ``module.qualname`` is ``name``; a name present in the
+        store (every instance's tasks, from ``stats()``) equal to ``name`` or ending in
+        ``.`` + ``name``. A name that matches nothing is returned unchanged (the query
+        then finds nothing).
+
+        Raises:
+            InvalidTaskError: ``name`` matches several tasks; the message lists them.
+        """
+        registered = self._engine.registry.names_matching(name)
+        if len(registered) == 1:
+            return registered.pop()
+        if not registered:
+            store = backend or self._engine.backend
+            stored = (await store.stats()).by_func
+            if name in stored:
+                return name
+            registered = {full for full in stored if full.endswith(f".{name}")}
+            if len(registered) == 1:
+                return registered.pop()
+        if not registered:
+            return name
+        raise InvalidTaskError(
+            f"func_name={name!r} matches several tasks: {', '.join(sorted(registered))}; "
+            "pass one of these names"
+        )
+
+    async def _query(self, backend: TaskBackend, q: TaskQuery) -> TaskPage:
+        if q.func_name is not None:
+            resolved = await self.resolve_func_name(q.func_name, backend)
+            if resolved != q.func_name:
+                q = q.model_copy(update={"func_name": resolved})
+        return await backend.query(q)
 
     def stats(self) -> TaskStats:
         """Return task counts by status and by function name."""
