@@ -151,22 +151,23 @@ class PostgresServer:
         self._run(PG_BIN / "pg_ctl", "stop", "-w", "-t", "30", "-m", "fast", "-D", self.data)
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+@contextlib.contextmanager
+def _redis(start: bool) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         _missing("redis-server is not on PATH")
     directory = Path(tempfile.mkdtemp(prefix="taskflow-outage-redis-"))
     server = RedisServer(directory)
     try:
-        server.start()
+        if start:
+            server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def _postgres(start: bool) -> Iterator[PostgresServer]:
     if not (PG_BIN / "pg_ctl").exists() or not (PG_BIN / "initdb").exists():
         _missing(f"PostgreSQL binaries not found in {PG_BIN} (set TASKFLOW_PG_BIN)")
     directory = Path(tempfile.mkdtemp(prefix="taskflow-outage-pg-"))
@@ -174,13 +175,26 @@ def postgres_server() -> Iterator[PostgresServer]:
     server: PostgresServer | None = None
     try:
         server = PostgresServer(directory)
-        server.start()
+        if start:
+            server.start()
         yield server
     finally:
         if server is not None:
             with contextlib.suppress(Exception):
                 server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with _redis(start=True) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    with _postgres(start=True) as server:
+        yield server
 
 
 class App:
@@ -397,3 +411,32 @@ def test_postgres_restart_under_load(app_on_postgres: App, postgres_server: Post
     result, load_time = asyncio.run(_restart_under_load(app_on_postgres, postgres_server))
     _report("postgres", result, load_time)
     assert result.acknowledged
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_a_store_down_at_boot_is_waited_for_without_a_restart(kind: str, tmp_path: Path) -> None:
+    """The app starts while its store is down, answers the routes that do not enqueue,
+    refuses enqueues with a 503, and works once the store comes up: same process."""
+    servers = _redis(start=False) if kind == "redis" else _postgres(start=False)
+    with servers as server:
+        for app in _run_app(server.url, tmp_path):
+            assert "unreachable at startup" in "".join(app.log), "".join(app.log)
+            with httpx.Client(base_url=app.url, timeout=20) as client:
+                pid = client.get("/pid").json()["pid"]
+                refused = client.post("/enqueue", params={"n": 1})
+                assert refused.status_code == 503, refused.text
+                assert str(server.url.split(":")[-1].split("/")[0]) not in refused.text
+                server.start()
+                deadline = time.monotonic() + 30
+                while (answer := client.post("/enqueue", params={"n": 2})).status_code != 200:
+                    assert answer.status_code == 503, answer.text
+                    assert time.monotonic() < deadline, "never accepted after the store came up"
+                    time.sleep(0.1)
+                task_id = answer.json()["task_id"]
+                deadline = time.monotonic() + 30
+                while client.get(f"/tasks/{task_id}").json()["status"] != "success":
+                    assert time.monotonic() < deadline, "the accepted task never succeeded"
+                    time.sleep(0.1)
+                assert client.get("/pid").json()["pid"] == pid
+                assert app.runs_by_id() == Counter({task_id: 1})
+            assert "taskflow engine task failed" not in "".join(app.log)

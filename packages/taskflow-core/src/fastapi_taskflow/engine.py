@@ -36,6 +36,7 @@ from .models import Claim, LogEntry, TaskRecord
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
+from .redaction import mask_secrets
 from .recovery import Recovery
 from .registry import TaskRegistry
 from .rehydrate import rehydrate
@@ -68,8 +69,10 @@ class Engine:
         poll_interval: float,
         instance_id: str | None,
         publish_events: bool | None = None,
+        require_backend_at_startup: bool = False,
     ) -> None:
         self.base_backend = backend
+        self.require_backend_at_startup = require_backend_at_startup
         self.durable = bool(backend.durable)
         self.clock = clock
         self.registry = registry
@@ -94,6 +97,8 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
         self._runtime_backend: TaskBackend | None = None
+        self._unopened: TaskBackend | None = None
+        """The runtime's backend while it could not be opened yet (store down at boot)."""
         self._control_backend: TaskBackend | None = None
         self._deferred: list[tuple[str, str, int]] = []
         self._base_used = False
@@ -154,13 +159,56 @@ class Engine:
             return runtime
         backend = self.base_backend if not self._base_used else self.base_backend.fork()
         self._base_used = True
-        await backend.open()
+        try:
+            await backend.open()
+        except BackendUnavailableError as exc:
+            if self.require_backend_at_startup or self._shut_down:
+                raise
+            return self._start_unopened(loop, backend, exc)
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend = runtime, backend
         if self._shut_down:
             # Reading the store after shutdown() opens the backend, nothing more: no
             # background loops that nobody would stop. startup() resumes fully.
             return runtime
+        return await self._start_loops(runtime, backend)
+
+    def _start_unopened(
+        self, loop: asyncio.AbstractEventLoop, backend: TaskBackend, exc: BaseException
+    ) -> Runtime:
+        """Start without the store (unreachable at boot): the same state as an outage
+        after startup (``availability`` down, new tasks refused but for probes), plus a
+        background task that opens the backend once the store answers, then starts the
+        engine's loops. ``require_backend_at_startup=True`` fails instead."""
+        runtime = Runtime(loop)
+        self._runtime, self._runtime_backend, self._unopened = runtime, backend, backend
+        logger.warning(
+            "the task store is unreachable at startup (%s); starting anyway: new tasks "
+            "are refused (503 with install()) until it answers, then taskflow connects "
+            "on its own. Pass require_backend_at_startup=True to fail startup instead",
+            mask_secrets(str(exc)),
+        )
+        self.availability.failed(exc)
+
+        async def open_when_reachable() -> None:
+            await self.availability.persist(backend.open)
+            if self._runtime is runtime and not runtime.stopping:
+                self._unopened = None
+                await self._start_loops(runtime, backend)
+
+        runtime.spawn(open_when_reachable(), name="taskflow-open")
+        return runtime
+
+    def _check_opened(self) -> None:
+        """Raise ``BackendUnavailableError`` while the store has not answered since boot."""
+        if self._unopened is not None and self._unopened is self._runtime_backend:
+            raise BackendUnavailableError(
+                "the task store has been unreachable since startup; retry later"
+            )
+
+    async def _start_loops(self, runtime: Runtime, backend: TaskBackend) -> Runtime:
+        """Start the background loops of a runtime whose backend is open."""
+        loop = runtime.loop
         if self.durable:
             self._control_backend = await open_control_backend(backend)
         runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
@@ -194,8 +242,13 @@ class Engine:
                 logger.debug("closing the heartbeat backend failed", exc_info=True)
 
     async def started_backend(self) -> TaskBackend:
-        """Start the engine on the running loop if needed and return its backend."""
+        """Start the engine on the running loop if needed and return its backend.
+
+        Raises:
+            BackendUnavailableError: the store has not been reachable since startup.
+        """
         await self.started()
+        self._check_opened()
         return self.backend
 
     def _known_queues(self) -> set[str]:
@@ -338,6 +391,7 @@ class Engine:
         await self.started()
         if not len(self.pending):
             return
+        self._check_opened()
         before = partial(lease_batch, self) if self.durable else None
         after = partial(enqueue_batch, self) if self.durable else None
         await self.availability.call(lambda: self.pending.flush(self.backend, before, after))
@@ -465,6 +519,7 @@ class Engine:
             self._pool = None
         self._runtime = None
         self._runtime_backend = None
+        self._unopened = None
 
 
 _keep_alive: set[asyncio.Task[Any]] = set()

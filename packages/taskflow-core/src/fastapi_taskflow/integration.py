@@ -59,6 +59,9 @@ class TaskflowMiddleware:
       (``{"detail": ...}``, ``Retry-After: 1``; a 500 for an error other than an
       unreachable store) and the request's unwritten tasks are dropped: never stored,
       never run. The client may retry; an idempotency key makes the retry safe;
+    * if ``add_task()`` raised ``BackendUnavailableError`` (the store is known to be
+      down, for example since startup) and the app did not handle it, the answer is
+      the same 503;
     * if the app answers 5xx, or raises, its request's unwritten tasks are dropped too:
       an error response acknowledges nothing.
 
@@ -107,6 +110,15 @@ class TaskflowMiddleware:
 
         try:
             await self.app(scope, receive, send_after_flush)
+        except BackendUnavailableError as exc:
+            # add_task() refused a task (store unreachable) and the app did not handle
+            # it: the same 503 as a failed write, since nothing of this request is
+            # acknowledged
+            if started:
+                raise
+            failed = True
+            _drop_unwritten(engine, accepted)
+            await _send_refusal(send, exc)
         except BaseException:
             if not started:
                 failed = True

@@ -47,6 +47,10 @@ class TaskManager:
         instance_id: this instance's name in leases; generated when None.
         publish_events: publish every task event through the backend so every instance
             sees every instance's events (default: on for shared backends).
+        require_backend_at_startup: fail the app's startup when the store cannot be
+            reached. By default the app starts anyway: the outage is logged, ``add_task()``
+            raises ``BackendUnavailableError`` (a ``503`` with ``install()``) until the
+            store answers, and the engine connects on its own once it does.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class TaskManager:
         clock: Clock | None = None,
         instance_id: str | None = None,
         publish_events: bool | None = None,
+        require_backend_at_startup: bool = False,
     ) -> None:
         clock = clock or SystemClock()
         if backend is None or isinstance(backend, str):
@@ -81,6 +86,7 @@ class TaskManager:
             poll_interval=poll_interval,
             instance_id=instance_id,
             publish_events=publish_events,
+            require_backend_at_startup=require_backend_at_startup,
         )
         self.store = TaskStore(self._engine)
         """Read tasks: ``store.get(task_id)``, ``store.query(...)``, ``store.stats()``."""
