@@ -80,7 +80,11 @@ def test_demo_keeps_tasks_across_a_restart(tmp_path: Path) -> None:
             "user_id": "42",
             "plan": "pro",
         }
-        _wait_finished(base, invoice)
+        sent = _wait_finished(base, invoice)
+        # the first attempt fails now and then on purpose; the retry then succeeds
+        assert sent["status"] == "success", sent
+        assert sent["result"] == "sent to billing+7@example.com"
+        assert sent["idempotency_key"] == "invoice-7"
     finally:
         _stop(proc)
     assert (tmp_path / "taskflow-demo.db").exists()
@@ -91,6 +95,7 @@ def test_demo_keeps_tasks_across_a_restart(tmp_path: Path) -> None:
         assert {report, invoice} <= listed
         again = httpx.get(f"{base}/tasks/{report}").json()
         assert again["status"] == "success" and again["result"]["user_id"] == 42
+        assert httpx.get(f"{base}/tasks/{invoice}").json()["status"] == "success"
         # The idempotency key is still held after the restart.
         assert httpx.post(f"{base}/invoice/7/send").json()["task_id"] == invoice
     finally:

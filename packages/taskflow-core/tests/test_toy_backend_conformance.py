@@ -102,3 +102,19 @@ def test_guard_itself_cannot_be_overridden() -> None:
         class Cheater(GuardTests):
             def test_no_standard_test_is_overridden(self) -> None:
                 pass
+
+
+def test_the_guard_fails_when_its_name_constant_names_another_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GUARD_TEST_NAME must name the guard itself, or the protection above checks the
+    wrong test; the guard notices."""
+    import fastapi_taskflow.testing.suite.guard as guard
+
+    class Plain(QueueTests, GuardTests):
+        pass
+
+    Plain().test_no_standard_test_is_overridden()  # the constant is right: passes
+    monkeypatch.setattr(guard, "GUARD_TEST_NAME", "test_something_else")
+    with pytest.raises(AssertionError, match="not the name of this guard test"):
+        Plain().test_no_standard_test_is_overridden()
