@@ -814,3 +814,23 @@ def test_managed_is_both_a_fastapi_and_a_starlette_background_tasks() -> None:
     tasks = ManagedBackgroundTasks(TaskManager())
     assert isinstance(tasks, StarletteBackgroundTasks)
     assert isinstance(tasks, fastapi.BackgroundTasks)
+
+
+@async_test
+async def test_migrating_the_same_route_gets_ids_once_installed() -> None:
+    """docs/migrating-from-backgroundtasks.md: the unchanged route returns None from
+    add_task() without install(), a stored task's id with it; both run the task."""
+    mod = example("migrating")
+    async with serve(mod.plain_app) as plain:
+        before = (await plain.post("/orders/1")).json()
+    assert before == {"order_id": 1, "add_task_returned": None}
+    async with serve(mod.app, mod.task_manager) as client:
+        after = (await client.post("/orders/2")).json()
+        task_id = after["add_task_returned"]
+        assert isinstance(task_id, str)
+        record = await eventually(
+            lambda: mod.task_manager.store.aget(task_id),
+            lambda r: r is not None and r.status is TaskStatus.SUCCESS,
+        )
+        assert record.func_name.endswith("send_receipt") and record.args == [2]
+    assert mod.sent == [1, 2]
