@@ -143,6 +143,29 @@ def install_check(session: nox.Session) -> None:
 
 
 @nox.session
+def install_from_repo(session: nox.Session) -> None:
+    """The README's install-from-the-repository command, in a fresh venv: the package
+    directories named on pip's command line, before the packages are on an index."""
+    session.install("pip>=23")
+    venv = Path(session.create_tmp()) / "venv-from-repo"
+    session.run("python", "-m", "venv", "--clear", str(venv))
+    pip, python = str(venv / "bin" / "pip"), str(venv / "bin" / "python")
+    dirs = [str(ROOT / "packages" / name) for name in ("taskflow-core", "taskflow-memory")]
+    session.run(
+        pip, "install", "--quiet", *dirs, str(ROOT / "packages" / "taskflow-redis"), external=True
+    )
+    session.run(
+        python,
+        "-c",
+        "from fastapi_taskflow import TaskManager; "
+        "names = [type(TaskManager(backend=u).backend).__name__ "
+        "for u in ('memory://', 'redis://localhost:6379/0')]; "
+        "assert names == ['MemoryBackend', 'RedisBackend'], names; print(names)",
+        external=True,
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on every package's src/."""
     _install_packages(session, "ruff>=0.17,<0.18", "mypy>=1.10", "pytest>=8")
@@ -157,11 +180,49 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site in strict mode (``-- serve`` to preview)."""
-    _install_packages(session, "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
+    _install_packages(
+        session,
+        "mkdocs-material>=9.5",
+        "mkdocstrings[python]>=0.25",
+        "griffe-pydantic>=1.1",  # the fields of pydantic models in the API reference
+        "ruff>=0.17,<0.18",  # formats the signatures in the API reference
+    )
     if session.posargs and session.posargs[0] == "serve":
         session.run("mkdocs", "serve")
     else:
         session.run("mkdocs", "build", "--strict")
+        problems = _reference_problems(ROOT / "site" / "reference")
+        if problems:
+            session.error("the API reference renders wrongly:\n" + "\n".join(problems))
+
+
+# What the built API reference must show (models' fields) and must not (private names).
+REFERENCE_MUST_SHOW = {
+    "models": [
+        "fastapi_taskflow.TaskRecord.task_id",
+        "fastapi_taskflow.TaskRecord.status",
+        "fastapi_taskflow.TaskQuery.func_name",
+        "fastapi_taskflow.TaskStats.by_status",
+        "fastapi_taskflow.LogEntry.message",
+    ],
+    "config": ["fastapi_taskflow.QueueConfig.concurrency"],
+    "context": ["fastapi_taskflow.TaskContext.task_id"],
+}
+
+
+def _reference_problems(reference: Path) -> list[str]:
+    import re
+
+    problems = []
+    for page, anchors in REFERENCE_MUST_SHOW.items():
+        html = (reference / page / "index.html").read_text(encoding="utf-8")
+        problems += [f"{page}: no entry for {a}" for a in anchors if f'id="{a}"' not in html]
+    for path in sorted(reference.glob("*/index.html")):
+        text = re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8"))
+        private = sorted(set(re.findall(r"(?<![\w.])_[a-z]\w*(?=\s*[:=(])", text)))
+        if private:
+            problems.append(f"{path.parent.name}: private names shown: {', '.join(private)}")
+    return problems
 
 
 @nox.session

@@ -29,7 +29,10 @@ from fastapi_taskflow.events import LifecycleEvent, LogEvent
 from fastapi_taskflow.executor import make_background_func
 
 PAGE = (
-    Path(__file__).resolve().parents[1] / "docs" / "reference-pages" / "managed-background-tasks.txt"
+    Path(__file__).resolve().parents[1]
+    / "docs"
+    / "reference-pages"
+    / "managed-background-tasks.txt"
 )
 
 TEST_DEADLINE = 60.0

@@ -159,4 +159,3 @@ def test_bytes_are_always_stored_as_marked_base64_and_come_back_as_bytes(data: b
     assert back_args == (data,) and back_kwargs == {"more": [data]}
     unhinted, _ = decode_arguments(handler, args, {})
     assert unhinted == (data,)
-

@@ -40,8 +40,8 @@ def registered_schemes() -> dict[str, str]:
 def _scheme_of(url: str) -> str:
     if not isinstance(url, str) or "://" not in url:
         raise BackendURLError(
-            f"malformed backend URL {mask_secrets(str(url))!r}: expected 'scheme://...', for example "
-            "'memory://', 'sqlite:///tasks.db', 'postgresql://host/db' or 'redis://host:6379/0'"
+            f"malformed backend URL {mask_secrets(str(url))!r}: expected 'scheme://...', for "
+            "example 'memory://', 'sqlite:///tasks.db', 'postgresql://host/db' or 'redis://host:6379/0'"
         )
     scheme = urlsplit(url).scheme.lower()
     base = scheme.split("+", 1)[0]

@@ -36,8 +36,8 @@ from .models import Claim, LogEntry, TaskRecord
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
-from .redaction import mask_secrets
 from .recovery import Recovery
+from .redaction import mask_secrets
 from .registry import TaskRegistry
 from .rehydrate import rehydrate
 from .resilience import Availability

@@ -89,8 +89,10 @@ class LogEntry(BaseModel):
 class TaskRecord(BaseModel):
     """Everything the store knows about one task.
 
-    ``args`` and ``kwargs`` hold the JSON form of the call's arguments, or ``None`` when
-    they could not be encoded (only allowed on in-process backends). ``logs`` is filled by
+    ``args`` and ``kwargs`` hold the JSON form of the call's arguments: ``bytes`` as
+    ``{"__taskflow_bytes__": "<base64>"}``, and, on an in-process backend, an argument
+    that cannot be stored without reading it (a file, a stream, a generator) as
+    ``{"__taskflow_unstored__": "<type name>"}``. ``logs`` is filled by
     :meth:`Store.get` and left empty in query results.
     """
 

@@ -30,8 +30,7 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
         await engine.leases.release(claim.task_id)
         return None
     entry = engine.registry.by_name(record.func_name)
-    in_memory_only = record.args is None or has_unstored(record.args, record.kwargs)
-    if entry is None or in_memory_only:
+    if entry is None or record.args is None or has_unstored(record.args, record.kwargs):
         if record.func_name not in engine.warned_names:
             engine.warned_names.add(record.func_name)
             logger.warning(

@@ -11,10 +11,9 @@ redis-py:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
-
-import re
 
 from redis.asyncio.connection import ConnectionPool
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS

@@ -212,4 +212,5 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         return SQLBackend(self._url, clock=self.clock, **settings)
 
     def __repr__(self) -> str:
-        return f"SQLBackend({self.kind}, {mask_secrets(self._url)!r}, prefix={self.tables.prefix!r})"
+        where = mask_secrets(self._url)
+        return f"SQLBackend({self.kind}, {where!r}, prefix={self.tables.prefix!r})"

@@ -79,8 +79,7 @@ def unavailable(what: str, exc: BaseException) -> BackendUnavailableError:
             "credentials) is right"
         )
     return BackendUnavailableError(
-        f"the SQL database is unavailable while {what}: {_short(exc)}. {hint}; nothing "
-        "was written."
+        f"the SQL database is unavailable while {what}: {_short(exc)}. {hint}; nothing was written."
     )
 
 

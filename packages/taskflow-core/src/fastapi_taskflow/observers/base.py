@@ -71,9 +71,7 @@ class ObserverChain:
             except Exception as exc:
                 self._failed(observer, event, exc)
 
-    def _failed(
-        self, observer: Observer, event: LifecycleEvent | LogEvent, exc: Exception
-    ) -> None:
+    def _failed(self, observer: Observer, event: LifecycleEvent | LogEvent, exc: Exception) -> None:
         count = self.failures.get(id(observer), 0) + 1
         self.failures[id(observer)] = count
         key = (id(observer), type(exc))
