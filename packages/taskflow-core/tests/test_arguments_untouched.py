@@ -159,3 +159,12 @@ def test_bytes_are_always_stored_as_marked_base64_and_come_back_as_bytes(data: b
     assert back_args == (data,) and back_kwargs == {"more": [data]}
     unhinted, _ = decode_arguments(handler, args, {})
     assert unhinted == (data,)
+
+
+def test_a_summary_is_never_passed_to_a_task_as_if_it_were_the_argument() -> None:
+    """Only the accepting process has an unstored argument; decoding the record refuses
+    (the engine then leaves the task for that process instead of running it)."""
+    args, kwargs = encode_arguments(handler, (io.StringIO("x"),), {}, strict=False)
+    assert args == [{UNSTORED_MARKER: "StringIO"}]
+    with pytest.raises(ValueError, match="kept in memory"):
+        decode_arguments(handler, args, kwargs or {})

@@ -34,14 +34,14 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
         if record.func_name not in engine.warned_names:
             engine.warned_names.add(record.func_name)
             logger.warning(
-                "task %s (%r) cannot run on this instance (%s): %s; it stays PENDING for "
+                "task %s needs %r, which %s on this instance (%s); it stays PENDING for "
                 "an instance that can run it",
                 record.task_id,
                 record.func_name,
-                engine.instance_id,
-                "its function is not registered here"
+                "is not registered"
                 if entry is None
-                else "its arguments were kept in memory by the process that accepted it",
+                else "has arguments kept in memory by the process that accepted it",
+                engine.instance_id,
             )
         await engine.requeue(record, delay=max(engine.poll_interval * 5, 1.0), wake=False)
         await engine.leases.release(claim.task_id)
