@@ -18,6 +18,7 @@ from .errors import (
     InvalidTaskError,
     QueueFullError,
     TaskArgumentError,
+    TaskStoreRefusedError,
     TaskflowError,
 )
 from .events import LifecycleEvent, LogEvent
@@ -51,6 +52,7 @@ __all__ = [
     "QueueFullError",
     "StdoutObserver",
     "TaskArgumentError",
+    "TaskStoreRefusedError",
     "TaskConfig",
     "TaskContext",
     "TaskManager",

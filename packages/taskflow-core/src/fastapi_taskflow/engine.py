@@ -37,6 +37,7 @@ from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
 from .recovery import Recovery
+from .refused import RefusedTasks, record_refusals
 from .registry import TaskRegistry
 from .rehydrate import rehydrate
 from .resilience import Availability
@@ -81,6 +82,7 @@ class Engine:
             instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
         self.pending = PendingCreates()
+        self.refused = RefusedTasks()
         self.invocations: dict[str, Invocation] = {}
         self.waiting: dict[str, set[str]] = {}
         self.availability = Availability()
@@ -340,7 +342,9 @@ class Engine:
             return
         before = partial(lease_batch, self) if self.durable else None
         after = partial(enqueue_batch, self) if self.durable else None
-        await self.availability.call(lambda: self.pending.flush(self.backend, before, after))
+        backend = self.backend
+        refused = partial(record_refusals, self, backend)
+        await self.availability.call(lambda: self.pending.flush(backend, before, after, refused))
 
     async def flush_for(self, task_id: str) -> bool:
         """Wait until ``task_id``'s record has left the write buffer; True if it still
