@@ -41,25 +41,32 @@ def isolated_url(name: str, tmp_path: Path) -> Iterator[str]:
 
 async def refuse_pending(backend: object, marker: str) -> None:
     """Make the SQL server refuse PENDING rows whose ``func_name`` contains ``marker``."""
+    await refuse_status(backend, marker, "pending")
+
+
+async def refuse_status(backend: object, marker: str, status: str) -> None:
+    """Make the SQL server refuse to store a task whose ``func_name`` contains
+    ``marker`` with ``status`` (on insert and on update)."""
     from sqlalchemy import text
 
     tables = backend.tables  # type: ignore[attr-defined]
     engine = backend.engine  # type: ignore[attr-defined]
     name = tables.tasks.fullname
-    condition = f"func_name LIKE '%{marker}%' AND status = 'pending'"
+    rule = f"{tables.prefix}refuse_{marker}_{status}"
     async with engine.begin() as conn:
         if backend.kind == "sqlite":  # type: ignore[attr-defined]
-            await conn.execute(
-                text(
-                    f"CREATE TRIGGER {tables.prefix}refuse_{marker} BEFORE INSERT ON {name} "
-                    f"WHEN NEW.func_name LIKE '%{marker}%' AND NEW.status = 'pending' "
-                    "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+            for event in ("INSERT", "UPDATE"):
+                await conn.execute(
+                    text(
+                        f"CREATE TRIGGER {rule}_{event.lower()} BEFORE {event} ON {name} "
+                        f"WHEN NEW.func_name LIKE '%{marker}%' AND NEW.status = '{status}' "
+                        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+                    )
                 )
-            )
         else:
             await conn.execute(
                 text(
-                    f"ALTER TABLE {name} ADD CONSTRAINT {tables.prefix}refuse_{marker} "
-                    f"CHECK (NOT ({condition}))"
+                    f"ALTER TABLE {name} ADD CONSTRAINT {rule} "
+                    f"CHECK (NOT (func_name LIKE '%{marker}%' AND status = '{status}'))"
                 )
             )

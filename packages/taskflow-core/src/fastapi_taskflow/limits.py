@@ -27,7 +27,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from .errors import InvalidTaskError, TaskArgumentError
+from .models import LogEntry, TaskUpdate
 
 __all__ = [
     "IDEMPOTENCY_KEY_MAX",
@@ -44,6 +47,8 @@ __all__ = [
     "check_text",
     "clean_json",
     "clean_text",
+    "storable_entries",
+    "storable_update",
 ]
 
 PRIORITY_MAX = 2**31 - 1
@@ -225,3 +230,35 @@ def clean_json(value: Any) -> tuple[Any, int]:
 def _short(text: str) -> str:
     shown = text if len(text) <= 40 else text[:37] + "..."
     return repr(shown)
+
+
+def storable_update(update: TaskUpdate) -> tuple[TaskUpdate, int]:
+    """Return ``update`` with its error and result made storable, and how many
+    characters were replaced (0: ``update`` itself is returned)."""
+    changes = update.changes()
+    replaced = 0
+    if isinstance(changes.get("error"), str):
+        changes["error"], n = clean_text(changes["error"])
+        replaced += n
+    if "result" in changes:
+        changes["result"], n = clean_json(changes["result"])
+        replaced += n
+    return (TaskUpdate(**changes), replaced) if replaced else (update, 0)
+
+
+def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
+    """Return log entries every store can hold (message cleaned, ``extra`` made JSON
+    with ``repr`` for what has no JSON form), and how many characters were replaced."""
+    out: list[LogEntry] = []
+    replaced = 0
+    for entry in entries:
+        message, n = clean_text(entry.message)
+        extra = entry.extra
+        if extra:
+            extra, m = clean_json(to_jsonable_python(extra, fallback=repr))
+            n += m
+        if n or extra is not entry.extra:
+            entry = entry.model_copy(update={"message": message, "extra": extra})
+        replaced += n
+        out.append(entry)
+    return out, replaced
