@@ -14,6 +14,7 @@ from .concurrency import ConcurrencyTests
 from .events import EventTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .leases import LeaseTests
+from .limits import LimitTests
 from .lifecycle import LifecycleTests
 from .locks import LockTests, ScheduleTests
 from .logs import LogTests
@@ -30,6 +31,7 @@ __all__ = [
     "EventTests",
     "GuardTests",
     "LeaseTests",
+    "LimitTests",
     "LifecycleTests",
     "LockTests",
     "LogTests",
@@ -64,6 +66,7 @@ class BackendConformance(
     ScheduleTests,
     EventTests,
     ConcurrencyTests,
+    LimitTests,
 ):
     """Every standard test of the backend contract.
 
