@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -39,6 +40,7 @@ __all__ = [
     "PRIORITY_MIN",
     "REPLACEMENT",
     "TAGS_MAX_JSON",
+    "UNKNOWN_TASK_GRACE",
     "check_arguments",
     "check_idempotency_key",
     "check_name",
@@ -65,6 +67,10 @@ IDEMPOTENCY_KEY_MAX = 1024
 
 NAME_MAX = 255
 """Longest task name or queue name, in characters."""
+
+UNKNOWN_TASK_GRACE = timedelta(minutes=10)
+"""How long a stored task whose function no running instance has registered waits
+(since it last changed) for an instance that has it, before it is made FAILED."""
 
 REPLACEMENT = "\ufffd"
 """What :func:`clean_text` puts in place of a character no store can hold."""
