@@ -41,6 +41,7 @@ from .refused import RefusedTasks, record_refusals
 from .registry import TaskRegistry
 from .rehydrate import rehydrate
 from .resilience import Availability
+from .retention import Retention
 from .runtime import Runtime, reraise_if_cancelled
 from .shutdown import shutdown
 from .write_hooks import enqueue_batch, lease_batch
@@ -69,6 +70,7 @@ class Engine:
         poll_interval: float,
         instance_id: str | None,
         publish_events: bool | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self.base_backend = backend
         self.durable = bool(backend.durable)
@@ -83,6 +85,7 @@ class Engine:
         )
         self.pending = PendingCreates()
         self.refused = RefusedTasks()
+        self.retention = Retention(clock, retention)
         self.invocations: dict[str, Invocation] = {}
         self.waiting: dict[str, set[str]] = {}
         self.availability = Availability()
@@ -166,6 +169,8 @@ class Engine:
         if self.durable:
             self._control_backend = await open_control_backend(backend)
         runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
+        if self.retention.keep is not None:
+            runtime.spawn(self.retention.run(backend), name="taskflow-retention")
         if self.durable:
             runtime.spawn(self.recovery.run(), name="taskflow-recovery")
             if self.hub.publish:
