@@ -41,18 +41,26 @@ async def run(tasks: int, url: str, retention: float) -> dict[str, float]:
     keep = timedelta(seconds=retention) if retention > 0 else None
     tm = TaskManager(url, retention=keep)
 
+    finished = 0
+    target = 0
+    batch_done = asyncio.Event()
+
     @tm.task(name="noop")
     async def noop(n: int) -> None:
-        return None
+        nonlocal finished
+        finished += 1
+        if finished >= target:
+            batch_done.set()
 
     started = time.perf_counter()
     async with tm:
         batch = 1000
         for first in range(0, tasks, batch):
-            for n in range(first, min(first + batch, tasks)):
+            target = min(first + batch, tasks)
+            batch_done.clear()
+            for n in range(first, target):
                 tm.add_task(noop, n)
-            while tm._engine.waiting.get("default"):  # the batch is claimed: go on
-                await asyncio.sleep(0.001)
+            await batch_done.wait()  # the batch ran: go on
         elapsed = time.perf_counter() - started
         await asyncio.sleep(min(retention * 2 + 1.5, 5))  # let retention purge
         gc.collect()

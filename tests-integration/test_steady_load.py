@@ -122,9 +122,10 @@ async def test_steady_load_with_hostile_values(durable_url: str, wait_for: Wait)
     accepted: dict[str, str] = {}  # task id -> kind
     refused_outside: list[str] = []
 
-    async with tm, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as http:
+    async with (
+        tm,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+    ):
 
         async def one(where: str, kind: str, n: int) -> None:
             if where == "outside":

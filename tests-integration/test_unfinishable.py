@@ -46,7 +46,9 @@ async def corrupt(backend: Any, task_id: str) -> None:
 
         async with backend.engine.begin() as conn:
             await conn.execute(
-                text(f"UPDATE {backend.tables.tasks.fullname} SET args = '{{broken' WHERE task_id = :t"),
+                text(
+                    f"UPDATE {backend.tables.tasks.fullname} SET args = '{{broken' WHERE task_id = :t"
+                ),
                 {"t": task_id},
             )
     else:

@@ -18,8 +18,8 @@ from .errors import (
     InvalidTaskError,
     QueueFullError,
     TaskArgumentError,
-    TaskStoreRefusedError,
     TaskflowError,
+    TaskStoreRefusedError,
 )
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager

@@ -217,7 +217,9 @@ async def _finish(
         if update.error is not None:
             update = TaskUpdate(**{**update.changes(), "error": f"{update.error} [{note}]"})
         entries.append(
-            LogEntry(timestamp=engine.clock.now(), level="warning", message=note, attempt=ctx.attempt)
+            LogEntry(
+                timestamp=engine.clock.now(), level="warning", message=note, attempt=ctx.attempt
+            )
         )
     backend = engine.backend
     if entries:

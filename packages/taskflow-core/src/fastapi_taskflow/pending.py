@@ -58,8 +58,7 @@ class PendingCreates:
         store: Store,
         before: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
         after: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
-        on_refused: Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]]
-        | None = None,
+        on_refused: Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]] | None = None,
     ) -> None:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
@@ -126,9 +125,7 @@ async def _create(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecor
     return []
 
 
-async def _create_each(
-    store: Store, batch: list[TaskRecord]
-) -> list[tuple[TaskRecord, Exception]]:
+async def _create_each(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecord, Exception]]:
     refused: list[tuple[TaskRecord, Exception]] = []
     for record in batch:
         try:

@@ -81,14 +81,18 @@ async def record_refusals(
         engine.invocations.pop(task_id, None)
         for waiting in engine.waiting.values():
             waiting.discard(task_id)
-        logger.error("task %s (%s) was refused by the task store: %s", task_id, record.func_name, reason)
+        logger.error(
+            "task %s (%s) was refused by the task store: %s", task_id, record.func_name, reason
+        )
         if task_id in engine.leases.held:
             engine.leases.held.discard(task_id)
             try:
                 await backend.release_lease(task_id, owner=engine.instance_id)
             except Exception:
                 reraise_if_cancelled()
-                logger.debug("releasing the lease of refused task %s failed", task_id, exc_info=True)
+                logger.debug(
+                    "releasing the lease of refused task %s failed", task_id, exc_info=True
+                )
         failed = failed_copy(record, error)
         try:
             await backend.create(failed)

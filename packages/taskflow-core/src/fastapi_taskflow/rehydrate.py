@@ -6,8 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from .encoding import decode_arguments
-from .invocation import QUEUED, Invocation
 from .errors import BackendUnavailableError
+from .invocation import QUEUED, Invocation
 from .limits import UNKNOWN_TASK_GRACE
 from .models import ACTIVE_STATUSES, Claim, TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend

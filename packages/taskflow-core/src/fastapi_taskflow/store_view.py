@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .refused import record_refusals
 from .models import TaskPage, TaskQuery, TaskRecord, TaskStats
+from .refused import record_refusals
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -38,7 +38,9 @@ class MemoryBackend(MemoryStore, MemoryCoordination):
         if max_records is not None and (
             isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1
         ):
-            raise BackendURLError(f"max_records must be an integer >= 1 or None, got {max_records!r}")
+            raise BackendURLError(
+                f"max_records must be an integer >= 1 or None, got {max_records!r}"
+            )
         self.clock = clock or SystemClock()
         self._state = MemoryState(max_records)
         self._coord = CoordinationState()

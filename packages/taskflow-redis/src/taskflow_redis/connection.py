@@ -152,7 +152,7 @@ def blocking_pool(url: str) -> BlockingConnectionPool:
     turn a burst of requests on a healthy server into "store unavailable" errors.
     ``max_connections`` and ``timeout`` given in the URL take precedence.
     """
-    return BlockingConnectionPool.from_url(  # type: ignore[no-any-return]
+    return BlockingConnectionPool.from_url(
         url, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_TIMEOUT
     )
 

@@ -14,8 +14,8 @@ from .concurrency import ConcurrencyTests
 from .events import EventTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .leases import LeaseTests
-from .limits import LimitTests
 from .lifecycle import LifecycleTests
+from .limits import LimitTests
 from .locks import LockTests, ScheduleTests
 from .logs import LogTests
 from .queries import QueryTests

@@ -102,7 +102,9 @@ class LimitTests(ConformanceBase):
         assert found is not None and found.task_id == high.task_id
         page = await backend.query(TaskQuery(tags={"user": "Zoë 😀"}))
         assert [item.task_id for item in page.items] == [high.task_id]
-        await backend.transition(high.task_id, expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING)
+        await backend.transition(
+            high.task_id, expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING
+        )
         done = await backend.transition(
             high.task_id,
             expected=[TaskStatus.RUNNING],
@@ -225,12 +227,16 @@ class LimitTests(ConformanceBase):
         assert "about to fail\ufffd" in messages
 
 
-async def _terminal(tm: Any, task_id: str, timeout: float = 20.0) -> TaskRecord:
-    deadline = time.monotonic() + timeout
+TERMINAL_WAIT = 20.0
+"""Seconds (of real time) a test waits for a task to finish."""
+
+
+async def _terminal(tm: Any, task_id: str) -> TaskRecord:
+    deadline = time.monotonic() + TERMINAL_WAIT
     while True:
         record = await tm.store.aget(task_id)
         if record is not None and record.status.is_terminal:
             return record  # type: ignore[no-any-return]
         if time.monotonic() > deadline:
-            raise AssertionError(f"task {task_id} is not finished after {timeout}s: {record}")
+            raise AssertionError(f"task {task_id} not finished after {TERMINAL_WAIT}s: {record}")
         await anyio.sleep(0.01)
