@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
@@ -83,9 +84,15 @@ async def test_sync_driver_is_a_url_error(tmp_path: Path) -> None:
         await backend.open()
 
 
-def test_bad_prefix_is_refused() -> None:
-    with pytest.raises(ValueError, match="table prefix"):
-        SQLBackend("sqlite:///x.db", table_prefix="drop table;")
+@pytest.mark.parametrize("prefix", ["drop table;", "", "x" * 41, "1abc", "\ud800"])
+def test_bad_prefix_is_a_taskflow_error(prefix: str) -> None:
+    """A table prefix the databases cannot use is a BackendURLError naming table_prefix
+    (a TaskflowError, so ``except TaskflowError`` catches it), never a bare ValueError."""
+    with pytest.raises(BackendURLError, match="table_prefix"):
+        SQLBackend("sqlite:///x.db", table_prefix=prefix)
+    if prefix and prefix.isascii():
+        with pytest.raises(BackendURLError, match="table_prefix"):
+            SQLBackend(f"sqlite:///x.db?table_prefix={quote(prefix)}")
 
 
 @pytest.mark.parametrize("scheme", ["sqlite", "postgres", "postgresql", "mysql", "mariadb"])

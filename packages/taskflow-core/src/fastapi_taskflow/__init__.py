@@ -19,6 +19,7 @@ from .errors import (
     QueueFullError,
     TaskArgumentError,
     TaskflowError,
+    TaskStoreRefusedError,
 )
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager
@@ -51,6 +52,7 @@ __all__ = [
     "QueueFullError",
     "StdoutObserver",
     "TaskArgumentError",
+    "TaskStoreRefusedError",
     "TaskConfig",
     "TaskContext",
     "TaskManager",

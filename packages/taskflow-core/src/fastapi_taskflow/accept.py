@@ -17,6 +17,7 @@ record goes to the write buffer (``pending``). A keyed task needs the store's an
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,17 @@ from .config import DEFAULT_QUEUE, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError
 from .invocation import BACKGROUND, EAGER, QUEUED
+from .limits import check_arguments, check_idempotency_key
 from .models import CreateResult, TaskRecord, TaskStatus
 from .protocols import TaskBackend
+from .registry import unrecoverable_reason
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["accept"]
+
+logger = logging.getLogger("fastapi_taskflow")
 
 
 def accept(
@@ -59,12 +64,15 @@ def accept(
         raise InvalidTaskError(
             f"idempotency_key must be a string, got {type(idempotency_key).__name__}"
         )
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
     if eager is not None and not isinstance(eager, bool):
         raise InvalidTaskError(f"eager must be True, False or None, got {eager!r}")
     check_priority(priority)
     clean_tags = check_tags(tags)
     engine.availability.check()
-    config = engine.registry.resolve(func).config
+    entry = engine.registry.resolve(func)
+    config = entry.config
     effective_priority = priority if priority is not None else config.priority
     if sink is None or effective_priority is not None or config.queue is not None:
         route = QUEUED
@@ -73,6 +81,10 @@ def accept(
     else:
         route = BACKGROUND
     args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
+    if engine.durable:
+        check_arguments(func, args_json, kwargs_json)
+        if not entry.registered:
+            _warn_if_unrecoverable(engine, config.name)
     now = engine.clock.now()
     record = TaskRecord(
         task_id=str(uuid.uuid4()),
@@ -151,6 +163,21 @@ async def _create_keyed(
         return result
 
     return await engine.availability.call(create)
+
+
+def _warn_if_unrecoverable(engine: Engine, name: str) -> None:
+    """Warn once per name about a function no other instance can run after a crash."""
+    why = unrecoverable_reason(name)
+    if why is None or name in engine.warned_names:
+        return
+    engine.warned_names.add(name)
+    logger.warning(
+        "task function %r cannot be recovered by another instance: %s. If this process "
+        "dies before the task finishes, the task ends FAILED. Define it at module level "
+        "and register it with @task_manager.task() to make it durable.",
+        name,
+        why,
+    )
 
 
 def _has_room(engine: Engine, queue: str) -> bool:

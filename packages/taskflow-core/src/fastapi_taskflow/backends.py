@@ -60,10 +60,16 @@ def open_backend(url: str | None = None, *, clock: Clock | None = None) -> TaskB
     selects the entry point.
 
     Raises:
-        BackendURLError: the URL has no ``scheme://``.
+        BackendURLError: the URL is empty or has no ``scheme://``.
         BackendNotFoundError: no installed package registers the scheme; the message
             names the package to install.
     """
+    if url is not None and (not isinstance(url, str) or not url.strip()):
+        raise BackendURLError(
+            f"backend URL {url!r} is empty: pass a URL such as 'memory://', "
+            "'sqlite:///tasks.db' or 'redis://host:6379/0', or None to read the "
+            f"{ENV_VAR} environment variable (default {DEFAULT_BACKEND_URL!r})"
+        )
     url = url or os.environ.get(ENV_VAR) or DEFAULT_BACKEND_URL
     scheme = _scheme_of(url)
     found = [ep for ep in entry_points(group="taskflow.backends") if ep.name == scheme]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidTaskError
+from .limits import check_name, check_priority_range, check_tags_size
 
 __all__ = ["DEFAULT_QUEUE", "QueueConfig", "TaskConfig", "check_priority", "check_tags"]
 
@@ -42,6 +43,7 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidTaskError(f"task name must be a non-empty string, got {self.name!r}")
+        check_name("task name", self.name)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidTaskError(
                 f"retries must be an integer >= 0, got {self.retries!r}; use retries=0 to "
@@ -59,6 +61,8 @@ class TaskConfig:
         check_priority(self.priority)
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise InvalidTaskError(f"queue must be a non-empty string, got {self.queue!r}")
+        if self.queue is not None:
+            check_name("queue name", self.queue)
 
     def retry_delay(self, failed_attempts: int) -> float:
         """Seconds to wait before the next attempt after ``failed_attempts`` failures.
@@ -93,16 +97,19 @@ class QueueConfig:
 
 
 def check_priority(priority: Any) -> None:
-    """Raise ``InvalidTaskError`` unless ``priority`` is None or an integer (not a bool)."""
+    """Raise ``InvalidTaskError`` unless ``priority`` is None or an integer (not a bool)
+    within the range every store holds (see :mod:`fastapi_taskflow.limits`)."""
     if priority is not None and _bad_int(priority):
         raise InvalidTaskError(
             f"priority must be an integer (conventionally 1 lowest to 10 highest) or None, "
             f"got {priority!r}"
         )
+    check_priority_range(priority)
 
 
 def check_tags(tags: Any) -> dict[str, str]:
-    """Return ``tags`` as a dict, or raise ``InvalidTaskError`` unless it is ``dict[str, str]``."""
+    """Return ``tags`` as a dict, or raise ``InvalidTaskError`` unless it is ``dict[str, str]``
+    that every store can hold (see :mod:`fastapi_taskflow.limits`)."""
     if tags is None:
         return {}
     if not isinstance(tags, dict):
@@ -113,7 +120,9 @@ def check_tags(tags: Any) -> dict[str, str]:
                 f"tags must be a dict[str, str]; tag {key!r}: {value!r} is not. Convert "
                 f"values with str(), e.g. tags={{{str(key)!r}: str(value)}}"
             )
-    return dict(tags)
+    clean = dict(tags)
+    check_tags_size(clean)
+    return clean
 
 
 def _is_number(value: Any) -> bool:

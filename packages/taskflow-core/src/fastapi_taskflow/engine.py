@@ -38,9 +38,11 @@ from .pending import PendingCreates
 from .protocols import TaskBackend
 from .recovery import Recovery
 from .redaction import mask_secrets
+from .refused import RefusedTasks, record_refusals
 from .registry import TaskRegistry
 from .rehydrate import rehydrate
 from .resilience import Availability
+from .retention import Retention
 from .runtime import Runtime, reraise_if_cancelled
 from .shutdown import shutdown
 from .write_hooks import enqueue_batch, lease_batch
@@ -70,6 +72,7 @@ class Engine:
         instance_id: str | None,
         publish_events: bool | None = None,
         require_backend_at_startup: bool = False,
+        retention: timedelta | None = None,
     ) -> None:
         self.base_backend = backend
         self.require_backend_at_startup = require_backend_at_startup
@@ -84,6 +87,8 @@ class Engine:
             instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
         self.pending = PendingCreates()
+        self.refused = RefusedTasks()
+        self.retention = Retention(clock, retention)
         self.invocations: dict[str, Invocation] = {}
         self.waiting: dict[str, set[str]] = {}
         self.availability = Availability()
@@ -212,6 +217,8 @@ class Engine:
         if self.durable:
             self._control_backend = await open_control_backend(backend)
         runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
+        if self.retention.keep is not None:
+            runtime.spawn(self.retention.run(backend), name="taskflow-retention")
         if self.durable:
             runtime.spawn(self.recovery.run(), name="taskflow-recovery")
             if self.hub.publish:
@@ -394,7 +401,9 @@ class Engine:
         self._check_opened()
         before = partial(lease_batch, self) if self.durable else None
         after = partial(enqueue_batch, self) if self.durable else None
-        await self.availability.call(lambda: self.pending.flush(self.backend, before, after))
+        backend = self.backend
+        refused = partial(record_refusals, self, backend)
+        await self.availability.call(lambda: self.pending.flush(backend, before, after, refused))
 
     async def flush_for(self, task_id: str) -> bool:
         """Wait until ``task_id``'s record has left the write buffer; True if it still

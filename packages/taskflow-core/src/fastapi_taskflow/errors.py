@@ -14,6 +14,7 @@ __all__ = [
     "InvalidTaskError",
     "QueueFullError",
     "TaskArgumentError",
+    "TaskStoreRefusedError",
     "TaskflowError",
 ]
 
@@ -84,4 +85,15 @@ class EagerDispatchError(TaskflowError, RuntimeError):
     or from code running under ``async with task_manager``, or drop ``eager=True``.
     (Queued tasks — ``priority=``, named queues — never need one: they wait until the
     manager starts.)
+    """
+
+
+class TaskStoreRefusedError(TaskflowError):
+    """The task store refused to record an accepted task.
+
+    ``add_task()`` checks every documented limit first, so this means the store refused
+    something those checks did not foresee (a column changed by hand, a store-specific
+    limit). The refused task did not run and is stored as FAILED with the store's
+    reason; other tasks are unaffected. ``install()``'s middleware answers the request
+    that accepted it with a 500.
     """

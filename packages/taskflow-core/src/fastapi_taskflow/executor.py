@@ -19,18 +19,25 @@ from typing import TYPE_CHECKING, Any
 from . import context as task_context
 from .encoding import encode_result
 from .events import LifecycleEvent, LogEvent
+from .limits import clean_text, storable_entries, storable_update
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
+from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
     from .manager import TaskManager
 
-__all__ = ["execute", "make_background_func"]
+__all__ = ["OutcomeNotWritten", "execute", "make_background_func"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
 _PENDING = frozenset({TaskStatus.PENDING})
 _RUNNING = frozenset({TaskStatus.RUNNING})
+
+
+class OutcomeNotWritten(Exception):
+    """The store refused a task's outcome even without its result: the task keeps its
+    lease (no longer renewed) so that recovery finishes it."""
 
 
 def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:
@@ -98,25 +105,36 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         _clock=engine.clock,
         _on_log=engine.log_emitter(record),
     )
+    written = True
     try:
-        result = await _call(engine, invocation, ctx)
-    except asyncio.CancelledError:
-        await _interrupted(engine, record, ctx)
-        raise
-    except Exception as exc:
-        await _failed(engine, record, invocation, ctx, exc)
-    else:
-        await _finish(
-            engine,
-            record,
-            ctx,
-            TaskStatus.SUCCESS,
-            TaskUpdate(finished_at=engine.clock.now(), result=encode_result(result), error=None),
-        )
+        try:
+            result = await _call(engine, invocation, ctx)
+        except asyncio.CancelledError:
+            await _interrupted(engine, record, ctx)
+            raise
+        except Exception as exc:
+            await _failed(engine, record, invocation, ctx, exc)
+        else:
+            await _finish(
+                engine,
+                record,
+                ctx,
+                TaskStatus.SUCCESS,
+                TaskUpdate(
+                    finished_at=engine.clock.now(), result=encode_result(result), error=None
+                ),
+            )
+            engine.forget(task_id)
+    except OutcomeNotWritten:
+        # Keep the lease but stop renewing it: it expires and recovery (here or on
+        # another instance) finishes the task, instead of leaving it RUNNING forever.
+        written = False
+        engine.leases.held.discard(task_id)
         engine.forget(task_id)
+        reraise_if_cancelled()
     finally:
         runtime.running.pop(task_id, None)
-        if leased:
+        if leased and written:
             await engine.leases.release(task_id)
 
 
@@ -188,23 +206,83 @@ async def _finish(
     status: TaskStatus,
     update: TaskUpdate,
 ) -> TaskRecord | None:
-    entries = ctx.take_entries()
+    entries, replaced = storable_entries(ctx.take_entries())
+    update, replaced_too = storable_update(update)
+    replaced += replaced_too
+    if replaced:
+        note = (
+            f"{replaced} character(s) no task store can hold (NUL, lone surrogates) were "
+            f"replaced with U+FFFD in this task's result, error or log lines"
+        )
+        if update.error is not None:
+            update = TaskUpdate(**{**update.changes(), "error": f"{update.error} [{note}]"})
+        entries.append(
+            LogEntry(
+                timestamp=engine.clock.now(), level="warning", message=note, attempt=ctx.attempt
+            )
+        )
     backend = engine.backend
     if entries:
-        await engine.availability.persist(lambda: backend.append_logs(record.task_id, entries))
-    done = await _transition(
-        engine,
-        record.task_id,
-        expected=_RUNNING,
-        new=status,
-        update=update,
-        landed=lambda r: r.attempt == record.attempt and r.updated_at >= record.updated_at,
-    )
+        try:
+            await engine.availability.persist(lambda: backend.append_logs(record.task_id, entries))
+        except Exception as exc:
+            reraise_if_cancelled()
+            logger.error(
+                "the task store refused the log lines of task %s (%s); the outcome is "
+                "written without them",
+                record.task_id,
+                exc,
+            )
+    try:
+        done = await _transition(
+            engine,
+            record.task_id,
+            expected=_RUNNING,
+            new=status,
+            update=update,
+            landed=lambda r: r.attempt == record.attempt and r.updated_at >= record.updated_at,
+        )
+    except Exception as exc:
+        reraise_if_cancelled()
+        done = await _finish_plainly(engine, record, status, update, exc)
     if done is None:
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
         return None
     await engine.emit_lifecycle(done)
     return done
+
+
+async def _finish_plainly(
+    engine: Engine, record: TaskRecord, status: TaskStatus, update: TaskUpdate, exc: Exception
+) -> TaskRecord | None:
+    """Write ``status`` without the result and with a plain error after the store refused
+    the full outcome; raise ``OutcomeNotWritten`` if it refuses that too."""
+    reason = clean_text(f"{type(exc).__name__}: {exc}")[0][:500]
+    logger.error("the task store refused the outcome of task %s: %s", record.task_id, reason)
+    changes = {k: v for k, v in update.changes().items() if k not in ("result", "error")}
+    plain = TaskUpdate(
+        **changes,
+        error=f"the task store refused this task's outcome ({reason}); its result and "
+        "error message were not stored",
+    )
+    try:
+        return await _transition(
+            engine,
+            record.task_id,
+            expected=_RUNNING,
+            new=status,
+            update=plain,
+            landed=lambda r: r.attempt == record.attempt,
+        )
+    except Exception as again:
+        reraise_if_cancelled()
+        logger.error(
+            "the task store refused the outcome of task %s again (%s); its lease is left "
+            "to expire so that recovery finishes it",
+            record.task_id,
+            again,
+        )
+        raise OutcomeNotWritten(record.task_id) from again
 
 
 async def _transition(

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import request_tasks
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, TaskStoreRefusedError
 from .invocation import BACKGROUND
 from .redaction import mask_secrets
 
@@ -106,6 +106,12 @@ class TaskflowMiddleware:
                             await _send_refusal(send, exc)
                             return
                         # a concurrent write stored this request's tasks: go on
+                    errors = [e for t in accepted if (e := engine.refused.pop(t)) is not None]
+                    if errors:
+                        _drop_unwritten(engine, accepted)
+                        refused = True
+                        await _send_refusal(send, TaskStoreRefusedError(errors[0]))
+                        return
             await send(message)
 
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from .events import LifecycleEvent, LogEvent
 from .observers import ObserverChain
 from .protocols import Observer, TaskBackend
 from .registry import TaskRegistry, default_name
+from .retention import DEFAULT_RETENTION, check_retention
 from .store_view import TaskStore
 
 __all__ = ["TaskManager"]
@@ -51,6 +53,11 @@ class TaskManager:
             reached. By default the app starts anyway: the outage is logged, ``add_task()``
             raises ``BackendUnavailableError`` (a ``503`` with ``install()``) until the
             store answers, and the engine connects on its own once it does.
+        retention: how long finished tasks (SUCCESS, FAILED, INTERRUPTED, CANCELLED,
+            REJECTED) are kept, counted from when they finished; older ones are deleted
+            in the background by every instance. Default 7 days; None keeps them all.
+            Active tasks are never deleted. (The memory backend also caps how many
+            records it keeps, see ``MemoryBackend(max_records=...)``.)
     """
 
     def __init__(
@@ -67,7 +74,9 @@ class TaskManager:
         instance_id: str | None = None,
         publish_events: bool | None = None,
         require_backend_at_startup: bool = False,
+        retention: timedelta | None = DEFAULT_RETENTION,
     ) -> None:
+        retention = check_retention(retention)
         clock = clock or SystemClock()
         if backend is None or isinstance(backend, str):
             backend = open_backend(backend, clock=clock)
@@ -87,7 +96,10 @@ class TaskManager:
             instance_id=instance_id,
             publish_events=publish_events,
             require_backend_at_startup=require_backend_at_startup,
+            retention=retention,
         )
+        self.retention = retention
+        """How long finished tasks are kept (None: forever)."""
         self.store = TaskStore(self._engine)
         """Read tasks: ``store.get(task_id)``, ``store.query(...)``, ``store.stats()``."""
 
@@ -213,6 +225,27 @@ class TaskManager:
             priority=priority,
             sink=None,
         )
+
+    async def purge(self, older_than: timedelta | None = None) -> int:
+        """Delete finished tasks that finished more than ``older_than`` ago, now.
+
+        ``older_than`` defaults to ``retention``. Active tasks are never deleted.
+        Returns how many tasks were deleted. The background loop does the same every
+        so often; call this for a one-off clean-up (a script, an admin route).
+
+        Raises:
+            InvalidTaskError: ``older_than`` is not a positive ``timedelta``, or it is
+                None while ``retention`` is None too.
+        """
+        keep = check_retention(older_than, "older_than") or self.retention
+        if keep is None:
+            raise InvalidTaskError(
+                "purge() needs older_than= (for example timedelta(days=1)): this manager "
+                "has retention=None"
+            )
+        backend = await self._engine.started_backend()
+        await self._engine.flush()
+        return await self._engine.retention.purge(backend, keep)
 
     def events(self) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
         """Stream every task event from now on, from every instance on a shared backend.

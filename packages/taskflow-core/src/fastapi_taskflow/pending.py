@@ -13,6 +13,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 
+from .errors import BackendUnavailableError
 from .models import TaskRecord
 from .protocols import Store
 
@@ -57,6 +58,7 @@ class PendingCreates:
         store: Store,
         before: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
         after: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
+        on_refused: Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]] | None = None,
     ) -> None:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
@@ -66,6 +68,11 @@ class PendingCreates:
         failed), so a caller that sees its record still buffered and flushes returns only
         when both are done; a failed write loses nothing: the error propagates and the
         next flush tries again.
+
+        A record the store refuses (anything but ``BackendUnavailableError``) never
+        blocks the others: when the batch write fails, each record is created on its
+        own, the refused ones leave the buffer and are handed to ``on_refused`` with
+        the store's error, and the rest carry on.
         """
         lock = self._lock_for_loop()
         async with lock:
@@ -75,7 +82,16 @@ class PendingCreates:
                 return
             if before is not None:
                 await before(batch)
-            await store.create_many(batch)
+            refused = await _create(store, batch)
+            if refused:
+                with self._lock:
+                    for record, _ in refused:
+                        if self._records.get(record.task_id) is record:
+                            del self._records[record.task_id]
+                gone = {record.task_id for record, _ in refused}
+                batch = [record for record in batch if record.task_id not in gone]
+                if on_refused is not None:
+                    await on_refused(refused)
             try:
                 if after is not None:
                     await after(batch)
@@ -91,3 +107,31 @@ class PendingCreates:
             self._flush_lock = asyncio.Lock()
             self._flush_loop = loop
         return self._flush_lock
+
+
+async def _create(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecord, Exception]]:
+    """Create ``batch``; return the records the store refused, with its errors.
+
+    One ``create_many`` normally. If it fails for a reason other than an unreachable
+    store, the records are created one by one (safe: a create of an existing id is a
+    no-op) so that one refused record fails alone.
+    """
+    try:
+        await store.create_many(batch)
+    except BackendUnavailableError:
+        raise
+    except Exception:
+        return await _create_each(store, batch)
+    return []
+
+
+async def _create_each(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecord, Exception]]:
+    refused: list[tuple[TaskRecord, Exception]] = []
+    for record in batch:
+        try:
+            await store.create(record)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:
+            refused.append((record, exc))
+    return refused

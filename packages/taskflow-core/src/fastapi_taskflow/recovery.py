@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .models import Lease, TaskStatus, TaskUpdate
+from .rehydrate import fail_unreadable
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -84,7 +85,10 @@ class Recovery:
         record = await backend.get(lease.task_id)
         queued = False
         try:
-            if record is None or record.status.is_terminal:
+            if record is None:
+                await fail_unreadable(engine, backend, lease.task_id)
+                return False
+            if record.status.is_terminal:
                 return False
             if record.status is TaskStatus.PENDING:
                 logger.warning(

@@ -10,7 +10,7 @@ from typing import Any
 from .config import TaskConfig
 from .errors import InvalidTaskError
 
-__all__ = ["RegisteredTask", "TaskRegistry", "default_name"]
+__all__ = ["RegisteredTask", "TaskRegistry", "default_name", "unrecoverable_reason"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,18 @@ def default_name(func: Callable[..., Any]) -> str:
     if qualname is None:
         qualname = type(func).__qualname__
     return f"{module}.{qualname}"
+
+
+def unrecoverable_reason(name: str) -> str | None:
+    """Say why no process can ever find a function named ``name`` by its name (a lambda,
+    a closure, a function of ``__main__``), or return None."""
+    if "<lambda>" in name:
+        return "it is a lambda"
+    if "<locals>" in name:
+        return "it is defined inside another function"
+    if name.startswith("__main__."):
+        return "it is defined in __main__, which is another program in another process"
+    return None
 
 
 class TaskRegistry:

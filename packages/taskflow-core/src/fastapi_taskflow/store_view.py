@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTaskError
 from .models import TaskPage, TaskQuery, TaskRecord, TaskStats
 from .protocols import TaskBackend
+from .refused import record_refusals
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -122,5 +124,10 @@ class TaskStore:
         return await self._engine.backend.stats()
 
     def _flush_blocking(self) -> None:
-        if len(self._engine.pending):
-            self._engine.bridge.run(self._engine.pending.flush)
+        engine = self._engine
+        if len(engine.pending):
+            engine.bridge.run(
+                lambda backend: engine.pending.flush(
+                    backend, on_refused=partial(record_refusals, engine, backend)
+                )
+            )

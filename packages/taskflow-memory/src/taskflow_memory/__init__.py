@@ -7,16 +7,16 @@ use ``taskflow-sql`` or ``taskflow-redis`` when tasks must survive a crash.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi_taskflow.clock import Clock, SystemClock
 from fastapi_taskflow.errors import BackendURLError
 from fastapi_taskflow.redaction import mask_secrets
 
 from .coordination import CoordinationState, MemoryCoordination
-from .store import MemoryState, MemoryStore
+from .store import DEFAULT_MAX_RECORDS, MemoryState, MemoryStore
 
-__all__ = ["MemoryBackend", "from_url"]
+__all__ = ["DEFAULT_MAX_RECORDS", "MemoryBackend", "from_url"]
 
 __version__ = "0.1.0"
 
@@ -26,13 +26,24 @@ class MemoryBackend(MemoryStore, MemoryCoordination):
 
     Args:
         clock: where time comes from; the system clock unless a test injects one.
+        max_records: how many task records to keep at most; past it the oldest
+            finished tasks are dropped (active ones never are), so a long-running
+            process stays flat. None keeps every record (until purged).
     """
 
     durable = False
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, max_records: int | None = DEFAULT_MAX_RECORDS
+    ) -> None:
+        if max_records is not None and (
+            isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1
+        ):
+            raise BackendURLError(
+                f"max_records must be an integer >= 1 or None, got {max_records!r}"
+            )
         self.clock = clock or SystemClock()
-        self._state = MemoryState()
+        self._state = MemoryState(max_records)
         self._coord = CoordinationState()
 
     async def open(self) -> None:
@@ -54,11 +65,34 @@ class MemoryBackend(MemoryStore, MemoryCoordination):
 
 
 def from_url(url: str, *, clock: Clock) -> MemoryBackend:
-    """Build a fresh, empty memory backend for ``memory://`` (the entry point)."""
+    """Build a fresh, empty memory backend for ``memory://`` (the entry point).
+
+    ``memory://?max_records=N`` sets the cap on records kept (``none``: no cap).
+    """
     parts = urlsplit(url)
-    if parts.scheme != "memory" or parts.path not in ("", "/") or parts.query:
+    options = parse_qs(parts.query, keep_blank_values=True)
+    if (
+        parts.scheme != "memory"
+        or parts.path not in ("", "/")
+        or set(options) - {"max_records"}
+        or any(len(values) != 1 for values in options.values())
+    ):
         raise BackendURLError(
             f"malformed memory backend URL {mask_secrets(str(url))!r}: use exactly "
-            "'memory://' (every TaskManager gets its own in-process store)"
+            "'memory://' or 'memory://?max_records=N' (every TaskManager gets its own "
+            "in-process store)"
         )
-    return MemoryBackend(clock=clock)
+    max_records: int | None = DEFAULT_MAX_RECORDS
+    if "max_records" in options:
+        raw = options["max_records"][0]
+        if raw.lower() == "none":
+            max_records = None
+        elif raw.isdigit() and int(raw) >= 1:
+            max_records = int(raw)
+        else:
+            raise BackendURLError(
+                f"malformed memory backend URL {mask_secrets(str(url))!r}: max_records "
+                "must be an integer "
+                ">= 1 or 'none'"
+            )
+    return MemoryBackend(clock=clock, max_records=max_records)

@@ -23,15 +23,21 @@ from fastapi_taskflow.models import (
     encode_cursor,
 )
 
-__all__ = ["MemoryState", "MemoryStore"]
+__all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
+
+DEFAULT_MAX_RECORDS = 10_000
+"""How many task records a memory backend keeps before it drops the oldest finished ones."""
 
 
 class MemoryState:
     """The shared state behind every fork of one memory backend, guarded by one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         self.lock = threading.Lock()
+        self.max_records = max_records
         self.records: dict[str, TaskRecord] = {}
+        self.finished: dict[str, None] = {}
+        """Ids of finished tasks in the order they finished (oldest first)."""
         self.logs: dict[str, list[LogEntry]] = defaultdict(list)
         self.key_holders: dict[str, str] = {}
         self.status_counts: Counter[TaskStatus] = Counter()
@@ -70,7 +76,37 @@ class MemoryStore:
         stored = record.model_copy(update={"logs": []}) if record.logs else record
         state.records[record.task_id] = stored
         self._count(stored, +1)
+        if stored.status in TERMINAL_STATUSES:
+            state.finished[stored.task_id] = None
+            self._trim_locked()
         return CreateResult(record=stored, created=True)
+
+    def _trim_locked(self) -> None:
+        """Drop the oldest finished tasks while more than ``max_records`` are kept.
+
+        Active tasks are never dropped, so a store full of them may exceed the cap.
+        """
+        state = self._state
+        cap = state.max_records
+        if cap is None:
+            return
+        while len(state.records) > cap and state.finished:
+            task_id = next(iter(state.finished))
+            record = state.records.get(task_id)
+            if record is None:
+                del state.finished[task_id]
+            else:
+                self._delete_locked(record)
+
+    def _delete_locked(self, record: TaskRecord) -> None:
+        state = self._state
+        del state.records[record.task_id]
+        state.finished.pop(record.task_id, None)
+        state.logs.pop(record.task_id, None)
+        self._count(record, -1)
+        key = record.idempotency_key
+        if key is not None and state.key_holders.get(key) == record.task_id:
+            del state.key_holders[key]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.get`."""
@@ -130,6 +166,9 @@ class MemoryStore:
                 and state.key_holders.get(key) == record.task_id
             ):
                 del state.key_holders[key]
+            if status in TERMINAL_STATUSES:
+                state.finished[record.task_id] = None
+                self._trim_locked()
         return new
 
     def _count(self, record: TaskRecord, delta: int) -> None:
@@ -188,10 +227,5 @@ class MemoryStore:
                 and record.finished_at < finished_before
             ][:batch_size]
             for record in doomed:
-                del self._state.records[record.task_id]
-                self._state.logs.pop(record.task_id, None)
-                self._count(record, -1)
-                key = record.idempotency_key
-                if key is not None and self._state.key_holders.get(key) == record.task_id:
-                    del self._state.key_holders[key]
+                self._delete_locked(record)
         return len(doomed)

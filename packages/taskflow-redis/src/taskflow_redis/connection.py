@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from redis import exceptions as rx
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from fastapi_taskflow.errors import BackendUnavailableError
@@ -17,7 +17,25 @@ from fastapi_taskflow.errors import BackendUnavailableError
 from .errors import RedisBackendError
 from .urls import redact
 
-__all__ = ["AnyRedis", "Connector", "driver_errors"]
+__all__ = [
+    "POOL_MAX_CONNECTIONS",
+    "POOL_TIMEOUT",
+    "AnyRedis",
+    "Connector",
+    "blocking_pool",
+    "driver_errors",
+]
+
+POOL_MAX_CONNECTIONS = 50
+"""Connections per pool of a URL backend (``?max_connections=`` in the URL overrides it).
+
+The engine opens a few pools (requests, the heartbeat, blocking reads), so an instance
+holds at most a few times this many connections; Redis serves thousands."""
+
+POOL_TIMEOUT = 10.0
+"""Seconds a call waits for a free pooled connection before it is reported as the store
+being unavailable (``?timeout=`` in the URL overrides it). A burst of calls waits its
+turn; only a pool stuck this long counts as an outage."""
 
 AnyRedis = Union["Redis", "RedisCluster"]
 """A standalone or a cluster asyncio client."""
@@ -84,7 +102,7 @@ class Connector:
         """Connect by URL; the backend owns what it creates."""
         if cluster:
             return cls(lambda: RedisCluster.from_url(url), redact(url))
-        return cls(lambda: Redis.from_url(url), redact(url))
+        return cls(lambda: Redis(connection_pool=blocking_pool(url)), redact(url))
 
     @classmethod
     def from_client(cls, client: AnyRedis) -> Connector:
@@ -125,6 +143,18 @@ class Connector:
             await client.aclose()
         else:
             await client.aclose(close_connection_pool=self.owns_pool)
+
+
+def blocking_pool(url: str) -> BlockingConnectionPool:
+    """Return a pool for ``url`` that waits (up to ``POOL_TIMEOUT``) for a free connection.
+
+    redis-py's default pool raises at once when every connection is in use, which would
+    turn a burst of requests on a healthy server into "store unavailable" errors.
+    ``max_connections`` and ``timeout`` given in the URL take precedence.
+    """
+    return BlockingConnectionPool.from_url(
+        url, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_TIMEOUT
+    )
 
 
 def _pool_twin(pool: ConnectionPool) -> ConnectionPool:

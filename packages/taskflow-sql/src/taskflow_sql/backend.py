@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
 from fastapi_taskflow.redaction import mask_secrets
+from fastapi_taskflow.errors import BackendURLError
 
 from .context import SQLContext
 from .engine import SQLiteSettings, configure_sqlite, make_engine
@@ -111,7 +112,7 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             table_prefix = self._target.options.get("table_prefix", table_prefix)
             schema = self._target.options.get("schema", schema)
         if schema is not None and kind != "postgresql":
-            raise ValueError("'schema' is a PostgreSQL option; use table_prefix instead")
+            raise BackendURLError("'schema' is a PostgreSQL option; use table_prefix instead")
         self.tables: Tables = build_tables(table_prefix, schema)
         self.kind = kind
         self._counter_slots = 1 if kind == "sqlite" else max(1, counter_slots)

@@ -40,6 +40,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from fastapi_taskflow.errors import BackendURLError
+
 from .types import AutoId, LongText, UTCDateTime
 
 __all__ = ["DEFAULT_PREFIX", "TAG_LENGTH", "Tables", "build_tables"]
@@ -107,12 +109,12 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
     """Build the schema-version-1 tables named ``<prefix><name>`` in ``schema``.
 
     Raises:
-        ValueError: the prefix is not a plain identifier (letters, digits, underscore;
+        BackendURLError: the prefix is not a plain identifier (letters, digits, underscore;
             at most 40 characters, so index names stay within MySQL's 64).
     """
-    if not _PREFIX_RE.match(prefix):
-        raise ValueError(
-            f"table prefix {prefix!r} must be letters, digits and underscores, start with "
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise BackendURLError(
+            f"table_prefix {prefix!r} must be letters, digits and underscores, start with "
             "a letter or underscore, and be at most 40 characters"
         )
     md = MetaData(schema=schema)

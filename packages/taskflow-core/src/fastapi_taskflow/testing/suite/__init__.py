@@ -15,6 +15,7 @@ from .events import EventTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .leases import LeaseTests
 from .lifecycle import LifecycleTests
+from .limits import LimitTests
 from .locks import LockTests, ScheduleTests
 from .logs import LogTests
 from .queries import QueryTests
@@ -30,6 +31,7 @@ __all__ = [
     "EventTests",
     "GuardTests",
     "LeaseTests",
+    "LimitTests",
     "LifecycleTests",
     "LockTests",
     "LogTests",
@@ -64,6 +66,7 @@ class BackendConformance(
     ScheduleTests,
     EventTests,
     ConcurrencyTests,
+    LimitTests,
 ):
     """Every standard test of the backend contract.
 

@@ -1,0 +1,270 @@
+"""What every store can hold, checked once for all backends.
+
+``add_task()`` refuses anything outside these limits with an ``InvalidTaskError`` that
+names the field and the limit, before anything is recorded, identically on every
+backend. What a task produces while it runs (its return value, its error message, its
+log lines) cannot be refused that way: :func:`clean_text` and :func:`clean_json` replace
+the characters no store can hold, so a task's final write always lands.
+
+The limits (documented in ``docs/guarantees.md``):
+
+* ``priority``: an integer from ``-(2**31 - 1)`` to ``2**31 - 1`` (a 32-bit column on
+  PostgreSQL and MySQL);
+* text the stores keep as text (tag keys and values, idempotency keys, task and queue
+  names): no lone surrogate (``"\\ud800"``: not valid UTF-8) and no NUL character
+  (PostgreSQL refuses it);
+* tags: at most :data:`TAGS_MAX_JSON` characters of ``json.dumps(tags)`` (MySQL's
+  ``TEXT`` column holds 64 KiB);
+* an idempotency key: 1 to :data:`IDEMPOTENCY_KEY_MAX` characters;
+* a task or queue name: 1 to :data:`NAME_MAX` characters;
+* arguments on a durable backend: no lone surrogate in any string, key or value (they
+  are stored as UTF-8 JSON; a NUL is fine there, JSON escapes it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from .errors import InvalidTaskError, TaskArgumentError
+from .models import LogEntry, TaskUpdate
+
+__all__ = [
+    "IDEMPOTENCY_KEY_MAX",
+    "NAME_MAX",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "REPLACEMENT",
+    "TAGS_MAX_JSON",
+    "UNKNOWN_TASK_GRACE",
+    "check_arguments",
+    "check_idempotency_key",
+    "check_name",
+    "check_priority_range",
+    "check_tags_size",
+    "check_text",
+    "clean_json",
+    "clean_text",
+    "storable_entries",
+    "storable_update",
+]
+
+PRIORITY_MAX = 2**31 - 1
+"""Highest priority every store holds (a signed 32-bit column)."""
+
+PRIORITY_MIN = -(2**31 - 1)
+"""Lowest priority every store holds (symmetric, so ``-priority`` fits too)."""
+
+TAGS_MAX_JSON = 32_768
+"""Most characters ``json.dumps(tags)`` may have (ASCII, so also bytes)."""
+
+IDEMPOTENCY_KEY_MAX = 1024
+"""Longest idempotency key, in characters."""
+
+NAME_MAX = 255
+"""Longest task name or queue name, in characters."""
+
+UNKNOWN_TASK_GRACE = timedelta(minutes=10)
+"""How long a stored task whose function no running instance has registered waits
+(since it last changed) for an instance that has it, before it is made FAILED."""
+
+REPLACEMENT = "\ufffd"
+"""What :func:`clean_text` puts in place of a character no store can hold."""
+
+
+def _bad_char(text: str, *, nul: bool) -> str | None:
+    """Return a description of the first character of ``text`` no store holds, or None."""
+    if nul and "\x00" in text:
+        return "a NUL character ('\\x00')"
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate ({text[exc.start]!r}), which is not valid UTF-8"
+    return None
+
+
+def check_text(field: str, text: str) -> None:
+    """Raise ``InvalidTaskError`` if ``text`` holds a NUL or a lone surrogate.
+
+    Args:
+        field: how to name the value in the message (``"tag 'user'"``).
+        text: the value.
+    """
+    bad = _bad_char(text, nul=True)
+    if bad is not None:
+        raise InvalidTaskError(
+            f"{field} contains {bad}; task stores cannot hold it. Remove it or encode the "
+            "value (for example with .encode('utf-8', 'surrogateescape').hex())."
+        )
+
+
+def check_priority_range(priority: int | None) -> None:
+    """Raise ``InvalidTaskError`` unless ``priority`` is None or within the limits."""
+    if priority is not None and not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidTaskError(
+            f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX} (a 32-bit "
+            f"integer, the same on every backend), got {priority}; conventionally 1 is "
+            "lowest and 10 highest"
+        )
+
+
+def check_tags_size(tags: dict[str, str]) -> None:
+    """Raise ``InvalidTaskError`` if a tag holds a bad character or the tags are too big."""
+    for key, value in tags.items():
+        check_text(f"tag key {_short(key)}", key)
+        check_text(f"the value of tag {_short(key)}", value)
+    if tags:
+        size = len(json.dumps(tags))
+        if size > TAGS_MAX_JSON:
+            raise InvalidTaskError(
+                f"tags take {size} characters as JSON; the limit is {TAGS_MAX_JSON} on every "
+                "backend. Keep tags short (ids, labels) and put bulky data in the task's "
+                "arguments."
+            )
+
+
+def check_idempotency_key(key: str) -> None:
+    """Raise ``InvalidTaskError`` unless ``key`` is 1 to ``IDEMPOTENCY_KEY_MAX`` clean
+    characters."""
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+        raise InvalidTaskError(
+            f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} characters, got "
+            f"{len(key)}; hash a longer key (for example with hashlib.sha256)"
+        )
+    check_text("idempotency_key", key)
+
+
+def check_name(field: str, name: str) -> None:
+    """Raise ``InvalidTaskError`` unless a task or queue name fits every store."""
+    if len(name) > NAME_MAX:
+        raise InvalidTaskError(
+            f"{field} {_short(name)} is {len(name)} characters; the limit is {NAME_MAX}. "
+            "Give it a shorter name (@task_manager.task(name=...))."
+        )
+    check_text(f"{field} {_short(name)}", name)
+
+
+def check_arguments(
+    func: Callable[..., Any], args_json: list[Any] | None, kwargs_json: dict[str, Any] | None
+) -> None:
+    """Raise ``TaskArgumentError`` naming the first argument with a lone surrogate.
+
+    ``args_json``/``kwargs_json`` are the JSON forms recorded for the call (lists,
+    dicts, strings, numbers): walking them reads nothing of the caller's objects.
+    """
+    for index, value in enumerate(args_json or ()):
+        _check_json(func, f"positional argument #{index}", value)
+    for name, value in (kwargs_json or {}).items():
+        _check_json(func, f"keyword argument {name!r}", value)
+
+
+def _check_json(func: Callable[..., Any], label: str, value: Any) -> None:
+    for text in _strings(value):
+        bad = _bad_char(text, nul=False)
+        if bad is not None:
+            name = getattr(func, "__qualname__", None) or repr(func)
+            raise TaskArgumentError(
+                f"{label} of {name} contains {bad}; durable backends store arguments as "
+                "UTF-8 JSON and cannot hold it. Pass valid text (decode bytes with "
+                "errors='replace'), or bytes/hex for raw data."
+            )
+
+
+def _strings(value: Any) -> list[str]:
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return found
+
+
+def clean_text(text: str, *, nul: bool = True) -> tuple[str, int]:
+    """Return ``text`` with lone surrogates (and NULs, unless ``nul=False``) replaced by
+    U+FFFD, and how many characters were replaced."""
+    if text.isascii() and (not nul or "\x00" not in text):
+        return text, 0
+    replaced = 0
+    out: list[str] = []
+    for char in text:
+        if (nul and char == "\x00") or "\ud800" <= char <= "\udfff":
+            out.append(REPLACEMENT)
+            replaced += 1
+        else:
+            out.append(char)
+    return "".join(out), replaced
+
+
+def clean_json(value: Any) -> tuple[Any, int]:
+    """Return JSON data with the lone surrogates of every string (keys too) replaced,
+    and how many were. A NUL is kept: stored JSON escapes it."""
+    if isinstance(value, str):
+        return clean_text(value, nul=False)
+    if isinstance(value, list):
+        total = 0
+        items = []
+        for item in value:
+            cleaned, n = clean_json(item)
+            items.append(cleaned)
+            total += n
+        return items, total
+    if isinstance(value, dict):
+        total = 0
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            new_key, n1 = clean_json(key) if isinstance(key, str) else (key, 0)
+            cleaned, n2 = clean_json(item)
+            out[new_key] = cleaned
+            total += n1 + n2
+        return out, total
+    return value, 0
+
+
+def _short(text: str) -> str:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return repr(shown)
+
+
+def storable_update(update: TaskUpdate) -> tuple[TaskUpdate, int]:
+    """Return ``update`` with its error and result made storable, and how many
+    characters were replaced (0: ``update`` itself is returned)."""
+    changes = update.changes()
+    replaced = 0
+    if isinstance(changes.get("error"), str):
+        changes["error"], n = clean_text(changes["error"])
+        replaced += n
+    if "result" in changes:
+        changes["result"], n = clean_json(changes["result"])
+        replaced += n
+    return (TaskUpdate(**changes), replaced) if replaced else (update, 0)
+
+
+def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
+    """Return log entries every store can hold (message cleaned, ``extra`` made JSON
+    with ``repr`` for what has no JSON form), and how many characters were replaced."""
+    out: list[LogEntry] = []
+    replaced = 0
+    for entry in entries:
+        message, n = clean_text(entry.message)
+        extra = entry.extra
+        if extra:
+            extra, m = clean_json(to_jsonable_python(extra, fallback=repr))
+            n += m
+        if n or extra is not entry.extra:
+            entry = entry.model_copy(update={"message": message, "extra": extra})
+        replaced += n
+        out.append(entry)
+    return out, replaced
