@@ -18,7 +18,14 @@ nox.options.sessions = ["lint", "tests"]
 ROOT = Path(__file__).parent
 PACKAGES = ["taskflow-core", "taskflow-memory", "taskflow-sql", "taskflow-redis"]
 EXTRAS = {"taskflow-sql": "[sqlite,postgres,mysql]"}
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "httpx>=0.27", "uvicorn>=0.29", "hypothesis>=6"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "httpx>=0.27",
+    "uvicorn>=0.29",
+    "hypothesis>=6",
+    "playwright>=1.44",
+]
 
 # conformance -- NAME  runs packages/*/tests/test_conformance_NAME*.py
 CONFORMANCE = {
