@@ -9,11 +9,12 @@ inserted as text by the scripts, and the policy is the second line of defence.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from importlib import resources
 from typing import Final
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 __all__ = ["CONTENT_SECURITY_POLICY", "dashboard_routes"]
@@ -79,6 +80,7 @@ def dashboard_routes(router: APIRouter, *, title: str) -> None:
     """
     page = _page(title)
     assets = _static_files()
+    etags = {name: f'"{hashlib.sha256(body).hexdigest()[:20]}"' for name, body in assets.items()}
 
     @router.get(
         "/dashboard",
@@ -91,14 +93,17 @@ def dashboard_routes(router: APIRouter, *, title: str) -> None:
         return HTMLResponse(page, headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
     @router.get("/dashboard/static/{name}", include_in_schema=False)
-    async def dashboard_static(name: str) -> Response:
-        """One of the dashboard's own assets; anything else is 404."""
+    async def dashboard_static(name: str, request: Request) -> Response:
+        """One of the dashboard's own assets; anything else is 404.
+
+        Browsers revalidate each load (``no-cache``) and get a 304 while the asset is
+        unchanged, so an upgraded package is picked up at once.
+        """
         body = assets.get(name)
         if body is None:
             raise HTTPException(status_code=404, detail="no such dashboard asset")
+        headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": etags[name]}
+        if request.headers.get("if-none-match") == etags[name]:
+            return Response(status_code=304, headers=headers)
         media_type = _MEDIA_TYPES["." + name.rsplit(".", 1)[-1]]
-        return Response(
-            body,
-            media_type=media_type,
-            headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"},
-        )
+        return Response(body, media_type=media_type, headers=headers)

@@ -151,7 +151,7 @@ async function loadStats() {
 
 function drawCharts() {
   if (!stats) return;
-  drawThroughput($("#throughput"), stats.throughput || []);
+  drawThroughput($("#throughput"), stats.throughput || [], stats.bucket_seconds);
   drawDurations($("#durations"), stats.durations || {});
 }
 
@@ -328,7 +328,8 @@ async function retryAll(button) {
   }
   disarm(button);
   const filter = apiFilter();
-  delete filter.status;
+  delete filter.status; // always the failed ones
+  if (filter.tag) filter.tag = [filter.tag];
   try {
     const result = await api.retryFailed(filter);
     toast(`${count(result.task_ids.length)} failed task(s) queued again`);

@@ -24,7 +24,7 @@ const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-d
 const day = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
 
 /** Throughput: one stacked bar per bucket; hover shows the bucket's numbers. */
-export function drawThroughput(container, buckets) {
+export function drawThroughput(container, buckets, bucketSeconds) {
   const points = (buckets || [])
     .map((b) => ({
       t: parseTime(b.bucket_start),
@@ -45,7 +45,7 @@ export function drawThroughput(container, buckets) {
   const slot = plotW / points.length;
   const barW = Math.max(1, Math.min(28, slot * 0.72));
   const y = (v) => pad.top + plotH - (v / top) * plotH;
-  const step = points.length > 1 ? points[1].t - points[0].t : 60_000;
+  const step = bucketSeconds ? bucketSeconds * 1000 : points.length > 1 ? points[1].t - points[0].t : 60_000;
   const spansDays = points[points.length - 1].t - points[0].t > 36 * 3600_000;
 
   const svg = s("svg", {

@@ -126,7 +126,7 @@ export class DetailPanel {
       attempts.map((a) => {
         const start = parseTime(a.started_at);
         const end = parseTime(a.finished_at);
-        return h("li", { class: "attempt" },
+        return h("li", { class: "attempt-item" },
           h("div", { class: "attempt-head" },
             h("span", { class: "attempt-n" }, `#${a.attempt}`),
             h("span", { class: "badge", dataset: { status: a.status } }, a.status),

@@ -30,6 +30,7 @@ export function fullTime(value) {
 /** 0.0042 -> "4.2 ms", 12.5 -> "12.5 s", 3600 -> "1 h 0 min". */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
+  if (seconds === 0) return "0";
   if (seconds < 0.001) return `${Math.round(seconds * 1e6)} µs`;
   if (seconds < 1) return `${trim(seconds * 1000)} ms`;
   if (seconds < 60) return `${trim(seconds)} s`;
