@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    Integer,
+    and_,
+    cast,
+    delete,
+    exists,
+    extract,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from fastapi_taskflow.models import (
+    DURATION_STATUSES,
+    PERCENTILES,
     TERMINAL_STATUSES,
+    DurationStats,
     TaskPage,
     TaskQuery,
     TaskStats,
     TaskStatus,
+    ThroughputBucket,
     decode_cursor,
     encode_cursor,
+    nearest_rank,
 )
 
 from .context import SQLContext, Tx
@@ -27,7 +44,13 @@ from .rows import record_columns, row_to_record, tag_token
 __all__ = ["SQLQueries", "chunks"]
 
 _TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
+_FINISHED = sorted(status.value for status in DURATION_STATUSES)
 _CHUNK = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+DURATION_SCAN = 5000
+"""Each function's most recently finished tasks that ``durations()`` ranks (>= the
+protocol's ``DURATION_WINDOW``), so the cost stays flat as history grows."""
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
@@ -71,6 +94,8 @@ class SQLQueries:
                     tags.c.value == tag_token(value),
                 )
             )
+        if query.q:
+            where.append(_text_match(tables, query.q))
         if after is not None:
             created, task_id = after
             where.append(tasks.c.created_at <= created)
@@ -125,6 +150,76 @@ class SQLQueries:
 
         return await self._exec.read("computing task stats", op)
 
+    async def durations(
+        self, *, func_names: Collection[str] | None = None
+    ) -> dict[str, DurationStats]:
+        """See :meth:`fastapi_taskflow.protocols.Store.durations`.
+
+        Over each function's ``DURATION_SCAN`` most recently finished tasks.
+        PostgreSQL ranks them with ``percentile_disc`` in one query per function;
+        SQLite and MySQL (no percentile functions) count them, then read each
+        percentile with an ordered ``LIMIT 1 OFFSET nearest_rank(n, p)`` query.
+        """
+        tables = self._ctx.tables
+        kind = self._ctx.kind
+        counters = tables.counters
+        names_stmt = (
+            select(counters.c.func_name)
+            .where(counters.c.status.in_(_FINISHED))
+            .group_by(counters.c.func_name)
+            .having(func.sum(counters.c.n) > 0)
+        )
+
+        async def op(conn: AsyncConnection) -> dict[str, DurationStats]:
+            names = sorted(str(row[0]) for row in await conn.execute(names_stmt))
+            if func_names is not None:
+                wanted = set(func_names)
+                names = [name for name in names if name in wanted]
+            found: dict[str, DurationStats] = {}
+            for name in names:
+                stats = await _durations_of(conn, tables, kind, name)
+                if stats is not None:
+                    found[name] = stats
+            return found
+
+        return await self._exec.read("computing task durations", op)
+
+    async def throughput(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[ThroughputBucket]:
+        """See :meth:`fastapi_taskflow.protocols.Store.throughput`.
+
+        One ``GROUP BY`` over the ``finished_at`` index range: the bucket is the whole
+        seconds since the epoch divided by ``bucket_seconds``.
+        """
+        tasks = self._ctx.tables.tasks
+        width = int(bucket_seconds)
+        bucket = _epoch_seconds(self._ctx.kind, tasks.c.finished_at, width).label("bucket")
+        stmt = (
+            select(bucket, tasks.c.status, func.count())
+            .where(
+                tasks.c.finished_at >= since,
+                tasks.c.finished_at < until,
+                tasks.c.status.in_(_FINISHED),
+            )
+            .group_by(bucket, tasks.c.status)
+        )
+
+        async def op(conn: AsyncConnection) -> list[ThroughputBucket]:
+            counts: dict[int, dict[str, int]] = {}
+            for index, status_value, count in await conn.execute(stmt):
+                per = counts.setdefault(int(index), {"succeeded": 0, "failed": 0})
+                key = "succeeded" if status_value == TaskStatus.SUCCESS.value else "failed"
+                per[key] += int(count)
+            return [
+                ThroughputBucket(
+                    bucket_start=_EPOCH + timedelta(seconds=index * width), **counts[index]
+                )
+                for index in sorted(counts)
+            ]
+
+        return await self._exec.read("computing task throughput", op)
+
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`.
 
@@ -157,3 +252,92 @@ class SQLQueries:
             return len(rows)
 
         return await self._exec.write("purging finished tasks", op)
+
+
+def _text_match(tables: Any, q: str) -> ColumnElement[bool]:
+    """``q`` in func_name, task_id, error or a tag key/value; LIKE characters escaped."""
+    tasks, tags = tables.tasks, tables.tags
+    return or_(
+        tasks.c.func_name.icontains(q, autoescape=True),
+        tasks.c.task_id.icontains(q, autoescape=True),
+        tasks.c.error.icontains(q, autoescape=True),
+        exists().where(
+            tags.c.task_id == tasks.c.task_id,
+            or_(tags.c.key.icontains(q, autoescape=True), tags.c.value.icontains(q, autoescape=True)),
+        ),
+    )
+
+
+def _duration_expr(kind: str, tasks: Any) -> ColumnElement[Any]:
+    """``finished_at - started_at`` as a number that orders like the duration."""
+    if kind == "postgresql":
+        return extract("epoch", tasks.c.finished_at - tasks.c.started_at)
+    if kind == "mysql":
+        return func.timestampdiff(
+            literal_column("MICROSECOND"), tasks.c.started_at, tasks.c.finished_at
+        )
+    return func.julianday(tasks.c.finished_at) - func.julianday(tasks.c.started_at)
+
+
+def _epoch_seconds(kind: str, column: Any, width: int) -> ColumnElement[Any]:
+    """The bucket index: whole seconds since the epoch (UTC) divided by ``width``."""
+    if kind == "postgresql":
+        return func.floor(extract("epoch", column) / width)
+    if kind == "mysql":
+        seconds = func.timestampdiff(
+            literal_column("SECOND"), literal_column("'1970-01-01 00:00:00'"), column
+        )
+        return func.floor(seconds / width)
+    return cast(func.strftime("%s", column), Integer) / width
+
+
+async def _durations_of(
+    conn: AsyncConnection, tables: Any, kind: str, name: str
+) -> DurationStats | None:
+    tasks = tables.tasks
+    duration = _duration_expr(kind, tasks).label("duration")
+    recent = (
+        select(tasks.c.task_id, tasks.c.started_at, tasks.c.finished_at, duration)
+        .where(
+            tasks.c.func_name == name,
+            tasks.c.status.in_(_FINISHED),
+            tasks.c.started_at.is_not(None),
+            tasks.c.finished_at.is_not(None),
+        )
+        .order_by(tasks.c.finished_at.desc())
+        .limit(DURATION_SCAN)
+        .subquery("recent")
+    )
+    count = int(await conn.scalar(select(func.count()).select_from(recent)) or 0)
+    if not count:
+        return None
+    if kind == "postgresql":
+        row = (
+            await conn.execute(
+                select(
+                    *(
+                        func.percentile_disc(fraction).within_group(recent.c.duration)
+                        for fraction in PERCENTILES
+                    )
+                )
+            )
+        ).one()
+        p50, p95, p99 = (float(value) for value in row)
+        return DurationStats(count=count, p50=p50, p95=p95, p99=p99)
+    values = []
+    for fraction in PERCENTILES:
+        pick = (
+            select(recent.c.started_at, recent.c.finished_at)
+            .order_by(recent.c.duration, recent.c.task_id)
+            .limit(1)
+            .offset(nearest_rank(count, fraction))
+        )
+        row = (await conn.execute(pick)).one()
+        started, finished = _aware(row[0]), _aware(row[1])
+        values.append((finished - started).total_seconds())
+    return DurationStats(count=count, p50=values[0], p95=values[1], p99=values[2])
+
+
+def _aware(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
