@@ -61,6 +61,8 @@ export class DetailPanel {
     sections.push(this.#attempts(task.attempts || []));
     sections.push(this.#logs(task.logs || []));
     fill(this.body, sections);
+    // A traceback's last lines say what went wrong: show those first.
+    for (const pre of this.body.querySelectorAll(".failure .traceback")) pre.scrollTop = pre.scrollHeight;
   }
 
   /** A log line that arrived on the event stream for the open task. */

@@ -54,7 +54,8 @@ export function compact(n) {
 /** Pretty JSON of any API value, for a <pre> (set with textContent). */
 export function json(value) {
   try {
-    return JSON.stringify(value, null, 2);
+    const flat = JSON.stringify(value);
+    return flat.length <= 72 ? flat : JSON.stringify(value, null, 2);
   } catch {
     return String(value);
   }
