@@ -91,7 +91,7 @@ export class DetailPanel {
 
   #tags(tags) {
     return section("Tags", h("div", { class: "tag-list" },
-      Object.entries(tags).map(([k, v]) => h("span", { class: "tag" }, h("span", { class: "tag-k" }, k), v))));
+      Object.entries(tags).map(([k, v]) => h("span", { class: "tag" }, h("span", { class: "tag-k" }, k, "="), v))));
   }
 
   #arguments(t) {
@@ -163,7 +163,7 @@ function logLine(log) {
     log.attempt ? h("span", { class: "log-attempt" }, `#${log.attempt}`) : h("span"),
     h("span", { class: "log-msg" }, log.message,
       Object.entries(extra).map(([k, v]) =>
-        h("span", { class: "log-extra" }, h("span", { class: "tag-k" }, k),
+        h("span", { class: "log-extra" }, h("span", { class: "tag-k" }, k, "="),
           typeof v === "string" ? v : json(v))),
       traceback ? h("details", {}, h("summary", {}, "traceback"),
         h("pre", { class: "code traceback" }, traceback)) : null));

@@ -133,7 +133,7 @@ export class TaskTable {
       row.tagsKey = tagsKey;
       cells.tags.replaceChildren(
         ...Object.entries(task.tags || {}).map(([k, v]) =>
-          h("span", { class: "tag", title: `${k}=${v}` }, h("span", { class: "tag-k" }, k), v)),
+          h("span", { class: "tag", title: `${k}=${v}` }, h("span", { class: "tag-k" }, k, "="), v)),
       );
     }
     const retries = task.max_retries ? `/${task.max_retries + 1}` : "";
