@@ -235,7 +235,9 @@ class ToyBackend:
             for r in self._state.tasks.values():
                 if r.status not in DURATION_STATUSES or r.started_at is None:
                     continue
-                if r.finished_at is None or (func_names is not None and r.func_name not in func_names):
+                if r.finished_at is None or (
+                    func_names is not None and r.func_name not in func_names
+                ):
                     continue
                 seconds = (r.finished_at - r.started_at).total_seconds()
                 found.setdefault(r.func_name, []).append(seconds)
@@ -248,9 +250,9 @@ class ToyBackend:
         counts: Counter[tuple[datetime, TaskStatus]] = Counter()
         with self._state.lock:
             for r in self._state.tasks.values():
-                if r.status in DURATION_STATUSES and r.finished_at is not None:
-                    if since <= r.finished_at < until:
-                        counts[bucket_start(r.finished_at, bucket_seconds), r.status] += 1
+                finished = r.finished_at
+                if r.status in DURATION_STATUSES and finished and since <= finished < until:
+                    counts[bucket_start(finished, bucket_seconds), r.status] += 1
         starts = sorted({start for start, _ in counts})
         return [
             ThroughputBucket(

@@ -263,7 +263,9 @@ def _text_match(tables: Any, q: str) -> ColumnElement[bool]:
         tasks.c.error.icontains(q, autoescape=True),
         exists().where(
             tags.c.task_id == tasks.c.task_id,
-            or_(tags.c.key.icontains(q, autoescape=True), tags.c.value.icontains(q, autoescape=True)),
+            or_(
+                tags.c.key.icontains(q, autoescape=True), tags.c.value.icontains(q, autoescape=True)
+            ),
         ),
     )
 

@@ -216,9 +216,7 @@ def api_routes(
         since = until - timedelta(seconds=bucket_seconds * -(-window_seconds // bucket_seconds))
         counts = await backend.stats()
         durations = await backend.durations()
-        buckets = await backend.throughput(
-            since=since, until=until, bucket_seconds=bucket_seconds
-        )
+        buckets = await backend.throughput(since=since, until=until, bucket_seconds=bucket_seconds)
         queues = await _queue_depths(tm)
         found = {b.bucket_start: b for b in buckets}
         points = []
@@ -313,7 +311,9 @@ def api_routes(
         """PENDING -> CANCELLED; a task that started or finished is a 409."""
         backend = await tm.opened_backend()
         try:
-            done = await operations.cancel_pending(backend, task_id, clock=tm.clock, actor=_actor(tm))
+            done = await operations.cancel_pending(
+                backend, task_id, clock=tm.clock, actor=_actor(tm)
+            )
         except TaskflowError as exc:
             raise _http_error(exc) from exc
         return summary_of(done)

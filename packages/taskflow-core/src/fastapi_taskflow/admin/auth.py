@@ -134,7 +134,7 @@ class BasicLogin:
         return None
 
     def _basic_user(self, header: str | None) -> str | None:
-        if not header or not header[:6].lower() == "basic ":
+        if not header or header[:6].lower() != "basic ":
             return None
         try:
             raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
@@ -232,7 +232,8 @@ input, button {{ font: inherit; padding: .5rem; }}
 <body><form method="post" action="login">
 <h1>{esc(title)}</h1>{note}
 <label>Username <input name="username" autocomplete="username" required autofocus></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<label>Password
+<input name="password" type="password" autocomplete="current-password" required></label>
 <input type="hidden" name="next" value="{esc(next_url, quote=True)}">
 <button type="submit">Sign in</button>
 </form></body></html>"""

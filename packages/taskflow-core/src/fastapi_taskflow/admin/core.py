@@ -102,9 +102,7 @@ class TaskAdmin:
                 403: {"model": ErrorBody, "description": "Not allowed"},
             }
         guarded = APIRouter(dependencies=guard_deps, responses=guard_responses)
-        api_routes(
-            guarded, self.task_manager, display_args=self.display_args, metrics=self.metrics
-        )
+        api_routes(guarded, self.task_manager, display_args=self.display_args, metrics=self.metrics)
         dashboard_routes(guarded, title=self.title)
         router.include_router(guarded)
         if isinstance(self.auth, BasicLogin):

@@ -33,7 +33,9 @@ if new ~= cur then
     redis.call('HDEL', K_IDEM, k)
   end
 end
-track_finished(id, new, redis.call('HGET', key, 'fin'))
+local after = redis.call('HMGET', key, 'fin', 'f', 'st')
+track_finished(id, new, after[1])
+if new ~= cur or fin ~= '' then track_duration(id, new, after[2], after[3], after[1]) end
 local res = record_json(id)
 if cutoff ~= '' and TERMINAL[new] and new ~= cur then
   purge_finished(cutoff, tonumber(ARGV[7]))

@@ -173,10 +173,10 @@ class DurationTests(ConformanceBase):
         assert set(result) == {"app.a", "app.b"}
         stats = result["app.a"]
         assert stats.count == 40
-        for got, fraction in zip((stats.p50, stats.p95, stats.p99), (0.5, 0.95, 0.99)):
+        for got, fraction in zip((stats.p50, stats.p95, stats.p99), (0.5, 0.95, 0.99), strict=True):
             assert got == pytest.approx(a[nearest_rank(40, fraction)], abs=1e-3)
         b = result["app.b"]
-        assert (b.count, b.p50, b.p95, b.p99) == (1, pytest.approx(1.5), 1.5, 1.5)
+        assert b.count == 1 and b.p50 == b.p95 == b.p99 == pytest.approx(1.5)
         only_b = await backend.durations(func_names=["app.b", "app.missing"])
         assert set(only_b) == {"app.b"}
 
@@ -236,7 +236,12 @@ class ThroughputTests(ConformanceBase):
             (-1, SUCCESS),  # before since: excluded
         ]:
             await finished(
-                backend, clock, func_name="app.x", took=1, status=status, ended=base + seconds(offset)
+                backend,
+                clock,
+                func_name="app.x",
+                took=1,
+                status=status,
+                ended=base + seconds(offset),
             )
         await create_task(backend, clock, func_name="app.x", status=RUNNING)
         got = await backend.throughput(since=base, until=base + seconds(300), bucket_seconds=60)
