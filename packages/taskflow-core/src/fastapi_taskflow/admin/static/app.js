@@ -195,7 +195,8 @@ function onLifecycle(ev) {
   const previous = table.get(ev.task_id)?.status ?? lastStatus.get(ev.task_id);
   if (previous !== ev.status) {
     if (previous && previous in counts) counts[previous] = Math.max(0, counts[previous] - 1);
-    if (previous || ev.status === "pending") {
+    // A task first seen starting its first attempt is new to the counts too.
+    if (previous || ev.status === "pending" || (ev.status === "running" && ev.attempt === 1)) {
       if (ev.status in counts) counts[ev.status] += 1;
       renderCounts();
     }
@@ -222,33 +223,45 @@ function onLifecycle(ev) {
       ...patch,
     };
     if (matches(task)) {
-      if (ev.status === "pending" && !ev.attempt) {
-        table.prepend(task);
-        refreshFooter();
-      } else {
-        insertFetched(ev.task_id); // first seen mid-life: fetch its real record
-      }
+      // First sight of this task (usually as it starts): show it now from the event,
+      // then fill in what events do not carry (creation time, retries) from the API.
+      table.prepend(task);
+      refreshFooter();
+      enrich(ev.task_id);
     }
   }
   if (detail.openId === ev.task_id) scheduleDetail();
-  scheduleStats(TERMINAL.has(ev.status) ? 1000 : 4000);
+  scheduleStats(TERMINAL.has(ev.status) ? 1000 : 2500);
 }
 
-const fetching = new Set();
+// Fetches of rows first seen on the stream: at most two at once and a bounded backlog,
+// so a burst of new tasks never floods the API (rows past the backlog keep event data).
+const enrichQueue = [];
+let enriching = 0;
 
-async function insertFetched(id) {
-  if (fetching.has(id) || fetching.size > 20) return;
-  fetching.add(id);
-  try {
-    const task = await api.task(id);
-    if (matches(task) && !table.has(id)) {
-      table.prepend(task);
-      refreshFooter();
-    }
-  } catch {
-    // purged meanwhile: nothing to show
-  } finally {
-    fetching.delete(id);
+function enrich(id) {
+  if (enrichQueue.length >= 50 || enrichQueue.includes(id)) return;
+  enrichQueue.push(id);
+  pumpEnrich();
+}
+
+function pumpEnrich() {
+  while (enriching < 2 && enrichQueue.length) {
+    const id = enrichQueue.shift();
+    if (!table.has(id)) continue;
+    enriching += 1;
+    api.task(id)
+      .then((task) => {
+        const { status, attempt, error, finished_at, started_at, duration_seconds, ...rest } = summaryOf(task);
+        // Status fields from the stream may be newer than this answer: keep those.
+        const current = table.get(id);
+        table.update(id, current && current.status !== status ? rest : summaryOf(task));
+      })
+      .catch(() => {}) // purged meanwhile: the row keeps what the event said
+      .finally(() => {
+        enriching -= 1;
+        pumpEnrich();
+      });
   }
 }
 

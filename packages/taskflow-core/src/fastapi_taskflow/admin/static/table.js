@@ -109,7 +109,7 @@ export class TaskTable {
       cells.duration,
       h("td", { class: "actions" }, cells.retry, cells.cancel),
     );
-    const row = { tr, cells, task: { ...task }, tagsKey: null };
+    const row = { tr, cells, task: { ...task }, tagsKey: null, func: null };
     this.rows.set(task.task_id, row);
     this.#paint(row);
     return row;
@@ -123,8 +123,15 @@ export class TaskTable {
     const pct = task.status === "running" && typeof task.progress === "number"
       ? `${Math.round(task.progress * 100)}%` : "";
     setText(cells.progress, pct);
-    setText(cells.func, task.func_name);
-    cells.func.title = task.func_name;
+    if (row.func !== task.func_name) {
+      row.func = task.func_name;
+      const cut = task.func_name.lastIndexOf(".") + 1;
+      cells.func.replaceChildren(
+        h("span", { class: "func-mod" }, task.func_name.slice(0, cut)),
+        task.func_name.slice(cut),
+      );
+      cells.func.title = task.func_name;
+    }
     setText(cells.id, shortId(task.task_id));
     cells.id.title = task.task_id;
     setText(cells.queue, task.queue || "default");
