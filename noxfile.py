@@ -25,6 +25,7 @@ TEST_DEPS = [
     "uvicorn>=0.29",
     "hypothesis>=6",
     "playwright>=1.44",
+    "schemathesis>=4.0",
 ]
 
 # conformance -- NAME  runs packages/*/tests/test_conformance_NAME*.py
