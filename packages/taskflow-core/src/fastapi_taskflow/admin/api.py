@@ -6,7 +6,7 @@ builds that router with its auth dependency, so every route here is guarded.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -38,6 +38,7 @@ from .schemas import (
     TaskList,
     TaskSummary,
     ThroughputPoint,
+    Timestamp,
     attempts_of,
     detail_of,
     summary_of,
@@ -125,6 +126,29 @@ def api_routes(
     """Add every JSON route, the event stream and ``/metrics`` to ``router``."""
     tm = task_manager
 
+    # Registered before the ``/api/tasks/{task_id}`` routes, so that path is this
+    # route's (an OPTIONS request is answered with ``Allow: POST``).
+    @router.post(
+        "/api/tasks/retry-failed",
+        response_model=RetryFailedResult,
+        responses=_BAD | _CONFLICT,
+        summary="Retry every failed task matching a filter",
+    )
+    async def retry_failed(body: RetryFailedRequest) -> RetryFailedResult:
+        """Stops early (``stopped`` says why) when the queue's limit is reached."""
+        query = _query(body, limit=200, default=[TaskStatus.FAILED])
+        backend = await tm.opened_backend()
+        limit = tm.queue_limit(query.queue) if query.queue else None
+        try:
+            ids = await operations.retry_failed(
+                backend, query, clock=tm.clock, max_queued=limit, actor=_actor(tm)
+            )
+        except RetryQueueFullError as exc:
+            return RetryFailedResult(task_ids=exc.retried, stopped=str(exc))
+        except TaskflowError as exc:
+            raise _http_error(exc) from exc
+        return RetryFailedResult(task_ids=ids)
+
     @router.get(
         "/api/tasks",
         response_model=TaskList,
@@ -136,8 +160,8 @@ def api_routes(
         func: Annotated[str | None, Query(max_length=255)] = None,
         queue: Annotated[str | None, Query(max_length=255)] = None,
         tag: Annotated[list[str] | None, Query(description="key:value, repeatable")] = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        created_after: Timestamp | None = None,
+        created_before: Timestamp | None = None,
         q: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         cursor: Annotated[str | None, Query(max_length=2000)] = None,
@@ -260,27 +284,6 @@ def api_routes(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-
-    @router.post(
-        "/api/tasks/retry-failed",
-        response_model=RetryFailedResult,
-        responses=_BAD | _CONFLICT,
-        summary="Retry every failed task matching a filter",
-    )
-    async def retry_failed(body: RetryFailedRequest) -> RetryFailedResult:
-        """Stops early (``stopped`` says why) when the queue's limit is reached."""
-        query = _query(body, limit=200, default=[TaskStatus.FAILED])
-        backend = await tm.opened_backend()
-        limit = tm.queue_limit(query.queue) if query.queue else None
-        try:
-            ids = await operations.retry_failed(
-                backend, query, clock=tm.clock, max_queued=limit, actor=_actor(tm)
-            )
-        except RetryQueueFullError as exc:
-            return RetryFailedResult(task_ids=exc.retried, stopped=str(exc))
-        except TaskflowError as exc:
-            raise _http_error(exc) from exc
-        return RetryFailedResult(task_ids=ids)
 
     @router.post(
         "/api/tasks/{task_id}/retry",

@@ -6,16 +6,18 @@ JSON string or value here, never markup: the API never returns HTML built from t
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from ..events import LifecycleEvent, LogEvent
 from ..models import LogEntry, TaskRecord, TaskStatus
 
 __all__ = [
     "Attempt",
+    "Timestamp",
     "DurationSummary",
     "ErrorBody",
     "LifecycleMessage",
@@ -36,6 +38,28 @@ __all__ = [
     "log_message",
     "summary_of",
 ]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Accept only a date-time with its offset (``2030-01-01T12:00:00Z``) or a datetime.
+
+    pydantic alone would also read a number as a Unix time, or a time without an offset
+    as local: both are ambiguous in a filter, so they are refused with a clear message.
+    """
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError(
+        "expected an RFC 3339 date-time with an offset, for example 2030-01-01T12:00:00Z"
+    )
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+"""A filter bound: an RFC 3339 date-time with its UTC offset."""
 
 
 class ErrorBody(BaseModel):
@@ -144,8 +168,8 @@ class TaskFilter(BaseModel):
     func: str | None = None
     queue: str | None = None
     tag: list[str] | None = Field(default=None, description="'key:value' pairs")
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
     q: str | None = Field(default=None, max_length=200)
 
 
@@ -166,7 +190,7 @@ class PurgeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    older_than_seconds: float = Field(ge=0, le=100 * 365 * 86400)
+    older_than_seconds: Annotated[float, Strict()] = Field(ge=0, le=100 * 365 * 86400)
 
 
 class PurgeResult(BaseModel):
