@@ -20,6 +20,7 @@ Skipped when chromium or Playwright is missing (failed instead with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -267,9 +268,7 @@ def test_a_task_enqueued_after_loading_appears_and_changes_status_live(
     # No reload; the task's row was updated in place and the other rows left alone.
     assert page.evaluate("() => window.__sameDocument === true")
     assert row.evaluate("tr => tr.__mine === true")
-    assert page.evaluate(
-        "() => document.querySelectorAll('#task-rows tr')[1].__untouched === true"
-    )
+    assert page.evaluate("() => document.querySelectorAll('#task-rows tr')[1].__untouched === true")
 
 
 def test_filters_narrow_the_list(watched: Watched, server: Server) -> None:
@@ -308,6 +307,7 @@ def test_filters_narrow_the_list(watched: Watched, server: Server) -> None:
     expect(rows.first).to_have_attribute("data-task-id", quick)
 
     # A reload keeps the filters (they live in the URL).
+    expect(page).to_have_url(re.compile(r"\?q=umbrella$"))
     page.reload()
     expect(page.locator("#f-q")).to_have_value("umbrella")
     expect(rows).to_have_count(1)

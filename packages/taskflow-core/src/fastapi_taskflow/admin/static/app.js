@@ -393,7 +393,12 @@ function wire() {
       typingTimer = setTimeout(onFiltersChanged, 300);
     });
   }
-  form.addEventListener("reset", () => setTimeout(onFiltersChanged));
+  form.addEventListener("reset", (e) => {
+    e.preventDefault(); // clear the fields here, so the list reloads with them cleared
+    clearTimeout(typingTimer);
+    for (const el of Object.values(fields)) el.value = "";
+    onFiltersChanged();
+  });
   $("#counts").addEventListener("click", (e) => {
     const cardEl = e.target.closest(".count-card");
     if (!cardEl) return;
