@@ -301,8 +301,10 @@ def nearest_rank(count: int, fraction: float) -> int:
 
     That is 1-based rank ``ceil(fraction * count)``, at least 1 (SQL's
     ``percentile_disc``); for an ordered-offset query use it as the ``OFFSET``.
+    ``fraction`` is used to four decimal places.
     """
-    return min(max(1, math.ceil(fraction * count)), count) - 1
+    scaled = round(fraction * 10_000)  # exact integer arithmetic, as a database would
+    return min(max(1, -(-scaled * count // 10_000)), count) - 1
 
 
 def duration_stats(durations: list[float]) -> DurationStats:

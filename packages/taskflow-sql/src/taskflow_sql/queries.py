@@ -19,6 +19,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fastapi_taskflow.models import (
@@ -155,31 +156,36 @@ class SQLQueries:
     ) -> dict[str, DurationStats]:
         """See :meth:`fastapi_taskflow.protocols.Store.durations`.
 
-        Over each function's ``DURATION_SCAN`` most recently finished tasks.
-        PostgreSQL ranks them with ``percentile_disc`` in one query per function;
-        SQLite and MySQL (no percentile functions) count them, then read each
-        percentile with an ordered ``LIMIT 1 OFFSET nearest_rank(n, p)`` query.
+        One query over each function's ``DURATION_SCAN`` most recently finished tasks
+        (``ROW_NUMBER()`` by ``finished_at``). PostgreSQL ranks them with
+        ``percentile_disc``; SQLite and MySQL/MariaDB (no percentile functions) number
+        them by duration with ``ROW_NUMBER()`` and keep the rows whose number is a
+        nearest rank (the ordered-offset rule, for every function in one pass).
         """
         tables = self._ctx.tables
         kind = self._ctx.kind
-        counters = tables.counters
-        names_stmt = (
-            select(counters.c.func_name)
-            .where(counters.c.status.in_(_FINISHED))
-            .group_by(counters.c.func_name)
-            .having(func.sum(counters.c.n) > 0)
-        )
+        stmt = _durations_query(tables, kind, func_names)
 
         async def op(conn: AsyncConnection) -> dict[str, DurationStats]:
-            names = sorted(str(row[0]) for row in await conn.execute(names_stmt))
-            if func_names is not None:
-                wanted = set(func_names)
-                names = [name for name in names if name in wanted]
-            found: dict[str, DurationStats] = {}
-            for name in names:
-                stats = await _durations_of(conn, tables, kind, name)
-                if stats is not None:
-                    found[name] = stats
+            rows = (await conn.execute(stmt)).all()
+            if kind == "postgresql":
+                return {
+                    str(row[0]): DurationStats(
+                        count=int(row[1]), p50=float(row[2]), p95=float(row[3]), p99=float(row[4])
+                    )
+                    for row in rows
+                }
+            picked: dict[str, dict[int, float]] = {}
+            counts: dict[str, int] = {}
+            for name, count, rank, started, finished in rows:
+                seconds = (_aware(finished) - _aware(started)).total_seconds()
+                picked.setdefault(str(name), {})[int(rank) - 1] = seconds
+                counts[str(name)] = int(count)
+            found = {}
+            for name, by_rank in picked.items():
+                n = counts[name]
+                p50, p95, p99 = (by_rank[nearest_rank(n, f)] for f in PERCENTILES)
+                found[name] = DurationStats(count=n, p50=p50, p95=p95, p99=p99)
             return found
 
         return await self._exec.read("computing task durations", op)
@@ -293,51 +299,60 @@ def _epoch_seconds(kind: str, column: Any, width: int) -> ColumnElement[Any]:
     return cast(func.strftime("%s", column), Integer) / width
 
 
-async def _durations_of(
-    conn: AsyncConnection, tables: Any, kind: str, name: str
-) -> DurationStats | None:
+def _durations_query(tables: Any, kind: str, func_names: Collection[str] | None) -> Select[Any]:
     tasks = tables.tasks
-    duration = _duration_expr(kind, tasks).label("duration")
-    recent = (
-        select(tasks.c.task_id, tasks.c.started_at, tasks.c.finished_at, duration)
-        .where(
-            tasks.c.func_name == name,
-            tasks.c.status.in_(_FINISHED),
-            tasks.c.started_at.is_not(None),
-            tasks.c.finished_at.is_not(None),
-        )
-        .order_by(tasks.c.finished_at.desc())
-        .limit(DURATION_SCAN)
-        .subquery("recent")
+    where = [
+        tasks.c.status.in_(_FINISHED),
+        tasks.c.started_at.is_not(None),
+        tasks.c.finished_at.is_not(None),
+    ]
+    if func_names is not None:
+        where.append(tasks.c.func_name.in_(sorted(set(func_names)) or [""]))
+    recency = func.row_number().over(
+        partition_by=tasks.c.func_name, order_by=tasks.c.finished_at.desc()
     )
-    count = int(await conn.scalar(select(func.count()).select_from(recent)) or 0)
-    if not count:
-        return None
-    if kind == "postgresql":
-        row = (
-            await conn.execute(
-                select(
-                    *(
-                        func.percentile_disc(fraction).within_group(recent.c.duration)
-                        for fraction in PERCENTILES
-                    )
-                )
-            )
-        ).one()
-        p50, p95, p99 = (float(value) for value in row)
-        return DurationStats(count=count, p50=p50, p95=p95, p99=p99)
-    values = []
-    for fraction in PERCENTILES:
-        pick = (
-            select(recent.c.started_at, recent.c.finished_at)
-            .order_by(recent.c.duration, recent.c.task_id)
-            .limit(1)
-            .offset(nearest_rank(count, fraction))
+    windowed = (
+        select(
+            tasks.c.task_id,
+            tasks.c.func_name,
+            tasks.c.started_at,
+            tasks.c.finished_at,
+            _duration_expr(kind, tasks).label("duration"),
+            recency.label("recency"),
         )
-        row = (await conn.execute(pick)).one()
-        started, finished = _aware(row[0]), _aware(row[1])
-        values.append((finished - started).total_seconds())
-    return DurationStats(count=count, p50=values[0], p95=values[1], p99=values[2])
+        .where(*where)
+        .subquery("windowed")
+    )
+    recent = select(windowed).where(windowed.c.recency <= DURATION_SCAN).subquery("recent")
+    if kind == "postgresql":
+        return select(
+            recent.c.func_name,
+            func.count(),
+            *(
+                func.percentile_disc(fraction).within_group(recent.c.duration)
+                for fraction in PERCENTILES
+            ),
+        ).group_by(recent.c.func_name)
+    ranked = select(
+        recent.c.func_name,
+        recent.c.started_at,
+        recent.c.finished_at,
+        func.count().over(partition_by=recent.c.func_name).label("n"),
+        func.row_number()
+        .over(partition_by=recent.c.func_name, order_by=(recent.c.duration, recent.c.task_id))
+        .label("rn"),
+    ).subquery("ranked")
+    # rn is the nearest rank ceil(p * n) of some percentile: rn*S >= P*n > (rn-1)*S.
+    picks = [
+        and_(
+            ranked.c.rn * 10_000 >= round(fraction * 10_000) * ranked.c.n,
+            (ranked.c.rn - 1) * 10_000 < round(fraction * 10_000) * ranked.c.n,
+        )
+        for fraction in PERCENTILES
+    ]
+    return select(
+        ranked.c.func_name, ranked.c.n, ranked.c.rn, ranked.c.started_at, ranked.c.finished_at
+    ).where(or_(*picks))
 
 
 def _aware(value: Any) -> datetime:
