@@ -34,7 +34,7 @@ REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 sys.path.insert(0, str(ROOT / "examples"))
 import cli_tasks  # noqa: E402  (examples/cli_tasks.py: the store docs/cli.md works on)
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": ""})  # wide, unfolded tables whatever the terminal
 
 
 def _drop_redis_prefix(url: str, prefix: str) -> None:

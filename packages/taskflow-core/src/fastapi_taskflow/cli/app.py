@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -106,10 +107,8 @@ class Output:
 
     def __init__(self, json_mode: bool) -> None:
         self.json = json_mode
-        # Piped or captured output gets wide lines (whole ids, no folding); a terminal
-        # gets its own width.
-        self.out = Console(highlight=False, width=None if _tty(sys.stdout) else 200)
-        self.err = Console(stderr=True, highlight=False, width=None if _tty(sys.stderr) else 200)
+        self.out = Console(highlight=False, width=_width(sys.stdout))
+        self.err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
         self.partial: dict[str, Any] = {}
         """What a failing command did before it failed, merged into the JSON error."""
 
@@ -132,9 +131,12 @@ class Output:
         raise typer.Exit(int(code))
 
 
-def _tty(stream: Any) -> bool:
+def _width(stream: Any) -> int | None:
+    """A terminal's own width (or $COLUMNS); piped output gets wide lines (whole ids)."""
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    if (isatty and isatty()) or os.environ.get("COLUMNS"):
+        return None
+    return 200
 
 
 def _escape(text: str) -> str:
