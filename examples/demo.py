@@ -50,6 +50,7 @@ task_manager = TaskManager(
 app = FastAPI(title="taskflow demo")
 task_manager.install(app)
 
+# --8<-- [start:mount]
 # The admin API and the live dashboard under /tasks (mounted before the demo's own
 # /tasks routes below, so /tasks/dashboard is the dashboard). A demo shows arguments;
 # leave display_args off where they may hold personal data or secrets.
@@ -61,6 +62,7 @@ admin = TaskAdmin(
     display_args=True,
     auth=BasicLogin(username="admin", password=_password) if _password else None,
 )
+# --8<-- [end:mount]
 
 
 @task_manager.task(retries=3, delay=0.5, backoff=2)

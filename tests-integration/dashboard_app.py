@@ -147,9 +147,7 @@ def enqueue_quick(email: str = "ada@example.com", tenant: str = "acme") -> dict[
 
 @app.post("/enqueue/gated/{gate}")
 def enqueue_gated(gate: str, user_id: int = 7) -> dict[str, str]:
-    return {
-        "task_id": task_manager.add_task(gated, gate, user_id, tags={"user_id": str(user_id)})
-    }
+    return {"task_id": task_manager.add_task(gated, gate, user_id, tags={"user_id": str(user_id)})}
 
 
 @app.post("/release/{gate}")
