@@ -141,6 +141,18 @@ def install_check(session: nox.Session) -> None:
             extra or "core",
             external=True,
         )
+        # The `taskflow` command is installed and imports with this extra alone ...
+        session.run(str(venv / "bin" / "taskflow"), "--help", external=True, silent=True)
+        if not extra:
+            # ... and names the extra to install when a backend package is missing (2).
+            session.run(
+                str(venv / "bin" / "taskflow"),
+                "check",
+                "--backend",
+                "sqlite:///check.db",
+                external=True,
+                success_codes=[2],
+            )
 
 
 @nox.session
