@@ -221,6 +221,9 @@ class ToyBackend:
             by_func.setdefault(func, {})[status] = count
         return TaskStats(total=sum(pairs.values()), by_status=dict(by_status), by_func=by_func)
 
+    # --8<-- [end:query]
+    # --8<-- [start:insights]
+
     async def durations(
         self, *, func_names: Collection[str] | None = None
     ) -> dict[str, DurationStats]:
@@ -263,6 +266,9 @@ class ToyBackend:
             for start in starts
         ]
 
+    # --8<-- [end:insights]
+    # --8<-- [start:purge]
+
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """Delete up to ``batch_size`` old finished tasks, with their logs and keys."""
         with self._state.lock:
@@ -281,7 +287,7 @@ class ToyBackend:
                     del self._state.keys[key]
         return len(doomed)
 
-    # --8<-- [end:query]
+    # --8<-- [end:purge]
 
     # -- Backend: queues -------------------------------------------------------------
     # --8<-- [start:queues]
