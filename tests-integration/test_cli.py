@@ -522,6 +522,7 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
         (("list", "--tag", "novalue"), "expected KEY=VALUE"),
         (("list", "--since", "yesterday"), "neither a duration"),
         (("list", "--limit", "0"), ""),
+        (("list", "--search", "x" * 300), "--search: String should have at most 200"),
         (("nosuchcommand",), ""),
     ]:
         result = invoke(*args, "-b", url)

@@ -18,12 +18,14 @@ from datetime import timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..clock import SystemClock
-from ..errors import RetryQueueFullError
-from ..models import TaskQuery, TaskStatus
+from ..errors import RetryQueueFullError, TaskNotFoundError
+from ..models import TaskQuery, TaskRecord, TaskStatus
 from ..operations import cancel_pending, purge_finished, retry_failed, retry_task
 from ..protocols import TaskBackend
 from . import check as check_module
@@ -57,7 +59,7 @@ app = typer.Typer(
 
 # -- shared options -------------------------------------------------------------------
 
-Backend = Annotated[
+BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
@@ -120,7 +122,7 @@ class Output:
     def fail(self, exc: BaseException, url: str | None) -> NoReturn:
         """Report ``exc`` (password removed) and exit with its code."""
         code = exit_code_for(exc)
-        message = scrub(str(exc), url) if str(exc) else type(exc).__name__
+        message = scrub(_describe(exc), url) or type(exc).__name__
         if not isinstance(exc, CLIError) and code is ExitCode.FAILURE:
             message = f"{type(exc).__name__}: {message}"
         kind = exc.kind if isinstance(exc, CLIError) else code.name.lower()
@@ -129,6 +131,20 @@ class Output:
             self.data({**self.partial, "error": error})
         self.err.print(f"[bold red]error:[/] {_escape(message)}")
         raise typer.Exit(int(code))
+
+
+_OPTION_OF_FIELD = {"q": "--search", "func_name": "--func", "tags": "--tag", "limit": "--limit"}
+
+
+def _describe(exc: BaseException) -> str:
+    """The message of ``exc``; a pydantic error as ``--option: what is wrong``."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{_OPTION_OF_FIELD.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'value'}: "
+            f"{e['msg']}"
+            for e in exc.errors()
+        )
+    return str(exc)
 
 
 def _width(stream: Any) -> int | None:
@@ -140,8 +156,6 @@ def _width(stream: Any) -> int | None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
-
     return escape(text)
 
 
@@ -226,7 +240,7 @@ def _query(
 
 @app.command("list")
 def list_tasks(
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
     status: Status = None,
     func: Func = None,
@@ -284,7 +298,7 @@ def list_tasks(
 @app.command()
 def show(
     task_id: Annotated[str, typer.Argument(help="The task's id.")],
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
 ) -> None:
     """Show one task: fields, arguments, result, error and logs."""
@@ -304,7 +318,7 @@ def show(
 @app.command()
 def logs(
     task_id: Annotated[str, typer.Argument(help="The task's id.")],
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
     tail: Annotated[
         int | None, typer.Option("--tail", min=1, help="Only the last N lines.")
@@ -331,9 +345,7 @@ def logs(
     _run(output, backend, body)
 
 
-async def _get(store: TaskBackend, task_id: str) -> Any:
-    from ..errors import TaskNotFoundError
-
+async def _get(store: TaskBackend, task_id: str) -> TaskRecord:
     record = await store.get(task_id)
     if record is None:
         raise TaskNotFoundError(task_id)
@@ -345,7 +357,7 @@ def retry(
     task_id: Annotated[
         str | None, typer.Argument(help="The task to retry (or use --all-failed).")
     ] = None,
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
     all_failed: Annotated[
         bool,
@@ -435,7 +447,7 @@ def _print_ids(output: Output, ids: list[str]) -> None:
 @app.command()
 def cancel(
     task_id: Annotated[str, typer.Argument(help="The PENDING task to cancel.")],
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
 ) -> None:
     """Cancel a task that has not started yet (PENDING -> CANCELLED); it never runs."""
@@ -461,7 +473,7 @@ def purge(
             help="Delete tasks that finished longer ago than this: 30m, 12h, 7d, 2w.",
         ),
     ],
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=100_000, help="Tasks deleted per batch.")
@@ -514,7 +526,7 @@ async def _purge_with_progress(
 
 @app.command()
 def stats(
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
     queue: Annotated[
         list[str] | None,
@@ -551,7 +563,7 @@ def stats(
 
 @app.command()
 def watch(
-    backend: Backend = None,
+    backend: BackendOption = None,
     json_: Json = False,
     once: Annotated[
         bool, typer.Option("--once", help="Print one snapshot and exit (no live view).")
@@ -587,7 +599,7 @@ def watch(
 
 
 @app.command()
-def check(backend: Backend = None, json_: Json = False) -> None:
+def check(backend: BackendOption = None, json_: Json = False) -> None:
     """Connect to the store and verify it: reachable, taskflow's schema at a version this
     release understands (SQL), the server answering (Redis). Exit 0 only if all pass."""
     output = Output(json_)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from pydantic import ValidationError
+
 from ..errors import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -56,7 +58,9 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.BAD_STATE
     if isinstance(exc, BackendUnavailableError):
         return ExitCode.UNAVAILABLE
-    if isinstance(exc, (BackendURLError, BackendNotFoundError, InvalidOperationError)):
+    if isinstance(
+        exc, (BackendURLError, BackendNotFoundError, InvalidOperationError, ValidationError)
+    ):
         return ExitCode.USAGE
     if type(exc).__name__ == "SchemaVersionError":  # taskflow-sql, not imported here
         return ExitCode.UNAVAILABLE
