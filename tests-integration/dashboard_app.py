@@ -6,6 +6,8 @@ Configuration from the environment:
 * ``DASHBOARD_HISTORY``: when ``1``, the store is given an hour of finished tasks at
   startup (written as finished records, as an app that ran for an hour would hold), so
   the charts of the screenshots have something to show.
+* ``DASHBOARD_PASSWORD``: when set, the admin routes need the built-in login
+  (``admin`` and this password).
 
 Routes under ``/enqueue/...`` add tasks the way an app's own routes would:
 
@@ -30,7 +32,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from fastapi_taskflow import TaskManager, TaskRecord, TaskStatus, get_task_context, task_log
-from fastapi_taskflow.admin import TaskAdmin
+from fastapi_taskflow.admin import BasicLogin, TaskAdmin
 
 task_manager = TaskManager(backend=os.environ.get("TASKFLOW_BACKEND") or "memory://")
 GATES: dict[str, asyncio.Event] = {}
@@ -132,7 +134,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(lifespan=lifespan)
 task_manager.install(app)
-admin = TaskAdmin(app, task_manager, title="taskflow demo", display_args=True)
+_password = os.environ.get("DASHBOARD_PASSWORD")
+admin = TaskAdmin(
+    app,
+    task_manager,
+    title="taskflow demo",
+    display_args=True,
+    auth=BasicLogin(username="admin", password=_password) if _password else None,
+)
 
 
 @app.get("/")

@@ -19,6 +19,7 @@ Skipped when chromium or Playwright is missing (failed instead with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,14 +64,12 @@ def _free_port() -> int:
 class Server:
     """``dashboard_app:app`` under uvicorn in a process of its own."""
 
-    def __init__(self, backend: str, log_path: Path) -> None:
+    def __init__(self, backend: str, log_path: Path, **env_vars: str) -> None:
         self.backend = backend
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        env = dict(
-            os.environ, TASKFLOW_BACKEND=backend, DASHBOARD_HISTORY="1", PYTHONUNBUFFERED="1"
-        )
+        env = dict(os.environ, TASKFLOW_BACKEND=backend, PYTHONUNBUFFERED="1", **env_vars)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -85,7 +85,7 @@ class Server:
             if self.process.poll() is not None:
                 pytest.fail(f"dashboard_app exited at startup:\n{self.log()}")
             try:
-                httpx.get(f"{self.url}/tasks/api/stats", timeout=2).raise_for_status()
+                httpx.get(f"{self.url}/openapi.json", timeout=2).raise_for_status()
                 return
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -138,7 +138,7 @@ def server(
     backend = str(request.param).replace("{tmp}", str(tmp))
     if backend.startswith("sqlite"):
         pytest.importorskip("taskflow_sql")
-    srv = Server(backend, tmp / "server.log")
+    srv = Server(backend, tmp / "server.log", DASHBOARD_HISTORY="1")
     yield srv
     srv.stop()
 
@@ -166,12 +166,15 @@ class Watched:
         self.page = page
         self.errors: list[str] = []
         self.dialogs: list[str] = []
-        page.on(
-            "console",
-            lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-        )
+        page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
         page.on("dialog", self._dialog)
+
+    def _console(self, message: Any) -> None:
+        # The login page (not the dashboard's) has no icon: the browser's own request
+        # for /favicon.ico is not the dashboard's error.
+        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+            self.errors.append(f"console: {message.text} ({message.location.get('url')})")
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -386,6 +389,93 @@ def test_the_theme_toggle_switches_light_and_dark(watched: Watched, server: Serv
     assert page.evaluate(background) != light
     page.reload()  # remembered
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+
+
+def test_behind_the_built_in_login_the_page_and_its_stream_work(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The page redirects to the login; once signed in, the session cookie carries the
+    assets, the API and the event stream (EventSource cannot send other credentials)."""
+    srv = Server("memory://", tmp_path / "server.log", DASHBOARD_PASSWORD="s3cret-pass")
+    try:
+        assert httpx.get(f"{srv.url}/tasks/api/tasks", timeout=5).status_code == 401
+        with _open(browser) as watched:
+            page = watched.page
+            page.goto(f"{srv.url}/tasks/dashboard")
+            expect(page).to_have_url(re.compile(r"/tasks/login\?next=/tasks/dashboard$"))
+            page.fill('input[name="username"]', "admin")
+            page.fill('input[name="password"]', "s3cret-pass")
+            page.locator('button[type="submit"]').click()
+            expect(page).to_have_url(re.compile(r"/tasks/dashboard$"))
+            expect(page.locator("#live")).to_have_attribute("data-state", "live")
+            task_id = srv.post("/enqueue/quick", tenant="signed-in")
+            expect(_row(page, task_id).locator(".badge")).to_have_text("success")
+    finally:
+        srv.stop()
+
+
+def test_the_page_and_assets_are_served_with_a_strict_policy() -> None:
+    """No browser needed: the HTML, its assets, their types, caching and the CSP."""
+    from fastapi import APIRouter, FastAPI
+
+    from fastapi_taskflow.admin.dashboard import dashboard_routes
+
+    router = APIRouter(prefix="/ops/tasks")
+    dashboard_routes(router, title="<script>alert(1)</script> & co")
+    app = FastAPI()
+    app.include_router(router)
+
+    async def check() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            page = await client.get("/ops/tasks/dashboard")
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
+            csp = page.headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "script-src 'self'" in csp
+            assert "frame-ancestors 'none'" in csp and "unsafe" not in csp
+            assert "<script>alert" not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page.text
+            # No inline script; assets are relative to the page, so any prefix works.
+            assert 'src="dashboard/static/app.js"' in page.text and "<script>" not in page.text
+
+            static = "/ops/tasks/dashboard/static"
+            script = await client.get(f"{static}/app.js")
+            assert script.status_code == 200
+            assert script.headers["content-type"].startswith("text/javascript")
+            assert script.headers["x-content-type-options"] == "nosniff"
+            etag = script.headers["etag"]
+            again = await client.get(f"{static}/app.js", headers={"if-none-match": etag})
+            assert again.status_code == 304
+            css = await client.get(f"{static}/dashboard.css")
+            assert css.headers["content-type"].startswith("text/css")
+            for name in ("dashboard.html", "..%2Fdashboard.py", "nope.js"):
+                assert (await client.get(f"{static}/{name}")).status_code == 404
+
+    asyncio.run(check())
+
+
+def test_the_wheel_ships_the_dashboard_assets(tmp_path: Path) -> None:
+    """Users get the page from ``pip install taskflow-core`` alone: no build step."""
+    static = ROOT / "packages/taskflow-core/src/fastapi_taskflow/admin/static"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"),
+            *("-w", str(tmp_path), str(ROOT / "packages" / "taskflow-core")),
+        ],
+        check=True,
+        timeout=240,
+    )
+    (wheel,) = tmp_path.glob("taskflow_core-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {
+            name.rsplit("/", 1)[1]
+            for name in archive.namelist()
+            if name.startswith("fastapi_taskflow/admin/static/")
+        }
+    expected = {p.name for p in static.iterdir() if p.is_file()}
+    assert {"dashboard.html", "app.js", "dashboard.css"} <= expected
+    assert shipped == expected
 
 
 # ---- screenshots for the docs ----------------------------------------------------------
