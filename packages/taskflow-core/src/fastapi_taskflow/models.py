@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import string
 from datetime import datetime, timedelta, timezone
 from enum import Enum
