@@ -31,6 +31,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -452,7 +453,9 @@ def test_the_page_and_assets_are_served_with_a_strict_policy() -> None:
             for name in ("dashboard.html", "..%2Fdashboard.py", "nope.js"):
                 assert (await client.get(f"{static}/{name}")).status_code == 404
 
-    asyncio.run(check())
+    # A thread of its own: Playwright's sync API keeps a loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, check()).result()
 
 
 def test_the_wheel_ships_the_dashboard_assets(tmp_path: Path) -> None:
