@@ -1,5 +1,6 @@
-"""The ``taskflow`` command against real stores: SQLite (a temp file) and Redis (a key
-prefix of its own), through typer's CliRunner and as the installed executable.
+"""The ``taskflow`` command against real stores: SQLite (a temp file), Redis (a key
+prefix of its own) and PostgreSQL (a schema of its own), through typer's CliRunner and as
+the installed executable.
 
 The store is filled by ``examples/cli_tasks.py`` (the example docs/cli.md uses): three
 sent e-mails, a FAILED card charge, and an inventory sync PENDING for its retry in an hour.
@@ -30,6 +31,9 @@ from fastapi_taskflow.cli import ExitCode, app
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "TASKFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 sys.path.insert(0, str(ROOT / "examples"))
 import cli_tasks  # noqa: E402  (examples/cli_tasks.py: the store docs/cli.md works on)
@@ -49,11 +53,30 @@ def _drop_redis_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+def _drop_postgres_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(url.replace("postgresql://", "postgres://"))
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty store of each kind, isolated to this test."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'tasks.db'}"
+        return
+    if request.param == "postgres":
+        require_reachable(POSTGRES_URL)
+        schema = f"cli_{uuid.uuid4().hex[:10]}"
+        yield f"{POSTGRES_URL}?schema={schema}"
+        _drop_postgres_schema(POSTGRES_URL, schema)
         return
     require_reachable(REDIS_URL)
     prefix = f"cli{uuid.uuid4().hex[:10]}"
@@ -448,7 +471,7 @@ def test_check_passes_on_a_working_store(filled: tuple[str, dict[str, str]]) -> 
     report = as_json(result)
     assert report["ok"] is True
     names = [c["name"] for c in report["checks"]]
-    if url.startswith("sqlite"):
+    if url.startswith(("sqlite", "postgresql")):
         assert names == ["backend package", "connect", "schema", "read"]
         assert "version 1 (current)" in report["checks"][2]["detail"]
     else:
@@ -485,6 +508,32 @@ def test_check_fails_clearly(tmp_path: Path) -> None:
     future = invoke("check", "-b", f"sqlite:///{newer}", "--json")
     assert future.exit_code == ExitCode.UNAVAILABLE
     assert "version 99, newer than" in as_json(future)["checks"][-1]["detail"]
+
+
+def test_a_postgres_schema_without_tables_is_refused_and_left_alone() -> None:
+    require_reachable(POSTGRES_URL)
+    schema = f"cli_absent_{uuid.uuid4().hex[:8]}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+
+    for args in (("check",), ("list",), ("purge", "--older-than", "1d")):
+        result = invoke(*args, "-b", url)
+        assert result.exit_code == ExitCode.UNAVAILABLE, (args, result.output)
+        assert "no taskflow tables in this postgresql database" in result.stderr
+        assert f"PostgreSQL schema {schema!r}" in result.stderr
+
+    async def exists() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql://", "postgres://"))
+        try:
+            found = await conn.fetchval(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1", schema
+            )
+        finally:
+            await conn.close()
+        return found is not None
+
+    assert not asyncio.run(exists())  # nothing was created
 
 
 def test_no_password_is_ever_printed() -> None:
