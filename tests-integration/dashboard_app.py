@@ -12,6 +12,8 @@ Configuration from the environment:
 Routes under ``/enqueue/...`` add tasks the way an app's own routes would:
 
 * ``quick`` finishes at once; ``gated`` runs until ``POST /release/{gate}``;
+* ``single`` runs on a queue of concurrency 1 until its gate opens (the tasks behind it
+  stay PENDING, so they can be cancelled);
 * ``flaky`` fails its first run and succeeds on the next (retried from the dashboard);
 * ``explode`` logs two lines and raises, so its detail has logs and a traceback;
 * ``note`` takes any text argument and tags (the XSS test passes markup).
@@ -31,10 +33,20 @@ from datetime import datetime, timedelta, timezone
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from fastapi_taskflow import TaskManager, TaskRecord, TaskStatus, get_task_context, task_log
+from fastapi_taskflow import (
+    QueueConfig,
+    TaskManager,
+    TaskRecord,
+    TaskStatus,
+    get_task_context,
+    task_log,
+)
 from fastapi_taskflow.admin import BasicLogin, TaskAdmin
 
-task_manager = TaskManager(backend=os.environ.get("TASKFLOW_BACKEND") or "memory://")
+task_manager = TaskManager(
+    backend=os.environ.get("TASKFLOW_BACKEND") or "memory://",
+    queues={"single": QueueConfig(concurrency=1)},
+)
 GATES: dict[str, asyncio.Event] = {}
 FLAKY_SEEN: set[str] = set()
 
@@ -58,6 +70,12 @@ async def gated(gate: str, user_id: int) -> dict[str, int]:
     await _gate(gate).wait()
     task_log("report done", rows=42)
     return {"user_id": user_id, "rows": 42}
+
+
+@task_manager.task(name="rebuild_index", queue="single")
+async def one_at_a_time(gate: str) -> None:
+    """On a queue that runs one task at a time: the next ones wait PENDING."""
+    await _gate(gate).wait()
 
 
 @task_manager.task(name="sync_crm")
@@ -165,9 +183,15 @@ def release(gate: str) -> dict[str, bool]:
     return {"released": True}
 
 
+@app.post("/enqueue/single/{gate}")
+def enqueue_single(gate: str) -> dict[str, str]:
+    return {"task_id": task_manager.add_task(one_at_a_time, gate)}
+
+
 @app.post("/enqueue/flaky/{key}")
-def enqueue_flaky(key: str) -> dict[str, str]:
-    return {"task_id": task_manager.add_task(flaky, key, tags={"tenant": "globex"})}
+def enqueue_flaky(key: str, batch: str = "") -> dict[str, str]:
+    tags = {"tenant": "globex", **({"batch": batch} if batch else {})}
+    return {"task_id": task_manager.add_task(flaky, key, tags=tags)}
 
 
 @app.post("/enqueue/explode/{order}")

@@ -334,6 +334,45 @@ def test_the_retry_button_reruns_a_failed_task(watched: Watched, server: Server)
     assert any("CRM unreachable" in log["message"] for log in task["logs"])
 
 
+def test_retry_failed_reruns_every_failed_task_matching_the_filters(
+    watched: Watched, server: Server
+) -> None:
+    batch = uuid.uuid4().hex[:10]
+    ids = [server.post(f"/enqueue/flaky/{uuid.uuid4().hex}", batch=batch) for _ in range(2)]
+    for task_id in ids:
+        server.wait_status(task_id, "failed")
+    page = _goto_dashboard(watched, server, f"?tag=batch:{batch}")
+    rows = page.locator("#task-rows tr")
+    expect(rows).to_have_count(2)
+    button = page.locator("#retry-all")
+    button.click()  # arms
+    expect(button).to_have_text("Click again to retry")
+    button.click()
+    for task_id in ids:
+        expect(_row(page, task_id).locator(".badge")).to_have_text("success")
+        assert server.task(task_id)["status"] == "success"
+
+
+def test_the_cancel_button_cancels_a_pending_task(watched: Watched, server: Server) -> None:
+    gate = uuid.uuid4().hex
+    running = server.post(f"/enqueue/single/{gate}")
+    server.wait_status(running, "running")
+    waiting = server.post(f"/enqueue/single/{gate}")
+    try:
+        server.wait_status(waiting, "pending")
+        page = _goto_dashboard(watched, server)
+        row = _row(page, waiting)
+        expect(row.locator(".badge")).to_have_text("pending")
+        expect(_row(page, running).locator('button[data-action="cancel"]')).to_be_hidden()
+        row.locator('button[data-action="cancel"]').click()
+        expect(row.locator(".badge")).to_have_text("cancelled")
+        expect(row.locator('button[data-action="retry"]')).to_be_visible()
+    finally:
+        httpx.post(f"{server.url}/release/{gate}", timeout=10)
+    server.wait_status(running, "success")
+    assert server.task(waiting)["status"] == "cancelled"
+
+
 def test_markup_in_task_data_renders_as_text(watched: Watched, server: Server) -> None:
     task_id = server.post("/enqueue/note", text=XSS, tag=XSS, fail=True)
     server.wait_status(task_id, "failed")
