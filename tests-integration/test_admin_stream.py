@@ -7,7 +7,10 @@ SQLite file plays another instance. Every wait polls with a deadline.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,8 +26,10 @@ from fastapi import FastAPI
 
 from fastapi_taskflow import TaskManager, task_log
 from fastapi_taskflow.admin import BasicLogin, TaskAdmin
+from fastapi_taskflow.admin.stream import event_stream
 
 pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[1]
 
 LIFECYCLE_KEYS = {
     "task_id",
@@ -219,3 +224,56 @@ async def test_stream_refused_without_login() -> None:
             async with client.stream("GET", "/tasks/api/events") as stream:
                 assert stream.status_code == 200
                 await _connected(stream)
+
+
+async def test_stream_ends_after_its_lifetime() -> None:
+    """A stream closes by itself after max_seconds (the browser reconnects)."""
+    tm = TaskManager()
+    chunks: list[bytes] = []
+    async with tm:
+        with anyio.fail_after(20):
+            async for chunk in event_stream(tm, keepalive=0.2, max_seconds=1.5):
+                chunks.append(chunk)
+    assert chunks[0].startswith(b"retry: ") and b": connected" in chunks[0]
+    assert b": keep-alive\n\n" in chunks[1:]
+
+
+def test_open_stream_does_not_hold_graceful_shutdown(tmp_path: Path) -> None:
+    """SIGINT to uvicorn with a dashboard stream open: the server still exits cleanly.
+
+    (uvicorn waits for open connections before the app's shutdown; the stream notices the
+    shutdown and ends, so the task manager's graceful shutdown runs.)
+    """
+    port = _free_port()
+    log = (tmp_path / "uvicorn.log").open("wb")
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "examples.admin_metrics:app"),
+            *("--app-dir", str(ROOT), "--host", "127.0.0.1", "--port", str(port)),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    headers = {"authorization": "Bearer scrape-token"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, "no start"
+                time.sleep(0.1)
+        with httpx.stream("GET", f"{url}/tasks/api/events", headers=headers, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("retry: ")
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    output = (tmp_path / "uvicorn.log").read_text()
+    assert "Application shutdown complete" in output, output
