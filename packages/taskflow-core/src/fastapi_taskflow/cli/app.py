@@ -288,7 +288,7 @@ def list_tasks(
         if not page.items:
             output.err.print("no tasks match")
             return
-        output.out.print(tasks_table(page.items))
+        output.out.print(tasks_table(page.items, width=output.out.width))
         if page.next_cursor:
             output.err.print(f"more: --cursor {page.next_cursor}")
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -59,30 +60,49 @@ def _tags(tags: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in tags.items())
 
 
-def tasks_table(records: Iterable[TaskRecord], *, title: str | None = None) -> Table:
-    """The task list: id, function, status, queue, attempt, created, duration, error."""
-    table = Table(title=title, show_lines=False, header_style="bold")
+def tasks_table(
+    records: Iterable[TaskRecord],
+    *,
+    title: str | None = None,
+    width: int | None = None,
+    compact: bool = False,
+) -> Table:
+    """The task list: id, function, status, queue, attempt, created, duration, tags,
+    error.
+
+    Ids are never cut. Within ``width`` (a terminal's), the function name and the error
+    are shortened and queue and tags left out when they do not fit; ``compact`` always
+    leaves queue and tags out (the live view).
+    """
+    rows = list(records)
+    func_width = min(30, max([8, *(len(r.func_name) for r in rows)]))
+    fixed = 36 + func_width + 11 + 3 + 19 + 8  # id, function, status, att, created, took
+    spare = None if width is None else width - fixed - 3 * 7  # 3: column padding
+    extras = not compact and (spare is None or spare >= 60)
+    if spare is not None and extras:
+        spare -= 3 * 2 + 12 + 20  # queue, tags
+    error_width = 40 if spare is None else max(10, min(60, spare))
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("ID", no_wrap=True, min_width=36)
-    table.add_column("FUNCTION", overflow="fold")
+    table.add_column("FUNCTION", no_wrap=True, overflow="ellipsis", max_width=func_width)
     table.add_column("STATUS", no_wrap=True)
-    table.add_column("QUEUE")
-    table.add_column("ATT", justify="right")
+    if extras:
+        table.add_column("QUEUE", no_wrap=True, overflow="ellipsis", max_width=12)
+    table.add_column("ATT", justify="right", no_wrap=True)
     table.add_column("CREATED (UTC)", no_wrap=True)
     table.add_column("TOOK", justify="right", no_wrap=True)
-    table.add_column("TAGS", overflow="fold")
-    table.add_column("ERROR", overflow="ellipsis", max_width=40, no_wrap=True)
-    for r in records:
-        table.add_row(
-            Text(r.task_id),
-            Text(r.func_name),
-            status_text(r.status),
-            Text(r.queue),
-            str(r.attempt),
-            when(r.created_at),
-            _duration(r),
-            Text(_tags(r.tags)),
-            Text(r.error or ""),
-        )
+    if extras:
+        table.add_column("TAGS", no_wrap=True, overflow="ellipsis", max_width=20)
+    table.add_column("ERROR", no_wrap=True, overflow="ellipsis", max_width=error_width)
+    for r in rows:
+        cells: list[Text | str] = [Text(r.task_id), Text(r.func_name), status_text(r.status)]
+        if extras:
+            cells.append(Text(r.queue))
+        cells += [str(r.attempt), when(r.created_at), _duration(r)]
+        if extras:
+            cells.append(Text(_tags(r.tags)))
+        cells.append(Text(r.error or ""))
+        table.add_row(*cells)
     return table
 
 

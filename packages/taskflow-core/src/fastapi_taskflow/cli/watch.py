@@ -34,7 +34,8 @@ Event = LifecycleEvent | LogEvent
 class View:
     """What the live view shows: counts, recent tasks, recent events."""
 
-    def __init__(self, recent: int) -> None:
+    def __init__(self, recent: int, width: int | None = None) -> None:
+        self.width = width
         self.stats = TaskStats()
         self.tasks: list[TaskRecord] = []
         self.events: deque[Event] = deque(maxlen=recent)
@@ -61,7 +62,8 @@ class View:
         for status in TaskStatus:
             counts.add_column(status_text(status), justify="right")
         counts.add_row(*(str(self.stats.by_status.get(s, 0)) for s in TaskStatus))
-        parts: list[RenderableType] = [counts, tasks_table(self.tasks, title="newest tasks")]
+        newest = tasks_table(self.tasks, title="newest tasks", width=self.width, compact=True)
+        parts: list[RenderableType] = [counts, newest]
         events = Table(title=f"events ({self.seen} received)", header_style="bold")
         events.add_column("TIME (UTC)", no_wrap=True)
         events.add_column("TASK", no_wrap=True)
@@ -98,7 +100,7 @@ async def watch(
     refresh: float,
 ) -> None:
     """Run the live view until ``duration`` passes (forever when None)."""
-    view = View(recent)
+    view = View(recent, output.out.width)
     if once:
         await view.reload(store, recent)
         if output.json:
