@@ -195,7 +195,7 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- benchmarks/sql_store.py --rows 1000000`` runs one script with its
     own arguments (the issue figures use the scripts' defaults).
     """
-    _install_packages(session, "httpx>=0.27", "uvicorn>=0.29")
+    _install_packages(session, "httpx>=0.27", "uvicorn>=0.29", "playwright>=1.44")
     if session.posargs:
         session.run("python", *session.posargs)
         return
@@ -205,5 +205,6 @@ def bench(session: nox.Session) -> None:
         ("benchmarks/redis_backend.py", ["--tasks", "2000"]),
         ("benchmarks/sql_store.py", ["--rows", "100000"]),
         ("benchmarks/admin_stream.py", ["--rows", "100000"]),
+        ("benchmarks/dashboard_page.py", ["--rows", "100000"]),
     ]:
         session.run("python", script, *args)
