@@ -253,6 +253,7 @@ def test_retry_and_cancel(filled: tuple[str, dict[str, str]]) -> None:
     assert retried["task_id"] == ids["charge"]
     assert (retried["status"], retried["attempt"], retried["error"]) == ("pending", 0, None)
     assert retried["tags"] == {"order": "1042"}
+    assert (retried["started_at"], retried["finished_at"], retried["owner"]) == (None, None, None)
     record: TaskRecord = store(url, lambda b: b.get(ids["charge"]))
     assert (record.args, record.kwargs) == ([1042], {"amount_cents": 1999})
     assert store(url, lambda b: b.queue_length("default")) == 1  # on its queue for a worker
