@@ -136,7 +136,8 @@ async def _check_redis(report: Report, url: str) -> bool:
         )
         return False
     finally:
-        await client.aclose()
+        close: Any = getattr(client, "aclose", None) or client.close  # redis 5.0.0: close
+        await close()
     version = info.get("redis_version") or info.get("valkey_version") or "?"
     prefix = parsed.prefix or "taskflow"
     report.passed("ping", f"server answers (version {version}), key prefix {prefix!r}")

@@ -145,7 +145,7 @@ async def _next(
         return inbox.get_nowait()
     getter: asyncio.Future[Any] = asyncio.ensure_future(inbox.get())
     waiting: set[asyncio.Future[Any]] = {getter, reader}
-    done, _ = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
+    done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if getter in done:
         event: Event = getter.result()
         return event
