@@ -6,6 +6,7 @@ Configuration from the environment:
 * ``DASHBOARD_HISTORY``: when ``1``, the store is given an hour of finished tasks at
   startup (written as finished records, as an app that ran for an hour would hold), so
   the charts of the screenshots have something to show.
+* ``DASHBOARD_DISPLAY_ARGS``: ``0`` to mount the admin without ``display_args``;
 * ``DASHBOARD_PASSWORD``: when set, the admin routes need the built-in login
   (``admin`` and this password).
 
@@ -157,7 +158,7 @@ admin = TaskAdmin(
     app,
     task_manager,
     title="taskflow demo",
-    display_args=True,
+    display_args=os.environ.get("DASHBOARD_DISPLAY_ARGS", "1") == "1",
     auth=BasicLogin(username="admin", password=_password) if _password else None,
 )
 

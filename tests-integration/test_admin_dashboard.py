@@ -65,13 +65,15 @@ def _free_port() -> int:
 class Server:
     """``dashboard_app:app`` under uvicorn in a process of its own."""
 
-    def __init__(self, backend: str, log_path: Path, **env_vars: str) -> None:
+    def __init__(
+        self, backend: str, log_path: Path, *, port: int | None = None, **env_vars: str
+    ) -> None:
         self.backend = backend
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = dict(os.environ, TASKFLOW_BACKEND=backend, PYTHONUNBUFFERED="1", **env_vars)
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "uvicorn", "dashboard_app:app", "--app-dir", str(HERE)),
@@ -436,7 +438,12 @@ def test_behind_the_built_in_login_the_page_and_its_stream_work(
 ) -> None:
     """The page redirects to the login; once signed in, the session cookie carries the
     assets, the API and the event stream (EventSource cannot send other credentials)."""
-    srv = Server("memory://", tmp_path / "server.log", DASHBOARD_PASSWORD="s3cret-pass")
+    srv = Server(
+        "memory://",
+        tmp_path / "server.log",
+        DASHBOARD_PASSWORD="s3cret-pass",
+        DASHBOARD_DISPLAY_ARGS="0",
+    )
     try:
         assert httpx.get(f"{srv.url}/tasks/api/tasks", timeout=5).status_code == 401
         with _open(browser) as watched:
@@ -450,6 +457,35 @@ def test_behind_the_built_in_login_the_page_and_its_stream_work(
             expect(page.locator("#live")).to_have_attribute("data-state", "live")
             task_id = srv.post("/enqueue/quick", tenant="signed-in")
             expect(_row(page, task_id).locator(".badge")).to_have_text("success")
+            # Without display_args the API sends no arguments, and the panel says why.
+            _row(page, task_id).click()
+            expect(page.locator("#d-body")).to_contain_text("display_args=True")
+            expect(page.locator("#d-args")).to_have_count(0)
+    finally:
+        srv.stop()
+
+
+def test_after_the_server_comes_back_the_page_catches_up(browser: Browser, tmp_path: Path) -> None:
+    """The stream drops when the server restarts; the page says so, reconnects by itself
+    and reloads the list, so a task that ran while it was away is shown."""
+    pytest.importorskip("taskflow_sql")
+    backend = f"sqlite:///{tmp_path / 'restart.db'}"
+    srv = Server(backend, tmp_path / "server.log")
+    try:
+        with _open(browser) as watched:
+            page = _goto_dashboard(watched, srv)
+            page.evaluate("() => { window.__sameDocument = true; }")
+            srv.stop()
+            expect(page.locator("#live")).to_have_attribute("data-state", "reconnecting")
+            expect(page.locator("#live")).to_contain_text("reconnecting")
+            srv = Server(backend, tmp_path / "server.log", port=srv.port)
+            task_id = srv.post("/enqueue/quick", tenant="while-away")
+            srv.wait_status(task_id, "success")
+            expect(page.locator("#live")).to_have_attribute("data-state", "live")
+            expect(_row(page, task_id).locator(".badge")).to_have_text("success")
+            assert page.evaluate("() => window.__sameDocument === true")  # no reload
+            # While the server was down the browser logged its refused connections.
+            watched.errors[:] = [e for e in watched.errors if "ERR_CONNECTION_REFUSED" not in e]
     finally:
         srv.stop()
 
