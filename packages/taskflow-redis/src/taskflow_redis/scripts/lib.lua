@@ -64,8 +64,9 @@ local function count(s, f, delta)
 end
 
 -- Finished tasks by time ('idx:finished', for purge), and SUCCESS/FAILED ones per status
--- ('done:<status>', for throughput).
-local function track_finished(id, s, fin)
+-- ('done:<status>', for throughput). prev: the status before (nil: unknown), so a
+-- transition between other statuses touches no 'done' set.
+local function track_finished(id, s, fin, prev)
   if TERMINAL[s] and fin then
     redis.call('ZADD', K_FINISHED, fin, id)
   else
@@ -74,7 +75,7 @@ local function track_finished(id, s, fin)
   for status, key in pairs(DONE) do
     if status == s and fin then
       redis.call('ZADD', key, fin, id)
-    else
+    elseif prev == nil or status == prev then
       redis.call('ZREM', key, id)
     end
   end

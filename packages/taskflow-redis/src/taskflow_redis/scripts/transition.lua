@@ -33,9 +33,12 @@ if new ~= cur then
     redis.call('HDEL', K_IDEM, k)
   end
 end
-local after = redis.call('HMGET', key, 'fin', 'f', 'st')
-track_finished(id, new, after[1])
-if new ~= cur or fin ~= '' then track_duration(id, new, after[2], after[3], after[1]) end
+local fin_now = redis.call('HGET', key, 'fin')
+track_finished(id, new, fin_now, cur)
+if (DONE[new] or DONE[cur]) and (new ~= cur or fin ~= '') then
+  local v = redis.call('HMGET', key, 'f', 'st')
+  track_duration(id, new, v[1], v[2], fin_now)
+end
 local res = record_json(id)
 if cutoff ~= '' and TERMINAL[new] and new ~= cur then
   purge_finished(cutoff, tonumber(ARGV[7]))
