@@ -648,3 +648,64 @@ async def _retry_while_app_runs(url: str, task_id: str) -> None:
                 break  # it ran again (and the card was declined again)
             assert asyncio.get_running_loop().time() < deadline, record
             await asyncio.sleep(0.05)
+
+
+# -- logs --follow --------------------------------------------------------------------
+
+
+def test_logs_follow_prints_lines_as_a_running_task_writes_them(store_url: str) -> None:
+    store(store_url, lambda b: b.stats())  # the store exists (an app has opened it)
+    asyncio.run(_follow_a_running_task(store_url))
+
+
+async def _follow_a_running_task(url: str) -> None:
+    from fastapi_taskflow import TaskManager, task_log
+
+    task_manager = TaskManager(backend=url, poll_interval=0.05)
+    go_on = asyncio.Event()
+
+    @task_manager.task(name="long_job")
+    async def long_job(n: int) -> None:
+        task_log(f"step 1 of {n}")
+        await go_on.wait()
+        task_log(f"step 2 of {n}", level="warning")
+
+    async with task_manager:
+        task_id = task_manager.add_task(long_job, 2)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (record := await task_manager.store.aget(task_id)) is None or (
+            record.status is not TaskStatus.RUNNING
+        ):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        follower = await asyncio.create_subprocess_exec(
+            taskflow_executable(),
+            "logs",
+            task_id,
+            "--follow",
+            "--json",
+            "--backend",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert follower.stdout is not None and follower.stderr is not None
+        try:
+            ready = await asyncio.wait_for(follower.stderr.readline(), 30)
+            assert f"following task {task_id} (running)" in ready.decode()  # subscribed
+            go_on.set()
+            lines: list[dict[str, Any]] = []
+            while raw := await asyncio.wait_for(follower.stdout.readline(), 30):
+                lines.append(json.loads(raw))
+            await asyncio.wait_for(follower.wait(), 30)  # it ends once the task finished
+        finally:
+            if follower.returncode is None:
+                follower.terminate()
+                await follower.wait()
+    assert follower.returncode == 0
+    by_message = {line["message"]: line for line in lines}
+    assert sorted(by_message) == ["step 1 of 2", "step 2 of 2"]  # each once
+    assert len(lines) == 2
+    assert by_message["step 2 of 2"]["level"] == "warning"
+    assert by_message["step 2 of 2"]["attempt"] == 1
+    assert set(lines[0]) == {"timestamp", "level", "message", "attempt", "extra"}

@@ -33,6 +33,7 @@ from . import watch as watch_module
 from .connect import open_store, resolve_url, scrub
 from .durations import parse_duration, parse_moment
 from .errors import CLIError, ExitCode, exit_code_for
+from .follow import follow_logs
 from .render import detail_view, logs_table, stats_view, tasks_table
 from .shapes import log_json, task_detail, task_summary
 from .stats import collect_stats
@@ -327,12 +328,23 @@ def logs(
         bool,
         typer.Option("--tracebacks/--no-tracebacks", help="Show failed attempts' tracebacks."),
     ] = True,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-F",
+            help="Keep printing new lines as the task writes them, until it finishes.",
+        ),
+    ] = False,
 ) -> None:
-    """Print a task's log lines, oldest first."""
+    """Print a task's log lines, oldest first (--follow: and new ones as they come)."""
     output = Output(json_)
 
     async def body(url: str) -> None:
         async with open_store(url) as store:
+            if follow:
+                await follow_logs(store, task_id, output, tail=tail, tracebacks=tracebacks)
+                return
             record = await _get(store, task_id)
         entries = record.logs[-tail:] if tail else record.logs
         if output.json:
