@@ -327,9 +327,24 @@ def test_the_retry_button_reruns_a_failed_task(watched: Watched, server: Server)
     expect(row.locator(".badge")).to_have_text("failed")
     expect(row.locator('button[data-action="cancel"]')).to_be_hidden()
 
+    # Hold the retry's answer (status pending) until the stream has told the page the
+    # task already succeeded: the late answer must not turn the row back to pending.
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append((route, route.fetch()))
+
+    page.route(f"**/api/tasks/{task_id}/retry", hold)
     row.locator('button[data-action="retry"]').click()
     expect(row.locator(".badge")).to_have_text("success")
+    assert len(held) == 1
+    route, answer = held[0]
+    assert answer.json()["status"] == "pending"
+    route.fulfill(response=answer)
+    expect(page.locator("#toast")).to_have_text("Retry queued")
+    assert row.locator(".badge").inner_text() == "success"
     expect(row.locator('button[data-action="retry"]')).to_be_hidden()
+
     task = server.task(task_id)
     assert task["status"] == "success" and task["error"] is None
     # The same task ran again: its first failure is still in its log.

@@ -96,7 +96,12 @@ async function loadList({ more = false } = {}) {
     if (token !== listToken) return; // a newer request replaced this one
     if (!more) table.clear();
     table.append(page.items);
-    for (const t of page.items) lastStatus.set(t.task_id, t.status);
+    for (const t of page.items) {
+      // An event that arrived while this page was on its way is newer than the page.
+      const newer = recent.get(t.task_id);
+      if (newer) table.update(t.task_id, newer);
+      lastStatus.set(t.task_id, table.get(t.task_id)?.status ?? t.status);
+    }
     nextCursor = page.next_cursor;
     if (detail.openId) table.select(detail.openId);
     markOnce("taskflow:first-rows"); // for benchmarks/dashboard_page.py
@@ -206,7 +211,9 @@ function onLifecycle(ev) {
   lastStatus.set(ev.task_id, ev.status);
   if (lastStatus.size > 20000) lastStatus.delete(lastStatus.keys().next().value);
 
-  const patch = { status: ev.status, attempt: ev.attempt, error: ev.error ?? null };
+  const patch = {
+    status: ev.status, attempt: ev.attempt, error: ev.error ?? null, updated_at: ev.timestamp,
+  };
   if ("progress" in ev) patch.progress = ev.progress;
   if (ev.status === "running") {
     Object.assign(patch, { started_at: ev.timestamp, finished_at: null, duration_seconds: null });
@@ -218,6 +225,7 @@ function onLifecycle(ev) {
     patch.finished_at = null;
   }
 
+  remember(ev.task_id, patch);
   if (!table.update(ev.task_id, patch)) {
     const task = {
       task_id: ev.task_id, func_name: ev.func_name, queue: ev.queue || "default",
@@ -234,6 +242,16 @@ function onLifecycle(ev) {
   }
   if (detail.openId === ev.task_id) scheduleDetail();
   scheduleStats(TERMINAL.has(ev.status) ? 1000 : 2500);
+}
+
+// The latest change of recently active tasks, replayed over API answers that were on
+// their way while it arrived (the table keeps whichever is newer).
+const recent = new Map();
+
+function remember(id, patch) {
+  recent.delete(id);
+  recent.set(id, patch);
+  if (recent.size > 2000) recent.delete(recent.keys().next().value);
 }
 
 // Fetches of rows first seen on the stream: at most two at once and a bounded backlog,
@@ -253,12 +271,7 @@ function pumpEnrich() {
     if (!table.has(id)) continue;
     enriching += 1;
     api.task(id)
-      .then((task) => {
-        const { status, attempt, error, finished_at, started_at, duration_seconds, ...rest } = summaryOf(task);
-        // Status fields from the stream may be newer than this answer: keep those.
-        const current = table.get(id);
-        table.update(id, current && current.status !== status ? rest : summaryOf(task));
-      })
+      .then((task) => table.update(id, summaryOf(task)))
       .catch(() => {}) // purged meanwhile: the row keeps what the event said
       .finally(() => {
         enriching -= 1;
@@ -332,8 +345,8 @@ function summaryOf(task) {
 async function act(action, id) {
   try {
     const task = action === "retry" ? await api.retry(id) : await api.cancel(id);
-    table.update(id, task);
-    lastStatus.set(id, task.status);
+    table.update(id, task); // unless events already told of what happened next
+    lastStatus.set(id, table.get(id)?.status ?? task.status);
     toast(action === "retry" ? "Retry queued" : "Task cancelled");
     if (detail.openId === id) openDetail(id, { quiet: true });
     scheduleStats(500);

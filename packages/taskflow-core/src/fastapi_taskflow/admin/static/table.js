@@ -59,11 +59,18 @@ export class TaskTable {
     return true;
   }
 
-  /** Merge `patch` into a row's task and redraw the cells whose text changed. */
+  /**
+   * Merge `patch` into a row's task and redraw the cells whose text changed. A patch
+   * older than what the row shows (an API answer that crossed a newer event) keeps the
+   * row's state and only adds the fields it has that events do not carry.
+   */
   update(id, patch) {
     const row = this.rows.get(id);
     if (!row) return false;
     const before = row.task.status;
+    if (isOlder(patch.updated_at, row.task.updated_at)) {
+      patch = Object.fromEntries(Object.entries(patch).filter(([k]) => !STATE_FIELDS.has(k)));
+    }
     Object.assign(row.task, patch);
     this.#paint(row);
     if (before !== row.task.status) flash(row.tr, "row-changed");
@@ -153,6 +160,19 @@ export class TaskTable {
     cells.retry.hidden = !RETRYABLE.has(task.status);
     cells.cancel.hidden = !CANCELLABLE.has(task.status);
   }
+}
+
+// What a lifecycle event changes; the rest of a task (created_at, max_retries, ...) never
+// changes after creation.
+const STATE_FIELDS = new Set([
+  "status", "attempt", "error", "progress", "started_at", "finished_at", "duration_seconds",
+  "updated_at", "owner",
+]);
+
+function isOlder(a, b) {
+  const ta = parseTime(a);
+  const tb = parseTime(b);
+  return ta !== null && tb !== null && ta < tb;
 }
 
 export function taskDuration(task) {
