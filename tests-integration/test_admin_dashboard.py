@@ -432,6 +432,10 @@ def test_the_detail_panel_shows_logs_traceback_and_attempts(
     assert f"#task={task_id}" in page.url
     page.keyboard.press("Escape")
     expect(detail).to_be_hidden()
+    # By keyboard: Escape returned focus to the row, Enter opens it again.
+    expect(_row(page, task_id)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(detail.locator("#d-traceback")).to_be_visible()
 
 
 def test_the_theme_toggle_switches_light_and_dark(watched: Watched, server: Server) -> None:

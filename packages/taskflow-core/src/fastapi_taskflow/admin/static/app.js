@@ -126,10 +126,11 @@ function refreshFooter() {
 let statsTimer = null;
 let statsInFlight = false;
 let lastStatsAt = 0;
+let statsGap = 2000; // ms between refreshes while events arrive: 5x what the last one took
 
 function scheduleStats(delay = 1500) {
   if (statsTimer) return;
-  const wait = Math.max(delay, 2000 - (Date.now() - lastStatsAt));
+  const wait = Math.max(delay, statsGap - (Date.now() - lastStatsAt));
   statsTimer = setTimeout(async () => {
     statsTimer = null;
     await loadStats();
@@ -142,6 +143,8 @@ async function loadStats() {
   lastStatsAt = Date.now();
   try {
     stats = await api.stats();
+    // A big store makes stats slower: ask less often, so busy dashboards stay cheap.
+    statsGap = Math.min(30000, Math.max(2000, 5 * (Date.now() - lastStatsAt)));
     for (const s of STATUSES) counts[s] = stats.by_status?.[s] || 0;
     renderCounts();
     renderQueues(stats.queues || {});
@@ -330,8 +333,10 @@ async function openDetail(id, { quiet = false } = {}) {
 }
 
 function closeDetail() {
+  const id = detail.openId;
   detail.hide();
   table.select(null);
+  table.focus(id);
   history.replaceState(null, "", `${location.pathname}${location.search}`);
 }
 

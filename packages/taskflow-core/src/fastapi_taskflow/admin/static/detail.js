@@ -19,7 +19,11 @@ export class DetailPanel {
   }
 
   show() {
-    this.root.hidden = false;
+    if (this.root.hidden) {
+      this.root.hidden = false;
+      // Keyboard users land in the panel (Escape closes it and returns to the list).
+      this.root.querySelector(".detail-inner").focus({ preventScroll: true });
+    }
     document.body.classList.add("detail-open");
   }
 

@@ -77,6 +77,10 @@ export class TaskTable {
     return true;
   }
 
+  focus(id) {
+    this.rows.get(id)?.tr.focus({ preventScroll: true });
+  }
+
   select(id) {
     for (const tr of this.tbody.querySelectorAll("tr[aria-selected=true]")) {
       tr.setAttribute("aria-selected", "false");
