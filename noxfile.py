@@ -179,8 +179,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Start the demo app from examples/ on http://127.0.0.1:8000."""
+    """Start the demo app from examples/ on http://127.0.0.1:8000 (opens on the dashboard)."""
     _install_packages(session, "uvicorn>=0.29")
+    session.log("open http://127.0.0.1:8000/ : the live dashboard is at /tasks/dashboard")
     session.run(
         "uvicorn", "examples.demo:app", "--host", "127.0.0.1", "--port", "8000", *session.posargs
     )
