@@ -10,6 +10,7 @@ operation left out here (tests-integration/test_admin_stream.py covers it).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -91,8 +92,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/tas
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup() -> object:
     yield None
-    for path in _DIR.glob("*"):
-        path.unlink(missing_ok=True)
+    shutil.rmtree(_DIR, ignore_errors=True)
 
 
 @schema.parametrize()
