@@ -123,7 +123,7 @@ export function drawDurations(container, durations) {
       s("title", {}, `${r.func}: ${count(r.count)} runs; p50 ${duration(r.p50)}, ` +
         `p95 ${duration(r.p95)}, p99 ${duration(r.p99)}`),
       s("text", { x: labelW - 8, y: cy + 15, class: "label", "text-anchor": "end" },
-        shortName(r.func)),
+        shortName(r.func, Math.floor((labelW - 10) / 7.4))),
       s("rect", { x: labelW, y: cy + 4, width: plotW, height: 14, class: "track", rx: 3 }),
       s("rect", { x: labelW, y: cy + 4, width: Math.max(2, x(r.p99) - labelW), height: 14, class: "p99", rx: 3 }),
       s("rect", { x: labelW, y: cy + 4, width: Math.max(2, x(r.p95) - labelW), height: 14, class: "p95", rx: 3 }),
@@ -136,7 +136,7 @@ export function drawDurations(container, durations) {
 }
 
 /** The function's own name (after the last dot), cut to fit a chart label. */
-function shortName(func) {
+function shortName(func, maxChars) {
   const name = func.slice(func.lastIndexOf(".") + 1) || func;
-  return name.length > 24 ? `${name.slice(0, 23)}…` : name;
+  return name.length > maxChars ? `${name.slice(0, Math.max(1, maxChars - 1))}…` : name;
 }
