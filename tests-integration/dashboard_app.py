@@ -107,6 +107,12 @@ def note(text: str, fail: bool = False) -> str:
     return text
 
 
+@task_manager.task(name="<img src=x onerror=alert(1)>.<b>markup</b>")
+def marked_up() -> None:
+    """A task whose very name is markup (names come from code, but are still data)."""
+    task_log("<script>alert(1)</script>")
+
+
 async def _history() -> None:
     """An hour of finished tasks, written straight to the store as finished records."""
     backend = await task_manager.opened_backend()
@@ -198,6 +204,11 @@ def enqueue_flaky(key: str, batch: str = "") -> dict[str, str]:
 @app.post("/enqueue/explode/{order}")
 def enqueue_explode(order: int) -> dict[str, str]:
     return {"task_id": task_manager.add_task(explode, order, tags={"order": str(order)})}
+
+
+@app.post("/enqueue/marked-up")
+def enqueue_marked_up() -> dict[str, str]:
+    return {"task_id": task_manager.add_task(marked_up)}
 
 
 @app.post("/enqueue/note")

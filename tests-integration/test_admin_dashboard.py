@@ -402,9 +402,20 @@ def test_markup_in_task_data_renders_as_text(watched: Watched, server: Server) -
     expect(detail.locator("#d-error")).to_have_text(f"RuntimeError: {XSS}")
     expect(detail.locator("#d-logs")).to_contain_text(f"note: {XSS}")
     expect(detail.locator(".tag-list")).to_contain_text(XSS)
+    # A function name that is markup, in the table, the panel and the function filter.
+    named = server.post("/enqueue/marked-up")
+    server.wait_status(named, "success")
+    expect(_row(page, named).locator(".func")).to_have_text(
+        "<img src=x onerror=alert(1)>.<b>markup</b>"
+    )
+    _row(page, named).click()
+    expect(detail.locator("#d-func")).to_have_text("<img src=x onerror=alert(1)>.<b>markup</b>")
+    expect(detail.locator("#d-logs")).to_contain_text("<script>alert(1)</script>")
+    page.reload()
+    expect(page.locator("#f-func option", has_text="<b>markup</b>")).to_be_attached()
     # Nothing was parsed as markup: no <img> from task data exists, no handler ran.
     assert page.locator('img[src="x"]').count() == 0
-    assert page.evaluate("() => document.querySelectorAll('#detail img, #tasks img').length") == 0
+    assert page.evaluate("() => document.querySelectorAll('main img, #detail img, b').length") == 0
     assert watched.dialogs == []
 
 
