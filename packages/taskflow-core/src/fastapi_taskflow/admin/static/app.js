@@ -142,10 +142,12 @@ async function loadStats() {
   statsInFlight = true;
   lastStatsAt = Date.now();
   try {
+    const previous = stats;
     stats = await api.stats();
     // A big store makes stats slower: ask less often, so busy dashboards stay cheap.
     statsGap = Math.min(30000, Math.max(2000, 5 * (Date.now() - lastStatsAt)));
     for (const s of STATUSES) counts[s] = stats.by_status?.[s] || 0;
+    watchWaiting(previous, stats);
     renderCounts();
     renderQueues(stats.queues || {});
     syncOptions(fields.func, Object.keys(stats.by_func || {}));
@@ -156,6 +158,37 @@ async function loadStats() {
     toast(`Could not load stats: ${err.message}`, true);
   } finally {
     statsInFlight = false;
+  }
+}
+
+// Tasks waiting on a queue send no event until they start, so while any wait the
+// counts are polled, and when more are waiting than before, the first page is merged in.
+function watchWaiting(before, now) {
+  const waiting = (st) => (st?.by_status?.pending || 0) +
+    Object.values(st?.queues || {}).reduce((a, b) => a + b, 0);
+  if (waiting(now) > 0) scheduleStats(Math.max(statsGap, 4000));
+  if (before && waiting(now) > waiting(before)) mergeFirstPage();
+}
+
+async function mergeFirstPage() {
+  const token = listToken;
+  const params = new URLSearchParams(apiFilter());
+  params.set("limit", String(PAGE_SIZE));
+  try {
+    const page = await api.listTasks(params);
+    if (token !== listToken) return; // the list was reloaded meanwhile
+    for (const task of page.items) {
+      if (table.has(task.task_id)) {
+        table.update(task.task_id, task);
+      } else if (table.insertSorted(task)) {
+        const newer = recent.get(task.task_id);
+        if (newer) table.update(task.task_id, newer);
+      }
+      lastStatus.set(task.task_id, table.get(task.task_id)?.status ?? task.status);
+    }
+    refreshFooter();
+  } catch {
+    // the next refresh tries again
   }
 }
 
@@ -472,6 +505,9 @@ function wire() {
     resizeTimer = setTimeout(drawCharts, 150);
   });
   setInterval(loadStats, 30000); // throughput buckets move on with time
+  // A new task sends no event until it starts: while the page is watched, the first page
+  // (one cheap keyset query) is merged in every few seconds, so waiting tasks show too.
+  setInterval(() => document.visibilityState === "visible" && mergeFirstPage(), 5000);
 }
 
 function start() {

@@ -77,6 +77,28 @@ export class TaskTable {
     return true;
   }
 
+  /**
+   * Add a task in its place by creation time (newest first), briefly highlighted.
+   * A task older than every row shown is left for "load more" (returns false).
+   */
+  insertSorted(task) {
+    if (this.rows.has(task.task_id)) return this.update(task.task_id, task);
+    const created = parseTime(task.created_at) ?? 0;
+    let before = null;
+    for (const tr of this.tbody.children) {
+      const other = parseTime(this.rows.get(tr.dataset.taskId)?.task.created_at) ?? 0;
+      if (other < created) {
+        before = tr;
+        break;
+      }
+    }
+    if (!before && this.tbody.childElementCount) return false;
+    const row = this.#create(task);
+    this.tbody.insertBefore(row.tr, before);
+    flash(row.tr, "row-new");
+    return true;
+  }
+
   focus(id) {
     this.rows.get(id)?.tr.focus({ preventScroll: true });
   }
