@@ -256,6 +256,16 @@ def test_a_task_enqueued_after_loading_appears_and_changes_status_live(
         """() => {
             window.__sameDocument = true;
             document.querySelector('#task-rows tr').__untouched = true;
+            // Which rows the page changes from now on (any attribute, text or child).
+            window.__touched = new Set();
+            new MutationObserver((records) => {
+                for (const r of records) {
+                    const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+                    const tr = el && el.closest('#task-rows tr[data-task-id]');
+                    if (tr) window.__touched.add(tr.dataset.taskId);
+                }
+            }).observe(document.querySelector('#task-rows'),
+                {subtree: true, childList: true, attributes: true, characterData: true});
         }"""
     )
     success_before = int(_count(page, "success").inner_text().replace(",", ""))
@@ -275,6 +285,7 @@ def test_a_task_enqueued_after_loading_appears_and_changes_status_live(
     assert page.evaluate("() => window.__sameDocument === true")
     assert row.evaluate("tr => tr.__mine === true")
     assert page.evaluate("() => document.querySelectorAll('#task-rows tr')[1].__untouched === true")
+    assert page.evaluate("() => [...window.__touched]") == [task_id]
 
 
 def test_filters_narrow_the_list(watched: Watched, server: Server) -> None:

@@ -150,9 +150,11 @@ export class TaskTable {
 
   #paint(row) {
     const { cells, task, tr } = row;
-    if (tr.dataset.status !== task.status) tr.dataset.status = task.status;
+    // Every write below is skipped when the value is already there, so repainting an
+    // unchanged task changes nothing in the DOM.
+    prop(tr.dataset, "status", task.status);
     setText(cells.status, task.status);
-    cells.status.dataset.status = task.status;
+    prop(cells.status.dataset, "status", task.status);
     const pct = task.status === "running" && typeof task.progress === "number"
       ? `${Math.round(task.progress * 100)}%` : "";
     setText(cells.progress, pct);
@@ -166,7 +168,7 @@ export class TaskTable {
       cells.func.title = task.func_name;
     }
     setText(cells.id, shortId(task.task_id));
-    cells.id.title = task.task_id;
+    prop(cells.id, "title", task.task_id);
     setText(cells.queue, task.queue || "default");
     const tagsKey = JSON.stringify(task.tags || {});
     if (row.tagsKey !== tagsKey) {
@@ -179,13 +181,17 @@ export class TaskTable {
     const retries = task.max_retries ? `/${task.max_retries + 1}` : "";
     setText(cells.attempt, task.attempt ? `${task.attempt}${retries}` : "—");
     setText(cells.created, shortTime(task.created_at));
-    cells.created.dateTime = task.created_at || "";
-    cells.created.title = fullTime(task.created_at);
+    prop(cells.created, "dateTime", task.created_at || "");
+    prop(cells.created, "title", fullTime(task.created_at));
     setText(cells.duration, taskDuration(task));
-    cells.duration.title = task.error ? task.error : "";
-    cells.retry.hidden = !RETRYABLE.has(task.status);
-    cells.cancel.hidden = !CANCELLABLE.has(task.status);
+    prop(cells.duration, "title", task.error || "");
+    prop(cells.retry, "hidden", !RETRYABLE.has(task.status));
+    prop(cells.cancel, "hidden", !CANCELLABLE.has(task.status));
   }
+}
+
+function prop(target, name, value) {
+  if (target[name] !== value) target[name] = value;
 }
 
 // What a lifecycle event changes; the rest of a task (created_at, max_retries, ...) never
