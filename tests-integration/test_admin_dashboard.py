@@ -577,6 +577,23 @@ def test_the_page_and_assets_are_served_with_a_strict_policy() -> None:
         pool.submit(asyncio.run, check()).result()
 
 
+def test_the_scripts_never_parse_strings_as_markup_or_code() -> None:
+    """A guard for future edits: the browser tests prove today's page, this keeps the
+    APIs that turn a string into markup or code out of every script."""
+    static = ROOT / "packages/taskflow-core/src/fastapi_taskflow/admin/static"
+    sinks = re.compile(
+        r"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write|\beval\(|new Function"
+        r"|setTimeout\(\s*[\"'`]|\bon[a-z]+\s*="
+    )
+    scripts = sorted(static.glob("*.js"))
+    assert scripts
+    for script in scripts:
+        found = sinks.search(script.read_text())
+        assert found is None, f"{script.name} uses {found.group(0)!r}"
+    html = (static / "dashboard.html").read_text()
+    assert "<script>" not in html and not re.search(r"\son[a-z]+=|style=", html)
+
+
 def test_the_wheel_ships_the_dashboard_assets(tmp_path: Path) -> None:
     """Users get the page from ``pip install taskflow-core`` alone: no build step."""
     static = ROOT / "packages/taskflow-core/src/fastapi_taskflow/admin/static"
