@@ -25,6 +25,8 @@ TEST_DEPS = [
     "uvicorn>=0.29",
     "hypothesis>=6",
     "python-multipart>=0.0.9",  # the upload tests (UploadFile arguments)
+    "playwright>=1.44",
+    "schemathesis>=4.0",
 ]
 
 # conformance -- NAME  runs packages/*/tests/test_conformance_NAME*.py
@@ -140,6 +142,18 @@ def install_check(session: nox.Session) -> None:
             extra or "core",
             external=True,
         )
+        # The `taskflow` command is installed and imports with this extra alone ...
+        session.run(str(venv / "bin" / "taskflow"), "--help", external=True, silent=True)
+        if not extra:
+            # ... and names the extra to install when a backend package is missing (2).
+            session.run(
+                str(venv / "bin" / "taskflow"),
+                "check",
+                "--backend",
+                "sqlite:///check.db",
+                external=True,
+                success_codes=[2],
+            )
 
 
 @nox.session
@@ -227,8 +241,9 @@ def _reference_problems(reference: Path) -> list[str]:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Start the demo app from examples/ on http://127.0.0.1:8000."""
+    """Start the demo app from examples/ on http://127.0.0.1:8000 (opens on the dashboard)."""
     _install_packages(session, "uvicorn>=0.29")
+    session.log("open http://127.0.0.1:8000/ : the live dashboard is at /tasks/dashboard")
     session.run(
         "uvicorn", "examples.demo:app", "--host", "127.0.0.1", "--port", "8000", *session.posargs
     )
@@ -243,7 +258,7 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- benchmarks/sql_store.py --rows 1000000`` runs one script with its
     own arguments (the issue figures use the scripts' defaults).
     """
-    _install_packages(session, "httpx>=0.27")
+    _install_packages(session, "httpx>=0.27", "uvicorn>=0.29", "playwright>=1.44")
     if session.posargs:
         session.run("python", *session.posargs)
         return
@@ -252,5 +267,7 @@ def bench(session: nox.Session) -> None:
         ("benchmarks/engine_throughput.py", ["--tasks", "2000"]),
         ("benchmarks/redis_backend.py", ["--tasks", "2000"]),
         ("benchmarks/sql_store.py", ["--rows", "100000"]),
+        ("benchmarks/admin_stream.py", ["--rows", "100000"]),
+        ("benchmarks/dashboard_page.py", ["--rows", "100000"]),
     ]:
         session.run("python", script, *args)

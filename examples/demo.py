@@ -1,10 +1,14 @@
-"""The taskflow demo app: enqueue tasks from routes and watch their status.
+"""The taskflow demo app: enqueue tasks from routes and watch them on the live dashboard.
 
 Run it with ``nox -s demo`` (or ``uvicorn examples.demo:app``) and open
-http://127.0.0.1:8000/docs. Tasks are stored in ``taskflow-demo.db`` (SQLite) when
-taskflow-sql is installed, so they are still listed after a restart; set
-``TASKFLOW_BACKEND`` (e.g. ``memory://`` or ``redis://127.0.0.1:6379/0``) to use another
-backend with no code change.
+http://127.0.0.1:8000/ in a browser: it opens the dashboard at ``/tasks/dashboard``
+(API clients get a JSON index instead; the OpenAPI docs are at ``/docs``). Tasks are
+stored in ``taskflow-demo.db`` (SQLite) when taskflow-sql is installed, so they are still
+listed after a restart; set ``TASKFLOW_BACKEND`` (e.g. ``memory://`` or
+``redis://127.0.0.1:6379/0``) to use another backend with no code change.
+
+The dashboard is open to anyone who reaches the app unless ``TASKFLOW_ADMIN_PASSWORD`` is
+set: then it asks for ``admin`` and that password (the built-in login).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import os
 import random
 import time
 
-from fastapi import BackgroundTasks, FastAPI, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from fastapi_taskflow import (
     LoggingObserver,
@@ -29,6 +33,7 @@ from fastapi_taskflow import (
     get_task_context,
     task_log,
 )
+from fastapi_taskflow.admin import BasicLogin, TaskAdmin
 
 
 def _default_backend() -> str:
@@ -44,6 +49,20 @@ task_manager = TaskManager(
 )
 app = FastAPI(title="taskflow demo")
 task_manager.install(app)
+
+# --8<-- [start:mount]
+# The admin API and the live dashboard under /tasks (mounted before the demo's own
+# /tasks routes below, so /tasks/dashboard is the dashboard). A demo shows arguments;
+# leave display_args off where they may hold personal data or secrets.
+_password = os.environ.get("TASKFLOW_ADMIN_PASSWORD")
+admin = TaskAdmin(
+    app,
+    task_manager,
+    title="taskflow demo",
+    display_args=True,
+    auth=BasicLogin(username="admin", password=_password) if _password else None,
+)
+# --8<-- [end:mount]
 
 
 @task_manager.task(retries=3, delay=0.5, backoff=2)
@@ -75,11 +94,15 @@ async def send_otp(phone: str) -> None:
     task_log("otp sent", phone=phone[-4:])
 
 
-@app.get("/")
-def index() -> dict[str, object]:
-    """What this demo can do."""
+@app.get("/", response_model=None)
+def index(request: Request) -> dict[str, object] | RedirectResponse:
+    """What this demo can do; a browser is sent to the dashboard."""
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/tasks/dashboard")
     return {
+        "dashboard": "/tasks/dashboard",
         "try": [
+            "POST /burst?n=20  (a mix of tasks to watch on the dashboard)",
             "POST /signup?email=ada@example.com",
             "POST /report/42?plan=pro",
             "POST /invoice/7/send  (idempotent: same task id every time)",
@@ -131,6 +154,31 @@ def otp(phone: str, background_tasks: ManagedBackgroundTasks) -> dict[str, str] 
     except QueueFullError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=429)
     return {"task_id": task_id}
+
+
+@app.post("/burst")
+def burst(
+    background_tasks: ManagedBackgroundTasks, n: int = Query(20, ge=1, le=500)
+) -> dict[str, int]:
+    """Enqueue a mix of tasks: emails (some fail once, then retry), reports and OTPs."""
+    enqueued = 0
+    for i in range(n):
+        kind = random.random()
+        if kind < 0.5:
+            background_tasks.add_task(send_welcome_email, f"user{i}@example.com")
+        elif kind < 0.8:
+            user_id = random.randint(1, 99)
+            plan = random.choice(["free", "pro"])
+            background_tasks.add_task(
+                generate_report, user_id, tags={"user_id": str(user_id), "plan": plan}
+            )
+        else:
+            try:
+                background_tasks.add_task(send_otp, f"555{random.randint(1000, 9999)}")
+            except QueueFullError:
+                break
+        enqueued += 1
+    return {"enqueued": enqueued}
 
 
 @app.get("/tasks")

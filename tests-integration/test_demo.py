@@ -72,6 +72,9 @@ def test_demo_keeps_tasks_across_a_restart(tmp_path: Path) -> None:
     try:
         index = httpx.get(f"{base}/").json()
         assert index["backend"] == "SQLBackend"
+        # A browser opening the demo lands on the live dashboard.
+        opened = httpx.get(f"{base}/", headers={"accept": "text/html"}, follow_redirects=True)
+        assert opened.url.path == "/tasks/dashboard" and "dashboard/static/app.js" in opened.text
         report = httpx.post(f"{base}/report/42", params={"plan": "pro"}).json()["task_id"]
         invoice = httpx.post(f"{base}/invoice/7/send").json()["task_id"]
         assert httpx.post(f"{base}/invoice/7/send").json()["task_id"] == invoice

@@ -26,10 +26,12 @@ from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.errors import BackendURLError
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
 from fastapi_taskflow.models import (
+    DURATION_STATUSES,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
     Claim,
     CreateResult,
+    DurationStats,
     Lease,
     LogEntry,
     TaskPage,
@@ -38,8 +40,12 @@ from fastapi_taskflow.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    ThroughputBucket,
+    bucket_start,
     decode_cursor,
+    duration_stats,
     encode_cursor,
+    matches_text,
 )
 
 Event = LifecycleEvent | LogEvent
@@ -215,6 +221,54 @@ class ToyBackend:
             by_func.setdefault(func, {})[status] = count
         return TaskStats(total=sum(pairs.values()), by_status=dict(by_status), by_func=by_func)
 
+    # --8<-- [end:query]
+    # --8<-- [start:insights]
+
+    async def durations(
+        self, *, func_names: Collection[str] | None = None
+    ) -> dict[str, DurationStats]:
+        """Nearest-rank p50/p95/p99 of ``finished_at - started_at`` per function.
+
+        (SQL: ``percentile_disc(...) WITHIN GROUP (ORDER BY duration)``, or
+        ``ORDER BY duration LIMIT 1 OFFSET nearest_rank(n, p)``; Redis: a sorted set of
+        recent durations per function, read by rank.)
+        """
+        found: dict[str, list[float]] = {}
+        with self._state.lock:
+            for r in self._state.tasks.values():
+                if r.status not in DURATION_STATUSES or r.started_at is None:
+                    continue
+                if r.finished_at is None or (
+                    func_names is not None and r.func_name not in func_names
+                ):
+                    continue
+                seconds = (r.finished_at - r.started_at).total_seconds()
+                found.setdefault(r.func_name, []).append(seconds)
+        return {name: duration_stats(values) for name, values in found.items()}
+
+    async def throughput(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[ThroughputBucket]:
+        """SUCCESS/FAILED tasks per finished-at bucket. (SQL: ``GROUP BY`` the bucket.)"""
+        counts: Counter[tuple[datetime, TaskStatus]] = Counter()
+        with self._state.lock:
+            for r in self._state.tasks.values():
+                finished = r.finished_at
+                if r.status in DURATION_STATUSES and finished and since <= finished < until:
+                    counts[bucket_start(finished, bucket_seconds), r.status] += 1
+        starts = sorted({start for start, _ in counts})
+        return [
+            ThroughputBucket(
+                bucket_start=start,
+                succeeded=counts[start, TaskStatus.SUCCESS],
+                failed=counts[start, TaskStatus.FAILED],
+            )
+            for start in starts
+        ]
+
+    # --8<-- [end:insights]
+    # --8<-- [start:purge]
+
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """Delete up to ``batch_size`` old finished tasks, with their logs and keys."""
         with self._state.lock:
@@ -233,7 +287,7 @@ class ToyBackend:
                     del self._state.keys[key]
         return len(doomed)
 
-    # --8<-- [end:query]
+    # --8<-- [end:purge]
 
     # -- Backend: queues -------------------------------------------------------------
     # --8<-- [start:queues]
@@ -415,6 +469,7 @@ def _matches(record: TaskRecord, query: TaskQuery, after: tuple[datetime, str] |
         and (query.created_after is None or record.created_at >= query.created_after)
         and (query.created_before is None or record.created_at < query.created_before)
         and (after is None or (record.created_at, record.task_id) < after)
+        and matches_text(record, query.q)
     )
 
 

@@ -223,8 +223,10 @@ class Engine:
             runtime.spawn(self.recovery.run(), name="taskflow-recovery")
             if self.hub.publish:
                 runtime.spawn(self.hub.listen(), name="taskflow-events")
-            for queue in self._known_queues():
-                self.worker(queue)
+        # On every backend (memory too): a task put on a queue from outside this engine
+        # (``operations.retry_task`` from the admin API) is found at the next poll.
+        for queue in self._known_queues():
+            self.worker(queue)
         with self._lock:
             deferred, self._deferred = self._deferred, []
         for task_id, queue, priority in deferred:

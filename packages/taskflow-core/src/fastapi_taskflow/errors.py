@@ -11,10 +11,14 @@ __all__ = [
     "BackendUnavailableError",
     "BackendURLError",
     "EagerDispatchError",
+    "InvalidOperationError",
     "InvalidTaskError",
     "QueueFullError",
+    "RetryQueueFullError",
     "TaskArgumentError",
     "TaskStoreRefusedError",
+    "TaskNotFoundError",
+    "TaskStateError",
     "TaskflowError",
 ]
 
@@ -96,4 +100,58 @@ class TaskStoreRefusedError(TaskflowError):
     limit). The refused task did not run and is stored as FAILED with the store's
     reason; other tasks are unaffected. ``install()``'s middleware answers the request
     that accepted it with a 500.
+    """
+
+
+class TaskNotFoundError(TaskflowError, LookupError):
+    """No task has this id (it never existed, or it was purged).
+
+    Check the id (``taskflow list`` or the admin API's task list shows the ids).
+    """
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"no task has the id {task_id!r}; check the id (it may never have existed, or "
+            "it was purged)"
+        )
+
+
+class TaskStateError(TaskflowError, ValueError):
+    """An operation does not apply to a task in its current status.
+
+    For example retrying a task that is still RUNNING, or cancelling one that already
+    finished. ``status`` is the status the task was found in.
+    """
+
+    def __init__(self, task_id: str, status: str, message: str) -> None:
+        self.task_id = task_id
+        self.status = status
+        super().__init__(message)
+
+
+class RetryQueueFullError(QueueFullError):
+    """A retry stopped because the task's queue already holds its limit of waiting tasks.
+
+    Nothing was rejected: the task keeps its status. ``retried`` lists the ids that were
+    retried before the limit was reached (by ``retry_failed``); retry the rest later.
+    """
+
+    def __init__(self, queue: str, max_size: int, task_id: str, retried: list[str]) -> None:
+        self.queue = queue
+        self.max_size = max_size
+        self.task_id = task_id
+        self.retried = retried
+        TaskflowError.__init__(
+            self,
+            f"queue {queue!r} is full ({max_size} tasks waiting): task {task_id} was not "
+            f"retried and keeps its status ({len(retried)} retried before it). Retry again "
+            "once the queue has drained.",
+        )
+
+
+class InvalidOperationError(TaskflowError, ValueError):
+    """An operator action (retry, cancel, purge) was given a bad argument.
+
+    For example a negative ``older_than`` for a purge; the message names the argument.
     """

@@ -36,6 +36,8 @@ class LifecycleEvent(TaskEvent):
     status: TaskStatus
     error: str | None = None
     queue: str = "default"
+    priority: int = 0
+    progress: float | None = None
 
 
 class LogEvent(TaskEvent):

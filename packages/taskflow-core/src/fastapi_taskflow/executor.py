@@ -339,6 +339,8 @@ def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
         status=record.status,
         error=record.error if record.status is not TaskStatus.SUCCESS else None,
         queue=record.queue,
+        priority=record.priority,
+        progress=record.progress,
     )
 
 

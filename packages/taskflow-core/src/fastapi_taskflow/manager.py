@@ -108,6 +108,24 @@ class TaskManager:
         """This instance's id, as written in task leases."""
         return self._engine.instance_id
 
+    @property
+    def clock(self) -> Clock:
+        """The time source tasks are stamped with."""
+        return self._engine.clock
+
+    def queue_names(self) -> set[str]:
+        """The queues this instance knows: ``default``, configured ones, tasks' own."""
+        return self._engine._known_queues()
+
+    def queue_limit(self, queue: str) -> int | None:
+        """The ``max_size`` configured for ``queue`` (None: unbounded or unknown)."""
+        config = self._engine.queues.get(queue)
+        return None if config is None else config.max_size
+
+    async def opened_backend(self) -> TaskBackend:
+        """Start the engine if needed and return its opened backend (admin tools use it)."""
+        return await self._engine.started_backend()
+
     # -- registering ------------------------------------------------------------------
 
     def task(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+import string
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
@@ -16,10 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "DURATION_STATUSES",
+    "DURATION_WINDOW",
     "KEY_RELEASING_STATUSES",
+    "PERCENTILES",
     "TERMINAL_STATUSES",
     "Claim",
     "CreateResult",
+    "DurationStats",
     "Lease",
     "LogEntry",
     "TaskPage",
@@ -28,8 +33,14 @@ __all__ = [
     "TaskStats",
     "TaskStatus",
     "TaskUpdate",
+    "ThroughputBucket",
+    "bucket_start",
     "decode_cursor",
     "encode_cursor",
+    "fold_text",
+    "duration_stats",
+    "matches_text",
+    "nearest_rank",
 ]
 
 
@@ -165,6 +176,10 @@ class TaskQuery(BaseModel):
     tags: dict[str, str] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    q: str | None = Field(default=None, max_length=200)
+    """Text search: keeps tasks where ``q`` occurs in the function name, the task id,
+    the error, or a tag key or value (case-insensitive for ASCII letters; see
+    :func:`matches_text`). None or empty: no text filter."""
     limit: int = Field(default=50, ge=1, le=1000)
     cursor: str | None = None
 
@@ -182,6 +197,41 @@ class TaskStats(BaseModel):
     total: int = 0
     by_status: dict[TaskStatus, int] = Field(default_factory=dict)
     by_func: dict[str, dict[TaskStatus, int]] = Field(default_factory=dict)
+
+
+DURATION_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED})
+"""Statuses whose tasks count in :meth:`Store.durations`: a finished attempt with both
+``started_at`` and ``finished_at`` set."""
+
+DURATION_WINDOW = 1000
+"""A store computes durations over at least this many of each function's most recently
+finished tasks; it may use more (all of them)."""
+
+
+class DurationStats(BaseModel):
+    """Run time percentiles of one function's finished tasks, in seconds.
+
+    Percentiles are nearest-rank: ``p50`` is the value at 1-based rank ``ceil(0.5 * count)``
+    of the durations sorted ascending (see :func:`nearest_rank`), so it is always one of
+    the measured durations and every store agrees exactly.
+    """
+
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+
+class ThroughputBucket(BaseModel):
+    """Tasks that finished SUCCESS or FAILED within one time bucket.
+
+    ``bucket_start`` is a multiple of the bucket size since the Unix epoch (see
+    :func:`bucket_start`); the bucket covers ``[bucket_start, bucket_start + size)``.
+    """
+
+    bucket_start: datetime
+    succeeded: int = 0
+    failed: int = 0
 
 
 class Claim(BaseModel):
@@ -218,3 +268,58 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), str(task_id)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"malformed task list cursor {cursor!r}") from exc
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold_text(text: str) -> str:
+    """Lower-case the ASCII letters of ``text`` and nothing else (how ``q`` compares)."""
+    return text.translate(_ASCII_LOWER)
+
+
+def matches_text(record: TaskRecord, q: str | None) -> bool:
+    """True when ``q`` occurs in the record's func name, id, error, or a tag key or value.
+
+    The reference for :attr:`TaskQuery.q`: comparison folds ASCII letters only; an empty
+    or None ``q`` matches every record.
+    """
+    if not q:
+        return True
+    needle = fold_text(q)
+    fields = [record.func_name, record.task_id, record.error or ""]
+    fields += [part for pair in record.tags.items() for part in pair]
+    return any(needle in fold_text(field) for field in fields)
+
+
+PERCENTILES = (0.5, 0.95, 0.99)
+"""The fractions behind ``p50``, ``p95`` and ``p99``."""
+
+
+def nearest_rank(count: int, fraction: float) -> int:
+    """Return the 0-based index of the nearest-rank percentile among ``count`` values.
+
+    That is 1-based rank ``ceil(fraction * count)``, at least 1 (SQL's
+    ``percentile_disc``); for an ordered-offset query use it as the ``OFFSET``.
+    ``fraction`` is used to four decimal places.
+    """
+    scaled = round(fraction * 10_000)  # exact integer arithmetic, as a database would
+    return min(max(1, -(-scaled * count // 10_000)), count) - 1
+
+
+def duration_stats(durations: list[float]) -> DurationStats:
+    """Build :class:`DurationStats` from durations in seconds (any order, non-empty)."""
+    ordered = sorted(durations)
+    p50, p95, p99 = (ordered[nearest_rank(len(ordered), f)] for f in PERCENTILES)
+    return DurationStats(count=len(ordered), p50=p50, p95=p95, p99=p99)
+
+
+def bucket_start(moment: datetime, bucket_seconds: int) -> datetime:
+    """Return the start of the ``bucket_seconds``-wide bucket holding ``moment``.
+
+    Buckets are aligned on multiples of ``bucket_seconds`` since the Unix epoch (UTC).
+    """
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    width = bucket_seconds * 1_000_000
+    return _EPOCH + timedelta(microseconds=micros - micros % width)

@@ -28,6 +28,7 @@ from .events import LifecycleEvent, LogEvent
 from .models import (
     Claim,
     CreateResult,
+    DurationStats,
     Lease,
     LogEntry,
     TaskPage,
@@ -36,6 +37,7 @@ from .models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    ThroughputBucket,
 )
 
 __all__ = ["Backend", "BackendFactory", "Observer", "Store", "TaskBackend"]
@@ -110,11 +112,42 @@ class Store(Protocol):
         ``next_cursor`` encodes the last item's ``(created_at, task_id)``
         (``models.encode_cursor``), so pages stay correct while tasks are added. Items
         carry no logs. A malformed cursor raises ``ValueError``.
+
+        ``query.q`` keeps tasks where it occurs in ``func_name``, ``task_id``, ``error``
+        or a tag key or value, folding ASCII letters only
+        (:func:`~fastapi_taskflow.models.matches_text` is the reference).
         """
         ...
 
     async def stats(self) -> TaskStats:
         """Count tasks by status and by function name, computed by the store."""
+        ...
+
+    async def durations(
+        self, *, func_names: Collection[str] | None = None
+    ) -> dict[str, DurationStats]:
+        """Run-time percentiles per function name, computed by the store.
+
+        A task counts when its status is in ``DURATION_STATUSES`` (SUCCESS, FAILED) and
+        both ``started_at`` and ``finished_at`` are set; its duration is
+        ``finished_at - started_at`` in seconds. Percentiles are nearest-rank
+        (``models.nearest_rank``). A store may bound the work to each function's most
+        recently finished tasks, keeping at least ``models.DURATION_WINDOW`` of them.
+        Functions without such a task are absent; ``func_names`` (None: all) limits the
+        result to those names.
+        """
+        ...
+
+    async def throughput(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[ThroughputBucket]:
+        """Count tasks that finished SUCCESS or FAILED per time bucket, oldest first.
+
+        Counts tasks now in SUCCESS or FAILED whose ``finished_at`` is in
+        ``[since, until)``, grouped by ``models.bucket_start(finished_at,
+        bucket_seconds)``. Only buckets with at least one task are returned.
+        ``bucket_seconds`` is a positive integer.
+        """
         ...
 
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:

@@ -6,12 +6,15 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import (
+    DURATION_STATUSES,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
     CreateResult,
+    DurationStats,
     LogEntry,
     TaskPage,
     TaskQuery,
@@ -19,8 +22,12 @@ from fastapi_taskflow.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    ThroughputBucket,
+    bucket_start,
     decode_cursor,
+    duration_stats,
     encode_cursor,
+    matches_text,
 )
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
@@ -196,6 +203,7 @@ class MemoryStore:
                 and (query.created_after is None or record.created_at >= query.created_after)
                 and (query.created_before is None or record.created_at < query.created_before)
                 and (after is None or (record.created_at, record.task_id) < after)
+                and matches_text(record, query.q)
             ]
         matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
         page = [r.model_copy() for r in matches[: query.limit]]
@@ -215,6 +223,43 @@ class MemoryStore:
                 if any(counts.values())
             }
         return TaskStats(total=sum(by_status.values()), by_status=by_status, by_func=by_func)
+
+    async def durations(
+        self, *, func_names: Collection[str] | None = None
+    ) -> dict[str, DurationStats]:
+        """See :meth:`fastapi_taskflow.protocols.Store.durations` (over every task)."""
+        wanted = set(func_names) if func_names is not None else None
+        per_func: dict[str, list[float]] = defaultdict(list)
+        with self._state.lock:
+            for record in self._state.records.values():
+                if (
+                    record.status in DURATION_STATUSES
+                    and record.started_at is not None
+                    and record.finished_at is not None
+                    and (wanted is None or record.func_name in wanted)
+                ):
+                    seconds = (record.finished_at - record.started_at).total_seconds()
+                    per_func[record.func_name].append(seconds)
+        return {name: duration_stats(values) for name, values in per_func.items()}
+
+    async def throughput(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[ThroughputBucket]:
+        """See :meth:`fastapi_taskflow.protocols.Store.throughput`."""
+        buckets: dict[datetime, dict[str, Any]] = {}
+        with self._state.lock:
+            for record in self._state.records.values():
+                finished = record.finished_at
+                if (
+                    record.status in DURATION_STATUSES
+                    and finished is not None
+                    and since <= finished < until
+                ):
+                    start = bucket_start(finished, bucket_seconds)
+                    entry = buckets.setdefault(start, {"succeeded": 0, "failed": 0})
+                    key = "succeeded" if record.status is TaskStatus.SUCCESS else "failed"
+                    entry[key] += 1
+        return [ThroughputBucket(bucket_start=k, **v) for k, v in sorted(buckets.items())]
 
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`."""

@@ -5,7 +5,8 @@ create (id, function, arguments, tags ...), one field per mutable field holding 
 field's JSON value (so a transition writes only what changed, without parsing JSON on
 the server), and a few raw fields the Lua scripts read: ``s`` (status), ``m`` (index
 member), ``ix`` (its other index keys, after ``{prefix}:idx:``), ``f`` (function name),
-``k`` (idempotency key) and ``fin`` (finished time in microseconds). Fields at their
+``k`` (idempotency key), ``fin`` and ``st`` (finished and started times in microseconds)
+and ``sx`` (tag keys and values, ASCII-lowered, for text search). Fields at their
 default value are left out. On the way out a script splices the JSON
 fragments into one document (string concatenation, no JSON parsing on the server), so a
 reply is one string that pydantic validates once.
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate
+from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate, fold_text
 
 from .keys import KeySpace, micros
 
@@ -95,6 +96,10 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     fin = "" if record.finished_at is None else str(micros(record.finished_at))
     if fin:
         fields += ["fin", fin]
+    if record.started_at is not None:
+        fields += ["st", str(micros(record.started_at))]
+    if record.tags:
+        fields += ["sx", fold_text("\x00".join(p for pair in record.tags.items() for p in pair))]
     for name in MUTABLE_FIELDS:
         if name in data:
             fields += [name, _dumps(data[name])]
@@ -127,6 +132,9 @@ def encode_update(update: TaskUpdate | None, updated_at: Any) -> tuple[str, list
     for name in MUTABLE_FIELDS:
         if name in data and name != "updated_at":
             fields += [name, _dumps(data[name])]
+    if "started_at" in changes:
+        started = changes["started_at"]
+        fields += ["st", "" if started is None else str(micros(started))]
     fin = ""
     if "finished_at" in changes:
         value = changes["finished_at"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi_taskflow.models import (
     CreateResult,
+    DurationStats,
     LogEntry,
     TaskPage,
     TaskQuery,
@@ -15,8 +16,11 @@ from fastapi_taskflow.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    ThroughputBucket,
+    bucket_start,
     decode_cursor,
     encode_cursor,
+    fold_text,
 )
 
 from .base import RedisBase, logger
@@ -40,6 +44,9 @@ CREATE_BATCH = 500
 
 QUERY_BUDGET = 20_000
 """Index members one query call may examine before returning a short page."""
+
+COUNT_BUCKETS = 1000
+"""Up to this many buckets, throughput() counts each with ZCOUNT; beyond, it scans."""
 
 AUTO_PURGE = 2
 """Expired finished tasks removed by each transition to a terminal status."""
@@ -223,7 +230,7 @@ class RedisStore(RedisBase):
         want = query.limit + 1
         args: list[str | int] = [want, upper, lower, QUERY_BUDGET, len(statuses)]
         args += [keys.status_index(s) for s in statuses]
-        args += [len(ands), *ands]
+        args += [len(ands), *ands, fold_text(query.q or "")]
         reply = await self._run("query", args, "querying tasks")
         resume = as_str(reply[0])
         hits = [(as_str(reply[i]), reply[i + 1]) for i in range(1, len(reply) - 1, 2)]
@@ -264,6 +271,67 @@ class RedisStore(RedisBase):
             if status is not None and int(count) > 0:
                 by_func.setdefault(func, {})[status] = int(count)
         return TaskStats(total=sum(by_status.values()), by_status=by_status, by_func=by_func)
+
+    async def durations(
+        self, *, func_names: Collection[str] | None = None
+    ) -> dict[str, DurationStats]:
+        """See :meth:`fastapi_taskflow.protocols.Store.durations`.
+
+        Each finish script keeps the function's 1,000 most recent run times in a sorted
+        set scored by duration; percentiles are read by rank (``ZRANGE i i``).
+        """
+        names = ["*"] if func_names is None else list(func_names)
+        if not names:
+            return {}
+        reply = await self._run("durations", names, "reading task durations")
+        found: dict[str, DurationStats] = {}
+        for i in range(0, len(reply) - 4, 5):
+            p50, p95, p99 = (int(float(as_str(v))) / 1_000_000 for v in reply[i + 2 : i + 5])
+            found[as_str(reply[i])] = DurationStats(
+                count=int(reply[i + 1]), p50=p50, p95=p95, p99=p99
+            )
+        return found
+
+    async def throughput(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[ThroughputBucket]:
+        """See :meth:`fastapi_taskflow.protocols.Store.throughput`.
+
+        Finished SUCCESS and FAILED tasks are kept in sorted sets by finish time: each
+        bucket is two ``ZCOUNT`` calls (or, beyond 1,000 buckets, one range scan).
+        """
+        if until <= since:
+            return []
+        width = timedelta(seconds=bucket_seconds)
+        first = bucket_start(since, bucket_seconds)
+        starts: list[datetime] = []
+        start = first
+        while start < until and len(starts) <= COUNT_BUCKETS:
+            starts.append(start)
+            start += width
+        low, high = micros(since), micros(until)
+        if len(starts) <= COUNT_BUCKETS:
+            args: list[str] = ["count"]
+            for start in starts:
+                lo = max(micros(start), low)
+                hi = min(micros(start + width), high)
+                args += [str(lo), f"({hi}"]
+            reply = await self._run("throughput", args, "counting finished tasks")
+            return [
+                ThroughputBucket(bucket_start=start, succeeded=int(ok), failed=int(bad))
+                for start, ok, bad in zip(starts, reply[0::2], reply[1::2], strict=True)
+                if int(ok) or int(bad)
+            ]
+        scan = ["scan", str(low), f"({high}", str(micros(first)), str(bucket_seconds * 1_000_000)]
+        reply = await self._run("throughput", scan, "counting finished tasks")
+        return [
+            ThroughputBucket(
+                bucket_start=first + width * int(reply[i]),
+                succeeded=int(reply[i + 1]),
+                failed=int(reply[i + 2]),
+            )
+            for i in range(0, len(reply) - 2, 3)
+        ]
 
     def _status(self, name: str) -> TaskStatus | None:
         try:

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    Integer,
+    and_,
+    cast,
+    delete,
+    exists,
+    extract,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
 
 from fastapi_taskflow.models import (
+    DURATION_STATUSES,
+    PERCENTILES,
     TERMINAL_STATUSES,
+    DurationStats,
     TaskPage,
     TaskQuery,
     TaskStats,
     TaskStatus,
+    ThroughputBucket,
     decode_cursor,
     encode_cursor,
+    nearest_rank,
 )
 
 from .context import SQLContext, Tx
@@ -27,7 +45,13 @@ from .rows import record_columns, row_to_record, tag_token
 __all__ = ["SQLQueries", "chunks"]
 
 _TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
+_FINISHED = sorted(status.value for status in DURATION_STATUSES)
 _CHUNK = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+DURATION_SCAN = 5000
+"""Each function's most recently finished tasks that ``durations()`` ranks (>= the
+protocol's ``DURATION_WINDOW``), so the cost stays flat as history grows."""
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
@@ -71,6 +95,8 @@ class SQLQueries:
                     tags.c.value == tag_token(value),
                 )
             )
+        if query.q:
+            where.append(_text_match(tables, query.q))
         if after is not None:
             created, task_id = after
             where.append(tasks.c.created_at <= created)
@@ -125,6 +151,81 @@ class SQLQueries:
 
         return await self._exec.read("computing task stats", op)
 
+    async def durations(
+        self, *, func_names: Collection[str] | None = None
+    ) -> dict[str, DurationStats]:
+        """See :meth:`fastapi_taskflow.protocols.Store.durations`.
+
+        One query over each function's ``DURATION_SCAN`` most recently finished tasks
+        (``ROW_NUMBER()`` by ``finished_at``). PostgreSQL ranks them with
+        ``percentile_disc``; SQLite and MySQL/MariaDB (no percentile functions) number
+        them by duration with ``ROW_NUMBER()`` and keep the rows whose number is a
+        nearest rank (the ordered-offset rule, for every function in one pass).
+        """
+        tables = self._ctx.tables
+        kind = self._ctx.kind
+        stmt = _durations_query(tables, kind, func_names)
+
+        async def op(conn: AsyncConnection) -> dict[str, DurationStats]:
+            rows = (await conn.execute(stmt)).all()
+            if kind == "postgresql":
+                return {
+                    str(row[0]): DurationStats(
+                        count=int(row[1]), p50=float(row[2]), p95=float(row[3]), p99=float(row[4])
+                    )
+                    for row in rows
+                }
+            picked: dict[str, dict[int, float]] = {}
+            counts: dict[str, int] = {}
+            for name, count, rank, started, finished in rows:
+                seconds = (_aware(finished) - _aware(started)).total_seconds()
+                picked.setdefault(str(name), {})[int(rank) - 1] = seconds
+                counts[str(name)] = int(count)
+            found = {}
+            for name, by_rank in picked.items():
+                n = counts[name]
+                p50, p95, p99 = (by_rank[nearest_rank(n, f)] for f in PERCENTILES)
+                found[name] = DurationStats(count=n, p50=p50, p95=p95, p99=p99)
+            return found
+
+        return await self._exec.read("computing task durations", op)
+
+    async def throughput(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[ThroughputBucket]:
+        """See :meth:`fastapi_taskflow.protocols.Store.throughput`.
+
+        One ``GROUP BY`` over the ``finished_at`` index range: the bucket is the whole
+        seconds since the epoch divided by ``bucket_seconds``.
+        """
+        tasks = self._ctx.tables.tasks
+        width = int(bucket_seconds)
+        bucket = _epoch_seconds(self._ctx.kind, tasks.c.finished_at, width).label("bucket")
+        stmt = (
+            select(bucket, tasks.c.status, func.count())
+            .where(
+                tasks.c.finished_at >= since,
+                tasks.c.finished_at < until,
+                tasks.c.status.in_(_FINISHED),
+            )
+            .group_by(bucket, tasks.c.status)
+        )
+
+        async def op(conn: AsyncConnection) -> list[ThroughputBucket]:
+            counts: dict[int, dict[str, int]] = {}
+            for index, status_value, count in await conn.execute(stmt):
+                per = counts.setdefault(int(index), {"succeeded": 0, "failed": 0})
+                key = "succeeded" if status_value == TaskStatus.SUCCESS.value else "failed"
+                per[key] += int(count)
+            return [
+                ThroughputBucket(
+                    bucket_start=_EPOCH + timedelta(seconds=index * width), **counts[index]
+                )
+                for index in sorted(counts)
+            ]
+
+        return await self._exec.read("computing task throughput", op)
+
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`.
 
@@ -157,3 +258,103 @@ class SQLQueries:
             return len(rows)
 
         return await self._exec.write("purging finished tasks", op)
+
+
+def _text_match(tables: Any, q: str) -> ColumnElement[bool]:
+    """``q`` in func_name, task_id, error or a tag key/value; LIKE characters escaped."""
+    tasks, tags = tables.tasks, tables.tags
+    return or_(
+        tasks.c.func_name.icontains(q, autoescape=True),
+        tasks.c.task_id.icontains(q, autoescape=True),
+        tasks.c.error.icontains(q, autoescape=True),
+        exists().where(
+            tags.c.task_id == tasks.c.task_id,
+            or_(
+                tags.c.key.icontains(q, autoescape=True), tags.c.value.icontains(q, autoescape=True)
+            ),
+        ),
+    )
+
+
+def _duration_expr(kind: str, tasks: Any) -> ColumnElement[Any]:
+    """``finished_at - started_at`` as a number that orders like the duration."""
+    if kind == "postgresql":
+        return extract("epoch", tasks.c.finished_at - tasks.c.started_at)
+    if kind == "mysql":
+        return func.timestampdiff(
+            literal_column("MICROSECOND"), tasks.c.started_at, tasks.c.finished_at
+        )
+    return func.julianday(tasks.c.finished_at) - func.julianday(tasks.c.started_at)
+
+
+def _epoch_seconds(kind: str, column: Any, width: int) -> ColumnElement[Any]:
+    """The bucket index: whole seconds since the epoch (UTC) divided by ``width``."""
+    if kind == "postgresql":
+        return func.floor(extract("epoch", column) / width)
+    if kind == "mysql":
+        seconds = func.timestampdiff(
+            literal_column("SECOND"), literal_column("'1970-01-01 00:00:00'"), column
+        )
+        return func.floor(seconds / width)
+    return cast(func.strftime("%s", column), Integer) / width
+
+
+def _durations_query(tables: Any, kind: str, func_names: Collection[str] | None) -> Select[Any]:
+    tasks = tables.tasks
+    where = [
+        tasks.c.status.in_(_FINISHED),
+        tasks.c.started_at.is_not(None),
+        tasks.c.finished_at.is_not(None),
+    ]
+    if func_names is not None:
+        where.append(tasks.c.func_name.in_(sorted(set(func_names)) or [""]))
+    recency = func.row_number().over(
+        partition_by=tasks.c.func_name, order_by=tasks.c.finished_at.desc()
+    )
+    windowed = (
+        select(
+            tasks.c.task_id,
+            tasks.c.func_name,
+            tasks.c.started_at,
+            tasks.c.finished_at,
+            _duration_expr(kind, tasks).label("duration"),
+            recency.label("recency"),
+        )
+        .where(*where)
+        .subquery("windowed")
+    )
+    recent = select(windowed).where(windowed.c.recency <= DURATION_SCAN).subquery("recent")
+    if kind == "postgresql":
+        return select(
+            recent.c.func_name,
+            func.count(),
+            *(
+                func.percentile_disc(fraction).within_group(recent.c.duration)
+                for fraction in PERCENTILES
+            ),
+        ).group_by(recent.c.func_name)
+    ranked = select(
+        recent.c.func_name,
+        recent.c.started_at,
+        recent.c.finished_at,
+        func.count().over(partition_by=recent.c.func_name).label("n"),
+        func.row_number()
+        .over(partition_by=recent.c.func_name, order_by=(recent.c.duration, recent.c.task_id))
+        .label("rn"),
+    ).subquery("ranked")
+    # rn is the nearest rank ceil(p * n) of some percentile: rn*S >= P*n > (rn-1)*S.
+    picks = [
+        and_(
+            ranked.c.rn * 10_000 >= round(fraction * 10_000) * ranked.c.n,
+            (ranked.c.rn - 1) * 10_000 < round(fraction * 10_000) * ranked.c.n,
+        )
+        for fraction in PERCENTILES
+    ]
+    return select(
+        ranked.c.func_name, ranked.c.n, ranked.c.rn, ranked.c.started_at, ranked.c.finished_at
+    ).where(or_(*picks))
+
+
+def _aware(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment

@@ -21,6 +21,8 @@ SCRIPT_NAMES = (
     "append_logs",
     "query",
     "stats",
+    "durations",
+    "throughput",
     "purge",
     "enqueue",
     "claim",

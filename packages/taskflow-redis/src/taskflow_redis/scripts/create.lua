@@ -35,7 +35,10 @@ for _ = 1, n do
     redis.call('ZADD', status_idx(s), 0, m)
     for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZADD', B .. 'idx:' .. ik, 0, m) end
     count(s, f, 1)
-    if fin ~= '' then track_finished(id, s, fin) end
+    if fin ~= '' then
+      track_finished(id, s, fin)
+      track_duration(id, s, f, redis.call('HGET', key, 'st'), fin)
+    end
     if idem ~= '' and not RELEASING[s] then redis.call('HSET', K_IDEM, idem, id) end
     result = {code}
   end

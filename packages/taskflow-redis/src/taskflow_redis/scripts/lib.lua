@@ -20,6 +20,9 @@ local K_LEASE_OWNERS = B .. 'lease:owners'
 local K_LOCKS = B .. 'locks'
 local K_RUNKEYS = B .. 'runkeys'
 local K_SEQ = B .. 'seq'
+local K_DUR_FUNCS = B .. 'dur:funcs'
+local DONE = {success = B .. 'done:success', failed = B .. 'done:failed'}
+local DUR_KEEP = 1000
 
 local function task_key(id) return B .. 'task:' .. id end
 local function logs_key(id) return B .. 'logs:' .. id end
@@ -60,11 +63,43 @@ local function count(s, f, delta)
   bump(K_STAT_FUNC, s .. ':' .. (f or ''), delta)
 end
 
-local function track_finished(id, s, fin)
+-- Finished tasks by time ('idx:finished', for purge), and SUCCESS/FAILED ones per status
+-- ('done:<status>', for throughput). prev: the status before (nil: unknown), so a
+-- transition between other statuses touches no 'done' set.
+local function track_finished(id, s, fin, prev)
   if TERMINAL[s] and fin then
     redis.call('ZADD', K_FINISHED, fin, id)
   else
     redis.call('ZREM', K_FINISHED, id)
+  end
+  for status, key in pairs(DONE) do
+    if status == s and fin then
+      redis.call('ZADD', key, fin, id)
+    elseif prev == nil or status == prev then
+      redis.call('ZREM', key, id)
+    end
+  end
+end
+
+-- Run times of each function's DUR_KEEP most recently finished SUCCESS/FAILED tasks:
+-- 'dur:s:<func>' scored by duration (read by rank), 'dur:t:<func>' by finish time (trim).
+local function dur_keys(f) return B .. 'dur:s:' .. f, B .. 'dur:t:' .. f end
+
+local function track_duration(id, s, f, st, fin)
+  local ds, dt = dur_keys(f or '')
+  if (s == 'success' or s == 'failed') and st and st ~= '' and fin and fin ~= '' then
+    redis.call('ZADD', ds, tonumber(fin) - tonumber(st), id)
+    redis.call('ZADD', dt, fin, id)
+    redis.call('SADD', K_DUR_FUNCS, f or '')
+    local n = redis.call('ZCARD', dt)
+    if n > DUR_KEEP then
+      local old = redis.call('ZRANGE', dt, 0, n - DUR_KEEP - 1)
+      redis.call('ZREM', dt, unpack(old))
+      redis.call('ZREM', ds, unpack(old))
+    end
+  else
+    redis.call('ZREM', ds, id)
+    redis.call('ZREM', dt, id)
   end
 end
 
@@ -83,9 +118,11 @@ local function delete_task(id)
     end
     count(s, f, -1)
     if k and redis.call('HGET', K_IDEM, k) == id then redis.call('HDEL', K_IDEM, k) end
+    track_duration(id, '', f)
   end
   redis.call('DEL', key, logs_key(id))
   redis.call('ZREM', K_FINISHED, id)
+  for _, key in pairs(DONE) do redis.call('ZREM', key, id) end
   redis.call('ZREM', K_LEASES, id)
   redis.call('HDEL', K_LEASE_OWNERS, id)
 end

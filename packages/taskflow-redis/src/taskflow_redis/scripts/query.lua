@@ -14,6 +14,25 @@ for i = 1, ns do skeys[i] = ARGV[p + i] end
 p = p + ns + 1
 local na = tonumber(ARGV[p])
 for i = 1, na do akeys[i] = ARGV[p + i] end
+local Q = ARGV[p + na + 1] or ''
+
+-- Text search: Q (ASCII-lowered) in the id, the function, a tag key/value or the error.
+local function text_ok(m)
+  if Q == '' then return true end
+  local id = string.sub(m, 19)
+  if string.find(string.lower(id), Q, 1, true) then return true end
+  local v = redis.pcall('HMGET', task_key(id), 'f', 'sx', 'error')
+  if type(v) ~= 'table' or v.err then return false end
+  if v[1] and string.find(string.lower(v[1]), Q, 1, true) then return true end
+  if v[2] and string.find(v[2], Q, 1, true) then return true end
+  if v[3] then
+    local ok, e = pcall(cjson.decode, v[3])
+    if ok and type(e) == 'string' and string.find(string.lower(e), Q, 1, true) then
+      return true
+    end
+  end
+  return false
+end
 
 local best, best_cost = nil, nil
 for i, k in ipairs(akeys) do
@@ -79,6 +98,7 @@ while #hits < want do
       if redis.call('ZSCORE', k, bm) then ok = true; break end
     end
   end
+  if ok then ok = text_ok(bm) end
   if ok then hits[#hits + 1] = bm end
   if scanned >= budget and #hits < want then resume = bm; break end
 end

@@ -33,7 +33,12 @@ if new ~= cur then
     redis.call('HDEL', K_IDEM, k)
   end
 end
-track_finished(id, new, redis.call('HGET', key, 'fin'))
+local fin_now = redis.call('HGET', key, 'fin')
+track_finished(id, new, fin_now, cur)
+if (DONE[new] or DONE[cur]) and (new ~= cur or fin ~= '') then
+  local v = redis.call('HMGET', key, 'f', 'st')
+  track_duration(id, new, v[1], v[2], fin_now)
+end
 local res = record_json(id)
 if cutoff ~= '' and TERMINAL[new] and new ~= cur then
   purge_finished(cutoff, tonumber(ARGV[7]))

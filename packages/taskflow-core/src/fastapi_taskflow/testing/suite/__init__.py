@@ -13,6 +13,7 @@ from ._threads import contend
 from .concurrency import ConcurrencyTests
 from .events import EventTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
+from .insights import DurationTests, TextSearchTests, ThroughputTests
 from .leases import LeaseTests
 from .lifecycle import LifecycleTests
 from .limits import LimitTests
@@ -28,6 +29,7 @@ __all__ = [
     "BackendConformance",
     "ConcurrencyTests",
     "ConformanceBase",
+    "DurationTests",
     "EventTests",
     "GuardTests",
     "LeaseTests",
@@ -41,6 +43,8 @@ __all__ = [
     "ScheduleTests",
     "StatsTests",
     "StoreCreateTests",
+    "TextSearchTests",
+    "ThroughputTests",
     "TransitionTests",
     "contend",
     "create_task",
@@ -58,7 +62,10 @@ class BackendConformance(
     TransitionTests,
     LogTests,
     QueryTests,
+    TextSearchTests,
     StatsTests,
+    DurationTests,
+    ThroughputTests,
     PurgeTests,
     QueueTests,
     LeaseTests,

@@ -1,0 +1,239 @@
+"""Built-in username/password login for the admin routes: signed, expiring session cookies.
+
+``BasicLogin`` is itself a FastAPI dependency: :class:`~fastapi_taskflow.admin.TaskAdmin`
+puts it on every admin route. A request passes with a valid session cookie (set by the
+login form) or with an HTTP ``Authorization: Basic`` header (for scripts and Prometheus).
+The cookie is signed with ``secret`` by itsdangerous and carries its issue time, so it
+expires after ``max_age`` seconds and several instances sharing ``secret`` accept each
+other's sessions. Credentials are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import html
+import secrets
+from typing import Final
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+
+from ..clock import Clock, SystemClock
+from ..errors import TaskflowError
+
+__all__ = ["SESSION_COOKIE", "AdminAuthError", "BasicLogin"]
+
+SESSION_COOKIE: Final = "taskflow_session"
+"""The name of the session cookie."""
+
+_SALT: Final = "fastapi-taskflow-admin-session"
+_MAX_FORM_BYTES: Final = 8192
+
+
+class AdminAuthError(TaskflowError, ValueError):
+    """``BasicLogin`` was configured with an empty username, password or secret."""
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of two strings (as UTF-8 bytes)."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+class BasicLogin:
+    """Username and password login with a signed, expiring session cookie.
+
+    Pass it as ``TaskAdmin(..., auth=BasicLogin(...))``: every admin route then needs a
+    session (the dashboard redirects to ``{path}/login``; the API answers 401), or an
+    HTTP Basic ``Authorization`` header with the same credentials.
+
+    Args:
+        username: the login name.
+        password: the password (compared in constant time, never logged).
+        secret: the key that signs session cookies. Give every instance the same secret
+            so a session works on all of them; changing it logs everyone out. When None a
+            random one is made (sessions then end with the process).
+        max_age: seconds a session lasts after login.
+        clock: the time source for issuing and expiring sessions (tests inject one).
+
+    Raises:
+        AdminAuthError: an empty username, password or secret, or ``max_age`` below 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        password: str,
+        secret: str | bytes | None = None,
+        max_age: int = 12 * 3600,
+        clock: Clock | None = None,
+    ) -> None:
+        if not username or not password:
+            raise AdminAuthError(
+                "BasicLogin needs a non-empty username and password, for example "
+                "BasicLogin(username='admin', password=os.environ['TASKFLOW_ADMIN_PASSWORD'])"
+            )
+        if secret is not None and not secret:
+            raise AdminAuthError(
+                "BasicLogin secret must not be empty: pass a long random string shared by "
+                "every instance (e.g. secrets.token_urlsafe(32)), or None for a random one"
+            )
+        if max_age < 1:
+            raise AdminAuthError(f"BasicLogin max_age must be at least 1 second, got {max_age}")
+        self.username = username
+        self._password = password
+        self.max_age = max_age
+        self._clock = clock or SystemClock()
+        self._serializer = URLSafeTimedSerializer(
+            secret if secret is not None else secrets.token_urlsafe(32),
+            salt=_SALT,
+            signer=self._signer_class(),
+        )
+        self.cookie_path = "/"
+        self._login_url = "login"
+
+    def __repr__(self) -> str:
+        return f"BasicLogin(username={self.username!r}, max_age={self.max_age})"
+
+    def _signer_class(self) -> type[TimestampSigner]:
+        clock = self._clock
+
+        class ClockSigner(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock.now().timestamp())
+
+        return ClockSigner
+
+    # -- checking ---------------------------------------------------------------------
+
+    def check_credentials(self, username: str, password: str) -> bool:
+        """True when both match; both are always compared (constant time)."""
+        user_ok = _same(username, self.username)
+        password_ok = _same(password, self._password)
+        return user_ok and password_ok
+
+    def issue(self) -> str:
+        """Return a new signed session token for the configured user."""
+        return str(self._serializer.dumps({"u": self.username}))
+
+    def session_user(self, token: str | None) -> str | None:
+        """The user of a valid, unexpired session token; None for anything else."""
+        if not token:
+            return None
+        try:
+            data = self._serializer.loads(token, max_age=self.max_age)
+        except BadSignature:  # includes SignatureExpired
+            return None
+        user = data.get("u") if isinstance(data, dict) else None
+        if isinstance(user, str) and _same(user, self.username):
+            return user
+        return None
+
+    def _basic_user(self, header: str | None) -> str | None:
+        if not header or header[:6].lower() != "basic ":
+            return None
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        username, sep, password = raw.partition(":")
+        if sep and self.check_credentials(username, password):
+            return username
+        return None
+
+    async def __call__(self, request: Request) -> str:
+        """The dependency: return the user, or refuse (401, or 303 to the login page)."""
+        user = self.session_user(request.cookies.get(SESSION_COOKIE))
+        if user is None:
+            user = self._basic_user(request.headers.get("authorization"))
+        if user is not None:
+            return user
+        if _wants_page(request):
+            login = self._login_url + "?next=" + quote(request.url.path, safe="/")
+            raise HTTPException(status.HTTP_303_SEE_OTHER, "login required", {"Location": login})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required: sign in at /login")
+
+    # -- routes -----------------------------------------------------------------------
+
+    def routes(self, router: APIRouter, *, path: str, title: str) -> None:
+        """Add ``GET/POST /login`` and ``POST /logout`` to the (unguarded) ``router``."""
+        self.cookie_path = path or "/"
+        self._login_url = f"{path}/login"
+
+        @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+        async def login_form(request: Request) -> HTMLResponse:
+            return HTMLResponse(_login_page(title, request.query_params.get("next", ""), ""))
+
+        @router.post("/login", include_in_schema=False)
+        async def login_submit(request: Request) -> Response:
+            body = await request.body()
+            if len(body) > _MAX_FORM_BYTES:
+                return HTMLResponse(_login_page(title, "", "Request too large."), 413)
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            username = form.get("username", [""])[0]
+            password = form.get("password", [""])[0]
+            target = _safe_next(form.get("next", [""])[0], path)
+            if not self.check_credentials(username, password):
+                page = _login_page(title, target, "Wrong username or password.")
+                return HTMLResponse(page, status.HTTP_401_UNAUTHORIZED)
+            response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)
+            response.set_cookie(
+                SESSION_COOKIE,
+                self.issue(),
+                max_age=self.max_age,
+                path=self.cookie_path,
+                httponly=True,
+                samesite="lax",
+                secure=request.url.scheme == "https",
+            )
+            return response
+
+        @router.post("/logout", include_in_schema=False)
+        async def logout() -> Response:
+            response = RedirectResponse(f"{path}/login", status.HTTP_303_SEE_OTHER)
+            response.delete_cookie(SESSION_COOKIE, path=self.cookie_path)
+            return response
+
+
+def _wants_page(request: Request) -> bool:
+    """A browser navigating to a page (not the API, the stream or metrics)."""
+    return request.method == "GET" and "text/html" in request.headers.get("accept", "")
+
+
+def _safe_next(target: str, path: str) -> str:
+    """Only redirect inside the admin path (never to another site)."""
+    default = f"{path}/dashboard"
+    if not target.startswith(path + "/") or target.startswith("//") or "\\" in target:
+        return default
+    if any(ch in target for ch in "\r\n"):
+        return default
+    return target
+
+
+def _login_page(title: str, next_url: str, message: str) -> str:
+    esc = html.escape
+    note = f'<p class="error" role="alert">{esc(message)}</p>' if message else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)} · sign in</title>
+<style>
+:root {{ color-scheme: light dark; font-family: system-ui, sans-serif; }}
+body {{ display: grid; place-items: center; min-height: 100vh; margin: 0; }}
+form {{ display: grid; gap: .75rem; min-width: 18rem; padding: 2rem;
+        border: 1px solid color-mix(in srgb, currentColor 20%, transparent); border-radius: 8px; }}
+input, button {{ font: inherit; padding: .5rem; }}
+.error {{ color: #d33; margin: 0; }}
+</style></head>
+<body><form method="post" action="login">
+<h1>{esc(title)}</h1>{note}
+<label>Username <input name="username" autocomplete="username" required autofocus></label>
+<label>Password
+<input name="password" type="password" autocomplete="current-password" required></label>
+<input type="hidden" name="next" value="{esc(next_url, quote=True)}">
+<button type="submit">Sign in</button>
+</form></body></html>"""

@@ -1,0 +1,7 @@
+"""``python -m fastapi_taskflow.cli``."""
+
+from __future__ import annotations
+
+from .app import main
+
+main()

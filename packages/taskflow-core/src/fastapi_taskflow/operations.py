@@ -1,0 +1,357 @@
+"""Operator actions on stored tasks: retry, retry every failed one, cancel, purge.
+
+They work on an opened :class:`~fastapi_taskflow.protocols.TaskBackend` alone, with no
+registered function, so the admin API (inside the app) and the ``taskflow`` command line
+(a separate process that only has the backend URL) share them.
+
+A retried task goes back on its queue the way recovery puts back an adopted PENDING task:
+an instance that has the function claims it (the PENDING -> RUNNING compare-and-set
+admits exactly one) and runs it with its stored arguments. The operation leases the task
+while it hands it over and leaves that lease to expire, so if the enqueue is lost the
+task is adopted and queued again by recovery; a claim replaces the lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+from .clock import Clock
+from .errors import (
+    InvalidOperationError,
+    RetryQueueFullError,
+    TaskflowError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from .events import LifecycleEvent
+from .models import LogEntry, TaskQuery, TaskRecord, TaskStatus, TaskUpdate
+from .protocols import TaskBackend
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "cancel_pending",
+    "purge_finished",
+    "retry_failed",
+    "retry_task",
+]
+
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.CANCELLED})
+"""Statuses a task can be retried from."""
+
+_PENDING = frozenset({TaskStatus.PENDING})
+
+HANDOVER_LEASE_SECONDS = 60.0
+"""How long the lease taken while handing a retried task to its queue lasts."""
+
+
+def default_actor() -> str:
+    """The name operations sign their log lines and events with: ``operator@<host>``."""
+    return f"operator@{socket.gethostname()}"
+
+
+async def _get(backend: TaskBackend, task_id: str) -> TaskRecord:
+    record = await backend.get(task_id)
+    if record is None:
+        raise TaskNotFoundError(task_id)
+    return record
+
+
+async def _announce(backend: TaskBackend, record: TaskRecord, actor: str) -> None:
+    """Publish the new status so every dashboard and ``taskflow watch`` sees it."""
+    event = LifecycleEvent(
+        task_id=record.task_id,
+        func_name=record.func_name,
+        attempt=record.attempt,
+        tags=record.tags,
+        timestamp=record.updated_at,
+        instance_id=actor,
+        status=record.status,
+        error=record.error,
+        queue=record.queue,
+    )
+    # Best effort, like every event: the store holds the truth.
+    with contextlib.suppress(TaskflowError):
+        await backend.publish(event)
+
+
+async def retry_task(
+    backend: TaskBackend,
+    task_id: str,
+    *,
+    clock: Clock,
+    max_queued: int | None = None,
+    actor: str | None = None,
+) -> TaskRecord:
+    """Run a FAILED, INTERRUPTED or CANCELLED task again, as the same task.
+
+    The task becomes PENDING (compare-and-set, so two operators retrying at once retry it
+    once), its error is cleared and its attempt count restarts (it gets its full retries
+    again); arguments, tags, queue and priority are kept. It is then put on its queue,
+    where an instance that has its function runs it.
+
+    Args:
+        backend: an opened backend.
+        task_id: the task to retry.
+        clock: where the time of the log line comes from.
+        max_queued: refuse (``RetryQueueFullError``) when the task's queue already holds
+            this many waiting tasks; None: no limit.
+        actor: who retries, for the task's log and the published event
+            (default ``operator@<host>``).
+
+    Returns:
+        The task as stored after the change (PENDING, without logs).
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+        TaskStateError: the task is not in a retryable status, its arguments were never
+            stored (an in-process task with arguments that are not JSON), or another
+            task now holds its idempotency key.
+        RetryQueueFullError: ``max_queued`` was reached; the task keeps its status.
+    """
+    actor = actor or default_actor()
+    record = await _get(backend, task_id)
+    if record.status not in RETRYABLE_STATUSES:
+        raise TaskStateError(
+            task_id,
+            record.status.value,
+            f"task {task_id} is {record.status.value.upper()}; only FAILED, INTERRUPTED or "
+            "CANCELLED tasks can be retried"
+            + (" (it has not finished yet)" if record.status in _ACTIVE else ""),
+        )
+    if record.args is None:
+        raise TaskStateError(
+            task_id,
+            record.status.value,
+            f"task {task_id} cannot be retried: its arguments were not stored (they are not "
+            "JSON-encodable, which only an in-process backend allows); add it again instead",
+        )
+    if record.idempotency_key is not None:
+        holder = await backend.find_by_key(record.idempotency_key)
+        if holder is not None and holder.task_id != task_id:
+            raise TaskStateError(
+                task_id,
+                record.status.value,
+                f"task {task_id} cannot be retried: its idempotency key is now held by task "
+                f"{holder.task_id} ({holder.status.value.upper()})",
+            )
+    if max_queued is not None:
+        waiting = await backend.queue_length(record.queue)
+        if waiting >= max_queued:
+            raise RetryQueueFullError(record.queue, max_queued, task_id, [])
+    # The hand-over lease: if the enqueue below is lost, recovery adopts the PENDING task
+    # once it expires and queues it again. A claim replaces it.
+    await backend.acquire_lease(task_id, owner=actor, lease_seconds=HANDOVER_LEASE_SECONDS)
+    previous = record.status
+    moved = await backend.transition(
+        task_id,
+        expected={previous},
+        new=TaskStatus.PENDING,
+        update=TaskUpdate(
+            attempt=0,
+            error=None,
+            started_at=None,
+            finished_at=None,
+            result=None,
+            progress=None,
+            cancel_requested=False,
+            owner=None,
+        ),
+    )
+    if moved is None:
+        await backend.release_lease(task_id, owner=actor)
+        current = await _get(backend, task_id)
+        raise TaskStateError(
+            task_id,
+            current.status.value,
+            f"task {task_id} changed to {current.status.value.upper()} while being retried "
+            "(retried or purged by someone else?); nothing was changed",
+        )
+    await backend.append_logs(
+        task_id,
+        [
+            LogEntry(
+                timestamp=clock.now(),
+                level="info",
+                message=f"retried by {actor} (was {previous.value.upper()})",
+                attempt=0,
+                extra={"previous_status": previous.value, "previous_error": record.error},
+            )
+        ],
+    )
+    await backend.enqueue(task_id, queue=moved.queue, priority=moved.priority)
+    await _announce(backend, moved, actor)
+    return moved
+
+
+_ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+
+
+async def retry_failed(
+    backend: TaskBackend,
+    query: TaskQuery,
+    *,
+    clock: Clock,
+    limit: int | None = None,
+    max_queued: int | None = None,
+    actor: str | None = None,
+) -> list[str]:
+    """Retry every task matching ``query`` that is FAILED (see :func:`retry_task`).
+
+    ``query.statuses`` may name other retryable statuses (INTERRUPTED, CANCELLED) to
+    retry those instead; by default only FAILED tasks are. Pages are walked newest
+    first from ``query.cursor``; tasks that change status meanwhile are skipped.
+
+    Args:
+        backend: an opened backend.
+        query: the filter (statuses, function, queue, tags, time range, ...).
+        clock: where the time of the log lines comes from.
+        limit: retry at most this many tasks; None: all that match.
+        max_queued: stop when a task's queue holds this many waiting tasks.
+        actor: who retries (default ``operator@<host>``).
+
+    Returns:
+        The ids retried, in the order they were retried.
+
+    Raises:
+        TaskStateError: ``query.statuses`` names a status that cannot be retried.
+        RetryQueueFullError: ``max_queued`` was reached; its ``retried`` attribute lists
+            the ids retried before it (the rest keep their status).
+    """
+    if limit is not None and limit < 0:
+        raise InvalidOperationError(f"limit must be >= 0 or None, got {limit!r}")
+    statuses = list(query.statuses or [TaskStatus.FAILED])
+    wrong = [s for s in statuses if s not in RETRYABLE_STATUSES]
+    if wrong:
+        names = ", ".join(s.value.upper() for s in wrong)
+        raise TaskStateError(
+            "*",
+            wrong[0].value,
+            f"tasks that are {names} cannot be retried; filter on FAILED, INTERRUPTED or CANCELLED",
+        )
+    page_query = query.model_copy(update={"statuses": statuses})
+    retried: list[str] = []
+    while limit is None or len(retried) < limit:
+        page = await backend.query(page_query)
+        for record in page.items:
+            if limit is not None and len(retried) >= limit:
+                break
+            try:
+                await retry_task(
+                    backend, record.task_id, clock=clock, max_queued=max_queued, actor=actor
+                )
+            except (TaskNotFoundError, TaskStateError):
+                continue  # purged, retried by someone else, or its key was taken
+            except RetryQueueFullError as exc:
+                raise RetryQueueFullError(exc.queue, exc.max_size, exc.task_id, retried) from None
+            retried.append(record.task_id)
+        if page.next_cursor is None:
+            break
+        page_query = page_query.model_copy(update={"cursor": page.next_cursor})
+    return retried
+
+
+async def cancel_pending(
+    backend: TaskBackend,
+    task_id: str,
+    *,
+    clock: Clock,
+    actor: str | None = None,
+) -> TaskRecord:
+    """Cancel a task that has not started: PENDING -> CANCELLED, and off its queue.
+
+    Compare-and-set: if an instance starts the task at the same moment, exactly one of
+    the two wins; a cancelled task never runs. (Cancelling a RUNNING task is not this
+    operation: it raises ``TaskStateError``.)
+
+    Args:
+        backend: an opened backend.
+        task_id: the task to cancel.
+        clock: the time recorded as ``finished_at``.
+        actor: who cancels (default ``operator@<host>``).
+
+    Returns:
+        The task as stored after the change (CANCELLED, without logs).
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+        TaskStateError: the task is RUNNING or already finished.
+    """
+    actor = actor or default_actor()
+    now = clock.now()
+    cancelled = await backend.transition(
+        task_id,
+        expected=_PENDING,
+        new=TaskStatus.CANCELLED,
+        update=TaskUpdate(finished_at=now, error=f"cancelled by {actor}", owner=None),
+    )
+    if cancelled is None:
+        current = await _get(backend, task_id)
+        raise TaskStateError(
+            task_id,
+            current.status.value,
+            f"task {task_id} is {current.status.value.upper()}; only PENDING tasks can be "
+            "cancelled"
+            + (
+                " (it has already started)"
+                if current.status is TaskStatus.RUNNING
+                else " (it has already finished)"
+            ),
+        )
+    await backend.dequeue(task_id, queue=cancelled.queue)
+    await backend.append_logs(
+        task_id,
+        [
+            LogEntry(
+                timestamp=now,
+                level="warning",
+                message=f"cancelled by {actor} before it started",
+                attempt=cancelled.attempt,
+            )
+        ],
+    )
+    await _announce(backend, cancelled, actor)
+    return cancelled
+
+
+async def purge_finished(
+    backend: TaskBackend,
+    *,
+    older_than: timedelta,
+    clock: Clock,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Delete finished tasks (and their logs) that finished more than ``older_than`` ago.
+
+    Deletes in batches of ``batch_size`` until none is left; active tasks are never
+    deleted.
+
+    Args:
+        backend: an opened backend.
+        older_than: how long ago a task must have finished to be deleted (>= 0).
+        clock: where "now" comes from.
+        batch_size: how many tasks one store call deletes.
+        progress: called after each batch with how many tasks it deleted.
+
+    Returns:
+        How many tasks were deleted.
+
+    Raises:
+        InvalidOperationError: ``older_than`` is negative or ``batch_size`` is below 1.
+    """
+    if older_than < timedelta(0):
+        raise InvalidOperationError(f"older_than must not be negative, got {older_than}")
+    if batch_size < 1:
+        raise InvalidOperationError(f"batch_size must be >= 1, got {batch_size!r}")
+    cutoff = clock.now() - older_than
+    total = 0
+    while True:
+        deleted = await backend.purge(finished_before=cutoff, batch_size=batch_size)
+        if deleted <= 0:
+            return total
+        total += deleted
+        if progress is not None:
+            progress(deleted)

@@ -1,0 +1,237 @@
+"""Auth guards every admin route: API, dashboard, assets, event stream and metrics."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException, Request
+
+from fastapi_taskflow import TaskManager
+from fastapi_taskflow.admin import SESSION_COOKIE, AdminAuthError, BasicLogin, TaskAdmin
+from fastapi_taskflow.clock import ManualClock
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "correct horse battery staple"
+
+# Every admin route (method, path under /tasks). The test below checks that this list
+# covers every route the OpenAPI schema shows, so a new route cannot skip the check.
+ROUTES = [
+    ("GET", "/api/tasks"),
+    ("GET", "/api/tasks/some-id"),
+    ("GET", "/api/tasks/some-id/logs"),
+    ("GET", "/api/tasks/some-id/attempts"),
+    ("GET", "/api/stats"),
+    ("GET", "/api/events"),
+    ("POST", "/api/tasks/retry-failed"),
+    ("POST", "/api/tasks/some-id/retry"),
+    ("POST", "/api/tasks/some-id/cancel"),
+    ("POST", "/api/purge"),
+    ("GET", "/metrics"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/static/api.js"),
+]
+BODIES = {"/api/tasks/retry-failed": {}, "/api/purge": {"older_than_seconds": 0}}
+
+
+def _schema_routes(app: FastAPI) -> set[tuple[str, str]]:
+    found = set()
+    for path, ops in app.openapi()["paths"].items():
+        if path.startswith("/tasks/"):
+            for method in ops:
+                found.add((method.upper(), path.removeprefix("/tasks")))
+    return found
+
+
+def _normalise(path: str) -> str:
+    return path.replace("some-id", "{task_id}")
+
+
+def test_route_table_covers_the_schema() -> None:
+    app = FastAPI()
+    TaskAdmin(app, TaskManager(), auth=_deny)
+    listed = {(m, _normalise(p)) for m, p in ROUTES}
+    assert _schema_routes(app) <= listed
+
+
+async def _deny(request: Request) -> None:
+    if request.headers.get("x-token") != "let-me-in":
+        raise HTTPException(status_code=401, detail="token required")
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def _call(client: httpx.AsyncClient, method: str, path: str, **kw: Any) -> httpx.Response:
+    body = BODIES.get(path)
+    if path == "/api/events":
+        async with client.stream(method, "/tasks" + path, **kw) as response:
+            if response.status_code != 200:
+                await response.aread()  # a refusal is a short, complete answer
+            return response  # an accepted stream is never read here (it never ends)
+    return await client.request(method, "/tasks" + path, json=body, **kw)
+
+
+@pytest.fixture
+async def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def login_app(clock: ManualClock) -> AsyncIterator[tuple[FastAPI, BasicLogin]]:
+    tm = TaskManager(clock=clock)
+    auth = BasicLogin(username="admin", password="s3cret", secret=SECRET, max_age=600, clock=clock)
+    app = FastAPI()
+    TaskAdmin(app, tm, auth=auth)
+    async with tm:
+        yield app, auth
+
+
+@pytest.mark.parametrize("method, path", ROUTES)
+async def test_dependency_auth_guards_every_route(method: str, path: str) -> None:
+    """Any FastAPI dependency guards every admin route, the stream and metrics too."""
+    tm = TaskManager()
+    app = FastAPI()
+    TaskAdmin(app, tm, auth=_deny)
+    async with tm, _client(app) as client:
+        refused = await _call(client, method, path)
+        assert refused.status_code == 401
+        if path != "/api/events":
+            allowed = await _call(client, method, path, headers={"x-token": "let-me-in"})
+            assert allowed.status_code in (200, 404), allowed.text
+
+
+@pytest.mark.parametrize("method, path", ROUTES)
+async def test_basic_login_guards_every_route(
+    login_app: tuple[FastAPI, BasicLogin], method: str, path: str
+) -> None:
+    """Without a session every route refuses; a browser page redirects to the login."""
+    app, auth = login_app
+    async with _client(app) as client:
+        refused = await _call(client, method, path)
+        assert refused.status_code == 401
+        assert "s3cret" not in refused.text
+        client.cookies.set(SESSION_COOKIE, auth.issue())
+        if path != "/api/events":
+            allowed = await _call(client, method, path)
+            assert allowed.status_code in (200, 404), allowed.text
+
+
+async def test_login_flow_and_redirects(login_app: tuple[FastAPI, BasicLogin]) -> None:
+    app, _ = login_app
+    async with _client(app) as client:
+        page = await client.get("/tasks/dashboard", headers={"accept": "text/html"})
+        assert page.status_code == 303
+        assert page.headers["location"] == "/tasks/login?next=/tasks/dashboard"
+        form = await client.get("/tasks/login")
+        assert form.status_code == 200 and 'name="password"' in form.text
+        wrong = await client.post(
+            "/tasks/login", data={"username": "admin", "password": "nope", "next": "/tasks/x"}
+        )
+        assert wrong.status_code == 401 and SESSION_COOKIE not in wrong.cookies
+        ok = await client.post(
+            "/tasks/login",
+            data={"username": "admin", "password": "s3cret", "next": "/tasks/dashboard"},
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == "/tasks/dashboard"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/tasks" in cookie
+        assert (await client.get("/tasks/api/tasks")).status_code == 200
+        out = await client.post("/tasks/logout")
+        assert out.status_code == 303
+        assert (await client.get("/tasks/api/tasks")).status_code == 401
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example", "/elsewhere"])
+async def test_login_never_redirects_off_the_admin(
+    login_app: tuple[FastAPI, BasicLogin], target: str
+) -> None:
+    app, _ = login_app
+    async with _client(app) as client:
+        ok = await client.post(
+            "/tasks/login", data={"username": "admin", "password": "s3cret", "next": target}
+        )
+        assert ok.headers["location"] == "/tasks/dashboard"
+
+
+async def test_expired_session_is_refused(
+    login_app: tuple[FastAPI, BasicLogin], clock: ManualClock
+) -> None:
+    app, auth = login_app
+    token = auth.issue()
+    async with _client(app) as client:
+        client.cookies.set(SESSION_COOKIE, token)
+        clock.advance(599)
+        assert (await client.get("/tasks/api/tasks")).status_code == 200
+        clock.advance(2)
+        assert (await client.get("/tasks/api/tasks")).status_code == 401
+        assert (await client.get("/tasks/metrics")).status_code == 401
+
+
+@pytest.mark.parametrize("how", ["flip-signature", "other-secret", "other-user", "garbage"])
+async def test_tampered_session_is_refused(
+    login_app: tuple[FastAPI, BasicLogin], clock: ManualClock, how: str
+) -> None:
+    app, auth = login_app
+    token = auth.issue()
+    if how == "flip-signature":
+        token = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    elif how == "other-secret":
+        token = BasicLogin(username="admin", password="s3cret", secret="other", clock=clock).issue()
+    elif how == "other-user":
+        token = BasicLogin(username="root", password="x", secret=SECRET, clock=clock).issue()
+    else:
+        token = "not-a-session"
+    async with _client(app) as client:
+        client.cookies.set(SESSION_COOKIE, token)
+        assert (await client.get("/tasks/api/tasks")).status_code == 401
+
+
+async def test_sessions_work_across_instances_sharing_the_secret(clock: ManualClock) -> None:
+    """Two apps (instances) with one secret accept each other's sessions."""
+    apps = []
+    for _ in range(2):
+        app = FastAPI()
+        TaskAdmin(
+            app,
+            TaskManager(clock=clock),
+            auth=BasicLogin(username="admin", password="pw", secret=SECRET, clock=clock),
+        )
+        apps.append(app)
+    async with _client(apps[0]) as first, _client(apps[1]) as second:
+        ok = await first.post("/tasks/login", data={"username": "admin", "password": "pw"})
+        second.cookies.set(SESSION_COOKIE, ok.cookies[SESSION_COOKIE])
+        assert (await second.get("/tasks/api/stats")).status_code == 200
+
+
+async def test_http_basic_header_for_scripts(login_app: tuple[FastAPI, BasicLogin]) -> None:
+    app, _ = login_app
+
+    def header(user: str, password: str) -> dict[str, str]:
+        raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"authorization": f"Basic {raw}"}
+
+    async with _client(app) as client:
+        assert (
+            await client.get("/tasks/metrics", headers=header("admin", "s3cret"))
+        ).status_code == 200
+        assert (
+            await client.get("/tasks/metrics", headers=header("admin", "bad"))
+        ).status_code == 401
+        bad = {"authorization": "Basic %%%"}
+        assert (await client.get("/tasks/metrics", headers=bad)).status_code == 401
+
+
+def test_basic_login_validates_its_settings() -> None:
+    with pytest.raises(AdminAuthError, match="username and password"):
+        BasicLogin(username="", password="x")
+    with pytest.raises(AdminAuthError, match="secret"):
+        BasicLogin(username="a", password="x", secret="")
+    with pytest.raises(AdminAuthError, match="max_age"):
+        BasicLogin(username="a", password="x", max_age=0)
+    assert "pw-9f2" not in repr(BasicLogin(username="a", password="pw-9f2"))
