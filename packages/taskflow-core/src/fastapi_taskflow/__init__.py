@@ -21,9 +21,9 @@ from .errors import (
     RetryQueueFullError,
     TaskArgumentError,
     TaskflowError,
-    TaskStoreRefusedError,
     TaskNotFoundError,
     TaskStateError,
+    TaskStoreRefusedError,
 )
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
-from fastapi_taskflow.redaction import mask_secrets
 from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.redaction import mask_secrets
 
 from .context import SQLContext
 from .engine import SQLiteSettings, configure_sqlite, make_engine
