@@ -17,12 +17,19 @@ from .errors import (
     EagerDispatchError,
     InvalidTaskError,
     QueueFullError,
+    ScheduleError,
     TaskArgumentError,
+    TaskCancelledError,
     TaskflowError,
+    TaskNotFoundError,
+    TaskStateError,
+    TaskTimeoutError,
 )
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager
 from .models import LogEntry, TaskPage, TaskQuery, TaskRecord, TaskStats, TaskStatus
+from .one_off import ScheduledTask
+from .progress import task_progress
 from .observers import (
     BaseObserver,
     FileObserver,
@@ -49,17 +56,24 @@ __all__ = [
     "MemoryObserver",
     "QueueConfig",
     "QueueFullError",
+    "ScheduleError",
+    "ScheduledTask",
     "StdoutObserver",
     "TaskArgumentError",
+    "TaskCancelledError",
     "TaskConfig",
     "TaskContext",
     "TaskManager",
+    "TaskNotFoundError",
     "TaskPage",
     "TaskQuery",
     "TaskRecord",
+    "TaskStateError",
     "TaskStats",
     "TaskStatus",
+    "TaskTimeoutError",
     "TaskflowError",
     "get_task_context",
     "task_log",
+    "task_progress",
 ]

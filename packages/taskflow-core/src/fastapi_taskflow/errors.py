@@ -13,7 +13,12 @@ __all__ = [
     "EagerDispatchError",
     "InvalidTaskError",
     "QueueFullError",
+    "ScheduleError",
     "TaskArgumentError",
+    "TaskCancelledError",
+    "TaskNotFoundError",
+    "TaskStateError",
+    "TaskTimeoutError",
     "TaskflowError",
 ]
 
@@ -82,3 +87,55 @@ class EagerDispatchError(TaskflowError, RuntimeError):
     (Queued tasks — ``priority=``, named queues — never need one: they wait until the
     manager starts.)
     """
+
+
+class TaskNotFoundError(TaskflowError):
+    """No task has the given id (it never existed, or was purged).
+
+    Check the id: it is the one ``add_task()`` (or ``schedule_once()``) returned.
+    """
+
+
+class TaskStateError(TaskflowError):
+    """The task is not in a status that allows the operation.
+
+    For example cancelling a task that already finished (SUCCESS, FAILED, ...): a
+    finished task cannot be cancelled; read its record to see how it ended.
+    """
+
+
+class TaskTimeoutError(TaskflowError):
+    """An attempt of a task ran longer than its ``timeout``.
+
+    The attempt counts as failed (it is retried if retries remain). An async task was
+    cancelled at its deadline; a sync one cannot be stopped from outside, so it was
+    reported timed out and its late result is discarded. Raise the task's ``timeout=``
+    or make the work shorter.
+    """
+
+    def __init__(self, timeout: float, *, sync: bool = False) -> None:
+        self.timeout = timeout
+        what = (
+            "the sync function keeps its thread until it returns; its late result is discarded"
+            if sync
+            else "it was cancelled"
+        )
+        super().__init__(
+            f"the attempt ran longer than its timeout of {timeout:g}s ({what}); raise "
+            "timeout= on the task or make the work shorter"
+        )
+
+
+class TaskCancelledError(TaskflowError):
+    """The task was cancelled with ``task_manager.cancel()``.
+
+    Inside a task, ``get_task_context().raise_if_cancelled()`` raises it once a
+    cancellation was requested (a sync task's way to stop itself); raising it ends the
+    task as ``CANCELLED``, which is final and never retried.
+    """
+
+
+class ScheduleError(InvalidTaskError):
+    """A schedule was given bad settings (``every=``/``cron=``, ``run_at=``/``delay=``,
+    ``timezone=``), or ``cron=`` was used without the cron parser installed
+    (``pip install "taskflow-core[cron]"``)."""
