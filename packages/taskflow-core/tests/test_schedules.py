@@ -10,7 +10,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fastapi_taskflow import InvalidTaskError, ScheduleError, TaskManager, TaskStatus, get_task_context
+from fastapi_taskflow import (
+    InvalidTaskError,
+    ScheduleError,
+    TaskManager,
+    TaskStatus,
+    get_task_context,
+)
 from fastapi_taskflow.schedules import SCHEDULE_TAG, TICK_TAG, Schedule
 from taskflow_memory import MemoryBackend
 

@@ -28,8 +28,6 @@ from .errors import (
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager
 from .models import LogEntry, TaskPage, TaskQuery, TaskRecord, TaskStats, TaskStatus
-from .one_off import ScheduledTask
-from .progress import task_progress
 from .observers import (
     BaseObserver,
     FileObserver,
@@ -37,6 +35,8 @@ from .observers import (
     MemoryObserver,
     StdoutObserver,
 )
+from .one_off import ScheduledTask
+from .progress import task_progress
 
 __version__ = "0.1.0"
 

@@ -69,7 +69,9 @@ def cancel_sync(engine: Engine, task_id: str) -> TaskRecord:
     return engine.bridge.run(lambda backend: _cancel_with(engine, backend, task_id))
 
 
-async def cancel_pending(engine: Engine, backend: TaskBackend, record: TaskRecord) -> TaskRecord | None:
+async def cancel_pending(
+    engine: Engine, backend: TaskBackend, record: TaskRecord
+) -> TaskRecord | None:
     """Move a PENDING task to CANCELLED and off its queue; None if it was no longer
     PENDING. Cleans up what this instance held for it and announces the change."""
     done = await backend.transition(

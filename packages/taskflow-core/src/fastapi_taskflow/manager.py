@@ -20,8 +20,8 @@ from .config import QueueConfig, TaskConfig
 from .engine import Engine
 from .errors import InvalidTaskError
 from .events import LifecycleEvent, LogEvent
-from .observers import ObserverChain
 from .models import TaskRecord
+from .observers import ObserverChain
 from .one_off import ScheduledTask
 from .protocols import Observer, TaskBackend
 from .registry import TaskRegistry, default_name

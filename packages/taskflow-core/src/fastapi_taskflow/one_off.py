@@ -17,6 +17,7 @@ The key, the due time and a ``once`` marker are stored as tags (``taskflow.run_k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -219,7 +220,5 @@ async def _key_lock(engine: Engine, run_key: str) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        try:
+        with contextlib.suppress(Exception):  # the lock expires on its own
             await backend.release_lock(name, owner=owner)
-        except Exception:  # the lock expires on its own
-            pass
