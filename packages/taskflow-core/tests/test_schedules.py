@@ -152,6 +152,13 @@ def test_cron_ticks_in_their_time_zone_across_daylight_saving() -> None:
         "2026-03-30T02:00:00+02:00",
     ]
     assert plan.latest_at_or_before(ticks[1].astimezone(UTC)) == ticks[1]
+    # 02:00-03:00 happens twice on 25 October 2026: the job fires once, at the first
+    moment = datetime(2026, 10, 24, 12, tzinfo=UTC)
+    autumn = []
+    for _ in range(2):
+        moment = plan.next_after(moment)
+        autumn.append(moment.astimezone(paris).isoformat())
+    assert autumn == ["2026-10-25T02:00:00+02:00", "2026-10-26T02:00:00+01:00"]
 
 
 def test_interval_ticks_are_absolute() -> None:
