@@ -49,7 +49,7 @@ async def test_frequent_reports_are_coalesced_and_the_last_one_stored(eventually
     assert reported == sorted(reported)  # the record moved forward while running
 
 
-async def test_a_message_is_kept_in_the_logs_when_it_changes(eventually: Any) -> None:
+async def test_the_last_message_is_kept_in_the_logs(eventually: Any) -> None:
     tm = TaskManager(poll_interval=0.02)
 
     @tm.task()
@@ -64,7 +64,8 @@ async def test_a_message_is_kept_in_the_logs_when_it_changes(eventually: Any) ->
     record = tm.store.get(task_id)
     assert record is not None and record.progress == 1.0
     messages = [e.message for e in record.logs if PROGRESS_FIELD in e.extra]
-    assert messages[-1] == "done" and "downloading" in messages
+    # the reports came faster than the write interval: coalesced into the latest
+    assert messages[-1] == "done" and len(messages) == len(set(messages))
 
 
 async def test_a_bad_fraction_fails_the_task_with_a_clear_error(eventually: Any) -> None:

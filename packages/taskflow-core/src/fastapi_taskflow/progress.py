@@ -5,8 +5,8 @@ A report is stored on the task's record (``record.progress``) and announced as a
 dashboard or an ``events()`` stream shows it live). Reports are coalesced: however often
 a task reports, its record is written (and an event sent) at most once per
 ``PROGRESS_INTERVAL`` seconds with the latest value, and once more when the attempt ends,
-so the record always holds the last reported fraction. A message is also kept in the
-task's logs each time it changes.
+so the record always holds the last reported fraction. The message of a write is also
+kept in the task's logs when it differs from the last one kept.
 """
 
 from __future__ import annotations
