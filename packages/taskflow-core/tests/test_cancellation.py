@@ -152,3 +152,55 @@ async def test_a_cancelled_task_keeps_its_idempotency_key() -> None:
     assert tm.cancel_sync(first).status is TaskStatus.CANCELLED
     assert tm.add_task(charge, 1, idempotency_key="order-1") == first
     assert tm.add_task(charge, 1, idempotency_key="order-1-retry") != first
+
+
+async def test_a_cancel_requested_task_of_a_dead_instance_ends_cancelled(
+    tmp_path: Any, eventually: Any
+) -> None:
+    """Recovery adopts a RUNNING task whose instance died after cancel() reached it:
+    CANCELLED, not INTERRUPTED, and not run again even with requeue_on_interrupt."""
+    from datetime import datetime, timezone
+
+    from fastapi_taskflow import TaskRecord
+    from fastapi_taskflow.backends import open_backend
+    from fastapi_taskflow.clock import SystemClock
+
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    ran: list[bool] = []
+    tm = TaskManager(backend=url, lease_seconds=0.2, poll_interval=0.02)
+
+    @tm.task(name="adopted.job", requeue_on_interrupt=True)
+    async def job() -> None:
+        ran.append(True)
+
+    dead = open_backend(url, clock=SystemClock())
+    await dead.open()
+    try:
+        now = datetime.now(timezone.utc)
+        record = TaskRecord(
+            task_id="t-dead-1",
+            func_name="adopted.job",
+            status=TaskStatus.RUNNING,
+            args=[],
+            kwargs={},
+            attempt=1,
+            requeue_on_interrupt=True,
+            cancel_requested=True,
+            owner="dead-instance",
+            created_at=now,
+            updated_at=now,
+            started_at=now,
+        )
+        assert (await dead.create(record)).created
+        assert await dead.acquire_lease("t-dead-1", owner="dead-instance", lease_seconds=0.01)
+    finally:
+        await dead.close()
+    async with tm:
+        await eventually(
+            lambda: tm.store.get("t-dead-1").status is TaskStatus.CANCELLED,  # type: ignore[union-attr]
+            timeout=5,
+        )
+        await asyncio.sleep(0.2)
+    assert ran == []
+    final = tm.store.get("t-dead-1")
+    assert final is not None and "cancel requested" in (final.error or "")

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_MARK",
     "cancel",
+    "cancel_adopted",
     "cancel_pending",
     "cancel_sync",
     "cancelled_update",
@@ -54,6 +55,25 @@ def cancelled_update(engine: Engine, exc: BaseException) -> TaskUpdate:
     return TaskUpdate(
         finished_at=engine.clock.now(), error=f"{type(exc).__name__}: {exc}", cancel_requested=True
     )
+
+
+async def cancel_adopted(
+    engine: Engine, backend: TaskBackend, record: TaskRecord, error: str
+) -> bool:
+    """Recovery of a RUNNING task whose instance died after ``cancel()`` reached it:
+    ``CANCELLED`` (never INTERRUPTED, never run again). True if this call moved it."""
+    moved = await backend.transition(
+        record.task_id,
+        expected={TaskStatus.RUNNING},
+        new=TaskStatus.CANCELLED,
+        update=TaskUpdate(
+            finished_at=engine.clock.now(),
+            error=f"TaskCancelledError: cancel requested; {error}",
+        ),
+    )
+    if moved is not None:
+        await engine.emit_lifecycle(moved)
+    return moved is not None
 
 
 async def cancel(engine: Engine, task_id: str) -> TaskRecord:
