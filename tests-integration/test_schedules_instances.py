@@ -213,6 +213,13 @@ def test_timeouts_and_cancelling_a_task_running_on_another_instance(
             time.sleep(0.05)
         assert "TaskTimeoutError" in _status(b, hang_id)["error"]
 
+        # a PENDING task (a firing armed on A) cancelled from B never starts
+        (waiting_id,) = _post(a, "/schedule_once", {"items": [{"label": "w1", "delay": 30}]})[
+            "ids"
+        ]
+        assert _post(b, f"/cancel/{waiting_id}")["status"] == "cancelled"
+        assert _status(a, waiting_id)["status"] == "cancelled"
+
         long_id = _post(a, "/long/l1")["id"]
         instances.poll(
             lambda: [

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import TaskNotFoundError, TaskStateError
-from .events import LogEvent
+from .events import LifecycleEvent, LogEvent
 from .models import TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend
 from .runtime import Runtime, reraise_if_cancelled
@@ -170,15 +170,22 @@ def _emit_soon(engine: Engine, event: LogEvent) -> None:
 
 
 def _forget_cancelled(engine: Engine, record: TaskRecord) -> None:
-    """Drop this instance's in-process state of a task cancelled before it started."""
-    engine.forget(record.task_id)
-    engine.waiting.get(record.queue, set()).discard(record.task_id)
+    """Drop this instance's in-process state of a task cancelled before it started,
+    and announce it."""
+    _drop_local(engine, record.task_id, record.queue)
     runtime = engine.current_runtime
-    if runtime is None or not runtime.usable:
-        return
-    if record.task_id in engine.leases.held:
-        runtime.spawn(engine.leases.release(record.task_id))
-    runtime.spawn(engine.emit_lifecycle(record))
+    if runtime is not None and runtime.usable:
+        runtime.spawn(engine.emit_lifecycle(record))
+
+
+def _drop_local(engine: Engine, task_id: str, queue: str) -> None:
+    """Forget the invocation, queue slot and lease this instance holds for a task that
+    was cancelled before it started (here, or by another instance)."""
+    engine.forget(task_id)
+    engine.waiting.get(queue, set()).discard(task_id)
+    runtime = engine.current_runtime
+    if task_id in engine.leases.held and runtime is not None and runtime.usable:
+        runtime.spawn(engine.leases.release(task_id))
 
 
 def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:
@@ -209,6 +216,14 @@ async def _watch(engine: Engine) -> None:
             async for event in events:
                 if isinstance(event, LogEvent) and event.extra.get(CANCEL_MARK):
                     scopes.request(event.task_id)
+                elif (
+                    isinstance(event, LifecycleEvent)
+                    and event.status is TaskStatus.CANCELLED
+                    and event.instance_id != engine.instance_id
+                    and event.task_id in engine.invocations
+                ):
+                    # Accepted here, cancelled elsewhere before it started.
+                    _drop_local(engine, event.task_id, event.queue)
         return
     # No fan-out: poll the records of the attempts running here.
     interval = max(engine.poll_interval, 0.5)
