@@ -1,4 +1,5 @@
-"""Schedules, timeouts and cancellation across 3 real instances on Redis and PostgreSQL.
+"""Schedules, timeouts and cancellation across 3 real instances on each shared backend
+(Redis, PostgreSQL, SQLite file, MySQL/MariaDB).
 
 ``schedules_app`` runs in 3 uvicorn processes sharing one isolated backend:
 
@@ -26,7 +27,9 @@ Backend = instances.Backend
 Instance = instances.Instance
 
 APP = "schedules_app:app"
-SHARED = pytest.mark.parametrize("durable_backend", ["redis", "postgres"], indirect=True)
+SHARED = pytest.mark.parametrize(
+    "durable_backend", ["redis", "postgres", "sqlite", "mysql"], indirect=True
+)
 
 
 def _lines(backend: Backend) -> list[tuple[str, str, str, float]]:
@@ -214,9 +217,7 @@ def test_timeouts_and_cancelling_a_task_running_on_another_instance(
         assert "TaskTimeoutError" in _status(b, hang_id)["error"]
 
         # a PENDING task (a firing armed on A) cancelled from B never starts
-        (waiting_id,) = _post(a, "/schedule_once", {"items": [{"label": "w1", "delay": 30}]})[
-            "ids"
-        ]
+        (waiting_id,) = _post(a, "/schedule_once", {"items": [{"label": "w1", "delay": 30}]})["ids"]
         assert _post(b, f"/cancel/{waiting_id}")["status"] == "cancelled"
         assert _status(a, waiting_id)["status"] == "cancelled"
 
