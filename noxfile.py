@@ -17,7 +17,7 @@ nox.options.sessions = ["lint", "tests"]
 
 ROOT = Path(__file__).parent
 PACKAGES = ["taskflow-core", "taskflow-memory", "taskflow-sql", "taskflow-redis"]
-EXTRAS = {"taskflow-sql": "[sqlite,postgres,mysql]"}
+EXTRAS = {"taskflow-core": "[cron]", "taskflow-sql": "[sqlite,postgres,mysql]"}
 TEST_DEPS = [
     "pytest>=8",
     "pytest-timeout>=2.3",
@@ -108,6 +108,7 @@ INSTALL_CHECKS = {
     "[postgres]": "postgresql://user@localhost/db",
     "[mysql]": "mysql://user@localhost/db",
     "[redis]": "redis://localhost:6379/0",
+    "[cron]": "memory://",
     "[all]": "redis://localhost:6379/0",
 }
 

@@ -200,9 +200,12 @@ def free_port() -> int:
 
 
 class Instance:
-    """``durability_app:app`` served by uvicorn in a process of its own."""
+    """``durability_app:app`` (or another ``app``) served by uvicorn in a process of its
+    own."""
 
-    def __init__(self, backend: Backend, name: str, **env: str) -> None:
+    def __init__(
+        self, backend: Backend, name: str, *, app: str = "durability_app:app", **env: str
+    ) -> None:
         self.backend = backend
         self.name = name
         self.port = free_port()
@@ -223,7 +226,7 @@ class Instance:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "durability_app:app",
+                app,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -285,9 +288,11 @@ class Instance:
         return self.log_path.read_text(errors="replace")
 
 
-def start(backend: Backend, *names: str, **env: str) -> list[Instance]:
-    """Start instances (in parallel) and wait until every one answers."""
-    started = [Instance(backend, name, **env) for name in names]
+def start(
+    backend: Backend, *names: str, app: str = "durability_app:app", **env: str
+) -> list[Instance]:
+    """Start instances (in parallel) of ``app`` and wait until every one answers."""
+    started = [Instance(backend, name, app=app, **env) for name in names]
     try:
         for instance in started:
             instance.wait_ready()

@@ -19,11 +19,14 @@ from .errors import (
     InvalidTaskError,
     QueueFullError,
     RetryQueueFullError,
+    ScheduleError,
     TaskArgumentError,
+    TaskCancelledError,
     TaskflowError,
     TaskNotFoundError,
     TaskStateError,
     TaskStoreRefusedError,
+    TaskTimeoutError,
 )
 from .events import LifecycleEvent, LogEvent
 from .manager import TaskManager
@@ -35,6 +38,8 @@ from .observers import (
     MemoryObserver,
     StdoutObserver,
 )
+from .one_off import ScheduledTask
+from .progress import task_progress
 
 __version__ = "0.1.0"
 
@@ -56,8 +61,11 @@ __all__ = [
     "QueueConfig",
     "QueueFullError",
     "RetryQueueFullError",
+    "ScheduleError",
+    "ScheduledTask",
     "StdoutObserver",
     "TaskArgumentError",
+    "TaskCancelledError",
     "TaskStoreRefusedError",
     "TaskConfig",
     "TaskContext",
@@ -69,7 +77,9 @@ __all__ = [
     "TaskStateError",
     "TaskStats",
     "TaskStatus",
+    "TaskTimeoutError",
     "TaskflowError",
     "get_task_context",
     "task_log",
+    "task_progress",
 ]

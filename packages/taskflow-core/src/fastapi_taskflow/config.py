@@ -29,6 +29,8 @@ class TaskConfig:
         queue: the named queue to run on; None means the default queue when queued.
         requeue_on_interrupt: run the task again (at least once) when the instance running
             it dies, instead of marking it ``INTERRUPTED``.
+        timeout: seconds one attempt may run; longer is a failed attempt raising
+            ``TaskTimeoutError`` (None: no limit). See ``timeouts``.
     """
 
     name: str
@@ -39,8 +41,13 @@ class TaskConfig:
     priority: int | None = None
     queue: str | None = None
     requeue_on_interrupt: bool = False
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            raise InvalidTaskError(
+                f"timeout must be a number of seconds > 0 or None, got {self.timeout!r}"
+            )
         if not isinstance(self.name, str) or not self.name:
             raise InvalidTaskError(f"task name must be a non-empty string, got {self.name!r}")
         check_name("task name", self.name)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
+from .errors import TaskCancelledError
 from .models import LogEntry
 
 __all__ = ["LEVELS", "TaskContext", "get_task_context", "task_log"]
@@ -26,16 +27,37 @@ class TaskContext:
         func_name: the task's registered name.
         attempt: which attempt this is, starting at 1.
         tags: the tags given to ``add_task()``.
+        cancel_requested: True once ``task_manager.cancel()`` was called for this task
+            (from any instance). An async task is cancelled at its next ``await``; a
+            sync one cannot be, so it should check this (or call
+            :meth:`raise_if_cancelled`) between steps and stop.
     """
 
     task_id: str
     func_name: str
     attempt: int
     tags: dict[str, str] = field(default_factory=dict)
+    cancel_requested: bool = False
     _clock: Clock | None = field(default=None, repr=False)
     _on_log: Callable[[TaskContext, LogEntry], None] | None = field(default=None, repr=False)
     _entries: list[LogEntry] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _on_progress: Callable[[float, str | None], None] | None = field(default=None, repr=False)
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``TaskCancelledError`` if a cancellation of this task was requested.
+
+        The way for a sync task to stop itself: call it between steps. The task then
+        ends ``CANCELLED`` (final, never retried).
+        """
+        if self.cancel_requested:
+            raise TaskCancelledError(f"task {self.task_id} was cancelled")
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the task is; see :func:`fastapi_taskflow.progress.task_progress`."""
+        from .progress import report
+
+        report(self, fraction, message)
 
     def log(self, message: str, level: str = "info", **extra: Any) -> LogEntry:
         """Record a log line for this task; see :func:`task_log`."""

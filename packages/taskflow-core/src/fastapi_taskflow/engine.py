@@ -113,6 +113,9 @@ class Engine:
         self.warned_names: set[str] = set()
         self.enqueued: set[str] = set()
         """Queued tasks already put on their queue when their record was written."""
+        self.start_hooks: list[Callable[[Runtime], None]] = []
+        """Called with each full runtime the engine starts (periodic schedules, the
+        cancellation watcher: see ``schedules`` and ``cancellation``)."""
 
     # -- loop and backend -------------------------------------------------------------
 
@@ -227,6 +230,8 @@ class Engine:
         # (``operations.retry_task`` from the admin API) is found at the next poll.
         for queue in self._known_queues():
             self.worker(queue)
+        for hook in self.start_hooks:  # extensions: schedules, cancellation watcher
+            hook(runtime)
         with self._lock:
             deferred, self._deferred = self._deferred, []
         for task_id, queue, priority in deferred:

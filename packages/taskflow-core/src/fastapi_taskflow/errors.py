@@ -15,10 +15,13 @@ __all__ = [
     "InvalidTaskError",
     "QueueFullError",
     "RetryQueueFullError",
+    "ScheduleError",
     "TaskArgumentError",
-    "TaskStoreRefusedError",
+    "TaskCancelledError",
     "TaskNotFoundError",
     "TaskStateError",
+    "TaskStoreRefusedError",
+    "TaskTimeoutError",
     "TaskflowError",
 ]
 
@@ -155,3 +158,40 @@ class InvalidOperationError(TaskflowError, ValueError):
 
     For example a negative ``older_than`` for a purge; the message names the argument.
     """
+
+
+class TaskTimeoutError(TaskflowError):
+    """An attempt of a task ran longer than its ``timeout``.
+
+    The attempt counts as failed (it is retried if retries remain). An async task was
+    cancelled at its deadline; a sync one cannot be stopped from outside, so it was
+    reported timed out and its late result is discarded. Raise the task's ``timeout=``
+    or make the work shorter.
+    """
+
+    def __init__(self, timeout: float, *, sync: bool = False) -> None:
+        self.timeout = timeout
+        what = (
+            "the sync function keeps its thread until it returns; its late result is discarded"
+            if sync
+            else "it was cancelled"
+        )
+        super().__init__(
+            f"the attempt ran longer than its timeout of {timeout:g}s ({what}); raise "
+            "timeout= on the task or make the work shorter"
+        )
+
+
+class TaskCancelledError(TaskflowError):
+    """The task was cancelled with ``task_manager.cancel()``.
+
+    Inside a task, ``get_task_context().raise_if_cancelled()`` raises it once a
+    cancellation was requested (a sync task's way to stop itself); raising it ends the
+    task as ``CANCELLED``, which is final and never retried.
+    """
+
+
+class ScheduleError(InvalidTaskError):
+    """A schedule was given bad settings (``every=``/``cron=``, ``run_at=``/``delay=``,
+    ``timezone=``), or ``cron=`` was used without the cron parser installed
+    (``pip install "taskflow-core[cron]"``)."""

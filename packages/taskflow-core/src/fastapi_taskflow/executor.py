@@ -17,11 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
+from .cancellation import cancelled_update
 from .encoding import encode_result
+from .errors import TaskCancelledError
 from .events import LifecycleEvent, LogEvent
 from .limits import clean_text, storable_entries, storable_update
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
 from .runtime import reraise_if_cancelled
+from .supervision import supervise
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
@@ -108,10 +111,15 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
     written = True
     try:
         try:
-            result = await _call(engine, invocation, ctx)
+            # Timeout, cancellation and progress of the attempt: see supervision.py.
+            call = _call(engine, invocation, ctx)
+            result = await supervise(engine, ctx, invocation.func, invocation.config.timeout, call)
         except asyncio.CancelledError:
             await _interrupted(engine, record, ctx)
             raise
+        except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
+            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled_update(engine, exc))
+            engine.forget(task_id)
         except Exception as exc:
             await _failed(engine, record, invocation, ctx, exc)
         else:

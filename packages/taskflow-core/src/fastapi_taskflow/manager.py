@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
 from fastapi import BackgroundTasks, FastAPI
 
+from . import cancellation, one_off
 from .backends import open_backend
 from .background import ManagedBackgroundTasks
 from .clock import Clock, SystemClock
@@ -18,10 +20,13 @@ from .config import QueueConfig, TaskConfig
 from .engine import Engine
 from .errors import InvalidTaskError
 from .events import LifecycleEvent, LogEvent
+from .models import TaskRecord
 from .observers import ObserverChain
+from .one_off import ScheduledTask
 from .protocols import Observer, TaskBackend
 from .registry import TaskRegistry, default_name
 from .retention import DEFAULT_RETENTION, check_retention
+from .schedules import Schedule, Scheduler
 from .store_view import TaskStore
 
 __all__ = ["TaskManager"]
@@ -102,6 +107,11 @@ class TaskManager:
         """How long finished tasks are kept (None: forever)."""
         self.store = TaskStore(self._engine)
         """Read tasks: ``store.get(task_id)``, ``store.query(...)``, ``store.stats()``."""
+        self._scheduler = Scheduler(self._engine)
+        self._engine.start_hooks += [
+            self._scheduler.start,
+            partial(cancellation.start_watcher, self._engine),
+        ]
 
     @property
     def instance_id(self) -> str:
@@ -139,6 +149,7 @@ class TaskManager:
         priority: int | None = None,
         queue: str | None = None,
         requeue_on_interrupt: bool = False,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
         """Register a task function: ``@task_manager.task(retries=3, delay=1, backoff=2)``.
 
@@ -155,6 +166,8 @@ class TaskManager:
             queue: the named queue to run on (see ``TaskManager(queues=...)``).
             requeue_on_interrupt: run again if the instance running it dies (at least
                 once) instead of becoming INTERRUPTED.
+            timeout: seconds one attempt may run; a longer one fails with
+                ``TaskTimeoutError`` (and is retried if retries remain).
 
         Raises:
             InvalidTaskError: bad settings, or a non-callable.
@@ -174,6 +187,7 @@ class TaskManager:
                 priority=priority,
                 queue=queue,
                 requeue_on_interrupt=requeue_on_interrupt,
+                timeout=timeout,
             )
             self.registry.register(target, config)
             return target
@@ -187,8 +201,154 @@ class TaskManager:
             priority=priority,
             queue=queue,
             requeue_on_interrupt=requeue_on_interrupt,
+            timeout=timeout,
         )
         return register
+
+    # -- schedules --------------------------------------------------------------------
+
+    def schedule(
+        self,
+        *,
+        every: timedelta | float | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        run_on_startup: bool = False,
+        name: str | None = None,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        priority: int | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Run a function periodically: ``@task_manager.schedule(cron="0 2 * * *")``.
+
+        Each firing is an ordinary task (record, retries, logs, events). With several
+        instances on one shared backend each tick fires exactly once in total. A tick
+        that passes while no instance runs is not fired later. The function takes no
+        arguments and is registered as a task (it can also be added by hand).
+
+        Args:
+            every: the interval (a ``timedelta`` or seconds); ticks fall on whole
+                multiples of it since the Unix epoch (UTC).
+            cron: a 5-field cron expression (needs ``taskflow-core[cron]``).
+            timezone: the IANA zone ``cron`` is read in (default UTC).
+            run_on_startup: also fire the latest tick when the manager starts, unless
+                some instance already fired it.
+            name: the schedule's and the task's name (default ``module.qualname``).
+            retries: retries of a failing firing.
+            delay: seconds before the first retry.
+            backoff: delay multiplier per further retry.
+            priority: the firings' queue priority.
+            queue: the named queue the firings run on.
+            timeout: seconds one attempt of a firing may run.
+
+        Raises:
+            ScheduleError: not exactly one of ``every``/``cron``, or bad values.
+        """
+        register_task = self.task(
+            retries=retries,
+            delay=delay,
+            backoff=backoff,
+            name=name,
+            priority=priority,
+            queue=queue,
+            timeout=timeout,
+        )
+        Schedule.build(  # validate now, so a bad decorator fails at import time
+            name or "_", every=every, cron=cron, timezone=timezone, run_on_startup=run_on_startup
+        )
+
+        def register(target: F) -> F:
+            register_task(target)
+            entry = self.registry.resolve(target)
+            plan = Schedule.build(
+                entry.config.name,
+                every=every,
+                cron=cron,
+                timezone=timezone,
+                run_on_startup=run_on_startup,
+            )
+            self._scheduler.add(plan, target, entry.config)
+            return target
+
+        return register
+
+    async def schedule_once(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        run_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Run ``func(*args, **kwargs)`` once, later; return the task id.
+
+        The firing is stored in the backend: on a shared backend it survives restarts
+        and runs exactly once on whichever instance is up when it is due. Scheduling the
+        same ``run_key`` again moves the pending firing (it is replaced, and the new id
+        returned). On the memory backend it lives in this process only.
+
+        Args:
+            func: the task function (register it, so other instances can run it).
+            *args: its positional arguments (JSON-encodable on shared backends).
+            run_at: when to run (an aware ``datetime``).
+            delay: or how long from now (a ``timedelta`` or seconds).
+            run_key: a name for the firing, to move it or ``cancel_scheduled()`` it.
+            tags: tags of the task.
+            **kwargs: its keyword arguments.
+
+        Raises:
+            ScheduleError: not exactly one of ``run_at``/``delay``, a naive ``run_at``,
+                a negative delay or a bad ``run_key``.
+            TaskArgumentError: an argument cannot be stored on a shared backend.
+        """
+        return await one_off.schedule_once(
+            self._engine,
+            func,
+            args,
+            kwargs,
+            run_at=run_at,
+            delay=delay,
+            run_key=run_key,
+            tags=tags,
+        )
+
+    async def cancel_scheduled(self, run_key: str) -> bool:
+        """Call off the pending one-off firing named ``run_key``; True if there was one.
+
+        The firing's task becomes CANCELLED and never runs.
+        """
+        return await one_off.cancel_scheduled(self._engine, run_key)
+
+    async def list_scheduled(self) -> list[ScheduledTask]:
+        """Return every pending one-off firing (from every instance), soonest first."""
+        return await one_off.list_scheduled(self._engine)
+
+    # -- cancellation -----------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a task, on whichever instance holds it; return its record.
+
+        A PENDING task becomes CANCELLED and never starts. A RUNNING async task is
+        cancelled where it runs (``CancelledError`` at its next ``await``) and ends
+        CANCELLED; a RUNNING sync task sees ``get_task_context().cancel_requested`` and
+        should stop itself. The returned record is then still RUNNING, with
+        ``cancel_requested`` set. CANCELLED is final and never retried; the task keeps
+        its idempotency key. Cancelling a CANCELLED task returns it unchanged.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            TaskStateError: the task already ended (SUCCESS, FAILED, ...).
+        """
+        return await cancellation.cancel(self._engine, task_id)
+
+    def cancel_sync(self, task_id: str) -> TaskRecord:
+        """Blocking :meth:`cancel`, for ``def`` routes and scripts."""
+        return cancellation.cancel_sync(self._engine, task_id)
 
     # -- injection --------------------------------------------------------------------
 

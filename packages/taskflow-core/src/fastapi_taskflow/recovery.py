@@ -20,6 +20,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .cancellation import cancel_adopted
 from .models import Lease, TaskStatus, TaskUpdate
 from .rehydrate import fail_unreadable
 from .runtime import reraise_if_cancelled
@@ -101,6 +102,8 @@ class Recovery:
                 queued = True
                 return True
             error = f"instance {lease.owner} stopped while the task was running"
+            if record.cancel_requested:  # cancel() had reached it: final (cancellation.py)
+                return await cancel_adopted(engine, backend, record, error)
             if record.requeue_on_interrupt:
                 moved = await backend.transition(
                     record.task_id,

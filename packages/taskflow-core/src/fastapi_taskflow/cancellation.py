@@ -1,0 +1,241 @@
+"""Cancelling a task: ``task_manager.cancel(task_id)`` from any instance.
+
+* A **PENDING** task (waiting to start, to be retried, or a one-off schedule) is moved
+  to ``CANCELLED`` by a compare-and-set and taken off its queue: it never starts.
+* A **RUNNING** task gets ``cancel_requested`` set on its record, and a cancellation
+  request is sent through the backend's event fan-out (a ``LogEvent`` whose ``extra``
+  carries ``taskflow_cancel``; dashboards see it as a log line). The instance running the
+  task cancels it (see ``supervision``): an async task gets ``CancelledError`` at its
+  next ``await``; a sync task sees ``get_task_context().cancel_requested`` and should
+  stop itself. Without fan-out (``publish_events=False``) each instance polls the records
+  of the tasks it runs instead.
+
+``CANCELLED`` is final: never retried, never re-run after a crash. A cancelled task
+keeps its idempotency key (only ``FAILED`` and ``REJECTED`` release one), so adding the
+same key again returns the cancelled task's id: use a new key to run the work after all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import TaskNotFoundError, TaskStateError
+from .events import LifecycleEvent, LogEvent
+from .models import TaskRecord, TaskStatus, TaskUpdate
+from .protocols import TaskBackend
+from .runtime import Runtime, reraise_if_cancelled
+from .supervision import scopes_of
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = [
+    "CANCEL_MARK",
+    "cancel",
+    "cancel_adopted",
+    "cancel_pending",
+    "cancel_sync",
+    "cancelled_update",
+    "start_watcher",
+]
+
+logger = logging.getLogger("fastapi_taskflow")
+
+CANCEL_MARK = "taskflow_cancel"
+"""The ``LogEvent.extra`` field that marks a cancellation request."""
+
+_PENDING = frozenset({TaskStatus.PENDING})
+
+
+def cancelled_update(engine: Engine, exc: BaseException) -> TaskUpdate:
+    """The record change of an attempt that ended cancelled (executor use)."""
+    return TaskUpdate(
+        finished_at=engine.clock.now(), error=f"{type(exc).__name__}: {exc}", cancel_requested=True
+    )
+
+
+async def cancel_adopted(
+    engine: Engine, backend: TaskBackend, record: TaskRecord, error: str
+) -> bool:
+    """Recovery of a RUNNING task whose instance died after ``cancel()`` reached it:
+    ``CANCELLED`` (never INTERRUPTED, never run again). True if this call moved it."""
+    moved = await backend.transition(
+        record.task_id,
+        expected={TaskStatus.RUNNING},
+        new=TaskStatus.CANCELLED,
+        update=TaskUpdate(
+            finished_at=engine.clock.now(),
+            error=f"TaskCancelledError: cancel requested; {error}",
+        ),
+    )
+    if moved is not None:
+        await engine.emit_lifecycle(moved)
+    return moved is not None
+
+
+async def cancel(engine: Engine, task_id: str) -> TaskRecord:
+    """Cancel ``task_id``; see :meth:`fastapi_taskflow.TaskManager.cancel`."""
+    await engine.flush()  # a task accepted a moment ago is in the store
+    return await _cancel_with(engine, engine.backend, task_id)
+
+
+def cancel_sync(engine: Engine, task_id: str) -> TaskRecord:
+    """Blocking :func:`cancel`, for ``def`` routes and scripts."""
+    if len(engine.pending):
+        engine.bridge.run(engine.pending.flush)
+    return engine.bridge.run(lambda backend: _cancel_with(engine, backend, task_id))
+
+
+async def cancel_pending(
+    engine: Engine, backend: TaskBackend, record: TaskRecord
+) -> TaskRecord | None:
+    """Move a PENDING task to CANCELLED and off its queue; None if it was no longer
+    PENDING. Cleans up what this instance held for it and announces the change."""
+    done = await backend.transition(
+        record.task_id,
+        expected=_PENDING,
+        new=TaskStatus.CANCELLED,
+        update=TaskUpdate(
+            finished_at=engine.clock.now(),
+            error="TaskCancelledError: cancelled before it started",
+            cancel_requested=True,
+        ),
+    )
+    if done is None:
+        return None
+    await backend.dequeue(record.task_id, queue=record.queue)
+    _on_engine_loop(engine, lambda: _forget_cancelled(engine, done))
+    return done
+
+
+async def _cancel_with(engine: Engine, backend: TaskBackend, task_id: str) -> TaskRecord:
+    for _ in range(20):
+        record = await backend.get(task_id)
+        if record is None:
+            raise TaskNotFoundError(task_id)
+        if record.status is TaskStatus.CANCELLED:
+            return record  # idempotent
+        if record.status.is_terminal:
+            raise TaskStateError(
+                task_id,
+                record.status.value,
+                f"task {task_id} already ended {record.status.value.upper()}; only PENDING "
+                "or RUNNING tasks can be cancelled",
+            )
+        if record.status is TaskStatus.PENDING:
+            done = await cancel_pending(engine, backend, record)
+            if done is not None:
+                return done
+            continue  # it started (or ended) meanwhile: look again
+        updated = await backend.update(task_id, TaskUpdate(cancel_requested=True))
+        if updated is None:
+            continue
+        if updated.status is not TaskStatus.RUNNING:
+            continue  # it ended, or is PENDING for a retry: look again
+        await _signal(engine, backend, updated)
+        return updated
+    raise TaskStateError(
+        task_id, "changing", f"task {task_id} kept changing status while cancelling it; try again"
+    )
+
+
+async def _signal(engine: Engine, backend: TaskBackend, record: TaskRecord) -> None:
+    """Tell the instance running ``record`` to cancel it (this one, or through fan-out)."""
+    event = LogEvent(
+        task_id=record.task_id,
+        func_name=record.func_name,
+        attempt=record.attempt,
+        tags=record.tags,
+        timestamp=engine.clock.now(),
+        instance_id=engine.instance_id,
+        level="warning",
+        message=f"cancellation requested (from instance {engine.instance_id})",
+        extra={CANCEL_MARK: True},
+    )
+    scopes = scopes_of(engine)
+    _on_engine_loop(engine, lambda: scopes.request(record.task_id))  # runs here?
+    if engine.app_loop() is not None:
+        # Observers and streams here, and the owner's watcher through the fan-out.
+        _on_engine_loop(engine, lambda: _emit_soon(engine, event))
+    elif engine.hub.publish:
+        await backend.publish(event)
+
+
+def _emit_soon(engine: Engine, event: LogEvent) -> None:
+    runtime = engine.current_runtime
+    if runtime is not None and runtime.usable:
+        runtime.spawn(engine.hub.emit(event))
+
+
+def _forget_cancelled(engine: Engine, record: TaskRecord) -> None:
+    """Drop this instance's in-process state of a task cancelled before it started,
+    and announce it."""
+    _drop_local(engine, record.task_id, record.queue)
+    runtime = engine.current_runtime
+    if runtime is not None and runtime.usable:
+        runtime.spawn(engine.emit_lifecycle(record))
+
+
+def _drop_local(engine: Engine, task_id: str, queue: str) -> None:
+    """Forget the invocation, queue slot and lease this instance holds for a task that
+    was cancelled before it started (here, or by another instance)."""
+    engine.forget(task_id)
+    engine.waiting.get(queue, set()).discard(task_id)
+    runtime = engine.current_runtime
+    if task_id in engine.leases.held and runtime is not None and runtime.usable:
+        runtime.spawn(engine.leases.release(task_id))
+
+
+def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:
+    """Run ``call`` on the engine's loop (now if this is it); skip if it is not running."""
+    runtime = engine.current_runtime
+    if runtime is None or runtime.loop.is_closed():
+        return
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is runtime.loop:
+        call()
+    else:
+        runtime.loop.call_soon_threadsafe(call)
+
+
+def start_watcher(engine: Engine, runtime: Runtime) -> None:
+    """Start hook: on a shared backend, act on cancellation requests from any instance."""
+    if engine.durable:
+        runtime.spawn(_watch(engine), name="taskflow-cancellations")
+
+
+async def _watch(engine: Engine) -> None:
+    scopes = scopes_of(engine)
+    if engine.hub.publish:
+        async with engine.hub.stream() as events:
+            async for event in events:
+                if isinstance(event, LogEvent) and event.extra.get(CANCEL_MARK):
+                    scopes.request(event.task_id)
+                elif (
+                    isinstance(event, LifecycleEvent)
+                    and event.status is TaskStatus.CANCELLED
+                    and event.instance_id != engine.instance_id
+                    and event.task_id in engine.invocations
+                ):
+                    # Accepted here, cancelled elsewhere before it started.
+                    _drop_local(engine, event.task_id, event.queue)
+        return
+    # No fan-out: poll the records of the attempts running here.
+    interval = max(engine.poll_interval, 0.5)
+    while True:
+        await asyncio.sleep(interval)
+        for task_id in list(scopes.scopes):
+            try:
+                record = await engine.backend.get(task_id)
+            except Exception:
+                reraise_if_cancelled()
+                logger.debug("polling for cancellation of %s failed", task_id, exc_info=True)
+                continue
+            if record is not None and record.cancel_requested:
+                scopes.request(task_id)

@@ -1,0 +1,242 @@
+"""Periodic schedules: ``@task_manager.schedule(every=... | cron=...)``.
+
+Each firing is an ordinary task (record, retries, logs, events). Every instance runs the
+same timer; at each tick every instance *arms* the tick's task (see ``arming``) under a
+task id and an idempotency key derived from the schedule's name and the tick time
+(``schedule:{name}:{tick}``). The store's atomic insert-if-absent lets exactly one
+record exist per tick, and the queue's claim plus the PENDING → RUNNING compare-and-set
+let exactly one instance run it: each tick fires once in total, however many instances
+run.
+
+Ticks are absolute, so every instance computes the same ones: an ``every=`` schedule
+ticks at whole multiples of its interval since the Unix epoch (``every=timedelta(hours=1)``
+fires on the hour, UTC); a ``cron=`` schedule ticks at the expression's times in its
+``timezone`` (daylight-saving changes handled by ``cronsim``). A tick that passes while no
+instance runs is not fired later (no catch-up); ``run_on_startup=True`` fires the latest
+tick at startup if nobody fired it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .arming import arm
+from .config import DEFAULT_QUEUE, TaskConfig
+from .errors import ScheduleError
+from .models import TaskRecord
+from .runtime import Runtime, reraise_if_cancelled
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Schedule", "Scheduler", "TICK_TAG", "SCHEDULE_TAG"]
+
+logger = logging.getLogger("fastapi_taskflow")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SCHEDULE_TAG = "taskflow.schedule"
+"""The tag naming the schedule a firing came from."""
+TICK_TAG = "taskflow.tick"
+"""The tag holding a firing's tick time (ISO 8601, UTC)."""
+_NAMESPACE = uuid.UUID("8d3f3a52-43c6-4a1e-9a55-3f6f3cb0b7a1")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a periodic task fires: ``every`` (an interval) or ``cron`` (an expression).
+
+    Attributes:
+        name: the task's registered name; also the schedule's identity across instances.
+        every: the interval, when it is an interval schedule.
+        cron: the cron expression (5 fields), when it is a cron schedule.
+        timezone: the zone ``cron`` is read in.
+        run_on_startup: fire the latest tick at startup if nobody fired it.
+    """
+
+    name: str
+    every: timedelta | None = None
+    cron: str | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    run_on_startup: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        *,
+        every: timedelta | float | None,
+        cron: str | None,
+        timezone: str | ZoneInfo | None,
+        run_on_startup: bool,
+    ) -> Schedule:
+        """Validate the decorator's settings and return the schedule.
+
+        Raises:
+            ScheduleError: not exactly one of ``every``/``cron``, a bad interval, an
+                invalid cron expression, an unknown time zone, or no cron parser.
+        """
+        if (every is None) == (cron is None):
+            raise ScheduleError(
+                "a schedule needs exactly one of every=timedelta(...) or cron='m h dom mon dow'"
+            )
+        zone = _zone(timezone)
+        if not isinstance(run_on_startup, bool):
+            raise ScheduleError(f"run_on_startup must be True or False, got {run_on_startup!r}")
+        if every is not None:
+            if isinstance(every, (int, float)) and not isinstance(every, bool):
+                every = timedelta(seconds=every)
+            if not isinstance(every, timedelta) or every <= timedelta(0):
+                raise ScheduleError(
+                    f"every= must be a positive timedelta (or seconds), got {every!r}"
+                )
+            return cls(name, every=every, timezone=zone, run_on_startup=run_on_startup)
+        if not isinstance(cron, str):
+            raise ScheduleError(f"cron= must be a string such as '0 2 * * *', got {cron!r}")
+        schedule = cls(name, cron=cron, timezone=zone, run_on_startup=run_on_startup)
+        schedule.next_after(EPOCH + timedelta(days=20000))  # validates the expression
+        return schedule
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first tick strictly after ``moment`` (aware UTC)."""
+        if self.every is not None:
+            n = (moment - EPOCH) // self.every
+            return EPOCH + (n + 1) * self.every
+        return _cron_step(self, moment, reverse=False)
+
+    def latest_at_or_before(self, moment: datetime) -> datetime:
+        """The last tick at or before ``moment`` (aware UTC)."""
+        if self.every is not None:
+            n = (moment - EPOCH) // self.every
+            return EPOCH + n * self.every
+        return _cron_step(self, moment + timedelta(microseconds=1), reverse=True)
+
+
+def _zone(value: str | ZoneInfo | None) -> ZoneInfo:
+    if value is None:
+        return ZoneInfo("UTC")
+    if isinstance(value, ZoneInfo):
+        return value
+    if not isinstance(value, str):
+        raise ScheduleError(f"timezone= must be an IANA name such as 'Europe/Paris', got {value!r}")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ScheduleError(
+            f"unknown time zone {value!r}: use an IANA name such as 'Europe/Paris' (on "
+            "Windows, pip install tzdata)"
+        ) from exc
+
+
+def _cron_step(schedule: Schedule, moment: datetime, *, reverse: bool) -> datetime:
+    try:
+        from cronsim import CronSim, CronSimError
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ScheduleError(
+            'cron= schedules need the cron parser: pip install "taskflow-core[cron]"'
+        ) from exc
+    assert schedule.cron is not None
+    local = moment.astimezone(schedule.timezone)
+    try:
+        found = next(iter(CronSim(schedule.cron, local, reverse=reverse)))
+    except (CronSimError, StopIteration) as exc:
+        raise ScheduleError(
+            f"invalid cron expression {schedule.cron!r}: {exc}; use 5 fields "
+            "'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'"
+        ) from exc
+    return found.astimezone(timezone.utc)
+
+
+@dataclass
+class _Entry:
+    schedule: Schedule
+    func: Callable[..., Any]
+    config: TaskConfig
+
+
+class Scheduler:
+    """The periodic schedules of one task manager, and their timers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.entries: dict[str, _Entry] = {}
+        self._runtimes: list[Runtime] = []
+
+    def add(self, schedule: Schedule, func: Callable[..., Any], config: TaskConfig) -> None:
+        """Add a schedule; its timer starts with the engine (or now, if it runs).
+
+        Raises:
+            ScheduleError: another schedule has the same name.
+        """
+        if schedule.name in self.entries:
+            raise ScheduleError(
+                f"two schedules are named {schedule.name!r}; give one name=... in "
+                "@task_manager.schedule(...)"
+            )
+        entry = self.entries[schedule.name] = _Entry(schedule, func, config)
+        runtime = self.engine.current_runtime
+        if runtime is not None and runtime in self._runtimes and runtime.usable:
+            runtime.loop.call_soon_threadsafe(self._spawn, runtime, entry)
+
+    def start(self, runtime: Runtime) -> None:
+        """Start hook: run every schedule's timer on ``runtime``."""
+        self._runtimes = [r for r in self._runtimes if r.usable] + [runtime]
+        for entry in self.entries.values():
+            self._spawn(runtime, entry)
+
+    def _spawn(self, runtime: Runtime, entry: _Entry) -> None:
+        runtime.spawn(self._timer(entry), name=f"taskflow-schedule-{entry.schedule.name}")
+
+    async def _timer(self, entry: _Entry) -> None:
+        clock, schedule = self.engine.clock, entry.schedule
+        if schedule.run_on_startup:
+            await self._fire_logged(entry, schedule.latest_at_or_before(clock.now()))
+        tick = schedule.next_after(clock.now())
+        while True:
+            wait = (tick - clock.now()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue  # woke early (or the clock moved): check again
+            await self._fire_logged(entry, tick)
+            tick = schedule.next_after(max(tick, clock.now()))  # late: skip missed ticks
+
+    async def _fire_logged(self, entry: _Entry, tick: datetime) -> None:
+        try:
+            await self.fire(entry, tick)
+        except Exception:
+            reraise_if_cancelled()
+            logger.warning(
+                "schedule %r could not fire its %s tick; it is not replayed",
+                entry.schedule.name,
+                tick.isoformat(),
+                exc_info=True,
+            )
+
+    async def fire(self, entry: _Entry, tick: datetime) -> str:
+        """Arm the task of ``tick`` (once across instances); return its task id."""
+        engine, name, config = self.engine, entry.schedule.name, entry.config
+        stamp = tick.astimezone(timezone.utc).isoformat()
+        task_id = str(uuid.uuid5(_NAMESPACE, f"{name}\n{stamp}"))
+        now = engine.clock.now()
+        record = TaskRecord(
+            task_id=task_id,
+            func_name=config.name,
+            queue=config.queue or DEFAULT_QUEUE,
+            priority=config.priority or 0,
+            args=[],
+            kwargs={},
+            tags={SCHEDULE_TAG: name, TICK_TAG: stamp},
+            idempotency_key=f"schedule:{name}:{stamp}",
+            max_retries=config.retries,
+            requeue_on_interrupt=config.requeue_on_interrupt,
+            created_at=now,
+            updated_at=now,
+        )
+        await arm(engine, record, None)
+        return task_id

@@ -1,0 +1,193 @@
+"""One attempt under supervision: its timeout, its cancellation, its progress reports.
+
+The executor awaits a task's call through :func:`supervise`. The attempt runs in the
+executor's own asyncio task (no extra task per attempt); a deadline or a cancellation
+request interrupts it by cancelling that asyncio task, and the ``CancelledError`` that
+comes out of the call is turned into what happened:
+
+* the ``timeout`` passed: :class:`~fastapi_taskflow.errors.TaskTimeoutError`, a failed
+  attempt (retried if retries remain). A sync function cannot be stopped from outside:
+  the await on its thread is abandoned, the thread runs on, and its late result is
+  discarded;
+* ``task_manager.cancel()``: :class:`~fastapi_taskflow.errors.TaskCancelledError`, which
+  the executor records as ``CANCELLED``. An async task gets ``CancelledError`` at its
+  next ``await``; a sync one only sees ``get_task_context().cancel_requested`` become
+  True, and ends ``CANCELLED`` when it raises (``raise_if_cancelled()``) while it is;
+* anything else (a shutdown) stays a ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from . import progress
+from .context import TaskContext
+from .errors import TaskCancelledError, TaskTimeoutError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["CancelScopes", "Scope", "scopes_of", "supervise"]
+
+CANCEL, TIMEOUT = "cancel", "timeout"
+
+_REMEMBER_SECONDS = 120.0
+"""How long a cancellation request for a task not (yet) running here is remembered."""
+
+
+class Scope:
+    """One running attempt that can be interrupted (by its deadline or by a cancel)."""
+
+    def __init__(self, ctx: TaskContext, task: asyncio.Task[Any], func: Callable[..., Any]):
+        self.ctx = ctx
+        self.task = task
+        self.func = func
+        self.active = True
+        self.reason: str | None = None
+        self._cancelled_task = False
+
+    def interrupt(self, reason: str) -> None:
+        """Stop the attempt for ``reason`` (call on the task's loop)."""
+        if not self.active:
+            return
+        if reason == CANCEL:
+            self.ctx.cancel_requested = True
+            if not is_async(self.func):
+                return  # a thread cannot be stopped: the task sees cancel_requested
+        if self.reason is None:
+            self.reason = reason
+        if not self._cancelled_task:
+            self._cancelled_task = True
+            self.task.cancel(f"taskflow: {reason}")
+
+    def settle(self) -> str | None:
+        """End the attempt's interruptible span; return why it was interrupted, or None
+        when the ``CancelledError`` (if any) came from elsewhere too (a shutdown)."""
+        self.active = False
+        if not self._cancelled_task:
+            return self.reason
+        uncancel = getattr(self.task, "uncancel", None)  # Python >= 3.11
+        if uncancel is not None and uncancel() > 0:
+            return None  # someone else cancelled the task as well
+        return self.reason
+
+
+class CancelScopes:
+    """The attempts running on this instance, by task id, and early cancel requests."""
+
+    def __init__(self) -> None:
+        self.scopes: dict[str, Scope] = {}
+        self.requested: dict[str, float] = {}
+
+    def open(self, scope: Scope) -> None:
+        """Register a starting attempt; apply a cancel request that came first."""
+        task_id = scope.ctx.task_id
+        self.scopes[task_id] = scope
+        if self.requested and self.requested.pop(task_id, None) is not None:
+            scope.interrupt(CANCEL)
+
+    def close(self, scope: Scope) -> None:
+        """Forget an attempt that ended."""
+        if self.scopes.get(scope.ctx.task_id) is scope:
+            del self.scopes[scope.ctx.task_id]
+
+    def request(self, task_id: str) -> bool:
+        """Cancel ``task_id`` if it runs here (True); else remember the request for a
+        while, in case its attempt is just starting. Call on the engine's loop."""
+        scope = self.scopes.get(task_id)
+        if scope is not None:
+            scope.interrupt(CANCEL)
+            return True
+        now = time.monotonic()
+        if len(self.requested) > 1000:
+            cutoff = now - _REMEMBER_SECONDS
+            self.requested = {k: t for k, t in self.requested.items() if t > cutoff}
+        self.requested[task_id] = now
+        return False
+
+
+_scopes: weakref.WeakKeyDictionary[Engine, CancelScopes] = weakref.WeakKeyDictionary()
+
+
+def scopes_of(engine: Engine) -> CancelScopes:
+    """The :class:`CancelScopes` of ``engine`` (made on first use)."""
+    scopes = _scopes.get(engine)
+    if scopes is None:
+        scopes = _scopes[engine] = CancelScopes()
+    return scopes
+
+
+async def supervise(
+    engine: Engine,
+    ctx: TaskContext,
+    func: Callable[..., Any],
+    timeout: float | None,
+    call: Coroutine[Any, Any, Any],
+) -> Any:
+    """Await ``call`` (one attempt of ``func``) with its timeout, cancellation and
+    progress reporting; see the module docstring for what it raises."""
+    task = asyncio.current_task()
+    assert task is not None
+    scope = Scope(ctx, task, func)
+    scopes = scopes_of(engine)
+    scopes.open(scope)
+    timer = (
+        asyncio.get_running_loop().call_later(timeout, scope.interrupt, TIMEOUT)
+        if timeout is not None
+        else None
+    )
+    reporters = progress.attach(engine, ctx)
+    try:
+        try:
+            result = await call
+        except asyncio.CancelledError:
+            reason = scope.settle()
+            if reason == TIMEOUT:
+                assert timeout is not None
+                raise TaskTimeoutError(timeout, sync=not is_async(func)) from None
+            if reason == CANCEL:
+                raise TaskCancelledError(f"task {ctx.task_id} was cancelled") from None
+            raise
+        except TaskCancelledError:
+            scope.settle()
+            raise
+        except Exception as exc:
+            scope.settle()
+            if ctx.cancel_requested:
+                raise TaskCancelledError(f"task {ctx.task_id} was cancelled") from exc
+            raise
+        scope.settle()
+        return result
+    finally:
+        if timer is not None:
+            timer.cancel()
+        scopes.close(scope)
+        await progress.close(reporters)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async_cached(func: Callable[..., Any]) -> bool:
+    return _is_async(func)
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """True when calling ``func`` gives a coroutine (it runs on the loop, not a thread)."""
+    try:
+        return _is_async_cached(func)
+    except TypeError:  # unhashable callable
+        return _is_async(func)
+
+
+def _is_async(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = type(func).__dict__.get("__call__") if not inspect.isroutine(func) else None
+    return call is not None and inspect.iscoroutinefunction(call)

@@ -1,0 +1,203 @@
+"""Periodic schedules on the memory backend: ticks, exactly once per tick across
+managers sharing one backend, retries of a firing, cron and time zones, bad settings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from fastapi_taskflow import (
+    InvalidTaskError,
+    ScheduleError,
+    TaskManager,
+    TaskStatus,
+    get_task_context,
+)
+from fastapi_taskflow.schedules import SCHEDULE_TAG, TICK_TAG, Schedule
+from taskflow_memory import MemoryBackend
+
+pytestmark = pytest.mark.anyio
+
+UTC = timezone.utc
+
+
+def _ticks(tm: TaskManager, name: str) -> list[Any]:
+    page = tm.store.query(tags={SCHEDULE_TAG: name}, limit=1000)
+    return page.items
+
+
+async def test_an_interval_schedule_fires_each_tick_as_a_task(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.02)
+    runs: list[str] = []
+
+    @tm.schedule(every=timedelta(seconds=0.2), name="tick")
+    async def tick() -> str:
+        ctx = get_task_context()
+        assert ctx is not None
+        runs.append(ctx.tags[TICK_TAG])
+        return "ok"
+
+    async with tm:
+        await eventually(lambda: len(runs) >= 3, timeout=5)
+    ticks = sorted(datetime.fromisoformat(t) for t in runs)
+    # whole multiples of the interval since the epoch, one firing per tick
+    assert len(set(ticks)) == len(ticks)
+    for t in ticks:
+        assert ((t - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(seconds=0.2)) % 1 == 0
+    records = _ticks(tm, "tick")
+    assert {r.func_name for r in records} == {"tick"}
+    assert all(
+        r.status in (TaskStatus.SUCCESS, TaskStatus.PENDING, TaskStatus.RUNNING) for r in records
+    )
+    assert any(r.status is TaskStatus.SUCCESS and r.result == "ok" for r in records)
+
+
+async def test_three_managers_on_one_backend_fire_each_tick_once(eventually: Any) -> None:
+    backend = MemoryBackend()
+    managers = [
+        TaskManager(backend=b, poll_interval=0.02, instance_id=f"i{n}")
+        for n, b in enumerate([backend, backend.fork(), backend.fork()])
+    ]
+    runs: Counter[str] = Counter()
+    where: list[str] = []
+    for n, tm in enumerate(managers):
+
+        @tm.schedule(every=timedelta(seconds=0.1), name="shared")
+        async def shared(n: int = n) -> None:
+            ctx = get_task_context()
+            assert ctx is not None
+            runs[ctx.tags[TICK_TAG]] += 1
+            where.append(f"i{n}")
+
+    for tm in managers:
+        await tm.startup()
+    try:
+        await eventually(lambda: len(runs) >= 10, timeout=10)
+    finally:
+        for tm in managers:
+            await tm.shutdown()
+    assert max(runs.values()) == 1, runs
+    records = _ticks(managers[0], "shared")
+    assert Counter(r.tags[TICK_TAG] for r in records).most_common(1)[0][1] == 1
+
+
+async def test_a_failing_firing_is_retried(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.02)
+    attempts: Counter[str] = Counter()
+
+    @tm.schedule(every=timedelta(seconds=0.2), retries=1, name="flaky")
+    def flaky() -> None:
+        ctx = get_task_context()
+        assert ctx is not None
+        attempts[ctx.task_id] += 1
+        if attempts[ctx.task_id] == 1:
+            raise RuntimeError("first attempt fails")
+
+    async with tm:
+
+        def retried() -> bool:
+            return any(
+                r.status is TaskStatus.SUCCESS and r.attempt == 2 for r in _ticks(tm, "flaky")
+            )
+
+        await eventually(retried, timeout=5)
+
+
+async def test_run_on_startup_fires_the_latest_tick_once(eventually: Any) -> None:
+    backend = MemoryBackend()
+    runs: list[str] = []
+    managers = [TaskManager(backend=b) for b in (backend, backend.fork())]
+    for tm in managers:
+
+        @tm.schedule(every=timedelta(hours=1), run_on_startup=True, name="hourly")
+        async def hourly() -> None:
+            ctx = get_task_context()
+            assert ctx is not None
+            runs.append(ctx.tags[TICK_TAG])
+
+    for tm in managers:
+        await tm.startup()
+    try:
+        await eventually(lambda: runs, timeout=5)
+        records = _ticks(managers[0], "hourly")
+        assert len(records) == 1
+        await eventually(lambda: managers[0].store.get(records[0].task_id).status.is_terminal)  # type: ignore[union-attr]
+    finally:
+        for tm in managers:
+            await tm.shutdown()
+    now = datetime.now(UTC)
+    expected = now.replace(minute=0, second=0, microsecond=0)
+    assert runs == [expected.isoformat()] or runs == [(expected - timedelta(hours=1)).isoformat()]
+
+
+def test_cron_ticks_in_their_time_zone_across_daylight_saving() -> None:
+    plan = Schedule.build(
+        "nightly", every=None, cron="0 2 * * *", timezone="Europe/Paris", run_on_startup=False
+    )
+    paris = ZoneInfo("Europe/Paris")
+    start = datetime(2026, 3, 27, 12, tzinfo=paris)
+    ticks = []
+    moment = start.astimezone(UTC)
+    for _ in range(3):
+        moment = plan.next_after(moment)
+        ticks.append(moment.astimezone(paris))
+    # 02:00 does not exist on 29 March 2026 (clocks jump to 03:00): cronsim fires at 03:00
+    assert [t.isoformat() for t in ticks] == [
+        "2026-03-28T02:00:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-30T02:00:00+02:00",
+    ]
+    assert plan.latest_at_or_before(ticks[1].astimezone(UTC)) == ticks[1]
+    # 02:00-03:00 happens twice on 25 October 2026: the job fires once, at the first
+    moment = datetime(2026, 10, 24, 12, tzinfo=UTC)
+    autumn = []
+    for _ in range(2):
+        moment = plan.next_after(moment)
+        autumn.append(moment.astimezone(paris).isoformat())
+    assert autumn == ["2026-10-25T02:00:00+02:00", "2026-10-26T02:00:00+01:00"]
+
+
+def test_interval_ticks_are_absolute() -> None:
+    plan = Schedule.build(
+        "i", every=timedelta(minutes=15), cron=None, timezone=None, run_on_startup=False
+    )
+    moment = datetime(2026, 1, 1, 10, 7, 3, tzinfo=UTC)
+    assert plan.next_after(moment) == datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
+    assert plan.next_after(datetime(2026, 1, 1, 10, 15, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 10, 30, tzinfo=UTC
+    )
+    assert plan.latest_at_or_before(moment) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({}, "exactly one of every"),
+        ({"every": 1, "cron": "* * * * *"}, "exactly one of every"),
+        ({"every": timedelta(0)}, "positive timedelta"),
+        ({"every": "1s"}, "positive timedelta"),
+        ({"cron": "61 * * * *"}, "invalid cron expression"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"every": 1, "run_on_startup": "yes"}, "run_on_startup"),
+    ],
+)
+def test_bad_schedule_settings_fail_at_decoration(kwargs: dict[str, Any], fragment: str) -> None:
+    tm = TaskManager()
+    with pytest.raises(ScheduleError, match=fragment):
+        tm.schedule(**kwargs)
+
+
+def test_two_schedules_with_one_name_are_refused() -> None:
+    tm = TaskManager()
+
+    @tm.schedule(every=60, name="same")
+    def first() -> None: ...
+
+    with pytest.raises(InvalidTaskError, match="two task functions"):
+
+        @tm.schedule(every=60, name="same")
+        def second() -> None: ...
