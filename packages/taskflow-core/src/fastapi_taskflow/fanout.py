@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ class EventHub:
     def __init__(self, engine: Engine, *, publish: bool) -> None:
         self.engine = engine
         self.publish = publish
-        self._streams: set[asyncio.Queue[Event]] = set()
+        self._streams: set[_Inbox] = set()
 
     @property
     def has_streams(self) -> bool:
@@ -46,7 +47,7 @@ class EventHub:
         if engine.observers.observers:
             await engine.observers.emit(event)
         for stream in list(self._streams):
-            stream.put_nowait(event)
+            stream.put(event)
         if self.publish:
             try:
                 await engine.backend.publish(event)
@@ -66,7 +67,7 @@ class EventHub:
                             continue
                         await engine.observers.emit_remote(event)
                         for stream in list(self._streams):
-                            stream.put_nowait(event)
+                            stream.put(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -77,14 +78,36 @@ class EventHub:
     @asynccontextmanager
     async def stream(self) -> AsyncIterator[AsyncIterator[Event]]:
         """Open a stream of every instance's events (from now on)."""
-        inbox: asyncio.Queue[Event] = asyncio.Queue()
+        inbox = _Inbox()
         self._streams.add(inbox)
-
-        async def events() -> AsyncIterator[Event]:
-            while True:
-                yield await inbox.get()
-
         try:
-            yield events()
+            yield inbox.events()
         finally:
             self._streams.discard(inbox)
+
+
+class _Inbox:
+    """The events waiting for one stream.
+
+    Waits on an ``asyncio.Event`` rather than ``asyncio.Queue.get``: a stream left
+    suspended when its loop closes (a test client's loop, say) is then closed quietly,
+    where ``Queue.get`` would try to schedule a callback on the closed loop.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    def put(self, event: Event) -> None:
+        """Add an event (on the loop the stream is read on)."""
+        self._items.append(event)
+        self._ready.set()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield events as they arrive, forever."""
+        items, ready = self._items, self._ready
+        while True:
+            while items:
+                yield items.popleft()
+            ready.clear()
+            await ready.wait()

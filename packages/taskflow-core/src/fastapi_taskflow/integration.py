@@ -179,11 +179,12 @@ async def _send_refusal(send: Send, exc: BaseException) -> None:
         503 if unavailable else 500,
         mask_secrets(f"{type(exc).__name__}: {exc}"),
     )
-    detail = (
-        "the task store is unavailable, so no task was accepted; retry later"
-        if unavailable
-        else "the request's tasks could not be stored, so none was accepted"
-    )
+    if unavailable:
+        detail = "the task store is unavailable, so no task was accepted; retry later"
+    elif isinstance(exc, TaskStoreRefusedError):
+        detail = "the task store refused a task of this request (the server log says why)"
+    else:
+        detail = "the request's tasks could not be stored, so none was accepted"
     response = JSONResponse(
         {"detail": detail},
         status_code=503 if unavailable else 500,
