@@ -120,3 +120,14 @@ def test_memory_url_sets_the_cap() -> None:
     for bad in ("memory://?max_records=0", "memory://?max_records=x", "memory://?other=1"):
         with pytest.raises(BackendURLError):
             from_url(bad, clock=clock)
+
+
+async def test_memory_cap_skips_a_task_that_became_active_again() -> None:
+    clock = ManualClock()
+    backend = MemoryBackend(clock=clock, max_records=2)
+    await backend.create(_record(clock, 0, TaskStatus.FAILED))
+    await backend.transition("t0000", expected=[TaskStatus.FAILED], new=TaskStatus.PENDING)
+    await backend.create(_record(clock, 1, TaskStatus.SUCCESS))
+    await backend.create(_record(clock, 2, TaskStatus.SUCCESS))
+    kept = {r.task_id for r in (await backend.query(TaskQuery(limit=10))).items}
+    assert kept == {"t0000", "t0002"}

@@ -26,9 +26,9 @@ from starlette.background import BackgroundTask
 
 from .config import DEFAULT_QUEUE, check_priority, check_tags
 from .encoding import encode_arguments
-from .errors import EagerDispatchError, InvalidTaskError, QueueFullError
+from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
 from .invocation import BACKGROUND, EAGER, QUEUED
-from .limits import check_arguments, check_idempotency_key
+from .limits import check_arguments, check_idempotency_key, surrogate_error
 from .models import CreateResult, TaskRecord, TaskStatus
 from .protocols import TaskBackend
 from .registry import unrecoverable_reason
@@ -80,7 +80,10 @@ def accept(
         route = EAGER
     else:
         route = BACKGROUND
-    args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
+    try:
+        args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
+    except TaskArgumentError as exc:
+        raise surrogate_error(exc) or exc from exc.__cause__
     if engine.durable:
         check_arguments(func, args_json, kwargs_json)
         if not entry.registered:

@@ -51,6 +51,7 @@ __all__ = [
     "clean_text",
     "storable_entries",
     "storable_update",
+    "surrogate_error",
 ]
 
 PRIORITY_MAX = 2**31 - 1
@@ -174,6 +175,20 @@ def _check_json(func: Callable[..., Any], label: str, value: Any) -> None:
                 "UTF-8 JSON and cannot hold it. Pass valid text (decode bytes with "
                 "errors='replace'), or bytes/hex for raw data."
             )
+
+
+def surrogate_error(exc: TaskArgumentError) -> TaskArgumentError | None:
+    """Return a clearer error when ``exc`` (an argument that cannot be encoded) was
+    caused by a lone surrogate (in a dict key, which the JSON encoder refuses), else None."""
+    cause = exc.__cause__
+    if cause is None or "surrogates not allowed" not in str(cause):
+        return None
+    label = str(exc).split(" is a ", 1)[0]
+    return TaskArgumentError(
+        f"{label} contains a lone surrogate, which is not valid UTF-8; durable backends "
+        "store arguments as UTF-8 JSON and cannot hold it. Pass valid text (decode bytes "
+        "with errors='replace'), or bytes/hex for raw data."
+    )
 
 
 def _strings(value: Any) -> list[str]:

@@ -100,7 +100,7 @@ class MemoryStore:
         while len(state.records) > cap and state.finished:
             task_id = next(iter(state.finished))
             record = state.records.get(task_id)
-            if record is None:
+            if record is None or record.status not in TERMINAL_STATUSES:
                 del state.finished[task_id]
             else:
                 self._delete_locked(record)
@@ -176,6 +176,8 @@ class MemoryStore:
             if status in TERMINAL_STATUSES:
                 state.finished[record.task_id] = None
                 self._trim_locked()
+            else:
+                state.finished.pop(record.task_id, None)
         return new
 
     def _count(self, record: TaskRecord, delta: int) -> None:
