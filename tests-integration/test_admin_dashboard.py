@@ -33,8 +33,10 @@ import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -214,6 +216,10 @@ def _goto_dashboard(watched: Watched, server: Server, query: str = "") -> Page:
     return page
 
 
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _row(page: Page, task_id: str) -> Any:
     return page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
 
@@ -328,6 +334,15 @@ def test_filters_narrow_the_list(watched: Watched, server: Server) -> None:
     page.reload()
     expect(page.locator("#f-q")).to_have_value("umbrella")
     expect(rows).to_have_count(1)
+
+    # Time range: the list asks for tasks created in the last 15 minutes.
+    page.locator("#f-clear").click()
+    with page.expect_response(lambda r: "created_after=" in r.url) as answer:
+        page.select_option("#f-range", "900")
+    since = _when(unquote(answer.value.request.url.split("created_after=", 1)[1].split("&")[0]))
+    items = answer.value.json()["items"]
+    assert items and all(_when(item["created_at"]) >= since for item in items)
+    expect(rows.first).to_have_attribute("data-task-id", items[0]["task_id"])
 
 
 def test_the_retry_button_reruns_a_failed_task(watched: Watched, server: Server) -> None:
