@@ -17,7 +17,6 @@ record goes to the write buffer (``pending``). A keyed task needs the store's an
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from .config import DEFAULT_QUEUE, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError
 from .invocation import BACKGROUND, EAGER, QUEUED
-from .models import CreateResult, TaskRecord, TaskStatus
+from .models import CreateResult, TaskRecord, TaskStatus, construct, new_task_id
 from .protocols import TaskBackend
 
 if TYPE_CHECKING:
@@ -74,8 +73,9 @@ def accept(
         route = BACKGROUND
     args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
     now = engine.clock.now()
-    record = TaskRecord(
-        task_id=str(uuid.uuid4()),
+    record = construct(  # every value checked above: no second validation
+        TaskRecord,
+        task_id=new_task_id(),
         func_name=config.name,
         queue=config.queue or DEFAULT_QUEUE,
         priority=effective_priority or 0,
@@ -124,7 +124,7 @@ def accept(
         engine.spawn_on(loop, engine.run_now(task_id))
     else:
         assert sink is not None
-        sink.append(BackgroundTask(engine.background_func(task_id)))
+        sink.append(engine.background_task(task_id))
     return task_id
 
 

@@ -12,14 +12,17 @@ import contextvars
 import functools
 import inspect
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
 from .encoding import encode_result
+from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent
+from .failure import format_traceback
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
+from .registry import is_async_callable
+from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
@@ -89,7 +92,8 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
     current = asyncio.current_task()
     if current is not None:
         runtime.running[task_id] = current
-    await engine.emit_lifecycle(record)
+    if engine.listening:
+        await engine.emit_lifecycle(record)
     ctx = task_context.TaskContext(
         task_id=task_id,
         func_name=record.func_name,
@@ -111,7 +115,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             record,
             ctx,
             TaskStatus.SUCCESS,
-            TaskUpdate(finished_at=engine.clock.now(), result=encode_result(result), error=None),
+            TaskUpdate(finished_at=engine.clock.now(), result=_encode(result), error=None),
         )
         engine.forget(task_id)
     finally:
@@ -124,7 +128,10 @@ async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskCo
     func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
     token = task_context.bind(ctx)
     try:
-        if _is_async(func):
+        is_async = invocation.is_async
+        if is_async is None:
+            is_async = invocation.is_async = is_async_callable(func)
+        if is_async:
             return await func(*args, **kwargs)
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
         result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
@@ -146,7 +153,7 @@ async def _failed(
     ctx.log(
         f"attempt {ctx.attempt} failed: {error}",
         level="error",
-        traceback="".join(traceback.format_exception(exc)),
+        traceback=format_traceback(exc),
     )
     config = invocation.config
     if ctx.attempt <= config.retries:
@@ -203,7 +210,8 @@ async def _finish(
     if done is None:
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
         return None
-    await engine.emit_lifecycle(done)
+    if engine.listening:
+        await engine.emit_lifecycle(done)
     return done
 
 
@@ -224,14 +232,25 @@ async def _transition(
     change is the one this call made.
     """
     backend = engine.backend
-    tries = 0
+    availability = engine.availability
+    try:  # the common case: one call, no retry machinery
+        done = await backend.transition(task_id, expected=expected, new=new, update=update)
+    except BackendUnavailableError as exc:
+        availability.failed(exc)
+        reraise_if_cancelled()
+    else:
+        if not availability.available:
+            availability.succeeded()
+        return done
+    tries = 1
 
     async def attempt() -> TaskRecord | None:
         nonlocal tries
         tries += 1
         return await backend.transition(task_id, expected=expected, new=new, update=update)
 
-    done = await engine.availability.persist(attempt)
+    await asyncio.sleep(availability.first_delay)
+    done = await availability.persist(attempt)
     if done is None and tries > 1:
         current = await engine.availability.persist(lambda: backend.get(task_id))
         if current is not None and current.status is new and landed(current):
@@ -240,13 +259,11 @@ async def _transition(
     return done
 
 
-def _is_async(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = type(func).__dict__.get("__call__") if not inspect.isroutine(func) else None
-    return call is not None and inspect.iscoroutinefunction(call)
+def _encode(result: Any) -> Any:
+    return result if result is None or type(result) in _PLAIN else encode_result(result)
+
+
+_PLAIN = frozenset({str, int, float, bool})
 
 
 def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:

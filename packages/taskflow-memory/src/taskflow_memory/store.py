@@ -19,6 +19,8 @@ from fastapi_taskflow.models import (
     TaskStats,
     TaskStatus,
     TaskUpdate,
+    construct,
+    copy_with,
     decode_cursor,
     encode_cursor,
 )
@@ -70,7 +72,7 @@ class MemoryStore:
         stored = record.model_copy(update={"logs": []}) if record.logs else record
         state.records[record.task_id] = stored
         self._count(stored, +1)
-        return CreateResult(record=stored, created=True)
+        return construct(CreateResult, record=stored, created=True)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.get`."""
@@ -117,12 +119,16 @@ class MemoryStore:
         changes = update.changes() if update is not None else {}
         changes["status"] = status
         changes["updated_at"] = self.clock.now()
-        new = record.model_copy(update=changes)
+        new = copy_with(record, changes)
         state = self._state
         state.records[record.task_id] = new  # stored records are never mutated in place
-        if status is not record.status:
-            self._count(record, -1)
-            self._count(new, +1)
+        old_status = record.status
+        if status is not old_status:
+            state.status_counts[old_status] -= 1
+            state.status_counts[status] += 1
+            by_func = state.func_counts[record.func_name]
+            by_func[old_status] -= 1
+            by_func[status] += 1
             key = record.idempotency_key
             if (
                 key is not None
