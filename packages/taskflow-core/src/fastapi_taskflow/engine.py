@@ -348,7 +348,9 @@ class Engine:
         instance first, so a task is never in the store without an owner. An empty
         buffer is no news about the store: it neither touches nor marks it available.
         """
-        await self.started()
+        runtime = self._runtime
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            await self.started()
         if not len(self.pending):
             return
         before = partial(lease_batch, self) if self.durable else None
@@ -497,13 +499,19 @@ class RunTask(BackgroundTask):
 
     __slots__ = ("engine", "task_id")
 
+    # Class-level and never written: an entry is two references, no per-entry dict.
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}  # noqa: RUF012
+    is_async = True
+
     def __init__(self, engine: Engine, task_id: str) -> None:
         self.engine = engine
         self.task_id = task_id
-        self.func = self.run
-        self.args: tuple[Any, ...] = ()
-        self.kwargs: dict[str, Any] = {}
-        self.is_async = True
+
+    @property
+    def func(self) -> Callable[[], Coroutine[Any, Any, None]]:  # type: ignore[override]
+        """The coroutine function Starlette would call: :meth:`run`."""
+        return self.run
 
     async def run(self) -> None:
         """Run the task (what awaiting this entry does)."""

@@ -76,7 +76,9 @@ class TaskflowMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self.task_manager._engine
-        await engine.started()
+        runtime = engine.current_runtime
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            await engine.started()
         accepted: set[str] = set()
         token = _current_manager.set(self.task_manager)
         ids_token = request_tasks.set(accepted)
