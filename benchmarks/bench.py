@@ -215,12 +215,16 @@ def _pair(a: float | None, b: float | None) -> tuple[float, float] | None:
 class Worker:
     """An implementation's interpreter, answering one scenario at a time."""
 
-    def __init__(self, impl: str, python: str) -> None:
+    def __init__(self, impl: str, python: str, path: str = "") -> None:
         self.impl = impl
         RESULTS.mkdir(exist_ok=True)
         self.log = open(RESULTS / f"worker-{impl}.log", "a")  # noqa: SIM115
+        env = dict(os.environ)
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [python, str(HERE / "bench_worker.py"), impl],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -332,15 +336,29 @@ def main() -> None:
     parser.add_argument("--e-durable-tasks", type=int, default=1_000)
     parser.add_argument("--s1-sqlite-tasks", type=int, default=500)
     parser.add_argument("--rss-tasks", type=int, default=100_000)
+    parser.add_argument(
+        "--clock",
+        choices=["auto", "wall"],
+        default="auto",
+        help="auto: in-process (memory) scenarios in CPU time of their process, the rest "
+        "in wall time; wall: everything in wall time (use on an idle machine)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per scenario")
     parser.add_argument(
         "--competitor-python",
         default=os.environ.get("BENCH_COMPETITOR_PYTHON", ""),
         help="interpreter with fastapi-taskflow==0.12.1 installed (nox sets it up)",
     )
+    parser.add_argument(
+        "--taskflow-path",
+        default="",
+        help="import taskflow from these source folders (os.pathsep-separated) instead of "
+        "this checkout, e.g. an older commit's packages/*/src to compare before and after",
+    )
     parser.add_argument("--json", default=str(RESULTS / "latest.json"))
     args = parser.parse_args()
 
+    os.environ["BENCH_CLOCK"] = args.clock  # the workers inherit it
     pythons = {"plain": sys.executable, "taskflow": sys.executable}
     if args.competitor_python:
         pythons["competitor"] = args.competitor_python
@@ -359,7 +377,8 @@ def main() -> None:
             print(f"  {case.key:22} {impl:10} failed: {answer['error']}", flush=True)
 
     started = time.monotonic()
-    workers = {impl: Worker(impl, python) for impl, python in pythons.items()}
+    paths = {"taskflow": args.taskflow_path}
+    workers = {impl: Worker(impl, python, paths.get(impl, "")) for impl, python in pythons.items()}
     try:
         for round_no in range(args.rounds):
             print(f"round {round_no + 1} of {args.rounds}", flush=True)
@@ -380,7 +399,8 @@ def main() -> None:
             worker.close()
     for case in [c for c in selected if c.once]:
         for impl in [i for i in IMPLS if i in case.runs and i in pythons]:
-            worker = Worker(impl, pythons[impl])  # a fresh process: nothing else in its heap
+            # a fresh process: nothing else in its heap
+            worker = Worker(impl, pythons[impl], paths.get(impl, ""))
             try:
                 scenario, params = case.runs[impl]
                 record(case, impl, worker.run(scenario, params, args.timeout))
@@ -399,7 +419,12 @@ def main() -> None:
     elapsed = time.monotonic() - started
     print(
         f"\n{info.get('cpu', '?')}, {info['cpus']} CPUs, Python {info['python']}, "
-        f"FastAPI {info.get('fastapi', '?')}; median of {args.rounds} rounds; {elapsed:.0f} s"
+        f"FastAPI {info.get('fastapi', '?')}; median of {args.rounds} rounds; {elapsed:.0f} s; "
+        + (
+            "in-process scenarios in CPU time, the rest in wall time"
+            if args.clock == "auto"
+            else "wall time"
+        )
     )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -408,6 +433,8 @@ def main() -> None:
             {
                 "hardware": info,
                 "rounds": args.rounds,
+                "clock": args.clock,
+                "taskflow_path": args.taskflow_path,
                 "arguments": vars(args),
                 "seconds": round(elapsed, 1),
                 "cases": [

@@ -16,19 +16,33 @@ import httpx
 __all__ = ["drive_http", "in_flight", "rss_mb", "timer"]
 
 
+CPU_CLOCK = os.environ.get("BENCH_CLOCK", "auto") != "wall"
+"""In-process scenarios are timed in CPU seconds of this process unless
+``BENCH_CLOCK=wall``: they are CPU-bound, so on an idle machine CPU time equals wall
+time, and on a shared one it leaves out the time other processes held the cores."""
+
+
 class timer:
-    """``with timer() as t: ...`` then ``t.seconds``; collects garbage first so one
-    scenario's leftovers are not paid for by the next."""
+    """``with timer(cpu=...) as t: ...`` then ``t.seconds``; collects garbage first so
+    one scenario's leftovers are not paid for by the next.
+
+    ``cpu=True`` (for CPU-bound, in-process scenarios) measures the process's CPU time
+    (all its threads) when :data:`CPU_CLOCK` allows; otherwise wall time. Scenarios
+    that wait on a server are always timed by the wall clock.
+    """
 
     seconds: float = 0.0
 
+    def __init__(self, *, cpu: bool = False) -> None:
+        self._clock = time.process_time if cpu and CPU_CLOCK else time.perf_counter
+
     def __enter__(self) -> timer:
         gc.collect()
-        self._start = time.perf_counter()
+        self._start = self._clock()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self._start
+        self.seconds = self._clock() - self._start
 
 
 async def in_flight(count: int, limit: int, one: Callable[[int], Awaitable[Any]]) -> None:
@@ -45,7 +59,9 @@ async def in_flight(count: int, limit: int, one: Callable[[int], Awaitable[Any]]
     await asyncio.gather(*(lane() for _ in range(min(limit, count))))
 
 
-async def drive_http(app: Any, requests: int, limit: int, path: str = "/jobs") -> float:
+async def drive_http(
+    app: Any, requests: int, limit: int, path: str = "/jobs", *, cpu: bool = False
+) -> float:
     """POST ``requests`` times to ``app`` through httpx's ASGI transport, ``limit`` in
     flight; return requests per second (after 50 warm-up requests)."""
     transport = httpx.ASGITransport(app=app)
@@ -57,7 +73,7 @@ async def drive_http(app: Any, requests: int, limit: int, path: str = "/jobs") -
                 raise RuntimeError(f"POST {path}: {response.status_code} {response.text}")
 
         await in_flight(50, limit, post)
-        with timer() as t:
+        with timer(cpu=cpu) as t:
             await in_flight(requests, limit, post)
     return requests / t.seconds
 

@@ -40,7 +40,7 @@ async def s1(tasks: int, sync: bool = False, backend: str = "memory") -> float:
         await tm.startup()
         try:
             container = ManagedBackgroundTasks(tm)
-            with timer() as t:
+            with timer(cpu=folder is None) as t:
                 ids = [container.add_task(job) for _ in range(tasks)]
                 await container()
             _check(tm, ids)
@@ -65,7 +65,7 @@ async def s2(requests: int, inflight: int) -> float:
 
     await tm.startup()
     try:
-        return await drive_http(app, requests, inflight)
+        return await drive_http(app, requests, inflight, cpu=True)
     finally:
         await tm.shutdown()
 
@@ -84,7 +84,7 @@ async def s3(tasks: int) -> float:
     await tm.startup()
     try:
         container = ManagedBackgroundTasks(tm)
-        with timer() as t:
+        with timer(cpu=True) as t:
             ids = [container.add_task(fails_twice, i) for i in range(tasks)]
             await container()
         _check(tm, ids)
@@ -106,7 +106,7 @@ async def e(tasks: int, concurrency: int) -> float:
     await tm.startup()
     try:
         await in_flight(50, concurrency, request)
-        with timer() as t:
+        with timer(cpu=True) as t:
             await in_flight(tasks, concurrency, request)
     finally:
         await tm.shutdown()

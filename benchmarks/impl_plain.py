@@ -20,7 +20,7 @@ async def s1(tasks: int, sync: bool = False) -> float:
     """µs per task: ``tasks`` no-op tasks in one container, run to the end."""
     container = BackgroundTasks()
     func = noop_sync if sync else noop
-    with timer() as t:
+    with timer(cpu=True) as t:
         for _ in range(tasks):
             container.add_task(func)
         await container()
@@ -36,7 +36,7 @@ async def s2(requests: int, inflight: int) -> float:
         background_tasks.add_task(noop)
         return {"task_id": None}
 
-    return await drive_http(app, requests, inflight)
+    return await drive_http(app, requests, inflight, cpu=True)
 
 
 async def s3(tasks: int) -> float:
@@ -58,7 +58,7 @@ async def s3(tasks: int) -> float:
                     raise
 
     container = BackgroundTasks()
-    with timer() as t:
+    with timer(cpu=True) as t:
         for i in range(tasks):
             container.add_task(with_retries, i)
         await container()
@@ -75,7 +75,7 @@ async def e(tasks: int, concurrency: int) -> float:
         await container()
 
     await in_flight(50, concurrency, request)
-    with timer() as t:
+    with timer(cpu=True) as t:
         await in_flight(tasks, concurrency, request)
     return tasks / t.seconds
 

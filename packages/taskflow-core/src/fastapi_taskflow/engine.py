@@ -424,7 +424,9 @@ class Engine:
 
     async def run_claimed(self, claim: Claim) -> None:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
-        self.waiting.get(claim.queue, set()).discard(claim.task_id)
+        waiting = self.waiting.get(claim.queue)
+        if waiting:
+            waiting.discard(claim.task_id)
         self.leases.hold(claim.task_id)
         invocation = self.invocations.get(claim.task_id) or await rehydrate(self, claim)
         if invocation is not None:

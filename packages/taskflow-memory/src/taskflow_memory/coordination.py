@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
-from fastapi_taskflow.models import Claim, Lease
+from fastapi_taskflow.models import Claim, Lease, construct
 
 __all__ = ["CoordinationState", "MemoryCoordination"]
 
@@ -129,11 +129,13 @@ class MemoryCoordination:
                 return []
             claims = []
             for entry in pending.pop_due(now, limit):
-                self._coord.leases[entry.task_id] = Lease(
-                    task_id=entry.task_id, owner=owner, expires_at=expires
+                # values of the right types already: no validation per claim
+                self._coord.leases[entry.task_id] = construct(
+                    Lease, task_id=entry.task_id, owner=owner, expires_at=expires
                 )
                 claims.append(
-                    Claim(
+                    construct(
+                        Claim,
                         task_id=entry.task_id,
                         queue=queue,
                         priority=entry.priority,
