@@ -247,15 +247,6 @@ class Engine:
         if ids is not None:
             ids.add(task_id)
 
-    def background_func(self, task_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
-        """The coroutine function Starlette awaits after the response."""
-
-        async def run_task() -> None:
-            await self.run_now(task_id)
-
-        run_task.__qualname__ = run_task.__name__ = f"taskflow_run_{task_id}"
-        return run_task
-
     def background_task(self, task_id: str) -> BackgroundTask:
         """The entry appended to a request's background task list for ``task_id``."""
         return RunTask(self, task_id)

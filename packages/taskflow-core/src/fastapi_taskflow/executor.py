@@ -115,7 +115,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             record,
             ctx,
             TaskStatus.SUCCESS,
-            TaskUpdate(finished_at=engine.clock.now(), result=_encode(result), error=None),
+            TaskUpdate(finished_at=engine.clock.now(), result=encode_result(result), error=None),
         )
         engine.forget(task_id)
     finally:
@@ -257,13 +257,6 @@ async def _transition(
             logger.info("task %s: a reply was lost, but the change had landed", task_id)
             return current.model_copy(update={"logs": []})
     return done
-
-
-def _encode(result: Any) -> Any:
-    return result if result is None or type(result) in _PLAIN else encode_result(result)
-
-
-_PLAIN = frozenset({str, int, float, bool})
 
 
 def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
