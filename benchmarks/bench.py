@@ -178,21 +178,16 @@ def cases(args: argparse.Namespace) -> list[Case]:
                 if kind == "get":
                     label = f"`store.get(id)` with {n:,} rows ({backend})"
                     target = "≤ 0.3 ms"
-                    met: Callable[[Results], bool | None] = lambda r, k=key: (
-                        (v <= 0.3) if (v := _tf(r, k)) is not None else None
-                    )
+                    met = _at_most(key, 0.3)
                 else:
                     label = (
                         f"idempotent `add_task` (new key) with {n:,} rows ({backend}; "
                         "competitor: its in-memory store)"
                     )
                     runs["competitor"] = ("idem", {"rows": n})
+                    first = f"idem_{backend}_{rows[0]}"
                     target = f"≤ 2× at {rows[0]:,} rows" if n != rows[0] else "–"
-                    met = lambda r, k=key, base=f"idem_{backend}_{rows[0]}": (  # noqa: E731
-                        (p[0] <= 2 * p[1]) if (p := _pair(_tf(r, k), _tf(r, base))) else None
-                    )
-                    if n == rows[0]:
-                        met = lambda r: None  # noqa: E731
+                    met = _within_twice(key, first) if n != rows[0] else _no_target
                 out.append(Case(key, label, "ms", runs, target, met))
     if "rss" in only:
         n = args.rss_tasks
@@ -206,6 +201,26 @@ def cases(args: argparse.Namespace) -> list[Case]:
             )
         )
     return out
+
+
+def _no_target(results: Results) -> bool | None:
+    return None
+
+
+def _at_most(key: str, limit: float) -> Callable[[Results], bool | None]:
+    def met(results: Results) -> bool | None:
+        value = _tf(results, key)
+        return None if value is None else value <= limit
+
+    return met
+
+
+def _within_twice(key: str, base: str) -> Callable[[Results], bool | None]:
+    def met(results: Results) -> bool | None:
+        pair = _pair(_tf(results, key), _tf(results, base))
+        return None if pair is None else pair[0] <= 2 * pair[1]
+
+    return met
 
 
 def _pair(a: float | None, b: float | None) -> tuple[float, float] | None:
@@ -386,10 +401,13 @@ def main() -> None:
             for case in selected:
                 if case.once:
                     continue
-                if errors.get(case.key) and round_no:
-                    # a service missing here fails every round: don't wait for it again
-                    if set(errors[case.key]) >= set(case.runs) & set(workers):
-                        continue
+                # a service missing here fails every round: don't wait for it again
+                if (
+                    errors.get(case.key)
+                    and round_no
+                    and set(errors[case.key]) >= set(case.runs) & set(workers)
+                ):
+                    continue
                 for impl in order:
                     if impl in case.runs and not errors.get(case.key, {}).get(impl):
                         scenario, params = case.runs[impl]
@@ -408,8 +426,10 @@ def main() -> None:
                 worker.close()
 
     results: Results = {
-        c.key: {i: (statistics.median(samples[c.key][i]) if samples[c.key].get(i) else None)
-                for i in IMPLS}
+        c.key: {
+            i: (statistics.median(samples[c.key][i]) if samples[c.key].get(i) else None)
+            for i in IMPLS
+        }
         for c in selected
     }
     text = table(selected, results)

@@ -71,6 +71,7 @@ class Backend:
         elif self.kind in ("postgres", "mysql"):
             from sqlalchemy import text
             from sqlalchemy.ext.asyncio import create_async_engine
+
             from taskflow_sql.urls import parse_url
 
             engine = create_async_engine(parse_url(SERVERS[self.kind]).url)

@@ -59,7 +59,7 @@ def test_same_text_as_the_standard_library_where_no_source_is_shown() -> None:
     """Code without a source file: the standard library prints no source lines either,
     so the two must agree exactly (chaining, context, notes included)."""
     namespace: dict[str, Any] = {}
-    exec(  # noqa: S102
+    exec(
         compile(
             "def inner():\n"
             "    raise ValueError('bad value')\n"

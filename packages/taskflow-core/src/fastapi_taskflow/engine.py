@@ -493,8 +493,8 @@ class RunTask(BackgroundTask):
     __slots__ = ("engine", "task_id")
 
     # Class-level and never written: an entry is two references, no per-entry dict.
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}  # noqa: RUF012
+    args: tuple[Any, ...] = ()  # type: ignore[assignment]
+    kwargs: dict[str, Any] = {}  # type: ignore[assignment]  # noqa: RUF012
     is_async = True
 
     def __init__(self, engine: Engine, task_id: str) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -222,7 +223,7 @@ def construct(model: type[M], /, **values: Any) -> M:
         factories = []
         for name, info in model.model_fields.items():
             if info.default_factory is not None:
-                factories.append((name, info.default_factory))
+                factories.append((name, cast(Callable[[], Any], info.default_factory)))
             elif not info.is_required():
                 static[name] = info.default
         found = _DEFAULTS[model] = (static, factories)
@@ -254,7 +255,9 @@ def copy_with(record: M, changes: dict[str, Any]) -> M:
     data.update(changes)
     obj = type(record).__new__(type(record))
     object.__setattr__(obj, "__dict__", data)
-    object.__setattr__(obj, "__pydantic_fields_set__", record.__pydantic_fields_set__ | changes.keys())
+    object.__setattr__(
+        obj, "__pydantic_fields_set__", record.__pydantic_fields_set__ | changes.keys()
+    )
     object.__setattr__(obj, "__pydantic_extra__", None)
     object.__setattr__(obj, "__pydantic_private__", None)
     return obj

@@ -24,9 +24,7 @@ class _Entry:
 
     __slots__ = ("live", "priority", "sort_key", "task_id")
 
-    def __init__(
-        self, sort_key: tuple[int, datetime, int], task_id: str, priority: int
-    ) -> None:
+    def __init__(self, sort_key: tuple[int, datetime, int], task_id: str, priority: int) -> None:
         self.sort_key = sort_key
         self.task_id = task_id
         self.priority = priority
