@@ -8,6 +8,7 @@ TASKFLOW_REQUIRE_SERVICES=1 to make a missing service fail tests instead of skip
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import nox
@@ -250,25 +251,47 @@ def demo(session: nox.Session) -> None:
     )
 
 
+COMPETITOR = "fastapi-taskflow==0.12.1"
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmark harness in benchmarks/; every figure is a ratio to a baseline
-    measured in the same run.
+    """Run the benchmark harness: issue 10's scenarios for plain ``BackgroundTasks``,
+    taskflow and the competitor (fastapi-taskflow 0.12.1, installed here into a
+    virtualenv of its own, since its import name is ours), one table of ratios.
 
-    ``nox -s bench`` runs each script at a size that takes a few minutes in all;
-    ``nox -s bench -- benchmarks/sql_store.py --rows 1000000`` runs one script with its
-    own arguments (the issue figures use the scripts' defaults).
+    ``nox -s bench`` runs the default sizes (a few minutes on 2 cores);
+    ``nox -s bench -- --only s1,s3 --rounds 5`` passes options to benchmarks/bench.py;
+    ``nox -s bench -- benchmarks/sql_store.py --rows 1000000`` runs one older script.
     """
     _install_packages(session, "httpx>=0.27", "uvicorn>=0.29", "playwright>=1.44")
-    if session.posargs:
+    if session.posargs and session.posargs[0].endswith(".py"):
         session.run("python", *session.posargs)
         return
-    for script, args in [
-        ("benchmarks/engine_overhead.py", ["--tasks", "20000"]),
-        ("benchmarks/engine_throughput.py", ["--tasks", "2000"]),
-        ("benchmarks/redis_backend.py", ["--tasks", "2000"]),
-        ("benchmarks/sql_store.py", ["--rows", "100000"]),
-        ("benchmarks/admin_stream.py", ["--rows", "100000"]),
-        ("benchmarks/dashboard_page.py", ["--rows", "100000"]),
-    ]:
-        session.run("python", script, *args)
+    fastapi_version = session.run(
+        "python", "-c", "import fastapi; print(fastapi.__version__)", silent=True
+    )
+    venv = Path(session.virtualenv.location).parent / "bench-competitor"
+    python = venv / "bin" / "python"
+    marker = venv / f"installed-{COMPETITOR}-fastapi-{str(fastapi_version).strip()}"
+    if not marker.exists():
+        session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+        session.run(
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            COMPETITOR,
+            f"fastapi=={str(fastapi_version).strip()}",
+            "httpx>=0.27",
+            external=True,
+        )
+        marker.touch()
+    session.run(
+        "python", "benchmarks/bench.py", "--competitor-python", str(python), *session.posargs
+    )
+    if not session.posargs:
+        # The admin API's and the dashboard's figures (issue 11), on a 100k-task store.
+        for script in ("benchmarks/admin_stream.py", "benchmarks/dashboard_page.py"):
+            session.run("python", script, "--rows", "100000")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
 from .invocation import BACKGROUND, EAGER, QUEUED
 from .limits import check_arguments, check_idempotency_key, surrogate_error
-from .models import CreateResult, TaskRecord, TaskStatus
+from .models import CreateResult, TaskRecord, TaskStatus, construct, new_task_id
 from .protocols import TaskBackend
 from .registry import unrecoverable_reason
 
@@ -89,8 +88,9 @@ def accept(
         if not entry.registered:
             _warn_if_unrecoverable(engine, config.name)
     now = engine.clock.now()
-    record = TaskRecord(
-        task_id=str(uuid.uuid4()),
+    record = construct(  # every value checked above: no second validation
+        TaskRecord,
+        task_id=new_task_id(),
         func_name=config.name,
         queue=config.queue or DEFAULT_QUEUE,
         priority=effective_priority or 0,
@@ -139,7 +139,7 @@ def accept(
         engine.spawn_on(loop, engine.run_now(task_id))
     else:
         assert sink is not None
-        sink.append(BackgroundTask(engine.background_func(task_id)))
+        sink.append(engine.background_task(task_id))
     return task_id
 
 

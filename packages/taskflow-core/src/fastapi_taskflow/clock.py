@@ -34,7 +34,10 @@ class SystemClock:
 
     def now(self) -> datetime:
         """Return the current wall-clock time in UTC."""
-        return utcnow()
+        return datetime.now(_UTC)
+
+
+_UTC = timezone.utc
 
 
 class ManualClock:

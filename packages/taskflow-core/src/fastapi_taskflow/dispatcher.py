@@ -9,7 +9,6 @@ due) or until the poll interval passes (tasks enqueued by other instances).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -88,8 +87,12 @@ class QueueWorker:
                 engine.runtime().spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
             if claims:
                 continue  # more may be due: claim again while slots are free
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), engine.poll_interval)
+            # until woken or the poll interval passes (a timer, not a wait_for task)
+            timer = asyncio.get_running_loop().call_later(engine.poll_interval, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
 
     async def _execute(self, claim: Claim) -> None:
         try:

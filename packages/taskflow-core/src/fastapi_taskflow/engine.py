@@ -20,6 +20,8 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from starlette.background import BackgroundTask
+
 from .accept import accept
 from .bridge import BlockingBridge
 from .clock import Clock
@@ -296,7 +298,14 @@ class Engine:
     ) -> None:
         """Remember how to run an accepted task in this process."""
         self.invocations[record.task_id] = Invocation(
-            func, args, kwargs, config, record.queue, record.priority, route
+            func,
+            args,
+            kwargs,
+            config,
+            record.queue,
+            record.priority,
+            route,
+            is_async=self.registry.is_async(func),
         )
 
     def note_accepted(self, task_id: str) -> None:
@@ -305,14 +314,9 @@ class Engine:
         if ids is not None:
             ids.add(task_id)
 
-    def background_func(self, task_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
-        """The coroutine function Starlette awaits after the response."""
-
-        async def run_task() -> None:
-            await self.run_now(task_id)
-
-        run_task.__qualname__ = run_task.__name__ = f"taskflow_run_{task_id}"
-        return run_task
+    def background_task(self, task_id: str) -> BackgroundTask:
+        """The entry appended to a request's background task list for ``task_id``."""
+        return RunTask(self, task_id)
 
     def queue_config(self, queue: str) -> QueueConfig:
         """Return the configuration of ``queue`` (defaults for an unconfigured one)."""
@@ -402,7 +406,9 @@ class Engine:
         instance first, so a task is never in the store without an owner. An empty
         buffer is no news about the store: it neither touches nor marks it available.
         """
-        await self.started()
+        runtime = self._runtime
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            await self.started()
         if not len(self.pending):
             return
         self._check_opened()
@@ -421,7 +427,8 @@ class Engine:
         one. False means the task was dropped (its request was refused, see
         ``install()``'s middleware) or has already run.
         """
-        await self.availability.persist_while(lambda: task_id in self.pending, self.flush)
+        if task_id in self.pending:
+            await self.availability.persist_while(lambda: task_id in self.pending, self.flush)
         return task_id in self.invocations
 
     # -- running ----------------------------------------------------------------------
@@ -478,7 +485,9 @@ class Engine:
 
     async def run_claimed(self, claim: Claim) -> None:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
-        self.waiting.get(claim.queue, set()).discard(claim.task_id)
+        waiting = self.waiting.get(claim.queue)
+        if waiting:
+            waiting.discard(claim.task_id)
         self.leases.hold(claim.task_id)
         invocation = self.invocations.get(claim.task_id) or await rehydrate(self, claim)
         if invocation is not None:
@@ -490,14 +499,20 @@ class Engine:
 
     # -- events -----------------------------------------------------------------------
 
+    @property
+    def listening(self) -> bool:
+        """True when someone receives events: observers, other instances or a stream.
+        Events are built only then."""
+        return bool(self.observers.observers or self.hub.publish or self.hub.has_streams)
+
     async def emit_lifecycle(self, record: TaskRecord) -> None:
         """Announce ``record``'s current status to observers and other instances."""
-        if self.observers.observers or self.hub.publish or self.hub.has_streams:
+        if self.listening:
             await self.hub.emit(lifecycle_event(record, self.instance_id))
 
     def log_emitter(self, record: TaskRecord) -> Callable[[TaskContext, LogEntry], None] | None:
         """Return the callback ``task_log()`` uses to announce a line, or None."""
-        if not (self.observers.observers or self.hub.publish or self.hub.has_streams):
+        if not self.listening:
             return None
         loop = asyncio.get_running_loop()
         instance_id = self.instance_id
@@ -536,6 +551,38 @@ class Engine:
         self._runtime = None
         self._runtime_backend = None
         self._unopened = None
+
+
+class RunTask(BackgroundTask):
+    """A background task list entry that runs one accepted task.
+
+    A ``BackgroundTask`` (Starlette awaits it like any other), built without the
+    per-instance ``inspect`` of the function that ``BackgroundTask.__init__`` does:
+    ``func`` is always a coroutine function here.
+    """
+
+    __slots__ = ("engine", "task_id")
+
+    # Class-level and never written: an entry is two references, no per-entry dict.
+    args: tuple[Any, ...] = ()  # type: ignore[assignment]
+    kwargs: dict[str, Any] = {}  # type: ignore[assignment]  # noqa: RUF012
+    is_async = True
+
+    def __init__(self, engine: Engine, task_id: str) -> None:
+        self.engine = engine
+        self.task_id = task_id
+
+    @property
+    def func(self) -> Callable[[], Coroutine[Any, Any, None]]:  # type: ignore[override]
+        """The coroutine function Starlette would call: :meth:`run`."""
+        return self.run
+
+    async def run(self) -> None:
+        """Run the task (what awaiting this entry does)."""
+        await self.engine.run_now(self.task_id)
+
+    async def __call__(self) -> None:
+        await self.engine.run_now(self.task_id)
 
 
 _keep_alive: set[asyncio.Task[Any]] = set()

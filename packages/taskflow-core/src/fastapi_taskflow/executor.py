@@ -12,17 +12,18 @@ import contextvars
 import functools
 import inspect
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
 from .cancellation import cancelled_update
 from .encoding import encode_result
-from .errors import TaskCancelledError
+from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LifecycleEvent, LogEvent
+from .failure import format_traceback
 from .limits import clean_text, storable_entries, storable_update
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
+from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
 from .supervision import supervise
 
@@ -99,7 +100,8 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
     current = asyncio.current_task()
     if current is not None:
         runtime.running[task_id] = current
-    await engine.emit_lifecycle(record)
+    if engine.listening:
+        await engine.emit_lifecycle(record)
     ctx = task_context.TaskContext(
         task_id=task_id,
         func_name=record.func_name,
@@ -150,7 +152,10 @@ async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskCo
     func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
     token = task_context.bind(ctx)
     try:
-        if _is_async(func):
+        is_async = invocation.is_async
+        if is_async is None:
+            is_async = invocation.is_async = is_async_callable(func)
+        if is_async:
             return await func(*args, **kwargs)
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
         result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
@@ -172,7 +177,7 @@ async def _failed(
     ctx.log(
         f"attempt {ctx.attempt} failed: {error}",
         level="error",
-        traceback="".join(traceback.format_exception(exc)),
+        traceback=format_traceback(exc),
     )
     config = invocation.config
     if ctx.attempt <= config.retries:
@@ -256,7 +261,8 @@ async def _finish(
     if done is None:
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
         return None
-    await engine.emit_lifecycle(done)
+    if engine.listening:
+        await engine.emit_lifecycle(done)
     return done
 
 
@@ -310,29 +316,31 @@ async def _transition(
     change is the one this call made.
     """
     backend = engine.backend
-    tries = 0
+    availability = engine.availability
+    try:  # the common case: one call, no retry machinery
+        done = await backend.transition(task_id, expected=expected, new=new, update=update)
+    except BackendUnavailableError as exc:
+        availability.failed(exc)
+        reraise_if_cancelled()
+    else:
+        if not availability.available:
+            availability.succeeded()
+        return done
+    tries = 1
 
     async def attempt() -> TaskRecord | None:
         nonlocal tries
         tries += 1
         return await backend.transition(task_id, expected=expected, new=new, update=update)
 
-    done = await engine.availability.persist(attempt)
+    await asyncio.sleep(availability.first_delay)
+    done = await availability.persist(attempt)
     if done is None and tries > 1:
         current = await engine.availability.persist(lambda: backend.get(task_id))
         if current is not None and current.status is new and landed(current):
             logger.info("task %s: a reply was lost, but the change had landed", task_id)
             return current.model_copy(update={"logs": []})
     return done
-
-
-def _is_async(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = type(func).__dict__.get("__call__") if not inspect.isroutine(func) else None
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:

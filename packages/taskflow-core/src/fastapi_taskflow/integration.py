@@ -80,7 +80,9 @@ class TaskflowMiddleware:
             return
         _patch_fastapi()  # one attribute read; re-installs a hook something removed
         engine = self.task_manager._engine
-        await engine.started()
+        runtime = engine.current_runtime
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            await engine.started()
         accepted: set[str] = set()
         token = _current_manager.set(self.task_manager)
         ids_token = request_tasks.set(accepted)

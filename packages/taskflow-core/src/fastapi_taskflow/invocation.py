@@ -14,7 +14,7 @@ QUEUED, EAGER, BACKGROUND = "queued", "eager", "background"
 """The routes of an accepted task (see ``accept``)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Invocation:
     """A task's function and arguments, held in process until it finishes."""
 
@@ -26,3 +26,5 @@ class Invocation:
     priority: int = 0
     route: str = BACKGROUND
     attempts: int = 0
+    is_async: bool | None = None
+    """``func`` returns a coroutine; None: not classified yet (done on first run)."""

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import TaskConfig
 from .errors import InvalidTaskError
 
-__all__ = ["RegisteredTask", "TaskRegistry", "default_name", "unrecoverable_reason"]
+__all__ = [
+    "RegisteredTask",
+    "TaskRegistry",
+    "default_name",
+    "is_async_callable",
+    "unrecoverable_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,19 @@ class RegisteredTask:
     func: Callable[..., Any]
     config: TaskConfig
     registered: bool
+    is_async: bool = field(default=False)
+    """The function returns a coroutine (classified once, at registration)."""
+
+
+def is_async_callable(func: Any) -> bool:
+    """True when calling ``func`` returns a coroutine: an ``async def`` function, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is ``async def``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = type(func).__dict__.get("__call__") if not inspect.isroutine(func) else None
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def default_name(func: Callable[..., Any]) -> str:
@@ -57,7 +78,7 @@ class TaskRegistry:
         Raises:
             InvalidTaskError: another function already has that name.
         """
-        entry = RegisteredTask(func, config, registered=True)
+        entry = RegisteredTask(func, config, registered=True, is_async=is_async_callable(func))
         with self._lock:
             existing = self._by_name.get(config.name)
             if existing is not None and existing.func is not func:
@@ -77,7 +98,21 @@ class TaskRegistry:
             found = None
         if found is not None:
             return found
-        return RegisteredTask(func, TaskConfig(name=default_name(func)), registered=False)
+        return RegisteredTask(
+            func,
+            TaskConfig(name=default_name(func)),
+            registered=False,
+            is_async=is_async_callable(func),
+        )
+
+    def is_async(self, func: Callable[..., Any]) -> bool:
+        """Whether ``func`` is a coroutine function; registered ones were classified
+        at registration, so no ``inspect`` runs per call."""
+        try:
+            found = self._by_func.get(func)
+        except TypeError:  # unhashable callable
+            found = None
+        return found.is_async if found is not None else is_async_callable(func)
 
     def by_name(self, name: str) -> RegisteredTask | None:
         """Return the task registered as ``name``, or None."""

@@ -107,14 +107,23 @@ class Availability:
         Only ``BackendUnavailableError`` is retried; other errors propagate. Cancelling the
         caller stops the retries.
         """
+        try:
+            result = await op()  # the common case, without the retry loop's frames
+        except BackendUnavailableError as exc:
+            self.failed(exc)
+            reraise_if_cancelled()
+        else:
+            if not self.available:
+                self.succeeded()
+            return result
         delay = self.first_delay
         while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
             try:
                 return await self.call(op)
             except BackendUnavailableError:
                 reraise_if_cancelled()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_delay)
 
     async def persist_while(
         self, needed: Callable[[], bool], op: Callable[[], Awaitable[object]]

@@ -8,24 +8,30 @@ import itertools
 import threading
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
-from fastapi_taskflow.models import Claim, Lease
+from fastapi_taskflow.models import Claim, Lease, construct
 
 __all__ = ["CoordinationState", "MemoryCoordination"]
 
 Event = LifecycleEvent | LogEvent
 
 
-@dataclass(order=True)
 class _Entry:
-    sort_key: tuple[int, datetime, int]
-    task_id: str = field(compare=False)
-    priority: int = field(compare=False)
-    live: bool = field(default=True, compare=False)
+    """A queued task; the heap orders entries by ``sort_key`` only."""
+
+    __slots__ = ("live", "priority", "sort_key", "task_id")
+
+    def __init__(self, sort_key: tuple[int, datetime, int], task_id: str, priority: int) -> None:
+        self.sort_key = sort_key
+        self.task_id = task_id
+        self.priority = priority
+        self.live = True
+
+    def __lt__(self, other: _Entry) -> bool:
+        return self.sort_key < other.sort_key
 
 
 class _Queue:
@@ -121,11 +127,13 @@ class MemoryCoordination:
                 return []
             claims = []
             for entry in pending.pop_due(now, limit):
-                self._coord.leases[entry.task_id] = Lease(
-                    task_id=entry.task_id, owner=owner, expires_at=expires
+                # values of the right types already: no validation per claim
+                self._coord.leases[entry.task_id] = construct(
+                    Lease, task_id=entry.task_id, owner=owner, expires_at=expires
                 )
                 claims.append(
-                    Claim(
+                    construct(
+                        Claim,
                         task_id=entry.task_id,
                         queue=queue,
                         priority=entry.priority,

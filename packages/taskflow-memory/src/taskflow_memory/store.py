@@ -24,6 +24,8 @@ from fastapi_taskflow.models import (
     TaskUpdate,
     ThroughputBucket,
     bucket_start,
+    construct,
+    copy_with,
     decode_cursor,
     duration_stats,
     encode_cursor,
@@ -86,7 +88,7 @@ class MemoryStore:
         if stored.status in TERMINAL_STATUSES:
             state.finished[stored.task_id] = None
             self._trim_locked()
-        return CreateResult(record=stored, created=True)
+        return construct(CreateResult, record=stored, created=True)
 
     def _trim_locked(self) -> None:
         """Drop the oldest finished tasks while more than ``max_records`` are kept.
@@ -160,12 +162,16 @@ class MemoryStore:
         changes = update.changes() if update is not None else {}
         changes["status"] = status
         changes["updated_at"] = self.clock.now()
-        new = record.model_copy(update=changes)
+        new = copy_with(record, changes)
         state = self._state
         state.records[record.task_id] = new  # stored records are never mutated in place
-        if status is not record.status:
-            self._count(record, -1)
-            self._count(new, +1)
+        old_status = record.status
+        if status is not old_status:
+            state.status_counts[old_status] -= 1
+            state.status_counts[status] += 1
+            by_func = state.func_counts[record.func_name]
+            by_func[old_status] -= 1
+            by_func[status] += 1
             key = record.idempotency_key
             if (
                 key is not None

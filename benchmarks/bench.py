@@ -1,0 +1,484 @@
+"""``nox -s bench``: the scenarios of issue 10 for three implementations in one run.
+
+Implementations: plain FastAPI ``BackgroundTasks`` (the floor), taskflow (this checkout)
+and the competitor, fastapi-taskflow 0.12.1, installed by the nox session into a
+virtualenv of its own. Each implementation runs in an interpreter of its own
+(``bench_worker.py``); rounds alternate the order of the implementations so drift on a
+shared machine cancels, and every figure is the median of the rounds. It prints one
+table of ratios and writes ``benchmarks/results/latest.json``.
+
+    python benchmarks/bench.py [--rounds 3] [--only s1,s3] [--backends memory,sqlite]
+        [--competitor-python PATH] [--rows 1000,1000000] [--s1-tasks 20000] ...
+
+Scenario groups (``--only``): s1, s1_def, s2, s3, e, s1_sqlite, get, idem, rss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+IMPLS = ("plain", "taskflow", "competitor")
+GROUPS = ("s1", "s1_def", "s2", "s3", "e", "s1_sqlite", "get", "idem", "rss")
+BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql")
+E_TARGETS = {"sqlite": 10_000, "redis": 10_000, "postgres": 5_000, "mysql": 3_000}
+
+Results = dict[str, dict[str, float | None]]
+
+
+@dataclass
+class Case:
+    """One row of the table: a scenario and how each implementation runs it."""
+
+    key: str
+    label: str
+    unit: str
+    runs: dict[str, tuple[str, dict[str, Any]]]
+    target: str = "–"
+    met: Callable[[Results], bool | None] = field(default=lambda r: None)
+    once: bool = False  # a fresh process, one round (RSS)
+
+
+def _tf(results: Results, key: str) -> float | None:
+    return results.get(key, {}).get("taskflow")
+
+
+def _both(results: Results, key: str, other: str) -> tuple[float, float] | None:
+    ours, theirs = _tf(results, key), results.get(key, {}).get(other)
+    return (ours, theirs) if ours is not None and theirs is not None else None
+
+
+def cases(args: argparse.Namespace) -> list[Case]:
+    only = set(args.only.split(",")) if args.only else set(GROUPS)
+    backends = [b for b in args.backends.split(",") if b]
+    rows = [int(r) for r in args.rows.split(",") if r]
+    out: list[Case] = []
+    s1 = {"tasks": args.s1_tasks}
+    if "s1" in only:
+        out.append(
+            Case(
+                "s1",
+                f"S1 {args.s1_tasks:,} no-op async tasks in one container (memory)",
+                "µs/task",
+                {i: ("s1", s1) for i in IMPLS},
+                "≤ 3× plain",
+                lambda r: (p[0] <= 3 * p[1]) if (p := _both(r, "s1", "plain")) else None,
+            )
+        )
+    if "s1_def" in only:
+        params = {"tasks": args.s1_def_tasks, "sync": True}
+        out.append(
+            Case(
+                "s1_def",
+                f"S1 {args.s1_def_tasks:,} no-op `def` tasks in one container (memory)",
+                "µs/task",
+                {i: ("s1", params) for i in IMPLS},
+            )
+        )
+    if "s2" in only:
+        for backend in backends:
+            durable = backend != "memory"
+            n = args.s2_durable_requests if durable else args.s2_requests
+            params: dict[str, Any] = {"requests": n, "inflight": args.inflight}
+            if durable:
+                out.append(
+                    Case(
+                        f"s2_{backend}",
+                        f"S2 {n:,} POSTs, {args.inflight} in flight ({backend})",
+                        "req/s",
+                        {"taskflow": ("s2", {**params, "backend": backend})},
+                        "≥ 0.8× S2 memory",
+                        lambda r, k=f"s2_{backend}": (
+                            (p[0] >= 0.8 * p[1])
+                            if (p := _pair(_tf(r, k), _tf(r, "s2_memory")))
+                            else None
+                        ),
+                    )
+                )
+            else:
+                out.append(
+                    Case(
+                        "s2_memory",
+                        f"S2 {n:,} POSTs, {args.inflight} in flight, httpx ASGITransport (memory)",
+                        "req/s",
+                        {i: ("s2", params) for i in IMPLS},
+                        "≥ 0.9× plain",
+                        lambda r: (
+                            (p[0] >= 0.9 * p[1]) if (p := _both(r, "s2_memory", "plain")) else None
+                        ),
+                    )
+                )
+    if "s3" in only:
+        out.append(
+            Case(
+                "s3",
+                f"S3 {args.s3_tasks:,} tasks failing twice then succeeding (retries=2, delay=0)",
+                "µs/task",
+                {i: ("s3", {"tasks": args.s3_tasks}) for i in IMPLS},
+                "≤ 1/10 of competitor",
+                lambda r: (p[0] * 10 <= p[1]) if (p := _both(r, "s3", "competitor")) else None,
+            )
+        )
+    if "e" in only:
+        for backend in backends:
+            n = args.e_durable_tasks if backend != "memory" else args.e_tasks
+            params = {"tasks": n, "concurrency": 50}
+            runs = {"taskflow": ("e", {**params, "backend": backend})}
+            if backend == "memory":
+                runs.update({"plain": ("e", params), "competitor": ("e", params)})
+            goal = E_TARGETS.get(backend)
+            out.append(
+                Case(
+                    f"e_{backend}",
+                    f"E {n:,} tasks, 50 requests in flight, one task each, no HTTP ({backend})",
+                    "tasks/s",
+                    runs,
+                    f"≥ {goal:,}" if goal else "–",
+                    (lambda r, k=f"e_{backend}", g=goal: (v >= g) if (v := _tf(r, k)) else None)
+                    if goal
+                    else (lambda r: None),
+                )
+            )
+    if "s1_sqlite" in only:
+        n = args.s1_sqlite_tasks
+        out.append(
+            Case(
+                "s1_sqlite",
+                f"S1 on SQLite, {n:,} tasks of one container (competitor: its snapshots)",
+                "µs/task",
+                {
+                    "taskflow": ("s1", {"tasks": n, "backend": "sqlite"}),
+                    "competitor": ("s1", {"tasks": n, "backend": "sqlite"}),
+                },
+                "faster than competitor",
+                lambda r: (p[0] < p[1]) if (p := _both(r, "s1_sqlite", "competitor")) else None,
+            )
+        )
+    for kind in ("get", "idem"):
+        if kind not in only:
+            continue
+        for backend in [b for b in args.get_backends.split(",") if b]:
+            for n in rows:
+                key = f"{kind}_{backend}_{n}"
+                runs = {"taskflow": (kind, {"rows": n, "backend": backend})}
+                if kind == "get":
+                    label = f"`store.get(id)` with {n:,} rows ({backend})"
+                    target = "≤ 0.3 ms"
+                    met = _at_most(key, 0.3)
+                else:
+                    label = (
+                        f"idempotent `add_task` (new key) with {n:,} rows ({backend}; "
+                        "competitor: its in-memory store)"
+                    )
+                    runs["competitor"] = ("idem", {"rows": n})
+                    first = f"idem_{backend}_{rows[0]}"
+                    target = f"≤ 2× at {rows[0]:,} rows" if n != rows[0] else "–"
+                    met = _within_twice(key, first) if n != rows[0] else _no_target
+                out.append(Case(key, label, "ms", runs, target, met))
+    if "rss" in only:
+        n = args.rss_tasks
+        out.append(
+            Case(
+                "rss",
+                f"RSS growth after {n:,} finished tasks (memory)",
+                "MiB",
+                {i: ("rss", {"tasks": n}) for i in IMPLS},
+                once=True,
+            )
+        )
+    return out
+
+
+def _no_target(results: Results) -> bool | None:
+    return None
+
+
+def _at_most(key: str, limit: float) -> Callable[[Results], bool | None]:
+    def met(results: Results) -> bool | None:
+        value = _tf(results, key)
+        return None if value is None else value <= limit
+
+    return met
+
+
+def _within_twice(key: str, base: str) -> Callable[[Results], bool | None]:
+    def met(results: Results) -> bool | None:
+        pair = _pair(_tf(results, key), _tf(results, base))
+        return None if pair is None else pair[0] <= 2 * pair[1]
+
+    return met
+
+
+def _pair(a: float | None, b: float | None) -> tuple[float, float] | None:
+    return (a, b) if a is not None and b is not None else None
+
+
+class Worker:
+    """An implementation's interpreter, answering one scenario at a time."""
+
+    def __init__(self, impl: str, python: str, path: str = "") -> None:
+        self.impl = impl
+        RESULTS.mkdir(exist_ok=True)
+        self.log = open(RESULTS / f"worker-{impl}.log", "a")  # noqa: SIM115
+        env = dict(os.environ)
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [python, str(HERE / "bench_worker.py"), impl],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            cwd=str(HERE.parent),
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def run(self, scenario: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"scenario": scenario, "params": params}) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                self.proc.kill()
+                return {"error": f"no answer within {timeout:.0f} s"}
+            if line is None:
+                return {"error": f"worker exited ({self.proc.wait()}); see {self.log.name}"}
+            if line.startswith("@@result "):
+                return dict(json.loads(line[len("@@result ") :]))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+def table(selected: list[Case], results: Results) -> str:
+    lines = [
+        "| scenario | unit | plain | taskflow | competitor | taskflow/plain "
+        "| competitor/plain | taskflow/competitor | target | met |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for case in selected:
+        r = results.get(case.key, {})
+        p, t, c = r.get("plain"), r.get("taskflow"), r.get("competitor")
+        met = case.met(results)
+        verdict = "–" if met is None else ("met" if met else "**missed**")
+        lines.append(
+            f"| {case.label} | {case.unit} | {_fmt(p)} | {_fmt(t)} | {_fmt(c)} "
+            f"| {_ratio(t, p)} | {_ratio(c, p)} | {_ratio(t, c)} | {case.target} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def hardware() -> dict[str, str]:
+    info = {
+        "cpus": str(os.cpu_count()),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        import fastapi
+
+        info["fastapi"] = fastapi.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help=f"comma-separated groups: {','.join(GROUPS)}")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="for S2 and E")
+    parser.add_argument("--get-backends", default="sqlite,postgres", help="for get and idem")
+    parser.add_argument("--rows", default="1000,100000", help="row counts for get and idem")
+    parser.add_argument("--s1-tasks", type=int, default=20_000)
+    parser.add_argument("--s1-def-tasks", type=int, default=5_000)
+    parser.add_argument("--s2-requests", type=int, default=5_000)
+    parser.add_argument("--s2-durable-requests", type=int, default=1_000)
+    parser.add_argument("--inflight", type=int, default=32)
+    parser.add_argument("--s3-tasks", type=int, default=20_000)
+    parser.add_argument("--e-tasks", type=int, default=5_000)
+    parser.add_argument("--e-durable-tasks", type=int, default=1_000)
+    parser.add_argument("--s1-sqlite-tasks", type=int, default=500)
+    parser.add_argument("--rss-tasks", type=int, default=100_000)
+    parser.add_argument(
+        "--clock",
+        choices=["auto", "wall"],
+        default="auto",
+        help="auto: in-process (memory) scenarios in CPU time of their process, the rest "
+        "in wall time; wall: everything in wall time (use on an idle machine)",
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per scenario")
+    parser.add_argument(
+        "--competitor-python",
+        default=os.environ.get("BENCH_COMPETITOR_PYTHON", ""),
+        help="interpreter with fastapi-taskflow==0.12.1 installed (nox sets it up)",
+    )
+    parser.add_argument(
+        "--taskflow-path",
+        default="",
+        help="import taskflow from these source folders (os.pathsep-separated) instead of "
+        "this checkout, e.g. an older commit's packages/*/src to compare before and after",
+    )
+    parser.add_argument("--json", default=str(RESULTS / "latest.json"))
+    args = parser.parse_args()
+
+    os.environ["BENCH_CLOCK"] = args.clock  # the workers inherit it
+    pythons = {"plain": sys.executable, "taskflow": sys.executable}
+    if args.competitor_python:
+        pythons["competitor"] = args.competitor_python
+    else:
+        print("no --competitor-python: the competitor column stays empty", file=sys.stderr)
+    selected = cases(args)
+    samples: dict[str, dict[str, list[float]]] = {c.key: {} for c in selected}
+    errors: dict[str, dict[str, str]] = {}
+
+    def record(case: Case, impl: str, answer: dict[str, Any]) -> None:
+        if "value" in answer:
+            samples[case.key].setdefault(impl, []).append(float(answer["value"]))
+            print(f"  {case.key:22} {impl:10} {answer['value']:12.3f} {case.unit}", flush=True)
+        else:
+            errors.setdefault(case.key, {})[impl] = answer["error"]
+            print(f"  {case.key:22} {impl:10} failed: {answer['error']}", flush=True)
+
+    started = time.monotonic()
+    paths = {"taskflow": args.taskflow_path}
+    workers = {impl: Worker(impl, python, paths.get(impl, "")) for impl, python in pythons.items()}
+    try:
+        for round_no in range(args.rounds):
+            print(f"round {round_no + 1} of {args.rounds}", flush=True)
+            order = [i for i in IMPLS[round_no % 3 :] + IMPLS[: round_no % 3] if i in workers]
+            for case in selected:
+                if case.once:
+                    continue
+                # a service missing here fails every round: don't wait for it again
+                if (
+                    errors.get(case.key)
+                    and round_no
+                    and set(errors[case.key]) >= set(case.runs) & set(workers)
+                ):
+                    continue
+                for impl in order:
+                    if impl in case.runs and not errors.get(case.key, {}).get(impl):
+                        scenario, params = case.runs[impl]
+                        record(case, impl, workers[impl].run(scenario, params, args.timeout))
+    finally:
+        for worker in workers.values():
+            worker.close()
+    for case in [c for c in selected if c.once]:
+        for impl in [i for i in IMPLS if i in case.runs and i in pythons]:
+            # a fresh process: nothing else in its heap
+            worker = Worker(impl, pythons[impl], paths.get(impl, ""))
+            try:
+                scenario, params = case.runs[impl]
+                record(case, impl, worker.run(scenario, params, args.timeout))
+            finally:
+                worker.close()
+
+    results: Results = {
+        c.key: {
+            i: (statistics.median(samples[c.key][i]) if samples[c.key].get(i) else None)
+            for i in IMPLS
+        }
+        for c in selected
+    }
+    text = table(selected, results)
+    print()
+    print(text)
+    info = hardware()
+    elapsed = time.monotonic() - started
+    print(
+        f"\n{info.get('cpu', '?')}, {info['cpus']} CPUs, Python {info['python']}, "
+        f"FastAPI {info.get('fastapi', '?')}; median of {args.rounds} rounds; {elapsed:.0f} s; "
+        + (
+            "in-process scenarios in CPU time, the rest in wall time"
+            if args.clock == "auto"
+            else "wall time"
+        )
+    )
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "hardware": info,
+                "rounds": args.rounds,
+                "clock": args.clock,
+                "taskflow_path": args.taskflow_path,
+                "arguments": vars(args),
+                "seconds": round(elapsed, 1),
+                "cases": [
+                    {
+                        "key": c.key,
+                        "label": c.label,
+                        "unit": c.unit,
+                        "target": c.target,
+                        "met": c.met(results),
+                        "median": results[c.key],
+                        "samples": samples[c.key],
+                        "errors": errors.get(c.key, {}),
+                    }
+                    for c in selected
+                ],
+                "table": text,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
