@@ -114,8 +114,11 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
     try:
         try:
             # Timeout, cancellation and progress of the attempt: see supervision.py.
-            call = _call(engine, invocation, ctx)
-            result = await supervise(engine, ctx, invocation.func, invocation.config.timeout, call)
+            is_async = invocation.is_async
+            if is_async is None:
+                is_async = invocation.is_async = is_async_callable(invocation.func)
+            call = _call(engine, invocation, is_async, ctx)
+            result = await supervise(engine, ctx, is_async, invocation.config.timeout, call)
         except asyncio.CancelledError:
             await _interrupted(engine, record, ctx)
             raise
@@ -148,13 +151,12 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             await engine.leases.release(task_id)
 
 
-async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskContext) -> Any:
+async def _call(
+    engine: Engine, invocation: Invocation, is_async: bool, ctx: task_context.TaskContext
+) -> Any:
     func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
     token = task_context.bind(ctx)
     try:
-        is_async = invocation.is_async
-        if is_async is None:
-            is_async = invocation.is_async = is_async_callable(func)
         if is_async:
             return await func(*args, **kwargs)
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
