@@ -308,15 +308,15 @@ def api_routes(
         "/api/tasks/{task_id}/cancel",
         response_model=TaskSummary,
         responses=_NOT_FOUND | _CONFLICT,
-        summary="Cancel a PENDING task",
+        summary="Cancel a PENDING or RUNNING task",
     )
     async def cancel(task_id: str) -> TaskSummary:
-        """PENDING -> CANCELLED; a task that started or finished is a 409."""
-        backend = await tm.opened_backend()
+        """As ``task_manager.cancel()``: a PENDING task becomes CANCELLED and never
+        starts; a RUNNING one is stopped where it runs and ends CANCELLED (the answer is
+        then still ``running``). A CANCELLED task is returned unchanged; one that ended
+        otherwise is a 409."""
         try:
-            done = await operations.cancel_pending(
-                backend, task_id, clock=tm.clock, actor=_actor(tm)
-            )
+            done = await tm.cancel(task_id)
         except TaskflowError as exc:
             raise _http_error(exc) from exc
         return summary_of(done)

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from ..clock import SystemClock
 from ..errors import RetryQueueFullError, TaskNotFoundError
 from ..models import TaskQuery, TaskRecord, TaskStatus
-from ..operations import cancel_pending, purge_finished, retry_failed, retry_task
+from ..operations import cancel_task, purge_finished, retry_failed, retry_task
 from ..protocols import TaskBackend
 from . import check as check_module
 from . import watch as watch_module
@@ -458,18 +458,24 @@ def _print_ids(output: Output, ids: list[str]) -> None:
 
 @app.command()
 def cancel(
-    task_id: Annotated[str, typer.Argument(help="The PENDING task to cancel.")],
+    task_id: Annotated[str, typer.Argument(help="The PENDING or RUNNING task to cancel.")],
     backend: BackendOption = None,
     json_: Json = False,
 ) -> None:
-    """Cancel a task that has not started yet (PENDING -> CANCELLED); it never runs."""
+    """Cancel a task: a PENDING one never runs; a RUNNING one is stopped by the app
+    instance running it and ends CANCELLED."""
     output = Output(json_)
 
     async def body(url: str) -> None:
         async with open_store(url) as store:
-            record = await cancel_pending(store, task_id, clock=SystemClock(), actor=ACTOR)
+            record = await cancel_task(store, task_id, clock=SystemClock(), actor=ACTOR)
         if output.json:
             output.data(task_summary(record))
+        elif record.status is TaskStatus.RUNNING:
+            output.out.print(
+                f"task {record.task_id} is RUNNING; cancellation requested, the instance "
+                "running it stops it"
+            )
         else:
             output.out.print(f"task {record.task_id} is CANCELLED; it will not run")
 
