@@ -38,6 +38,7 @@ __all__ = [
     "cancel_request_event",
     "cancel_task",
     "cancel_task_with",
+    "get_task",
     "purge_finished",
     "retry_failed",
     "retry_task",
@@ -61,7 +62,12 @@ def default_actor() -> str:
     return f"operator@{socket.gethostname()}"
 
 
-async def _get(backend: TaskBackend, task_id: str) -> TaskRecord:
+async def get_task(backend: TaskBackend, task_id: str) -> TaskRecord:
+    """The stored task ``task_id`` (with its logs).
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+    """
     record = await backend.get(task_id)
     if record is None:
         raise TaskNotFoundError(task_id)
@@ -121,7 +127,7 @@ async def retry_task(
         RetryQueueFullError: ``max_queued`` was reached; the task keeps its status.
     """
     actor = actor or default_actor()
-    record = await _get(backend, task_id)
+    record = await get_task(backend, task_id)
     if record.status not in RETRYABLE_STATUSES:
         raise TaskStateError(
             task_id,
@@ -171,7 +177,7 @@ async def retry_task(
     )
     if moved is None:
         await backend.release_lease(task_id, owner=actor)
-        current = await _get(backend, task_id)
+        current = await get_task(backend, task_id)
         raise TaskStateError(
             task_id,
             current.status.value,
@@ -336,7 +342,7 @@ async def cancel_task_with(
         TaskStateError: the task already ended otherwise, or kept changing status.
     """
     for _ in range(20):
-        record = await _get(backend, task_id)
+        record = await get_task(backend, task_id)
         if record.status is TaskStatus.CANCELLED:
             return record  # idempotent
         if record.status.is_terminal:
@@ -415,7 +421,7 @@ async def cancel_pending(
     actor = actor or default_actor()
     cancelled = await _cancel_pending_logged(backend, task_id, clock=clock, actor=actor)
     if cancelled is None:
-        current = await _get(backend, task_id)
+        current = await get_task(backend, task_id)
         raise TaskStateError(
             task_id,
             current.status.value,
