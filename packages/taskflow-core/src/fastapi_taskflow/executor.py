@@ -19,7 +19,7 @@ from . import context as task_context
 from .cancellation import cancelled_update
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
-from .events import LifecycleEvent, LogEvent
+from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_entries, storable_update
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
@@ -343,23 +343,6 @@ async def _transition(
             logger.info("task %s: a reply was lost, but the change had landed", task_id)
             return current.model_copy(update={"logs": []})
     return done
-
-
-def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
-    """Build the lifecycle event announcing ``record``'s current status."""
-    return LifecycleEvent(
-        task_id=record.task_id,
-        func_name=record.func_name,
-        attempt=record.attempt,
-        tags=record.tags,
-        timestamp=record.updated_at,
-        instance_id=instance_id,
-        status=record.status,
-        error=record.error if record.status is not TaskStatus.SUCCESS else None,
-        queue=record.queue,
-        priority=record.priority,
-        progress=record.progress,
-    )
 
 
 def log_event(ctx: task_context.TaskContext, entry: LogEntry, instance_id: str) -> LogEvent:

@@ -26,7 +26,7 @@ from .errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from .events import LifecycleEvent, LogEvent
+from .events import LogEvent, lifecycle_event
 from .models import LogEntry, TaskQuery, TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend
 
@@ -76,17 +76,7 @@ async def get_task(backend: TaskBackend, task_id: str) -> TaskRecord:
 
 async def _announce(backend: TaskBackend, record: TaskRecord, actor: str) -> None:
     """Publish the new status so every dashboard and ``taskflow watch`` sees it."""
-    event = LifecycleEvent(
-        task_id=record.task_id,
-        func_name=record.func_name,
-        attempt=record.attempt,
-        tags=record.tags,
-        timestamp=record.updated_at,
-        instance_id=actor,
-        status=record.status,
-        error=record.error,
-        queue=record.queue,
-    )
+    event = lifecycle_event(record, actor)
     # Best effort, like every event: the store holds the truth.
     with contextlib.suppress(TaskflowError):
         await backend.publish(event)
