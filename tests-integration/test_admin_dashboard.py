@@ -396,7 +396,9 @@ def test_retry_failed_reruns_every_failed_task_matching_the_filters(
         assert server.task(task_id)["status"] == "success"
 
 
-def test_the_cancel_button_cancels_a_pending_task(watched: Watched, server: Server) -> None:
+def test_the_cancel_button_cancels_pending_and_running_tasks(
+    watched: Watched, server: Server
+) -> None:
     gate = uuid.uuid4().hex
     running = server.post(f"/enqueue/single/{gate}")
     server.wait_status(running, "running")
@@ -409,14 +411,18 @@ def test_the_cancel_button_cancels_a_pending_task(watched: Watched, server: Serv
         server.wait_status(waiting, "pending")
         row = _row(page, waiting)
         expect(row.locator(".badge")).to_have_text("pending")
-        expect(_row(page, running).locator('button[data-action="cancel"]')).to_be_hidden()
         row.locator('button[data-action="cancel"]').click()
         expect(row.locator(".badge")).to_have_text("cancelled")
         expect(row.locator('button[data-action="retry"]')).to_be_visible()
+        # The running task (its gate still closed) is stopped where it runs.
+        running_row = _row(page, running)
+        running_row.locator('button[data-action="cancel"]').click()
+        expect(running_row.locator(".badge")).to_have_text("cancelled")
+        expect(running_row.locator('button[data-action="cancel"]')).to_be_hidden()
     finally:
         httpx.post(f"{server.url}/release/{gate}", timeout=10)
-    server.wait_status(running, "success")
     assert server.task(waiting)["status"] == "cancelled"
+    assert server.task(running)["status"] == "cancelled"
 
 
 def test_markup_in_task_data_renders_as_text(watched: Watched, server: Server) -> None:

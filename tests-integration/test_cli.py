@@ -244,10 +244,12 @@ def test_retry_and_cancel(filled: tuple[str, dict[str, str]]) -> None:
     assert as_json(cancelled)["status"] == "cancelled"
     assert store(url, lambda b: b.queue_length("default")) == 0  # off its queue
 
-    again = invoke("cancel", ids["sync"], "-b", url, "--json")
-    assert again.exit_code == ExitCode.BAD_STATE == 4
-    assert as_json(again)["error"]["kind"] == "bad_state"
-    assert "only PENDING tasks can be cancelled" in as_json(again)["error"]["message"]
+    again = invoke("cancel", ids["sync"], "-b", url, "--json")  # already: unchanged
+    assert again.exit_code == 0 and as_json(again) == as_json(cancelled)
+    ended = invoke("cancel", ids["email1"], "-b", url, "--json")
+    assert ended.exit_code == ExitCode.BAD_STATE == 4
+    assert as_json(ended)["error"]["kind"] == "bad_state"
+    assert "only PENDING or RUNNING tasks can be cancelled" in as_json(ended)["error"]["message"]
 
     retried = as_json(invoke("retry", ids["charge"], "-b", url, "--json"))
     assert retried["task_id"] == ids["charge"]
@@ -648,6 +650,53 @@ async def _retry_while_app_runs(url: str, task_id: str) -> None:
                 break  # it ran again (and the card was declined again)
             assert asyncio.get_running_loop().time() < deadline, record
             await asyncio.sleep(0.05)
+
+
+def test_a_running_task_cancelled_from_the_command_line_ends_cancelled(store_url: str) -> None:
+    """``taskflow cancel`` in another process stops a task running in the app."""
+    store(store_url, lambda b: b.stats())  # the store exists (an app has opened it)
+    asyncio.run(_cancel_while_app_runs(store_url))
+
+
+async def _cancel_while_app_runs(url: str) -> None:
+    from fastapi_taskflow import TaskManager
+
+    task_manager = TaskManager(backend=url, poll_interval=0.05)
+    finished: list[bool] = []
+
+    @task_manager.task(name="endless_job")
+    async def endless_job() -> None:
+        await asyncio.Event().wait()  # only a cancellation ends it
+        finished.append(True)
+
+    async with task_manager:
+        task_id = task_manager.add_task(endless_job)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (record := await task_manager.store.aget(task_id)) is None or (
+            record.status is not TaskStatus.RUNNING
+        ):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        cancel = await asyncio.create_subprocess_exec(
+            taskflow_executable(),
+            "cancel",
+            task_id,
+            "--json",
+            "--backend",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(cancel.communicate(), 60)
+        assert cancel.returncode == 0 and json.loads(out)["status"] == "running"
+        deadline = asyncio.get_running_loop().time() + 30
+        while (record := await task_manager.store.aget(task_id)) is None or (
+            record.status is not TaskStatus.CANCELLED
+        ):
+            assert record is not None and record.status is TaskStatus.RUNNING, record
+            assert asyncio.get_running_loop().time() < deadline, record
+            await asyncio.sleep(0.05)
+    assert record.cancel_requested and finished == []
+    assert record.error is not None and "TaskCancelledError" in record.error
 
 
 # -- logs --follow --------------------------------------------------------------------

@@ -213,6 +213,36 @@ async def test_retry_failed_cancel_and_purge(eventually: Any) -> None:
             assert r.status_code == 422
 
 
+async def test_cancel_stops_a_running_task(eventually: Any) -> None:
+    """The cancel route cancels a RUNNING task as ``task_manager.cancel()`` does: it is
+    stopped where it runs and ends CANCELLED; cancelling it again changes nothing."""
+    tm = TaskManager()
+    started = anyio.Event()
+    reached_end: list[bool] = []
+
+    @tm.task(name="jobs.forever")
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()
+        reached_end.append(True)
+
+    app = FastAPI()
+    TaskAdmin(app, tm)
+    async with tm:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            task_id = tm.add_task(forever)
+            with anyio.fail_after(10):
+                await started.wait()
+            r = await client.post(f"/tasks/api/tasks/{task_id}/cancel")
+            assert r.status_code == 200 and r.json()["status"] in ("running", "cancelled")
+            done = await _settled(Harness(tm, client, []), task_id, eventually)
+            assert done.status is TaskStatus.CANCELLED and done.cancel_requested
+            assert reached_end == []
+            again = await client.post(f"/tasks/api/tasks/{task_id}/cancel")
+            assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
 async def test_stats_are_complete_and_zero_filled(admin: Harness, eventually: Any) -> None:
     ids = [await _run(admin, "ok", i) for i in range(3)]
     for task_id in ids:

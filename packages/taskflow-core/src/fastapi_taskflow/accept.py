@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask
 
-from .config import DEFAULT_QUEUE, check_priority, check_tags
+from .config import DEFAULT_QUEUE, TaskConfig, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
 from .invocation import BACKGROUND, EAGER, QUEUED
@@ -35,9 +35,42 @@ from .registry import unrecoverable_reason
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["accept"]
+__all__ = ["accept", "new_record"]
 
 logger = logging.getLogger("fastapi_taskflow")
+
+
+def new_record(
+    engine: Engine,
+    config: TaskConfig,
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
+    *,
+    tags: dict[str, str],
+    priority: int | None,
+    idempotency_key: str | None = None,
+) -> TaskRecord:
+    """The PENDING record of a new task of ``config`` with its encoded arguments.
+
+    Every value must be checked already (``check_tags``, ``encode_arguments``, ...): the
+    record is built without a second validation.
+    """
+    now = engine.clock.now()
+    return construct(
+        TaskRecord,
+        task_id=new_task_id(),
+        func_name=config.name,
+        queue=config.queue or DEFAULT_QUEUE,
+        priority=priority or 0,
+        args=args,
+        kwargs=kwargs,
+        tags=tags,
+        idempotency_key=idempotency_key,
+        max_retries=config.retries,
+        requeue_on_interrupt=config.requeue_on_interrupt,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def accept(
@@ -87,21 +120,14 @@ def accept(
         check_arguments(func, args_json, kwargs_json)
         if not entry.registered:
             _warn_if_unrecoverable(engine, config.name)
-    now = engine.clock.now()
-    record = construct(  # every value checked above: no second validation
-        TaskRecord,
-        task_id=new_task_id(),
-        func_name=config.name,
-        queue=config.queue or DEFAULT_QUEUE,
-        priority=effective_priority or 0,
-        args=args_json,
-        kwargs=kwargs_json,
+    record = new_record(
+        engine,
+        config,
+        args_json,
+        kwargs_json,
         tags=clean_tags,
+        priority=effective_priority,
         idempotency_key=idempotency_key,
-        max_retries=config.retries,
-        requeue_on_interrupt=config.requeue_on_interrupt,
-        created_at=now,
-        updated_at=now,
     )
     loop = engine.dispatch_loop()
     if route == EAGER and loop is None:

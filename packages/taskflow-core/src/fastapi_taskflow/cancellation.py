@@ -22,9 +22,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import TaskNotFoundError, TaskStateError
 from .events import LifecycleEvent, LogEvent
 from .models import TaskRecord, TaskStatus, TaskUpdate
+from .operations import CANCEL_MARK, cancel_if_pending, cancel_request_event, cancel_task_with
 from .protocols import TaskBackend
 from .runtime import Runtime, reraise_if_cancelled
 from .supervision import scopes_of
@@ -43,11 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fastapi_taskflow")
-
-CANCEL_MARK = "taskflow_cancel"
-"""The ``LogEvent.extra`` field that marks a cancellation request."""
-
-_PENDING = frozenset({TaskStatus.PENDING})
 
 
 def cancelled_update(engine: Engine, exc: BaseException) -> TaskUpdate:
@@ -94,66 +89,34 @@ async def cancel_pending(
 ) -> TaskRecord | None:
     """Move a PENDING task to CANCELLED and off its queue; None if it was no longer
     PENDING. Cleans up what this instance held for it and announces the change."""
-    done = await backend.transition(
+    done = await cancel_if_pending(
+        backend,
         record.task_id,
-        expected=_PENDING,
-        new=TaskStatus.CANCELLED,
-        update=TaskUpdate(
-            finished_at=engine.clock.now(),
-            error="TaskCancelledError: cancelled before it started",
-            cancel_requested=True,
-        ),
+        finished_at=engine.clock.now(),
+        error="TaskCancelledError: cancelled before it started",
     )
-    if done is None:
-        return None
-    await backend.dequeue(record.task_id, queue=record.queue)
-    _on_engine_loop(engine, lambda: _forget_cancelled(engine, done))
+    if done is not None:
+        _on_engine_loop(engine, lambda: _forget_cancelled(engine, done))
     return done
 
 
 async def _cancel_with(engine: Engine, backend: TaskBackend, task_id: str) -> TaskRecord:
-    for _ in range(20):
-        record = await backend.get(task_id)
-        if record is None:
-            raise TaskNotFoundError(task_id)
-        if record.status is TaskStatus.CANCELLED:
-            return record  # idempotent
-        if record.status.is_terminal:
-            raise TaskStateError(
-                task_id,
-                record.status.value,
-                f"task {task_id} already ended {record.status.value.upper()}; only PENDING "
-                "or RUNNING tasks can be cancelled",
-            )
-        if record.status is TaskStatus.PENDING:
-            done = await cancel_pending(engine, backend, record)
-            if done is not None:
-                return done
-            continue  # it started (or ended) meanwhile: look again
-        updated = await backend.update(task_id, TaskUpdate(cancel_requested=True))
-        if updated is None:
-            continue
-        if updated.status is not TaskStatus.RUNNING:
-            continue  # it ended, or is PENDING for a retry: look again
-        await _signal(engine, backend, updated)
-        return updated
-    raise TaskStateError(
-        task_id, "changing", f"task {task_id} kept changing status while cancelling it; try again"
-    )
+    async def pending(record: TaskRecord) -> TaskRecord | None:
+        return await cancel_pending(engine, backend, record)
+
+    async def running(record: TaskRecord) -> None:
+        await _signal(engine, backend, record)
+
+    return await cancel_task_with(backend, task_id, pending=pending, running=running)
 
 
 async def _signal(engine: Engine, backend: TaskBackend, record: TaskRecord) -> None:
     """Tell the instance running ``record`` to cancel it (this one, or through fan-out)."""
-    event = LogEvent(
-        task_id=record.task_id,
-        func_name=record.func_name,
-        attempt=record.attempt,
-        tags=record.tags,
+    event = cancel_request_event(
+        record,
         timestamp=engine.clock.now(),
-        instance_id=engine.instance_id,
-        level="warning",
-        message=f"cancellation requested (from instance {engine.instance_id})",
-        extra={CANCEL_MARK: True},
+        sender=engine.instance_id,
+        by=f"instance {engine.instance_id}",
     )
     scopes = scopes_of(engine)
     _on_engine_loop(engine, lambda: scopes.request(record.task_id))  # runs here?

@@ -29,8 +29,8 @@ from .config import DEFAULT_QUEUE, QueueConfig, TaskConfig
 from .context import TaskContext
 from .dispatcher import QueueWorker
 from .errors import BackendUnavailableError
-from .events import LifecycleEvent, LogEvent
-from .executor import execute, lifecycle_event, log_event
+from .events import LifecycleEvent, LogEvent, lifecycle_event
+from .executor import execute, log_event
 from .fanout import EventHub
 from .invocation import Invocation
 from .leases import LeaseKeeper, open_control_backend

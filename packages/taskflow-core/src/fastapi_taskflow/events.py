@@ -11,9 +11,16 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .models import TaskStatus
+from .models import TaskRecord, TaskStatus
 
-__all__ = ["BusEvent", "LifecycleEvent", "LogEvent", "TaskEvent", "bus_event_adapter"]
+__all__ = [
+    "BusEvent",
+    "LifecycleEvent",
+    "LogEvent",
+    "TaskEvent",
+    "bus_event_adapter",
+    "lifecycle_event",
+]
 
 
 class TaskEvent(BaseModel):
@@ -54,3 +61,20 @@ BusEvent = Annotated[Union[LifecycleEvent, LogEvent], Field(discriminator="type"
 
 bus_event_adapter: TypeAdapter[LifecycleEvent | LogEvent] = TypeAdapter(BusEvent)
 """Encodes and decodes :data:`BusEvent` to and from JSON (``validate_json``/``dump_json``)."""
+
+
+def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
+    """Build the lifecycle event announcing ``record``'s current status."""
+    return LifecycleEvent(
+        task_id=record.task_id,
+        func_name=record.func_name,
+        attempt=record.attempt,
+        tags=record.tags,
+        timestamp=record.updated_at,
+        instance_id=instance_id,
+        status=record.status,
+        error=record.error if record.status is not TaskStatus.SUCCESS else None,
+        queue=record.queue,
+        priority=record.priority,
+        progress=record.progress,
+    )

@@ -19,7 +19,7 @@ from . import context as task_context
 from .cancellation import cancelled_update
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
-from .events import LifecycleEvent, LogEvent
+from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_entries, storable_update
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
@@ -114,8 +114,11 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
     try:
         try:
             # Timeout, cancellation and progress of the attempt: see supervision.py.
-            call = _call(engine, invocation, ctx)
-            result = await supervise(engine, ctx, invocation.func, invocation.config.timeout, call)
+            is_async = invocation.is_async
+            if is_async is None:
+                is_async = invocation.is_async = is_async_callable(invocation.func)
+            call = _call(engine, invocation, is_async, ctx)
+            result = await supervise(engine, ctx, is_async, invocation.config.timeout, call)
         except asyncio.CancelledError:
             await _interrupted(engine, record, ctx)
             raise
@@ -148,13 +151,12 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             await engine.leases.release(task_id)
 
 
-async def _call(engine: Engine, invocation: Invocation, ctx: task_context.TaskContext) -> Any:
+async def _call(
+    engine: Engine, invocation: Invocation, is_async: bool, ctx: task_context.TaskContext
+) -> Any:
     func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
     token = task_context.bind(ctx)
     try:
-        is_async = invocation.is_async
-        if is_async is None:
-            is_async = invocation.is_async = is_async_callable(func)
         if is_async:
             return await func(*args, **kwargs)
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
@@ -341,23 +343,6 @@ async def _transition(
             logger.info("task %s: a reply was lost, but the change had landed", task_id)
             return current.model_copy(update={"logs": []})
     return done
-
-
-def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
-    """Build the lifecycle event announcing ``record``'s current status."""
-    return LifecycleEvent(
-        task_id=record.task_id,
-        func_name=record.func_name,
-        attempt=record.attempt,
-        tags=record.tags,
-        timestamp=record.updated_at,
-        instance_id=instance_id,
-        status=record.status,
-        error=record.error if record.status is not TaskStatus.SUCCESS else None,
-        queue=record.queue,
-        priority=record.priority,
-        progress=record.progress,
-    )
 
 
 def log_event(ctx: task_context.TaskContext, entry: LogEntry, instance_id: str) -> LogEvent:

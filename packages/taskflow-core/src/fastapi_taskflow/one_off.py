@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from .accept import new_record
 from .arming import arm
 from .cancellation import cancel_pending
-from .config import DEFAULT_QUEUE, check_tags
+from .config import check_tags
 from .encoding import encode_arguments
 from .errors import InvalidTaskError, ScheduleError, TaskStateError
 from .invocation import QUEUED
@@ -88,19 +89,8 @@ async def schedule_once(
     clean_tags.update({SCHEDULED_TAG: "once", RUN_AT_TAG: when.isoformat()})
     if run_key is not None:
         clean_tags[RUN_KEY_TAG] = run_key
-    now = engine.clock.now()
-    record = TaskRecord(
-        task_id=str(uuid.uuid4()),
-        func_name=config.name,
-        queue=config.queue or DEFAULT_QUEUE,
-        priority=config.priority or 0,
-        args=args_json,
-        kwargs=kwargs_json,
-        tags=clean_tags,
-        max_retries=config.retries,
-        requeue_on_interrupt=config.requeue_on_interrupt,
-        created_at=now,
-        updated_at=now,
+    record = new_record(
+        engine, config, args_json, kwargs_json, tags=clean_tags, priority=config.priority
     )
     if not engine.durable:
         # In process: the task gets the very objects it was given (nothing is decoded).

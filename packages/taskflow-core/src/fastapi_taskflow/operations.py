@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 from .clock import Clock
 from .errors import (
@@ -26,13 +26,19 @@ from .errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from .events import LifecycleEvent
+from .events import LogEvent, lifecycle_event
 from .models import LogEntry, TaskQuery, TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend
 
 __all__ = [
+    "CANCEL_MARK",
     "RETRYABLE_STATUSES",
+    "cancel_if_pending",
     "cancel_pending",
+    "cancel_request_event",
+    "cancel_task",
+    "cancel_task_with",
+    "get_task",
     "purge_finished",
     "retry_failed",
     "retry_task",
@@ -43,6 +49,10 @@ RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskS
 
 _PENDING = frozenset({TaskStatus.PENDING})
 
+CANCEL_MARK = "taskflow_cancel"
+"""The ``LogEvent.extra`` field that marks a cancellation request (the engine's
+cancellation watcher listens for it)."""
+
 HANDOVER_LEASE_SECONDS = 60.0
 """How long the lease taken while handing a retried task to its queue lasts."""
 
@@ -52,7 +62,12 @@ def default_actor() -> str:
     return f"operator@{socket.gethostname()}"
 
 
-async def _get(backend: TaskBackend, task_id: str) -> TaskRecord:
+async def get_task(backend: TaskBackend, task_id: str) -> TaskRecord:
+    """The stored task ``task_id`` (with its logs).
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+    """
     record = await backend.get(task_id)
     if record is None:
         raise TaskNotFoundError(task_id)
@@ -61,17 +76,7 @@ async def _get(backend: TaskBackend, task_id: str) -> TaskRecord:
 
 async def _announce(backend: TaskBackend, record: TaskRecord, actor: str) -> None:
     """Publish the new status so every dashboard and ``taskflow watch`` sees it."""
-    event = LifecycleEvent(
-        task_id=record.task_id,
-        func_name=record.func_name,
-        attempt=record.attempt,
-        tags=record.tags,
-        timestamp=record.updated_at,
-        instance_id=actor,
-        status=record.status,
-        error=record.error,
-        queue=record.queue,
-    )
+    event = lifecycle_event(record, actor)
     # Best effort, like every event: the store holds the truth.
     with contextlib.suppress(TaskflowError):
         await backend.publish(event)
@@ -112,7 +117,7 @@ async def retry_task(
         RetryQueueFullError: ``max_queued`` was reached; the task keeps its status.
     """
     actor = actor or default_actor()
-    record = await _get(backend, task_id)
+    record = await get_task(backend, task_id)
     if record.status not in RETRYABLE_STATUSES:
         raise TaskStateError(
             task_id,
@@ -162,7 +167,7 @@ async def retry_task(
     )
     if moved is None:
         await backend.release_lease(task_id, owner=actor)
-        current = await _get(backend, task_id)
+        current = await get_task(backend, task_id)
         raise TaskStateError(
             task_id,
             current.status.value,
@@ -253,6 +258,130 @@ async def retry_failed(
     return retried
 
 
+async def cancel_if_pending(
+    backend: TaskBackend, task_id: str, *, finished_at: datetime, error: str
+) -> TaskRecord | None:
+    """Move a PENDING task to CANCELLED (compare-and-set) and take it off its queue.
+
+    If an instance starts the task at the same moment, exactly one of the two wins; a
+    cancelled task never runs.
+
+    Args:
+        backend: an opened backend.
+        task_id: the task to cancel.
+        finished_at: recorded as the task's ``finished_at``.
+        error: recorded as the task's error (why it was cancelled).
+
+    Returns:
+        The task as stored after the change, or None if it was not PENDING (or is gone).
+    """
+    cancelled = await backend.transition(
+        task_id,
+        expected=_PENDING,
+        new=TaskStatus.CANCELLED,
+        update=TaskUpdate(finished_at=finished_at, error=error, cancel_requested=True, owner=None),
+    )
+    if cancelled is not None:
+        await backend.dequeue(task_id, queue=cancelled.queue)
+    return cancelled
+
+
+def cancel_request_event(
+    record: TaskRecord, *, timestamp: datetime, sender: str, by: str | None = None
+) -> LogEvent:
+    """The event that asks the instance running ``record`` to cancel it (sent through the
+    backend's fan-out; dashboards show it as a warning log line). ``sender`` is the
+    event's ``instance_id``; ``by`` names who asked in the message (default: sender)."""
+    return LogEvent(
+        task_id=record.task_id,
+        func_name=record.func_name,
+        attempt=record.attempt,
+        tags=record.tags,
+        timestamp=timestamp,
+        instance_id=sender,
+        level="warning",
+        message=f"cancellation requested (from {by or sender})",
+        extra={CANCEL_MARK: True},
+    )
+
+
+async def cancel_task_with(
+    backend: TaskBackend,
+    task_id: str,
+    *,
+    pending: Callable[[TaskRecord], Awaitable[TaskRecord | None]],
+    running: Callable[[TaskRecord], Awaitable[None]],
+) -> TaskRecord:
+    """Cancel a PENDING or RUNNING task; the steps both ``task_manager.cancel()`` and
+    :func:`cancel_task` take, with what each does for the two cases.
+
+    Args:
+        backend: an opened backend.
+        task_id: the task to cancel.
+        pending: cancels a PENDING task (see :func:`cancel_if_pending`); returns the
+            CANCELLED record, or None if the task was no longer PENDING.
+        running: told about a RUNNING task once ``cancel_requested`` is set on its record,
+            to make the instance running it stop it.
+
+    Returns:
+        The task as stored: CANCELLED, or RUNNING with ``cancel_requested`` set.
+        A task already CANCELLED is returned as it is.
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+        TaskStateError: the task already ended otherwise, or kept changing status.
+    """
+    for _ in range(20):
+        record = await get_task(backend, task_id)
+        if record.status is TaskStatus.CANCELLED:
+            return record  # idempotent
+        if record.status.is_terminal:
+            raise TaskStateError(
+                task_id,
+                record.status.value,
+                f"task {task_id} already ended {record.status.value.upper()}; only PENDING "
+                "or RUNNING tasks can be cancelled",
+            )
+        if record.status is TaskStatus.PENDING:
+            done = await pending(record)
+            if done is not None:
+                return done
+            continue  # it started (or ended) meanwhile: look again
+        updated = await backend.update(task_id, TaskUpdate(cancel_requested=True))
+        if updated is None or updated.status is not TaskStatus.RUNNING:
+            continue  # it ended, or is PENDING for a retry: look again
+        await running(updated)
+        return updated
+    raise TaskStateError(
+        task_id, "changing", f"task {task_id} kept changing status while cancelling it; try again"
+    )
+
+
+async def _cancel_pending_logged(
+    backend: TaskBackend, task_id: str, *, clock: Clock, actor: str
+) -> TaskRecord | None:
+    """:func:`cancel_if_pending`, then the operator's log line and the announcement."""
+    now = clock.now()
+    cancelled = await cancel_if_pending(
+        backend, task_id, finished_at=now, error=f"cancelled by {actor}"
+    )
+    if cancelled is None:
+        return None
+    await backend.append_logs(
+        task_id,
+        [
+            LogEntry(
+                timestamp=now,
+                level="warning",
+                message=f"cancelled by {actor} before it started",
+                attempt=cancelled.attempt,
+            )
+        ],
+    )
+    await _announce(backend, cancelled, actor)
+    return cancelled
+
+
 async def cancel_pending(
     backend: TaskBackend,
     task_id: str,
@@ -263,8 +392,8 @@ async def cancel_pending(
     """Cancel a task that has not started: PENDING -> CANCELLED, and off its queue.
 
     Compare-and-set: if an instance starts the task at the same moment, exactly one of
-    the two wins; a cancelled task never runs. (Cancelling a RUNNING task is not this
-    operation: it raises ``TaskStateError``.)
+    the two wins; a cancelled task never runs. (A RUNNING task raises
+    ``TaskStateError`` here; :func:`cancel_task` cancels it too.)
 
     Args:
         backend: an opened backend.
@@ -280,15 +409,9 @@ async def cancel_pending(
         TaskStateError: the task is RUNNING or already finished.
     """
     actor = actor or default_actor()
-    now = clock.now()
-    cancelled = await backend.transition(
-        task_id,
-        expected=_PENDING,
-        new=TaskStatus.CANCELLED,
-        update=TaskUpdate(finished_at=now, error=f"cancelled by {actor}", owner=None),
-    )
+    cancelled = await _cancel_pending_logged(backend, task_id, clock=clock, actor=actor)
     if cancelled is None:
-        current = await _get(backend, task_id)
+        current = await get_task(backend, task_id)
         raise TaskStateError(
             task_id,
             current.status.value,
@@ -300,20 +423,50 @@ async def cancel_pending(
                 else " (it has already finished)"
             ),
         )
-    await backend.dequeue(task_id, queue=cancelled.queue)
-    await backend.append_logs(
-        task_id,
-        [
-            LogEntry(
-                timestamp=now,
-                level="warning",
-                message=f"cancelled by {actor} before it started",
-                attempt=cancelled.attempt,
-            )
-        ],
-    )
-    await _announce(backend, cancelled, actor)
     return cancelled
+
+
+async def cancel_task(
+    backend: TaskBackend,
+    task_id: str,
+    *,
+    clock: Clock,
+    actor: str | None = None,
+) -> TaskRecord:
+    """Cancel a PENDING or RUNNING task from outside the app (the ``taskflow`` CLI).
+
+    A PENDING task is cancelled as by :func:`cancel_pending`. A RUNNING task gets
+    ``cancel_requested`` set on its record and a cancellation request is published
+    through the backend's fan-out; the app instance running it stops it (an async task
+    at its next ``await``, a sync one when it checks ``cancel_requested``) and records
+    it CANCELLED. Without fan-out, instances see the flag when they poll the records of
+    the tasks they run.
+
+    Args:
+        backend: an opened backend.
+        task_id: the task to cancel.
+        clock: the time recorded as ``finished_at`` (and of the request).
+        actor: who cancels (default ``operator@<host>``).
+
+    Returns:
+        The task as stored: CANCELLED (it was PENDING, or already CANCELLED), or
+        RUNNING with ``cancel_requested`` set (it ends CANCELLED soon after).
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+        TaskStateError: the task already ended (SUCCESS, FAILED, ...).
+    """
+    who = actor or default_actor()
+
+    async def pending(record: TaskRecord) -> TaskRecord | None:
+        return await _cancel_pending_logged(backend, record.task_id, clock=clock, actor=who)
+
+    async def running(record: TaskRecord) -> None:
+        event = cancel_request_event(record, timestamp=clock.now(), sender=who)
+        with contextlib.suppress(TaskflowError):  # the flag on the record is the truth
+            await backend.publish(event)
+
+    return await cancel_task_with(backend, task_id, pending=pending, running=running)
 
 
 async def purge_finished(

@@ -19,11 +19,9 @@ comes out of the call is turned into what happened:
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import progress
@@ -44,10 +42,10 @@ _REMEMBER_SECONDS = 120.0
 class Scope:
     """One running attempt that can be interrupted (by its deadline or by a cancel)."""
 
-    def __init__(self, ctx: TaskContext, task: asyncio.Task[Any], func: Callable[..., Any]):
+    def __init__(self, ctx: TaskContext, task: asyncio.Task[Any], is_async: bool):
         self.ctx = ctx
         self.task = task
-        self.func = func
+        self.is_async = is_async
         self.active = True
         self.reason: str | None = None
         self._cancelled_task = False
@@ -58,7 +56,7 @@ class Scope:
             return
         if reason == CANCEL:
             self.ctx.cancel_requested = True
-            if not is_async(self.func):
+            if not self.is_async:
                 return  # a thread cannot be stopped: the task sees cancel_requested
         if self.reason is None:
             self.reason = reason
@@ -126,15 +124,16 @@ def scopes_of(engine: Engine) -> CancelScopes:
 async def supervise(
     engine: Engine,
     ctx: TaskContext,
-    func: Callable[..., Any],
+    is_async: bool,
     timeout: float | None,
     call: Coroutine[Any, Any, Any],
 ) -> Any:
-    """Await ``call`` (one attempt of ``func``) with its timeout, cancellation and
-    progress reporting; see the module docstring for what it raises."""
+    """Await ``call`` (one attempt of a task function; ``is_async``: it runs on the loop,
+    not on a thread) with its timeout, cancellation and progress reporting; see the module
+    docstring for what it raises."""
     task = asyncio.current_task()
     assert task is not None
-    scope = Scope(ctx, task, func)
+    scope = Scope(ctx, task, is_async)
     scopes = scopes_of(engine)
     scopes.open(scope)
     timer = (
@@ -150,7 +149,7 @@ async def supervise(
             reason = scope.settle()
             if reason == TIMEOUT:
                 assert timeout is not None
-                raise TaskTimeoutError(timeout, sync=not is_async(func)) from None
+                raise TaskTimeoutError(timeout, sync=not is_async) from None
             if reason == CANCEL:
                 raise TaskCancelledError(f"task {ctx.task_id} was cancelled") from None
             raise
@@ -169,25 +168,3 @@ async def supervise(
             timer.cancel()
         scopes.close(scope)
         await progress.close(reporters)
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_async_cached(func: Callable[..., Any]) -> bool:
-    return _is_async(func)
-
-
-def is_async(func: Callable[..., Any]) -> bool:
-    """True when calling ``func`` gives a coroutine (it runs on the loop, not a thread)."""
-    try:
-        return _is_async_cached(func)
-    except TypeError:  # unhashable callable
-        return _is_async(func)
-
-
-def _is_async(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = type(func).__dict__.get("__call__") if not inspect.isroutine(func) else None
-    return call is not None and inspect.iscoroutinefunction(call)

@@ -6,6 +6,8 @@ builds that router with its auth dependency, so every route here is guarded.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Final
 
@@ -21,7 +23,7 @@ from ..errors import (
     TaskStateError,
 )
 from ..manager import TaskManager
-from ..models import TaskQuery, TaskStatus, bucket_start
+from ..models import TaskQuery, TaskRecord, TaskStatus, bucket_start
 from .metrics import CONTENT_TYPE, AdminMetrics
 from .schemas import (
     Attempt,
@@ -106,14 +108,25 @@ def _query(
     )
 
 
-def _http_error(exc: TaskflowError) -> HTTPException:
-    if isinstance(exc, TaskNotFoundError):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    if isinstance(exc, (TaskStateError, RetryQueueFullError)):
-        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
-    if isinstance(exc, InvalidOperationError):
-        return HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
-    raise exc
+_STATUS_OF_ERROR: Final[tuple[tuple[type[TaskflowError], int], ...]] = (
+    (TaskNotFoundError, status.HTTP_404_NOT_FOUND),
+    (TaskStateError, status.HTTP_409_CONFLICT),
+    (RetryQueueFullError, status.HTTP_409_CONFLICT),
+    (InvalidOperationError, status.HTTP_400_BAD_REQUEST),
+)
+
+
+@contextlib.contextmanager
+def _http_errors() -> Iterator[None]:
+    """Turn an operation's refusal into its HTTP answer: an unknown id 404, a status that
+    does not allow it (or a full queue) 409, a bad argument 400; others propagate."""
+    try:
+        yield
+    except TaskflowError as exc:
+        for kind, code in _STATUS_OF_ERROR:
+            if isinstance(exc, kind):
+                raise HTTPException(code, str(exc)) from exc
+        raise
 
 
 def api_routes(
@@ -125,6 +138,13 @@ def api_routes(
 ) -> None:
     """Add every JSON route, the event stream and ``/metrics`` to ``router``."""
     tm = task_manager
+
+    async def found(task_id: str) -> TaskRecord:
+        """The task with its logs, or a 404."""
+        record = await tm.store.aget(task_id)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(TaskNotFoundError(task_id)))
+        return record
 
     # Registered before the ``/api/tasks/{task_id}`` routes, so that path is this
     # route's (an OPTIONS request is answered with ``Allow: POST``).
@@ -139,14 +159,13 @@ def api_routes(
         query = _query(body, limit=200, default=[TaskStatus.FAILED])
         backend = await tm.opened_backend()
         limit = tm.queue_limit(query.queue) if query.queue else None
-        try:
-            ids = await operations.retry_failed(
-                backend, query, clock=tm.clock, max_queued=limit, actor=_actor(tm)
-            )
-        except RetryQueueFullError as exc:
-            return RetryFailedResult(task_ids=exc.retried, stopped=str(exc))
-        except TaskflowError as exc:
-            raise _http_error(exc) from exc
+        with _http_errors():
+            try:
+                ids = await operations.retry_failed(
+                    backend, query, clock=tm.clock, max_queued=limit, actor=_actor(tm)
+                )
+            except RetryQueueFullError as exc:
+                return RetryFailedResult(task_ids=exc.retried, stopped=str(exc))
         return RetryFailedResult(task_ids=ids)
 
     @router.get(
@@ -195,10 +214,7 @@ def api_routes(
     )
     async def get_task(task_id: str) -> TaskDetail:
         """Arguments and result are null unless the admin was built with display_args."""
-        record = await tm.store.aget(task_id)
-        if record is None:
-            raise _http_error(TaskNotFoundError(task_id))
-        return detail_of(record, display_args=display_args)
+        return detail_of(await found(task_id), display_args=display_args)
 
     @router.get(
         "/api/tasks/{task_id}/logs",
@@ -208,10 +224,7 @@ def api_routes(
     )
     async def get_logs(task_id: str) -> list[Log]:
         """Every log line the task (and the engine, about it) wrote."""
-        record = await tm.store.aget(task_id)
-        if record is None:
-            raise _http_error(TaskNotFoundError(task_id))
-        return detail_of(record, display_args=False).logs
+        return detail_of(await found(task_id), display_args=False).logs
 
     @router.get(
         "/api/tasks/{task_id}/attempts",
@@ -221,10 +234,7 @@ def api_routes(
     )
     async def get_attempts(task_id: str) -> list[Attempt]:
         """Attempts in order; a failed one carries its error and traceback."""
-        record = await tm.store.aget(task_id)
-        if record is None:
-            raise _http_error(TaskNotFoundError(task_id))
-        return attempts_of(record)
+        return attempts_of(await found(task_id))
 
     @router.get("/api/stats", response_model=Stats, summary="Counts, durations, throughput")
     async def stats(
@@ -296,29 +306,25 @@ def api_routes(
         backend = await tm.opened_backend()
         record = await backend.get(task_id)
         limit = tm.queue_limit(record.queue) if record is not None else None
-        try:
+        with _http_errors():
             done = await operations.retry_task(
                 backend, task_id, clock=tm.clock, max_queued=limit, actor=_actor(tm)
             )
-        except TaskflowError as exc:
-            raise _http_error(exc) from exc
         return summary_of(done)
 
     @router.post(
         "/api/tasks/{task_id}/cancel",
         response_model=TaskSummary,
         responses=_NOT_FOUND | _CONFLICT,
-        summary="Cancel a PENDING task",
+        summary="Cancel a PENDING or RUNNING task",
     )
     async def cancel(task_id: str) -> TaskSummary:
-        """PENDING -> CANCELLED; a task that started or finished is a 409."""
-        backend = await tm.opened_backend()
-        try:
-            done = await operations.cancel_pending(
-                backend, task_id, clock=tm.clock, actor=_actor(tm)
-            )
-        except TaskflowError as exc:
-            raise _http_error(exc) from exc
+        """As ``task_manager.cancel()``: a PENDING task becomes CANCELLED and never
+        starts; a RUNNING one is stopped where it runs and ends CANCELLED (the answer is
+        then still ``running``). A CANCELLED task is returned unchanged; one that ended
+        otherwise is a 409."""
+        with _http_errors():
+            done = await tm.cancel(task_id)
         return summary_of(done)
 
     @router.post(
@@ -330,12 +336,10 @@ def api_routes(
     async def purge(body: PurgeRequest) -> PurgeResult:
         """Active tasks are never deleted."""
         backend = await tm.opened_backend()
-        try:
+        with _http_errors():
             n = await operations.purge_finished(
                 backend, older_than=timedelta(seconds=body.older_than_seconds), clock=tm.clock
             )
-        except TaskflowError as exc:
-            raise _http_error(exc) from exc
         return PurgeResult(purged=n)
 
     @router.get(

@@ -69,7 +69,10 @@ class TaskAdmin:
         title: str = "taskflow",
         display_args: bool = False,
     ) -> None:
-        self.path = _check_path(path)
+        # Plain names on the right: the API reference shows these values, and must not
+        # show private names.
+        path = _check_path(path)
+        self.path = path
         self.task_manager = task_manager
         self.title = title
         self.display_args = display_args
@@ -81,7 +84,8 @@ class TaskAdmin:
             )
         self.metrics = AdminMetrics()
         task_manager.observers.add(self.metrics)
-        self.router = self._build_router()
+        router = self._build_router()
+        self.router = router
         if auth is None:
             logger.warning(
                 "TaskAdmin at %s has no auth: anyone who can reach this app can read task "

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -24,9 +25,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..clock import SystemClock
-from ..errors import RetryQueueFullError, TaskNotFoundError
-from ..models import TaskQuery, TaskRecord, TaskStatus
-from ..operations import cancel_pending, purge_finished, retry_failed, retry_task
+from ..errors import RetryQueueFullError
+from ..models import TaskQuery, TaskStatus
+from ..operations import cancel_task, get_task, purge_finished, retry_failed, retry_task
 from ..protocols import TaskBackend
 from . import check as check_module
 from . import watch as watch_module
@@ -120,6 +121,14 @@ class Output:
         sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
+    def result(self, value: Any, human: Any) -> None:
+        """Print a command's result: ``value`` as JSON with ``--json``, else ``human``
+        (text or a rich renderable) on stdout."""
+        if self.json:
+            self.data(value)
+        else:
+            self.out.print(human)
+
     def fail(self, exc: BaseException, url: str | None) -> NoReturn:
         """Report ``exc`` (password removed) and exit with its code."""
         code = exit_code_for(exc)
@@ -210,30 +219,37 @@ def _tags(values: list[str] | None) -> dict[str, str] | None:
     return tags
 
 
-def _query(
-    *,
-    status: list[str] | None,
-    func: str | None,
-    queue: str | None,
-    tag: list[str] | None,
-    since: str | None,
-    until: str | None,
-    search: str | None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> TaskQuery:
-    now = SystemClock().now()
-    return TaskQuery(
-        statuses=_statuses(status),
-        func_name=func,
-        queue=queue,
-        tags=_tags(tag),
-        created_after=parse_moment(since, now=now, option="--since") if since else None,
-        created_before=parse_moment(until, now=now, option="--until") if until else None,
-        q=search or None,
-        limit=limit,
-        cursor=cursor,
-    )
+@dataclass(frozen=True)
+class _Filters:
+    """The filter options ``list`` and ``retry --all-failed`` share, as given."""
+
+    status: list[str] | None
+    func: str | None
+    queue: str | None
+    tag: list[str] | None
+    since: str | None
+    until: str | None
+    search: str | None
+
+    def given(self) -> bool:
+        """True when any filter option was given."""
+        return any(vars(self).values())
+
+    def query(self, *, limit: int = 50, cursor: str | None = None) -> TaskQuery:
+        """The store query of these filters (a bad value is a usage error)."""
+        now = SystemClock().now()
+        since, until = self.since, self.until
+        return TaskQuery(
+            statuses=_statuses(self.status),
+            func_name=self.func,
+            queue=self.queue,
+            tags=_tags(self.tag),
+            created_after=parse_moment(since, now=now, option="--since") if since else None,
+            created_before=parse_moment(until, now=now, option="--until") if until else None,
+            q=self.search or None,
+            limit=limit,
+            cursor=cursor,
+        )
 
 
 # -- commands -------------------------------------------------------------------------
@@ -260,18 +276,10 @@ def list_tasks(
     """List tasks, newest first, with filters; one page at a time."""
     output = Output(json_)
 
+    filters = _Filters(status, func, queue, tag, since, until, search)
+
     async def body(url: str) -> None:
-        query = _query(
-            status=status,
-            func=func,
-            queue=queue,
-            tag=tag,
-            since=since,
-            until=until,
-            search=search,
-            limit=limit,
-            cursor=cursor,
-        )
+        query = filters.query(limit=limit, cursor=cursor)
         async with open_store(url) as store:
             try:
                 page = await store.query(query)
@@ -307,11 +315,8 @@ def show(
 
     async def body(url: str) -> None:
         async with open_store(url) as store:
-            record = await _get(store, task_id)
-        if output.json:
-            output.data(task_detail(record))
-        else:
-            output.out.print(detail_view(record))
+            record = await get_task(store, task_id)
+        output.result(task_detail(record), detail_view(record))
 
     _run(output, backend, body)
 
@@ -345,7 +350,7 @@ def logs(
             if follow:
                 await follow_logs(store, task_id, output, tail=tail, tracebacks=tracebacks)
                 return
-            record = await _get(store, task_id)
+            record = await get_task(store, task_id)
         entries = record.logs[-tail:] if tail else record.logs
         if output.json:
             output.data([log_json(e) for e in entries])
@@ -355,13 +360,6 @@ def logs(
             output.out.print(logs_table(entries, tracebacks=tracebacks))
 
     _run(output, backend, body)
-
-
-async def _get(store: TaskBackend, task_id: str) -> TaskRecord:
-    record = await store.get(task_id)
-    if record is None:
-        raise TaskNotFoundError(task_id)
-    return record
 
 
 @app.command()
@@ -397,14 +395,14 @@ def retry(
     """Run a FAILED, INTERRUPTED or CANCELLED task again (same id, arguments, tags,
     queue and priority), or every failed task matching filters with --all-failed."""
     output = Output(json_)
-    filters = any(v for v in (status, func, queue, tag, since, until, search, limit))
+    filters = _Filters(status, func, queue, tag, since, until, search)
 
     async def body(url: str) -> None:
         if all_failed == (task_id is not None):
             raise CLIError(
                 ExitCode.USAGE, "give a task id or --all-failed (with filters), not both"
             )
-        if task_id is not None and filters:
+        if task_id is not None and (filters.given() or limit):
             raise CLIError(
                 ExitCode.USAGE, "filters (--status, --func, ...) go with --all-failed, not an id"
             )
@@ -414,24 +412,13 @@ def retry(
                 record = await retry_task(
                     store, task_id, clock=clock, max_queued=max_queued, actor=ACTOR
                 )
-            if output.json:
-                output.data(task_summary(record))
-            else:
-                output.out.print(
-                    f"task {record.task_id} is PENDING again on queue {record.queue!r}: an "
-                    f"instance that has {record.func_name!r} will run it"
-                )
+            output.result(
+                task_summary(record),
+                f"task {record.task_id} is PENDING again on queue {record.queue!r}: an "
+                f"instance that has {record.func_name!r} will run it",
+            )
             return
-        query = _query(
-            status=status,
-            func=func,
-            queue=queue,
-            tag=tag,
-            since=since,
-            until=until,
-            search=search,
-            limit=200,
-        )
+        query = filters.query(limit=200)
         async with open_store(url) as store:
             try:
                 ids = await retry_failed(
@@ -458,20 +445,24 @@ def _print_ids(output: Output, ids: list[str]) -> None:
 
 @app.command()
 def cancel(
-    task_id: Annotated[str, typer.Argument(help="The PENDING task to cancel.")],
+    task_id: Annotated[str, typer.Argument(help="The PENDING or RUNNING task to cancel.")],
     backend: BackendOption = None,
     json_: Json = False,
 ) -> None:
-    """Cancel a task that has not started yet (PENDING -> CANCELLED); it never runs."""
+    """Cancel a task: a PENDING one never runs; a RUNNING one is stopped by the app
+    instance running it and ends CANCELLED."""
     output = Output(json_)
 
     async def body(url: str) -> None:
         async with open_store(url) as store:
-            record = await cancel_pending(store, task_id, clock=SystemClock(), actor=ACTOR)
-        if output.json:
-            output.data(task_summary(record))
-        else:
-            output.out.print(f"task {record.task_id} is CANCELLED; it will not run")
+            record = await cancel_task(store, task_id, clock=SystemClock(), actor=ACTOR)
+        output.result(
+            task_summary(record),
+            f"task {record.task_id} is RUNNING; cancellation requested, the instance running "
+            "it stops it"
+            if record.status is TaskStatus.RUNNING
+            else f"task {record.task_id} is CANCELLED; it will not run",
+        )
 
     _run(output, backend, body)
 
@@ -503,10 +494,9 @@ def purge(
                 )
             else:
                 purged = await _purge_with_progress(output, store, age, batch_size)
-        if output.json:
-            output.data({"purged": purged})
-        else:
-            output.out.print(f"purged {purged} finished task{'s' if purged != 1 else ''}")
+        output.result(
+            {"purged": purged}, f"purged {purged} finished task{'s' if purged != 1 else ''}"
+        )
 
     _run(output, backend, body)
 
@@ -565,10 +555,7 @@ def stats(
                 bucket_seconds=int(width.total_seconds()),
                 queues=queue or ["default"],
             )
-        if output.json:
-            output.data(data)
-        else:
-            output.out.print(stats_view(data))
+        output.result(data, stats_view(data))
 
     _run(output, backend, body)
 
@@ -618,10 +605,7 @@ def check(backend: BackendOption = None, json_: Json = False) -> None:
 
     async def body(url: str) -> None:
         report = await check_module.run_checks(url)
-        if output.json:
-            output.data(report.to_json())
-        else:
-            output.out.print(check_module.render(report))
+        output.result(report.to_json(), check_module.render(report))
         if not report.ok:
             failed = next(c for c in report.checks if not c.ok)
             output.err.print(f"[bold red]error:[/] {_escape(scrub(failed.detail, url))}")

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from ..errors import TaskNotFoundError
 from ..events import LifecycleEvent, LogEvent
 from ..models import LogEntry
+from ..operations import get_task
 from ..protocols import TaskBackend
 from .render import status_text, when
 from .shapes import log_json
@@ -63,9 +63,7 @@ async def follow_logs(
         TaskNotFoundError: no task has this id.
     """
     async with store.subscribe() as events:
-        record = await store.get(task_id)
-        if record is None:
-            raise TaskNotFoundError(task_id)
+        record = await get_task(store, task_id)
         seen = {_key(e.timestamp, e.attempt, e.message) for e in record.logs}
         for entry in record.logs[-tail:] if tail else record.logs:
             _line(output, entry, tracebacks=tracebacks)

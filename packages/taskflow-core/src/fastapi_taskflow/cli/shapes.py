@@ -8,42 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..admin.schemas import TaskSummary, summary_of
 from ..events import LifecycleEvent, LogEvent
 from ..models import LogEntry, TaskRecord
 
 __all__ = ["SUMMARY_FIELDS", "event_json", "log_json", "task_detail", "task_summary"]
 
-SUMMARY_FIELDS = (
-    "task_id",
-    "func_name",
-    "status",
-    "queue",
-    "priority",
-    "tags",
-    "attempt",
-    "max_retries",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "finished_at",
-    "duration_seconds",
-    "error",
-    "progress",
-    "idempotency_key",
-    "owner",
-)
+SUMMARY_FIELDS = tuple(TaskSummary.model_fields)
+"""The fields of a task summary, in order (those of the admin API's ``TaskSummary``)."""
 
 
 def task_summary(record: TaskRecord) -> dict[str, Any]:
     """A task without arguments, result or logs (what ``list`` prints per task)."""
-    data = record.model_dump(
-        mode="json", exclude={"args", "kwargs", "result", "logs", "requeue_on_interrupt"}
-    )
-    duration = None
-    if record.started_at is not None and record.finished_at is not None:
-        duration = (record.finished_at - record.started_at).total_seconds()
-    data["duration_seconds"] = duration
-    return {name: data.get(name) for name in SUMMARY_FIELDS}
+    return summary_of(record).model_dump(mode="json")
 
 
 def log_json(entry: LogEntry) -> dict[str, Any]:

@@ -385,7 +385,8 @@ async function act(action, id) {
     const task = action === "retry" ? await api.retry(id) : await api.cancel(id);
     table.update(id, task); // unless events already told of what happened next
     lastStatus.set(id, table.get(id)?.status ?? task.status);
-    toast(action === "retry" ? "Retry queued" : "Task cancelled");
+    toast(action === "retry" ? "Retry queued"
+      : task.status === "running" ? "Cancellation requested" : "Task cancelled");
     if (detail.openId === id) openDetail(id, { quiet: true });
     scheduleStats(500);
   } catch (err) {

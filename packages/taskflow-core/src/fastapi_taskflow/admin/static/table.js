@@ -5,7 +5,7 @@ import { h, setText } from "./dom.js";
 import { duration, fullTime, parseTime, shortId, shortTime } from "./format.js";
 
 export const RETRYABLE = new Set(["failed", "interrupted", "cancelled"]);
-export const CANCELLABLE = new Set(["pending"]);
+export const CANCELLABLE = new Set(["pending", "running"]);
 export const TERMINAL = new Set(["success", "failed", "interrupted", "cancelled", "rejected"]);
 const MAX_ROWS = 1000;
 
@@ -126,7 +126,7 @@ export class TaskTable {
       }, "Retry"),
       cancel: h("button", {
         class: "row-action danger", type: "button", dataset: { action: "cancel" },
-        title: "Cancel this pending task",
+        title: "Cancel this task (a running one is stopped)",
       }, "Cancel"),
     };
     const tr = h(
