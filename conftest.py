@@ -1,49 +1,73 @@
-"""How the suite is split over pytest-xdist workers (``nox -s tests`` runs ``-n 3 --dist
-loadgroup``); without xdist the marks below change nothing.
+"""How the suite is split over pytest-xdist workers: ``nox -s tests`` runs ``-n 3 --dist
+loadgroup``, and with ``--dist loadgroup`` the groups below decide which tests share a worker.
 
 * The timing-sensitive multi-process tests (several app processes racing, killed or
-  outaged on purpose, schedules firing on real seconds) share one group: they run one
+  outaged on purpose, schedules firing on real seconds) form one group: they run one
   after another on one worker, never next to each other, while the rest of the suite
   runs on the other workers.
-* A module with a module-scoped fixture (a server, a browser page, a seeded store) keeps
-  its tests on one worker, so the fixture starts once.
-* The tests on the self-started Redis Cluster share one worker, so one cluster starts.
+* A module with a module-scoped fixture (a server, a browser page, a seeded store) is one
+  group, so the fixture starts once.
+* The tests on the self-started Redis Cluster form one group, so one cluster starts.
+* Every other test is a unit of its own (as ``--dist load``).
+
+xdist's own ``xdist_group`` marks cannot do this with pytest 9.2: pytest-xdist 3.8 groups
+by appending ``@group`` to ``item._nodeid``, which pytest 9.2 no longer reads. So the
+groups are computed here from each test's file, in a scheduler of our own. Groups are
+scheduled biggest first (xdist's ``loadscopereorder``), so the long serial group starts at
+once instead of becoming the tail. Without xdist this file changes nothing.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 SERIAL_GROUP = "timing-sensitive"
 SERIAL_FILES = {
-    "test_schedules_instances.py",
-    "test_durability_crash.py",
-    "test_durability_idempotency.py",
-    "test_outages.py",
-    "test_sql_concurrency.py",
-    "test_redis_concurrency.py",
+    "tests-integration/test_schedules_instances.py",
+    "tests-integration/test_durability_crash.py",
+    "tests-integration/test_durability_idempotency.py",
+    "tests-integration/test_outages.py",
+    "tests-integration/test_sql_concurrency.py",
+    "tests-integration/test_redis_concurrency.py",
+}
+CLUSTER_FILES = {
+    "packages/taskflow-redis/tests/test_cluster.py",
+    "packages/taskflow-redis/tests/test_conformance_redis_cluster.py",
 }
 WHOLE_MODULE_FILES = {
-    "test_admin_dashboard.py",
-    "test_admin_schema.py",
-    "test_clients.py",
+    "tests-integration/test_admin_dashboard.py",
+    "tests-integration/test_admin_schema.py",
+    "packages/taskflow-redis/tests/test_clients.py",
 }
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xdist registers this mark itself; registered here too for runs without it.
-    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
+def group_of(nodeid: str) -> str:
+    """The scheduling unit of the test ``nodeid``: a group name, or the test itself."""
+    path = nodeid.split("::", 1)[0]
+    if path in SERIAL_FILES:
+        return SERIAL_GROUP
+    if path in CLUSTER_FILES:
+        return "redis-cluster"
+    if path in WHOLE_MODULE_FILES:
+        return path
+    return nodeid
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        if name in SERIAL_FILES:
-            group = SERIAL_GROUP
-        elif "redis_cluster" in getattr(item, "fixturenames", ()):
-            group = "redis-cluster"
-        elif name in WHOLE_MODULE_FILES:
-            group = f"{item.path.parent.name}/{name}"
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pragma: no cover - the suite without pytest-xdist
+    pass
+else:
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        """``--dist load`` for single tests, whole groups for the tests in ``group_of``."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") == "loadgroup":
+            return GroupScheduling(config, log)
+        return None

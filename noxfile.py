@@ -33,6 +33,7 @@ TEST_DEPS = [
     "playwright>=1.44",
     "schemathesis>=4.0",
     "pytest-xdist>=3.5",  # the suite on several workers (groups: ./conftest.py)
+    "pip>=23",  # test_the_wheel_ships_the_dashboard_assets builds a wheel (uv venvs have none)
 ]
 # `nox -s tests` with no arguments: the whole suite on 3 workers. Most of its time is spent
 # waiting (on real seconds, processes, servers), so 3 workers pay off on 2 cores too.
@@ -156,9 +157,7 @@ def install_check(session: nox.Session) -> None:
             session, Path(session.create_tmp()) / f"venv{extra.strip('[]') or '-core'}"
         )
         python = str(venv / "bin" / "python")
-        session.run(
-            *install, "--find-links", str(dist), f"taskflow-core{extra}", external=True
-        )
+        session.run(*install, "--find-links", str(dist), f"taskflow-core{extra}", external=True)
         session.run(
             python,
             "-c",
