@@ -4,7 +4,8 @@ loadgroup``, and with ``--dist loadgroup`` the groups below decide which tests s
 * The timing-sensitive multi-process tests (several app processes racing, killed or
   outaged on purpose, schedules firing on real seconds) form one group: they run one
   after another on one worker, never next to each other, while the rest of the suite
-  runs on the other workers.
+  runs on the other workers. The SQL servers' conformance races (many connections at
+  once) join that group.
 * A module with a module-scoped fixture (a server, a browser page, a seeded store) is one
   group, so the fixture starts once.
 * The tests on the self-started Redis Cluster form one group, so one cluster starts.
@@ -32,6 +33,12 @@ SERIAL_FILES = {
     "tests-integration/test_sql_concurrency.py",
     "tests-integration/test_redis_concurrency.py",
 }
+# The conformance races open many connections at once: beside the multi-process tests on
+# another worker they could pass PostgreSQL's max_connections (100) -- "too many clients".
+SQL_SERVER_CONFORMANCE = {
+    "packages/taskflow-sql/tests/test_conformance_postgres.py",
+    "packages/taskflow-sql/tests/test_conformance_mysql.py",
+}
 CLUSTER_FILES = {
     "packages/taskflow-redis/tests/test_cluster.py",
     "packages/taskflow-redis/tests/test_conformance_redis_cluster.py",
@@ -46,7 +53,7 @@ WHOLE_MODULE_FILES = {
 def group_of(nodeid: str) -> str:
     """The scheduling unit of the test ``nodeid``: a group name, or the test itself."""
     path = nodeid.split("::", 1)[0]
-    if path in SERIAL_FILES:
+    if path in SERIAL_FILES or (path in SQL_SERVER_CONFORMANCE and "::test_racing_" in nodeid):
         return SERIAL_GROUP
     if path in CLUSTER_FILES:
         return "redis-cluster"
