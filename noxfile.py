@@ -8,12 +8,16 @@ TASKFLOW_REQUIRE_SERVICES=1 to make a missing service fail tests instead of skip
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import nox
 
 nox.options.reuse_existing_virtualenvs = True
+# uv makes the venvs and installs into them when it is installed (`pip install uv`; CI does),
+# in seconds instead of minutes; virtualenv + pip otherwise.
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests"]
 
 ROOT = Path(__file__).parent
@@ -28,7 +32,13 @@ TEST_DEPS = [
     "python-multipart>=0.0.9",  # the upload tests (UploadFile arguments)
     "playwright>=1.44",
     "schemathesis>=4.0",
+    "pytest-xdist>=3.5",  # the suite on several workers (groups: ./conftest.py)
+    "pip>=23",  # test_the_wheel_ships_the_dashboard_assets builds a wheel (uv venvs have none)
 ]
+# `nox -s tests` with no arguments: the whole suite on 3 workers. Most of its time is spent
+# waiting (on real seconds, processes, servers), so 3 workers pay off on 2 cores too.
+# Tests that must not run beside each other share an xdist group (see ./conftest.py).
+TEST_WORKERS = os.environ.get("TASKFLOW_TEST_WORKERS", "3")
 
 # conformance -- NAME  runs packages/*/tests/test_conformance_NAME*.py
 CONFORMANCE = {
@@ -80,7 +90,8 @@ def tests(session: nox.Session) -> None:
     """
     _install_packages(session, *TEST_DEPS)
     env = {"TASKFLOW_SEED_BACKENDS": os.environ.get("TASKFLOW_SEED_BACKENDS", _seed_backends())}
-    session.run("pytest", *(session.posargs or ["packages", "tests-integration", "-q"]), env=env)
+    default = ["packages", "tests-integration", "-q", "-n", TEST_WORKERS, "--dist", "loadgroup"]
+    session.run("pytest", *(session.posargs or default), env=env)
 
 
 @nox.session
@@ -114,28 +125,39 @@ INSTALL_CHECKS = {
 }
 
 
+def _fresh_venv(session: nox.Session, venv: Path) -> tuple[list[str], Path]:
+    """Make an empty venv at ``venv``; return the command that installs into it, and its
+    bin/. With uv (when installed) it takes a second; with ``python -m venv`` + pip, ~10 s."""
+    uv = shutil.which("uv")
+    if uv:
+        session.run(uv, "venv", "--quiet", "--clear", "--python", sys.executable, str(venv),
+                    external=True)  # fmt: skip
+        return [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")], venv
+    session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+    return [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"], venv
+
+
 @nox.session
 def install_check(session: nox.Session) -> None:
     """Build every wheel, then install ``taskflow-core`` alone and with each extra into a
     fresh venv and build a ``TaskManager`` for the extra's URL (catches undeclared
     sibling imports and broken extras)."""
-    session.install("pip>=23")
     dist = Path(session.create_tmp()) / "dist"
+    uv = shutil.which("uv")
+    if not uv:
+        session.install("pip>=23")
     for name in PACKAGES:
-        session.run("pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), f"packages/{name}")
+        if uv:
+            session.run(uv, "build", "--quiet", "--wheel", "--out-dir", str(dist),
+                        f"packages/{name}", external=True)  # fmt: skip
+        else:
+            session.run("pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), f"packages/{name}")
     for extra, url in INSTALL_CHECKS.items():
-        venv = Path(session.create_tmp()) / f"venv{extra.strip('[]') or '-core'}"
-        session.run("python", "-m", "venv", "--clear", str(venv))
-        pip, python = str(venv / "bin" / "pip"), str(venv / "bin" / "python")
-        session.run(
-            pip,
-            "install",
-            "--quiet",
-            "--find-links",
-            str(dist),
-            f"taskflow-core{extra}",
-            external=True,
+        install, venv = _fresh_venv(
+            session, Path(session.create_tmp()) / f"venv{extra.strip('[]') or '-core'}"
         )
+        python = str(venv / "bin" / "python")
+        session.run(*install, "--find-links", str(dist), f"taskflow-core{extra}", external=True)
         session.run(
             python,
             "-c",
