@@ -66,8 +66,8 @@ async def test_three_managers_on_one_backend_fire_each_tick_once(eventually: Any
     where: list[str] = []
     for n, tm in enumerate(managers):
 
-        @tm.schedule(every=timedelta(seconds=0.1), name="shared")
-        async def shared(n: int = n) -> None:
+        @tm.schedule(every=timedelta(seconds=0.1), name="every_instance")
+        async def every_instance(n: int = n) -> None:
             ctx = get_task_context()
             assert ctx is not None
             runs[ctx.tags[TICK_TAG]] += 1
@@ -81,7 +81,7 @@ async def test_three_managers_on_one_backend_fire_each_tick_once(eventually: Any
         for tm in managers:
             await tm.shutdown()
     assert max(runs.values()) == 1, runs
-    records = _ticks(managers[0], "shared")
+    records = _ticks(managers[0], "every_instance")
     assert Counter(r.tags[TICK_TAG] for r in records).most_common(1)[0][1] == 1
 
 
