@@ -27,7 +27,6 @@ from .models import TaskRecord, TaskStatus, TaskUpdate
 from .operations import CANCEL_MARK, cancel_if_pending, cancel_request_event, cancel_task_with
 from .protocols import TaskBackend
 from .runtime import Runtime, reraise_if_cancelled
-from .supervision import scopes_of
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -118,7 +117,7 @@ async def _signal(engine: Engine, backend: TaskBackend, record: TaskRecord) -> N
         sender=engine.instance_id,
         by=f"instance {engine.instance_id}",
     )
-    scopes = scopes_of(engine)
+    scopes = engine.cancel_scopes
     _on_engine_loop(engine, lambda: scopes.request(record.task_id))  # runs here?
     if engine.app_loop() is not None:
         # Observers and streams here, and the owner's watcher through the fan-out.
@@ -174,7 +173,7 @@ def start_watcher(engine: Engine, runtime: Runtime) -> None:
 
 
 async def _watch(engine: Engine) -> None:
-    scopes = scopes_of(engine)
+    scopes = engine.cancel_scopes
     if engine.hub.publish:
         async with engine.hub.stream() as events:
             async for event in events:

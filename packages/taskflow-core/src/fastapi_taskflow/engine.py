@@ -47,6 +47,7 @@ from .resilience import Availability
 from .retention import Retention
 from .runtime import Runtime, reraise_if_cancelled
 from .shutdown import shutdown
+from .supervision import CancelScopes
 from .write_hooks import enqueue_batch, lease_batch
 
 __all__ = ["Engine", "Invocation", "request_tasks"]  # Invocation re-exported
@@ -96,6 +97,8 @@ class Engine:
         self.availability = Availability()
         self.leases = LeaseKeeper(self)
         self.recovery = Recovery(self)
+        self.cancel_scopes = CancelScopes()
+        """The attempts running here that a deadline or a cancel request can interrupt."""
         self.hub = EventHub(
             self, publish=self.durable if publish_events is None else publish_events
         )

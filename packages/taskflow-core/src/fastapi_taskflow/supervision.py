@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ from .errors import TaskCancelledError, TaskTimeoutError
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["CancelScopes", "Scope", "scopes_of", "supervise"]
+__all__ = ["CancelScopes", "Scope", "supervise"]
 
 CANCEL, TIMEOUT = "cancel", "timeout"
 
@@ -110,17 +109,6 @@ class CancelScopes:
         return False
 
 
-_scopes: weakref.WeakKeyDictionary[Engine, CancelScopes] = weakref.WeakKeyDictionary()
-
-
-def scopes_of(engine: Engine) -> CancelScopes:
-    """The :class:`CancelScopes` of ``engine`` (made on first use)."""
-    scopes = _scopes.get(engine)
-    if scopes is None:
-        scopes = _scopes[engine] = CancelScopes()
-    return scopes
-
-
 async def supervise(
     engine: Engine,
     ctx: TaskContext,
@@ -134,7 +122,7 @@ async def supervise(
     task = asyncio.current_task()
     assert task is not None
     scope = Scope(ctx, task, is_async)
-    scopes = scopes_of(engine)
+    scopes = engine.cancel_scopes
     scopes.open(scope)
     timer = (
         asyncio.get_running_loop().call_later(timeout, scope.interrupt, TIMEOUT)
@@ -167,4 +155,5 @@ async def supervise(
         if timer is not None:
             timer.cancel()
         scopes.close(scope)
-        await progress.close(reporters)
+        if reporters:  # the task reported progress: write what is still unwritten
+            await progress.close(reporters)
