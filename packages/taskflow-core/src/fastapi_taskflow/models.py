@@ -11,6 +11,7 @@ import json
 import os
 import string
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, TypeVar, cast
@@ -27,7 +28,7 @@ __all__ = [
     "Claim",
     "CreateResult",
     "DurationStats",
-    "Lease",
+    "Transition",
     "LogEntry",
     "TaskPage",
     "TaskQuery",
@@ -82,7 +83,8 @@ TERMINAL_STATUSES = frozenset(
 """Statuses a task never leaves."""
 
 ACTIVE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
-"""Statuses of a task that has not finished."""
+"""Statuses of a task that has not finished: the tasks an instance owns
+(:meth:`Store.owners`, :meth:`Store.owned` and :meth:`Store.adopt` look only at these)."""
 
 KEY_RELEASING_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.REJECTED})
 """A task in one of these statuses no longer holds its idempotency key: a new task with
@@ -239,20 +241,22 @@ class ThroughputBucket(BaseModel):
 
 
 class Claim(BaseModel):
-    """A queued task handed to one owner, with a lease until ``lease_expires_at``."""
+    """A queued task handed to one owner by :meth:`Backend.claim`."""
 
     task_id: str
     queue: str
     priority: int
-    lease_expires_at: datetime
 
 
-class Lease(BaseModel):
-    """Who holds a task and until when; an expired lease means its owner died."""
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One compare-and-set for :meth:`Store.transition_many`: move ``task_id`` to
+    ``new`` if its status is in ``expected``, applying ``update`` in the same step."""
 
     task_id: str
-    owner: str
-    expires_at: datetime
+    expected: frozenset[TaskStatus]
+    new: TaskStatus
+    update: TaskUpdate | None = None
 
 
 M = TypeVar("M", bound=BaseModel)

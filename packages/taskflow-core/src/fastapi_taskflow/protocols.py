@@ -8,7 +8,7 @@ a backend implements small atomic primitives and nothing is optional.
 Rules every implementation follows:
 
 * Time comes from the backend's ``clock`` (never ``datetime.now()``), so the conformance
-  suite can expire leases and delays without sleeping.
+  suite can move heartbeats and delays without sleeping.
 * Every method is atomic on its own: two processes calling it at once get an outcome
   that one of them could have got alone.
 * Datetimes passed in and returned are aware UTC.
@@ -29,7 +29,6 @@ from .models import (
     Claim,
     CreateResult,
     DurationStats,
-    Lease,
     LogEntry,
     TaskPage,
     TaskQuery,
@@ -38,6 +37,7 @@ from .models import (
     TaskStatus,
     TaskUpdate,
     ThroughputBucket,
+    Transition,
 )
 
 __all__ = ["Backend", "BackendFactory", "Observer", "Store", "TaskBackend"]
@@ -91,6 +91,44 @@ class Store(Protocol):
         Returns the record after the change (logs not loaded), or None when the task
         does not exist or its status was not in ``expected`` (nothing is written then).
         Of many concurrent callers with the same ``expected``, at most one succeeds.
+        """
+        ...
+
+    async def transition_many(
+        self, transitions: Sequence[Transition]
+    ) -> list[TaskRecord | None]:
+        """Apply several compare-and-sets at once; one result per item, in order.
+
+        Each item obeys :meth:`transition` exactly (its result is what ``transition``
+        would have returned). This is the engine's group commit: the starts and finishes
+        of many tasks arrive together, so a backend writes them in as few statements,
+        round trips and commits as it can (one transaction, one script call, one
+        pipeline). The ids in one call are distinct.
+        """
+        ...
+
+    async def owners(self) -> set[str]:
+        """The owners of tasks in ``ACTIVE_STATUSES`` (PENDING, RUNNING); None is left out.
+
+        Recovery compares them with the instances' heartbeats to find tasks whose owner
+        died.
+        """
+        ...
+
+    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
+        """Up to ``limit`` tasks in ``ACTIVE_STATUSES`` whose owner is ``owner``.
+
+        Oldest ``created_at`` first; records carry no logs.
+        """
+        ...
+
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+        """Compare-and-set the owner of an active task.
+
+        If the task's status is in ``ACTIVE_STATUSES`` and its owner is ``owner``, set the
+        owner to ``new_owner`` (status and ``updated_at`` unchanged) and return the record
+        after the change (logs not loaded); otherwise write nothing and return None. Of
+        many concurrent adopters of one task, at most one succeeds.
         """
         ...
 
@@ -161,7 +199,7 @@ class Store(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Coordination between instances: queues, leases, locks, schedules and events."""
+    """Coordination between instances: queues, heartbeats, locks, schedules and events."""
 
     async def enqueue(
         self,
@@ -178,15 +216,15 @@ class Backend(Protocol):
         """
         ...
 
-    async def claim(
-        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
-    ) -> list[Claim]:
-        """Take up to ``limit`` due tasks off ``queue`` and lease them to ``owner``.
+    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
+        """Take up to ``limit`` due tasks off ``queue`` and hand them to ``owner``.
 
         Due means ``not_before <= now``. Order: higher priority first; among equal
         priorities the earliest due time first (``not_before``, or the enqueue time when
         there is none), then enqueue order. A claimed task leaves the queue; no task is
-        ever handed to two claimers. Returns an empty list when nothing is due.
+        ever handed to two claimers. In the same atomic step the claimed task's record,
+        if it exists and is active, gets ``owner`` as its owner (so the task is recovered
+        if the claimer dies before it starts). Returns an empty list when nothing is due.
         """
         ...
 
@@ -198,31 +236,23 @@ class Backend(Protocol):
         """Count the tasks on ``queue``, due or not."""
         ...
 
-    async def acquire_lease(self, task_id: str, *, owner: str, lease_seconds: float) -> bool:
-        """Lease a task to ``owner`` for ``lease_seconds``.
+    async def beat(self, instance_id: str) -> None:
+        """Record that ``instance_id`` is alive: set its heartbeat to the clock's now.
 
-        Granted (True) when the task has no lease, its lease has expired, or ``owner``
-        already holds it (then it is extended). Refused (False) while another owner's
-        lease is live. Of concurrent callers for one expired lease, one wins.
+        Inserts the instance or overwrites its previous heartbeat. One small write per
+        instance, whatever the number of tasks it holds.
         """
         ...
 
-    async def renew_leases(
-        self, task_ids: Collection[str], *, owner: str, lease_seconds: float
-    ) -> set[str]:
-        """Extend the leases ``owner`` still holds among ``task_ids``; return those ids.
+    async def heartbeats(self) -> dict[str, datetime]:
+        """The last heartbeat of every instance that has one, by instance id."""
+        ...
 
-        An id missing from the result was lost (expired and taken, or released).
-        An expired lease nobody took yet is still renewed.
+    async def forget_instance(self, instance_id: str) -> None:
+        """Delete the heartbeat of ``instance_id`` (it stopped, or was found dead).
+
+        Unknown instance: no-op.
         """
-        ...
-
-    async def release_lease(self, task_id: str, *, owner: str) -> bool:
-        """Drop ``owner``'s lease on a task; False if ``owner`` did not hold it."""
-        ...
-
-    async def expired_leases(self, *, limit: int = 100) -> list[Lease]:
-        """Return up to ``limit`` leases whose expiry has passed, oldest expiry first."""
         ...
 
     async def acquire_lock(self, name: str, *, owner: str, ttl_seconds: float) -> bool:
