@@ -115,20 +115,25 @@ class Store(Protocol):
         """
         ...
 
-    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
-        """Up to ``limit`` tasks in ``ACTIVE_STATUSES`` whose owner is ``owner``.
+    async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
+        """The ids of up to ``limit`` tasks in ``ACTIVE_STATUSES`` whose owner is ``owner``.
 
-        Oldest ``created_at`` first; records carry no logs.
+        Oldest ``created_at`` first. Ids only, so a record that cannot be read (corrupt)
+        is listed too: recovery ends it.
         """
         ...
 
-    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+    async def adopt(
+        self, task_id: str, *, owner: str, new_owner: str | None
+    ) -> TaskRecord | None:
         """Compare-and-set the owner of an active task.
 
         If the task's status is in ``ACTIVE_STATUSES`` and its owner is ``owner``, set the
         owner to ``new_owner`` (status and ``updated_at`` unchanged) and return the record
         after the change (logs not loaded); otherwise write nothing and return None. Of
-        many concurrent adopters of one task, at most one succeeds.
+        many concurrent adopters of one task, at most one succeeds. ``new_owner=None``
+        releases a task that a queue now holds (it then counts for no owner). A record
+        that cannot be read gives None (its owner may have changed).
         """
         ...
 

@@ -1,27 +1,31 @@
 """Adopting the tasks of instances that died.
 
-Every instance with a durable backend looks for expired leases a few times per lease
-period. The first to re-lease an expired task adopts it:
+Every instance with a durable backend reads the heartbeats and the owners of active tasks
+once per beat interval; ``liveness.DeathWatch`` says which owners are dead. The tasks of
+a dead owner are adopted one by one, each by a compare-and-set of its owner (of several
+instances adopting at once, one wins each task):
 
 * PENDING (accepted, never started): put on its queue, where exactly one instance
   claims and runs it (the PENDING → RUNNING compare-and-set admits one);
 * RUNNING (the owner died mid-run): INTERRUPTED, or — for tasks registered with
-  ``requeue_on_interrupt=True`` — PENDING again and queued (at least once);
-* finished, or never written (the owner died between lease and create): lease dropped.
+  ``requeue_on_interrupt=True`` — PENDING again and queued (at least once); CANCELLED
+  when a cancel request had reached it;
+* a record that cannot be read (corrupt): FAILED.
 
-Running a queued task needs its function: an instance that does not have the task's name
-registered puts it back on the queue for one that does, and logs a warning once.
+Once a dead owner holds nothing its heartbeat is deleted. Running a queued task needs its
+function: an instance that does not have the task's name registered puts it back on the
+queue for one that does, and logs a warning once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .cancellation import cancel_adopted
-from .models import Lease, TaskStatus, TaskUpdate
+from .liveness import DeathWatch, beat_interval
+from .models import TaskRecord, TaskStatus, TaskUpdate
 from .rehydrate import fail_unreadable
 from .runtime import reraise_if_cancelled
 
@@ -33,6 +37,7 @@ __all__ = ["Recovery"]
 logger = logging.getLogger("fastapi_taskflow")
 
 _RUNNING = frozenset({TaskStatus.RUNNING})
+_PAGE = 100
 
 
 class Recovery:
@@ -40,96 +45,96 @@ class Recovery:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.watch = DeathWatch(engine.instance_id, engine.liveness_seconds)
 
     async def run(self) -> None:
-        """Scan for expired leases every half lease period; runs until cancelled."""
-        interval = max(self.engine.lease_seconds / 2, 0.05)
+        """Scan once per beat interval; runs until cancelled."""
+        interval = beat_interval(self.engine.liveness_seconds)
         while True:
             reraise_if_cancelled()
             try:
                 await self.scan()
             except Exception:
                 reraise_if_cancelled()
+                self.watch.lost_contact()
                 logger.debug("recovery scan failed; will retry", exc_info=True)
             await asyncio.sleep(interval)
 
     async def scan(self) -> int:
-        """Adopt what the expired leases hold now; return how many tasks were adopted.
-
-        A lease counts as dead only once it has been expired for a further
-        ``lease_seconds``: a live instance whose heartbeat is merely late (a busy
-        connection pool, a long GC pause) keeps its tasks.
-        """
+        """Read the heartbeats and owners, adopt what dead owners hold; return how many
+        tasks changed hands."""
         engine = self.engine
-        leases = await engine.availability.call(
-            lambda: engine.control_backend.expired_leases(limit=100)
-        )
-        dead_before = engine.clock.now() - timedelta(seconds=engine.lease_seconds)
+        control = engine.control_backend
+        heartbeats = await engine.availability.call(control.heartbeats)
+        owners = await engine.availability.call(control.owners)
         adopted = 0
-        for lease in leases:
-            if lease.expires_at > dead_before:
-                break  # oldest expiry first: the rest are younger still
-            if await self.adopt(lease):
-                adopted += 1
+        for dead in self.watch.observe(heartbeats, owners):
+            adopted += await self.adopt_all(dead)
         return adopted
 
-    async def adopt(self, lease: Lease) -> bool:
-        """Take over one expired lease; True if a task changed hands."""
+    async def adopt_all(self, dead: str) -> int:
+        """Adopt every active task of the dead instance ``dead``, then delete its
+        heartbeat; return how many tasks changed hands."""
+        control = self.engine.control_backend
+        adopted = 0
+        while True:
+            task_ids = await control.owned(dead, limit=_PAGE)
+            if not task_ids:
+                break
+            moved = [await self.adopt(dead, task_id) for task_id in task_ids]
+            adopted += sum(moved)
+            if len(task_ids) < _PAGE:
+                break
+        if not await control.owned(dead, limit=1):
+            await control.forget_instance(dead)
+            self.watch.forget(dead)
+        return adopted
+
+    async def adopt(self, dead: str, task_id: str) -> bool:
+        """Take over one task of the dead instance ``dead``; True if it changed hands."""
         engine = self.engine
-        backend, me = engine.control_backend, engine.instance_id
-        if lease.owner == me and lease.task_id in engine.leases.held:
-            return False  # our own heartbeat is late; it will renew
-        if not await backend.acquire_lease(
-            lease.task_id, owner=me, lease_seconds=engine.lease_seconds
-        ):
-            return False  # another instance adopted it first
-        record = await backend.get(lease.task_id)
-        queued = False
-        try:
-            if record is None:
-                await fail_unreadable(engine, backend, lease.task_id)
-                return False
-            if record.status.is_terminal:
-                return False
-            if record.status is TaskStatus.PENDING:
-                logger.warning(
-                    "adopting task %s (%s) of instance %s: it never started",
-                    record.task_id,
-                    record.func_name,
-                    lease.owner,
-                )
-                await engine.requeue(record)
-                queued = True
-                return True
-            error = f"instance {lease.owner} stopped while the task was running"
-            if record.cancel_requested:  # cancel() had reached it: final (cancellation.py)
-                return await cancel_adopted(engine, backend, record, error)
-            if record.requeue_on_interrupt:
-                moved = await backend.transition(
-                    record.task_id,
-                    expected=_RUNNING,
-                    new=TaskStatus.PENDING,
-                    update=TaskUpdate(error=error, owner=None),
-                )
-                if moved is not None:
-                    logger.warning("re-running task %s: %s", record.task_id, error)
-                    await engine.emit_lifecycle(moved)
-                    await engine.requeue(moved)
-                    queued = True
-            else:
-                moved = await backend.transition(
-                    record.task_id,
-                    expected=_RUNNING,
-                    new=TaskStatus.INTERRUPTED,
-                    update=TaskUpdate(error=error, finished_at=engine.clock.now()),
-                )
-                if moved is not None:
-                    logger.warning("task %s INTERRUPTED: %s", record.task_id, error)
-                    await engine.emit_lifecycle(moved)
+        backend = engine.control_backend
+        record = await backend.adopt(task_id, owner=dead, new_owner=engine.instance_id)
+        if record is None:
+            if await backend.get(task_id) is None:
+                await fail_unreadable(engine, backend, task_id)  # corrupt: end it
+            return False  # another instance adopted it first, or it finished
+        if record.status is TaskStatus.PENDING:
+            logger.warning(
+                "adopting task %s (%s) of instance %s: it never started",
+                record.task_id,
+                record.func_name,
+                dead,
+            )
+            await engine.requeue(record)
+            return True
+        return await self._adopt_running(dead, record)
+
+    async def _adopt_running(self, dead: str, record: TaskRecord) -> bool:
+        engine = self.engine
+        backend = engine.control_backend
+        error = f"instance {dead} stopped while the task was running"
+        if record.cancel_requested:  # cancel() had reached it: final (cancellation.py)
+            return await cancel_adopted(engine, backend, record, error)
+        if record.requeue_on_interrupt:
+            moved = await backend.transition(
+                record.task_id,
+                expected=_RUNNING,
+                new=TaskStatus.PENDING,
+                update=TaskUpdate(error=error),
+            )
+            if moved is not None:
+                logger.warning("re-running task %s: %s", record.task_id, error)
+                await engine.emit_lifecycle(moved)
+                await engine.requeue(moved)
             return moved is not None
-        finally:
-            if not queued:
-                await backend.release_lease(lease.task_id, owner=me)
-            # A queued task keeps the adoption lease: a claim (maybe by this very
-            # instance) replaces it, and releasing it here could delete the claimer's
-            # lease. Unclaimed, it expires and the task is queued again, harmlessly.
+        moved = await backend.transition(
+            record.task_id,
+            expected=_RUNNING,
+            new=TaskStatus.INTERRUPTED,
+            update=TaskUpdate(error=error, finished_at=engine.clock.now()),
+        )
+        if moved is not None:
+            logger.warning("task %s INTERRUPTED: %s", record.task_id, error)
+            await engine.emit_lifecycle(moved)
+        return moved is not None
