@@ -52,6 +52,9 @@ def new_record(
 ) -> TaskRecord:
     """The PENDING record of a new task of ``config`` with its encoded arguments.
 
+    On a durable backend this instance is its owner from the start: if it dies before the
+    task finishes, another instance adopts it (see ``recovery``).
+
     Every value must be checked already (``check_tags``, ``encode_arguments``, ...): the
     record is built without a second validation.
     """
@@ -70,6 +73,7 @@ def new_record(
         requeue_on_interrupt=config.requeue_on_interrupt,
         created_at=now,
         updated_at=now,
+        owner=engine.instance_id if engine.durable else None,
     )
 
 
@@ -144,11 +148,8 @@ def accept(
     task_id = record.task_id
     engine.register_invocation(record, func, args, kwargs, config, route)
     if idempotency_key is not None:
-        lease = route != QUEUED and engine.durable
         queued = route == QUEUED and engine.durable
-        result = engine.bridge.run(
-            lambda backend: _create_keyed(engine, backend, record, lease, queued)
-        )
+        result = engine.bridge.run(lambda backend: _create_keyed(engine, backend, record, queued))
         if not result.created:
             engine.forget(task_id)
             return result.record.task_id
@@ -170,22 +171,13 @@ def accept(
 
 
 async def _create_keyed(
-    engine: Engine, backend: TaskBackend, record: TaskRecord, lease: bool, enqueue: bool
+    engine: Engine, backend: TaskBackend, record: TaskRecord, enqueue: bool
 ) -> CreateResult:
-    """Lease (durable background/eager tasks), then create atomically by key; a durable
-    queued task is put on its queue before ``add_task()`` returns (see
-    ``Engine._enqueue_batch``)."""
+    """Create atomically by key; a durable queued task is put on its queue before
+    ``add_task()`` returns (see ``write_hooks.enqueue_batch``)."""
 
     async def create() -> CreateResult:
-        if lease:
-            await backend.acquire_lease(
-                record.task_id, owner=engine.instance_id, lease_seconds=engine.lease_seconds
-            )
-            engine.leases.hold(record.task_id)  # renewed from now on, even if create is slow
         result = await backend.create(record)
-        if lease and not result.created:
-            engine.leases.held.discard(record.task_id)
-            await backend.release_lease(record.task_id, owner=engine.instance_id)
         if enqueue and result.created:
             await backend.enqueue(record.task_id, queue=record.queue, priority=record.priority)
             engine.enqueued.add(record.task_id)

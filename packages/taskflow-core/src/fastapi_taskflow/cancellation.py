@@ -142,13 +142,10 @@ def _forget_cancelled(engine: Engine, record: TaskRecord) -> None:
 
 
 def _drop_local(engine: Engine, task_id: str, queue: str) -> None:
-    """Forget the invocation, queue slot and lease this instance holds for a task that
-    was cancelled before it started (here, or by another instance)."""
+    """Forget the invocation and queue slot this instance holds for a task that was
+    cancelled before it started (here, or by another instance)."""
     engine.forget(task_id)
     engine.waiting.get(queue, set()).discard(task_id)
-    runtime = engine.current_runtime
-    if task_id in engine.leases.held and runtime is not None and runtime.usable:
-        runtime.spawn(engine.leases.release(task_id))
 
 
 def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:

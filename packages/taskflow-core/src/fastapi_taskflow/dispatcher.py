@@ -33,7 +33,6 @@ class QueueWorker:
         self.queue = queue
         self.config = config
         self.active: set[str] = set()
-        self.waiting: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,7 +70,6 @@ class QueueWorker:
                     claims = await engine.backend.claim(
                         queue=self.queue,
                         owner=engine.instance_id,
-                        lease_seconds=engine.lease_seconds,
                         limit=free,
                     )
                 except BackendUnavailableError as exc:
@@ -83,7 +81,6 @@ class QueueWorker:
                     logger.exception("claiming from queue %r failed; retrying", self.queue)
             for claim in claims:
                 self.active.add(claim.task_id)
-                self.waiting.discard(claim.task_id)
                 engine.runtime().spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
             if claims:
                 continue  # more may be due: claim again while slots are free

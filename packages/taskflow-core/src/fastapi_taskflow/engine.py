@@ -1,7 +1,8 @@
 """The engine: the machinery behind ``TaskManager``.
 
-It owns the per-loop runtime, the write buffer, the leases, the queue workers, recovery
-of dead instances' tasks, event fan-out, and shutdown. Accepting a task lives in
+It owns the per-loop runtime, the write buffer, the group commit of status changes, the
+heartbeat, the queue workers, recovery of dead instances' tasks, event fan-out, and
+shutdown. Accepting a task lives in
 ``accept``, running one attempt in ``executor``.
 """
 
@@ -32,9 +33,10 @@ from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent, lifecycle_event
 from .executor import execute, log_event
 from .fanout import EventHub
+from .group_commit import TransitionBatcher
 from .invocation import Invocation
-from .leases import LeaseKeeper, open_control_backend
-from .models import Claim, LogEntry, TaskRecord
+from .liveness import beat_forever, open_control_backend
+from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .protocols import TaskBackend
@@ -48,7 +50,7 @@ from .retention import Retention
 from .runtime import Runtime, reraise_if_cancelled
 from .shutdown import shutdown
 from .supervision import CancelScopes
-from .write_hooks import enqueue_batch, lease_batch
+from .write_hooks import enqueue_batch
 
 __all__ = ["Engine", "Invocation", "request_tasks"]  # Invocation re-exported
 
@@ -70,7 +72,7 @@ class Engine:
         observers: ObserverChain,
         queues: dict[str, QueueConfig],
         sync_workers: int,
-        lease_seconds: float,
+        liveness_seconds: float,
         poll_interval: float,
         instance_id: str | None,
         publish_events: bool | None = None,
@@ -84,7 +86,7 @@ class Engine:
         self.registry = registry
         self.observers = observers
         self.queues = queues
-        self.lease_seconds = lease_seconds
+        self.liveness_seconds = liveness_seconds
         self.poll_interval = poll_interval
         self.instance_id = (
             instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -95,7 +97,6 @@ class Engine:
         self.invocations: dict[str, Invocation] = {}
         self.waiting: dict[str, set[str]] = {}
         self.availability = Availability()
-        self.leases = LeaseKeeper(self)
         self.recovery = Recovery(self)
         self.cancel_scopes = CancelScopes()
         """The attempts running here that a deadline or a cancel request can interrupt."""
@@ -107,6 +108,7 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
         self._runtime_backend: TaskBackend | None = None
+        self._batcher: TransitionBatcher | None = None
         self._unopened: TaskBackend | None = None
         """The runtime's backend while it could not be opened yet (store down at boot)."""
         self._control_backend: TaskBackend | None = None
@@ -180,6 +182,7 @@ class Engine:
             return self._start_unopened(loop, backend, exc)
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend = runtime, backend
+        self._batcher = TransitionBatcher(backend, loop) if self.durable else None
         if self._shut_down:
             # Reading the store after shutdown() opens the backend, nothing more: no
             # background loops that nobody would stop. startup() resumes fully.
@@ -195,6 +198,7 @@ class Engine:
         engine's loops. ``require_backend_at_startup=True`` fails instead."""
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend, self._unopened = runtime, backend, backend
+        self._batcher = TransitionBatcher(backend, loop) if self.durable else None
         logger.warning(
             "the task store is unreachable at startup (%s); starting anyway: new tasks "
             "are refused (503 with install()) until it answers, then taskflow connects "
@@ -224,7 +228,15 @@ class Engine:
         loop = runtime.loop
         if self.durable:
             self._control_backend = await open_control_backend(backend)
-        runtime.spawn(self.leases.heartbeat(), name="taskflow-heartbeat")
+            runtime.spawn(
+                beat_forever(
+                    self.control_backend,
+                    self.availability,
+                    self.instance_id,
+                    self.liveness_seconds,
+                ),
+                name="taskflow-heartbeat",
+            )
         if self.retention.keep is not None:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
         if self.durable:
@@ -248,7 +260,7 @@ class Engine:
     @property
     def control_backend(self) -> TaskBackend:
         """The backend the heartbeat and recovery use: a fork with a pool of its own on
-        shared backends, so renewing leases never queues behind request traffic."""
+        shared backends, so heartbeats never queue behind request traffic."""
         return self._control_backend or self.backend
 
     async def close_control(self) -> None:
@@ -405,9 +417,9 @@ class Engine:
     async def flush(self) -> None:
         """Write every accepted task still in the buffer to the store.
 
-        On a durable backend the tasks that do not go through a queue are leased to this
-        instance first, so a task is never in the store without an owner. An empty
-        buffer is no news about the store: it neither touches nor marks it available.
+        On a durable backend each record names this instance as its owner, so a task is
+        never in the store without one. An empty buffer is no news about the store: it
+        neither touches nor marks it available.
         """
         runtime = self._runtime
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
@@ -415,11 +427,10 @@ class Engine:
         if not len(self.pending):
             return
         self._check_opened()
-        before = partial(lease_batch, self) if self.durable else None
         after = partial(enqueue_batch, self) if self.durable else None
         backend = self.backend
         refused = partial(record_refusals, self, backend)
-        await self.availability.call(lambda: self.pending.flush(backend, before, after, refused))
+        await self.availability.call(lambda: self.pending.flush(backend, after, refused))
 
     async def flush_for(self, task_id: str) -> bool:
         """Wait until ``task_id``'s record has left the write buffer; True if it still
@@ -448,11 +459,21 @@ class Engine:
             )
         self.worker(queue).wake()
 
-    async def requeue(self, record: TaskRecord, delay: float = 0.0, *, wake: bool = True) -> None:
+    async def requeue(
+        self,
+        record: TaskRecord,
+        delay: float = 0.0,
+        *,
+        wake: bool = True,
+        release: bool = False,
+    ) -> None:
         """Put a PENDING task (back) on its queue, runnable ``delay`` seconds from now.
 
         ``wake=False`` leaves this instance's worker to find it at its next poll (used
         for a task this instance cannot run, so it does not win every race for it).
+        ``release=True`` then gives up this instance's ownership (the queue holds the
+        task), so that if this instance dies the task still waits for its due time
+        instead of being adopted and queued at once; a claim that came first keeps it.
         """
         not_before = self.clock.now() + timedelta(seconds=delay) if delay else None
         await self.availability.persist(
@@ -460,6 +481,8 @@ class Engine:
                 record.task_id, queue=record.queue, priority=record.priority, not_before=not_before
             )
         )
+        if release and self.durable:
+            await self.release(record.task_id)
         worker = self.worker(record.queue)
         if not wake:
             return
@@ -467,6 +490,15 @@ class Engine:
             worker.wake_later(delay)
         else:
             worker.wake()
+
+    async def release(self, task_id: str) -> None:
+        """Give up this instance's ownership of a queued task (best effort: if it fails,
+        the task is adopted and queued again should this instance die)."""
+        try:
+            await self.backend.adopt(task_id, owner=self.instance_id, new_owner=None)
+        except Exception:
+            reraise_if_cancelled()
+            logger.debug("releasing task %s failed", task_id, exc_info=True)
 
     def worker(self, queue: str) -> QueueWorker:
         """Return the running worker of ``queue`` on the current loop, starting it."""
@@ -491,7 +523,6 @@ class Engine:
         waiting = self.waiting.get(claim.queue)
         if waiting:
             waiting.discard(claim.task_id)
-        self.leases.hold(claim.task_id)
         invocation = self.invocations.get(claim.task_id) or await rehydrate(self, claim)
         if invocation is not None:
             await execute(self, claim.task_id, invocation, claimed=True)
@@ -499,6 +530,21 @@ class Engine:
     def forget(self, task_id: str) -> None:
         """Drop the in-process state of a finished task."""
         self.invocations.pop(task_id, None)
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        expected: frozenset[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None,
+    ) -> TaskRecord | None:
+        """``Store.transition`` on this loop's backend, batched with the other status
+        changes of this loop turn on a durable backend (see ``group_commit``)."""
+        batcher = self._batcher
+        if batcher is not None and batcher.loop is asyncio.get_running_loop():
+            return await batcher.transition(Transition(task_id, expected, new, update))
+        return await self.backend.transition(task_id, expected=expected, new=new, update=update)
 
     # -- events -----------------------------------------------------------------------
 
@@ -554,6 +600,7 @@ class Engine:
         self._runtime = None
         self._runtime_backend = None
         self._unopened = None
+        self._batcher = None
 
 
 class RunTask(BackgroundTask):

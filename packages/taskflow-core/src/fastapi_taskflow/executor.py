@@ -40,8 +40,8 @@ _RUNNING = frozenset({TaskStatus.RUNNING})
 
 
 class OutcomeNotWritten(Exception):
-    """The store refused a task's outcome even without its result: the task keeps its
-    lease (no longer renewed) so that recovery finishes it."""
+    """The store refused a task's outcome even without its result: the task is ended
+    INTERRUPTED in the background, with retries (``end_unwritten``)."""
 
 
 def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:
@@ -68,19 +68,13 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         engine: the engine the task belongs to.
         task_id: the task to run.
         invocation: the function and arguments.
-        claimed: the task came off a queue with a lease already held; otherwise the
-            lease is acquired here, and a task leased by someone else is left alone.
+        claimed: the task came off a queue (claimed by this instance) rather than
+            from this instance's own list of accepted tasks.
+
+    The PENDING → RUNNING compare-and-set makes this instance the task's owner and
+    admits one starter, whoever else tries.
     """
-    backend, owner = engine.backend, engine.instance_id
-    leased = claimed or engine.durable
-    if not claimed and engine.durable and task_id not in engine.leases.held:
-        # Leased at flush time normally; take it now if that lease was lost or never
-        # taken (a task awaited by hand). The PENDING -> RUNNING CAS still arbitrates.
-        if not await engine.availability.persist(
-            lambda: backend.acquire_lease(task_id, owner=owner, lease_seconds=engine.lease_seconds)
-        ):
-            return  # another instance holds it
-        engine.leases.hold(task_id)
+    owner = engine.instance_id
     attempt = invocation.attempts + 1
     started_at = engine.clock.now()
     record = await _transition(
@@ -92,8 +86,6 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         landed=lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at,
     )
     if record is None:  # cancelled, or started by someone else
-        if leased:
-            await engine.leases.release(task_id)
         return
     invocation.attempts = attempt
     runtime = engine.runtime()
@@ -110,7 +102,6 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         _clock=engine.clock,
         _on_log=engine.log_emitter(record),
     )
-    written = True
     try:
         try:
             # Timeout, cancellation and progress of the attempt: see supervision.py.
@@ -139,16 +130,12 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             )
             engine.forget(task_id)
     except OutcomeNotWritten:
-        # Keep the lease but stop renewing it: it expires and recovery (here or on
-        # another instance) finishes the task, instead of leaving it RUNNING forever.
-        written = False
-        engine.leases.held.discard(task_id)
+        # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store takes it.
         engine.forget(task_id)
+        runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
         reraise_if_cancelled()
     finally:
         runtime.running.pop(task_id, None)
-        if leased and written:
-            await engine.leases.release(task_id)
 
 
 async def _call(
@@ -185,11 +172,9 @@ async def _failed(
     if ctx.attempt <= config.retries:
         delay = config.retry_delay(ctx.attempt)
         ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
-        retried = await _finish(
-            engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error, owner=None)
-        )
+        retried = await _finish(engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error))
         if retried is not None:
-            await engine.requeue(retried, delay)
+            await engine.requeue(retried, delay, release=delay > 0)
         return
     await _finish(
         engine,
@@ -205,7 +190,7 @@ async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.Tas
     error = "interrupted by shutdown"
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
-        update = TaskUpdate(error=error, owner=None)
+        update = TaskUpdate(error=error)
         again = await asyncio.shield(_finish(engine, record, ctx, TaskStatus.PENDING, update))
         if again is not None:
             await asyncio.shield(engine.requeue(again))
@@ -293,8 +278,8 @@ async def _finish_plainly(
     except Exception as again:
         reraise_if_cancelled()
         logger.error(
-            "the task store refused the outcome of task %s again (%s); its lease is left "
-            "to expire so that recovery finishes it",
+            "the task store refused the outcome of task %s again (%s); it will be ended "
+            "INTERRUPTED",
             record.task_id,
             again,
         )
@@ -319,8 +304,8 @@ async def _transition(
     """
     backend = engine.backend
     availability = engine.availability
-    try:  # the common case: one call, no retry machinery
-        done = await backend.transition(task_id, expected=expected, new=new, update=update)
+    try:  # the common case: one (group-committed) call, no retry machinery
+        done = await engine.transition(task_id, expected=expected, new=new, update=update)
     except BackendUnavailableError as exc:
         availability.failed(exc)
         reraise_if_cancelled()
@@ -343,6 +328,32 @@ async def _transition(
             logger.info("task %s: a reply was lost, but the change had landed", task_id)
             return current.model_copy(update={"logs": []})
     return done
+
+
+async def end_unwritten(engine: Engine, record: TaskRecord) -> None:
+    """End a RUNNING task whose outcome the store refused: INTERRUPTED with a plain
+    error, retried with backoff until the store takes it (or the task is no longer
+    RUNNING)."""
+    update = TaskUpdate(
+        finished_at=engine.clock.now(),
+        error="the task store refused this task's outcome, so it is not known",
+    )
+    delay = engine.availability.first_delay
+    while True:
+        try:
+            ended = await engine.backend.transition(
+                record.task_id, expected=_RUNNING, new=TaskStatus.INTERRUPTED, update=update
+            )
+        except Exception:
+            reraise_if_cancelled()
+            logger.debug("ending task %s failed; will retry", record.task_id, exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, engine.availability.max_delay)
+            continue
+        if ended is not None:
+            logger.warning("task %s INTERRUPTED: its outcome could not be stored", record.task_id)
+            await engine.emit_lifecycle(ended)
+        return
 
 
 def log_event(ctx: task_context.TaskContext, entry: LogEntry, instance_id: str) -> LogEvent:

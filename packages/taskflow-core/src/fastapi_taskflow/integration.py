@@ -142,14 +142,11 @@ class TaskflowMiddleware:
 def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
     """Forget the tasks of ``task_ids`` not yet written to the store; return them.
 
-    They leave the write buffer, the in-process invocations, the queues' waiting sets
-    and the held leases. A lease already taken for one of them is not renewed any more
-    and expires; recovery then finds no record and drops it.
+    They leave the write buffer, the in-process invocations and the queues' waiting sets.
     """
     dropped = engine.pending.discard(task_ids)
     for task_id in dropped:
         engine.invocations.pop(task_id, None)
-        engine.leases.held.discard(task_id)
         for waiting in engine.waiting.values():
             waiting.discard(task_id)
     if dropped:

@@ -48,10 +48,15 @@ class TaskManager:
         sync_workers: size of the thread pool that runs sync task functions.
         shutdown_timeout: seconds running tasks get to finish at shutdown before they
             are INTERRUPTED.
-        lease_seconds: how long a task's lease lasts without a heartbeat.
+        liveness_seconds: how long another instance's heartbeat must stay unchanged,
+            while this one watches without interruption, before its tasks are adopted.
+            Each instance beats every fifth of it, so a dead instance's tasks move on
+            within about 1.5 times ``liveness_seconds`` (default 5 s: under 10 s). Raise it if
+            your event loop can block for seconds (long sync code in ``async def``).
         poll_interval: how often idle queue workers look for tasks from other instances.
         clock: the time source (tests inject ``ManualClock``).
-        instance_id: this instance's name in leases; generated when None.
+        instance_id: this instance's name in heartbeats and as its tasks' owner;
+            generated when None.
         publish_events: publish every task event through the backend so every instance
             sees every instance's events (default: on for shared backends).
         require_backend_at_startup: fail the app's startup when the store cannot be
@@ -73,7 +78,7 @@ class TaskManager:
         queues: Mapping[str, QueueConfig] | None = None,
         sync_workers: int | None = None,
         shutdown_timeout: float = 30.0,
-        lease_seconds: float = 30.0,
+        liveness_seconds: float = 5.0,
         poll_interval: float = 1.0,
         clock: Clock | None = None,
         instance_id: str | None = None,
@@ -96,7 +101,7 @@ class TaskManager:
             observers=self.observers,
             queues=dict(queues or {}),
             sync_workers=sync_workers or min(32, (os.cpu_count() or 1) + 4),
-            lease_seconds=lease_seconds,
+            liveness_seconds=_check_liveness(liveness_seconds),
             poll_interval=poll_interval,
             instance_id=instance_id,
             publish_events=publish_events,
@@ -115,7 +120,7 @@ class TaskManager:
 
     @property
     def instance_id(self) -> str:
-        """This instance's id, as written in task leases."""
+        """This instance's id, as written in heartbeats and as its tasks' owner."""
         return self._engine.instance_id
 
     @property
@@ -463,3 +468,16 @@ class TaskManager:
         """A lifespan for ``FastAPI(lifespan=task_manager.lifespan)`` when not installing."""
         async with self:
             yield
+
+
+def _check_liveness(liveness_seconds: object) -> float:
+    if (
+        isinstance(liveness_seconds, bool)
+        or not isinstance(liveness_seconds, int | float)
+        or not liveness_seconds > 0
+    ):
+        raise InvalidTaskError(
+            f"liveness_seconds must be a positive number of seconds (default 5.0), got "
+            f"{liveness_seconds!r}"
+        )
+    return float(liveness_seconds)

@@ -6,9 +6,10 @@ registered function, so the admin API (inside the app) and the ``taskflow`` comm
 
 A retried task goes back on its queue the way recovery puts back an adopted PENDING task:
 an instance that has the function claims it (the PENDING -> RUNNING compare-and-set
-admits exactly one) and runs it with its stored arguments. The operation leases the task
-while it hands it over and leaves that lease to expire, so if the enqueue is lost the
-task is adopted and queued again by recovery; a claim replaces the lease.
+admits exactly one) and runs it with its stored arguments. While it is handed over the
+task's owner is the operator, who has no heartbeat: if the enqueue is lost, the instances
+take that owner for dead after ``liveness_seconds`` and queue the task again; a claim
+makes the claimer its owner.
 """
 
 from __future__ import annotations
@@ -52,9 +53,6 @@ _PENDING = frozenset({TaskStatus.PENDING})
 CANCEL_MARK = "taskflow_cancel"
 """The ``LogEvent.extra`` field that marks a cancellation request (the engine's
 cancellation watcher listens for it)."""
-
-HANDOVER_LEASE_SECONDS = 60.0
-"""How long the lease taken while handing a retried task to its queue lasts."""
 
 
 def default_actor() -> str:
@@ -146,9 +144,8 @@ async def retry_task(
         waiting = await backend.queue_length(record.queue)
         if waiting >= max_queued:
             raise RetryQueueFullError(record.queue, max_queued, task_id, [])
-    # The hand-over lease: if the enqueue below is lost, recovery adopts the PENDING task
-    # once it expires and queues it again. A claim replaces it.
-    await backend.acquire_lease(task_id, owner=actor, lease_seconds=HANDOVER_LEASE_SECONDS)
+    # Owned by the operator while handed over: if the enqueue below is lost, recovery
+    # adopts the PENDING task and queues it again. A claim makes the claimer its owner.
     previous = record.status
     moved = await backend.transition(
         task_id,
@@ -162,11 +159,10 @@ async def retry_task(
             result=None,
             progress=None,
             cancel_requested=False,
-            owner=None,
+            owner=actor,
         ),
     )
     if moved is None:
-        await backend.release_lease(task_id, owner=actor)
         current = await get_task(backend, task_id)
         raise TaskStateError(
             task_id,

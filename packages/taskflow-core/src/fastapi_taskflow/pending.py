@@ -56,18 +56,16 @@ class PendingCreates:
     async def flush(
         self,
         store: Store,
-        before: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
         after: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
         on_refused: Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]] | None = None,
     ) -> None:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
-        ``before`` is awaited with the batch first (the engine takes the leases there),
-        ``after`` once the store has it (the engine enqueues queued tasks there). A
-        record leaves the buffer only once the store has it and ``after`` is done (or
-        failed), so a caller that sees its record still buffered and flushes returns only
-        when both are done; a failed write loses nothing: the error propagates and the
-        next flush tries again.
+        ``after`` is awaited once the store has the batch (the engine enqueues queued
+        tasks there). A record leaves the buffer only once the store has it and ``after``
+        is done (or failed), so a caller that sees its record still buffered and flushes
+        returns only when both are done; a failed write loses nothing: the error
+        propagates and the next flush tries again.
 
         A record the store refuses (anything but ``BackendUnavailableError``) never
         blocks the others: when the batch write fails, each record is created on its
@@ -80,8 +78,6 @@ class PendingCreates:
                 batch = list(self._records.values())
             if not batch:
                 return
-            if before is not None:
-                await before(batch)
             refused = await _create(store, batch)
             if refused:
                 with self._lock:

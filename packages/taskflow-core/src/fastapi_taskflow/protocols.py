@@ -94,9 +94,7 @@ class Store(Protocol):
         """
         ...
 
-    async def transition_many(
-        self, transitions: Sequence[Transition]
-    ) -> list[TaskRecord | None]:
+    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """Apply several compare-and-sets at once; one result per item, in order.
 
         Each item obeys :meth:`transition` exactly (its result is what ``transition``
@@ -123,9 +121,7 @@ class Store(Protocol):
         """
         ...
 
-    async def adopt(
-        self, task_id: str, *, owner: str, new_owner: str | None
-    ) -> TaskRecord | None:
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str | None) -> TaskRecord | None:
         """Compare-and-set the owner of an active task.
 
         If the task's status is in ``ACTIVE_STATUSES`` and its owner is ``owner``, set the

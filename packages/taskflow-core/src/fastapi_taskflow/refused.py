@@ -84,15 +84,6 @@ async def record_refusals(
         logger.error(
             "task %s (%s) was refused by the task store: %s", task_id, record.func_name, reason
         )
-        if task_id in engine.leases.held:
-            engine.leases.held.discard(task_id)
-            try:
-                await backend.release_lease(task_id, owner=engine.instance_id)
-            except Exception:
-                reraise_if_cancelled()
-                logger.debug(
-                    "releasing the lease of refused task %s failed", task_id, exc_info=True
-                )
         failed = failed_copy(record, error)
         try:
             await backend.create(failed)

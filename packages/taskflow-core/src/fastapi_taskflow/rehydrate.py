@@ -42,16 +42,13 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
     record = await engine.availability.persist(lambda: backend.get(claim.task_id))
     if record is None:
         await fail_unreadable(engine, backend, claim.task_id)
-        await engine.leases.release(claim.task_id)
         return None
     if record.status is not TaskStatus.PENDING:
-        await engine.leases.release(claim.task_id)
         return None
     entry = engine.registry.by_name(record.func_name)
     why = _cannot_run(engine, record, registered=entry is not None)
     if why is not None:
         await _fail(engine, record.task_id, why)
-        await engine.leases.release(claim.task_id)
         return None
     if entry is None:
         if record.func_name not in engine.warned_names:
@@ -65,13 +62,11 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
                 UNKNOWN_TASK_GRACE,
             )
         await engine.requeue(record, delay=max(engine.poll_interval * 5, 1.0), wake=False)
-        await engine.leases.release(claim.task_id)
         return None
     try:
         args, kwargs = decode_arguments(entry.func, record.args or [], record.kwargs or {})
     except Exception as exc:
         await _fail(engine, record.task_id, f"stored arguments do not fit: {exc}")
-        await engine.leases.release(claim.task_id)
         return None
     return Invocation(
         entry.func,

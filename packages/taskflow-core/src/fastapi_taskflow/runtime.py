@@ -59,17 +59,6 @@ class Runtime:
         self.background.add(task)
         task.add_done_callback(self._forget)
 
-    def spawn_threadsafe(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Start ``coro`` on this runtime's loop from any thread."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.spawn(coro)
-        else:
-            self.loop.call_soon_threadsafe(self.spawn, coro)
-
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)
         if not task.cancelled() and task.exception() is not None:

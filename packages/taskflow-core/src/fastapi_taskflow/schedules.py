@@ -237,6 +237,7 @@ class Scheduler:
             requeue_on_interrupt=config.requeue_on_interrupt,
             created_at=now,
             updated_at=now,
+            owner=engine.instance_id if engine.durable else None,
         )
         await arm(engine, record, None)
         return task_id

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from .models import TaskStatus
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -40,6 +42,8 @@ async def shutdown(engine: Engine, timeout: float) -> None:
     for task in list(runtime.background):
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)
+    if engine.durable:
+        await _forget_me(engine)
     engine.bridge.close()
     await engine.close_control()
     await engine.backend.close()
@@ -47,16 +51,39 @@ async def shutdown(engine: Engine, timeout: float) -> None:
 
 
 async def _hand_back(engine: Engine) -> None:
-    """Queue this instance's unstarted tasks and drop their leases, so another
-    instance starts them at once."""
-    for task_id in list(engine.leases.held):
-        invocation = engine.invocations.get(task_id)
-        try:
-            if invocation is not None:
-                await engine.backend.enqueue(
-                    task_id, queue=invocation.queue, priority=invocation.priority
-                )
-            await engine.backend.release_lease(task_id, owner=engine.instance_id)
-        except Exception:
-            logger.warning("could not hand task %s back; its lease will expire", task_id)
-        engine.leases.held.discard(task_id)
+    """Queue this instance's unstarted tasks and give up their ownership, so another
+    instance starts them at once.
+
+    The store says what this instance owns (``Store.owned``). What cannot be handed back
+    now (the store is down) stays owned by this instance, whose heartbeat stops: the other
+    instances adopt it after ``liveness_seconds``.
+    """
+    backend, me = engine.backend, engine.instance_id
+    try:
+        handed: set[str] = set()
+        while True:
+            task_ids = [t for t in await backend.owned(me, limit=100) if t not in handed]
+            if not task_ids:
+                break
+            for task_id in task_ids:
+                handed.add(task_id)
+                record = await backend.get(task_id)
+                if record is None or record.status is not TaskStatus.PENDING:
+                    continue  # RUNNING past the timeout: written INTERRUPTED already
+                await backend.enqueue(task_id, queue=record.queue, priority=record.priority)
+                await backend.adopt(task_id, owner=me, new_owner=None)
+    except Exception:
+        logger.warning(
+            "could not hand this instance's unstarted tasks back; other instances adopt "
+            "them after liveness_seconds",
+            exc_info=True,
+        )
+
+
+async def _forget_me(engine: Engine) -> None:
+    """Delete this instance's heartbeat (its loop is stopped): what it still owns is
+    adopted by the other instances after ``liveness_seconds``."""
+    try:
+        await engine.control_backend.forget_instance(engine.instance_id)
+    except Exception:
+        logger.debug("could not delete this instance's heartbeat", exc_info=True)

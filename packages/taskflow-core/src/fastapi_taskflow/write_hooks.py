@@ -1,9 +1,6 @@
-"""What a flush of the write buffer does around ``create_many`` on a durable backend.
-
-Before: the batch's background and eager tasks are leased to this instance, so no record
-is ever in the store without an owner. After: its queued tasks are put on their queues,
-so an instance that dies right after acknowledging them loses nothing.
-"""
+"""What a flush of the write buffer does after ``create_many`` on a durable backend: its
+queued tasks are put on their queues at once (their records name this instance as owner,
+so if it dies first, recovery queues them)."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from .models import TaskRecord, TaskStatus
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["enqueue_batch", "lease_batch"]
+__all__ = ["enqueue_batch"]
 
 
 def _pending(engine: Engine, batch: list[TaskRecord], *, queued: bool) -> list[TaskRecord]:
@@ -29,17 +26,11 @@ def _pending(engine: Engine, batch: list[TaskRecord], *, queued: bool) -> list[T
     ]
 
 
-async def lease_batch(engine: Engine, batch: list[TaskRecord]) -> None:
-    """Lease the batch's tasks that do not go through a queue to this instance."""
-    await engine.leases.take(r.task_id for r in _pending(engine, batch, queued=False))
-
-
 async def enqueue_batch(engine: Engine, batch: list[TaskRecord]) -> None:
     """Put the batch's queued tasks on their queues as soon as they are stored.
 
-    On a durable backend a queued task carries no lease, so it must be on its queue
-    before the response that acknowledges it: an instance that dies after the response
-    and before ``submit()`` would otherwise leave it PENDING forever.
+    Queued before the response that acknowledges them, so that a queue worker of any
+    instance can start them without waiting for this one's ``submit()``.
     """
     queued = _pending(engine, batch, queued=True)
     if not queued:
