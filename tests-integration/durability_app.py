@@ -8,7 +8,7 @@ Configuration comes from the environment, so every instance of one test shares i
   ``write`` per line, so concurrent processes never interleave);
 * ``DURABILITY_RELEASE``: a path; blocking tasks wait until it exists;
 * ``DURABILITY_INSTANCE``: this instance's name in the run log and its instance id;
-* ``DURABILITY_LEASE_SECONDS``: the lease time (default 1 s, so recovery takes seconds).
+* ``DURABILITY_LIVENESS_SECONDS``: ``liveness_seconds`` (default 1 s, so recovery takes seconds).
 
 Tasks: ``record`` (runs at once), ``record_requeue`` (the same, re-run if interrupted),
 ``block`` and ``block_requeue`` (run until the release file appears), ``flaky`` (fails
@@ -42,7 +42,7 @@ if os.environ.get("DURABILITY_DEBUG"):
 
 task_manager = TaskManager(
     backend=os.environ["TASKFLOW_BACKEND"],
-    lease_seconds=float(os.environ.get("DURABILITY_LEASE_SECONDS", "1.0")),
+    liveness_seconds=float(os.environ.get("DURABILITY_LIVENESS_SECONDS", "1.0")),
     poll_interval=0.1,
     shutdown_timeout=2.0,
     instance_id=INSTANCE,

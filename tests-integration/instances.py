@@ -340,7 +340,6 @@ def diagnose(fleet: list[Instance]) -> str:
     """The taskflow warnings and errors each instance logged (for failure messages)."""
     keys = (
         "INTERRUPTED",
-        "lost the lease",
         "adopting",
         "re-running",
         "Traceback",

@@ -4,7 +4,7 @@ Configured by environment variables:
 
 * ``TASKFLOW_BACKEND``: the backend URL (a private Redis or PostgreSQL of the test);
 * ``OUTAGE_RUNS``: the file every execution of ``record_run`` appends its task id to;
-* ``OUTAGE_LEASE``: ``lease_seconds`` of the manager.
+* ``OUTAGE_LIVENESS``: ``liveness_seconds`` of the manager.
 
 It shows the pattern the docs recommend for outages: ``BackendUnavailableError`` (the
 store is known to be down, so ``add_task()`` accepted nothing) becomes a 503 the client
@@ -26,7 +26,7 @@ from fastapi_taskflow.errors import BackendUnavailableError
 RUNS = os.environ["OUTAGE_RUNS"]
 
 task_manager = TaskManager(
-    lease_seconds=float(os.environ.get("OUTAGE_LEASE", "3")),
+    liveness_seconds=float(os.environ.get("OUTAGE_LIVENESS", "3")),
     poll_interval=0.2,
     shutdown_timeout=5,
 )

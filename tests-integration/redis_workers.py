@@ -65,7 +65,7 @@ async def race_claims(backend: RedisBackend) -> list[str]:
     async def claimer() -> None:
         while True:
             batch = await backend.claim(
-                queue="work", owner=owner, lease_seconds=60, limit=random.randint(1, 4)
+                queue="work", owner=owner, limit=random.randint(1, 4)
             )
             if not batch:
                 return

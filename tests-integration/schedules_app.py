@@ -27,7 +27,7 @@ RUN_LOG = os.environ["DURABILITY_RUN_LOG"]
 
 task_manager = TaskManager(
     backend=os.environ["TASKFLOW_BACKEND"],
-    lease_seconds=1.0,
+    liveness_seconds=1.0,
     poll_interval=0.1,
     shutdown_timeout=2.0,
     instance_id=INSTANCE,

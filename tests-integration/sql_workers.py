@@ -63,7 +63,7 @@ async def main(url: str, prefix: str, schema: str, folder: Path, index: int, wor
         await barrier(folder, "claim", index, workers)
         claimed: list[str] = []
         while batch := await backend.claim(
-            queue=QUEUE, owner=f"worker-{index}", lease_seconds=60, limit=1 + index % 5
+            queue=QUEUE, owner=f"worker-{index}", limit=1 + index % 5
         ):
             claimed.extend(claim.task_id for claim in batch)
         print(json.dumps({"created": created, "claimed": claimed}))

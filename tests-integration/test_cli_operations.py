@@ -63,7 +63,7 @@ async def engine_and_operator(
 
 def make_manager(kind: str, tmp_path: Path, **options: Any) -> TaskManager:
     url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'tasks.db'}"
-    return TaskManager(backend=url, poll_interval=0.05, lease_seconds=5, **options)
+    return TaskManager(backend=url, poll_interval=0.05, liveness_seconds=5, **options)
 
 
 async def status_of(manager: TaskManager, task_id: str) -> TaskStatus | None:

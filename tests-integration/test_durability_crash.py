@@ -1,7 +1,7 @@
 """SIGKILL of a real instance: every task it held ends terminal on the survivors.
 
 For each shared backend (SQLite file, PostgreSQL, MySQL/MariaDB, Redis), with
-``durability_app`` served by uvicorn processes and a 1 s lease:
+``durability_app`` served by uvicorn processes and ``liveness_seconds=1``:
 
 * ``test_sigkill_with_200_tasks``: instance A holds 200 tasks — RUNNING and PENDING, on
   the Starlette path and on the queue — while B runs; A is SIGKILLed. Every task ends

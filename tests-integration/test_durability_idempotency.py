@@ -56,13 +56,13 @@ async def _race(urls: list[str]) -> list[tuple[int, str]]:
 
 def test_four_processes_race_on_fifty_keys(durable_backend: Backend) -> None:
     started = time.monotonic()
-    # No instance dies here, so the lease is long: under this load a 1 s lease can expire
-    # while its owner lives (the heartbeat waits for a pooled connection), and another
-    # instance then marks the owner's RUNNING task INTERRUPTED (see the report).
+    # No instance dies here, so the liveness period is long: under this load a 1 s period
+    # can pass without a heartbeat landing (it waits for a pooled connection), and another
+    # instance would then take the owner for dead.
     fleet = instances.start(
         durable_backend,
         *(f"P{n}" for n in range(PROCESSES)),
-        DURABILITY_LEASE_SECONDS="5",
+        DURABILITY_LIVENESS_SECONDS="5",
     )
     try:
         results = asyncio.run(_race([i.base_url for i in fleet]))

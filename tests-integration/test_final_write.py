@@ -4,7 +4,8 @@ What a task produces cannot be refused at ``add_task()``: a return value with a 
 surrogate, an error message or a ``task_log`` line with a NUL. Each is stored with the
 characters no store can hold replaced (U+FFFD) and the replacement said in the error or
 in a log line, on every durable backend. When the store refuses the outcome anyway, the
-task keeps its lease, which expires, and recovery finishes it: never RUNNING forever.
+task is ended INTERRUPTED with a plain error once the store takes that: never RUNNING
+forever.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ async def test_unstorable_outcomes_are_stored_cleaned(durable_url: str, wait_for
         assert line.extra["text"] == "x\ufffd" and line.extra["thing"].startswith("<object")
 
 
-async def test_a_refused_outcome_is_finished_by_recovery(sql_url: str, wait_for: Wait) -> None:
-    tm = TaskManager(sql_url, lease_seconds=1)
+async def test_a_refused_outcome_ends_interrupted(sql_url: str, wait_for: Wait) -> None:
+    tm = TaskManager(sql_url, liveness_seconds=1)
 
     @tm.task(name="stubborn_job")
     async def stubborn() -> int:

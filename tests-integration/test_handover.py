@@ -41,8 +41,8 @@ async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
     ran_on: list[str] = []
 
     def make(name: str) -> TaskManager:
-        # A long lease: only the hand-back can explain a quick pick-up.
-        tm = TaskManager(backend=url, lease_seconds=60, poll_interval=0.05, instance_id=name)
+        # A long liveness period: only the hand-back can explain a quick pick-up.
+        tm = TaskManager(backend=url, liveness_seconds=60, poll_interval=0.05, instance_id=name)
 
         @tm.task(name="jobs.record")
         def record(n: int) -> None:
@@ -55,7 +55,7 @@ async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
         await leaving.startup()
         managed = ManagedBackgroundTasks(leaving)
         ids = [managed.add_task(leaving.registry.by_name("jobs.record").func, n) for n in range(5)]  # type: ignore[union-attr]
-        await leaving._engine.flush()  # accepted and leased, never started (no response sent)
+        await leaving._engine.flush()  # accepted and owned, never started (no response sent)
         await leaving.shutdown()
 
         async def all_done() -> bool:

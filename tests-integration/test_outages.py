@@ -206,7 +206,7 @@ class App:
             os.environ,
             TASKFLOW_BACKEND=backend_url,
             OUTAGE_RUNS=str(runs),
-            OUTAGE_LEASE="3",
+            OUTAGE_LIVENESS="3",
             PYTHONUNBUFFERED="1",
         )
         self.process = subprocess.Popen(

@@ -32,7 +32,7 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def make_app(url: str) -> tuple[TaskManager, FastAPI, list[int]]:
-    tm = TaskManager(url, lease_seconds=5)
+    tm = TaskManager(url, liveness_seconds=5)
     app = FastAPI()
     tm.install(app)
     done: list[int] = []

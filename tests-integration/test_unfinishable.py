@@ -1,8 +1,8 @@
 """Records nobody can finish end terminal, saying why (issue 9 #6).
 
 Each record is written straight into the real store as another instance (now dead)
-would have left it, then a live instance finds it on its queue or through its expired
-lease. Before, a corrupt record stayed PENDING in ``stats()`` forever, a record without
+would have left it, then a live instance finds it on its queue or adopts it from its
+dead owner. Before, a corrupt record stayed PENDING in ``stats()`` forever, a record without
 stored arguments was requeued every second with a misleading warning, and a task of a
 function nobody can find by name stayed PENDING forever.
 """
@@ -56,7 +56,7 @@ async def corrupt(backend: Any, task_id: str) -> None:
 
 
 async def test_records_nobody_can_finish_end_failed(durable_url: str, wait_for: Wait) -> None:
-    tm = TaskManager(durable_url, lease_seconds=1, poll_interval=0.2)
+    tm = TaskManager(durable_url, liveness_seconds=1, poll_interval=0.2)
 
     @tm.task(name="known_job")
     def known_job() -> None:
@@ -73,12 +73,11 @@ async def test_records_nobody_can_finish_end_failed(durable_url: str, wait_for: 
             "main": record(tm, "main", "__main__.job"),
             "gone": record(tm, "gone", "app.removed_job", created_at=old),
             "recent": record(tm, "recent", "app.other_deploy_job"),
-            "adopted_corrupt": record(tm, "adopted_corrupt", "known_job"),
+            "adopted_corrupt": record(tm, "adopted_corrupt", "known_job", owner="dead-instance"),
         }
         await backend.create_many(list(cases.values()))
         await corrupt(backend, "corrupt")
         await corrupt(backend, "adopted_corrupt")
-        await backend.acquire_lease("adopted_corrupt", owner="dead-instance", lease_seconds=0.1)
         for task_id in cases:
             if task_id != "adopted_corrupt":
                 await backend.enqueue(task_id, queue="default")

@@ -104,12 +104,12 @@ async def test_a_waiting_retry_does_not_block_others_and_honours_the_delay(event
             await eventually(lambda o=other: tm.store.get(o).status is TaskStatus.SUCCESS)  # type: ignore[misc]
         # Not due yet: nothing is claimable one second before the delay ends.
         clock.advance(59)
-        assert await tm.backend.claim(queue="default", owner="probe", lease_seconds=1) == []
+        assert await tm.backend.claim(queue="default", owner="probe") == []
         clock.advance(1)
         await eventually(lambda: runs.count("retrying") == 2)
         # The second retry waits delay * backoff = 120 s.
         clock.advance(119)
-        assert await tm.backend.claim(queue="default", owner="probe", lease_seconds=1) == []
+        assert await tm.backend.claim(queue="default", owner="probe") == []
         clock.advance(1)
         await eventually(lambda: tm.store.get(retrying).status is TaskStatus.SUCCESS)  # type: ignore[union-attr]
     assert runs.count("retrying") == 3
