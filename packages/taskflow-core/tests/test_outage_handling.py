@@ -130,7 +130,7 @@ def test_a_request_whose_tasks_cannot_be_written_gets_503_and_its_tasks_are_drop
     assert response.headers["retry-after"] == "1"
     assert "no task was accepted" in response.json()["detail"]
     assert "task_id" not in response.text
-    assert len(engine.pending) == 0 and not engine.invocations
+    assert len(engine.pending) == 0 and not engine.tasks
     # known down now: refused at add_task(); the middleware answers the same 503
     refused = client.post("/add", params={"n": 2})
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
@@ -143,12 +143,12 @@ def test_a_request_whose_tasks_cannot_be_written_gets_503_and_its_tasks_are_drop
     task_id = response.json()["task_id"]
     assert task_manager.store.get(task_id) is not None
     assert ran == [3]
-    assert len(engine.pending) == 0 and not engine.invocations
+    assert len(engine.pending) == 0 and not engine.tasks
 
 
 def _settled(engine: Any) -> None:
     deadline = time.monotonic() + 5
-    while engine.invocations or len(engine.pending):
+    while engine.tasks or len(engine.pending):
         assert time.monotonic() < deadline, "a task of the failed request is stranded"
         time.sleep(0.01)
 

@@ -159,7 +159,7 @@ def accept(
             engine.schedule_flush(loop)
     engine.note_accepted(task_id)
     if route == QUEUED:
-        engine.waiting.setdefault(record.queue, set()).add(task_id)
+        engine.tasks.wait_in_queue(task_id, record.queue)
         engine.submit_soon(loop, task_id, record.queue, record.priority)
     elif route == EAGER:
         assert loop is not None
@@ -180,7 +180,7 @@ async def _create_keyed(
         result = await backend.create(record)
         if enqueue and result.created:
             await backend.enqueue(record.task_id, queue=record.queue, priority=record.priority)
-            engine.enqueued.add(record.task_id)
+            engine.tasks.mark_enqueued([record.task_id])
         return result
 
     return await engine.availability.call(create)
@@ -203,7 +203,7 @@ def _warn_if_unrecoverable(engine: Engine, name: str) -> None:
 
 def _has_room(engine: Engine, queue: str) -> bool:
     limit = engine.queue_config(queue).max_size
-    return limit is None or len(engine.waiting.get(queue, ())) < limit
+    return limit is None or engine.tasks.waiting_in(queue) < limit
 
 
 def _key_holder(engine: Engine, idempotency_key: str | None) -> str | None:

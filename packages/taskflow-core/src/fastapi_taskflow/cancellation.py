@@ -135,17 +135,10 @@ def _emit_soon(engine: Engine, event: LogEvent) -> None:
 def _forget_cancelled(engine: Engine, record: TaskRecord) -> None:
     """Drop this instance's in-process state of a task cancelled before it started,
     and announce it."""
-    _drop_local(engine, record.task_id, record.queue)
+    engine.forget(record.task_id)
     runtime = engine.current_runtime
     if runtime is not None and runtime.usable:
         runtime.spawn(engine.emit_lifecycle(record))
-
-
-def _drop_local(engine: Engine, task_id: str, queue: str) -> None:
-    """Forget the invocation and queue slot this instance holds for a task that was
-    cancelled before it started (here, or by another instance)."""
-    engine.forget(task_id)
-    engine.waiting.get(queue, set()).discard(task_id)
 
 
 def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:
@@ -163,6 +156,9 @@ def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:
         runtime.loop.call_soon_threadsafe(call)
 
 
+_TAKEN_ELSEWHERE = frozenset({TaskStatus.CANCELLED, TaskStatus.RUNNING})
+
+
 def start_watcher(engine: Engine, runtime: Runtime) -> None:
     """Start hook: on a shared backend, act on cancellation requests from any instance."""
     if engine.durable:
@@ -178,12 +174,13 @@ async def _watch(engine: Engine) -> None:
                     scopes.request(event.task_id)
                 elif (
                     isinstance(event, LifecycleEvent)
-                    and event.status is TaskStatus.CANCELLED
+                    and event.status in _TAKEN_ELSEWHERE
                     and event.instance_id != engine.instance_id
-                    and event.task_id in engine.invocations
+                    and event.task_id in engine.tasks
                 ):
-                    # Accepted here, cancelled elsewhere before it started.
-                    _drop_local(engine, event.task_id, event.queue)
+                    # Accepted here, then cancelled, or claimed and started, by another
+                    # instance: nothing of it is left to run here.
+                    engine.forget(event.task_id)
         return
     # No fan-out: poll the records of the attempts running here.
     interval = max(engine.poll_interval, 0.5)

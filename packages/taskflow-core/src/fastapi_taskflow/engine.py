@@ -36,6 +36,7 @@ from .fanout import EventHub
 from .group_commit import TransitionBatcher
 from .invocation import Invocation
 from .liveness import beat_forever, open_control_backend
+from .local_tasks import LocalTasks
 from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
 from .observers import ObserverChain
 from .pending import PendingCreates
@@ -94,8 +95,8 @@ class Engine:
         self.pending = PendingCreates()
         self.refused = RefusedTasks()
         self.retention = Retention(clock, retention)
-        self.invocations: dict[str, Invocation] = {}
-        self.waiting: dict[str, set[str]] = {}
+        self.tasks = LocalTasks()
+        """The in-process state of every task accepted here and not finished."""
         self.availability = Availability()
         self.recovery = Recovery(self)
         self.cancel_scopes = CancelScopes()
@@ -118,8 +119,6 @@ class Engine:
         self._lock = threading.Lock()
         self._flush_scheduled = False
         self.warned_names: set[str] = set()
-        self.enqueued: set[str] = set()
-        """Queued tasks already put on their queue when their record was written."""
         self.start_hooks: list[Callable[[Runtime], None]] = []
         """Called with each full runtime the engine starts (periodic schedules, the
         cancellation watcher: see ``schedules`` and ``cancellation``)."""
@@ -312,15 +311,18 @@ class Engine:
         route: str,
     ) -> None:
         """Remember how to run an accepted task in this process."""
-        self.invocations[record.task_id] = Invocation(
-            func,
-            args,
-            kwargs,
-            config,
-            record.queue,
-            record.priority,
-            route,
-            is_async=self.registry.is_async(func),
+        self.tasks.add(
+            record.task_id,
+            Invocation(
+                func,
+                args,
+                kwargs,
+                config,
+                record.queue,
+                record.priority,
+                route,
+                is_async=self.registry.is_async(func),
+            ),
         )
 
     def note_accepted(self, task_id: str) -> None:
@@ -443,7 +445,7 @@ class Engine:
         """
         if task_id in self.pending:
             await self.availability.persist_while(lambda: task_id in self.pending, self.flush)
-        return task_id in self.invocations
+        return task_id in self.tasks
 
     # -- running ----------------------------------------------------------------------
 
@@ -451,9 +453,7 @@ class Engine:
         """Put an accepted task on its queue and make sure a worker runs the queue."""
         if not await self.flush_for(task_id):
             return
-        if task_id in self.enqueued:
-            self.enqueued.discard(task_id)  # enqueued with its record
-        else:
+        if not self.tasks.take_enqueued(task_id):  # else enqueued with its record
             await self.availability.persist(
                 lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
             )
@@ -513,23 +513,21 @@ class Engine:
         """Run an accepted task now (background list, eager, or awaited by hand)."""
         if not await self.flush_for(task_id):
             return  # already ran, dropped, or not accepted by this manager
-        invocation = self.invocations.get(task_id)
+        invocation = self.tasks.get(task_id)
         if invocation is None:
             return  # already ran, or not accepted by this manager
         await execute(self, task_id, invocation, claimed=False)
 
     async def run_claimed(self, claim: Claim) -> None:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
-        waiting = self.waiting.get(claim.queue)
-        if waiting:
-            waiting.discard(claim.task_id)
-        invocation = self.invocations.get(claim.task_id) or await rehydrate(self, claim)
+        self.tasks.left_queue(claim.task_id, claim.queue)
+        invocation = self.tasks.get(claim.task_id) or await rehydrate(self, claim)
         if invocation is not None:
             await execute(self, claim.task_id, invocation, claimed=True)
 
     def forget(self, task_id: str) -> None:
-        """Drop the in-process state of a finished task."""
-        self.invocations.pop(task_id, None)
+        """Drop the in-process state of a task that finished or left this instance."""
+        self.tasks.forget(task_id)
 
     async def transition(
         self,

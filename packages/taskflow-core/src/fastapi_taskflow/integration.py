@@ -146,9 +146,7 @@ def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
     """
     dropped = engine.pending.discard(task_ids)
     for task_id in dropped:
-        engine.invocations.pop(task_id, None)
-        for waiting in engine.waiting.values():
-            waiting.discard(task_id)
+        engine.forget(task_id)
     if dropped:
         logger.warning(
             "%d task(s) of a request were not acknowledged and are dropped", len(dropped)
@@ -161,7 +159,7 @@ def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
     no-op: its PENDING → RUNNING compare-and-set admits one executor)."""
     loop = asyncio.get_running_loop()
     for task_id in task_ids:
-        invocation = engine.invocations.get(task_id)
+        invocation = engine.tasks.get(task_id)
         if invocation is not None and invocation.route == BACKGROUND:
             engine.spawn_on(loop, engine.run_now(task_id))
 

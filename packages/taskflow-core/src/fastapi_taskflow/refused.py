@@ -78,9 +78,7 @@ async def record_refusals(
         reason = f"{type(exc).__name__}: {exc}"
         error = f"the task store refused this task, so it never ran ({reason})"
         engine.refused.add(task_id, error)
-        engine.invocations.pop(task_id, None)
-        for waiting in engine.waiting.values():
-            waiting.discard(task_id)
+        engine.forget(task_id)
         logger.error(
             "task %s (%s) was refused by the task store: %s", task_id, record.func_name, reason
         )

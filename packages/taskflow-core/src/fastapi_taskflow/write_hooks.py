@@ -21,7 +21,7 @@ def _pending(engine: Engine, batch: list[TaskRecord], *, queued: bool) -> list[T
         r
         for r in batch
         if r.status is TaskStatus.PENDING
-        and (inv := engine.invocations.get(r.task_id)) is not None
+        and (inv := engine.tasks.get(r.task_id)) is not None
         and (inv.route == QUEUED) is queued
     ]
 
@@ -40,7 +40,7 @@ async def enqueue_batch(engine: Engine, batch: list[TaskRecord]) -> None:
         *(backend.enqueue(r.task_id, queue=r.queue, priority=r.priority) for r in queued),
         return_exceptions=True,
     )
-    engine.enqueued.update(
+    engine.tasks.mark_enqueued(
         r.task_id
         for r, result in zip(queued, results, strict=True)
         if not isinstance(result, BaseException)
