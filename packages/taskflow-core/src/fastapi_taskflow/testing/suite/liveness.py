@@ -45,6 +45,7 @@ def _step(
     new: TaskStatus,
     update: TaskUpdate | None = None,
 ) -> Transition:
+    """A :class:`Transition` item, ``expected`` frozen as the dataclass wants it."""
     return Transition(task_id=task_id, expected=frozenset(expected), new=new, update=update)
 
 
