@@ -40,7 +40,7 @@ from .local_tasks import LocalTasks
 from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
 from .observers import ObserverChain
 from .pending import PendingCreates
-from .protocols import TaskBackend
+from .protocols import InProcessStore, TaskBackend
 from .recovery import Recovery
 from .redaction import mask_secrets
 from .refused import RefusedTasks, record_refusals
@@ -83,6 +83,14 @@ class Engine:
         self.base_backend = backend
         self.require_backend_at_startup = require_backend_at_startup
         self.durable = bool(backend.durable)
+        self.create_now = (
+            backend.create_now
+            if not self.durable
+            and isinstance(backend, InProcessStore)
+            and callable(backend.create_now)
+            else None
+        )
+        """The store's synchronous create when it lives in this process (no write buffer)."""
         self.clock = clock
         self.registry = registry
         self.observers = observers
@@ -511,6 +519,9 @@ class Engine:
 
     async def run_now(self, task_id: str) -> None:
         """Run an accepted task now (background list, eager, or awaited by hand)."""
+        runtime = self._runtime
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            await self.started()
         if not await self.flush_for(task_id):
             return  # already ran, dropped, or not accepted by this manager
         invocation = self.tasks.get(task_id)

@@ -68,6 +68,11 @@ class MemoryStore:
         with self._state.lock:
             return self._create_locked(record)
 
+    def create_now(self, record: TaskRecord) -> CreateResult:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
+        with self._state.lock:
+            return self._create_locked(record)
+
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
         with self._state.lock:
