@@ -47,13 +47,17 @@ async def beat_forever(
     """Write this instance's heartbeat now and every beat interval; runs until cancelled.
 
     A failed beat is retried at the next interval (and marks the store unavailable, so
-    new tasks are refused until it answers again).
+    new tasks are refused until it answers again). A beat that does not answer within
+    half the liveness period is given up and sent again, so a connection left hanging by
+    an outage never holds the heartbeat back once the store is reachable.
     """
     interval = beat_interval(liveness_seconds)
+    patience = max(liveness_seconds / 2, interval)
     while True:
         reraise_if_cancelled()
         try:
-            await availability.call(lambda: backend.beat(instance_id))
+            async with asyncio.timeout(patience):
+                await availability.call(lambda: backend.beat(instance_id))
         except Exception:
             reraise_if_cancelled()
             logger.debug("heartbeat failed; will retry", exc_info=True)

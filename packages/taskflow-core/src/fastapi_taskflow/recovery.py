@@ -65,8 +65,9 @@ class Recovery:
         tasks changed hands."""
         engine = self.engine
         control = engine.control_backend
-        heartbeats = await engine.availability.call(control.heartbeats)
-        owners = await engine.availability.call(control.owners)
+        async with asyncio.timeout(max(engine.liveness_seconds / 2, 0.1)):
+            heartbeats = await engine.availability.call(control.heartbeats)
+            owners = await engine.availability.call(control.owners)
         adopted = 0
         for dead in self.watch.observe(heartbeats, owners):
             adopted += await self.adopt_all(dead)
