@@ -11,8 +11,9 @@ dead, and adopts its tasks (see ``recovery``), only on evidence it gathered itse
 * over that whole time the owner's heartbeat did not change (or it had none).
 
 After an outage of the store (or a stall of this instance's own loop) the observation
-starts again from nothing, so instances that could not beat while the store was down
-are never taken for dead when it returns: they renew within one beat of its return.
+starts again from nothing, and nobody is declared dead before two ``liveness_seconds``
+have passed: the other instances could not beat while the store was down, and may need
+longer than this one to reconnect; they renew within a beat of reconnecting.
 """
 
 from __future__ import annotations
@@ -94,11 +95,14 @@ class DeathWatch:
         self._monotonic = monotonic
         self._sightings: dict[str, _Sighting] = {}
         self._last_read: float | None = None
+        self._lost = False
+        self._quiet_until = 0.0
 
     def lost_contact(self) -> None:
         """Forget everything seen: a read failed, so the next ones start a new watch."""
         self._sightings.clear()
         self._last_read = None
+        self._lost = True
 
     def observe(self, heartbeats: dict[str, datetime], owners: set[str]) -> list[str]:
         """Take in one read; return the instances now known to be dead (never this one)."""
@@ -107,6 +111,10 @@ class DeathWatch:
             # This instance was not watching (its loop stalled, or reads were slow): what
             # it saw before the gap proves nothing about the time in between.
             self._sightings.clear()
+            self._lost = True
+        if self._lost:  # back after losing the store: others may reconnect more slowly
+            self._lost = False
+            self._quiet_until = now + 2 * self.period
         self._last_read = now
         seen = self._sightings
         for instance in seen.keys() - heartbeats.keys() - owners:
@@ -119,7 +127,7 @@ class DeathWatch:
             sighting = seen.get(instance)
             if sighting is None or sighting.beat != beat:
                 seen[instance] = _Sighting(beat, now)
-            elif now - sighting.unchanged_since >= self.period:
+            elif now - sighting.unchanged_since >= self.period and now >= self._quiet_until:
                 dead.append(instance)
         return dead
 
