@@ -12,11 +12,10 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
-from .cancellation import cancelled_update
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
@@ -29,9 +28,19 @@ from .supervision import supervise
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
-    from .manager import TaskManager
 
-__all__ = ["OutcomeNotWritten", "execute", "make_background_func"]
+__all__ = ["OutcomeNotWritten", "execute"]
+
+
+def __getattr__(name: str) -> Any:
+    """``make_background_func`` lives in ``background`` (it needs the manager, which this
+    module must not import); the reference pages import it from here."""
+    if name == "make_background_func":
+        from .background import make_background_func
+
+        return make_background_func
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -42,23 +51,6 @@ _RUNNING = frozenset({TaskStatus.RUNNING})
 class OutcomeNotWritten(Exception):
     """The store refused a task's outcome even without its result: the task is ended
     INTERRUPTED in the background, with retries (``end_unwritten``)."""
-
-
-def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:
-    """Return a coroutine function that runs the accepted task ``task_id`` when awaited.
-
-    This is what ``add_task()`` puts in ``ManagedBackgroundTasks.tasks``: Starlette awaits
-    it after the response. Awaiting it yourself (in a test, or with
-    ``asyncio.ensure_future``) runs the task with its retries, status and events exactly
-    as in a request. Awaiting it twice runs the task once.
-    """
-    engine = task_manager._engine
-
-    async def run_task() -> None:
-        await engine.run_now(task_id)
-
-    run_task.__name__ = run_task.__qualname__ = f"taskflow_run_{task_id}"
-    return run_task
 
 
 async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claimed: bool) -> None:
@@ -109,12 +101,24 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             if is_async is None:
                 is_async = invocation.is_async = is_async_callable(invocation.func)
             call = _call(engine, invocation, is_async, ctx)
-            result = await supervise(engine, ctx, is_async, invocation.config.timeout, call)
+            result = await supervise(
+                engine.cancel_scopes,
+                engine.progress_wiring,
+                ctx,
+                is_async,
+                invocation.config.timeout,
+                call,
+            )
         except asyncio.CancelledError:
             await _interrupted(engine, record, ctx)
             raise
         except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
-            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled_update(engine, exc))
+            cancelled = TaskUpdate(
+                finished_at=engine.clock.now(),
+                error=f"{type(exc).__name__}: {exc}",
+                cancel_requested=True,
+            )
+            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
             engine.forget(task_id)
         except Exception as exc:
             await _failed(engine, record, invocation, ctx, exc)
