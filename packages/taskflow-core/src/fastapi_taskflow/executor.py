@@ -54,7 +54,7 @@ class OutcomeNotWritten(Exception):
 
 
 async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claimed: bool) -> None:
-    """Run one attempt of ``task_id`` if it is PENDING, and record what happened.
+    """Run ``task_id`` if it is PENDING, and record what happened.
 
     Args:
         engine: the engine the task belongs to.
@@ -64,8 +64,16 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             from this instance's own list of accepted tasks.
 
     The PENDING → RUNNING compare-and-set makes this instance the task's owner and
-    admits one starter, whoever else tries.
+    admits one starter, whoever else tries. A failed attempt whose retry is due at once
+    (``delay=0``) is retried right here, through PENDING → RUNNING again, without a trip
+    through the queue; a later retry goes to the queue with its not-before time.
     """
+    while await _attempt(engine, task_id, invocation):
+        pass
+
+
+async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool:
+    """Run one attempt; True when the next attempt is due at once and runs here."""
     owner = engine.instance_id
     attempt = invocation.attempts + 1
     started_at = engine.clock.now()
@@ -78,7 +86,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         landed=lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at,
     )
     if record is None:  # cancelled, or started by someone else
-        return
+        return False
     invocation.attempts = attempt
     runtime = engine.runtime()
     current = asyncio.current_task()
@@ -94,6 +102,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         _clock=engine.clock,
         _on_log=engine.log_emitter(record),
     )
+    again = False
     try:
         try:
             # Timeout, cancellation and progress of the attempt: see supervision.py.
@@ -121,7 +130,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
             engine.forget(task_id)
         except Exception as exc:
-            await _failed(engine, record, invocation, ctx, exc)
+            again = await _failed(engine, record, invocation, ctx, exc)
         else:
             await _finish(
                 engine,
@@ -140,6 +149,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         reraise_if_cancelled()
     finally:
         runtime.running.pop(task_id, None)
+    return again
 
 
 async def _call(
@@ -165,7 +175,9 @@ async def _failed(
     invocation: Invocation,
     ctx: task_context.TaskContext,
     exc: Exception,
-) -> None:
+) -> bool:
+    """Record a failed attempt: PENDING again for a retry, else FAILED. True when the
+    retry is due at once and runs in place (not while shutting down)."""
     error = f"{type(exc).__name__}: {exc}"
     ctx.log(
         f"attempt {ctx.attempt} failed: {error}",
@@ -177,9 +189,12 @@ async def _failed(
         delay = config.retry_delay(ctx.attempt)
         ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
         retried = await _finish(engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error))
-        if retried is not None:
-            await engine.requeue(retried, delay, release=delay > 0)
-        return
+        if retried is None:
+            return False
+        if delay <= 0 and not engine.runtime().stopping:
+            return True
+        await engine.requeue(retried, delay, release=delay > 0)
+        return False
     await _finish(
         engine,
         record,
@@ -188,6 +203,7 @@ async def _failed(
         TaskUpdate(finished_at=engine.clock.now(), error=error),
     )
     engine.forget(record.task_id)
+    return False
 
 
 async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.TaskContext) -> None:
