@@ -35,6 +35,7 @@ for _ = 1, n do
     redis.call('ZADD', status_idx(s), 0, m)
     for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZADD', B .. 'idx:' .. ik, 0, m) end
     count(s, f, 1)
+    if ACTIVE[s] then reindex_owner(m, nil, false, redis.call('HGET', key, 'o'), true) end
     if fin ~= '' then
       track_finished(id, s, fin)
       track_duration(id, s, f, redis.call('HGET', key, 'st'), fin)

@@ -9,14 +9,14 @@ local B = ARGV[1]
 local TERMINAL = {success = true, failed = true, interrupted = true, cancelled = true,
                   rejected = true}
 local RELEASING = {failed = true, rejected = true}
+local ACTIVE = {pending = true, running = true}
 
 local K_IDEM = B .. 'idem'
 local K_ALL = B .. 'idx:all'
 local K_FINISHED = B .. 'idx:finished'
 local K_STAT_STATUS = B .. 'stats:status'
 local K_STAT_FUNC = B .. 'stats:func'
-local K_LEASES = B .. 'leases'
-local K_LEASE_OWNERS = B .. 'lease:owners'
+local K_OWNERS = B .. 'owners'
 local K_LOCKS = B .. 'locks'
 local K_RUNKEYS = B .. 'runkeys'
 local K_SEQ = B .. 'seq'
@@ -27,6 +27,45 @@ local DUR_KEEP = 1000
 local function task_key(id) return B .. 'task:' .. id end
 local function logs_key(id) return B .. 'logs:' .. id end
 local function status_idx(s) return B .. 'idx:status:' .. s end
+local function owned_idx(o) return B .. 'own:' .. o end
+
+-- Ownership index: 'own:<owner>' holds the index members of that owner's active tasks
+-- (all scores 0, so lexicographic order is created_at then id), and 'owners' the owners
+-- with a non-empty 'own:' set. A task is in it while its status is active and its raw
+-- owner field 'o' is set. Every script that changes a status or an owner calls this.
+local function reindex_owner(m, old_o, old_active, new_o, new_active)
+  if not m then return end
+  if not old_active then old_o = nil end
+  if not new_active then new_o = nil end
+  if old_o == new_o then return end
+  if old_o then
+    local k = owned_idx(old_o)
+    redis.call('ZREM', k, m)
+    if redis.call('EXISTS', k) == 0 then redis.call('SREM', K_OWNERS, old_o) end
+  end
+  if new_o then
+    redis.call('ZADD', owned_idx(new_o), 0, m)
+    redis.call('SADD', K_OWNERS, new_o)
+  end
+end
+
+-- Give an active task a new owner (nil: none): raw 'o' (for the index) and the JSON
+-- 'owner' field. Returns true when the task exists, holds a record and is active.
+local function hand_over(id, new_o, new_json)
+  local key = task_key(id)
+  local v = redis.pcall('HMGET', key, 's', 'm', 'o')
+  if type(v) == 'table' and v.err then return false end
+  local s, m, o = v[1], v[2], v[3]
+  if not s or not ACTIVE[s] then return false end
+  if new_o then
+    redis.call('HSET', key, 'o', new_o, 'owner', new_json)
+  else
+    redis.call('HDEL', key, 'o')
+    redis.call('HSET', key, 'owner', 'null')
+  end
+  reindex_owner(m, o, true, new_o, true)
+  return true
+end
 
 local MUTABLE = {'attempt', 'updated_at', 'started_at', 'finished_at', 'error', 'result',
                  'progress', 'cancel_requested', 'owner'}
@@ -103,12 +142,13 @@ local function track_duration(id, s, f, st, fin)
   end
 end
 
--- Remove a task, its logs, its index entries, its counters, key and lease.
+-- Remove a task, its logs, its index entries, its counters, key and ownership entry.
 local function delete_task(id)
   local key = task_key(id)
-  local v = redis.pcall('HMGET', key, 's', 'm', 'ix', 'k', 'f')
+  local v = redis.pcall('HMGET', key, 's', 'm', 'ix', 'k', 'f', 'o')
   if not (type(v) == 'table' and v.err) and v[1] then
-    local s, m, ix, k, f = v[1], v[2], v[3], v[4], v[5]
+    local s, m, ix, k, f, o = v[1], v[2], v[3], v[4], v[5], v[6]
+    reindex_owner(m, o, ACTIVE[s], nil, false)
     if m then
       redis.call('ZREM', K_ALL, m)
       redis.call('ZREM', status_idx(s), m)
@@ -123,8 +163,6 @@ local function delete_task(id)
   redis.call('DEL', key, logs_key(id))
   redis.call('ZREM', K_FINISHED, id)
   for _, key in pairs(DONE) do redis.call('ZREM', key, id) end
-  redis.call('ZREM', K_LEASES, id)
-  redis.call('HDEL', K_LEASE_OWNERS, id)
 end
 
 -- Delete at most n finished tasks with finished_at < cutoff; return how many.
