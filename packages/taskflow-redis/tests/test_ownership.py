@@ -39,9 +39,7 @@ async def index(backend: RedisBackend) -> dict[str, list[str]]:
     return found
 
 
-async def test_every_write_keeps_the_owner_index(
-    backend: RedisBackend, clock: ManualClock
-) -> None:
+async def test_every_write_keeps_the_owner_index(backend: RedisBackend, clock: ManualClock) -> None:
     await backend.create(record(clock, "a", owner="i1"))
     clock.advance(1)
     await backend.create(record(clock, "b"))
@@ -74,9 +72,7 @@ async def test_every_write_keeps_the_owner_index(
     assert await index(backend) == {"i2": ["c"]}
 
 
-async def test_adopt_keeps_status_and_updated_at(
-    backend: RedisBackend, clock: ManualClock
-) -> None:
+async def test_adopt_keeps_status_and_updated_at(backend: RedisBackend, clock: ManualClock) -> None:
     await backend.create(record(clock, "a", owner="dead"))
     before = await backend.get("a")
     clock.advance(5)
@@ -116,9 +112,7 @@ async def test_group_commit_is_one_script_call(
     assert (await backend.stats()).by_status == {SUCCESS: 50}
 
 
-async def test_heartbeats_use_the_backend_clock(
-    backend: RedisBackend, clock: ManualClock
-) -> None:
+async def test_heartbeats_use_the_backend_clock(backend: RedisBackend, clock: ManualClock) -> None:
     await backend.beat("i1")
     clock.advance(30)
     await backend.beat("i2")
