@@ -9,4 +9,5 @@ if not v[1] or not ACTIVE[v[1]] or v[2] ~= owner then return {0} end
 local new_o = ARGV[4]
 if ARGV[5] == 'null' then new_o = nil end
 hand_over(id, new_o, ARGV[5])
+flush()
 return {1, record_json(id)}

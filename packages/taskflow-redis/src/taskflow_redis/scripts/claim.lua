@@ -19,4 +19,5 @@ for _, member in ipairs(taken) do
   out[#out + 1] = id
   out[#out + 1] = prio
 end
+flush()
 return out

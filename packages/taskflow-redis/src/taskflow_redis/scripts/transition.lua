@@ -6,12 +6,21 @@
 -- nfields, field/value pairs.
 -- Returns per item {1, json} on success, {0} when absent or not in expected, {-1} when
 -- the key holds a value that is not a record.
+-- Each task hash is read once (HMGET) and written once (HSET, plus HDEL when a field is
+-- cleared); index and counter changes are deferred to flush(), one command per key.
 local cutoff, per_finish, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+
+-- HMGET layout: 'd', 's', MUTABLE (3..11), then these.
+local M, F, K, O, FIN, ST = 12, 13, 14, 15, 16, 17
+local READ = {'d', 's'}
+for _, name in ipairs(MUTABLE) do READ[#READ + 1] = name end
+for _, name in ipairs({'m', 'f', 'k', 'o', 'fin', 'st'}) do READ[#READ + 1] = name end
 
 local function apply(id, expected, new, fin, own, first, last)
   local key = task_key(id)
-  local cur = redis.pcall('HGET', key, 's')
-  if type(cur) == 'table' and cur.err then return {-1}, false end
+  local v = redis.pcall('HMGET', key, unpack(READ))
+  if type(v) == 'table' and v.err then return {-1}, false end
+  local cur = v[2]
   if not cur then
     if redis.call('EXISTS', key) == 1 then return {-1}, false end
     return {0}, false
@@ -20,41 +29,63 @@ local function apply(id, expected, new, fin, own, first, last)
     return {0}, false
   end
   if new == '' then new = cur end
-  if last >= first then redis.call('HSET', key, unpack(ARGV, first, last)) end
-  if fin == '-' then
-    redis.call('HDEL', key, 'fin')
-  elseif fin ~= '' then
-    redis.call('HSET', key, 'fin', fin)
+  local w = {}
+  for i = first, last, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    w[#w + 1] = name
+    w[#w + 1] = value
+    local at = MUTABLE_AT[name]
+    if at then
+      v[at] = value
+    elseif name == 'st' then
+      v[ST] = value
+    end
   end
-  local v = redis.call('HMGET', key, 'm', 'f', 'k', 'o')
-  local m, f, k, o = v[1], v[2], v[3], v[4]
+  local dels = {}
+  if fin == '-' then
+    if v[FIN] then dels[#dels + 1] = 'fin' end
+    v[FIN] = false
+  elseif fin ~= '' then
+    w[#w + 1] = 'fin'
+    w[#w + 1] = fin
+    v[FIN] = fin
+  end
+  local o = v[O]
   local new_o = o
   if own == '-' then
-    new_o = nil
-    if o then redis.call('HDEL', key, 'o') end
+    new_o = false
+    if o then dels[#dels + 1] = 'o' end
   elseif own ~= '' then
     new_o = string.sub(own, 2)
-    redis.call('HSET', key, 'o', new_o)
+    w[#w + 1] = 'o'
+    w[#w + 1] = new_o
   end
+  if new ~= cur then
+    w[#w + 1] = 's'
+    w[#w + 1] = new
+    v[2] = new
+  end
+  if #w > 0 then redis.call('HSET', key, unpack(w)) end
+  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  local m, f, k = v[M], v[F], v[K]
   reindex_owner(m, o, ACTIVE[cur], new_o, ACTIVE[new])
   if new ~= cur then
     if m then
-      redis.call('ZREM', status_idx(cur), m)
-      redis.call('ZADD', status_idx(new), 0, m)
+      zrem_later(status_idx(cur), m)
+      zadd_later(status_idx(new), 0, m)
     end
-    redis.call('HSET', key, 's', new)
     count(cur, f, -1)
     count(new, f, 1)
     if k and RELEASING[new] and redis.call('HGET', K_IDEM, k) == id then
       redis.call('HDEL', K_IDEM, k)
     end
   end
-  local fin_now = redis.call('HGET', key, 'fin')
+  local fin_now = v[FIN]
   if fin_now or TERMINAL[cur] then track_finished(id, new, fin_now, cur) end
   if (DONE[new] or DONE[cur]) and (new ~= cur or fin ~= '') then
-    track_duration(id, new, f, redis.call('HGET', key, 'st'), fin_now)
+    track_duration(id, new, f, v[ST], fin_now)
   end
-  return {1, record_json(id)}, TERMINAL[new] and new ~= cur
+  return {1, splice(v, true)}, TERMINAL[new] and new ~= cur
 end
 
 local out = {}
@@ -69,6 +100,7 @@ for i = 1, n do
   out[i] = res
   p = last + 1
 end
+flush()
 if cutoff ~= '' and finished > 0 then
   purge_finished(cutoff, per_finish * finished)
   prune_runkeys(cutoff, per_finish * finished)
