@@ -1,3 +1,4 @@
+--@ uses: record count track statuses
 -- Insert-if-absent for a batch of records.
 -- ARGV: base, n, then per record: id, idem ('' = none), status, func, member, ix (JSON array
 -- of its other index keys, after '<base>idx:'), fin ('' = not finished), nfields, field/value pairs.

@@ -1,3 +1,4 @@
+--@ uses: record count track delete statuses
 -- Compare-and-set the status of a batch of tasks, applying field changes in the same step
 -- (transition, transition_many and update; one script call whatever the batch size).
 -- ARGV: base, retention cutoff ('' = none), auto-purge batch per finished task, n, then per
