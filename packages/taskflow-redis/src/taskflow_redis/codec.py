@@ -26,6 +26,7 @@ from pydantic_core import to_json
 
 from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate, fold_text
 
+from .errors import RedisBackendError
 from .keys import KeySpace, micros
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "encode_log",
     "encode_record",
     "encode_update",
+    "frame",
     "iso_utc",
     "pairs",
 ]
@@ -176,6 +178,21 @@ def iso_utc(moment: datetime) -> str:
     return text
 
 
+def frame(reply: Any, count: int) -> list[str]:
+    """Split a batch script's reply (one line per item) into ``count`` lines.
+
+    Raises:
+        RedisBackendError: the reply does not have one line per item.
+    """
+    lines = as_str(reply).split("\n")
+    if len(lines) != count:
+        raise RedisBackendError(
+            f"a taskflow Redis script answered {len(lines)} lines for {count} items; "
+            "is another version of taskflow-redis using the same prefix?"
+        )
+    return lines
+
+
 def decode_record(raw: Any) -> TaskRecord:
     """Validate the record JSON that the scripts splice from a task hash.
 
@@ -183,7 +200,7 @@ def decode_record(raw: Any) -> TaskRecord:
         CorruptValue: the hash is not a record this backend wrote.
     """
     try:
-        return TaskRecord.model_validate_json(_as_bytes(raw))
+        return TaskRecord.model_validate_json(raw if isinstance(raw, (str, bytes)) else str(raw))
     except (ValueError, ValidationError) as exc:
         raise CorruptValue(str(exc).splitlines()[0]) from exc
 

@@ -166,7 +166,10 @@ local function splice(v, exists)
     if raw then parts[#parts + 1] = ',"' .. name .. '":' .. raw end
   end
   parts[#parts + 1] = '}'
-  return table.concat(parts)
+  local json = table.concat(parts)
+  -- Our JSON never holds a raw newline; batch replies are newline-framed (see frame()).
+  if string.find(json, '\n', 1, true) then return 'corrupt' end
+  return json
 end
 
 -- The JSON text of a task record (no logs); false when there is no such task, 'corrupt'
