@@ -16,7 +16,7 @@ from .keys import KeySpace
 from .liveness import RedisLiveness
 from .locks import RedisLocks
 from .queue import RedisQueues
-from .scripts import SCRIPT_NAMES, source
+from .scripts import SHAS, source
 from .store import RedisStore
 from .urls import parse_redis_url
 
@@ -93,7 +93,6 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self.retention = _retention(retention, url_retention)
         self._connector = connector
         self._client = None
-        self._scripts = {}
         self._opened = False
 
     @property
@@ -107,7 +106,10 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         return self._redis()
 
     async def open(self) -> None:
-        """Check that the server answers and load the Lua scripts. Idempotent.
+        """Check that the server answers and load the Lua scripts it lacks. Idempotent.
+
+        Two round trips when the scripts are loaded already: ``PING`` and one
+        ``SCRIPT EXISTS`` for all of them.
 
         Raises:
             BackendUnavailableError: the server cannot be reached.
@@ -119,8 +121,10 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
             if isinstance(client, RedisCluster):
                 await client.initialize()
             await client.ping()
-            for name in SCRIPT_NAMES:
-                await client.script_load(source(name))
+            known = await client.script_exists(*SHAS.values())
+            for name, loaded in zip(SHAS, known, strict=True):
+                if not loaded:
+                    await client.script_load(source(name))
         self._opened = True
 
     async def close(self) -> None:
@@ -147,7 +151,6 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin.retention = self.retention
         twin._connector = self._connector.twin()
         twin._client = None
-        twin._scripts = {}
         twin._opened = False
         return twin
 

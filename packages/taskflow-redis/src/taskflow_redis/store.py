@@ -37,6 +37,7 @@ from .codec import (
     frame,
     iso_utc,
     pairs,
+    with_logs,
 )
 from .connection import driver_errors
 from .errors import RedisBackendError
@@ -140,6 +141,10 @@ class RedisStore(RedisBase):
         warning and treated as absent.
         """
         raw, logs = await self._run("get", [task_id], f"reading task {task_id}")
+        if logs and not _is_marker(logs) and raw and not _is_marker(raw):
+            whole = with_logs(raw, logs)  # one validation for the record and its logs
+            if whole is not None:
+                return whole
         record = self._decode(raw, task_id)
         if record is None:
             return None

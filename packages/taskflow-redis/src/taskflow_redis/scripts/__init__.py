@@ -10,10 +10,11 @@ as ``EVALSHA``, and a script is reloaded transparently when the server answers
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib.resources import files
 
-__all__ = ["SCRIPT_NAMES", "source"]
+__all__ = ["SCRIPT_NAMES", "SHAS", "source"]
 
 SCRIPT_NAMES = (
     "create",
@@ -81,3 +82,9 @@ def source(name: str) -> str:
     wanted = _closure(blocks, uses)
     helpers = [text for block, (_, text) in blocks.items() if block in wanted]
     return "\n".join([preamble, *helpers, body])
+
+
+SHAS: dict[str, str] = {
+    name: hashlib.sha1(source(name).encode("utf-8")).hexdigest() for name in SCRIPT_NAMES
+}
+"""The SHA1 of every script (what ``EVALSHA`` names), computed once per process."""
