@@ -1,4 +1,4 @@
-"""Ownership index, heartbeats and group commit: Redis-specific checks beside the suite.
+"""Ownership index, heartbeats, group commit and coalesced enqueues: Redis specifics.
 
 The conformance suite proves the protocol; these check what only the Redis layout can
 show: the per-owner index is kept by every write (so ``owners()`` never scans), and a
@@ -7,12 +7,14 @@ group commit is one script call.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
 from taskflow_redis import RedisBackend
 
@@ -121,3 +123,36 @@ async def test_heartbeats_use_the_backend_clock(backend: RedisBackend, clock: Ma
     await backend.forget_instance("i1")
     await backend.forget_instance("unknown")
     assert set(await backend.heartbeats()) == {"i2"}
+
+
+async def test_concurrent_enqueues_share_one_script_call(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+    client = backend.client
+    real = client.evalsha
+
+    async def counting(*args: Any) -> Any:
+        calls.append(args[0])
+        return await real(*args)
+
+    monkeypatch.setattr(client, "evalsha", counting)
+    ids = [f"t{n:03d}" for n in range(300)]
+    await asyncio.gather(*(backend.enqueue(i, queue="q") for i in ids))
+    assert len(calls) == 1
+    assert await backend.queue_length("q") == 300
+    claims = await backend.claim(queue="q", owner="w", limit=300)
+    assert [c.task_id for c in claims] == ids  # enqueue order kept within the batch
+    await backend.enqueue("alone", queue="q")
+    assert len(calls) == 3
+
+
+async def test_a_failed_coalesced_enqueue_reaches_every_caller(clock: ManualClock) -> None:
+    backend = RedisBackend("redis://127.0.0.1:1/0?socket_connect_timeout=1", clock=clock)
+    try:
+        results = await asyncio.gather(
+            *(backend.enqueue(f"t{n}", queue="q") for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, BackendUnavailableError) for r in results)
+    finally:
+        await backend.close()

@@ -10,6 +10,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from fastapi_taskflow.clock import Clock, SystemClock
 
+from .coalesce import Coalescer
 from .connection import AnyRedis, Connector, driver_errors
 from .events import RedisEvents
 from .keys import KeySpace
@@ -94,6 +95,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self._connector = connector
         self._client = None
         self._opened = False
+        self._enqueues = Coalescer(self._enqueue_batch)
 
     @property
     def prefix(self) -> str:
@@ -152,6 +154,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin._connector = self._connector.twin()
         twin._client = None
         twin._opened = False
+        twin._enqueues = Coalescer(twin._enqueue_batch)
         return twin
 
     async def delete_all(self, *, batch: int = 500) -> int:
