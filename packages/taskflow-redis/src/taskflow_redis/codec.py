@@ -60,7 +60,7 @@ MUTABLE_FIELDS = (
 )
 """Record fields that may change after create; each is its own hash field."""
 
-_SKIP = frozenset({"status", "logs", *MUTABLE_FIELDS})
+_SKIP: set[str] = {"status", "logs", *MUTABLE_FIELDS}
 
 
 class CorruptValue(Exception):
@@ -90,15 +90,17 @@ def pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
+_DEFAULTS = {name: TaskRecord.model_fields[name].default for name in MUTABLE_FIELDS}
+
+
 def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     """Return the ``create.lua`` argument block for ``record`` (header then hash fields)."""
-    data = record.model_dump(mode="json", exclude={"logs"}, exclude_defaults=True, fallback=repr)
-    fixed = {name: value for name, value in data.items() if name not in _SKIP}
+    fixed = record.model_dump_json(exclude=_SKIP, exclude_defaults=True, fallback=repr)
     member = keys.member(record.created_at, record.task_id)
     extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
     extra += [keys.tag_index(k, v) for k, v in sorted(record.tags.items())]
     ix = dumps_compact([key.removeprefix(keys.base + "idx:") for key in extra])
-    fields = ["d", dumps_compact(fixed), "s", record.status.value, "m", member, "ix", ix]
+    fields = ["d", fixed, "s", record.status.value, "m", member, "ix", ix]
     fields += ["f", record.func_name]
     if record.idempotency_key is not None:
         fields += ["k", record.idempotency_key]
@@ -111,9 +113,15 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
         fields += ["o", record.owner]
     if record.tags:
         fields += ["sx", fold_text("\x00".join(p for pair in record.tags.items() for p in pair))]
-    for name in MUTABLE_FIELDS:
-        if name in data:
-            fields += [name, dumps_compact(data[name])]
+    values = record.__dict__
+    for name, default in _DEFAULTS.items():
+        value = values[name]
+        if value is default or (value == default and type(value) is type(default)):
+            continue
+        if name == "result":
+            fields += [name, to_json(value, fallback=repr).decode("utf-8")]
+        else:
+            fields += [name, _value_json(value)]
     header = [
         record.task_id,
         record.idempotency_key or "",
