@@ -18,6 +18,8 @@ from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
 from taskflow_redis import RedisBackend
 
+from .conftest import unique_prefix
+
 pytestmark = pytest.mark.anyio
 
 PENDING, RUNNING, SUCCESS = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCESS
@@ -156,3 +158,39 @@ async def test_a_failed_coalesced_enqueue_reaches_every_caller(clock: ManualCloc
         assert all(isinstance(r, BackendUnavailableError) for r in results)
     finally:
         await backend.close()
+
+
+async def test_open_upgrades_a_prefix_written_with_leases(
+    redis_url: str, clock: ManualClock
+) -> None:
+    """Active tasks of taskflow-redis 0.1 (no raw owner, leases) get their owner indexed."""
+    old = RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)
+    await old.open()
+    try:
+        await old.create(record(clock, "owned", owner="i1"))
+        await old.create(record(clock, "leased"))
+        await old.create(record(clock, "free"))
+        client, base = old.client, old._keys.base
+        # What 0.1 left behind: no 'o' field, the lease keys, no schema marker.
+        for task_id in ("owned", "leased", "free"):
+            await client.hdel(f"{base}task:{task_id}", "o")
+        await client.delete(old._keys.owners, old._keys.owned("i1"), f"{base}schema")
+        await client.hset(f"{base}lease:owners", mapping={"leased": "i2"})
+        await client.zadd(f"{base}leases", {"leased": 1})
+        assert await old.owners() == set()
+        fresh = RedisBackend(redis_url, prefix=old.prefix, clock=clock)
+        await fresh.open()
+        try:
+            assert await fresh.owners() == {"i1", "i2"}
+            assert await fresh.owned("i2") == ["leased"]
+            leased = await fresh.get("leased")
+            assert leased is not None and leased.owner == "i2"
+            assert not await client.exists(f"{base}leases", f"{base}lease:owners")
+            await fresh.close()
+            await fresh.open()  # the upgrade runs once
+            assert await fresh.owners() == {"i1", "i2"}
+        finally:
+            await fresh.close()
+    finally:
+        await old.delete_all()
+        await old.close()

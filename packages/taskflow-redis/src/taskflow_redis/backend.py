@@ -10,6 +10,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from fastapi_taskflow.clock import Clock, SystemClock
 
+from .base import logger
 from .coalesce import Coalescer
 from .connection import AnyRedis, Connector, driver_errors
 from .events import RedisEvents
@@ -110,8 +111,11 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
     async def open(self) -> None:
         """Check that the server answers and load the Lua scripts it lacks. Idempotent.
 
-        Two round trips when the scripts are loaded already: ``PING`` and one
-        ``SCRIPT EXISTS`` for all of them.
+        Three round trips when the scripts are loaded already: ``PING``, one
+        ``SCRIPT EXISTS`` for all of them, and the layout check. A prefix last written
+        by taskflow-redis 0.1 (per-task leases) is upgraded once: the owners of its
+        PENDING and RUNNING tasks are indexed (from the record, else from the old lease)
+        and the lease keys dropped, in one script call.
 
         Raises:
             BackendUnavailableError: the server cannot be reached.
@@ -127,6 +131,14 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
             for name, loaded in zip(SHAS, known, strict=True):
                 if not loaded:
                     await client.script_load(source(name))
+        migrated = int(await self._run("migrate", [], "upgrading the key layout"))
+        if migrated >= 0:
+            logger.info(
+                "upgraded the Redis prefix %r to the heartbeat layout (%d active tasks "
+                "indexed by owner)",
+                self.prefix,
+                migrated,
+            )
         self._opened = True
 
     async def close(self) -> None:

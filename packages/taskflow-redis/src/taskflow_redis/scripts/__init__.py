@@ -34,6 +34,7 @@ SCRIPT_NAMES = (
     "schedule_once",
     "acquire_lock",
     "release_lock",
+    "migrate",
 )
 """Every script, by file name without ``.lua``."""
 
