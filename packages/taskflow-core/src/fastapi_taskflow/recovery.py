@@ -23,9 +23,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from .errors import BackendUnavailableError
 from .liveness import DeathWatch, beat_interval
 from .models import TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend
+from .redaction import mask_secrets
 from .rehydrate import fail_unreadable
 from .runtime import Runtime, reraise_if_cancelled
 
@@ -46,28 +48,52 @@ class Recovery:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.watch = DeathWatch(engine.instance_id, engine.liveness_seconds)
+        self._reported: set[str] = set()
 
     async def run(self) -> None:
-        """Scan once per beat interval; runs until cancelled."""
+        """Scan once per beat interval; runs until cancelled.
+
+        A failed read of the heartbeats restarts the watch (nothing was observed); an
+        outage is logged at debug level (``Availability`` reports outages), any other
+        failure as a warning once per kind, since it stops adoption until it is fixed.
+        """
         interval = beat_interval(self.engine.liveness_seconds)
         while True:
             reraise_if_cancelled()
             try:
                 await self.scan()
-            except Exception:
+            except (BackendUnavailableError, TimeoutError):
                 reraise_if_cancelled()
-                self.watch.lost_contact()
-                logger.debug("recovery scan failed; will retry", exc_info=True)
+                logger.debug("recovery scan: store unreachable; will retry", exc_info=True)
+            except Exception as exc:
+                reraise_if_cancelled()
+                self._report(exc)
             await asyncio.sleep(interval)
+
+    def _report(self, exc: Exception) -> None:
+        kind = type(exc).__name__
+        if kind in self._reported:
+            logger.debug("recovery scan failed again", exc_info=True)
+            return
+        self._reported.add(kind)
+        logger.warning(
+            "adopting the tasks of dead instances failed (%s); will retry",
+            mask_secrets(f"{kind}: {exc}"),
+            exc_info=True,
+        )
 
     async def scan(self) -> int:
         """Read the heartbeats and owners, adopt what dead owners hold; return how many
         tasks changed hands."""
         engine = self.engine
         control = engine.control_backend
-        async with asyncio.timeout(max(engine.liveness_seconds / 2, 0.1)):
-            heartbeats = await engine.availability.call(control.heartbeats)
-            owners = await engine.availability.call(control.owners)
+        try:
+            async with asyncio.timeout(max(engine.liveness_seconds / 2, 0.1)):
+                heartbeats = await engine.availability.call(control.heartbeats)
+                owners = await engine.availability.call(control.owners)
+        except Exception:
+            self.watch.lost_contact()  # nothing seen: the evidence starts again
+            raise
         adopted = 0
         for dead in self.watch.observe(heartbeats, owners):
             adopted += await self.adopt_all(dead)
