@@ -105,7 +105,7 @@ async def test_an_unreachable_server_raises_backend_unavailable(clock: ManualClo
         with pytest.raises(BackendUnavailableError):
             await backend.get("t1")
         with pytest.raises(BackendUnavailableError):
-            await backend.claim(queue="default", owner="me", lease_seconds=5)
+            await backend.claim(queue="default", owner="me")
     finally:
         await backend.close()
 
@@ -161,12 +161,12 @@ async def test_a_client_that_decodes_responses_works(redis_url: str, clock: Manu
         fetched = await backend.get("t1")
         assert fetched is not None and fetched.logs[0].message == "hi"
         await backend.enqueue("t1", queue="q", priority=2)
-        [claim] = await backend.claim(queue="q", owner="me", lease_seconds=5)
+        [claim] = await backend.claim(queue="q", owner="me")
         assert (claim.task_id, claim.priority) == ("t1", 2)
-        assert await backend.renew_leases(["t1"], owner="me", lease_seconds=5) == {"t1"}
-        clock.advance(10)
-        [lease] = await backend.expired_leases()
-        assert lease.owner == "me"
+        assert await backend.owners() == {"me"}
+        assert await backend.owned("me") == ["t1"]
+        await backend.beat("me")
+        assert await backend.heartbeats() == {"me": clock.now()}
         moved = await backend.transition(
             "t1", expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING
         )

@@ -47,8 +47,10 @@ async def test_cluster_url_and_one_slot(on_cluster: RedisBackend, clock: ManualC
     assert len(keys) > 20
     slot = client.keyslot(on_cluster._keys.base)
     assert {client.keyslot(key) for key in keys} == {slot}
-    claims = await on_cluster.claim(queue="q0", owner="w", lease_seconds=5, limit=10)
+    claims = await on_cluster.claim(queue="q0", owner="w", limit=10)
     assert len(claims) == 7
+    assert await on_cluster.owners() == {"w"}
+    assert len(await on_cluster.owned("w")) == 7
 
 
 async def test_events_published_on_any_node_reach_subscribers(

@@ -34,11 +34,12 @@ async def exercise(backend: RedisBackend, clock: ManualClock) -> None:
     await backend.create(record)
     await backend.enqueue("t1", queue="mail", priority=3)
     await backend.enqueue("t2", queue="mail", not_before=now + timedelta(seconds=30))
-    [claim] = await backend.claim(queue="mail", owner="w1", lease_seconds=10)
+    [claim] = await backend.claim(queue="mail", owner="w1")
     assert claim.task_id == "t1"
     await backend.transition("t1", expected=[TaskStatus.PENDING], new=TaskStatus.RUNNING)
     await backend.append_logs("t1", [LogEntry(timestamp=now, message="hello")])
     await backend.acquire_lock("nightly", owner="w1", ttl_seconds=60)
+    await backend.beat("w1")
     await backend.schedule_once("nightly@1", task_id="t3", queue="cron", run_at=now)
     await backend.publish(LogEvent(task_id="t1", func_name="f", timestamp=now, message="m"))
     await backend.transition(
@@ -61,7 +62,7 @@ async def test_every_key_is_hash_tagged_into_one_slot(
     names = {key.decode().removeprefix(tag.decode()) for key in keys}
     assert {"task:t1", "logs:t1", "idem", "idx:all", "idx:finished"} <= names
     assert {"idx:func:shop.send_mail", "idx:queue:mail", "idx:tag:6:tenant=acme"} <= names
-    assert {"queue:mail:items", "queue:mail:delayed", "leases", "lease:owners"} <= names
+    assert {"queue:mail:items", "queue:mail:delayed", "beats"} <= names
     assert {"locks", "runkeys", "seq", "stats:status", "stats:func"} <= names
 
 
@@ -72,6 +73,7 @@ async def test_purging_everything_leaves_only_bookkeeping_keys(
     await backend.dequeue("t2", queue="mail")
     await backend.dequeue("t3", queue="cron")
     await backend.release_lock("nightly", owner="w1")
+    await backend.forget_instance("w1")
     assert await backend.purge(finished_before=clock.advance(1)) == 1
     tag = "{" + backend.prefix + "}:"
     names = {key.decode().removeprefix(tag) for key in await all_keys(backend)}

@@ -13,7 +13,8 @@ from fastapi_taskflow.clock import Clock, SystemClock
 from .connection import AnyRedis, Connector, driver_errors
 from .events import RedisEvents
 from .keys import KeySpace
-from .leases import RedisLeases
+from .liveness import RedisLiveness
+from .locks import RedisLocks
 from .queue import RedisQueues
 from .scripts import SCRIPT_NAMES, source
 from .store import RedisStore
@@ -38,8 +39,8 @@ class _Default:
 _DEFAULT: Final = _Default()
 
 
-class RedisBackend(RedisStore, RedisQueues, RedisLeases, RedisEvents):
-    """Durable tasks, queues, leases, locks and events in Redis (standalone or Cluster).
+class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEvents):
+    """Durable tasks, queues, heartbeats, locks and events in Redis (standalone or Cluster).
 
     Pass one of ``url``, ``client`` or ``connection_pool``; with none of them the
     backend connects to ``redis://localhost:6379/0``.

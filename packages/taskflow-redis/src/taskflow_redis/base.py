@@ -1,4 +1,4 @@
-"""State shared by the Store, queue, lease and event halves of the Redis backend."""
+"""State shared by the Store, queue, liveness, lock and event parts of the Redis backend."""
 
 from __future__ import annotations
 

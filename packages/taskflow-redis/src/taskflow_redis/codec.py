@@ -5,8 +5,9 @@ create (id, function, arguments, tags ...), one field per mutable field holding 
 field's JSON value (so a transition writes only what changed, without parsing JSON on
 the server), and a few raw fields the Lua scripts read: ``s`` (status), ``m`` (index
 member), ``ix`` (its other index keys, after ``{prefix}:idx:``), ``f`` (function name),
-``k`` (idempotency key), ``fin`` and ``st`` (finished and started times in microseconds)
-and ``sx`` (tag keys and values, ASCII-lowered, for text search). Fields at their
+``k`` (idempotency key), ``fin`` and ``st`` (finished and started times in microseconds),
+``o`` (the owner, raw, for the ownership index) and ``sx`` (tag keys and values,
+ASCII-lowered, for text search). Fields at their
 default value are left out. On the way out a script splices the JSON
 fragments into one document (string concatenation, no JSON parsing on the server), so a
 reply is one string that pydantic validates once.
@@ -17,9 +18,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate, fold_text
 
@@ -31,9 +34,11 @@ __all__ = [
     "as_str",
     "decode_logs",
     "decode_record",
+    "dumps_compact",
     "encode_log",
     "encode_record",
     "encode_update",
+    "iso_utc",
     "pairs",
 ]
 
@@ -72,7 +77,8 @@ def _as_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8")
 
 
-def _dumps(value: Any) -> str:
+def dumps_compact(value: Any) -> str:
+    """Compact JSON (no spaces, non-ASCII kept)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -88,8 +94,8 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     member = keys.member(record.created_at, record.task_id)
     extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
     extra += [keys.tag_index(k, v) for k, v in sorted(record.tags.items())]
-    ix = _dumps([key.removeprefix(keys.base + "idx:") for key in extra])
-    fields = ["d", _dumps(fixed), "s", record.status.value, "m", member, "ix", ix]
+    ix = dumps_compact([key.removeprefix(keys.base + "idx:") for key in extra])
+    fields = ["d", dumps_compact(fixed), "s", record.status.value, "m", member, "ix", ix]
     fields += ["f", record.func_name]
     if record.idempotency_key is not None:
         fields += ["k", record.idempotency_key]
@@ -98,11 +104,13 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
         fields += ["fin", fin]
     if record.started_at is not None:
         fields += ["st", str(micros(record.started_at))]
+    if record.owner is not None:
+        fields += ["o", record.owner]
     if record.tags:
         fields += ["sx", fold_text("\x00".join(p for pair in record.tags.items() for p in pair))]
     for name in MUTABLE_FIELDS:
         if name in data:
-            fields += [name, _dumps(data[name])]
+            fields += [name, dumps_compact(data[name])]
     header = [
         record.task_id,
         record.idempotency_key or "",
@@ -116,30 +124,56 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     return header + fields
 
 
-def encode_update(update: TaskUpdate | None, updated_at: Any) -> tuple[str, list[str]]:
-    """Return ``(fin, field pairs)`` for ``transition.lua``.
+def encode_update(update: TaskUpdate | None, updated_at: str) -> tuple[str, str, list[str]]:
+    """Return ``(fin, owner, field pairs)`` for one item of ``transition.lua``.
 
-    ``fin`` is ``''`` when ``finished_at`` is not being changed, ``'-'`` when it is
-    cleared, else its microseconds.
+    ``updated_at`` is the JSON of the new ``updated_at``. ``fin`` is ``''`` when
+    ``finished_at`` is not being changed, ``'-'`` when it is cleared, else its
+    microseconds; ``owner`` is ``''`` when the owner is not being changed, ``'-'`` when it
+    is cleared, else ``'='`` followed by the new owner.
     """
-    changes = update.changes() if update is not None else {}
-    data = (
-        update.model_dump(mode="json", include=set(changes), fallback=repr)
-        if update is not None
-        else {}
-    )
-    fields = ["updated_at", _dumps(updated_at)]
-    for name in MUTABLE_FIELDS:
-        if name in data and name != "updated_at":
-            fields += [name, _dumps(data[name])]
-    if "started_at" in changes:
-        started = changes["started_at"]
-        fields += ["st", "" if started is None else str(micros(started))]
-    fin = ""
-    if "finished_at" in changes:
-        value = changes["finished_at"]
-        fin = "-" if value is None else str(micros(value))
-    return fin, fields
+    fields = ["updated_at", updated_at]
+    if update is None:
+        return "", "", fields
+    changes = update.changes()
+    if not changes:
+        return "", "", fields
+    fin = owner = ""
+    for name, value in changes.items():
+        if name == "result":
+            fields += ["result", to_json(value, fallback=repr).decode("utf-8")]
+            continue
+        fields += [name, _value_json(value)]
+        if name == "started_at":
+            fields += ["st", "" if value is None else str(micros(value))]
+        elif name == "finished_at":
+            fin = "-" if value is None else str(micros(value))
+        elif name == "owner":
+            owner = "-" if value is None else "=" + value
+    return fin, owner, fields
+
+
+def _value_json(value: Any) -> str:
+    """JSON of a scalar field of :class:`TaskUpdate` (the fast path of ``to_json``)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, datetime):
+        return '"' + iso_utc(value) + '"'
+    if isinstance(value, str):
+        return dumps_compact(value)
+    return to_json(value).decode("utf-8")
+
+
+def iso_utc(moment: datetime) -> str:
+    """``moment`` in ISO 8601 as pydantic writes it (``Z`` for UTC)."""
+    text = moment.isoformat()
+    if text.endswith("+00:00"):
+        return text[:-6] + "Z"
+    return text
 
 
 def decode_record(raw: Any) -> TaskRecord:

@@ -52,8 +52,8 @@ class KeySpace:
         self.finished = self.base + "idx:finished"
         self.stats_status = self.base + "stats:status"
         self.stats_func = self.base + "stats:func"
-        self.leases = self.base + "leases"
-        self.lease_owners = self.base + "lease:owners"
+        self.owners = self.base + "owners"
+        self.beats = self.base + "beats"
         self.locks = self.base + "locks"
         self.runkeys = self.base + "runkeys"
         self.seq = self.base + "seq"
@@ -83,6 +83,10 @@ class KeySpace:
     def tag_index(self, key: str, value: str) -> str:
         """The index of tasks carrying the tag ``key=value`` (length-prefixed, unambiguous)."""
         return f"{self.base}idx:tag:{len(key)}:{key}={value}"
+
+    def owned(self, owner: str) -> str:
+        """The index of the active tasks ``owner`` holds (members as in ``idx:all``)."""
+        return f"{self.base}own:{owner}"
 
     def queue_items(self, queue: str) -> str:
         """The hash of every task waiting on ``queue`` (its length is the queue length)."""

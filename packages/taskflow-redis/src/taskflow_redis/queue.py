@@ -9,12 +9,12 @@ due time) and ``queue:<name>:items`` (id -> entry, for replace, dequeue and leng
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi_taskflow.models import Claim
 
 from .base import RedisBase
-from .codec import as_str
+from .codec import as_str, dumps_compact
 from .connection import driver_errors
 from .keys import micros, padded
 
@@ -41,34 +41,26 @@ class RedisQueues(RedisBase):
         args = [queue, task_id, str(int(priority)), due, padded(micros(now))]
         await self._run("enqueue", args, f"enqueuing {task_id} on {queue!r}")
 
-    async def claim(
-        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
-    ) -> list[Claim]:
+    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
         """See :meth:`fastapi_taskflow.protocols.Backend.claim`.
 
-        One script call promotes due delayed tasks, pops the best ``limit`` and leases
-        them, so no task is handed to two claimers.
+        One script call promotes due delayed tasks, pops the best ``limit`` and makes
+        ``owner`` the owner of their active records, so no task is handed to two claimers
+        and a claimed task is never without an owner.
         """
         if limit <= 0:
             return []
-        now = self.clock.now()
-        expires = now + timedelta(seconds=lease_seconds)
         args: list[str | int] = [
             queue,
             owner,
-            padded(micros(now)),
-            micros(expires),
+            dumps_compact(owner),
+            padded(self._now_us()),
             limit,
             PROMOTE_CAP,
         ]
         reply = await self._run("claim", args, f"claiming from {queue!r}")
         return [
-            Claim(
-                task_id=as_str(reply[i]),
-                queue=queue,
-                priority=int(as_str(reply[i + 1])),
-                lease_expires_at=expires,
-            )
+            Claim(task_id=as_str(reply[i]), queue=queue, priority=int(as_str(reply[i + 1])))
             for i in range(0, len(reply) - 1, 2)
         ]
 

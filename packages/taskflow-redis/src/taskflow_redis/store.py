@@ -17,6 +17,7 @@ from fastapi_taskflow.models import (
     TaskStatus,
     TaskUpdate,
     ThroughputBucket,
+    Transition,
     bucket_start,
     decode_cursor,
     encode_cursor,
@@ -29,11 +30,14 @@ from .codec import (
     as_str,
     decode_logs,
     decode_record,
+    dumps_compact,
     encode_log,
     encode_record,
     encode_update,
+    iso_utc,
     pairs,
 )
+from .connection import driver_errors
 from .errors import RedisBackendError
 from .keys import from_micros, micros, padded
 
@@ -50,6 +54,15 @@ COUNT_BUCKETS = 1000
 
 AUTO_PURGE = 2
 """Expired finished tasks removed by each transition to a terminal status."""
+
+TRANSITION_BATCH = 1000
+"""Transitions per ``transition.lua`` call (a group commit larger than this takes more
+than one round trip, so one script never blocks the server for long)."""
+
+
+def _expected(statuses: Collection[TaskStatus]) -> str:
+    """The ``expected`` argument of ``transition.lua``: ``,a,b,``."""
+    return "," + ",".join(TaskStatus(s).value for s in statuses) + ","
 
 
 def _is_marker(value: Any) -> bool:
@@ -160,28 +173,83 @@ class RedisStore(RedisBase):
         """
         if not expected:
             return None
-        wanted = "," + ",".join(TaskStatus(s).value for s in expected) + ","
-        return await self._write(task_id, wanted, TaskStatus(new).value, update)
+        item = (task_id, _expected(expected), TaskStatus(new).value, update)
+        return (await self._write([item], f"updating task {task_id}"))[0]
+
+    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+        """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
+
+        Up to 1,000 transitions go in one script call: one round trip for the batch,
+        atomic as a whole. Items with an empty ``expected`` are answered None without
+        being sent.
+        """
+        results: list[TaskRecord | None] = [None] * len(transitions)
+        todo: list[tuple[int, tuple[str, str, str, TaskUpdate | None]]] = []
+        for index, item in enumerate(transitions):
+            if item.expected:
+                new = TaskStatus(item.new).value
+                todo.append((index, (item.task_id, _expected(item.expected), new, item.update)))
+        for start in range(0, len(todo), TRANSITION_BATCH):
+            chunk = todo[start : start + TRANSITION_BATCH]
+            written = await self._write([item for _, item in chunk], "updating tasks")
+            for (index, _), record in zip(chunk, written, strict=True):
+                results[index] = record
+        return results
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
-        return await self._write(task_id, "*", "", update)
+        return (await self._write([(task_id, "*", "", update)], f"updating task {task_id}"))[0]
 
     async def _write(
-        self, task_id: str, expected: str, new: str, update: TaskUpdate | None
-    ) -> TaskRecord | None:
+        self, items: Sequence[tuple[str, str, str, TaskUpdate | None]], action: str
+    ) -> list[TaskRecord | None]:
+        """Run ``transition.lua`` over ``(id, expected, new, update)`` items, in order."""
         now = self.clock.now()
-        fin, fields = encode_update(update, now.isoformat().replace("+00:00", "Z"))
-        args: list[str | int] = [
-            task_id,
-            expected,
-            new,
-            fin,
-            self._retention_cutoff(now),
-            AUTO_PURGE,
-            *fields,
-        ]
-        reply = await self._run("transition", args, f"updating task {task_id}")
+        stamp = '"' + iso_utc(now) + '"'
+        args: list[str | int] = [self._retention_cutoff(now), AUTO_PURGE, len(items)]
+        for task_id, expected, new, update in items:
+            fin, owner, fields = encode_update(update, stamp)
+            args += [task_id, expected, new, fin, owner, len(fields) // 2, *fields]
+        replies = await self._run("transition", args, action)
+        out: list[TaskRecord | None] = []
+        for (task_id, *_), reply in zip(items, replies, strict=True):
+            code = int(reply[0])
+            if code == 1:
+                out.append(self._decode(reply[1], task_id))
+            elif code == -1:
+                out.append(self._decode(b"corrupt", task_id))
+            else:
+                out.append(None)
+        return out
+
+    async def owners(self) -> set[str]:
+        """See :meth:`fastapi_taskflow.protocols.Store.owners`.
+
+        One ``SMEMBERS`` of the set of owners holding an active task, which every write
+        that changes a status or an owner keeps up to date (never a scan of the tasks).
+        """
+        client = self._redis()
+        with driver_errors("listing task owners", self._where()):
+            members = await client.smembers(self._keys.owners)
+        return {as_str(member) for member in members}
+
+    async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
+        """See :meth:`fastapi_taskflow.protocols.Store.owned`.
+
+        One ``ZRANGE`` of the owner's index of active tasks, whose members sort by
+        ``created_at`` then id; ids only, so a corrupt record is listed too.
+        """
+        if limit <= 0:
+            return []
+        client = self._redis()
+        with driver_errors(f"listing the tasks of {owner!r}", self._where()):
+            members = await client.zrange(self._keys.owned(owner), 0, limit - 1)
+        return [as_str(member)[18:] for member in members]
+
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str | None) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.adopt`."""
+        args = [task_id, owner, new_owner or "", dumps_compact(new_owner)]
+        reply = await self._run("adopt", args, f"adopting task {task_id}")
         code = int(reply[0])
         if code == -1:
             return self._decode(b"corrupt", task_id)
@@ -343,8 +411,8 @@ class RedisStore(RedisBase):
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`.
 
-        Removes the tasks with their logs, index entries, counters, idempotency keys and
-        leases in one script call; also forgets one-off schedule run keys older than
+        Removes the tasks with their logs, index entries, counters and idempotency keys
+        in one script call; also forgets one-off schedule run keys older than
         ``retention``.
         """
         if batch_size <= 0:

@@ -16,6 +16,7 @@ __all__ = ["SCRIPT_NAMES", "source"]
 SCRIPT_NAMES = (
     "create",
     "transition",
+    "adopt",
     "get",
     "find_key",
     "append_logs",
@@ -28,10 +29,6 @@ SCRIPT_NAMES = (
     "claim",
     "dequeue",
     "schedule_once",
-    "acquire_lease",
-    "renew_leases",
-    "release_lease",
-    "expired_leases",
     "acquire_lock",
     "release_lock",
 )

@@ -1,7 +1,8 @@
--- Take up to limit due tasks off a queue and lease them.
--- ARGV: base, queue, owner, now (17 digits), lease expiry (microseconds), limit, promote cap.
+-- Take up to limit due tasks off a queue and hand them to the claimer: an active task's
+-- record gets the claimer as its owner in the same step.
+-- ARGV: base, queue, owner, owner as JSON, now (17 digits), limit, promote cap.
 -- Returns {id1, priority1, id2, priority2, ...}, best first.
-local q, owner, now, expires = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local q, owner, owner_json, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit = tonumber(ARGV[6])
 promote(q, now, tonumber(ARGV[7]))
 local ready, _, items = queue_keys(q)
@@ -14,9 +15,9 @@ for _, member in ipairs(taken) do
   if v then prio = string.match(v, '^(%-?%d+)|') end
   redis.call('ZREM', ready, member)
   redis.call('HDEL', items, id)
-  redis.call('HSET', K_LEASE_OWNERS, id, owner)
-  redis.call('ZADD', K_LEASES, expires, id)
+  hand_over(id, owner, owner_json)
   out[#out + 1] = id
   out[#out + 1] = prio
 end
+flush()
 return out

@@ -26,22 +26,28 @@ for _ = 1, n do
   end
   if not result then
     local code = 1
-    if redis.call('EXISTS', key) == 1 then
+    if existing == 'corrupt' then
       redis.call('DEL', key)
       code = 2
     end
     redis.call('HSET', key, unpack(ARGV, first, p - 1))
-    redis.call('ZADD', K_ALL, 0, m)
-    redis.call('ZADD', status_idx(s), 0, m)
-    for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZADD', B .. 'idx:' .. ik, 0, m) end
+    local o, st = false, false
+    for i = first, p - 1, 2 do
+      if ARGV[i] == 'o' then o = ARGV[i + 1] elseif ARGV[i] == 'st' then st = ARGV[i + 1] end
+    end
+    zadd_later(K_ALL, 0, m)
+    zadd_later(status_idx(s), 0, m)
+    for _, ik in ipairs(cjson.decode(ix)) do zadd_later(B .. 'idx:' .. ik, 0, m) end
     count(s, f, 1)
+    if ACTIVE[s] then reindex_owner(m, false, false, o, true) end
     if fin ~= '' then
       track_finished(id, s, fin)
-      track_duration(id, s, f, redis.call('HGET', key, 'st'), fin)
+      track_duration(id, s, f, st, fin)
     end
     if idem ~= '' and not RELEASING[s] then redis.call('HSET', K_IDEM, idem, id) end
     result = {code}
   end
   out[#out + 1] = result
 end
+flush()
 return out

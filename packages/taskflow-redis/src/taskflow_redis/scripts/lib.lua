@@ -9,14 +9,14 @@ local B = ARGV[1]
 local TERMINAL = {success = true, failed = true, interrupted = true, cancelled = true,
                   rejected = true}
 local RELEASING = {failed = true, rejected = true}
+local ACTIVE = {pending = true, running = true}
 
 local K_IDEM = B .. 'idem'
 local K_ALL = B .. 'idx:all'
 local K_FINISHED = B .. 'idx:finished'
 local K_STAT_STATUS = B .. 'stats:status'
 local K_STAT_FUNC = B .. 'stats:func'
-local K_LEASES = B .. 'leases'
-local K_LEASE_OWNERS = B .. 'lease:owners'
+local K_OWNERS = B .. 'owners'
 local K_LOCKS = B .. 'locks'
 local K_RUNKEYS = B .. 'runkeys'
 local K_SEQ = B .. 'seq'
@@ -27,19 +27,126 @@ local DUR_KEEP = 1000
 local function task_key(id) return B .. 'task:' .. id end
 local function logs_key(id) return B .. 'logs:' .. id end
 local function status_idx(s) return B .. 'idx:status:' .. s end
+local function owned_idx(o) return B .. 'own:' .. o end
+
+-- Deferred writes. Index and counter changes are gathered while a script works through
+-- its batch and written by flush() with one variadic command per key (a group commit of
+-- 250 starts bumps each counter once, not 250 times). Every script that changes tasks
+-- calls flush() before it returns, and before anything reads those keys again (purge).
+-- The batches of one script touch each member at most once, so order within a key is
+-- irrelevant.
+local ZADDS, ZREMS, COUNTS, OWNERS_SEEN, DUR_SEEN = {}, {}, {}, {}, {}
+
+local function later(pending, key, a, b)
+  local t = pending[key]
+  if not t then
+    t = {}
+    pending[key] = t
+  end
+  t[#t + 1] = a
+  if b then t[#t + 1] = b end
+end
+
+local function zadd_later(key, score, member) later(ZADDS, key, score, member) end
+local function zrem_later(key, member) later(ZREMS, key, member) end
+
+local function bump(hash, field, delta)
+  local h = COUNTS[hash]
+  if not h then
+    h = {}
+    COUNTS[hash] = h
+  end
+  h[field] = (h[field] or 0) + delta
+end
+
+local function variadic(cmd, key, args)
+  local step = 4000
+  for i = 1, #args, step do redis.call(cmd, key, unpack(args, i, math.min(i + step - 1, #args))) end
+end
+
+-- Ownership index: 'own:<owner>' holds the index members of that owner's active tasks
+-- (all scores 0, so lexicographic order is created_at then id), and 'owners' the owners
+-- with a non-empty 'own:' set. A task is in it while its status is active and its raw
+-- owner field 'o' is set. Every script that changes a status or an owner calls this.
+local function reindex_owner(m, old_o, old_active, new_o, new_active)
+  if not m then return end
+  if not old_active then old_o = nil end
+  if not new_active then new_o = nil end
+  if old_o == new_o then return end
+  if old_o then
+    zrem_later(owned_idx(old_o), m)
+    OWNERS_SEEN[old_o] = true
+  end
+  if new_o then
+    zadd_later(owned_idx(new_o), 0, m)
+    OWNERS_SEEN[new_o] = true
+  end
+end
+
+local function dur_keys(f) return B .. 'dur:s:' .. f, B .. 'dur:t:' .. f end
+
+local function flush()
+  for key, members in pairs(ZREMS) do variadic('ZREM', key, members) end
+  for key, pairs_ in pairs(ZADDS) do variadic('ZADD', key, pairs_) end
+  for hash, fields in pairs(COUNTS) do
+    for field, delta in pairs(fields) do
+      if delta ~= 0 and redis.call('HINCRBY', hash, field, delta) <= 0 then
+        redis.call('HDEL', hash, field)
+      end
+    end
+  end
+  for o in pairs(OWNERS_SEEN) do
+    if redis.call('EXISTS', owned_idx(o)) == 1 then
+      redis.call('SADD', K_OWNERS, o)
+    else
+      redis.call('SREM', K_OWNERS, o)
+    end
+  end
+  for f in pairs(DUR_SEEN) do
+    local ds, dt = dur_keys(f)
+    local n = redis.call('ZCARD', dt)
+    if n > 0 then redis.call('SADD', K_DUR_FUNCS, f) end
+    if n > DUR_KEEP then
+      local old = redis.call('ZRANGE', dt, 0, n - DUR_KEEP - 1)
+      variadic('ZREM', dt, old)
+      variadic('ZREM', ds, old)
+    end
+  end
+  ZADDS, ZREMS, COUNTS, OWNERS_SEEN, DUR_SEEN = {}, {}, {}, {}, {}
+end
+
+-- Give an active task a new owner (nil: none): raw 'o' (for the index) and the JSON
+-- 'owner' field. Returns true when the task exists, holds a record and is active.
+local function hand_over(id, new_o, new_json)
+  local key = task_key(id)
+  local v = redis.pcall('HMGET', key, 's', 'm', 'o')
+  if type(v) == 'table' and v.err then return false end
+  local s, m, o = v[1], v[2], v[3]
+  if not s or not ACTIVE[s] then return false end
+  if new_o then
+    redis.call('HSET', key, 'o', new_o, 'owner', new_json)
+  else
+    redis.call('HDEL', key, 'o')
+    redis.call('HSET', key, 'owner', 'null')
+  end
+  reindex_owner(m, o, true, new_o, true)
+  return true
+end
 
 local MUTABLE = {'attempt', 'updated_at', 'started_at', 'finished_at', 'error', 'result',
                  'progress', 'cancel_requested', 'owner'}
 
--- The JSON text of a task record (no logs), spliced from its hash fields without parsing
--- them; false when there is no such task, 'corrupt' when the key holds a foreign value.
-local function record_json(id)
-  local key = task_key(id)
-  local v = redis.pcall('HMGET', key, 'd', 's', unpack(MUTABLE))
-  if type(v) == 'table' and v.err then return 'corrupt' end
+-- The fields a record is spliced from: 'd', 's', then MUTABLE (positions 3 to 11).
+local MUTABLE_AT = {}
+for i, name in ipairs(MUTABLE) do MUTABLE_AT[name] = i + 2 end
+
+-- The JSON text of a record from its HMGET'd fields v ('d', 's', MUTABLE...) without
+-- parsing them; false when the task does not exist (exists: whether the key does),
+-- 'corrupt' when the key holds a foreign value.
+local function splice(v, exists)
   local d, s = v[1], v[2]
   if not d and not s then
-    if redis.call('EXISTS', key) == 1 then return 'corrupt' end
+    if exists then return 'corrupt' end
     return false
   end
   if not d or not s or string.sub(d, 1, 1) ~= '{' or string.sub(d, -1) ~= '}' then
@@ -54,8 +161,14 @@ local function record_json(id)
   return table.concat(parts)
 end
 
-local function bump(hash, field, delta)
-  if redis.call('HINCRBY', hash, field, delta) <= 0 then redis.call('HDEL', hash, field) end
+-- The JSON text of a task record (no logs); false when there is no such task, 'corrupt'
+-- when the key holds a foreign value.
+local function record_json(id)
+  local key = task_key(id)
+  local v = redis.pcall('HMGET', key, 'd', 's', unpack(MUTABLE))
+  if type(v) == 'table' and v.err then return 'corrupt' end
+  if not v[1] and not v[2] then return splice(v, redis.call('EXISTS', key) == 1) end
+  return splice(v, true)
 end
 
 local function count(s, f, delta)
@@ -68,52 +181,47 @@ end
 -- transition between other statuses touches no 'done' set.
 local function track_finished(id, s, fin, prev)
   if TERMINAL[s] and fin then
-    redis.call('ZADD', K_FINISHED, fin, id)
+    zadd_later(K_FINISHED, fin, id)
   else
-    redis.call('ZREM', K_FINISHED, id)
+    zrem_later(K_FINISHED, id)
   end
   for status, key in pairs(DONE) do
     if status == s and fin then
-      redis.call('ZADD', key, fin, id)
+      zadd_later(key, fin, id)
     elseif prev == nil or status == prev then
-      redis.call('ZREM', key, id)
+      zrem_later(key, id)
     end
   end
 end
 
 -- Run times of each function's DUR_KEEP most recently finished SUCCESS/FAILED tasks:
--- 'dur:s:<func>' scored by duration (read by rank), 'dur:t:<func>' by finish time (trim).
-local function dur_keys(f) return B .. 'dur:s:' .. f, B .. 'dur:t:' .. f end
-
+-- 'dur:s:<func>' scored by duration (read by rank), 'dur:t:<func>' by finish time
+-- (trimmed by flush()).
 local function track_duration(id, s, f, st, fin)
-  local ds, dt = dur_keys(f or '')
+  f = f or ''
+  local ds, dt = dur_keys(f)
   if (s == 'success' or s == 'failed') and st and st ~= '' and fin and fin ~= '' then
-    redis.call('ZADD', ds, tonumber(fin) - tonumber(st), id)
-    redis.call('ZADD', dt, fin, id)
-    redis.call('SADD', K_DUR_FUNCS, f or '')
-    local n = redis.call('ZCARD', dt)
-    if n > DUR_KEEP then
-      local old = redis.call('ZRANGE', dt, 0, n - DUR_KEEP - 1)
-      redis.call('ZREM', dt, unpack(old))
-      redis.call('ZREM', ds, unpack(old))
-    end
+    zadd_later(ds, tonumber(fin) - tonumber(st), id)
+    zadd_later(dt, fin, id)
+    DUR_SEEN[f] = true
   else
-    redis.call('ZREM', ds, id)
-    redis.call('ZREM', dt, id)
+    zrem_later(ds, id)
+    zrem_later(dt, id)
   end
 end
 
--- Remove a task, its logs, its index entries, its counters, key and lease.
+-- Remove a task, its logs, its index entries, its counters, key and ownership entry.
 local function delete_task(id)
   local key = task_key(id)
-  local v = redis.pcall('HMGET', key, 's', 'm', 'ix', 'k', 'f')
+  local v = redis.pcall('HMGET', key, 's', 'm', 'ix', 'k', 'f', 'o')
   if not (type(v) == 'table' and v.err) and v[1] then
-    local s, m, ix, k, f = v[1], v[2], v[3], v[4], v[5]
+    local s, m, ix, k, f, o = v[1], v[2], v[3], v[4], v[5], v[6]
+    reindex_owner(m, o, ACTIVE[s], nil, false)
     if m then
-      redis.call('ZREM', K_ALL, m)
-      redis.call('ZREM', status_idx(s), m)
+      zrem_later(K_ALL, m)
+      zrem_later(status_idx(s), m)
       if ix then
-        for _, ik in ipairs(cjson.decode(ix)) do redis.call('ZREM', B .. 'idx:' .. ik, m) end
+        for _, ik in ipairs(cjson.decode(ix)) do zrem_later(B .. 'idx:' .. ik, m) end
       end
     end
     count(s, f, -1)
@@ -121,16 +229,15 @@ local function delete_task(id)
     track_duration(id, '', f)
   end
   redis.call('DEL', key, logs_key(id))
-  redis.call('ZREM', K_FINISHED, id)
-  for _, key in pairs(DONE) do redis.call('ZREM', key, id) end
-  redis.call('ZREM', K_LEASES, id)
-  redis.call('HDEL', K_LEASE_OWNERS, id)
+  zrem_later(K_FINISHED, id)
+  for _, key in pairs(DONE) do zrem_later(key, id) end
 end
 
 -- Delete at most n finished tasks with finished_at < cutoff; return how many.
 local function purge_finished(cutoff, n)
   local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', '(' .. cutoff, 'LIMIT', 0, n)
   for _, id in ipairs(ids) do delete_task(id) end
+  flush()
   return #ids
 end
 
