@@ -26,13 +26,13 @@ from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.errors import BackendURLError
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
 from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
     DURATION_STATUSES,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
     Claim,
     CreateResult,
     DurationStats,
-    Lease,
     LogEntry,
     TaskPage,
     TaskQuery,
@@ -41,6 +41,7 @@ from fastapi_taskflow.models import (
     TaskStatus,
     TaskUpdate,
     ThroughputBucket,
+    Transition,
     bucket_start,
     decode_cursor,
     duration_stats,
@@ -63,7 +64,7 @@ class ToyState:
     # queue name -> task id -> (priority, due, enqueue sequence)
     queues: dict[str, dict[str, tuple[int, datetime, int]]] = field(default_factory=dict)
     sequence: itertools.count[int] = field(default_factory=itertools.count)
-    leases: dict[str, Lease] = field(default_factory=dict)
+    heartbeats: dict[str, datetime] = field(default_factory=dict)  # instance id -> last beat
     locks: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # name -> owner, expiry
     run_keys: set[str] = field(default_factory=set)
     subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = field(
@@ -169,6 +170,22 @@ class ToyBackend:
                 return None
             return self._write(record, new, update)
 
+    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+        """Many compare-and-sets in one go: the engine's group commit.
+
+        SQL: one transaction (or one ``UPDATE ... FROM (VALUES ...)``); Redis: one
+        script call over all the ids. Each item gets what ``transition`` would return.
+        """
+        results: list[TaskRecord | None] = []
+        with self._state.lock:
+            for item in transitions:
+                record = self._state.tasks.get(item.task_id)
+                if record is None or record.status not in item.expected:
+                    results.append(None)
+                else:
+                    results.append(self._write(record, item.new, item.update))
+        return results
+
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """Write the set fields; the status stays."""
         with self._state.lock:
@@ -195,6 +212,41 @@ class ToyBackend:
                 self._state.logs.setdefault(task_id, []).extend(entries)
 
     # --8<-- [end:change]
+
+    # -- Store: owners ---------------------------------------------------------------
+    # --8<-- [start:owners]
+
+    async def owners(self) -> set[str]:
+        """Owners of active tasks. (SQL: ``SELECT DISTINCT owner ... WHERE status IN``.)"""
+        with self._state.lock:
+            return {
+                r.owner
+                for r in self._state.tasks.values()
+                if r.owner is not None and r.status in ACTIVE_STATUSES
+            }
+
+    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
+        """The owner's active tasks, oldest first. (SQL: an index on ``owner, status``.)"""
+        with self._state.lock:
+            found = [
+                r
+                for r in self._state.tasks.values()
+                if r.owner == owner and r.status in ACTIVE_STATUSES
+            ]
+        found.sort(key=lambda r: r.created_at)
+        return [_copy(r) for r in found[:limit]]
+
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+        """Compare-and-set the owner. (SQL: ``UPDATE ... WHERE owner = ? AND status IN``.)"""
+        with self._state.lock:
+            record = self._state.tasks.get(task_id)
+            if record is None or record.owner != owner or record.status not in ACTIVE_STATUSES:
+                return None
+            adopted = record.model_copy(update={"owner": new_owner})  # updated_at stays
+            self._state.tasks[task_id] = adopted
+            return _copy(adopted)
+
+    # --8<-- [end:owners]
 
     # -- Store: listing, counting, purging -------------------------------------------
     # --8<-- [start:query]
@@ -306,12 +358,13 @@ class ToyBackend:
         entries = self._state.queues.setdefault(queue, {})
         entries[task_id] = (priority, due, next(self._state.sequence))
 
-    async def claim(
-        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
-    ) -> list[Claim]:
-        """Take the best due tasks and lease them, in one step (SQL: SKIP LOCKED)."""
+    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
+        """Take the best due tasks and hand their records to ``owner``, in one step.
+
+        (SQL: ``FOR UPDATE SKIP LOCKED`` plus an ``UPDATE`` of the owner in the same
+        transaction; Redis: one script.)
+        """
         now = self.clock.now()
-        expires = now + timedelta(seconds=lease_seconds)
         with self._state.lock:
             entries = self._state.queues.get(queue, {})
             due = [(p, d, s, task_id) for task_id, (p, d, s) in entries.items() if d <= now]
@@ -319,12 +372,10 @@ class ToyBackend:
             claims = []
             for priority, _, _, task_id in due[:limit]:
                 del entries[task_id]
-                self._state.leases[task_id] = Lease(
-                    task_id=task_id, owner=owner, expires_at=expires
-                )
-                claims.append(
-                    Claim(task_id=task_id, queue=queue, priority=priority, lease_expires_at=expires)
-                )
+                record = self._state.tasks.get(task_id)
+                if record is not None and record.status in ACTIVE_STATUSES:
+                    self._state.tasks[task_id] = record.model_copy(update={"owner": owner})
+                claims.append(Claim(task_id=task_id, queue=queue, priority=priority))
             return claims
 
     async def dequeue(self, task_id: str, *, queue: str) -> bool:
@@ -339,51 +390,26 @@ class ToyBackend:
 
     # --8<-- [end:queues]
 
-    # -- Backend: leases -------------------------------------------------------------
-    # --8<-- [start:leases]
+    # -- Backend: heartbeats ---------------------------------------------------------
+    # --8<-- [start:heartbeats]
 
-    async def acquire_lease(self, task_id: str, *, owner: str, lease_seconds: float) -> bool:
-        """Grant unless another owner's lease is live."""
-        now = self.clock.now()
+    async def beat(self, instance_id: str) -> None:
+        """The instance is alive now. (SQL: an upsert; Redis: ``HSET`` with the time.)"""
+        now = self.clock.now()  # the injected clock, never the server's
         with self._state.lock:
-            current = self._state.leases.get(task_id)
-            if current is not None and current.owner != owner and current.expires_at > now:
-                return False
-            expires = now + timedelta(seconds=lease_seconds)
-            self._state.leases[task_id] = Lease(task_id=task_id, owner=owner, expires_at=expires)
-            return True
+            self._state.heartbeats[instance_id] = now
 
-    async def renew_leases(
-        self, task_ids: Collection[str], *, owner: str, lease_seconds: float
-    ) -> set[str]:
-        """Extend the leases ``owner`` still holds, expired or not."""
-        expires = self.clock.now() + timedelta(seconds=lease_seconds)
-        renewed = set()
+    async def heartbeats(self) -> dict[str, datetime]:
+        """Every instance's last beat."""
         with self._state.lock:
-            for task_id in task_ids:
-                current = self._state.leases.get(task_id)
-                if current is not None and current.owner == owner:
-                    self._state.leases[task_id] = current.model_copy(update={"expires_at": expires})
-                    renewed.add(task_id)
-        return renewed
+            return dict(self._state.heartbeats)
 
-    async def release_lease(self, task_id: str, *, owner: str) -> bool:
-        """Drop the lease if ``owner`` holds it."""
+    async def forget_instance(self, instance_id: str) -> None:
+        """Drop the instance's heartbeat, if any."""
         with self._state.lock:
-            current = self._state.leases.get(task_id)
-            if current is None or current.owner != owner:
-                return False
-            del self._state.leases[task_id]
-            return True
+            self._state.heartbeats.pop(instance_id, None)
 
-    async def expired_leases(self, *, limit: int = 100) -> list[Lease]:
-        """Expired leases, oldest expiry first."""
-        now = self.clock.now()
-        with self._state.lock:
-            expired = [lease for lease in self._state.leases.values() if lease.expires_at <= now]
-        return sorted(expired, key=lambda lease: lease.expires_at)[:limit]
-
-    # --8<-- [end:leases]
+    # --8<-- [end:heartbeats]
 
     # -- Backend: locks and schedules ------------------------------------------------
     # --8<-- [start:locks]

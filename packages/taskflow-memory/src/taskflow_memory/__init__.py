@@ -53,7 +53,7 @@ class MemoryBackend(MemoryStore, MemoryCoordination):
         """Nothing to release."""
 
     def fork(self) -> MemoryBackend:
-        """Return a backend sharing this one's tasks, queues, leases and subscribers."""
+        """Return a backend sharing this one's tasks, queues, heartbeats and subscribers."""
         twin = MemoryBackend.__new__(MemoryBackend)
         twin.clock = self.clock
         twin._state = self._state

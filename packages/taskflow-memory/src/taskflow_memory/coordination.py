@@ -1,4 +1,4 @@
-"""In-process queues, leases, locks, schedules and events: the Backend half."""
+"""In-process queues, heartbeats, locks, schedules and events: the Backend half."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import asyncio
 import heapq
 import itertools
 import threading
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
-from fastapi_taskflow.models import Claim, Lease, construct
+from fastapi_taskflow.models import Claim, construct
 
 __all__ = ["CoordinationState", "MemoryCoordination"]
 
@@ -84,7 +84,8 @@ class CoordinationState:
         self.lock = threading.Lock()
         self.queues: dict[str, _Queue] = {}
         self.seq = itertools.count()
-        self.leases: dict[str, Lease] = {}
+        self.heartbeats: dict[str, datetime] = {}
+        """Last heartbeat per instance id."""
         self.locks: dict[str, tuple[str, datetime]] = {}
         self.run_keys: set[str] = set()
         self.subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = []
@@ -115,32 +116,34 @@ class MemoryCoordination:
         entry = _Entry((-priority, due, next(self._coord.seq)), task_id, priority)
         self._coord.queues.setdefault(queue, _Queue()).push(entry)
 
-    async def claim(
-        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
-    ) -> list[Claim]:
-        """See :meth:`fastapi_taskflow.protocols.Backend.claim`."""
+    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.claim`.
+
+        The records are handed to ``owner`` while the queue lock is held, so no one sees
+        a claimed task whose record still names its previous owner.
+        """
         now = self.clock.now()
-        expires = now + timedelta(seconds=lease_seconds)
         with self._coord.lock:
             pending = self._coord.queues.get(queue)
             if pending is None:
                 return []
-            claims = []
-            for entry in pending.pop_due(now, limit):
-                # values of the right types already: no validation per claim
-                self._coord.leases[entry.task_id] = construct(
-                    Lease, task_id=entry.task_id, owner=owner, expires_at=expires
-                )
-                claims.append(
-                    construct(
-                        Claim,
-                        task_id=entry.task_id,
-                        queue=queue,
-                        priority=entry.priority,
-                        lease_expires_at=expires,
-                    )
-                )
-            return claims
+            taken = pending.pop_due(now, limit)
+            if not taken:
+                return []
+            self._hand_over([entry.task_id for entry in taken], owner)
+            # values of the right types already: no validation per claim
+            return [
+                construct(Claim, task_id=entry.task_id, queue=queue, priority=entry.priority)
+                for entry in taken
+            ]
+
+    def _hand_over(self, task_ids: Sequence[str], owner: str) -> None:
+        """Make ``owner`` the owner of those of ``task_ids`` whose record is active.
+
+        The memory backend's store provides it (:class:`~taskflow_memory.MemoryBackend`
+        combines both halves); called with the coordination lock held.
+        """
+        raise NotImplementedError("MemoryCoordination needs a store: use MemoryBackend")
 
     async def dequeue(self, task_id: str, *, queue: str) -> bool:
         """See :meth:`fastapi_taskflow.protocols.Backend.dequeue`."""
@@ -154,50 +157,21 @@ class MemoryCoordination:
             pending = self._coord.queues.get(queue)
             return 0 if pending is None else len(pending.entries)
 
-    async def acquire_lease(self, task_id: str, *, owner: str, lease_seconds: float) -> bool:
-        """See :meth:`fastapi_taskflow.protocols.Backend.acquire_lease`."""
+    async def beat(self, instance_id: str) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.beat`."""
         now = self.clock.now()
         with self._coord.lock:
-            current = self._coord.leases.get(task_id)
-            if current is not None and current.owner != owner and current.expires_at > now:
-                return False
-            self._coord.leases[task_id] = Lease(
-                task_id=task_id, owner=owner, expires_at=now + timedelta(seconds=lease_seconds)
-            )
-            return True
+            self._coord.heartbeats[instance_id] = now
 
-    async def renew_leases(
-        self, task_ids: Collection[str], *, owner: str, lease_seconds: float
-    ) -> set[str]:
-        """See :meth:`fastapi_taskflow.protocols.Backend.renew_leases`."""
-        expires = self.clock.now() + timedelta(seconds=lease_seconds)
-        renewed: set[str] = set()
+    async def heartbeats(self) -> dict[str, datetime]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.heartbeats`."""
         with self._coord.lock:
-            for task_id in task_ids:
-                current = self._coord.leases.get(task_id)
-                if current is not None and current.owner == owner:
-                    self._coord.leases[task_id] = Lease(
-                        task_id=task_id, owner=owner, expires_at=expires
-                    )
-                    renewed.add(task_id)
-        return renewed
+            return dict(self._coord.heartbeats)
 
-    async def release_lease(self, task_id: str, *, owner: str) -> bool:
-        """See :meth:`fastapi_taskflow.protocols.Backend.release_lease`."""
+    async def forget_instance(self, instance_id: str) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.forget_instance`."""
         with self._coord.lock:
-            current = self._coord.leases.get(task_id)
-            if current is None or current.owner != owner:
-                return False
-            del self._coord.leases[task_id]
-            return True
-
-    async def expired_leases(self, *, limit: int = 100) -> list[Lease]:
-        """See :meth:`fastapi_taskflow.protocols.Backend.expired_leases`."""
-        now = self.clock.now()
-        with self._coord.lock:
-            expired = [lease for lease in self._coord.leases.values() if lease.expires_at <= now]
-        expired.sort(key=lambda lease: lease.expires_at)
-        return expired[:limit]
+            self._coord.heartbeats.pop(instance_id, None)
 
     async def acquire_lock(self, name: str, *, owner: str, ttl_seconds: float) -> bool:
         """See :meth:`fastapi_taskflow.protocols.Backend.acquire_lock`."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
     DURATION_STATUSES,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
@@ -23,6 +24,7 @@ from fastapi_taskflow.models import (
     TaskStatus,
     TaskUpdate,
     ThroughputBucket,
+    Transition,
     bucket_start,
     construct,
     copy_with,
@@ -51,6 +53,8 @@ class MemoryState:
         self.key_holders: dict[str, str] = {}
         self.status_counts: Counter[TaskStatus] = Counter()
         self.func_counts: dict[str, Counter[TaskStatus]] = defaultdict(Counter)
+        self.owned: dict[str, dict[str, None]] = {}
+        """Owner -> ids of its active (PENDING, RUNNING) tasks; owners with none are absent."""
 
 
 class MemoryStore:
@@ -85,6 +89,8 @@ class MemoryStore:
         stored = record.model_copy(update={"logs": []}) if record.logs else record
         state.records[record.task_id] = stored
         self._count(stored, +1)
+        if stored.owner is not None and stored.status in ACTIVE_STATUSES:
+            self._own(stored.owner, stored.task_id)
         if stored.status in TERMINAL_STATUSES:
             state.finished[stored.task_id] = None
             self._trim_locked()
@@ -113,6 +119,8 @@ class MemoryStore:
         state.finished.pop(record.task_id, None)
         state.logs.pop(record.task_id, None)
         self._count(record, -1)
+        if record.owner is not None and record.status in ACTIVE_STATUSES:
+            self._disown(record.owner, record.task_id)
         key = record.idempotency_key
         if key is not None and state.key_holders.get(key) == record.task_id:
             del state.key_holders[key]
@@ -148,6 +156,77 @@ class MemoryStore:
                 return None
             return self._write_locked(record, new, update)
 
+    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+        """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
+        results: list[TaskRecord | None] = []
+        with self._state.lock:
+            records = self._state.records
+            for item in transitions:
+                record = records.get(item.task_id)
+                if record is None or record.status not in item.expected:
+                    results.append(None)
+                else:
+                    results.append(self._write_locked(record, item.new, item.update))
+        return results
+
+    async def owners(self) -> set[str]:
+        """See :meth:`fastapi_taskflow.protocols.Store.owners`."""
+        with self._state.lock:
+            return set(self._state.owned)
+
+    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
+        """See :meth:`fastapi_taskflow.protocols.Store.owned`."""
+        with self._state.lock:
+            ids = self._state.owned.get(owner, {})
+            found = [self._state.records[task_id] for task_id in ids]
+        found.sort(key=lambda record: record.created_at)
+        return [record.model_copy() for record in found[:limit]]
+
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.Store.adopt`."""
+        with self._state.lock:
+            record = self._state.records.get(task_id)
+            if record is None or record.owner != owner or record.status not in ACTIVE_STATUSES:
+                return None
+            return self._set_owner_locked(record, new_owner)
+
+    def _hand_over(self, task_ids: Sequence[str], owner: str) -> None:
+        """Make ``owner`` the owner of the active records among ``task_ids`` (for
+        :meth:`MemoryCoordination.claim`; ``updated_at`` is left alone, as by adopt)."""
+        with self._state.lock:
+            records = self._state.records
+            for task_id in task_ids:
+                record = records.get(task_id)
+                if (
+                    record is not None
+                    and record.owner != owner
+                    and record.status in ACTIVE_STATUSES
+                ):
+                    self._set_owner_locked(record, owner)
+
+    def _set_owner_locked(self, record: TaskRecord, owner: str) -> TaskRecord:
+        """Store ``record`` with a new owner; the record must be active."""
+        new = copy_with(record, {"owner": owner})
+        self._state.records[record.task_id] = new
+        if record.owner is not None:
+            self._disown(record.owner, record.task_id)
+        self._own(owner, record.task_id)
+        return new
+
+    def _own(self, owner: str, task_id: str) -> None:
+        owned = self._state.owned.get(owner)
+        if owned is None:
+            self._state.owned[owner] = {task_id: None}
+        else:
+            owned[task_id] = None
+
+    def _disown(self, owner: str, task_id: str) -> None:
+        owned = self._state.owned.get(owner)
+        if owned is not None:
+            owned.pop(task_id, None)
+            if not owned:
+                del self._state.owned[owner]
+
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
         with self._state.lock:
@@ -166,6 +245,14 @@ class MemoryStore:
         state = self._state
         state.records[record.task_id] = new  # stored records are never mutated in place
         old_status = record.status
+        old_owner, new_owner = record.owner, new.owner
+        was_active = old_status in ACTIVE_STATUSES
+        is_active = status in ACTIVE_STATUSES
+        if old_owner != new_owner or was_active is not is_active:
+            if was_active and old_owner is not None:
+                self._disown(old_owner, record.task_id)
+            if is_active and new_owner is not None:
+                self._own(new_owner, record.task_id)
         if status is not old_status:
             state.status_counts[old_status] -= 1
             state.status_counts[status] += 1

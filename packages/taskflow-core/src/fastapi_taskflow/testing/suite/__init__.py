@@ -1,7 +1,7 @@
 """The backend conformance suite, one mixin class per area.
 
 :class:`BackendConformance` holds every standard test. While a backend is being
-written, its author may subclass individual areas (``QueueTests``, ``LeaseTests`` ...)
+written, its author may subclass individual areas (``QueueTests``, ``LivenessTests`` ...)
 instead; each needs only the ``backend`` fixture. A finished backend runs
 :class:`BackendConformance`: the core contract is never optional.
 """
@@ -9,14 +9,14 @@ instead; each needs only the ``backend`` fixture. A finished backend runs
 from __future__ import annotations
 
 from ._base import ConformanceBase, create_task, make_record, new_id
-from ._threads import contend
+from ._threads import RacingBase, contend
 from .concurrency import ConcurrencyTests
 from .events import EventTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .insights import DurationTests, TextSearchTests, ThroughputTests
-from .leases import LeaseTests
 from .lifecycle import LifecycleTests
 from .limits import LimitTests
+from .liveness import LivenessTests
 from .locks import LockTests, ScheduleTests
 from .logs import LogTests
 from .queries import QueryTests
@@ -32,14 +32,15 @@ __all__ = [
     "DurationTests",
     "EventTests",
     "GuardTests",
-    "LeaseTests",
-    "LimitTests",
     "LifecycleTests",
+    "LimitTests",
+    "LivenessTests",
     "LockTests",
     "LogTests",
     "PurgeTests",
     "QueryTests",
     "QueueTests",
+    "RacingBase",
     "ScheduleTests",
     "StatsTests",
     "StoreCreateTests",
@@ -68,7 +69,7 @@ class BackendConformance(
     ThroughputTests,
     PurgeTests,
     QueueTests,
-    LeaseTests,
+    LivenessTests,
     LockTests,
     ScheduleTests,
     EventTests,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from fastapi_taskflow.protocols import TaskBackend
 
-__all__ = ["contend"]
+from ._base import ConformanceBase
+
+__all__ = ["RacingBase", "contend"]
 
 T = TypeVar("T")
 
@@ -84,3 +86,29 @@ async def contend(
     if errors:
         raise errors[0]
     return mine + [item for number in range(threads) for item in results[number]]
+
+
+class RacingBase(ConformanceBase):
+    """What the areas with race tests share: how many contenders, and :meth:`race`.
+
+    ``local`` coroutines share the fixture's backend; each of ``threads`` threads opens
+    a fork on its own event loop and runs ``per_thread`` coroutines on it. A backend's
+    test class may lower these (a server with few connections) or raise them.
+    """
+
+    local: ClassVar[int] = 8
+    threads: ClassVar[int] = 4
+    per_thread: ClassVar[int] = 4
+
+    async def race(
+        self, backend: TaskBackend, work: Callable[[TaskBackend, int], Awaitable[T]]
+    ) -> list[T]:
+        """Run ``work(target, index)`` from every contender at once; see :func:`contend`."""
+        return await contend(
+            backend,
+            work,
+            local=self.local,
+            threads=self.threads,
+            per_thread=self.per_thread,
+            time_limit=self.concurrency_timeout,
+        )

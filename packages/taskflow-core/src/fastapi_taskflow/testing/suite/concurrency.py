@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import ClassVar, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -15,39 +13,20 @@ from fastapi_taskflow.events import LifecycleEvent, LogEvent
 from fastapi_taskflow.models import CreateResult, TaskRecord, TaskStatus, TaskUpdate
 from fastapi_taskflow.protocols import TaskBackend
 
-from ._base import ConformanceBase, create_task, make_record, new_id
-from ._threads import contend
+from ._base import create_task, make_record, new_id
+from ._threads import RacingBase, contend
 from .events import sample_events
 from .queues import Q, stored_ids
 
 __all__ = ["ConcurrencyTests"]
 
-T = TypeVar("T")
 
-
-class ConcurrencyTests(ConformanceBase):
+class ConcurrencyTests(RacingBase):
     """Races: each test runs one operation from many coroutines and threads at once.
 
     ``local`` coroutines share the fixture's backend; each of ``threads`` threads opens
     a fork on its own event loop and runs ``per_thread`` coroutines on it.
     """
-
-    local: ClassVar[int] = 8
-    threads: ClassVar[int] = 4
-    per_thread: ClassVar[int] = 4
-
-    async def race(
-        self, backend: TaskBackend, work: Callable[[TaskBackend, int], Awaitable[T]]
-    ) -> list[T]:
-        """Run ``work(target, index)`` from every contender at once; see ``contend``."""
-        return await contend(
-            backend,
-            work,
-            local=self.local,
-            threads=self.threads,
-            per_thread=self.per_thread,
-            time_limit=self.concurrency_timeout,
-        )
 
     async def test_racing_creates_with_one_key(
         self, backend: TaskBackend, clock: ManualClock
@@ -122,10 +101,12 @@ class ConcurrencyTests(ConformanceBase):
     async def test_racing_claimers_never_double_claim(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
-        """Claimers racing over 200 queued tasks claim each exactly once, all of them.
+        """Claimers racing over 200 queued tasks claim each exactly once, all of them,
+        and each record ends up owned by the one that claimed it.
 
-        If this fails, check that claim() selects and removes in one atomic step
-        (``FOR UPDATE SKIP LOCKED``, ``DELETE ... RETURNING``, a Lua script).
+        If this fails, check that claim() selects, removes and sets the record's owner
+        in one atomic step (``FOR UPDATE SKIP LOCKED``, ``DELETE ... RETURNING``, a Lua
+        script).
         """
         ids = await stored_ids(backend, clock, 200)
         for task_id in ids:
@@ -133,9 +114,7 @@ class ConcurrencyTests(ConformanceBase):
 
         async def work(target: TaskBackend, index: int) -> list[str]:
             claimed: list[str] = []
-            while batch := await target.claim(
-                queue=Q, owner=f"w{index}", lease_seconds=60, limit=1 + index % 4
-            ):
+            while batch := await target.claim(queue=Q, owner=f"w{index}", limit=1 + index % 4):
                 claimed.extend(c.task_id for c in batch)
             return claimed
 
@@ -144,6 +123,13 @@ class ConcurrencyTests(ConformanceBase):
         assert len(claimed) == len(set(claimed)), "a task was handed to two claimers"
         assert sorted(claimed) == sorted(ids)
         assert await backend.queue_length(Q) == 0
+        for index, batch in enumerate(results):
+            for task_id in batch:
+                stored = await backend.get(task_id)
+                assert stored is not None and stored.owner == f"w{index}", (
+                    f"{task_id} was claimed by w{index} but its record is owned by "
+                    f"{stored and stored.owner!r}"
+                )
 
     async def test_racing_enqueues_of_one_task(
         self, backend: TaskBackend, clock: ManualClock
@@ -159,34 +145,8 @@ class ConcurrencyTests(ConformanceBase):
 
         await self.race(backend, work)
         assert await backend.queue_length(Q) == 1
-        claims = await backend.claim(queue=Q, owner="w", lease_seconds=5, limit=10)
+        claims = await backend.claim(queue=Q, owner="w", limit=10)
         assert [c.task_id for c in claims] == [task_id]
-
-    async def test_racing_for_an_expired_lease(
-        self, backend: TaskBackend, clock: ManualClock
-    ) -> None:
-        """Of many owners racing for an expired lease one wins; a live one none win.
-
-        If this fails, check that acquire_lease() checks owner and expiry and writes in
-        one atomic step.
-        """
-        [task_id] = await stored_ids(backend, clock, 1)
-        assert await backend.acquire_lease(task_id, owner="dead", lease_seconds=30)
-        clock.advance(31)
-
-        async def work(target: TaskBackend, index: int) -> tuple[int, bool]:
-            got = await target.acquire_lease(task_id, owner=f"o{index}", lease_seconds=30)
-            return index, got
-
-        first = await self.race(backend, work)
-        winners = [index for index, got in first if got]
-        assert len(winners) == 1, f"{len(winners)} owners took one expired lease"
-        assert await backend.renew_leases([task_id], owner=f"o{winners[0]}", lease_seconds=30)
-
-        async def intrude(target: TaskBackend, index: int) -> bool:
-            return await target.acquire_lease(task_id, owner=f"x{index}", lease_seconds=30)
-
-        assert not any(await self.race(backend, intrude)), "a live lease was taken"
 
     async def test_racing_schedule_once_and_locks(
         self, backend: TaskBackend, clock: ManualClock

@@ -40,7 +40,8 @@ class LifecycleTests(ConformanceBase):
         assert await backend.get(task.task_id) == task
 
     async def test_fork_shares_everything(self, backend: TaskBackend, clock: ManualClock) -> None:
-        """A fork sees the same tasks, queues, leases and locks, and has the same clock.
+        """A fork sees the same tasks, queues, owners, heartbeats and locks, and has the
+        same clock.
 
         If this fails, check that fork() returns an unopened backend over the same
         storage (same URL / key prefix / schema), with ``clock`` passed on.
@@ -62,10 +63,14 @@ class LifecycleTests(ConformanceBase):
             [queued] = await stored_ids(backend, clock, 1)
             await backend.enqueue(queued, queue=Q)
             assert await fork.queue_length(Q) == 1
-            assert [c.task_id for c in await fork.claim(queue=Q, owner="f", lease_seconds=30)] == [
-                queued
-            ]
-            assert await backend.acquire_lease(queued, owner="p", lease_seconds=30) is False
+            assert [c.task_id for c in await fork.claim(queue=Q, owner="f")] == [queued]
+            claimed = await backend.get(queued)
+            assert claimed is not None and claimed.owner == "f"
+            assert await backend.owners() == {"f"}
+            await fork.beat("f")
+            assert await backend.heartbeats() == {"f": clock.now()}
+            await backend.forget_instance("f")
+            assert await fork.heartbeats() == {}
             assert await fork.acquire_lock("tick", owner="f", ttl_seconds=30) is True
             assert await backend.acquire_lock("tick", owner="p", ttl_seconds=30) is False
         finally:

@@ -128,7 +128,7 @@ class LimitTests(ConformanceBase):
             record = await create_task(backend, clock, queue=Q, priority=priority)
             await backend.enqueue(record.task_id, queue=Q, priority=priority)
             ids[priority] = record.task_id
-        claimed = await backend.claim(queue=Q, owner="w", lease_seconds=30, limit=3)
+        claimed = await backend.claim(queue=Q, owner="w", limit=3)
         assert [c.task_id for c in claimed] == [ids[PRIORITY_MAX], ids[0], ids[PRIORITY_MIN]]
         assert [c.priority for c in claimed] == [PRIORITY_MAX, 0, PRIORITY_MIN]
 

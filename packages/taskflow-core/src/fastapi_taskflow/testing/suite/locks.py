@@ -72,9 +72,9 @@ class ScheduleTests(ConformanceBase):
         key = new_id("run-")
         assert await backend.schedule_once(key, task_id=task_id, queue=Q, run_at=run_at, priority=4)
         assert await backend.queue_length(Q) == 1
-        assert await backend.claim(queue=Q, owner="w", lease_seconds=5) == []
+        assert await backend.claim(queue=Q, owner="w") == []
         clock.advance(60)
-        claims = await backend.claim(queue=Q, owner="w", lease_seconds=5)
+        claims = await backend.claim(queue=Q, owner="w")
         assert [(c.task_id, c.priority) for c in claims] == [(task_id, 4)]
 
     async def test_schedule_once_per_run_key(
@@ -93,9 +93,7 @@ class ScheduleTests(ConformanceBase):
             await backend.schedule_once(key, task_id=second, queue=Q, run_at=clock.now()) is False
         )
         assert await backend.queue_length(Q) == 1
-        assert [c.task_id for c in await backend.claim(queue=Q, owner="w", lease_seconds=5)] == [
-            first
-        ]
+        assert [c.task_id for c in await backend.claim(queue=Q, owner="w")] == [first]
         clock.advance(3600)
         assert (
             await backend.schedule_once(key, task_id=second, queue=Q, run_at=clock.now()) is False
@@ -106,6 +104,4 @@ class ScheduleTests(ConformanceBase):
         assert await backend.schedule_once(
             other_key, task_id=third, queue=Q, run_at=clock.now() - seconds(5)
         )
-        assert [c.task_id for c in await backend.claim(queue=Q, owner="w", lease_seconds=5)] == [
-            third
-        ]
+        assert [c.task_id for c in await backend.claim(queue=Q, owner="w")] == [third]

@@ -25,7 +25,7 @@ async def stored_ids(backend: TaskBackend, clock: ManualClock, count: int) -> li
 async def drain(backend: TaskBackend, owner: str = "w") -> list[str]:
     """Claim one at a time until the queue gives nothing; return the ids in order."""
     ids: list[str] = []
-    while claims := await backend.claim(queue=Q, owner=owner, lease_seconds=30):
+    while claims := await backend.claim(queue=Q, owner=owner):
         assert len(claims) == 1
         ids.append(claims[0].task_id)
     return ids
@@ -35,43 +35,25 @@ class QueueTests(ConformanceBase):
     """``enqueue``, ``claim``, ``dequeue`` and ``queue_length``."""
 
     async def test_enqueue_then_claim(self, backend: TaskBackend, clock: ManualClock) -> None:
-        """A due task is claimed once, with a lease, and leaves the queue.
+        """A due task is claimed once and leaves the queue.
 
         If this fails, check that claim() removes the task from the queue and returns a
-        Claim with the queue, the priority and ``now + lease_seconds``.
+        Claim with the task id, the queue and the priority.
         """
         [task_id] = await stored_ids(backend, clock, 1)
         await backend.enqueue(task_id, queue=Q, priority=3)
         assert await backend.queue_length(Q) == 1
-        claims = await backend.claim(queue=Q, owner="w1", lease_seconds=30)
-        assert claims == [
-            Claim(task_id=task_id, queue=Q, priority=3, lease_expires_at=clock.now() + seconds(30))
-        ]
+        claims = await backend.claim(queue=Q, owner="w1")
+        assert claims == [Claim(task_id=task_id, queue=Q, priority=3)]
         assert await backend.queue_length(Q) == 0
-        assert await backend.claim(queue=Q, owner="w2", lease_seconds=30) == []
-
-    async def test_claim_gives_the_lease_to_the_claimer(
-        self, backend: TaskBackend, clock: ManualClock
-    ) -> None:
-        """A claimed task is leased to its claimer: others are refused until it expires.
-
-        If this fails, check that claim() writes the lease in the same atomic step.
-        """
-        [task_id] = await stored_ids(backend, clock, 1)
-        await backend.enqueue(task_id, queue=Q)
-        await backend.claim(queue=Q, owner="w1", lease_seconds=30)
-        assert await backend.acquire_lease(task_id, owner="w2", lease_seconds=30) is False
-        assert await backend.renew_leases([task_id], owner="w1", lease_seconds=30) == {task_id}
-        clock.advance(31)
-        [lease] = await backend.expired_leases()
-        assert (lease.task_id, lease.owner) == (task_id, "w1")
+        assert await backend.claim(queue=Q, owner="w2") == []
 
     async def test_claim_empty_or_unknown_queue(self, backend: TaskBackend) -> None:
         """Claiming from an empty or never-used queue returns an empty list.
 
         If this fails, check that claim() returns ``[]`` rather than raising.
         """
-        assert await backend.claim(queue="never-used", owner="w", lease_seconds=5, limit=10) == []
+        assert await backend.claim(queue="never-used", owner="w", limit=10) == []
         assert await backend.queue_length("never-used") == 0
 
     async def test_priority_then_fifo(self, backend: TaskBackend, clock: ManualClock) -> None:
@@ -93,7 +75,7 @@ class QueueTests(ConformanceBase):
         ]
         for task_id, priority in plan:
             await backend.enqueue(task_id, queue=Q, priority=priority)
-        claims = await backend.claim(queue=Q, owner="w", lease_seconds=30, limit=10)
+        claims = await backend.claim(queue=Q, owner="w", limit=10)
         assert [c.task_id for c in claims] == [
             ids[1],
             ids[3],
@@ -129,12 +111,12 @@ class QueueTests(ConformanceBase):
         """
         [task_id] = await stored_ids(backend, clock, 1)
         await backend.enqueue(task_id, queue=Q, priority=9, not_before=clock.now() + seconds(60))
-        assert await backend.claim(queue=Q, owner="w", lease_seconds=5) == []
+        assert await backend.claim(queue=Q, owner="w") == []
         assert await backend.queue_length(Q) == 1, "a delayed task still counts"
         clock.advance(59)
-        assert await backend.claim(queue=Q, owner="w", lease_seconds=5) == []
+        assert await backend.claim(queue=Q, owner="w") == []
         clock.advance(1)
-        claims = await backend.claim(queue=Q, owner="w", lease_seconds=5)
+        claims = await backend.claim(queue=Q, owner="w")
         assert [c.task_id for c in claims] == [task_id]
 
     async def test_delayed_task_does_not_block_due_ones(
@@ -147,7 +129,7 @@ class QueueTests(ConformanceBase):
         delayed, due = await stored_ids(backend, clock, 2)
         await backend.enqueue(delayed, queue=Q, priority=100, not_before=clock.now() + seconds(30))
         await backend.enqueue(due, queue=Q, priority=0)
-        claims = await backend.claim(queue=Q, owner="w", lease_seconds=5, limit=5)
+        claims = await backend.claim(queue=Q, owner="w", limit=5)
         assert [c.task_id for c in claims] == [due]
         assert await backend.queue_length(Q) == 1
 
@@ -159,8 +141,8 @@ class QueueTests(ConformanceBase):
         ids = await stored_ids(backend, clock, 5)
         for task_id in ids:
             await backend.enqueue(task_id, queue=Q)
-        first = await backend.claim(queue=Q, owner="w", lease_seconds=5, limit=2)
-        second = await backend.claim(queue=Q, owner="w", lease_seconds=5, limit=10)
+        first = await backend.claim(queue=Q, owner="w", limit=2)
+        second = await backend.claim(queue=Q, owner="w", limit=10)
         assert [c.task_id for c in first] == ids[:2]
         assert [c.task_id for c in second] == ids[2:]
 
@@ -173,7 +155,7 @@ class QueueTests(ConformanceBase):
         await backend.enqueue(a, queue="q-a")
         await backend.enqueue(b, queue="q-b")
         assert await backend.queue_length("q-a") == 1
-        claims = await backend.claim(queue="q-b", owner="w", lease_seconds=5, limit=10)
+        claims = await backend.claim(queue="q-b", owner="w", limit=10)
         assert [c.task_id for c in claims] == [b]
         assert await backend.queue_length("q-a") == 1
 
@@ -190,11 +172,11 @@ class QueueTests(ConformanceBase):
         await backend.enqueue(other, queue=Q, priority=1)
         await backend.enqueue(task_id, queue=Q, priority=5)
         assert await backend.queue_length(Q) == 2
-        claims = await backend.claim(queue=Q, owner="w", lease_seconds=5, limit=10)
+        claims = await backend.claim(queue=Q, owner="w", limit=10)
         assert [(c.task_id, c.priority) for c in claims] == [(task_id, 5), (other, 1)]
         await backend.enqueue(task_id, queue=Q)
         await backend.enqueue(task_id, queue=Q, not_before=clock.now() + seconds(60))
-        assert await backend.claim(queue=Q, owner="w", lease_seconds=5) == []
+        assert await backend.claim(queue=Q, owner="w") == []
         assert await backend.queue_length(Q) == 1
 
     async def test_claimed_task_can_be_enqueued_again(
@@ -207,13 +189,11 @@ class QueueTests(ConformanceBase):
         """
         [task_id] = await stored_ids(backend, clock, 1)
         await backend.enqueue(task_id, queue=Q)
-        assert len(await backend.claim(queue=Q, owner="w", lease_seconds=5)) == 1
+        assert len(await backend.claim(queue=Q, owner="w")) == 1
         await backend.enqueue(task_id, queue=Q, not_before=clock.now() + seconds(10))
-        assert await backend.claim(queue=Q, owner="w", lease_seconds=5) == []
+        assert await backend.claim(queue=Q, owner="w") == []
         clock.advance(10)
-        assert [c.task_id for c in await backend.claim(queue=Q, owner="w", lease_seconds=5)] == [
-            task_id
-        ]
+        assert [c.task_id for c in await backend.claim(queue=Q, owner="w")] == [task_id]
 
     async def test_dequeue(self, backend: TaskBackend, clock: ManualClock) -> None:
         """``dequeue`` removes a waiting task and says whether it was there.
