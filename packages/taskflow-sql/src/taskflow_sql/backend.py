@@ -17,8 +17,10 @@ from .engine import SQLiteSettings, configure_sqlite, make_engine
 from .errors import unavailable
 from .events import SQLEvents
 from .executor import Executor
-from .leases import SQLLeases
+from .instances import SQLInstances
+from .locks import SQLLocks
 from .migrations import migrate
+from .ownership import SQLOwnership
 from .queries import SQLQueries
 from .queue import SQLQueue
 from .schema import DEFAULT_PREFIX, Tables, build_tables
@@ -38,7 +40,7 @@ def _check_sqlite_directory(target: SQLTarget) -> None:
         raise unavailable(f"opening {target.url.database!r}", missing) from missing
 
 
-class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
+class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQLLocks, SQLEvents):
     """Durable tasks in SQLite, PostgreSQL or MySQL/MariaDB.
 
     ``SQLBackend("sqlite:///tasks.db")``, ``SQLBackend("postgresql://user@host/db")``,
@@ -57,7 +59,10 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         engine_options: extra ``create_async_engine`` keywords (pool size, echo, …);
             ignored when an engine is passed.
         sqlite_busy_timeout: seconds a SQLite connection waits for the write lock.
-        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
+        sqlite_synchronous: SQLite ``PRAGMA synchronous``: ``NORMAL`` (default; WAL keeps
+            every commit through a process crash, power loss may drop the last ones) or
+            ``FULL`` (commits survive power loss too); a ``?synchronous=`` in the URL
+            overrides it.
         sqlite_batch_max: most writes grouped into one SQLite transaction.
         sqlite_batch_window: seconds the SQLite writer waits to fill a batch (0: none).
         counter_slots: rows per stats counter on PostgreSQL/MySQL (spreads row locks).
@@ -76,7 +81,7 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         clock: Clock | None = None,
         engine_options: dict[str, Any] | None = None,
         sqlite_busy_timeout: float = 10.0,
-        sqlite_synchronous: str = "FULL",
+        sqlite_synchronous: str = "NORMAL",
         sqlite_batch_max: int = 512,
         sqlite_batch_window: float = 0.0,
         counter_slots: int = 16,
@@ -96,9 +101,6 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             "event_poll_interval": event_poll_interval,
             "event_retention": event_retention,
         }
-        self._sqlite = SQLiteSettings(
-            busy_timeout=sqlite_busy_timeout, synchronous=sqlite_synchronous
-        )
         if isinstance(url_or_engine, AsyncEngine):
             self._target: SQLTarget | None = None
             self._url = url_or_engine.url.render_as_string(hide_password=False)
@@ -111,6 +113,10 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             kind = self._target.kind
             table_prefix = self._target.options.get("table_prefix", table_prefix)
             schema = self._target.options.get("schema", schema)
+            sqlite_synchronous = self._target.options.get("synchronous", sqlite_synchronous)
+        self._sqlite = SQLiteSettings(
+            busy_timeout=sqlite_busy_timeout, synchronous=sqlite_synchronous
+        )
         if schema is not None and kind != "postgresql":
             raise BackendURLError("'schema' is a PostgreSQL option; use table_prefix instead")
         self.tables: Tables = build_tables(table_prefix, schema)

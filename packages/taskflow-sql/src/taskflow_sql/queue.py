@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
@@ -15,6 +15,7 @@ from .dialect import insert_if_absent, locked, upsert
 from .executor import Executor
 from .queries import chunks
 from .rows import key_hash
+from .statements import ACTIVE
 
 __all__ = ["SQLQueue", "enqueue_in"]
 
@@ -54,22 +55,21 @@ class SQLQueue:
 
         await self._exec.write("enqueuing a task", op)
 
-    async def claim(
-        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
-    ) -> list[Claim]:
+    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
         """See :meth:`fastapi_taskflow.protocols.Backend.claim`.
 
         ``SELECT … ORDER BY neg_priority, due_at, id LIMIT n FOR UPDATE SKIP LOCKED`` on
         PostgreSQL and MySQL/MariaDB, so concurrent claimers take different rows without
         waiting; on SQLite the same SELECT runs inside ``BEGIN IMMEDIATE`` (one writer).
-        The claimed rows are deleted and leased in the same transaction.
+        The claimed rows are deleted, and their active task records handed to ``owner``
+        (``owner`` and ``active_owner``; status and ``updated_at`` unchanged), in the same
+        transaction.
         """
         if limit < 1:
             return []
 
         async def op(tx: Tx) -> list[Claim]:
             now = self.clock.now()
-            expires = now + timedelta(seconds=lease_seconds)
             tables = tx.ctx.tables
             q = tables.queue
             pick = (
@@ -83,21 +83,15 @@ class SQLQueue:
                 return []
             for part in chunks([row.id for row in rows]):
                 await tx.conn.execute(delete(q).where(q.c.id.in_(part)))
-            leases = [
-                {"task_id": task_id, "owner": owner, "expires_at": expires}
-                for task_id in sorted({row.task_id for row in rows})
-            ]
-            await upsert(
-                tx, tables.leases, leases, keys=("task_id",), replace=("owner", "expires_at")
-            )
-            return [
-                Claim(
-                    task_id=row.task_id,
-                    queue=queue,
-                    priority=-row.neg_priority,
-                    lease_expires_at=expires,
+            tasks = tables.tasks
+            for part in chunks(sorted({row.task_id for row in rows})):
+                await tx.conn.execute(
+                    update(tasks)
+                    .where(tasks.c.task_id.in_(part), tasks.c.status.in_(ACTIVE))
+                    .values(owner=owner, active_owner=owner)
                 )
-                for row in rows
+            return [
+                Claim(task_id=row.task_id, queue=queue, priority=-row.neg_priority) for row in rows
             ]
 
         return await self._exec.write("claiming tasks", op)

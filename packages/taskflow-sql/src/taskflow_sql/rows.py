@@ -15,6 +15,7 @@ from pydantic_core import to_json
 from sqlalchemy import Table
 
 from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
     KEY_RELEASING_STATUSES,
     LogEntry,
     TaskRecord,
@@ -102,6 +103,7 @@ def record_values(record: TaskRecord) -> dict[str, Any]:
         "progress": record.progress,
         "cancel_requested": record.cancel_requested,
         "owner": record.owner,
+        "active_owner": record.owner if record.status in ACTIVE_STATUSES else None,
     }
 
 
@@ -133,7 +135,10 @@ def record_columns(tables: Tables) -> list[Any]:
 
 @lru_cache(maxsize=64)
 def _record_columns(tasks: Table) -> tuple[Any, ...]:
-    return tuple(column for column in tasks.c if column.name != "active_key")
+    return tuple(column for column in tasks.c if column.name not in _HIDDEN)
+
+
+_HIDDEN = frozenset({"active_key", "active_owner"})
 
 
 def row_to_record(row: Mapping[Any, Any]) -> TaskRecord | None:

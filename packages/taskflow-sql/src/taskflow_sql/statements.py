@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     Table,
     bindparam,
+    case,
     func,
     literal,
     literal_column,
@@ -27,7 +28,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["pg_create", "pg_transition", "take_upsert", "task_change"]
+from fastapi_taskflow.models import ACTIVE_STATUSES
+
+__all__ = ["ACTIVE", "owner_value", "pg_create", "pg_transition", "take_upsert", "task_change"]
 
 
 @lru_cache(maxsize=1024)
@@ -38,6 +41,7 @@ def task_change(
     compare_status: bool,
     release_key: bool,
     returning: tuple[Any, ...] | None,
+    owner_rule: str = "keep",
 ) -> Any:
     """``UPDATE tasks SET … WHERE task_id = :p_task_id [AND status IN :p_expected]``.
 
@@ -49,6 +53,9 @@ def task_change(
             ``WHERE status IN :p_expected``.
         release_key: also ``SET active_key = NULL`` (FAILED/REJECTED release the key).
         returning: columns for ``RETURNING``, or None where the engine lacks it.
+        owner_rule: how ``active_owner`` follows: ``keep`` (untouched), ``clear`` (NULL:
+            the task leaves the active statuses), ``follow`` (= the owner: it is or
+            stays active) or ``case`` (= the new owner if the task is active).
     """
     c = tasks.c
     pairs: list[tuple[Any, Any]] = []
@@ -61,10 +68,27 @@ def task_change(
     if release_key:
         pairs.append((c.active_key, null()))
     pairs.extend((c[name], bindparam(f"p_{name}", type_=c[name].type)) for name in fields)
+    if owner_rule != "keep":
+        pairs.append((c.active_owner, owner_value(tasks, fields, owner_rule)))
     stmt = update(tasks).where(*where).ordered_values(*pairs)
     if returning is not None:
         stmt = stmt.returning(*returning)
     return stmt
+
+
+def owner_value(tasks: Table, fields: tuple[str, ...], rule: str) -> Any:
+    """The value ``active_owner`` gets under ``rule`` (see :func:`task_change`)."""
+    c = tasks.c
+    owner = bindparam("p_owner", type_=c.owner.type) if "owner" in fields else c.owner
+    if rule == "clear":
+        return null()
+    if rule == "follow":
+        return owner
+    return case((c.status.in_(ACTIVE), owner), else_=null())
+
+
+ACTIVE = tuple(sorted(status.value for status in ACTIVE_STATUSES))
+"""The active statuses' values, sorted."""
 
 
 def _counter_upsert(counters: Table, rows: Any) -> Any:
@@ -84,6 +108,7 @@ def pg_transition(
     *,
     release_key: bool,
     returning: tuple[Any, ...],
+    owner_rule: str,
 ) -> Any:
     """A whole compare-and-set transition as one PostgreSQL statement.
 
@@ -94,7 +119,12 @@ def pg_transition(
     does (same function and slot), so concurrent transitions cannot deadlock on them.
     """
     change = task_change(
-        tasks, fields, compare_status=True, release_key=release_key, returning=returning
+        tasks,
+        fields,
+        compare_status=True,
+        release_key=release_key,
+        returning=returning,
+        owner_rule=owner_rule,
     )
     u = change.cte("u")
     slot = bindparam("p_slot", type_=counters.c.slot.type)
@@ -166,7 +196,7 @@ def take_upsert(kind: str, table: Table, key: str) -> Any:
 
     ``INSERT … ON CONFLICT (key) DO UPDATE SET owner, expires_at WHERE owner = :p_owner
     OR expires_at <= :p_now RETURNING key`` (PostgreSQL, SQLite): a row comes back when
-    the lease was inserted, extended or taken over, none when a live one is another's.
+    the lock was inserted, extended or taken over, none when a live one is another's.
     The conflict path locks the row and evaluates the condition on its latest version.
     """
     maker = pg_insert if kind == "postgresql" else sqlite_insert

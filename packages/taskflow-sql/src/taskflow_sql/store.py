@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
     KEY_RELEASING_STATUSES,
     CreateResult,
     LogEntry,
@@ -195,6 +196,7 @@ class SQLStore:
         values = update_values(changes)
         fields = tuple(sorted(values))
         release = new in KEY_RELEASING_STATUSES
+        rule = "follow" if new in ACTIVE_STATUSES else "clear"
 
         async def op(tx: Tx) -> TaskRecord | None:
             params = {f"p_{name}": value for name, value in values.items()}
@@ -204,7 +206,9 @@ class SQLStore:
                 p_expected=statuses,
                 p_updated_at=self.clock.now(),
             )
-            row = await _change(tx, fields, params, compare_status=True, release_key=release)
+            row = await _change(
+                tx, fields, params, compare_status=True, release_key=release, owner_rule=rule
+            )
             if row is None:
                 return None
             tx.move(row.func_name, task_id, row.prev_status, new.value)
@@ -219,6 +223,7 @@ class SQLStore:
                 fields,
                 release_key=release,
                 returning=tuple(record_columns(tables)),
+                owner_rule=rule,
             )
             slot = zlib.crc32(task_id.encode()) % self._ctx.counter_slots
 
@@ -246,7 +251,14 @@ class SQLStore:
         async def op(tx: Tx) -> TaskRecord | None:
             params = {f"p_{name}": value for name, value in changes.items()}
             params.update(p_task_id=task_id, p_updated_at=self.clock.now())
-            row = await _change(tx, fields, params, compare_status=False, release_key=False)
+            row = await _change(
+                tx,
+                fields,
+                params,
+                compare_status=False,
+                release_key=False,
+                owner_rule="case" if "owner" in fields else "keep",
+            )
             return None if row is None else row_to_record(row._mapping)
 
         return await self._exec.write("updating a task", op)
@@ -300,6 +312,7 @@ async def _change(
     *,
     compare_status: bool,
     release_key: bool,
+    owner_rule: str,
 ) -> Row[Any] | None:
     """Run one task UPDATE and return the row after it (None: nothing matched)."""
     tables = tx.ctx.tables
@@ -311,6 +324,7 @@ async def _change(
         compare_status=compare_status,
         release_key=release_key,
         returning=returning,
+        owner_rule=owner_rule,
     )
     result = await tx.conn.execute(stmt, params)
     if returning is not None:
