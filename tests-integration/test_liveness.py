@@ -254,9 +254,14 @@ def test_an_outage_of_three_liveness_periods_adopts_nothing(
 
         # -- release: every task finishes where it started, once --------------------------
         backend.release.touch()
-        final = instances.poll(
-            lambda: instances.all_terminal(fleet[1], ids), 60, "every task terminal"
-        )
+
+        def all_terminal() -> dict[str, str | None] | None:
+            found = read(fleet[1])
+            if found is None or not all(s in instances.TERMINAL for s in found.values()):
+                return None
+            return found
+
+        final = instances.poll(all_terminal, 60, "every task terminal")
         assert set(final.values()) == {"success"}, (
             f"{ {labels[i]: s for i, s in final.items() if s != 'success'} }\n"
             f"{instances.diagnose(fleet)}"
