@@ -225,7 +225,7 @@ class ToyBackend:
                 if r.owner is not None and r.status in ACTIVE_STATUSES
             }
 
-    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
+    async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
         """The owner's active tasks, oldest first. (SQL: an index on ``owner, status``.)"""
         with self._state.lock:
             found = [
@@ -234,9 +234,11 @@ class ToyBackend:
                 if r.owner == owner and r.status in ACTIVE_STATUSES
             ]
         found.sort(key=lambda r: r.created_at)
-        return [_copy(r) for r in found[:limit]]
+        return [r.task_id for r in found[:limit]]
 
-    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+    async def adopt(
+        self, task_id: str, *, owner: str, new_owner: str | None
+    ) -> TaskRecord | None:
         """Compare-and-set the owner. (SQL: ``UPDATE ... WHERE owner = ? AND status IN``.)"""
         with self._state.lock:
             record = self._state.tasks.get(task_id)

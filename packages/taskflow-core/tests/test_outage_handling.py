@@ -26,6 +26,7 @@ class FlakyBackend(MemoryBackend):
     """A memory backend whose writes fail while ``down`` is set."""
 
     down = False
+    create_now = None  # type: ignore[assignment]  # through the write buffer, like a server
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         if self.down:

@@ -59,6 +59,8 @@ class DownBackend(MemoryBackend):
     """A memory backend whose writes fail as an unreachable server's do, with the
     server's address (and a password, as some drivers echo the DSN) in the message."""
 
+    create_now = None  # type: ignore[assignment]  # through the write buffer, like a server
+
     down = True
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:

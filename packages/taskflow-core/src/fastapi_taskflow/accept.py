@@ -147,12 +147,20 @@ def accept(
         _reject(engine, record, loop)
     task_id = record.task_id
     engine.register_invocation(record, func, args, kwargs, config, route)
+    create_now = engine.create_now
     if idempotency_key is not None:
-        queued = route == QUEUED and engine.durable
-        result = engine.bridge.run(lambda backend: _create_keyed(engine, backend, record, queued))
+        if create_now is not None:
+            result = create_now(record)
+        else:
+            queued = route == QUEUED and engine.durable
+            result = engine.bridge.run(
+                lambda backend: _create_keyed(engine, backend, record, queued)
+            )
         if not result.created:
             engine.forget(task_id)
             return result.record.task_id
+    elif create_now is not None:
+        create_now(record)
     else:
         engine.pending.add(record)
         if loop is not None:
@@ -222,7 +230,9 @@ def _reject(engine: Engine, record: TaskRecord, loop: asyncio.AbstractEventLoop 
             "error": f"queue {record.queue!r} is full",
         }
     )
-    if record.idempotency_key is not None:
+    if engine.create_now is not None:
+        engine.create_now(rejected)
+    elif record.idempotency_key is not None:
         engine.bridge.run(
             lambda backend: engine.availability.call(lambda: backend.create(rejected))
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import BackgroundTasks
@@ -10,7 +10,7 @@ from fastapi import BackgroundTasks
 if TYPE_CHECKING:
     from .manager import TaskManager
 
-__all__ = ["ManagedBackgroundTasks"]
+__all__ = ["ManagedBackgroundTasks", "make_background_func"]
 
 
 class ManagedBackgroundTasks(BackgroundTasks):
@@ -82,3 +82,20 @@ class ManagedBackgroundTasks(BackgroundTasks):
             priority=priority,
             sink=self.tasks,
         )
+
+
+def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:
+    """Return a coroutine function that runs the accepted task ``task_id`` when awaited.
+
+    This is what ``add_task()`` puts in ``ManagedBackgroundTasks.tasks``: Starlette awaits
+    it after the response. Awaiting it yourself (in a test, or with
+    ``asyncio.ensure_future``) runs the task with its retries, status and events exactly
+    as in a request. Awaiting it twice runs the task once.
+    """
+    engine = task_manager._engine
+
+    async def run_task() -> None:
+        await engine.run_now(task_id)
+
+    run_task.__name__ = run_task.__qualname__ = f"taskflow_run_{task_id}"
+    return run_task

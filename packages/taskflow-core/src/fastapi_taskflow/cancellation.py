@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .events import LifecycleEvent, LogEvent
-from .models import TaskRecord, TaskStatus, TaskUpdate
+from .models import TaskRecord, TaskStatus
 from .operations import CANCEL_MARK, cancel_if_pending, cancel_request_event, cancel_task_with
 from .protocols import TaskBackend
 from .runtime import Runtime, reraise_if_cancelled
@@ -34,40 +34,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_MARK",
     "cancel",
-    "cancel_adopted",
     "cancel_pending",
     "cancel_sync",
-    "cancelled_update",
     "start_watcher",
 ]
 
 logger = logging.getLogger("fastapi_taskflow")
-
-
-def cancelled_update(engine: Engine, exc: BaseException) -> TaskUpdate:
-    """The record change of an attempt that ended cancelled (executor use)."""
-    return TaskUpdate(
-        finished_at=engine.clock.now(), error=f"{type(exc).__name__}: {exc}", cancel_requested=True
-    )
-
-
-async def cancel_adopted(
-    engine: Engine, backend: TaskBackend, record: TaskRecord, error: str
-) -> bool:
-    """Recovery of a RUNNING task whose instance died after ``cancel()`` reached it:
-    ``CANCELLED`` (never INTERRUPTED, never run again). True if this call moved it."""
-    moved = await backend.transition(
-        record.task_id,
-        expected={TaskStatus.RUNNING},
-        new=TaskStatus.CANCELLED,
-        update=TaskUpdate(
-            finished_at=engine.clock.now(),
-            error=f"TaskCancelledError: cancel requested; {error}",
-        ),
-    )
-    if moved is not None:
-        await engine.emit_lifecycle(moved)
-    return moved is not None
 
 
 async def cancel(engine: Engine, task_id: str) -> TaskRecord:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from .config import QueueConfig
 from .errors import BackendUnavailableError
 from .models import Claim
-from .runtime import reraise_if_cancelled
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .resilience import Availability
+from .runtime import Runtime, reraise_if_cancelled
 
 __all__ = ["QueueWorker"]
 
@@ -28,10 +26,26 @@ logger = logging.getLogger("fastapi_taskflow")
 class QueueWorker:
     """Runs the tasks of one queue on one event loop."""
 
-    def __init__(self, engine: Engine, queue: str, config: QueueConfig) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        queue: str,
+        config: QueueConfig,
+        *,
+        runtime: Runtime,
+        claim: Callable[[int], Awaitable[list[Claim]]],
+        run: Callable[[Claim], Awaitable[None]],
+        availability: Availability,
+        poll_interval: float,
+    ) -> None:
+        """``claim(n)`` takes up to ``n`` due tasks of ``queue`` for this instance;
+        ``run(claim)`` runs one of them."""
         self.queue = queue
         self.config = config
+        self.runtime = runtime
+        self._claim = claim
+        self._run_claimed = run
+        self.availability = availability
+        self.poll_interval = poll_interval
         self.active: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -39,9 +53,7 @@ class QueueWorker:
     def start(self) -> None:
         """Start the worker loop on the current runtime (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = self.engine.runtime().spawn(
-                self._run(), name=f"taskflow-queue-{self.queue}"
-            )
+            self._task = self.runtime.spawn(self._run(), name=f"taskflow-queue-{self.queue}")
 
     def wake(self) -> None:
         """Make the worker look for due tasks now; call on the worker's loop."""
@@ -59,7 +71,6 @@ class QueueWorker:
             self._task = None
 
     async def _run(self) -> None:
-        engine = self.engine
         while True:
             reraise_if_cancelled()
             self._wake.clear()
@@ -67,25 +78,21 @@ class QueueWorker:
             claims: list[Claim] = []
             if free > 0:
                 try:
-                    claims = await engine.backend.claim(
-                        queue=self.queue,
-                        owner=engine.instance_id,
-                        limit=free,
-                    )
+                    claims = await self._claim(free)
                 except BackendUnavailableError as exc:
                     reraise_if_cancelled()
-                    engine.availability.failed(exc)
+                    self.availability.failed(exc)
                     logger.debug("claiming from queue %r: store unreachable", self.queue)
                 except Exception:
                     reraise_if_cancelled()
                     logger.exception("claiming from queue %r failed; retrying", self.queue)
             for claim in claims:
                 self.active.add(claim.task_id)
-                engine.runtime().spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
+                self.runtime.spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
             if claims:
                 continue  # more may be due: claim again while slots are free
             # until woken or the poll interval passes (a timer, not a wait_for task)
-            timer = asyncio.get_running_loop().call_later(engine.poll_interval, self._wake.set)
+            timer = asyncio.get_running_loop().call_later(self.poll_interval, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
@@ -93,7 +100,7 @@ class QueueWorker:
 
     async def _execute(self, claim: Claim) -> None:
         try:
-            await self.engine.run_claimed(claim)
+            await self._run_claimed(claim)
         finally:
             self.active.discard(claim.task_id)
             self._wake.set()

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import timedelta
@@ -40,16 +40,14 @@ from .local_tasks import LocalTasks
 from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
 from .observers import ObserverChain
 from .pending import PendingCreates
-from .protocols import TaskBackend
-from .recovery import Recovery
+from .progress import ProgressWiring
+from .protocols import InProcessStore, TaskBackend
 from .redaction import mask_secrets
 from .refused import RefusedTasks, record_refusals
 from .registry import TaskRegistry
-from .rehydrate import rehydrate
 from .resilience import Availability
 from .retention import Retention
 from .runtime import Runtime, reraise_if_cancelled
-from .shutdown import shutdown
 from .supervision import CancelScopes
 from .write_hooks import enqueue_batch
 
@@ -83,6 +81,14 @@ class Engine:
         self.base_backend = backend
         self.require_backend_at_startup = require_backend_at_startup
         self.durable = bool(backend.durable)
+        self.create_now = (
+            backend.create_now
+            if not self.durable
+            and isinstance(backend, InProcessStore)
+            and callable(backend.create_now)
+            else None
+        )
+        """The store's synchronous create when it lives in this process (no write buffer)."""
         self.clock = clock
         self.registry = registry
         self.observers = observers
@@ -98,12 +104,15 @@ class Engine:
         self.tasks = LocalTasks()
         """The in-process state of every task accepted here and not finished."""
         self.availability = Availability()
-        self.recovery = Recovery(self)
         self.cancel_scopes = CancelScopes()
         """The attempts running here that a deadline or a cancel request can interrupt."""
         self.hub = EventHub(
-            self, publish=self.durable if publish_events is None else publish_events
+            observers,
+            self.instance_id,
+            lambda: self.backend,
+            publish=self.durable if publish_events is None else publish_events,
         )
+        self.progress_wiring = ProgressWiring(self.hub, clock, lambda: self.backend)
         self.bridge = BlockingBridge(backend, self.app_loop, self.started_backend)
         self._sync_workers = sync_workers
         self._pool: ThreadPoolExecutor | None = None
@@ -119,6 +128,9 @@ class Engine:
         self._lock = threading.Lock()
         self._flush_scheduled = False
         self.warned_names: set[str] = set()
+        self.rehydrate: Callable[[Claim], Awaitable[Invocation | None]] = _cannot_rehydrate
+        """Rebuilds the invocation of a claimed task this process did not accept (the
+        manager sets it: see ``rehydrate``)."""
         self.start_hooks: list[Callable[[Runtime], None]] = []
         """Called with each full runtime the engine starts (periodic schedules, the
         cancellation watcher: see ``schedules`` and ``cancellation``)."""
@@ -238,10 +250,8 @@ class Engine:
             )
         if self.retention.keep is not None:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
-        if self.durable:
-            runtime.spawn(self.recovery.run(), name="taskflow-recovery")
-            if self.hub.publish:
-                runtime.spawn(self.hub.listen(), name="taskflow-events")
+        if self.durable and self.hub.publish:
+            runtime.spawn(self.hub.listen(), name="taskflow-events")
         # On every backend (memory too): a task put on a queue from outside this engine
         # (``operations.retry_task`` from the admin API) is found at the next poll.
         for queue in self._known_queues():
@@ -429,10 +439,16 @@ class Engine:
         if not len(self.pending):
             return
         self._check_opened()
-        after = partial(enqueue_batch, self) if self.durable else None
         backend = self.backend
-        refused = partial(record_refusals, self, backend)
+        after = partial(enqueue_batch, self.tasks, backend) if self.durable else None
+        refused = self.refusal_handler(backend)
         await self.availability.call(lambda: self.pending.flush(backend, after, refused))
+
+    def refusal_handler(
+        self, backend: TaskBackend
+    ) -> Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]]:
+        """What the write buffer calls with the records ``backend`` refused."""
+        return partial(record_refusals, self.refused, self.forget, self.emit_lifecycle, backend)
 
     async def flush_for(self, task_id: str) -> bool:
         """Wait until ``task_id``'s record has left the write buffer; True if it still
@@ -505,12 +521,26 @@ class Engine:
         runtime = self.runtime()
         worker = runtime.workers.get(queue)
         if worker is None:
-            worker = runtime.workers[queue] = QueueWorker(self, queue, self.queue_config(queue))
+            worker = runtime.workers[queue] = QueueWorker(
+                queue,
+                self.queue_config(queue),
+                runtime=runtime,
+                claim=partial(self._claim, queue),
+                run=self.run_claimed,
+                availability=self.availability,
+                poll_interval=self.poll_interval,
+            )
         worker.start()
         return worker
 
+    async def _claim(self, queue: str, limit: int) -> list[Claim]:
+        return await self.backend.claim(queue=queue, owner=self.instance_id, limit=limit)
+
     async def run_now(self, task_id: str) -> None:
         """Run an accepted task now (background list, eager, or awaited by hand)."""
+        runtime = self._runtime
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            await self.started()
         if not await self.flush_for(task_id):
             return  # already ran, dropped, or not accepted by this manager
         invocation = self.tasks.get(task_id)
@@ -521,7 +551,7 @@ class Engine:
     async def run_claimed(self, claim: Claim) -> None:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
         self.tasks.left_queue(claim.task_id, claim.queue)
-        invocation = self.tasks.get(claim.task_id) or await rehydrate(self, claim)
+        invocation = self.tasks.get(claim.task_id) or await self.rehydrate(claim)
         if invocation is not None:
             await execute(self, claim.task_id, invocation, claimed=True)
 
@@ -550,7 +580,7 @@ class Engine:
     def listening(self) -> bool:
         """True when someone receives events: observers, other instances or a stream.
         Events are built only then."""
-        return bool(self.observers.observers or self.hub.publish or self.hub.has_streams)
+        return self.hub.listening
 
     async def emit_lifecycle(self, record: TaskRecord) -> None:
         """Announce ``record``'s current status to observers and other instances."""
@@ -571,10 +601,6 @@ class Engine:
         return emit
 
     # -- shutdown ---------------------------------------------------------------------
-
-    async def shutdown(self, timeout: float) -> None:
-        """See :func:`fastapi_taskflow.shutdown.shutdown`."""
-        await shutdown(self, timeout)
 
     async def resume(self) -> Runtime:
         """Start (again) on the running loop with every background loop, even after a
@@ -631,6 +657,11 @@ class RunTask(BackgroundTask):
 
     async def __call__(self) -> None:
         await self.engine.run_now(self.task_id)
+
+
+async def _cannot_rehydrate(claim: Claim) -> Invocation | None:
+    logger.warning("task %s was claimed, but this engine cannot run stored tasks", claim.task_id)
+    return None
 
 
 _keep_alive: set[asyncio.Task[Any]] = set()

@@ -12,11 +12,10 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
-from .cancellation import cancelled_update
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
@@ -29,9 +28,19 @@ from .supervision import supervise
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
-    from .manager import TaskManager
 
-__all__ = ["OutcomeNotWritten", "execute", "make_background_func"]
+__all__ = ["OutcomeNotWritten", "execute"]
+
+
+def __getattr__(name: str) -> Any:
+    """``make_background_func`` lives in ``background`` (it needs the manager, which this
+    module must not import); the reference pages import it from here."""
+    if name == "make_background_func":
+        from .background import make_background_func
+
+        return make_background_func
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -44,25 +53,8 @@ class OutcomeNotWritten(Exception):
     INTERRUPTED in the background, with retries (``end_unwritten``)."""
 
 
-def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:
-    """Return a coroutine function that runs the accepted task ``task_id`` when awaited.
-
-    This is what ``add_task()`` puts in ``ManagedBackgroundTasks.tasks``: Starlette awaits
-    it after the response. Awaiting it yourself (in a test, or with
-    ``asyncio.ensure_future``) runs the task with its retries, status and events exactly
-    as in a request. Awaiting it twice runs the task once.
-    """
-    engine = task_manager._engine
-
-    async def run_task() -> None:
-        await engine.run_now(task_id)
-
-    run_task.__name__ = run_task.__qualname__ = f"taskflow_run_{task_id}"
-    return run_task
-
-
 async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claimed: bool) -> None:
-    """Run one attempt of ``task_id`` if it is PENDING, and record what happened.
+    """Run ``task_id`` if it is PENDING, and record what happened.
 
     Args:
         engine: the engine the task belongs to.
@@ -72,8 +64,16 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             from this instance's own list of accepted tasks.
 
     The PENDING → RUNNING compare-and-set makes this instance the task's owner and
-    admits one starter, whoever else tries.
+    admits one starter, whoever else tries. A failed attempt whose retry is due at once
+    (``delay=0``) is retried right here, through PENDING → RUNNING again, without a trip
+    through the queue; a later retry goes to the queue with its not-before time.
     """
+    while await _attempt(engine, task_id, invocation):
+        pass
+
+
+async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool:
+    """Run one attempt; True when the next attempt is due at once and runs here."""
     owner = engine.instance_id
     attempt = invocation.attempts + 1
     started_at = engine.clock.now()
@@ -86,7 +86,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         landed=lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at,
     )
     if record is None:  # cancelled, or started by someone else
-        return
+        return False
     invocation.attempts = attempt
     runtime = engine.runtime()
     current = asyncio.current_task()
@@ -102,6 +102,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         _clock=engine.clock,
         _on_log=engine.log_emitter(record),
     )
+    again = False
     try:
         try:
             # Timeout, cancellation and progress of the attempt: see supervision.py.
@@ -109,15 +110,27 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
             if is_async is None:
                 is_async = invocation.is_async = is_async_callable(invocation.func)
             call = _call(engine, invocation, is_async, ctx)
-            result = await supervise(engine, ctx, is_async, invocation.config.timeout, call)
+            result = await supervise(
+                engine.cancel_scopes,
+                engine.progress_wiring,
+                ctx,
+                is_async,
+                invocation.config.timeout,
+                call,
+            )
         except asyncio.CancelledError:
             await _interrupted(engine, record, ctx)
             raise
         except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
-            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled_update(engine, exc))
+            cancelled = TaskUpdate(
+                finished_at=engine.clock.now(),
+                error=f"{type(exc).__name__}: {exc}",
+                cancel_requested=True,
+            )
+            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
             engine.forget(task_id)
         except Exception as exc:
-            await _failed(engine, record, invocation, ctx, exc)
+            again = await _failed(engine, record, invocation, ctx, exc)
         else:
             await _finish(
                 engine,
@@ -136,6 +149,7 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         reraise_if_cancelled()
     finally:
         runtime.running.pop(task_id, None)
+    return again
 
 
 async def _call(
@@ -161,7 +175,9 @@ async def _failed(
     invocation: Invocation,
     ctx: task_context.TaskContext,
     exc: Exception,
-) -> None:
+) -> bool:
+    """Record a failed attempt: PENDING again for a retry, else FAILED. True when the
+    retry is due at once and runs in place (not while shutting down)."""
     error = f"{type(exc).__name__}: {exc}"
     ctx.log(
         f"attempt {ctx.attempt} failed: {error}",
@@ -173,9 +189,12 @@ async def _failed(
         delay = config.retry_delay(ctx.attempt)
         ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
         retried = await _finish(engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error))
-        if retried is not None:
-            await engine.requeue(retried, delay, release=delay > 0)
-        return
+        if retried is None:
+            return False
+        if delay <= 0 and not engine.runtime().stopping:
+            return True
+        await engine.requeue(retried, delay, release=delay > 0)
+        return False
     await _finish(
         engine,
         record,
@@ -184,6 +203,7 @@ async def _failed(
         TaskUpdate(finished_at=engine.clock.now(), error=error),
     )
     engine.forget(record.task_id)
+    return False
 
 
 async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.TaskContext) -> None:

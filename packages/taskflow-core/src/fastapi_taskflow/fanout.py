@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,8 @@ from .events import LifecycleEvent, LogEvent
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .observers import ObserverChain
+    from .protocols import TaskBackend
 
 __all__ = ["EventHub"]
 
@@ -31,10 +32,25 @@ Event = LifecycleEvent | LogEvent
 class EventHub:
     """Delivers events to observers and to ``events()`` streams; publishes and listens."""
 
-    def __init__(self, engine: Engine, *, publish: bool) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        observers: ObserverChain,
+        instance_id: str,
+        backend: Callable[[], TaskBackend],
+        *,
+        publish: bool,
+    ) -> None:
+        self.observers = observers
+        self.instance_id = instance_id
+        self._backend = backend
         self.publish = publish
         self._streams: set[_Inbox] = set()
+
+    @property
+    def listening(self) -> bool:
+        """True when someone receives events: observers, other instances or a stream.
+        Events are built only then."""
+        return bool(self.observers.observers or self.publish or self._streams)
 
     @property
     def has_streams(self) -> bool:
@@ -43,29 +59,27 @@ class EventHub:
 
     async def emit(self, event: Event) -> None:
         """Deliver an event of this instance; publish it for the others."""
-        engine = self.engine
-        if engine.observers.observers:
-            await engine.observers.emit(event)
+        if self.observers.observers:
+            await self.observers.emit(event)
         for stream in list(self._streams):
             stream.put(event)
         if self.publish:
             try:
-                await engine.backend.publish(event)
+                await self._backend().publish(event)
             except Exception:
                 reraise_if_cancelled()
                 logger.debug("publishing a task event failed", exc_info=True)
 
     async def listen(self) -> None:
         """Relay events published by other instances; runs until cancelled."""
-        engine = self.engine
         while True:
             try:
-                async with engine.backend.subscribe() as events:
+                async with self._backend().subscribe() as events:
                     async for event in events:
                         reraise_if_cancelled()
-                        if event.instance_id == engine.instance_id:
+                        if event.instance_id == self.instance_id:
                             continue
-                        await engine.observers.emit_remote(event)
+                        await self.observers.emit_remote(event)
                         for stream in list(self._streams):
                             stream.put(event)
             except asyncio.CancelledError:

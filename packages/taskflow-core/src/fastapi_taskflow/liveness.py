@@ -11,8 +11,9 @@ dead, and adopts its tasks (see ``recovery``), only on evidence it gathered itse
 * over that whole time the owner's heartbeat did not change (or it had none).
 
 After an outage of the store (or a stall of this instance's own loop) the observation
-starts again from nothing, so instances that could not beat while the store was down
-are never taken for dead when it returns: they renew within one beat of its return.
+starts again from nothing, and nobody is declared dead before two ``liveness_seconds``
+have passed: the other instances could not beat while the store was down, and may need
+longer than this one to reconnect; they renew within a beat of reconnecting.
 """
 
 from __future__ import annotations
@@ -47,13 +48,17 @@ async def beat_forever(
     """Write this instance's heartbeat now and every beat interval; runs until cancelled.
 
     A failed beat is retried at the next interval (and marks the store unavailable, so
-    new tasks are refused until it answers again).
+    new tasks are refused until it answers again). A beat that does not answer within
+    half the liveness period is given up and sent again, so a connection left hanging by
+    an outage never holds the heartbeat back once the store is reachable.
     """
     interval = beat_interval(liveness_seconds)
+    patience = max(liveness_seconds / 2, interval)
     while True:
         reraise_if_cancelled()
         try:
-            await availability.call(lambda: backend.beat(instance_id))
+            async with asyncio.timeout(patience):
+                await availability.call(lambda: backend.beat(instance_id))
         except Exception:
             reraise_if_cancelled()
             logger.debug("heartbeat failed; will retry", exc_info=True)
@@ -90,11 +95,14 @@ class DeathWatch:
         self._monotonic = monotonic
         self._sightings: dict[str, _Sighting] = {}
         self._last_read: float | None = None
+        self._lost = False
+        self._quiet_until = 0.0
 
     def lost_contact(self) -> None:
         """Forget everything seen: a read failed, so the next ones start a new watch."""
         self._sightings.clear()
         self._last_read = None
+        self._lost = True
 
     def observe(self, heartbeats: dict[str, datetime], owners: set[str]) -> list[str]:
         """Take in one read; return the instances now known to be dead (never this one)."""
@@ -103,6 +111,10 @@ class DeathWatch:
             # This instance was not watching (its loop stalled, or reads were slow): what
             # it saw before the gap proves nothing about the time in between.
             self._sightings.clear()
+            self._lost = True
+        if self._lost:  # back after losing the store: others may reconnect more slowly
+            self._lost = False
+            self._quiet_until = now + 2 * self.period
         self._last_read = now
         seen = self._sightings
         for instance in seen.keys() - heartbeats.keys() - owners:
@@ -115,7 +127,7 @@ class DeathWatch:
             sighting = seen.get(instance)
             if sighting is None or sighting.beat != beat:
                 seen[instance] = _Sighting(beat, now)
-            elif now - sighting.unchanged_since >= self.period:
+            elif now - sighting.unchanged_since >= self.period and now >= self._quiet_until:
                 dead.append(instance)
         return dead
 

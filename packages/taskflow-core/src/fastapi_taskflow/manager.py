@@ -24,9 +24,12 @@ from .models import TaskRecord
 from .observers import ObserverChain
 from .one_off import ScheduledTask
 from .protocols import Observer, TaskBackend
+from .recovery import start_recovery
 from .registry import TaskRegistry, default_name
+from .rehydrate import rehydrate
 from .retention import DEFAULT_RETENTION, check_retention
 from .schedules import Schedule, Scheduler
+from .shutdown import shutdown
 from .store_view import TaskStore
 
 __all__ = ["TaskManager"]
@@ -113,7 +116,9 @@ class TaskManager:
         self.store = TaskStore(self._engine)
         """Read tasks: ``store.get(task_id)``, ``store.query(...)``, ``store.stats()``."""
         self._scheduler = Scheduler(self._engine)
+        self._engine.rehydrate = partial(rehydrate, self._engine)
         self._engine.start_hooks += [
+            partial(start_recovery, self._engine),
             self._scheduler.start,
             partial(cancellation.start_watcher, self._engine),
         ]
@@ -449,7 +454,7 @@ class TaskManager:
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop taking work, give running tasks ``timeout`` seconds (default
         ``shutdown_timeout``), then mark the rest INTERRUPTED and release resources."""
-        await self._engine.shutdown(self.shutdown_timeout if timeout is None else timeout)
+        await shutdown(self._engine, self.shutdown_timeout if timeout is None else timeout)
 
     async def __aenter__(self) -> TaskManager:
         await self.startup()

@@ -15,6 +15,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .context import TaskContext, get_task_context
@@ -24,9 +26,11 @@ from .models import LogEntry, TaskUpdate
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .clock import Clock
+    from .fanout import EventHub
+    from .protocols import Store
 
-__all__ = ["PROGRESS_INTERVAL", "ProgressReporter", "task_progress"]
+__all__ = ["PROGRESS_INTERVAL", "ProgressReporter", "ProgressWiring", "task_progress"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -83,12 +87,12 @@ class ProgressReporter:
 
     def __init__(
         self,
-        engine: Engine,
+        wiring: ProgressWiring,
         ctx: TaskContext,
         loop: asyncio.AbstractEventLoop,
         interval: float = PROGRESS_INTERVAL,
     ) -> None:
-        self.engine = engine
+        self.wiring = wiring
         self.ctx = ctx
         self.interval = interval
         self.loop = loop
@@ -136,9 +140,9 @@ class ProgressReporter:
         if latest is None:
             return
         fraction, message = latest
-        engine, ctx = self.engine, self.ctx
+        wiring, ctx = self.wiring, self.ctx
         entry = LogEntry(
-            timestamp=engine.clock.now(),
+            timestamp=wiring.clock.now(),
             level="info",
             message=message if message is not None else f"progress {fraction:.0%}",
             attempt=ctx.attempt,
@@ -149,12 +153,12 @@ class ProgressReporter:
             with ctx._lock:
                 ctx._entries.append(entry)  # stored with the task's logs at its next write
         try:
-            await engine.backend.update(ctx.task_id, TaskUpdate(progress=fraction))
+            await wiring.store().update(ctx.task_id, TaskUpdate(progress=fraction))
         except Exception:
             reraise_if_cancelled()
             logger.debug("writing the progress of task %s failed", ctx.task_id, exc_info=True)
-        hub = engine.hub
-        if engine.observers.observers or hub.publish or hub.has_streams:
+        hub = wiring.hub
+        if hub.listening:
             await hub.emit(
                 LogEvent(
                     task_id=ctx.task_id,
@@ -162,7 +166,7 @@ class ProgressReporter:
                     attempt=ctx.attempt,
                     tags=ctx.tags,
                     timestamp=entry.timestamp,
-                    instance_id=engine.instance_id,
+                    instance_id=hub.instance_id,
                     level=entry.level,
                     message=entry.message,
                     extra=entry.extra,
@@ -182,7 +186,17 @@ class ProgressReporter:
             await self.write()
 
 
-def attach(engine: Engine, ctx: TaskContext) -> list[ProgressReporter]:
+@dataclass(frozen=True, slots=True)
+class ProgressWiring:
+    """Where progress reports go: the event hub, the clock, and the store of the loop
+    the attempt runs on."""
+
+    hub: EventHub
+    clock: Clock
+    store: Callable[[], Store]
+
+
+def attach(wiring: ProgressWiring, ctx: TaskContext) -> list[ProgressReporter]:
     """Give ``ctx`` a progress hook that makes its reporter on first use.
 
     Returns a list that holds the reporter once made (for :func:`close`)."""
@@ -193,7 +207,7 @@ def attach(engine: Engine, ctx: TaskContext) -> list[ProgressReporter]:
         if not made:
             with ctx._lock:
                 if not made:
-                    made.append(ProgressReporter(engine, ctx, loop))
+                    made.append(ProgressReporter(wiring, ctx, loop))
         made[0].report(fraction, message)
 
     ctx._on_progress = on_progress

@@ -40,7 +40,7 @@ from .models import (
     Transition,
 )
 
-__all__ = ["Backend", "BackendFactory", "Observer", "Store", "TaskBackend"]
+__all__ = ["Backend", "BackendFactory", "InProcessStore", "Observer", "Store", "TaskBackend"]
 
 
 @runtime_checkable
@@ -322,6 +322,21 @@ class TaskBackend(Store, Backend, Protocol):
         gives the fork its own pool; the memory backend's forks share its state. A fork
         uses the same clock.
         """
+        ...
+
+
+@runtime_checkable
+class InProcessStore(Protocol):
+    """What a store that lives in this process may add: a synchronous create.
+
+    ``add_task()`` must not wait on the network, so it hands records to a write buffer
+    that is flushed on the event loop. A store whose records are plain memory of this
+    process (``memory://``) can take the record at once instead, with no buffer, no flush
+    and no wait before the response. The engine uses it when the backend is not durable.
+    """
+
+    def create_now(self, record: TaskRecord) -> CreateResult:
+        """What :meth:`Store.create` does, done before returning (thread-safe)."""
         ...
 
 

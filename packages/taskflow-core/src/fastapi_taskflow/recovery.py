@@ -23,16 +23,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .cancellation import cancel_adopted
 from .liveness import DeathWatch, beat_interval
 from .models import TaskRecord, TaskStatus, TaskUpdate
+from .protocols import TaskBackend
 from .rehydrate import fail_unreadable
-from .runtime import reraise_if_cancelled
+from .runtime import Runtime, reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["Recovery"]
+__all__ = ["Recovery", "cancel_adopted", "start_recovery"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -65,8 +65,9 @@ class Recovery:
         tasks changed hands."""
         engine = self.engine
         control = engine.control_backend
-        heartbeats = await engine.availability.call(control.heartbeats)
-        owners = await engine.availability.call(control.owners)
+        async with asyncio.timeout(max(engine.liveness_seconds / 2, 0.1)):
+            heartbeats = await engine.availability.call(control.heartbeats)
+            owners = await engine.availability.call(control.owners)
         adopted = 0
         for dead in self.watch.observe(heartbeats, owners):
             adopted += await self.adopt_all(dead)
@@ -138,3 +139,28 @@ class Recovery:
             logger.warning("task %s INTERRUPTED: %s", record.task_id, error)
             await engine.emit_lifecycle(moved)
         return moved is not None
+
+
+async def cancel_adopted(
+    engine: Engine, backend: TaskBackend, record: TaskRecord, error: str
+) -> bool:
+    """Recovery of a RUNNING task whose instance died after ``cancel()`` reached it:
+    ``CANCELLED`` (never INTERRUPTED, never run again). True if this call moved it."""
+    moved = await backend.transition(
+        record.task_id,
+        expected={TaskStatus.RUNNING},
+        new=TaskStatus.CANCELLED,
+        update=TaskUpdate(
+            finished_at=engine.clock.now(),
+            error=f"TaskCancelledError: cancel requested; {error}",
+        ),
+    )
+    if moved is not None:
+        await engine.emit_lifecycle(moved)
+    return moved is not None
+
+
+def start_recovery(engine: Engine, runtime: Runtime) -> None:
+    """Start hook: on a durable backend, run the adoption loop of ``engine``."""
+    if engine.durable:
+        runtime.spawn(Recovery(engine).run(), name="taskflow-recovery")

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from .limits import clean_json, clean_text
 from .models import TaskRecord, TaskStatus
 from .protocols import TaskBackend
 from .runtime import reraise_if_cancelled
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 __all__ = ["RefusedTasks", "record_refusals"]
 
@@ -70,15 +67,20 @@ def failed_copy(record: TaskRecord, error: str) -> TaskRecord:
 
 
 async def record_refusals(
-    engine: Engine, backend: TaskBackend, refused: list[tuple[TaskRecord, Exception]]
+    seen: RefusedTasks,
+    forget: Callable[[str], None],
+    announce: Callable[[TaskRecord], Awaitable[None]],
+    backend: TaskBackend,
+    refused: list[tuple[TaskRecord, Exception]],
 ) -> None:
-    """Fail each refused task alone: forget it here and store a FAILED record instead."""
+    """Fail each refused task alone: note it in ``seen``, ``forget`` it here, store a
+    FAILED record instead and ``announce`` that."""
     for record, exc in refused:
         task_id = record.task_id
         reason = f"{type(exc).__name__}: {exc}"
         error = f"the task store refused this task, so it never ran ({reason})"
-        engine.refused.add(task_id, error)
-        engine.forget(task_id)
+        seen.add(task_id, error)
+        forget(task_id)
         logger.error(
             "task %s (%s) was refused by the task store: %s", task_id, record.func_name, reason
         )
@@ -89,4 +91,4 @@ async def record_refusals(
             reraise_if_cancelled()
             logger.exception("storing refused task %s as FAILED failed too", task_id)
             continue
-        await engine.emit_lifecycle(failed)
+        await announce(failed)

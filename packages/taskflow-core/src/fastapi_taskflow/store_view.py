@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTaskError
 from .models import TaskPage, TaskQuery, TaskRecord, TaskStats
 from .protocols import TaskBackend
-from .refused import record_refusals
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -128,6 +126,6 @@ class TaskStore:
         if len(engine.pending):
             engine.bridge.run(
                 lambda backend: engine.pending.flush(
-                    backend, on_refused=partial(record_refusals, engine, backend)
+                    backend, on_refused=engine.refusal_handler(backend)
                 )
             )

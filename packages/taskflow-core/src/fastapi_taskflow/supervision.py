@@ -28,7 +28,7 @@ from .context import TaskContext
 from .errors import TaskCancelledError, TaskTimeoutError
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .progress import ProgressWiring
 
 __all__ = ["CancelScopes", "Scope", "supervise"]
 
@@ -110,7 +110,8 @@ class CancelScopes:
 
 
 async def supervise(
-    engine: Engine,
+    scopes: CancelScopes,
+    reporting: ProgressWiring,
     ctx: TaskContext,
     is_async: bool,
     timeout: float | None,
@@ -122,14 +123,13 @@ async def supervise(
     task = asyncio.current_task()
     assert task is not None
     scope = Scope(ctx, task, is_async)
-    scopes = engine.cancel_scopes
     scopes.open(scope)
     timer = (
         asyncio.get_running_loop().call_later(timeout, scope.interrupt, TIMEOUT)
         if timeout is not None
         else None
     )
-    reporters = progress.attach(engine, ctx)
+    reporters = progress.attach(reporting, ctx)
     try:
         try:
             result = await call

@@ -5,42 +5,35 @@ so if it dies first, recovery queues them)."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from .invocation import QUEUED
+from .local_tasks import LocalTasks
 from .models import TaskRecord, TaskStatus
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .protocols import Backend
 
 __all__ = ["enqueue_batch"]
 
 
-def _pending(engine: Engine, batch: list[TaskRecord], *, queued: bool) -> list[TaskRecord]:
-    return [
-        r
-        for r in batch
-        if r.status is TaskStatus.PENDING
-        and (inv := engine.tasks.get(r.task_id)) is not None
-        and (inv.route == QUEUED) is queued
-    ]
-
-
-async def enqueue_batch(engine: Engine, batch: list[TaskRecord]) -> None:
+async def enqueue_batch(tasks: LocalTasks, backend: Backend, batch: list[TaskRecord]) -> None:
     """Put the batch's queued tasks on their queues as soon as they are stored.
 
     Queued before the response that acknowledges them, so that a queue worker of any
     instance can start them without waiting for this one's ``submit()``.
     """
-    queued = _pending(engine, batch, queued=True)
+    queued = [
+        r
+        for r in batch
+        if r.status is TaskStatus.PENDING
+        and (invocation := tasks.get(r.task_id)) is not None
+        and invocation.route == QUEUED
+    ]
     if not queued:
         return
-    backend = engine.backend
     results = await asyncio.gather(
         *(backend.enqueue(r.task_id, queue=r.queue, priority=r.priority) for r in queued),
         return_exceptions=True,
     )
-    engine.tasks.mark_enqueued(
+    tasks.mark_enqueued(
         r.task_id
         for r, result in zip(queued, results, strict=True)
         if not isinstance(result, BaseException)

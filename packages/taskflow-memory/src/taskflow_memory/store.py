@@ -68,6 +68,11 @@ class MemoryStore:
         with self._state.lock:
             return self._create_locked(record)
 
+    def create_now(self, record: TaskRecord) -> CreateResult:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
+        with self._state.lock:
+            return self._create_locked(record)
+
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
         with self._state.lock:
@@ -174,15 +179,17 @@ class MemoryStore:
         with self._state.lock:
             return set(self._state.owned)
 
-    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
+    async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
         """See :meth:`fastapi_taskflow.protocols.Store.owned`."""
         with self._state.lock:
             ids = self._state.owned.get(owner, {})
             found = [self._state.records[task_id] for task_id in ids]
         found.sort(key=lambda record: record.created_at)
-        return [record.model_copy() for record in found[:limit]]
+        return [record.task_id for record in found[:limit]]
 
-    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+    async def adopt(
+        self, task_id: str, *, owner: str, new_owner: str | None
+    ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.adopt`."""
         with self._state.lock:
             record = self._state.records.get(task_id)
@@ -204,13 +211,14 @@ class MemoryStore:
                 ):
                     self._set_owner_locked(record, owner)
 
-    def _set_owner_locked(self, record: TaskRecord, owner: str) -> TaskRecord:
-        """Store ``record`` with a new owner; the record must be active."""
+    def _set_owner_locked(self, record: TaskRecord, owner: str | None) -> TaskRecord:
+        """Store ``record`` with a new owner (None: released); the record must be active."""
         new = copy_with(record, {"owner": owner})
         self._state.records[record.task_id] = new
         if record.owner is not None:
             self._disown(record.owner, record.task_id)
-        self._own(owner, record.task_id)
+        if owner is not None:
+            self._own(owner, record.task_id)
         return new
 
     def _own(self, owner: str, task_id: str) -> None:

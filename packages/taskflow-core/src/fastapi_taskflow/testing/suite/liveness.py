@@ -171,13 +171,12 @@ class LivenessTests(RacingBase):
     async def test_owned_lists_active_tasks_oldest_first(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
-        """``owned`` returns the owner's PENDING and RUNNING tasks, oldest ``created_at``
-        first, up to ``limit``, without logs; other owners' and finished tasks are left
+        """``owned`` returns the ids of the owner's PENDING and RUNNING tasks, oldest
+        ``created_at`` first, up to ``limit``; other owners' and finished tasks are left
         out.
 
         If this fails, check the filter ``owner = ? AND status IN ('pending',
-        'running')``, the ``ORDER BY created_at`` and the ``LIMIT``, and that the
-        records are read without their logs.
+        'running')``, the ``ORDER BY created_at`` and the ``LIMIT``.
         """
         start = clock.now()
         offsets = [30, 10, 50, 20, 40]  # creation order differs from created_at order
@@ -194,11 +193,11 @@ class LivenessTests(RacingBase):
         await create_task(backend, clock, owner="me", status=FAILED, created_at=start)
         await create_task(backend, clock, owner="other", created_at=start)
         await create_task(backend, clock, created_at=start)
-        expected = sorted(mine, key=lambda record: record.created_at)
+        expected = [r.task_id for r in sorted(mine, key=lambda record: record.created_at)]
         assert await backend.owned("me") == expected
         assert await backend.owned("me", limit=2) == expected[:2]
         assert await backend.owned("nobody") == []
-        done = await backend.transition(expected[0].task_id, expected=[RUNNING], new=SUCCESS)
+        done = await backend.transition(expected[0], expected=[RUNNING], new=SUCCESS)
         assert done is not None
         assert await backend.owned("me") == expected[1:]
 
@@ -225,10 +224,27 @@ class LivenessTests(RacingBase):
         assert stored.updated_at == running.updated_at
         assert await backend.owners() == {"me"}
         assert await backend.owned("dead") == []
-        assert [r.task_id for r in await backend.owned("me")] == [
-            pending.task_id,
-            running.task_id,
-        ]
+        assert await backend.owned("me") == [pending.task_id, running.task_id]
+
+    async def test_adopt_to_none_releases_a_task(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """``adopt(new_owner=None)`` releases an active task (a queue holds it now): it
+        counts for no owner until a claim or another adopt gives it one.
+
+        If this fails, check that adopt() writes NULL (and drops the task from any index
+        of owned tasks) when ``new_owner`` is None.
+        """
+        task = await create_task(backend, clock, owner="me")
+        released = await backend.adopt(task.task_id, owner="me", new_owner=None)
+        assert released is not None and released.owner is None
+        assert await backend.owners() == set()
+        assert await backend.owned("me") == []
+        stored = await backend.get(task.task_id)
+        assert stored is not None and stored.owner is None and stored.status is PENDING
+        await backend.enqueue(task.task_id, queue="q")
+        await backend.claim(queue="q", owner="w")
+        assert await backend.owned("w") == [task.task_id]
 
     async def test_adopt_refuses_and_writes_nothing(
         self, backend: TaskBackend, clock: ManualClock
@@ -332,7 +348,7 @@ class LivenessTests(RacingBase):
         untouched = await backend.get(later)
         assert untouched is not None and untouched.owner == "old"
         assert await backend.owners() == {"w1", "old"}
-        assert {r.task_id for r in await backend.owned("w1")} == {pending, running}
+        assert set(await backend.owned("w1")) == {pending, running}
 
     async def test_claim_leaves_finished_and_missing_records_alone(
         self, backend: TaskBackend, clock: ManualClock
