@@ -23,6 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -41,6 +42,7 @@ from fastapi_taskflow.models import (
 
 from .context import Tx
 from .rows import fast_record, record_columns, update_values
+from .types import UTCDateTime
 
 __all__ = ["Shape", "pg_transitions", "run_transitions"]
 
@@ -105,6 +107,7 @@ async def run_transitions(
         await _mysql(tx, groups, now, results)
         return results
     columns = tuple(record_columns(tx.ctx.tables))
+    raw = _sqlite_cursor(tx)
     for shape, items in groups.items():
         for start in range(0, len(items), _MAX_ROWS):
             part = items[start : start + _MAX_ROWS]
@@ -117,11 +120,84 @@ async def run_transitions(
                 for name in shape.fields:
                     params[f"r{i}_{name}"] = values.get(name)
             where = {values["task_id"]: index for index, values in part}
-            for row in await tx.conn.execute(stmt, params):
-                record = fast_record(row._mapping)
-                tx.move(row.func_name, row.task_id, row.prev_status, shape.new)
-                results[where[row.task_id]] = record
+            if raw is not None:
+                rows: Any = _run_raw(raw, tx.ctx.tables.tasks, columns, shape, size, params)
+            else:
+                rows = (row._mapping for row in await tx.conn.execute(stmt, params))
+            for row in rows:
+                record = fast_record(row)
+                tx.move(row["func_name"], row["task_id"], row["prev_status"], shape.new)
+                results[where[row["task_id"]]] = record
     return results
+
+
+def _sqlite_cursor(tx: Tx) -> Any:
+    """The stdlib ``sqlite3`` connection under the SQLite writer's transaction, or None.
+
+    The group-commit writer runs on its own thread with a synchronous connection; there
+    the multi-row statement goes straight to the driver (compiled once, values bound
+    with the columns' own processors), which skips SQLAlchemy's per-execution work on
+    hundreds of parameters and rows.
+    """
+    from .sqlite_sync import SyncTxConnection
+
+    if tx.ctx.kind != "sqlite" or not isinstance(tx.conn, SyncTxConnection):
+        return None
+    return tx.conn.sync.connection.driver_connection
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+@lru_cache(maxsize=512)
+def _raw_plan(
+    tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int
+) -> tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
+    """The positional SQL of :func:`_update_from`, and how to bind and read it raw."""
+    from sqlalchemy.dialects import sqlite
+
+    dialect: Dialect = sqlite.dialect(paramstyle="qmark")
+    compiled = _update_from(tasks, columns, shape, size, "sqlite").compile(dialect=dialect)
+    binds = []
+    for name in compiled.positiontup or ():
+        column = "status" if name == "p_status" else name.split("_", 1)[1]
+        if name == "p_updated_at":
+            column = "updated_at"
+        process = tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+        binds.append((name, process))
+    reads = []
+    for column in columns:
+        if isinstance(column.type, UTCDateTime):
+            reads.append((column.name, _sqlite_datetime))
+        else:
+            reads.append(
+                (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            )
+    return str(compiled), tuple(binds), tuple(reads)
+
+
+def _run_raw(
+    raw: Any,
+    tasks: Table,
+    columns: tuple[Any, ...],
+    shape: Shape,
+    size: int,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    sql, binds, reads = _raw_plan(tasks, columns, shape, size)
+    values = []
+    for name, process in binds:
+        value = params[name]
+        values.append(value if process is None or value is None else process(value))
+    return [
+        {
+            name: (value if process is None or value is None else process(value))
+            for (name, process), value in zip(reads, row, strict=True)
+        }
+        for row in raw.execute(sql, values).fetchall()
+    ]
 
 
 @lru_cache(maxsize=512)
