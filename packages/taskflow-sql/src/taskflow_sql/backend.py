@@ -17,6 +17,7 @@ from .engine import SQLiteSettings, configure_sqlite, make_engine
 from .errors import unavailable
 from .events import SQLEvents
 from .executor import Executor
+from .fastget import PostgresGet, SQLiteReader
 from .instances import SQLInstances
 from .locks import SQLLocks
 from .migrations import migrate
@@ -192,7 +193,16 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
             window=self._settings["sqlite_batch_window"],
         )
         self._exec_value.start()
+        self._start_fast_get(engine)
         self._opened = True
+
+    def _start_fast_get(self, engine: AsyncEngine) -> None:
+        """Set up :mod:`taskflow_sql.fastget` where the database and driver allow it."""
+        url = engine.url
+        if self.kind == "sqlite" and url.database and not url.query:
+            self._reader = SQLiteReader(url.database, self.tables, self._sqlite)
+        elif self.kind == "postgresql" and engine.dialect.driver == "asyncpg":
+            self._pg_get = PostgresGet(self.tables)
 
     async def close(self) -> None:
         """Finish queued SQLite writes and release the pool (unless it was passed in).
@@ -204,6 +214,8 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         self._closed = True
         if self._exec_value is not None:
             await self._exec_value.stop()
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
 

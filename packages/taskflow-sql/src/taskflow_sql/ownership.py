@@ -21,7 +21,7 @@ from fastapi_taskflow.models import TaskRecord, Transition
 
 from .context import SQLContext, Tx
 from .executor import Executor
-from .grouped import run_transitions
+from .grouped import pg_transitions, run_transitions
 from .rows import record_columns, row_to_record
 
 __all__ = ["SQLOwnership"]
@@ -61,8 +61,10 @@ class SQLOwnership:
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
 
-        One transaction; one statement per shape of item (see :mod:`taskflow_sql.grouped`).
-        On SQLite it is one operation of the group-commit writer.
+        One transaction, one statement per shape of item (see
+        :mod:`taskflow_sql.grouped`); on PostgreSQL the whole call, counters included, is
+        one statement (one round trip). On SQLite it is one operation of the
+        group-commit writer.
         """
         if not transitions:
             return []
@@ -71,6 +73,14 @@ class SQLOwnership:
         async def op(tx: Tx) -> list[TaskRecord | None]:
             return await run_transitions(tx, items, self.clock.now())
 
+        if self._ctx.kind == "postgresql":
+            ctx = self._ctx
+
+            async def single(conn: AsyncConnection) -> list[TaskRecord | None]:
+                now = self.clock.now()
+                return await pg_transitions(conn, ctx.tables, ctx.counter_slots, items, now)
+
+            return await self._exec.single("changing tasks' status", single)
         return await self._exec.write("changing tasks' status", op)
 
     async def owners(self) -> set[str]:

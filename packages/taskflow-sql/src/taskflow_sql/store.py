@@ -22,8 +22,9 @@ from fastapi_taskflow.models import (
 
 from .context import SQLContext, Tx, WriteOp
 from .dialect import insert_if_absent
-from .errors import SQLBackendError
-from .executor import Executor
+from .errors import SQLBackendError, wrap_error
+from .executor import Executor, connect
+from .fastget import PostgresGet, SQLiteReader
 from .rows import (
     key_hash,
     log_values,
@@ -48,6 +49,8 @@ class SQLStore:
     clock: Clock
     _ctx: SQLContext
     _exec: Executor
+    _reader: SQLiteReader | None = None
+    _pg_get: PostgresGet | None = None
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`.
@@ -132,7 +135,18 @@ class SQLStore:
         return op
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        """See :meth:`fastapi_taskflow.protocols.Store.get`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.get`.
+
+        SQLite and PostgreSQL (asyncpg) take the fast path of
+        :mod:`taskflow_sql.fastget`; other drivers run two cached statements.
+        """
+        if self._reader is not None:
+            try:
+                return await self._reader.get(task_id)
+            except Exception as exc:
+                raise wrap_error("reading a task", exc) from exc
+        if self._pg_get is not None:
+            return await self._get_pg(self._pg_get, task_id)
         tables = self._ctx.tables
 
         async def op(conn: AsyncConnection) -> TaskRecord | None:
@@ -156,6 +170,19 @@ class SQLStore:
             return record
 
         return await self._exec.read("reading a task", op)
+
+    async def _get_pg(self, fast: PostgresGet, task_id: str) -> TaskRecord | None:
+        try:
+            conn = await connect(self._ctx, write=False)
+            try:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                row = await driver.fetchrow(fast.sql, task_id)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            raise wrap_error("reading a task", exc) from exc
+        return fast.record(row)
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
