@@ -77,7 +77,7 @@ async def test_purging_everything_leaves_only_bookkeeping_keys(
     assert await backend.purge(finished_before=clock.advance(1)) == 1
     tag = "{" + backend.prefix + "}:"
     names = {key.decode().removeprefix(tag) for key in await all_keys(backend)}
-    assert names == {"seq", "runkeys"}
+    assert names == {"seq", "runkeys", "schema"}
 
 
 async def test_delete_all_removes_every_key_of_the_prefix_only(

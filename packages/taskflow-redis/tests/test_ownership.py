@@ -1,4 +1,4 @@
-"""Ownership index, heartbeats and group commit: Redis-specific checks beside the suite.
+"""Ownership index, heartbeats, group commit and coalesced enqueues: Redis specifics.
 
 The conformance suite proves the protocol; these check what only the Redis layout can
 show: the per-owner index is kept by every write (so ``owners()`` never scans), and a
@@ -7,14 +7,18 @@ group commit is one script call.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
 from taskflow_redis import RedisBackend
+
+from .conftest import unique_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +125,72 @@ async def test_heartbeats_use_the_backend_clock(backend: RedisBackend, clock: Ma
     await backend.forget_instance("i1")
     await backend.forget_instance("unknown")
     assert set(await backend.heartbeats()) == {"i2"}
+
+
+async def test_concurrent_enqueues_share_one_script_call(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+    client = backend.client
+    real = client.evalsha
+
+    async def counting(*args: Any) -> Any:
+        calls.append(args[0])
+        return await real(*args)
+
+    monkeypatch.setattr(client, "evalsha", counting)
+    ids = [f"t{n:03d}" for n in range(300)]
+    await asyncio.gather(*(backend.enqueue(i, queue="q") for i in ids))
+    assert len(calls) == 1
+    assert await backend.queue_length("q") == 300
+    claims = await backend.claim(queue="q", owner="w", limit=300)
+    assert [c.task_id for c in claims] == ids  # enqueue order kept within the batch
+    await backend.enqueue("alone", queue="q")
+    assert len(calls) == 3
+
+
+async def test_a_failed_coalesced_enqueue_reaches_every_caller(clock: ManualClock) -> None:
+    backend = RedisBackend("redis://127.0.0.1:1/0?socket_connect_timeout=1", clock=clock)
+    try:
+        results = await asyncio.gather(
+            *(backend.enqueue(f"t{n}", queue="q") for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, BackendUnavailableError) for r in results)
+    finally:
+        await backend.close()
+
+
+async def test_open_upgrades_a_prefix_written_with_leases(
+    redis_url: str, clock: ManualClock
+) -> None:
+    """Active tasks of taskflow-redis 0.1 (no raw owner, leases) get their owner indexed."""
+    old = RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)
+    await old.open()
+    try:
+        await old.create(record(clock, "owned", owner="i1"))
+        await old.create(record(clock, "leased"))
+        await old.create(record(clock, "free"))
+        client, base = old.client, old._keys.base
+        # What 0.1 left behind: no 'o' field, the lease keys, no schema marker.
+        for task_id in ("owned", "leased", "free"):
+            await client.hdel(f"{base}task:{task_id}", "o")
+        await client.delete(old._keys.owners, old._keys.owned("i1"), f"{base}schema")
+        await client.hset(f"{base}lease:owners", mapping={"leased": "i2"})
+        await client.zadd(f"{base}leases", {"leased": 1})
+        assert await old.owners() == set()
+        fresh = RedisBackend(redis_url, prefix=old.prefix, clock=clock)
+        await fresh.open()
+        try:
+            assert await fresh.owners() == {"i1", "i2"}
+            assert await fresh.owned("i2") == ["leased"]
+            leased = await fresh.get("leased")
+            assert leased is not None and leased.owner == "i2"
+            assert not await client.exists(f"{base}leases", f"{base}lease:owners")
+            await fresh.close()
+            await fresh.open()  # the upgrade runs once
+            assert await fresh.owners() == {"i1", "i2"}
+        finally:
+            await fresh.close()
+    finally:
+        await old.delete_all()
+        await old.close()

@@ -10,13 +10,15 @@ from redis.asyncio.cluster import RedisCluster
 
 from fastapi_taskflow.clock import Clock, SystemClock
 
+from .base import logger
+from .coalesce import Coalescer
 from .connection import AnyRedis, Connector, driver_errors
 from .events import RedisEvents
 from .keys import KeySpace
 from .liveness import RedisLiveness
 from .locks import RedisLocks
 from .queue import RedisQueues
-from .scripts import SCRIPT_NAMES, source
+from .scripts import SHAS, source
 from .store import RedisStore
 from .urls import parse_redis_url
 
@@ -93,8 +95,8 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self.retention = _retention(retention, url_retention)
         self._connector = connector
         self._client = None
-        self._scripts = {}
         self._opened = False
+        self._enqueues = Coalescer(self._enqueue_batch)
 
     @property
     def prefix(self) -> str:
@@ -107,7 +109,13 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         return self._redis()
 
     async def open(self) -> None:
-        """Check that the server answers and load the Lua scripts. Idempotent.
+        """Check that the server answers and load the Lua scripts it lacks. Idempotent.
+
+        Three round trips when the scripts are loaded already: ``PING``, one
+        ``SCRIPT EXISTS`` for all of them, and the layout check. A prefix last written
+        by taskflow-redis 0.1 (per-task leases) is upgraded once: the owners of its
+        PENDING and RUNNING tasks are indexed (from the record, else from the old lease)
+        and the lease keys dropped, in one script call.
 
         Raises:
             BackendUnavailableError: the server cannot be reached.
@@ -119,8 +127,18 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
             if isinstance(client, RedisCluster):
                 await client.initialize()
             await client.ping()
-            for name in SCRIPT_NAMES:
-                await client.script_load(source(name))
+            known = await client.script_exists(*SHAS.values())
+            for name, loaded in zip(SHAS, known, strict=True):
+                if not loaded:
+                    await client.script_load(source(name))
+        migrated = int(await self._run("migrate", [], "upgrading the key layout"))
+        if migrated >= 0:
+            logger.info(
+                "upgraded the Redis prefix %r to the heartbeat layout (%d active tasks "
+                "indexed by owner)",
+                self.prefix,
+                migrated,
+            )
         self._opened = True
 
     async def close(self) -> None:
@@ -147,8 +165,8 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin.retention = self.retention
         twin._connector = self._connector.twin()
         twin._client = None
-        twin._scripts = {}
         twin._opened = False
+        twin._enqueues = Coalescer(twin._enqueue_batch)
         return twin
 
     async def delete_all(self, *, batch: int = 500) -> int:

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from fastapi_taskflow.clock import Clock
 
-from .connection import AnyRedis, Connector, driver_errors
+from .connection import DRIVER_ERRORS, AnyRedis, Connector, translated
 from .keys import KeySpace, micros
-from .scripts import SCRIPT_NAMES, source
+from .scripts import SHAS, source
 
 __all__ = ["RedisBase", "logger"]
 
@@ -23,7 +23,7 @@ ArgT = str | int | float | bytes
 
 
 class RedisBase:
-    """A client, its registered scripts, the key space and the clock.
+    """A client, the key space and the clock; runs the Lua scripts.
 
     The client is built on first use without any I/O (redis-py connects lazily), so a
     backend works once constructed; ``open()`` additionally checks the server and loads
@@ -35,24 +35,36 @@ class RedisBase:
     _keys: KeySpace
     _connector: Connector
     _client: AnyRedis | None
-    _scripts: dict[str, AsyncScript]
 
     def _redis(self) -> AnyRedis:
         client = self._client
         if client is None:
             client = self._client = self._connector.build()
-            self._scripts = {name: client.register_script(source(name)) for name in SCRIPT_NAMES}
         return client
 
     def _where(self) -> str:
         return self._connector.describe
 
     async def _run(self, name: str, args: Sequence[ArgT], action: str) -> Any:
-        """Run script ``name`` with ``(base, *args)`` in one round trip, errors translated."""
-        self._redis()
-        script = self._scripts[name]
-        with driver_errors(action, self._where()):
-            return await script(keys=[self._keys.seq], args=[self._keys.base, *args])
+        """Run script ``name`` with ``(base, *args)`` in one round trip, errors translated.
+
+        ``EVALSHA`` with the script's precomputed SHA; a server that does not know the
+        script (restarted, ``SCRIPT FLUSH``, another node) gets it once and the call is
+        retried.
+        """
+        client = self._client or self._redis()
+        keys = self._keys
+        try:
+            try:
+                return await client.evalsha(SHAS[name], 1, keys.seq, keys.base, *args)
+            except NoScriptError:
+                await client.script_load(source(name))
+                return await client.evalsha(SHAS[name], 1, keys.seq, keys.base, *args)
+        except DRIVER_ERRORS as exc:
+            error = translated(exc, action, self._where())
+            if error is None:  # pragma: no cover - every caught type is translated
+                raise
+            raise error from exc
 
     def _now_us(self) -> int:
         return micros(self.clock.now())

@@ -26,6 +26,7 @@ from pydantic_core import to_json
 
 from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate, fold_text
 
+from .errors import RedisBackendError
 from .keys import KeySpace, micros
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "encode_log",
     "encode_record",
     "encode_update",
+    "frame",
+    "with_logs",
     "iso_utc",
     "pairs",
 ]
@@ -57,7 +60,7 @@ MUTABLE_FIELDS = (
 )
 """Record fields that may change after create; each is its own hash field."""
 
-_SKIP = frozenset({"status", "logs", *MUTABLE_FIELDS})
+_SKIP: set[str] = {"status", "logs", *MUTABLE_FIELDS}
 
 
 class CorruptValue(Exception):
@@ -87,15 +90,17 @@ def pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
+_DEFAULTS = {name: TaskRecord.model_fields[name].default for name in MUTABLE_FIELDS}
+
+
 def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     """Return the ``create.lua`` argument block for ``record`` (header then hash fields)."""
-    data = record.model_dump(mode="json", exclude={"logs"}, exclude_defaults=True, fallback=repr)
-    fixed = {name: value for name, value in data.items() if name not in _SKIP}
+    fixed = record.model_dump_json(exclude=_SKIP, exclude_defaults=True, fallback=repr)
     member = keys.member(record.created_at, record.task_id)
     extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
     extra += [keys.tag_index(k, v) for k, v in sorted(record.tags.items())]
     ix = dumps_compact([key.removeprefix(keys.base + "idx:") for key in extra])
-    fields = ["d", dumps_compact(fixed), "s", record.status.value, "m", member, "ix", ix]
+    fields = ["d", fixed, "s", record.status.value, "m", member, "ix", ix]
     fields += ["f", record.func_name]
     if record.idempotency_key is not None:
         fields += ["k", record.idempotency_key]
@@ -108,9 +113,15 @@ def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
         fields += ["o", record.owner]
     if record.tags:
         fields += ["sx", fold_text("\x00".join(p for pair in record.tags.items() for p in pair))]
-    for name in MUTABLE_FIELDS:
-        if name in data:
-            fields += [name, dumps_compact(data[name])]
+    values = record.__dict__
+    for name, default in _DEFAULTS.items():
+        value = values[name]
+        if value is default or (value == default and type(value) is type(default)):
+            continue
+        if name == "result":
+            fields += [name, to_json(value, fallback=repr).decode("utf-8")]
+        else:
+            fields += [name, _value_json(value)]
     header = [
         record.task_id,
         record.idempotency_key or "",
@@ -176,6 +187,21 @@ def iso_utc(moment: datetime) -> str:
     return text
 
 
+def frame(reply: Any, count: int) -> list[str]:
+    """Split a batch script's reply (one line per item) into ``count`` lines.
+
+    Raises:
+        RedisBackendError: the reply does not have one line per item.
+    """
+    lines = as_str(reply).split("\n")
+    if len(lines) != count:
+        raise RedisBackendError(
+            f"a taskflow Redis script answered {len(lines)} lines for {count} items; "
+            "is another version of taskflow-redis using the same prefix?"
+        )
+    return lines
+
+
 def decode_record(raw: Any) -> TaskRecord:
     """Validate the record JSON that the scripts splice from a task hash.
 
@@ -183,9 +209,27 @@ def decode_record(raw: Any) -> TaskRecord:
         CorruptValue: the hash is not a record this backend wrote.
     """
     try:
-        return TaskRecord.model_validate_json(_as_bytes(raw))
+        return TaskRecord.model_validate_json(raw if isinstance(raw, (str, bytes)) else str(raw))
     except (ValueError, ValidationError) as exc:
         raise CorruptValue(str(exc).splitlines()[0]) from exc
+
+
+def with_logs(raw: Any, logs: Sequence[Any]) -> TaskRecord | None:
+    """Validate a record and its log entries as one JSON document, or None if any is bad.
+
+    The fast path of ``get()``: one pydantic call instead of one per log line. On None
+    the caller decodes them one by one, reporting what is corrupt.
+    """
+    record = _as_bytes(raw)
+    if not record.endswith(b"}"):
+        return None
+    document = b"".join(
+        (record[:-1], b',"logs":[', b",".join(_as_bytes(item) for item in logs), b"]}")
+    )
+    try:
+        return TaskRecord.model_validate_json(document)
+    except (ValueError, ValidationError):
+        return None
 
 
 def encode_log(entry: LogEntry) -> str:

@@ -18,12 +18,15 @@ from .errors import RedisBackendError
 from .urls import redact
 
 __all__ = [
+    "DRIVER_ERRORS",
+    "UNAVAILABLE",
     "POOL_MAX_CONNECTIONS",
     "POOL_TIMEOUT",
     "AnyRedis",
     "Connector",
     "blocking_pool",
     "driver_errors",
+    "translated",
 ]
 
 POOL_MAX_CONNECTIONS = 50
@@ -40,7 +43,7 @@ turn; only a pool stuck this long counts as an outage."""
 AnyRedis = Union["Redis", "RedisCluster"]
 """A standalone or a cluster asyncio client."""
 
-_UNAVAILABLE = (
+UNAVAILABLE: tuple[type[BaseException], ...] = (
     rx.ConnectionError,
     rx.TimeoutError,
     rx.ClusterDownError,
@@ -48,6 +51,37 @@ _UNAVAILABLE = (
     rx.MasterDownError,
     OSError,
 )
+"""redis-py errors that mean the server could not be reached."""
+
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE,
+    rx.RedisClusterException,
+    rx.RedisError,
+)
+"""Every redis-py error :func:`translated` turns into a taskflow error."""
+
+
+def translated(exc: BaseException, action: str, where: str) -> Exception | None:
+    """The taskflow error for a redis-py error, or None when ``exc`` is not one.
+
+    Args:
+        exc: what the driver raised.
+        action: what was being done, for the message ("claiming from queue 'default'").
+        where: the server, for the message.
+    """
+    if isinstance(exc, UNAVAILABLE):
+        return BackendUnavailableError(
+            f"Redis at {where} is unreachable while {action} ({exc}); check that the "
+            "server is running and the URL is right, then retry"
+        )
+    if isinstance(exc, rx.RedisClusterException):
+        return BackendUnavailableError(
+            f"Redis Cluster at {where} is not usable while {action} ({exc}); check that "
+            "every node is up and the cluster state is ok"
+        )
+    if isinstance(exc, rx.RedisError):
+        return RedisBackendError(f"Redis at {where} refused a command while {action}: {exc}")
+    return None
 
 
 @contextmanager
@@ -64,20 +98,11 @@ def driver_errors(action: str, where: str) -> Iterator[None]:
     """
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise BackendUnavailableError(
-            f"Redis at {where} is unreachable while {action} ({exc}); check that the "
-            "server is running and the URL is right, then retry"
-        ) from exc
-    except rx.RedisClusterException as exc:
-        raise BackendUnavailableError(
-            f"Redis Cluster at {where} is not usable while {action} ({exc}); check that "
-            "every node is up and the cluster state is ok"
-        ) from exc
-    except rx.RedisError as exc:
-        raise RedisBackendError(
-            f"Redis at {where} refused a command while {action}: {exc}"
-        ) from exc
+    except DRIVER_ERRORS as exc:
+        error = translated(exc, action, where)
+        if error is None:  # pragma: no cover - every caught type is translated
+            raise
+        raise error from exc
 
 
 @dataclass

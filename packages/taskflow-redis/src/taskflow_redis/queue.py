@@ -9,11 +9,13 @@ due time) and ``queue:<name>:items`` (id -> entry, for replace, dequeue and leng
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from fastapi_taskflow.models import Claim
 
 from .base import RedisBase
+from .coalesce import Coalescer
 from .codec import as_str, dumps_compact
 from .connection import driver_errors
 from .keys import micros, padded
@@ -24,8 +26,14 @@ PROMOTE_CAP = 10_000
 """Delayed tasks one claim moves to the ready set at most (the earliest due first)."""
 
 
+EnqueueItem = tuple[str, str, str, str, str]
+"""One ``enqueue.lua`` item: queue, id, priority, due and now (17-digit microseconds)."""
+
+
 class RedisQueues(RedisBase):
     """The queue and schedule part of the Backend protocol."""
+
+    _enqueues: Coalescer[EnqueueItem]
 
     async def enqueue(
         self,
@@ -35,11 +43,21 @@ class RedisQueues(RedisBase):
         priority: int = 0,
         not_before: datetime | None = None,
     ) -> None:
-        """See :meth:`fastapi_taskflow.protocols.Backend.enqueue`."""
+        """See :meth:`fastapi_taskflow.protocols.Backend.enqueue`.
+
+        Calls made in the same event-loop tick (``asyncio.gather`` over many tasks) are
+        sent together in one script call, in call order; each behaves as its own call.
+        """
         now = self.clock.now()
         due = padded(micros(not_before or now))
-        args = [queue, task_id, str(int(priority)), due, padded(micros(now))]
-        await self._run("enqueue", args, f"enqueuing {task_id} on {queue!r}")
+        item = (queue, task_id, str(int(priority)), due, padded(micros(now)))
+        await self._enqueues.submit(item)
+
+    async def _enqueue_batch(self, items: Sequence[EnqueueItem]) -> None:
+        args = [value for item in items for value in item]
+        first_queue, first_id = items[0][0], items[0][1]
+        what = f"enqueuing {first_id} on {first_queue!r}" if len(items) == 1 else "enqueuing tasks"
+        await self._run("enqueue", args, what)
 
     async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
         """See :meth:`fastapi_taskflow.protocols.Backend.claim`.

@@ -34,8 +34,10 @@ from .codec import (
     encode_log,
     encode_record,
     encode_update,
+    frame,
     iso_utc,
     pairs,
+    with_logs,
 )
 from .connection import driver_errors
 from .errors import RedisBackendError
@@ -107,24 +109,23 @@ class RedisStore(RedisBase):
         results: list[CreateResult] = []
         for start in range(0, len(records), CREATE_BATCH):
             batch = records[start : start + CREATE_BATCH]
-            args: list[str] = [str(len(batch))]
+            items: list[str | int] = []
             for record in batch:
-                args += encode_record(record, self._keys)
-            replies = await self._run("create", args, "creating tasks")
-            for record, reply in zip(batch, replies, strict=True):
-                results.append(self._create_result(record, reply))
+                items += encode_record(record, self._keys)
+            reply = await self._run("create", [dumps_compact(items)], "creating tasks")
+            for record, line in zip(batch, frame(reply, len(batch)), strict=True):
+                results.append(self._create_result(record, line))
         return results
 
-    def _create_result(self, record: TaskRecord, reply: list[Any]) -> CreateResult:
-        code = int(reply[0])
-        if code == 2:
+    def _create_result(self, record: TaskRecord, line: str) -> CreateResult:
+        if line == "~":
             logger.warning(
                 "replaced a value that was not a taskflow record at Redis key %s",
                 self._keys.task(record.task_id),
             )
-        if code:
+        if line in ("+", "~"):
             return CreateResult(record=record.model_copy(update={"logs": []}), created=True)
-        existing = self._decode(reply[1], record.task_id)
+        existing = self._decode(line, record.task_id)
         if existing is None:
             raise RedisBackendError(
                 f"cannot create task {record.task_id}: the record that holds its id or "
@@ -140,6 +141,10 @@ class RedisStore(RedisBase):
         warning and treated as absent.
         """
         raw, logs = await self._run("get", [task_id], f"reading task {task_id}")
+        if logs and not _is_marker(logs) and raw and not _is_marker(raw):
+            whole = with_logs(raw, logs)  # one validation for the record and its logs
+            if whole is not None:
+                return whole
         record = self._decode(raw, task_id)
         if record is None:
             return None
@@ -206,20 +211,20 @@ class RedisStore(RedisBase):
         """Run ``transition.lua`` over ``(id, expected, new, update)`` items, in order."""
         now = self.clock.now()
         stamp = '"' + iso_utc(now) + '"'
-        args: list[str | int] = [self._retention_cutoff(now), AUTO_PURGE, len(items)]
+        batch: list[str | int] = []
         for task_id, expected, new, update in items:
             fin, owner, fields = encode_update(update, stamp)
-            args += [task_id, expected, new, fin, owner, len(fields) // 2, *fields]
-        replies = await self._run("transition", args, action)
+            batch += [task_id, expected, new, fin, owner, len(fields) // 2, *fields]
+        args: list[str | int] = [self._retention_cutoff(now), AUTO_PURGE, dumps_compact(batch)]
+        reply = await self._run("transition", args, action)
         out: list[TaskRecord | None] = []
-        for (task_id, *_), reply in zip(items, replies, strict=True):
-            code = int(reply[0])
-            if code == 1:
-                out.append(self._decode(reply[1], task_id))
-            elif code == -1:
+        for (task_id, *_), line in zip(items, frame(reply, len(items)), strict=True):
+            if line == "":
+                out.append(None)
+            elif line == "!":
                 out.append(self._decode(b"corrupt", task_id))
             else:
-                out.append(None)
+                out.append(self._decode(line, task_id))
         return out
 
     async def owners(self) -> set[str]:

@@ -1,3 +1,4 @@
+--@ uses: consts
 -- Take or extend a named lock. ARGV: base, name, owner, now, expiry (microseconds).
 local v = redis.call('HGET', K_LOCKS, ARGV[2])
 if v then

@@ -1,3 +1,4 @@
+--@ uses: hand_over record
 -- Compare-and-set the owner of an active task (status and updated_at untouched).
 -- ARGV: base, id, expected owner, new owner ('' with JSON 'null': release), new owner as JSON.
 -- Returns {1, json} on success, {0} when absent, finished or owned by someone else,

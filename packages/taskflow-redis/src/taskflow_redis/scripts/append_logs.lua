@@ -1,3 +1,4 @@
+--@ uses: keys
 -- Append log entries to an existing task. ARGV: base, id, entries...
 -- Returns the number appended, 0 for an unknown task, -1 when the log key is corrupt.
 local id = ARGV[2]

@@ -1,3 +1,4 @@
+--@ uses: queues hand_over
 -- Take up to limit due tasks off a queue and hand them to the claimer: an active task's
 -- record gets the claimer as its owner in the same step.
 -- ARGV: base, queue, owner, owner as JSON, now (17 digits), limit, promote cap.

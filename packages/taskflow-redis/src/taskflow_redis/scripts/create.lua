@@ -1,39 +1,41 @@
+--@ uses: record count track statuses
 -- Insert-if-absent for a batch of records.
--- ARGV: base, n, then per record: id, idem ('' = none), status, func, member, ix (JSON array
--- of its other index keys, after '<base>idx:'), fin ('' = not finished), nfields, field/value pairs.
--- Returns per record {code, json}: 1 created, 2 created over a corrupt value, 0 an existing
--- record (same id, or the live holder of the key) whose JSON is the second element.
-local n = tonumber(ARGV[2])
-local p = 3
+-- ARGV: base, then the batch as one JSON array, flat, per record: id, idem ('' = none),
+-- status, func, member, ix (JSON array of its other index keys, after '<base>idx:'), fin
+-- ('' = not finished), nfields, field/value pairs.
+-- Returns one string, a line per record: '+' created, '~' created over a corrupt value,
+-- else the JSON of the existing record (same id, or the live holder of the key).
+local items = cjson.decode(ARGV[2])
+local p = 1
 local out = {}
-for _ = 1, n do
-  local id, idem, s, f, m, ix, fin = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3],
-    ARGV[p + 4], ARGV[p + 5], ARGV[p + 6]
-  local nf = tonumber(ARGV[p + 7])
+while p <= #items do
+  local id, idem, s, f, m, ix, fin = items[p], items[p + 1], items[p + 2], items[p + 3],
+    items[p + 4], items[p + 5], items[p + 6]
+  local nf = tonumber(items[p + 7])
   local first = p + 8
   p = first + 2 * nf
   local key = task_key(id)
   local existing = record_json(id)
   local result = nil
   if existing and existing ~= 'corrupt' then
-    result = {0, existing}
+    result = existing
   elseif idem ~= '' then
     local holder = redis.call('HGET', K_IDEM, idem)
     if holder and holder ~= id then
       local rec = record_json(holder)
-      if rec and rec ~= 'corrupt' then result = {0, rec} end
+      if rec and rec ~= 'corrupt' then result = rec end
     end
   end
   if not result then
-    local code = 1
+    local code = '+'
     if existing == 'corrupt' then
       redis.call('DEL', key)
-      code = 2
+      code = '~'
     end
-    redis.call('HSET', key, unpack(ARGV, first, p - 1))
+    redis.call('HSET', key, unpack(items, first, p - 1))
     local o, st = false, false
     for i = first, p - 1, 2 do
-      if ARGV[i] == 'o' then o = ARGV[i + 1] elseif ARGV[i] == 'st' then st = ARGV[i + 1] end
+      if items[i] == 'o' then o = items[i + 1] elseif items[i] == 'st' then st = items[i + 1] end
     end
     zadd_later(K_ALL, 0, m)
     zadd_later(status_idx(s), 0, m)
@@ -45,9 +47,9 @@ for _ = 1, n do
       track_duration(id, s, f, st, fin)
     end
     if idem ~= '' and not RELEASING[s] then redis.call('HSET', K_IDEM, idem, id) end
-    result = {code}
+    result = code
   end
   out[#out + 1] = result
 end
 flush()
-return out
+return table.concat(out, '\n')

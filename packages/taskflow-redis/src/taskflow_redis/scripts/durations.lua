@@ -1,3 +1,4 @@
+--@ uses: consts keys
 -- Nearest-rank run-time percentiles per function, read by rank from 'dur:s:<func>'.
 -- ARGV: base, then function names ('*' alone: every function with durations).
 -- Returns {func, count, p50, p95, p99, ...} with durations in microseconds.

@@ -1,3 +1,4 @@
+--@ uses: record
 -- A task with its logs. ARGV: base, id.
 -- Returns {json or '' (absent) or 'corrupt', logs or 'corrupt'}.
 local rec = record_json(ARGV[2])

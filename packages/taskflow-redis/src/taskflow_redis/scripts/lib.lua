@@ -1,16 +1,21 @@
--- Shared helpers, prepended to every taskflow script.
+-- Shared helpers. A script names the blocks it uses on its first line ('--@ uses: a b');
+-- only those (and what they need, '--@ name: needs') are prepended to it, so a call does
+-- not pay for defining helpers it never runs. 'base' is always included.
 --
 -- Every script gets ARGV[1] = the key base ('{prefix}:') and at least one key in KEYS
 -- (so a cluster client can route it); every key it touches starts with the base, so all
 -- of them hash to one cluster slot. Times are integer microseconds since the epoch and
 -- always come from the caller's clock (ARGV), never from the server.
 
+--@ base
 local B = ARGV[1]
+--@ statuses
 local TERMINAL = {success = true, failed = true, interrupted = true, cancelled = true,
                   rejected = true}
 local RELEASING = {failed = true, rejected = true}
 local ACTIVE = {pending = true, running = true}
 
+--@ consts
 local K_IDEM = B .. 'idem'
 local K_ALL = B .. 'idx:all'
 local K_FINISHED = B .. 'idx:finished'
@@ -24,11 +29,14 @@ local K_DUR_FUNCS = B .. 'dur:funcs'
 local DONE = {success = B .. 'done:success', failed = B .. 'done:failed'}
 local DUR_KEEP = 1000
 
+--@ keys
 local function task_key(id) return B .. 'task:' .. id end
 local function logs_key(id) return B .. 'logs:' .. id end
 local function status_idx(s) return B .. 'idx:status:' .. s end
 local function owned_idx(o) return B .. 'own:' .. o end
+local function dur_keys(f) return B .. 'dur:s:' .. f, B .. 'dur:t:' .. f end
 
+--@ deferred: consts keys
 -- Deferred writes. Index and counter changes are gathered while a script works through
 -- its batch and written by flush() with one variadic command per key (a group commit of
 -- 250 starts bumps each counter once, not 250 times). Every script that changes tasks
@@ -83,8 +91,6 @@ local function reindex_owner(m, old_o, old_active, new_o, new_active)
   end
 end
 
-local function dur_keys(f) return B .. 'dur:s:' .. f, B .. 'dur:t:' .. f end
-
 local function flush()
   for key, members in pairs(ZREMS) do variadic('ZREM', key, members) end
   for key, pairs_ in pairs(ZADDS) do variadic('ZADD', key, pairs_) end
@@ -115,6 +121,7 @@ local function flush()
   ZADDS, ZREMS, COUNTS, OWNERS_SEEN, DUR_SEEN = {}, {}, {}, {}, {}
 end
 
+--@ hand_over: deferred statuses
 -- Give an active task a new owner (nil: none): raw 'o' (for the index) and the JSON
 -- 'owner' field. Returns true when the task exists, holds a record and is active.
 local function hand_over(id, new_o, new_json)
@@ -133,6 +140,7 @@ local function hand_over(id, new_o, new_json)
   return true
 end
 
+--@ record: keys
 local MUTABLE = {'attempt', 'updated_at', 'started_at', 'finished_at', 'error', 'result',
                  'progress', 'cancel_requested', 'owner'}
 
@@ -158,7 +166,10 @@ local function splice(v, exists)
     if raw then parts[#parts + 1] = ',"' .. name .. '":' .. raw end
   end
   parts[#parts + 1] = '}'
-  return table.concat(parts)
+  local json = table.concat(parts)
+  -- Our JSON never holds a raw newline; batch replies are newline-framed (see frame()).
+  if string.find(json, '\n', 1, true) then return 'corrupt' end
+  return json
 end
 
 -- The JSON text of a task record (no logs); false when there is no such task, 'corrupt'
@@ -171,11 +182,13 @@ local function record_json(id)
   return splice(v, true)
 end
 
+--@ count: deferred
 local function count(s, f, delta)
   bump(K_STAT_STATUS, s, delta)
   bump(K_STAT_FUNC, s .. ':' .. (f or ''), delta)
 end
 
+--@ track: deferred statuses
 -- Finished tasks by time ('idx:finished', for purge), and SUCCESS/FAILED ones per status
 -- ('done:<status>', for throughput). prev: the status before (nil: unknown), so a
 -- transition between other statuses touches no 'done' set.
@@ -210,6 +223,7 @@ local function track_duration(id, s, f, st, fin)
   end
 end
 
+--@ delete: count track statuses
 -- Remove a task, its logs, its index entries, its counters, key and ownership entry.
 local function delete_task(id)
   local key = task_key(id)
@@ -247,6 +261,7 @@ local function prune_runkeys(cutoff, n)
   if #keys > 0 then redis.call('ZREM', K_RUNKEYS, unpack(keys)) end
 end
 
+--@ queues: consts
 -- Queues: 'ready' is ordered by (-priority, due, seq) through score and member;
 -- 'delayed' holds not-yet-due ids by due time; 'items' maps id -> 'priority|member'.
 local function queue_keys(q)

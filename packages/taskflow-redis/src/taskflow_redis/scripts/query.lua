@@ -1,3 +1,4 @@
+--@ uses: record keys consts
 -- One page of the task list, newest first, by walking lexicographic index sets whose
 -- members are '<created microseconds, 17 digits>:<task id>'.
 -- ARGV: base, want, upper bound, lower bound, budget, n status keys, status keys...,

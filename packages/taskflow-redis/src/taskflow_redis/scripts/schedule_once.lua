@@ -1,3 +1,4 @@
+--@ uses: queues consts
 -- Enqueue a task unless its run key was used before.
 -- ARGV: base, run key, queue, id, priority, run_at (17 digits), now (17 digits).
 if redis.call('ZSCORE', K_RUNKEYS, ARGV[2]) then return 0 end

@@ -1,3 +1,4 @@
+--@ uses: consts
 -- SUCCESS/FAILED tasks per finish-time bucket, from 'done:success' and 'done:failed'.
 -- ARGV: base, mode. Mode 'count': then pairs of bounds (lo, '(' .. hi) per bucket; returns
 -- {succeeded, failed} per bucket. Mode 'scan': then since, '(' .. until, first bucket

@@ -1,14 +1,17 @@
+--@ uses: record count track delete statuses
 -- Compare-and-set the status of a batch of tasks, applying field changes in the same step
 -- (transition, transition_many and update; one script call whatever the batch size).
--- ARGV: base, retention cutoff ('' = none), auto-purge batch per finished task, n, then per
+-- ARGV: base, retention cutoff ('' = none), auto-purge batch per finished task, then the
+-- batch as one JSON array (one argument: cheap to send, one cjson.decode here), flat, per
 -- item: id, expected (',a,b,' or '*' for any), new status ('' = keep), fin ('' = unchanged,
 -- '-' = cleared, else microseconds), owner ('' = unchanged, '-' = cleared, '=' .. owner),
 -- nfields, field/value pairs.
--- Returns per item {1, json} on success, {0} when absent or not in expected, {-1} when
--- the key holds a value that is not a record.
+-- Returns one string, a line per item: the record's JSON on success, '' when absent or
+-- not in expected, '!' when the key holds a value that is not a record.
 -- Each task hash is read once (HMGET) and written once (HSET, plus HDEL when a field is
--- cleared); index and counter changes are deferred to flush(), one command per key.
-local cutoff, per_finish, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+-- cleared); index and counter changes are deferred to the one flush of the batch.
+local cutoff, per_finish = ARGV[2], tonumber(ARGV[3])
+local items = cjson.decode(ARGV[4])
 
 -- HMGET layout: 'd', 's', MUTABLE (3..11), then these.
 local M, F, K, O, FIN, ST = 12, 13, 14, 15, 16, 17
@@ -19,19 +22,19 @@ for _, name in ipairs({'m', 'f', 'k', 'o', 'fin', 'st'}) do READ[#READ + 1] = na
 local function apply(id, expected, new, fin, own, first, last)
   local key = task_key(id)
   local v = redis.pcall('HMGET', key, unpack(READ))
-  if type(v) == 'table' and v.err then return {-1}, false end
+  if type(v) == 'table' and v.err then return '!', false end
   local cur = v[2]
   if not cur then
-    if redis.call('EXISTS', key) == 1 then return {-1}, false end
-    return {0}, false
+    if redis.call('EXISTS', key) == 1 then return '!', false end
+    return '', false
   end
   if expected ~= '*' and not string.find(expected, ',' .. cur .. ',', 1, true) then
-    return {0}, false
+    return '', false
   end
   if new == '' then new = cur end
   local w = {}
   for i = first, last, 2 do
-    local name, value = ARGV[i], ARGV[i + 1]
+    local name, value = items[i], items[i + 1]
     w[#w + 1] = name
     w[#w + 1] = value
     local at = MUTABLE_AT[name]
@@ -85,19 +88,22 @@ local function apply(id, expected, new, fin, own, first, last)
   if (DONE[new] or DONE[cur]) and (new ~= cur or fin ~= '') then
     track_duration(id, new, f, v[ST], fin_now)
   end
-  return {1, splice(v, true)}, TERMINAL[new] and new ~= cur
+  local json = splice(v, true)
+  if json == 'corrupt' then json = '!' end
+  return json, TERMINAL[new] and new ~= cur
 end
 
 local out = {}
 local finished = 0
-local p = 5
-for i = 1, n do
-  local nf = tonumber(ARGV[p + 5])
+local p = 1
+while p <= #items do
+  local nf = tonumber(items[p + 5])
   local first = p + 6
   local last = first + 2 * nf - 1
-  local res, done = apply(ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], first, last)
+  local res, done = apply(items[p], items[p + 1], items[p + 2], items[p + 3], items[p + 4],
+    first, last)
   if done then finished = finished + 1 end
-  out[i] = res
+  out[#out + 1] = res
   p = last + 1
 end
 flush()
@@ -105,4 +111,4 @@ if cutoff ~= '' and finished > 0 then
   purge_finished(cutoff, per_finish * finished)
   prune_runkeys(cutoff, per_finish * finished)
 end
-return out
+return table.concat(out, '\n')
