@@ -235,11 +235,14 @@ def test_an_outage_of_three_liveness_periods_adopts_nothing(
             found: dict[str, str | None] = response.json()
             return found
 
-        instances.poll(
-            lambda: all(read(instance) is not None for instance in fleet),
-            30,
-            "both instances read the store again",
-        )
+        reading_by = time.monotonic() + 30
+        while not all([read(instance) is not None for instance in fleet]):
+            if time.monotonic() > reading_by:
+                pytest.fail(
+                    f"the instances did not all read the store again within 30 s of its "
+                    f"return; {len(refused)} reads refused, the last: {refused[-2:]}"
+                )
+            time.sleep(0.1)
         reconnected = time.monotonic() - back
         refused_while_reconnecting = len(refused)
         quiet_until = time.monotonic() + QUIET_AFTER
