@@ -147,6 +147,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         A client passed as ``client=`` (or the pool passed as ``connection_pool=``)
         stays open: its owner closes it.
         """
+        await self._enqueues.drain()
         client, self._client = self._client, None
         self._opened = False
         if client is not None:

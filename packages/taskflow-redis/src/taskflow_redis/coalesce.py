@@ -42,6 +42,11 @@ class Coalescer(Generic[T]):
             loop.call_soon(self._start)
         await done
 
+    async def drain(self) -> None:
+        """Wait until every batch already started has been written (or has failed)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _start(self) -> None:
         batch, self._pending = self._pending, []
         task = asyncio.get_running_loop().create_task(self._flush(batch))

@@ -19,6 +19,7 @@ from fastapi_taskflow.models import (
     ThroughputBucket,
     Transition,
     bucket_start,
+    construct,
     decode_cursor,
     encode_cursor,
     fold_text,
@@ -124,7 +125,8 @@ class RedisStore(RedisBase):
                 self._keys.task(record.task_id),
             )
         if line in ("+", "~"):
-            return CreateResult(record=record.model_copy(update={"logs": []}), created=True)
+            stored = record.model_copy(update={"logs": []}) if record.logs else record
+            return construct(CreateResult, record=stored, created=True)
         existing = self._decode(line, record.task_id)
         if existing is None:
             raise RedisBackendError(
