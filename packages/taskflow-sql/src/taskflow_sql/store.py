@@ -36,6 +36,7 @@ from .rows import (
     tag_token,
     update_values,
 )
+from .sqlite_create import create_batch_op
 from .statements import pg_create, pg_transition, task_change
 
 __all__ = ["SQLStore"]
@@ -63,13 +64,21 @@ class SQLStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
 
-        On SQLite the records go through group commit (as few batches as fit); on
+        On SQLite a batch of distinct records is one operation of the group-commit
+        writer (:mod:`taskflow_sql.sqlite_create`), others go through it one by one; on
         PostgreSQL a batch of distinct, tag-less records is one INSERT statement (see
         :meth:`_create_fast`); otherwise the records share one transaction. Each record
         is always created whole or not at all.
         """
         if not records:
             return []
+        if self._ctx.kind == "sqlite" and _distinct_batch(records):
+            batches = [
+                create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
+                for i in range(0, len(records), _SQLITE_BATCH)
+            ]
+            parts = await self._exec.write_many("creating tasks", batches)
+            return [result for part in parts for result in part]
         ops = [self._create_op(record) for record in records]
         if self._ctx.kind == "postgresql" and _simple_batch(records):
             return await self._create_fast(records, ops)
@@ -308,6 +317,24 @@ class SQLStore:
 
 
 _FAST_BATCH = 64
+_SQLITE_BATCH = 1000
+
+
+def _distinct_batch(records: Sequence[TaskRecord]) -> bool:
+    """True when no record of the batch conflicts with another, and none must first
+    look for a key holder (a FAILED/REJECTED record that names a key)."""
+    ids: set[str] = set()
+    keys: set[str] = set()
+    for record in records:
+        if record.task_id in ids:
+            return False
+        ids.add(record.task_id)
+        key = record.idempotency_key
+        if key is not None:
+            if record.status in KEY_RELEASING_STATUSES or key in keys:
+                return False
+            keys.add(key)
+    return True
 
 
 def _simple_batch(records: Sequence[TaskRecord]) -> bool:
