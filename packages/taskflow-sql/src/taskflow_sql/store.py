@@ -66,8 +66,8 @@ class SQLStore:
 
         On SQLite a batch of distinct records is one operation of the group-commit
         writer (:mod:`taskflow_sql.sqlite_create`), others go through it one by one; on
-        PostgreSQL a batch of distinct, tag-less records is one INSERT statement (see
-        :meth:`_create_fast`); otherwise the records share one transaction. Each record
+        PostgreSQL a batch of distinct, tag-less records is one INSERT statement per 64
+        records (see :meth:`_create_fast`); otherwise the records share one transaction. Each record
         is always created whole or not at all.
         """
         if not records:
@@ -81,7 +81,11 @@ class SQLStore:
             return [result for part in parts for result in part]
         ops = [self._create_op(record) for record in records]
         if self._ctx.kind == "postgresql" and _simple_batch(records):
-            return await self._create_fast(records, ops)
+            results: list[CreateResult] = []
+            for i in range(0, len(records), _FAST_BATCH):
+                chunk = records[i : i + _FAST_BATCH]
+                results += await self._create_fast(chunk, ops[i : i + _FAST_BATCH])
+            return results
         return await self._exec.write_many("creating tasks", ops)
 
     async def _create_fast(
@@ -338,25 +342,10 @@ def _distinct_batch(records: Sequence[TaskRecord]) -> bool:
 
 
 def _simple_batch(records: Sequence[TaskRecord]) -> bool:
-    """True when one multi-row INSERT gives each record what :meth:`create` would.
-
-    Distinct ids and keys (no record conflicts with another of the batch), no tags (kept
-    in their own table), and no record that must first look for a key holder.
-    """
-    if len(records) > _FAST_BATCH:
-        return False
-    ids: set[str] = set()
-    keys: set[str] = set()
-    for record in records:
-        if record.tags or record.task_id in ids:
-            return False
-        ids.add(record.task_id)
-        key = record.idempotency_key
-        if key is not None:
-            if record.status in KEY_RELEASING_STATUSES or key in keys:
-                return False
-            keys.add(key)
-    return True
+    """True when one multi-row INSERT per chunk gives each record what :meth:`create`
+    would: distinct ids and keys (see :func:`_distinct_batch`) and no tags (kept in
+    their own table)."""
+    return not any(record.tags for record in records) and _distinct_batch(records)
 
 
 async def _change(
