@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
@@ -26,6 +27,7 @@ from .errors import SQLBackendError, wrap_error
 from .executor import Executor, connect
 from .fastget import PostgresGet, SQLiteReader
 from .rows import (
+    fast_record,
     key_hash,
     log_values,
     normalized,
@@ -36,6 +38,7 @@ from .rows import (
     tag_token,
     update_values,
 )
+from .schema import Tables
 from .sqlite_create import create_batch_op
 from .statements import pg_create, pg_transition, task_change
 
@@ -160,24 +163,17 @@ class SQLStore:
                 raise wrap_error("reading a task", exc) from exc
         if self._pg_get is not None:
             return await self._get_pg(self._pg_get, task_id)
-        tables = self._ctx.tables
+        task_stmt, logs_stmt = _get_statements(self._ctx.tables)
+        params = {"p_task_id": task_id}
 
         async def op(conn: AsyncConnection) -> TaskRecord | None:
-            row = (
-                await conn.execute(
-                    select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
-                )
-            ).first()
+            row = (await conn.execute(task_stmt, params)).first()
             if row is None:
                 return None
-            record = row_to_record(row._mapping)
+            record = fast_record(row._mapping)
             if record is None:
                 return None
-            logs = await conn.execute(
-                select(tables.logs)
-                .where(tables.logs.c.task_id == task_id)
-                .order_by(tables.logs.c.id)
-            )
+            logs = await conn.execute(logs_stmt, params)
             entries = [row_to_log(r._mapping) for r in logs]
             record.logs = [entry for entry in entries if entry is not None]
             return record
@@ -321,6 +317,18 @@ class SQLStore:
 
 
 _FAST_BATCH = 64
+
+
+@lru_cache(maxsize=64)
+def _get_statements(tables: Tables) -> tuple[Any, Any]:
+    """The task and its logs by ``:p_task_id``, built once (compiled once, then cached)."""
+    task_id = bindparam("p_task_id", type_=tables.tasks.c.task_id.type)
+    task = select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
+    logs = tables.logs
+    entries = select(logs).where(logs.c.task_id == task_id).order_by(logs.c.id)
+    return task, entries
+
+
 _SQLITE_BATCH = 1000
 
 
