@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fastapi_taskflow.clock import ManualClock
-from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
+from fastapi_taskflow.models import TaskQuery, TaskRecord, TaskStatus, TaskUpdate, Transition
 from taskflow_sql import SQLBackend
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +106,46 @@ async def test_transition_many_empty_and_unknown(pair: Any) -> None:
     assert await grouped.transition_many([]) == []
     assert await grouped.transition_many([Transition("nope", frozenset({P}), R)]) == [None]
     assert await grouped.transition_many([Transition("nope", frozenset(), R)]) == [None]
+
+
+def _batch(clock: ManualClock, start: int, n: int, **fields: Any) -> list[TaskRecord]:
+    now = clock.now()
+    return [
+        TaskRecord(
+            task_id=f"c{i:04}",
+            func_name=f"f{i % 2}",
+            idempotency_key=f"key{i}" if i % 3 else None,
+            tags={"team": f"t{i % 2}"} if i % 4 == 0 else {},
+            args=[i, "x"],
+            kwargs={"b": True},
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
+        for i in range(start, start + n)
+    ]
+
+
+async def test_create_many_equals_create_one_by_one(pair: Any) -> None:
+    """A batch meeting stored ids and held keys ends as ``create`` would leave it."""
+    grouped, single, clock = pair
+    first = _batch(clock, 0, 40)
+    for backend in (grouped, single):
+        await backend.create_many(first)
+    clock.advance(1)
+    # Half the ids exist already; some keys are held by those; the rest are new.
+    second = _batch(clock, 20, 1200)
+    renamed = [
+        r.model_copy(update={"task_id": f"n{r.task_id}"}) if i % 7 == 0 else r
+        for i, r in enumerate(second)
+    ]
+    many = await grouped.create_many(renamed)
+    one = [await single.create(record) for record in renamed]
+    assert many == one
+    assert sum(r.created for r in many) > 1000
+    assert await grouped.stats() == await single.stats()
+    for record in renamed[::37]:
+        assert await grouped.get(record.task_id) == await single.get(record.task_id)
+    page = await grouped.query(TaskQuery(tags={"team": "t0"}, limit=500))
+    expected = await single.query(TaskQuery(tags={"team": "t0"}, limit=500))
+    assert [r.task_id for r in page.items] == [r.task_id for r in expected.items]

@@ -15,7 +15,7 @@ from .dialect import insert_if_absent, locked, upsert
 from .executor import Executor
 from .queries import chunks
 from .rows import key_hash
-from .statements import ACTIVE
+from .statements import ACTIVE, enqueue_statement, pg_claim
 
 __all__ = ["SQLQueue", "enqueue_in"]
 
@@ -23,13 +23,19 @@ __all__ = ["SQLQueue", "enqueue_in"]
 async def enqueue_in(tx: Tx, task_id: str, queue: str, priority: int, due_at: datetime) -> None:
     """Put ``task_id`` on ``queue`` inside ``tx``, replacing an earlier entry.
 
-    The old entry is deleted and a new one inserted, so a re-enqueued task takes a new
-    place in enqueue order (as it would in a fresh queue). The upsert only matters when
-    two transactions enqueue the same task at once.
+    A re-enqueued task takes a new place in enqueue order (a new ``id``), as it would in
+    a fresh queue. SQLite: one ``INSERT OR REPLACE`` (which deletes the old entry and
+    inserts a new one); PostgreSQL: one upsert that also draws a new ``id`` from the
+    table's sequence; MySQL: the old entry is deleted and a new one inserted (the
+    upsert only matters when two transactions enqueue the same task at once).
     """
     table = tx.ctx.tables.queue
-    await tx.conn.execute(delete(table).where(table.c.queue == queue, table.c.task_id == task_id))
     row = {"queue": queue, "task_id": task_id, "neg_priority": -priority, "due_at": due_at}
+    kind = tx.ctx.kind
+    if kind != "mysql":
+        await tx.conn.execute(enqueue_statement(kind, table), row)
+        return
+    await tx.conn.execute(delete(table).where(table.c.queue == queue, table.c.task_id == task_id))
     await upsert(tx, table, [row], keys=("queue", "task_id"), replace=("neg_priority", "due_at"))
 
 
@@ -53,6 +59,17 @@ class SQLQueue:
         async def op(tx: Tx) -> None:
             await enqueue_in(tx, task_id, queue, priority, not_before or self.clock.now())
 
+        if self._ctx.kind == "postgresql":  # one statement: its own transaction
+            stmt = enqueue_statement("postgresql", self._ctx.tables.queue)
+
+            async def single(conn: AsyncConnection) -> None:
+                due = not_before or self.clock.now()
+                row = {"queue": queue, "task_id": task_id, "neg_priority": -priority}
+                row["due_at"] = due
+                await conn.execute(stmt, row)
+
+            await self._exec.single("enqueuing a task", single)
+            return
         await self._exec.write("enqueuing a task", op)
 
     async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
@@ -63,7 +80,8 @@ class SQLQueue:
         waiting; on SQLite the same SELECT runs inside ``BEGIN IMMEDIATE`` (one writer).
         The claimed rows are deleted, and their active task records handed to ``owner``
         (``owner`` and ``active_owner``; status and ``updated_at`` unchanged), in the same
-        transaction.
+        transaction. On PostgreSQL the three steps are one statement
+        (:func:`taskflow_sql.statements.pg_claim`): one round trip per claim.
         """
         if limit < 1:
             return []
@@ -94,6 +112,19 @@ class SQLQueue:
                 Claim(task_id=row.task_id, queue=queue, priority=-row.neg_priority) for row in rows
             ]
 
+        if self._ctx.kind == "postgresql":
+            stmt = pg_claim(self._ctx.tables.queue, self._ctx.tables.tasks)
+
+            async def single(conn: AsyncConnection) -> list[Claim]:
+                params = {"p_queue": queue, "p_now": self.clock.now(), "p_limit": limit}
+                params["p_owner"] = owner
+                rows = await conn.execute(stmt, params)
+                return [
+                    Claim(task_id=row.task_id, queue=queue, priority=-row.neg_priority)
+                    for row in rows
+                ]
+
+            return await self._exec.single("claiming tasks", single)
         return await self._exec.write("claiming tasks", op)
 
     async def dequeue(self, task_id: str, *, queue: str) -> bool:

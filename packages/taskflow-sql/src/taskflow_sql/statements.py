@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    delete,
     func,
     literal,
     literal_column,
@@ -30,7 +31,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fastapi_taskflow.models import ACTIVE_STATUSES
 
-__all__ = ["ACTIVE", "owner_value", "pg_create", "pg_transition", "take_upsert", "task_change"]
+__all__ = [
+    "ACTIVE",
+    "enqueue_statement",
+    "owner_value",
+    "pg_claim",
+    "pg_create",
+    "pg_transition",
+    "take_upsert",
+    "task_change",
+]
 
 
 @lru_cache(maxsize=1024)
@@ -188,6 +198,79 @@ def pg_create(tasks: Table, counters: Table, n: int) -> Any:
     ]
     binds.append(bindparam("p_slot", type_=counters.c.slot.type))
     return text(sql).bindparams(*binds).columns(tasks.c.task_id)
+
+
+@lru_cache(maxsize=64)
+def enqueue_statement(kind: str, queue: Table) -> Any:
+    """Put one task on a queue, replacing its entry, as one statement (SQLite, PostgreSQL).
+
+    The replaced entry gets a new ``id``, so it goes to the back of its priority and due
+    time, as a fresh enqueue would. SQLite: ``INSERT OR REPLACE`` (deletes the row that
+    conflicts on ``(queue, task_id)``, inserts a new one). PostgreSQL: ``INSERT … ON
+    CONFLICT (queue, task_id) DO UPDATE SET id = nextval(<id sequence>), …``.
+    """
+    c = queue.c
+    values = {
+        "queue": bindparam("queue", type_=c.queue.type),
+        "task_id": bindparam("task_id", type_=c.task_id.type),
+        "neg_priority": bindparam("neg_priority", type_=c.neg_priority.type),
+        "due_at": bindparam("due_at", type_=c.due_at.type),
+    }
+    if kind == "sqlite":
+        return sqlite_insert(queue).values(values).prefix_with("OR REPLACE")
+    stmt = pg_insert(queue).values(values)
+    name = (f'"{queue.schema}".' if queue.schema else "") + f'"{queue.name}"'
+    sequence = func.nextval(func.pg_get_serial_sequence(literal(name), literal("id")))
+    return stmt.on_conflict_do_update(
+        index_elements=[c.queue, c.task_id],
+        set_={
+            "id": sequence,
+            "neg_priority": stmt.excluded.neg_priority,
+            "due_at": stmt.excluded.due_at,
+        },
+    )
+
+
+@lru_cache(maxsize=64)
+def pg_claim(queue: Table, tasks: Table) -> Any:
+    """A whole claim as one PostgreSQL statement.
+
+    ``WITH picked AS (SELECT … FROM queue WHERE queue = :q AND due_at <= :now ORDER BY
+    neg_priority, due_at, id LIMIT :n FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM
+    queue USING picked … RETURNING …), handed AS (UPDATE tasks SET owner = :owner,
+    active_owner = :owner FROM gone WHERE … AND status IN ('pending', 'running'))
+    SELECT task_id, neg_priority FROM gone ORDER BY neg_priority, due_at, id``.
+    """
+    q = queue.c
+    picked = (
+        select(q.id)
+        .where(
+            q.queue == bindparam("p_queue", type_=q.queue.type),
+            q.due_at <= bindparam("p_now", type_=q.due_at.type),
+        )
+        .order_by(q.neg_priority, q.due_at, q.id)
+        .limit(bindparam("p_limit", type_=q.neg_priority.type))
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    gone = (
+        delete(queue)
+        .where(q.id == picked.c.id)
+        .returning(q.id, q.task_id, q.neg_priority, q.due_at)
+        .cte("gone")
+    )
+    owner = bindparam("p_owner", type_=tasks.c.owner.type)
+    handed = (
+        update(tasks)
+        .where(tasks.c.task_id == gone.c.task_id, tasks.c.status.in_(ACTIVE))
+        .values(owner=owner, active_owner=owner)
+        .cte("handed")
+    )
+    return (
+        select(gone.c.task_id, gone.c.neg_priority)
+        .add_cte(handed)
+        .order_by(gone.c.neg_priority, gone.c.due_at, gone.c.id)
+    )
 
 
 @lru_cache(maxsize=64)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
@@ -26,6 +27,7 @@ from .errors import SQLBackendError, wrap_error
 from .executor import Executor, connect
 from .fastget import PostgresGet, SQLiteReader
 from .rows import (
+    fast_record,
     key_hash,
     log_values,
     normalized,
@@ -36,6 +38,8 @@ from .rows import (
     tag_token,
     update_values,
 )
+from .schema import Tables
+from .sqlite_create import create_batch_op
 from .statements import pg_create, pg_transition, task_change
 
 __all__ = ["SQLStore"]
@@ -63,16 +67,28 @@ class SQLStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
 
-        On SQLite the records go through group commit (as few batches as fit); on
-        PostgreSQL a batch of distinct, tag-less records is one INSERT statement (see
-        :meth:`_create_fast`); otherwise the records share one transaction. Each record
+        On SQLite a batch of distinct records is one operation of the group-commit
+        writer (:mod:`taskflow_sql.sqlite_create`), others go through it one by one; on
+        PostgreSQL a batch of distinct, tag-less records is one INSERT statement per 64
+        records (see :meth:`_create_fast`); otherwise the records share one transaction. Each record
         is always created whole or not at all.
         """
         if not records:
             return []
+        if self._ctx.kind == "sqlite" and _distinct_batch(records):
+            batches = [
+                create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
+                for i in range(0, len(records), _SQLITE_BATCH)
+            ]
+            parts = await self._exec.write_many("creating tasks", batches)
+            return [result for part in parts for result in part]
         ops = [self._create_op(record) for record in records]
         if self._ctx.kind == "postgresql" and _simple_batch(records):
-            return await self._create_fast(records, ops)
+            results: list[CreateResult] = []
+            for i in range(0, len(records), _FAST_BATCH):
+                chunk = records[i : i + _FAST_BATCH]
+                results += await self._create_fast(chunk, ops[i : i + _FAST_BATCH])
+            return results
         return await self._exec.write_many("creating tasks", ops)
 
     async def _create_fast(
@@ -147,24 +163,17 @@ class SQLStore:
                 raise wrap_error("reading a task", exc) from exc
         if self._pg_get is not None:
             return await self._get_pg(self._pg_get, task_id)
-        tables = self._ctx.tables
+        task_stmt, logs_stmt = _get_statements(self._ctx.tables)
+        params = {"p_task_id": task_id}
 
         async def op(conn: AsyncConnection) -> TaskRecord | None:
-            row = (
-                await conn.execute(
-                    select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
-                )
-            ).first()
+            row = (await conn.execute(task_stmt, params)).first()
             if row is None:
                 return None
-            record = row_to_record(row._mapping)
+            record = fast_record(row._mapping)
             if record is None:
                 return None
-            logs = await conn.execute(
-                select(tables.logs)
-                .where(tables.logs.c.task_id == task_id)
-                .order_by(tables.logs.c.id)
-            )
+            logs = await conn.execute(logs_stmt, params)
             entries = [row_to_log(r._mapping) for r in logs]
             record.logs = [entry for entry in entries if entry is not None]
             return record
@@ -310,18 +319,26 @@ class SQLStore:
 _FAST_BATCH = 64
 
 
-def _simple_batch(records: Sequence[TaskRecord]) -> bool:
-    """True when one multi-row INSERT gives each record what :meth:`create` would.
+@lru_cache(maxsize=64)
+def _get_statements(tables: Tables) -> tuple[Any, Any]:
+    """The task and its logs by ``:p_task_id``, built once (compiled once, then cached)."""
+    task_id = bindparam("p_task_id", type_=tables.tasks.c.task_id.type)
+    task = select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
+    logs = tables.logs
+    entries = select(logs).where(logs.c.task_id == task_id).order_by(logs.c.id)
+    return task, entries
 
-    Distinct ids and keys (no record conflicts with another of the batch), no tags (kept
-    in their own table), and no record that must first look for a key holder.
-    """
-    if len(records) > _FAST_BATCH:
-        return False
+
+_SQLITE_BATCH = 1000
+
+
+def _distinct_batch(records: Sequence[TaskRecord]) -> bool:
+    """True when no record of the batch conflicts with another, and none must first
+    look for a key holder (a FAILED/REJECTED record that names a key)."""
     ids: set[str] = set()
     keys: set[str] = set()
     for record in records:
-        if record.tags or record.task_id in ids:
+        if record.task_id in ids:
             return False
         ids.add(record.task_id)
         key = record.idempotency_key
@@ -330,6 +347,13 @@ def _simple_batch(records: Sequence[TaskRecord]) -> bool:
                 return False
             keys.add(key)
     return True
+
+
+def _simple_batch(records: Sequence[TaskRecord]) -> bool:
+    """True when one multi-row INSERT per chunk gives each record what :meth:`create`
+    would: distinct ids and keys (see :func:`_distinct_batch`) and no tags (kept in
+    their own table)."""
+    return not any(record.tags for record in records) and _distinct_batch(records)
 
 
 async def _change(
