@@ -8,7 +8,8 @@ Configuration comes from the environment, so every instance of one test shares i
   ``write`` per line, so concurrent processes never interleave);
 * ``DURABILITY_RELEASE``: a path; blocking tasks wait until it exists;
 * ``DURABILITY_INSTANCE``: this instance's name in the run log and its instance id;
-* ``DURABILITY_LIVENESS_SECONDS``: ``liveness_seconds`` (default 1 s, so recovery takes seconds).
+* ``DURABILITY_LIVENESS_SECONDS``: ``liveness_seconds`` (default 1 s, so recovery takes seconds;
+  ``default`` leaves it unset, so the manager's own default applies).
 
 Tasks: ``record`` (runs at once), ``record_requeue`` (the same, re-run if interrupted),
 ``block`` and ``block_requeue`` (run until the release file appears), ``flaky`` (fails
@@ -40,13 +41,22 @@ if os.environ.get("DURABILITY_DEBUG"):
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("fastapi_taskflow").setLevel(logging.DEBUG)
 
-task_manager = TaskManager(
-    backend=os.environ["TASKFLOW_BACKEND"],
-    liveness_seconds=float(os.environ.get("DURABILITY_LIVENESS_SECONDS", "1.0")),
-    poll_interval=0.1,
-    shutdown_timeout=2.0,
-    instance_id=INSTANCE,
-)
+
+def _manager() -> TaskManager:
+    """The manager, with ``liveness_seconds`` left at its default when asked to."""
+    liveness = os.environ.get("DURABILITY_LIVENESS_SECONDS", "1.0")
+    options: dict[str, Any] = dict(
+        backend=os.environ["TASKFLOW_BACKEND"],
+        poll_interval=0.1,
+        shutdown_timeout=2.0,
+        instance_id=INSTANCE,
+    )
+    if liveness != "default":
+        options["liveness_seconds"] = float(liveness)
+    return TaskManager(**options)
+
+
+task_manager = _manager()
 app = FastAPI()
 task_manager.install(app)
 

@@ -64,9 +64,7 @@ async def race_claims(backend: RedisBackend) -> list[str]:
 
     async def claimer() -> None:
         while True:
-            batch = await backend.claim(
-                queue="work", owner=owner, limit=random.randint(1, 4)
-            )
+            batch = await backend.claim(queue="work", owner=owner, limit=random.randint(1, 4))
             if not batch:
                 return
             claimed.extend(claim.task_id for claim in batch)

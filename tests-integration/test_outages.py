@@ -20,30 +20,29 @@ The tests skip when ``redis-server`` or the PostgreSQL binaries are missing, unl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import queue
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 import pytest
-
-from fastapi_taskflow.testing.services import service_missing
+from store_servers import (
+    PostgresServer,
+    RedisServer,
+    StoreServer,
+    private_postgres,
+    private_redis,
+)
 
 HERE = Path(__file__).resolve().parent
-PG_BIN = Path(os.environ.get("TASKFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TERMINAL = {"success", "failed", "interrupted", "rejected", "cancelled"}
 
 LOAD_BEFORE = 2.0  # seconds of load before the restart
@@ -53,136 +52,8 @@ BURST = 3  # requests per tick
 TICK = 0.01
 
 
-_missing = service_missing
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
-
-
-class StoreServer(Protocol):
-    url: str
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class RedisServer:
-    """A private redis-server with an fsync'd append-only file, restartable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
-                *("--dir", str(self.dir), "--daemonize", "no", "--logfile", "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port(self.port, 10)
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()  # SHUTDOWN: the AOF is flushed
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
-class PostgresServer:
-    """A private PostgreSQL cluster (trust auth, loopback only), restartable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.data = directory / "data"
-        self.port = _free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.running = False
-        self._as_postgres = os.geteuid() == 0
-        if self._as_postgres:
-            shutil.chown(directory, "postgres", "postgres")
-        self._run(PG_BIN / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres")
-
-    def _run(self, *argv: object) -> None:
-        command = [str(arg) for arg in argv]
-        if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self._run(
-            *(PG_BIN / "pg_ctl", "start", "-w", "-t", "30", "-D", self.data),
-            *("-l", self.dir / "postgres.log", "-o", options),
-        )
-        self.running = True
-        _wait_port(self.port, 10)
-
-    def stop(self) -> None:
-        if not self.running:
-            return
-        self.running = False
-        self._run(PG_BIN / "pg_ctl", "stop", "-w", "-t", "30", "-m", "fast", "-D", self.data)
-
-
-@contextlib.contextmanager
-def _redis(start: bool) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        _missing("redis-server is not on PATH")
-    directory = Path(tempfile.mkdtemp(prefix="taskflow-outage-redis-"))
-    server = RedisServer(directory)
-    try:
-        if start:
-            server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _postgres(start: bool) -> Iterator[PostgresServer]:
-    if not (PG_BIN / "pg_ctl").exists() or not (PG_BIN / "initdb").exists():
-        _missing(f"PostgreSQL binaries not found in {PG_BIN} (set TASKFLOW_PG_BIN)")
-    directory = Path(tempfile.mkdtemp(prefix="taskflow-outage-pg-"))
-    directory.chmod(0o755)
-    server: PostgresServer | None = None
-    try:
-        server = PostgresServer(directory)
-        if start:
-            server.start()
-        yield server
-    finally:
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+_redis = private_redis
+_postgres = private_postgres
 
 
 @pytest.fixture

@@ -6,11 +6,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, bindparam, inspect, select, text
 
 from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.models import TaskQuery, TaskRecord, TaskStatus
 from taskflow_sql import SCHEMA_VERSION, SchemaVersionError, SQLBackend
+from taskflow_sql.context import Tx
 from taskflow_sql.migrations import MIGRATIONS, Migration, migrate
+from taskflow_sql.rows import record_values
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +40,7 @@ async def test_open_creates_a_versioned_schema(place: Any) -> None:
         assert {table.name for table in backend.tables.all()} <= names
         async with backend.engine.connect() as conn:
             rows = (await conn.execute(select(backend.tables.version))).all()
-        assert [row.version for row in rows] == [SCHEMA_VERSION] == [1]
+        assert [row.version for row in rows] == [1, SCHEMA_VERSION] == [1, 2]
         await backend.open()  # idempotent
     finally:
         await backend.close()
@@ -83,13 +87,13 @@ async def test_upgrade_applies_new_migrations_in_order_and_keeps_data(place: Any
 
     future = (
         *MIGRATIONS,
-        Migration(2, "add note table", add_note_table),
-        Migration(3, "index note", add_note_index),
+        Migration(3, "add note table", add_note_table),
+        Migration(4, "index note", add_note_index),
     )
     try:
-        assert await migrate(ctx, future) == 3
+        assert await migrate(ctx, future) == 4
         assert applied == [2, 3]
-        assert await migrate(ctx, future) == 3  # already there: nothing re-applied
+        assert await migrate(ctx, future) == 4  # already there: nothing re-applied
         assert applied == [2, 3]
         async with backend.engine.connect() as conn:
             versions = (
@@ -99,9 +103,9 @@ async def test_upgrade_applies_new_migrations_in_order_and_keeps_data(place: Any
                     )
                 )
             ).scalars()
-            assert list(versions) == [1, 2, 3]
+            assert list(versions) == [1, 2, 3, 4]
         assert await backend.get("keep") is not None
-        # Code that only knows version 1 refuses the newer schema.
+        # Code that only knows version 2 refuses the newer schema.
         newer = _backend(place)
         with pytest.raises(SchemaVersionError, match="upgrade taskflow-sql"):
             await newer.open()
@@ -133,16 +137,71 @@ async def test_table_prefixes_isolate_stores(place: Any) -> None:
         await second.close()
 
 
+async def _sqlite_pragmas(backend: SQLBackend) -> tuple[Any, ...]:
+    """journal_mode, busy_timeout and synchronous on a reader and on the writer."""
+    async with backend.engine.connect() as conn:
+        read = (
+            await conn.scalar(text("PRAGMA journal_mode")),
+            await conn.scalar(text("PRAGMA busy_timeout")),
+            await conn.scalar(text("PRAGMA synchronous")),
+        )
+
+    async def on_writer(tx: Tx) -> Any:
+        return await tx.conn.scalar(text("PRAGMA synchronous"))
+
+    return (*read, await backend._exec.write("reading a pragma", on_writer))
+
+
 async def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_place: Any) -> None:
-    backend = _backend(sqlite_place, sqlite_busy_timeout=7.5, sqlite_synchronous="NORMAL")
+    backend = _backend(sqlite_place, sqlite_busy_timeout=7.5)
     await backend.open()
     try:
-        async with backend.engine.connect() as conn:
-            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
-            assert await conn.scalar(text("PRAGMA busy_timeout")) == 7500
-            assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
+        # synchronous=NORMAL (1) by default, on readers and on the group-commit writer.
+        assert await _sqlite_pragmas(backend) == ("wal", 7500, 1, 1)
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "level"), [("full", 2), ("FULL", 2), ("normal", 1), ("extra", 3)]
+)
+async def test_sqlite_synchronous_url_option(sqlite_place: Any, option: str, level: int) -> None:
+    backend = SQLBackend(f"{sqlite_place.url}?synchronous={option}", clock=ManualClock())
+    await backend.open()
+    try:
+        assert (await _sqlite_pragmas(backend))[2:] == (level, level)
+        now = backend.clock.now()
+        record = TaskRecord(task_id="t", func_name="f", created_at=now, updated_at=now)
+        assert (await backend.create(record)).created
+        assert await backend.get("t") is not None  # the reader opens the same file
+        fork = backend.fork()
+        await fork.open()
+        try:
+            assert (await _sqlite_pragmas(fork))[2:] == (level, level)
+        finally:
+            await fork.close()
+    finally:
+        await backend.close()
+
+
+def test_sqlite_synchronous_keyword_and_url_precedence(sqlite_place: Any) -> None:
+    assert SQLBackend(sqlite_place.url)._sqlite.synchronous == "NORMAL"
+    assert SQLBackend(sqlite_place.url, sqlite_synchronous="FULL")._sqlite.synchronous == "FULL"
+    url = f"{sqlite_place.url}?synchronous=normal"
+    assert SQLBackend(url, sqlite_synchronous="FULL")._sqlite.synchronous == "NORMAL"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///x.db?synchronous=off", "must be one of normal, full, extra"),
+        ("postgresql://u@h/db?synchronous=full", "is a SQLite option"),
+        ("mysql://u@h/db?synchronous=full", "is a SQLite option"),
+    ],
+)
+def test_sqlite_synchronous_url_option_is_checked(url: str, message: str) -> None:
+    with pytest.raises(BackendURLError, match=message):
+        SQLBackend(url)
 
 
 async def test_postgres_schema_option(postgres_place: Any) -> None:
@@ -158,5 +217,92 @@ async def test_postgres_schema_option(postgres_place: Any) -> None:
                 {"s": postgres_place.schema, "t": f"{postgres_place.prefix}tasks"},
             )
         assert found == 1
+    finally:
+        await backend.close()
+
+
+async def _back_to_version_1(backend: SQLBackend) -> None:
+    """Turn a fresh database into what release 1 left: leases, no heartbeats/owner index."""
+    tables = backend.tables
+    prefix = tables.prefix
+    where = f'"{tables.schema}".' if tables.schema else ""
+    quote = "`" if backend.kind == "mysql" else '"'
+
+    def name(table: str) -> str:
+        return f"{where}{quote}{prefix}{table}{quote}"
+
+    statements = []
+    if backend.kind == "mysql":
+        statements.append(f"DROP INDEX {prefix}ix_tasks_owner ON {name('tasks')}")
+    else:
+        statements.append(f"DROP INDEX {where}{prefix}ix_tasks_owner")
+    statements += [
+        f"ALTER TABLE {name('tasks')} DROP COLUMN active_owner",
+        f"DROP TABLE {name('instances')}",
+        f"CREATE TABLE {name('leases')} (task_id VARCHAR(255) PRIMARY KEY, "
+        "owner VARCHAR(255) NOT NULL, expires_at VARCHAR(40) NOT NULL)",
+        f"DELETE FROM {name('schema_version')} WHERE version = 2",
+    ]
+    async with backend.engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(text(statement))
+
+
+async def test_version_1_database_upgrades_to_heartbeats_and_owners(place: Any) -> None:
+    """Migration 2 keeps every task, copies lease owners onto ownerless active tasks,
+    fills active_owner, and drops the leases table."""
+    backend = _backend(place)
+    await backend.open()
+    try:
+        await _back_to_version_1(backend)
+        tables = backend.tables
+        now = backend.clock.now()
+        rows = [
+            ("p-owned", TaskStatus.PENDING, "alive"),
+            ("r-leased", TaskStatus.RUNNING, None),
+            ("r-owned", TaskStatus.RUNNING, "dead"),
+            ("done", TaskStatus.SUCCESS, "dead"),
+        ]
+        q = "`" if backend.kind == "mysql" else '"'
+        where = f'"{tables.schema}".' if tables.schema else ""
+        async with backend.engine.begin() as conn:
+            for task_id, status, owner in rows:
+                record = TaskRecord(
+                    task_id=task_id,
+                    func_name="f",
+                    status=status,
+                    owner=owner,
+                    created_at=now,
+                    updated_at=now,
+                )
+                values = record_values(record)
+                del values["active_owner"]  # release 1 had no such column
+                names = ", ".join(f"{q}{key}{q}" for key in values)
+                binds = ", ".join(f":{key}" for key in values)
+                insert = text(
+                    f"INSERT INTO {where}{q}{tables.tasks.name}{q} ({names}) VALUES ({binds})"
+                ).bindparams(*(bindparam(key, type_=tables.tasks.c[key].type) for key in values))
+                await conn.execute(insert, values)
+            await conn.execute(
+                text(
+                    f"INSERT INTO {where}{q}{tables.prefix}leases{q} (task_id, owner, expires_at) "
+                    "VALUES ('r-leased', 'lease-holder', 'x'), ('r-owned', 'other', 'x')"
+                )
+            )
+        assert await migrate(backend._ctx) == SCHEMA_VERSION == 2
+        names = await _table_names(backend)
+        assert f"{tables.prefix}leases" not in names
+        assert f"{tables.prefix}instances" in names
+        assert await backend.owners() == {"alive", "lease-holder", "dead"}
+        leased = await backend.get("r-leased")
+        assert leased is not None and leased.owner == "lease-holder"
+        owned = await backend.get("r-owned")
+        assert owned is not None and owned.owner == "dead"  # its own owner wins
+        assert [r.task_id for r in await backend.owned("dead")] == ["r-owned"]
+        page = await backend.query(TaskQuery())
+        assert sorted(r.task_id for r in page.items) == sorted(r[0] for r in rows)
+        await backend.beat("me")
+        assert set(await backend.heartbeats()) == {"me"}
+        assert await migrate(backend._ctx) == 2  # nothing left to do
     finally:
         await backend.close()

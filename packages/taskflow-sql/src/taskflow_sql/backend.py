@@ -17,8 +17,11 @@ from .engine import SQLiteSettings, configure_sqlite, make_engine
 from .errors import unavailable
 from .events import SQLEvents
 from .executor import Executor
-from .leases import SQLLeases
+from .fastget import PostgresGet, SQLiteReader
+from .instances import SQLInstances
+from .locks import SQLLocks
 from .migrations import migrate
+from .ownership import SQLOwnership
 from .queries import SQLQueries
 from .queue import SQLQueue
 from .schema import DEFAULT_PREFIX, Tables, build_tables
@@ -38,7 +41,7 @@ def _check_sqlite_directory(target: SQLTarget) -> None:
         raise unavailable(f"opening {target.url.database!r}", missing) from missing
 
 
-class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
+class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQLLocks, SQLEvents):
     """Durable tasks in SQLite, PostgreSQL or MySQL/MariaDB.
 
     ``SQLBackend("sqlite:///tasks.db")``, ``SQLBackend("postgresql://user@host/db")``,
@@ -57,7 +60,10 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         engine_options: extra ``create_async_engine`` keywords (pool size, echo, …);
             ignored when an engine is passed.
         sqlite_busy_timeout: seconds a SQLite connection waits for the write lock.
-        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
+        sqlite_synchronous: SQLite ``PRAGMA synchronous``: ``NORMAL`` (default; WAL keeps
+            every commit through a process crash, power loss may drop the last ones) or
+            ``FULL`` (commits survive power loss too); a ``?synchronous=`` in the URL
+            overrides it.
         sqlite_batch_max: most writes grouped into one SQLite transaction.
         sqlite_batch_window: seconds the SQLite writer waits to fill a batch (0: none).
         counter_slots: rows per stats counter on PostgreSQL/MySQL (spreads row locks).
@@ -76,7 +82,7 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         clock: Clock | None = None,
         engine_options: dict[str, Any] | None = None,
         sqlite_busy_timeout: float = 10.0,
-        sqlite_synchronous: str = "FULL",
+        sqlite_synchronous: str = "NORMAL",
         sqlite_batch_max: int = 512,
         sqlite_batch_window: float = 0.0,
         counter_slots: int = 16,
@@ -96,9 +102,6 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             "event_poll_interval": event_poll_interval,
             "event_retention": event_retention,
         }
-        self._sqlite = SQLiteSettings(
-            busy_timeout=sqlite_busy_timeout, synchronous=sqlite_synchronous
-        )
         if isinstance(url_or_engine, AsyncEngine):
             self._target: SQLTarget | None = None
             self._url = url_or_engine.url.render_as_string(hide_password=False)
@@ -111,6 +114,10 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             kind = self._target.kind
             table_prefix = self._target.options.get("table_prefix", table_prefix)
             schema = self._target.options.get("schema", schema)
+            sqlite_synchronous = self._target.options.get("synchronous", sqlite_synchronous)
+        self._sqlite = SQLiteSettings(
+            busy_timeout=sqlite_busy_timeout, synchronous=sqlite_synchronous
+        )
         if schema is not None and kind != "postgresql":
             raise BackendURLError("'schema' is a PostgreSQL option; use table_prefix instead")
         self.tables: Tables = build_tables(table_prefix, schema)
@@ -186,7 +193,16 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
             window=self._settings["sqlite_batch_window"],
         )
         self._exec_value.start()
+        self._start_fast_get(engine)
         self._opened = True
+
+    def _start_fast_get(self, engine: AsyncEngine) -> None:
+        """Set up :mod:`taskflow_sql.fastget` where the database and driver allow it."""
+        url = engine.url
+        if self.kind == "sqlite" and url.database and not url.query:
+            self._reader = SQLiteReader(url.database, self.tables, self._sqlite)
+        elif self.kind == "postgresql" and engine.dialect.driver == "asyncpg":
+            self._pg_get = PostgresGet(self.tables)
 
     async def close(self) -> None:
         """Finish queued SQLite writes and release the pool (unless it was passed in).
@@ -198,6 +214,8 @@ class SQLBackend(SQLStore, SQLQueries, SQLQueue, SQLLeases, SQLEvents):
         self._closed = True
         if self._exec_value is not None:
             await self._exec_value.stop()
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
 

@@ -65,8 +65,9 @@ class Tx:
 
     def count(self, func_name: str, task_id: str, status: TaskStatus | str, delta: int) -> None:
         """Add ``delta`` to the count of ``func_name`` tasks in ``status``."""
-        slot = zlib.crc32(task_id.encode()) % self.ctx.counter_slots
-        key = (func_name, TaskStatus(status).value, slot)
+        slots = self.ctx.counter_slots
+        slot = zlib.crc32(task_id.encode()) % slots if slots > 1 else 0
+        key = (func_name, status.value if isinstance(status, TaskStatus) else status, slot)
         self.deltas[key] = self.deltas.get(key, 0) + delta
 
     def move(self, func_name: str, task_id: str, old: str, new: str) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .context import Tx
 
-__all__ = ["add_counts", "insert_if_absent", "locked", "upsert"]
+__all__ = ["add_counts", "insert_if_absent", "locked", "upsert", "upsert_statement"]
 
 _MYSQL_DUPLICATE = 1062
 
@@ -41,6 +41,14 @@ def _upsert(
     sets: dict[str, Any] = {name: stmt.excluded[name] for name in replace}
     sets.update({name: table.c[name] + stmt.excluded[name] for name in add})
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=sets)
+
+
+def upsert_statement(
+    kind: str, table: Table, keys: tuple[str, ...], replace: tuple[str, ...]
+) -> Any:
+    """The cached ``INSERT … ON CONFLICT DO UPDATE`` (``ON DUPLICATE KEY UPDATE``) that
+    overwrites ``replace`` columns when a row with the same ``keys`` exists."""
+    return _upsert(kind, table, keys, replace, ())
 
 
 async def insert_if_absent(tx: Tx, table: Table, values: Mapping[str, Any]) -> bool:

@@ -24,11 +24,13 @@ class SQLiteSettings:
 
     Args:
         busy_timeout: seconds a connection waits for another process's write lock.
-        synchronous: ``FULL`` (default: a committed transition survives power loss),
-            or ``NORMAL`` (survives a crash of the process, not of the machine).
+        synchronous: ``NORMAL`` (default: in WAL mode a commit is durable against a
+            crash or kill of the process, and the last transactions may be lost, never
+            corrupted, on power loss or an OS crash), ``FULL`` (every commit also
+            survives power loss: one more fsync per group commit) or ``EXTRA``.
     """
 
-    def __init__(self, *, busy_timeout: float = 10.0, synchronous: str = "FULL") -> None:
+    def __init__(self, *, busy_timeout: float = 10.0, synchronous: str = "NORMAL") -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"sqlite synchronous must be one of {_SYNCHRONOUS}")
         self.busy_timeout_ms = int(busy_timeout * 1000)

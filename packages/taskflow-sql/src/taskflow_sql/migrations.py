@@ -29,8 +29,23 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    exists,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fastapi_taskflow.models import ACTIVE_STATUSES
 
 from .context import SQLContext
 from .errors import SchemaVersionError
@@ -56,7 +71,69 @@ class Migration:
 
 
 def _initial_schema(conn: Connection, tables: Tables) -> None:
+    """Version 1 on a new database: every table as this release defines it.
+
+    A new database thus gets the current schema at once; the later steps check what
+    exists and change nothing on it.
+    """
     tables.metadata.create_all(conn, tables=tables.all()[1:], checkfirst=True)
+
+
+_ACTIVE = sorted(status.value for status in ACTIVE_STATUSES)
+
+
+def _instances_and_owners(conn: Connection, tables: Tables) -> None:
+    """Version 2: per-instance heartbeats replace per-task leases.
+
+    Adds ``tasks.active_owner`` (the owner while PENDING/RUNNING) with its index, fills
+    it, creates ``instances``, and drops ``leases`` after copying each live lease's owner
+    onto its task when the task names none (so recovery still finds those tasks: their
+    owners have no heartbeat). Safe to re-run (MySQL commits DDL as it goes).
+    """
+    inspector = inspect(conn)
+    schema = tables.schema
+    tasks = tables.tasks
+    columns = {column["name"] for column in inspector.get_columns(tasks.name, schema=schema)}
+    if "active_owner" not in columns:
+        column = tasks.c.active_owner
+        preparer = conn.dialect.identifier_preparer
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(
+            text(
+                f"ALTER TABLE {preparer.format_table(tasks)} "
+                f"ADD COLUMN {preparer.format_column(column)} {kind} NULL"
+            )
+        )
+    leases = Table(
+        f"{tables.prefix}leases",
+        MetaData(schema=schema),
+        Column("task_id", String(255), primary_key=True),
+        Column("owner", String(255)),
+    )
+    if inspector.has_table(leases.name, schema=schema):
+        held = select(leases.c.owner).where(leases.c.task_id == tasks.c.task_id).scalar_subquery()
+        conn.execute(
+            update(tasks)
+            .where(
+                tasks.c.owner.is_(None),
+                tasks.c.status.in_(_ACTIVE),
+                exists().where(leases.c.task_id == tasks.c.task_id),
+            )
+            .values(owner=held)
+        )
+        leases.drop(conn)
+    conn.execute(
+        update(tasks)
+        .where(
+            tasks.c.status.in_(_ACTIVE),
+            tasks.c.owner.is_not(None),
+            tasks.c.active_owner.is_(None),
+        )
+        .values(active_owner=tasks.c.owner)
+    )
+    index = next(ix for ix in tasks.indexes if ix.name == f"{tables.prefix}ix_tasks_owner")
+    index.create(conn, checkfirst=True)
+    tables.instances.create(conn, checkfirst=True)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -64,6 +141,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         1,
         "initial schema: tasks, tags, logs, counters, queue, leases, locks, run keys, events",
         _initial_schema,
+    ),
+    Migration(
+        2,
+        "instance heartbeats replace task leases: instances table, tasks.active_owner "
+        "and its index, leases dropped",
+        _instances_and_owners,
     ),
 )
 """Every migration, oldest first."""

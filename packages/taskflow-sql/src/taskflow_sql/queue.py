@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
@@ -15,6 +15,7 @@ from .dialect import insert_if_absent, locked, upsert
 from .executor import Executor
 from .queries import chunks
 from .rows import key_hash
+from .statements import ACTIVE, enqueue_statement, pg_claim
 
 __all__ = ["SQLQueue", "enqueue_in"]
 
@@ -22,13 +23,19 @@ __all__ = ["SQLQueue", "enqueue_in"]
 async def enqueue_in(tx: Tx, task_id: str, queue: str, priority: int, due_at: datetime) -> None:
     """Put ``task_id`` on ``queue`` inside ``tx``, replacing an earlier entry.
 
-    The old entry is deleted and a new one inserted, so a re-enqueued task takes a new
-    place in enqueue order (as it would in a fresh queue). The upsert only matters when
-    two transactions enqueue the same task at once.
+    A re-enqueued task takes a new place in enqueue order (a new ``id``), as it would in
+    a fresh queue. SQLite: one ``INSERT OR REPLACE`` (which deletes the old entry and
+    inserts a new one); PostgreSQL: one upsert that also draws a new ``id`` from the
+    table's sequence; MySQL: the old entry is deleted and a new one inserted (the
+    upsert only matters when two transactions enqueue the same task at once).
     """
     table = tx.ctx.tables.queue
-    await tx.conn.execute(delete(table).where(table.c.queue == queue, table.c.task_id == task_id))
     row = {"queue": queue, "task_id": task_id, "neg_priority": -priority, "due_at": due_at}
+    kind = tx.ctx.kind
+    if kind != "mysql":
+        await tx.conn.execute(enqueue_statement(kind, table), row)
+        return
+    await tx.conn.execute(delete(table).where(table.c.queue == queue, table.c.task_id == task_id))
     await upsert(tx, table, [row], keys=("queue", "task_id"), replace=("neg_priority", "due_at"))
 
 
@@ -52,24 +59,35 @@ class SQLQueue:
         async def op(tx: Tx) -> None:
             await enqueue_in(tx, task_id, queue, priority, not_before or self.clock.now())
 
+        if self._ctx.kind == "postgresql":  # one statement: its own transaction
+            stmt = enqueue_statement("postgresql", self._ctx.tables.queue)
+
+            async def single(conn: AsyncConnection) -> None:
+                due = not_before or self.clock.now()
+                row = {"queue": queue, "task_id": task_id, "neg_priority": -priority}
+                row["due_at"] = due
+                await conn.execute(stmt, row)
+
+            await self._exec.single("enqueuing a task", single)
+            return
         await self._exec.write("enqueuing a task", op)
 
-    async def claim(
-        self, *, queue: str, owner: str, lease_seconds: float, limit: int = 1
-    ) -> list[Claim]:
+    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
         """See :meth:`fastapi_taskflow.protocols.Backend.claim`.
 
         ``SELECT … ORDER BY neg_priority, due_at, id LIMIT n FOR UPDATE SKIP LOCKED`` on
         PostgreSQL and MySQL/MariaDB, so concurrent claimers take different rows without
         waiting; on SQLite the same SELECT runs inside ``BEGIN IMMEDIATE`` (one writer).
-        The claimed rows are deleted and leased in the same transaction.
+        The claimed rows are deleted, and their active task records handed to ``owner``
+        (``owner`` and ``active_owner``; status and ``updated_at`` unchanged), in the same
+        transaction. On PostgreSQL the three steps are one statement
+        (:func:`taskflow_sql.statements.pg_claim`): one round trip per claim.
         """
         if limit < 1:
             return []
 
         async def op(tx: Tx) -> list[Claim]:
             now = self.clock.now()
-            expires = now + timedelta(seconds=lease_seconds)
             tables = tx.ctx.tables
             q = tables.queue
             pick = (
@@ -83,23 +101,30 @@ class SQLQueue:
                 return []
             for part in chunks([row.id for row in rows]):
                 await tx.conn.execute(delete(q).where(q.c.id.in_(part)))
-            leases = [
-                {"task_id": task_id, "owner": owner, "expires_at": expires}
-                for task_id in sorted({row.task_id for row in rows})
-            ]
-            await upsert(
-                tx, tables.leases, leases, keys=("task_id",), replace=("owner", "expires_at")
-            )
-            return [
-                Claim(
-                    task_id=row.task_id,
-                    queue=queue,
-                    priority=-row.neg_priority,
-                    lease_expires_at=expires,
+            tasks = tables.tasks
+            for part in chunks(sorted({row.task_id for row in rows})):
+                await tx.conn.execute(
+                    update(tasks)
+                    .where(tasks.c.task_id.in_(part), tasks.c.status.in_(ACTIVE))
+                    .values(owner=owner, active_owner=owner)
                 )
-                for row in rows
+            return [
+                Claim(task_id=row.task_id, queue=queue, priority=-row.neg_priority) for row in rows
             ]
 
+        if self._ctx.kind == "postgresql":
+            stmt = pg_claim(self._ctx.tables.queue, self._ctx.tables.tasks)
+
+            async def single(conn: AsyncConnection) -> list[Claim]:
+                params = {"p_queue": queue, "p_now": self.clock.now(), "p_limit": limit}
+                params["p_owner"] = owner
+                rows = await conn.execute(stmt, params)
+                return [
+                    Claim(task_id=row.task_id, queue=queue, priority=-row.neg_priority)
+                    for row in rows
+                ]
+
+            return await self._exec.single("claiming tasks", single)
         return await self._exec.write("claiming tasks", op)
 
     async def dequeue(self, task_id: str, *, queue: str) -> bool:

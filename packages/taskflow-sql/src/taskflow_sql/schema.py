@@ -1,12 +1,16 @@
 """The tables of the SQL backend, built for one table prefix and (PostgreSQL) schema.
 
-Version 1 of the schema. Every index here serves a query the backend runs:
+Version 2 of the schema (see :mod:`taskflow_sql.migrations`). Every index here serves a
+query the backend runs:
 
 * ``tasks``: one row per task. ``active_key`` holds the SHA-256 of the idempotency key
   while the task holds it (NULL once FAILED/REJECTED), under a UNIQUE index: that index
   is what makes idempotent create atomic. The task list is served by
   ``(created_at, task_id)`` and ``(status|func_name|queue, created_at, task_id)``
-  (keyset pagination, newest first); purge by ``finished_at``.
+  (keyset pagination, newest first); purge by ``finished_at``. ``active_owner`` is the
+  owner while the task is PENDING or RUNNING (NULL once it finished, like ``active_key``):
+  ``(active_owner, created_at, task_id)`` serves ``owners()`` (a skip scan over the
+  distinct owners) and ``owned(owner)`` without touching finished tasks.
 * ``task_tags``: one row per tag, ``(key, value, task_id)`` indexed for "filter by tag".
   Tags are also kept as JSON on the task row, so reading a task needs no join.
 * ``task_logs``: ordered by an auto-increment id, indexed by ``(task_id, id)``.
@@ -15,7 +19,8 @@ Version 1 of the schema. Every index here serves a query the backend runs:
   PostgreSQL and MySQL spread each counter over ``slot`` rows to avoid a hot row.
 * ``queue``: runnable task ids; ``neg_priority`` is ``-priority`` so the claim order
   ``(neg_priority, due_at, id)`` is one ascending index scan on every engine.
-* ``leases``, ``locks``, ``run_keys``: rows with an owner and an expiry.
+* ``instances``: one heartbeat row per live instance (``beat``/``heartbeats``).
+* ``locks``, ``run_keys``: rows with an owner and an expiry.
 * ``events``: the fan-out log polled by subscribers where LISTEN/NOTIFY is not available.
 * ``schema_version``: one row per applied migration (see :mod:`taskflow_sql.migrations`).
 """
@@ -44,7 +49,7 @@ from fastapi_taskflow.errors import BackendURLError
 
 from .types import AutoId, LongText, UTCDateTime
 
-__all__ = ["DEFAULT_PREFIX", "TAG_LENGTH", "Tables", "build_tables"]
+__all__ = ["DEFAULT_PREFIX", "TAG_LENGTH", "Tables", "build_tables", "instances_table"]
 
 DEFAULT_PREFIX = "taskflow_"
 """The table prefix used unless one is given."""
@@ -79,7 +84,7 @@ class Tables:
     logs: Table
     counters: Table
     queue: Table
-    leases: Table
+    instances: Table
     locks: Table
     run_keys: Table
     events: Table
@@ -94,7 +99,7 @@ class Tables:
             self.logs,
             self.counters,
             self.queue,
-            self.leases,
+            self.instances,
             self.locks,
             self.run_keys,
             self.events,
@@ -105,8 +110,19 @@ def _id(name: str, **kw: bool) -> Column[str]:
     return Column(name, String(ID_LENGTH), **kw)  # type: ignore[arg-type]
 
 
+def instances_table(md: MetaData, prefix: str) -> Table:
+    """The ``<prefix>instances`` table: one heartbeat per instance (schema version 2)."""
+    return Table(
+        f"{prefix}instances",
+        md,
+        _id("instance_id", primary_key=True),
+        Column("beat_at", UTCDateTime, nullable=False),
+        **_MYSQL,
+    )
+
+
 def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tables:
-    """Build the schema-version-1 tables named ``<prefix><name>`` in ``schema``.
+    """Build the current schema's tables named ``<prefix><name>`` in ``schema``.
 
     Raises:
         BackendURLError: the prefix is not a plain identifier (letters, digits, underscore;
@@ -146,12 +162,14 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         Column("progress", Float, nullable=True),
         Column("cancel_requested", Boolean, nullable=False, default=False),
         _id("owner", nullable=True),
+        _id("active_owner", nullable=True),
         UniqueConstraint("active_key", name=f"{p}uq_tasks_active_key"),
         Index(f"{p}ix_tasks_created", "created_at", "task_id"),
         Index(f"{p}ix_tasks_status", "status", "created_at", "task_id"),
         Index(f"{p}ix_tasks_func", "func_name", "created_at", "task_id"),
         Index(f"{p}ix_tasks_queue", "queue", "created_at", "task_id"),
         Index(f"{p}ix_tasks_finished", "finished_at"),
+        Index(f"{p}ix_tasks_owner", "active_owner", "created_at", "task_id"),
         **_MYSQL,
     )
     tags = Table(
@@ -199,15 +217,7 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         sqlite_autoincrement=True,
         **_MYSQL,
     )
-    leases = Table(
-        f"{p}leases",
-        md,
-        _id("task_id", primary_key=True),
-        _id("owner", nullable=False),
-        Column("expires_at", UTCDateTime, nullable=False),
-        Index(f"{p}ix_leases_expires", "expires_at"),
-        **_MYSQL,
-    )
+    instances = instances_table(md, p)
     locks = Table(
         f"{p}locks",
         md,
@@ -251,7 +261,7 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         logs=logs,
         counters=counters,
         queue=queue,
-        leases=leases,
+        instances=instances,
         locks=locks,
         run_keys=run_keys,
         events=events,

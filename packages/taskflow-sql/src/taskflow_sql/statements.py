@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import (
     Table,
     bindparam,
+    case,
+    delete,
     func,
     literal,
     literal_column,
@@ -27,7 +29,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["pg_create", "pg_transition", "take_upsert", "task_change"]
+from fastapi_taskflow.models import ACTIVE_STATUSES
+
+__all__ = [
+    "ACTIVE",
+    "enqueue_statement",
+    "owner_value",
+    "pg_claim",
+    "pg_create",
+    "pg_transition",
+    "take_upsert",
+    "task_change",
+]
 
 
 @lru_cache(maxsize=1024)
@@ -38,6 +51,7 @@ def task_change(
     compare_status: bool,
     release_key: bool,
     returning: tuple[Any, ...] | None,
+    owner_rule: str = "keep",
 ) -> Any:
     """``UPDATE tasks SET … WHERE task_id = :p_task_id [AND status IN :p_expected]``.
 
@@ -49,6 +63,9 @@ def task_change(
             ``WHERE status IN :p_expected``.
         release_key: also ``SET active_key = NULL`` (FAILED/REJECTED release the key).
         returning: columns for ``RETURNING``, or None where the engine lacks it.
+        owner_rule: how ``active_owner`` follows: ``keep`` (untouched), ``clear`` (NULL:
+            the task leaves the active statuses), ``follow`` (= the owner: it is or
+            stays active) or ``case`` (= the new owner if the task is active).
     """
     c = tasks.c
     pairs: list[tuple[Any, Any]] = []
@@ -61,10 +78,27 @@ def task_change(
     if release_key:
         pairs.append((c.active_key, null()))
     pairs.extend((c[name], bindparam(f"p_{name}", type_=c[name].type)) for name in fields)
+    if owner_rule != "keep":
+        pairs.append((c.active_owner, owner_value(tasks, fields, owner_rule)))
     stmt = update(tasks).where(*where).ordered_values(*pairs)
     if returning is not None:
         stmt = stmt.returning(*returning)
     return stmt
+
+
+def owner_value(tasks: Table, fields: tuple[str, ...], rule: str) -> Any:
+    """The value ``active_owner`` gets under ``rule`` (see :func:`task_change`)."""
+    c = tasks.c
+    owner = bindparam("p_owner", type_=c.owner.type) if "owner" in fields else c.owner
+    if rule == "clear":
+        return null()
+    if rule == "follow":
+        return owner
+    return case((c.status.in_(ACTIVE), owner), else_=null())
+
+
+ACTIVE = tuple(sorted(status.value for status in ACTIVE_STATUSES))
+"""The active statuses' values, sorted."""
 
 
 def _counter_upsert(counters: Table, rows: Any) -> Any:
@@ -84,6 +118,7 @@ def pg_transition(
     *,
     release_key: bool,
     returning: tuple[Any, ...],
+    owner_rule: str,
 ) -> Any:
     """A whole compare-and-set transition as one PostgreSQL statement.
 
@@ -94,7 +129,12 @@ def pg_transition(
     does (same function and slot), so concurrent transitions cannot deadlock on them.
     """
     change = task_change(
-        tasks, fields, compare_status=True, release_key=release_key, returning=returning
+        tasks,
+        fields,
+        compare_status=True,
+        release_key=release_key,
+        returning=returning,
+        owner_rule=owner_rule,
     )
     u = change.cte("u")
     slot = bindparam("p_slot", type_=counters.c.slot.type)
@@ -161,12 +201,85 @@ def pg_create(tasks: Table, counters: Table, n: int) -> Any:
 
 
 @lru_cache(maxsize=64)
+def enqueue_statement(kind: str, queue: Table) -> Any:
+    """Put one task on a queue, replacing its entry, as one statement (SQLite, PostgreSQL).
+
+    The replaced entry gets a new ``id``, so it goes to the back of its priority and due
+    time, as a fresh enqueue would. SQLite: ``INSERT OR REPLACE`` (deletes the row that
+    conflicts on ``(queue, task_id)``, inserts a new one). PostgreSQL: ``INSERT … ON
+    CONFLICT (queue, task_id) DO UPDATE SET id = nextval(<id sequence>), …``.
+    """
+    c = queue.c
+    values = {
+        "queue": bindparam("queue", type_=c.queue.type),
+        "task_id": bindparam("task_id", type_=c.task_id.type),
+        "neg_priority": bindparam("neg_priority", type_=c.neg_priority.type),
+        "due_at": bindparam("due_at", type_=c.due_at.type),
+    }
+    if kind == "sqlite":
+        return sqlite_insert(queue).values(values).prefix_with("OR REPLACE")
+    stmt = pg_insert(queue).values(values)
+    name = (f'"{queue.schema}".' if queue.schema else "") + f'"{queue.name}"'
+    sequence = func.nextval(func.pg_get_serial_sequence(literal(name), literal("id")))
+    return stmt.on_conflict_do_update(
+        index_elements=[c.queue, c.task_id],
+        set_={
+            "id": sequence,
+            "neg_priority": stmt.excluded.neg_priority,
+            "due_at": stmt.excluded.due_at,
+        },
+    )
+
+
+@lru_cache(maxsize=64)
+def pg_claim(queue: Table, tasks: Table) -> Any:
+    """A whole claim as one PostgreSQL statement.
+
+    ``WITH picked AS (SELECT … FROM queue WHERE queue = :q AND due_at <= :now ORDER BY
+    neg_priority, due_at, id LIMIT :n FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM
+    queue USING picked … RETURNING …), handed AS (UPDATE tasks SET owner = :owner,
+    active_owner = :owner FROM gone WHERE … AND status IN ('pending', 'running'))
+    SELECT task_id, neg_priority FROM gone ORDER BY neg_priority, due_at, id``.
+    """
+    q = queue.c
+    picked = (
+        select(q.id)
+        .where(
+            q.queue == bindparam("p_queue", type_=q.queue.type),
+            q.due_at <= bindparam("p_now", type_=q.due_at.type),
+        )
+        .order_by(q.neg_priority, q.due_at, q.id)
+        .limit(bindparam("p_limit", type_=q.neg_priority.type))
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    gone = (
+        delete(queue)
+        .where(q.id == picked.c.id)
+        .returning(q.id, q.task_id, q.neg_priority, q.due_at)
+        .cte("gone")
+    )
+    owner = bindparam("p_owner", type_=tasks.c.owner.type)
+    handed = (
+        update(tasks)
+        .where(tasks.c.task_id == gone.c.task_id, tasks.c.status.in_(ACTIVE))
+        .values(owner=owner, active_owner=owner)
+        .cte("handed")
+    )
+    return (
+        select(gone.c.task_id, gone.c.neg_priority)
+        .add_cte(handed)
+        .order_by(gone.c.neg_priority, gone.c.due_at, gone.c.id)
+    )
+
+
+@lru_cache(maxsize=64)
 def take_upsert(kind: str, table: Table, key: str) -> Any:
     """Take or extend the row ``:p_name`` for ``:p_owner`` unless another owner's is live.
 
     ``INSERT … ON CONFLICT (key) DO UPDATE SET owner, expires_at WHERE owner = :p_owner
     OR expires_at <= :p_now RETURNING key`` (PostgreSQL, SQLite): a row comes back when
-    the lease was inserted, extended or taken over, none when a live one is another's.
+    the lock was inserted, extended or taken over, none when a live one is another's.
     The conflict path locks the row and evaluates the condition on its latest version.
     """
     maker = pg_insert if kind == "postgresql" else sqlite_insert

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
     KEY_RELEASING_STATUSES,
     CreateResult,
     LogEntry,
@@ -21,9 +23,11 @@ from fastapi_taskflow.models import (
 
 from .context import SQLContext, Tx, WriteOp
 from .dialect import insert_if_absent
-from .errors import SQLBackendError
-from .executor import Executor
+from .errors import SQLBackendError, wrap_error
+from .executor import Executor, connect
+from .fastget import PostgresGet, SQLiteReader
 from .rows import (
+    fast_record,
     key_hash,
     log_values,
     normalized,
@@ -34,6 +38,8 @@ from .rows import (
     tag_token,
     update_values,
 )
+from .schema import Tables
+from .sqlite_create import create_batch_op
 from .statements import pg_create, pg_transition, task_change
 
 __all__ = ["SQLStore"]
@@ -47,6 +53,8 @@ class SQLStore:
     clock: Clock
     _ctx: SQLContext
     _exec: Executor
+    _reader: SQLiteReader | None = None
+    _pg_get: PostgresGet | None = None
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`.
@@ -59,16 +67,28 @@ class SQLStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
 
-        On SQLite the records go through group commit (as few batches as fit); on
-        PostgreSQL a batch of distinct, tag-less records is one INSERT statement (see
-        :meth:`_create_fast`); otherwise the records share one transaction. Each record
+        On SQLite a batch of distinct records is one operation of the group-commit
+        writer (:mod:`taskflow_sql.sqlite_create`), others go through it one by one; on
+        PostgreSQL a batch of distinct, tag-less records is one INSERT statement per 64
+        records (see :meth:`_create_fast`); otherwise the records share one transaction. Each record
         is always created whole or not at all.
         """
         if not records:
             return []
+        if self._ctx.kind == "sqlite" and _distinct_batch(records):
+            batches = [
+                create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
+                for i in range(0, len(records), _SQLITE_BATCH)
+            ]
+            parts = await self._exec.write_many("creating tasks", batches)
+            return [result for part in parts for result in part]
         ops = [self._create_op(record) for record in records]
         if self._ctx.kind == "postgresql" and _simple_batch(records):
-            return await self._create_fast(records, ops)
+            results: list[CreateResult] = []
+            for i in range(0, len(records), _FAST_BATCH):
+                chunk = records[i : i + _FAST_BATCH]
+                results += await self._create_fast(chunk, ops[i : i + _FAST_BATCH])
+            return results
         return await self._exec.write_many("creating tasks", ops)
 
     async def _create_fast(
@@ -131,30 +151,47 @@ class SQLStore:
         return op
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        """See :meth:`fastapi_taskflow.protocols.Store.get`."""
-        tables = self._ctx.tables
+        """See :meth:`fastapi_taskflow.protocols.Store.get`.
+
+        SQLite and PostgreSQL (asyncpg) take the fast path of
+        :mod:`taskflow_sql.fastget`; other drivers run two cached statements.
+        """
+        if self._reader is not None:
+            try:
+                return await self._reader.get(task_id)
+            except Exception as exc:
+                raise wrap_error("reading a task", exc) from exc
+        if self._pg_get is not None:
+            return await self._get_pg(self._pg_get, task_id)
+        task_stmt, logs_stmt = _get_statements(self._ctx.tables)
+        params = {"p_task_id": task_id}
 
         async def op(conn: AsyncConnection) -> TaskRecord | None:
-            row = (
-                await conn.execute(
-                    select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
-                )
-            ).first()
+            row = (await conn.execute(task_stmt, params)).first()
             if row is None:
                 return None
-            record = row_to_record(row._mapping)
+            record = fast_record(row._mapping)
             if record is None:
                 return None
-            logs = await conn.execute(
-                select(tables.logs)
-                .where(tables.logs.c.task_id == task_id)
-                .order_by(tables.logs.c.id)
-            )
+            logs = await conn.execute(logs_stmt, params)
             entries = [row_to_log(r._mapping) for r in logs]
             record.logs = [entry for entry in entries if entry is not None]
             return record
 
         return await self._exec.read("reading a task", op)
+
+    async def _get_pg(self, fast: PostgresGet, task_id: str) -> TaskRecord | None:
+        try:
+            conn = await connect(self._ctx, write=False)
+            try:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                row = await driver.fetchrow(fast.sql, task_id)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            raise wrap_error("reading a task", exc) from exc
+        return fast.record(row)
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
@@ -195,6 +232,7 @@ class SQLStore:
         values = update_values(changes)
         fields = tuple(sorted(values))
         release = new in KEY_RELEASING_STATUSES
+        rule = "follow" if new in ACTIVE_STATUSES else "clear"
 
         async def op(tx: Tx) -> TaskRecord | None:
             params = {f"p_{name}": value for name, value in values.items()}
@@ -204,7 +242,9 @@ class SQLStore:
                 p_expected=statuses,
                 p_updated_at=self.clock.now(),
             )
-            row = await _change(tx, fields, params, compare_status=True, release_key=release)
+            row = await _change(
+                tx, fields, params, compare_status=True, release_key=release, owner_rule=rule
+            )
             if row is None:
                 return None
             tx.move(row.func_name, task_id, row.prev_status, new.value)
@@ -219,6 +259,7 @@ class SQLStore:
                 fields,
                 release_key=release,
                 returning=tuple(record_columns(tables)),
+                owner_rule=rule,
             )
             slot = zlib.crc32(task_id.encode()) % self._ctx.counter_slots
 
@@ -246,7 +287,14 @@ class SQLStore:
         async def op(tx: Tx) -> TaskRecord | None:
             params = {f"p_{name}": value for name, value in changes.items()}
             params.update(p_task_id=task_id, p_updated_at=self.clock.now())
-            row = await _change(tx, fields, params, compare_status=False, release_key=False)
+            row = await _change(
+                tx,
+                fields,
+                params,
+                compare_status=False,
+                release_key=False,
+                owner_rule="case" if "owner" in fields else "keep",
+            )
             return None if row is None else row_to_record(row._mapping)
 
         return await self._exec.write("updating a task", op)
@@ -271,18 +319,26 @@ class SQLStore:
 _FAST_BATCH = 64
 
 
-def _simple_batch(records: Sequence[TaskRecord]) -> bool:
-    """True when one multi-row INSERT gives each record what :meth:`create` would.
+@lru_cache(maxsize=64)
+def _get_statements(tables: Tables) -> tuple[Any, Any]:
+    """The task and its logs by ``:p_task_id``, built once (compiled once, then cached)."""
+    task_id = bindparam("p_task_id", type_=tables.tasks.c.task_id.type)
+    task = select(*record_columns(tables)).where(tables.tasks.c.task_id == task_id)
+    logs = tables.logs
+    entries = select(logs).where(logs.c.task_id == task_id).order_by(logs.c.id)
+    return task, entries
 
-    Distinct ids and keys (no record conflicts with another of the batch), no tags (kept
-    in their own table), and no record that must first look for a key holder.
-    """
-    if len(records) > _FAST_BATCH:
-        return False
+
+_SQLITE_BATCH = 1000
+
+
+def _distinct_batch(records: Sequence[TaskRecord]) -> bool:
+    """True when no record of the batch conflicts with another, and none must first
+    look for a key holder (a FAILED/REJECTED record that names a key)."""
     ids: set[str] = set()
     keys: set[str] = set()
     for record in records:
-        if record.tags or record.task_id in ids:
+        if record.task_id in ids:
             return False
         ids.add(record.task_id)
         key = record.idempotency_key
@@ -293,6 +349,13 @@ def _simple_batch(records: Sequence[TaskRecord]) -> bool:
     return True
 
 
+def _simple_batch(records: Sequence[TaskRecord]) -> bool:
+    """True when one multi-row INSERT per chunk gives each record what :meth:`create`
+    would: distinct ids and keys (see :func:`_distinct_batch`) and no tags (kept in
+    their own table)."""
+    return not any(record.tags for record in records) and _distinct_batch(records)
+
+
 async def _change(
     tx: Tx,
     fields: tuple[str, ...],
@@ -300,6 +363,7 @@ async def _change(
     *,
     compare_status: bool,
     release_key: bool,
+    owner_rule: str,
 ) -> Row[Any] | None:
     """Run one task UPDATE and return the row after it (None: nothing matched)."""
     tables = tx.ctx.tables
@@ -311,6 +375,7 @@ async def _change(
         compare_status=compare_status,
         release_key=release_key,
         returning=returning,
+        owner_rule=owner_rule,
     )
     result = await tx.conn.execute(stmt, params)
     if returning is not None:

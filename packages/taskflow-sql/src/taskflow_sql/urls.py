@@ -4,7 +4,8 @@
 ``mariadb://…`` are mapped to SQLAlchemy URLs with the async drivers aiosqlite, asyncpg
 and asyncmy. An explicit driver (``postgresql+psycopg://…``, ``mysql+aiomysql://…``) is
 kept as given. Some query parameters are taskflow's own and are removed before the URL
-reaches SQLAlchemy: ``table_prefix``, ``schema`` (PostgreSQL only), and the pool's
+reaches SQLAlchemy: ``table_prefix``, ``schema`` (PostgreSQL only), ``synchronous``
+(SQLite only: ``normal``, the default, or ``full``/``extra``), and the pool's
 ``pool_size`` and ``max_overflow`` (PostgreSQL, MySQL).
 """
 
@@ -22,6 +23,7 @@ from fastapi_taskflow.redaction import mask_secrets
 __all__ = [
     "DEFAULT_DRIVERS",
     "SQLITE_OPTIONS",
+    "SQLITE_SYNCHRONOUS",
     "TASKFLOW_OPTIONS",
     "Kind",
     "SQLTarget",
@@ -41,8 +43,11 @@ DEFAULT_DRIVERS: dict[str, tuple[str, str, Kind]] = {
 }
 """``scheme -> (SQLAlchemy dialect, default async driver, kind)``."""
 
-TASKFLOW_OPTIONS = ("table_prefix", "schema", "pool_size", "max_overflow")
+TASKFLOW_OPTIONS = ("table_prefix", "schema", "synchronous", "pool_size", "max_overflow")
 """taskflow's own query options, removed before the URL reaches SQLAlchemy."""
+
+SQLITE_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+"""The values of the SQLite ``?synchronous=`` option (``PRAGMA synchronous``)."""
 
 SQLITE_OPTIONS = (
     "cached_statements",
@@ -65,7 +70,8 @@ class SQLTarget:
     Attributes:
         url: the SQLAlchemy URL with an async driver, taskflow options removed.
         kind: the engine family.
-        options: taskflow options found in the query string (``table_prefix``, ``schema``).
+        options: taskflow options found in the query string (``table_prefix``, ``schema``,
+            ``synchronous``, ``pool_size``, ``max_overflow``).
     """
 
     url: URL
@@ -140,12 +146,22 @@ def parse_url(url: str) -> SQLTarget:
             f"{shown!r}: 'schema' is a PostgreSQL option; use 'table_prefix' to separate "
             "several taskflow stores in one database"
         )
+    if "synchronous" in options:
+        if kind != "sqlite":
+            raise BackendURLError(f"{shown!r}: 'synchronous' is a SQLite option")
+        if options["synchronous"].upper() not in SQLITE_SYNCHRONOUS:
+            raise BackendURLError(
+                f"{shown!r}: 'synchronous' must be one of "
+                f"{', '.join(v.lower() for v in SQLITE_SYNCHRONOUS)}"
+            )
+        options["synchronous"] = options["synchronous"].upper()
     if kind == "sqlite" and str(parsed.query.get("uri", "")).lower() not in ("true", "1"):
         unknown = sorted(set(parsed.query) - set(SQLITE_OPTIONS))
         if unknown:
             raise BackendURLError(
                 f"unknown option {unknown[0]!r} in the backend URL {shown!r}. taskflow's own "
-                f"options are {', '.join(TASKFLOW_OPTIONS[:1])}; SQLite also takes "
+                f"options are {', '.join(TASKFLOW_OPTIONS[:1] + TASKFLOW_OPTIONS[2:3])}; "
+                "SQLite also takes "
                 f"{', '.join(SQLITE_OPTIONS)} (SQLite URI options need uri=true)."
             )
     return SQLTarget(url=parsed, kind=kind, options=options)

@@ -1,0 +1,474 @@
+"""Group commit of transitions: many compare-and-sets of one shape in one statement.
+
+:meth:`Store.transition_many` receives the starts and finishes of many tasks at once.
+Items with the same *shape* (expected statuses, new status, fields set) become one
+statement over a list of rows, and all the statements of a call run in one
+transaction:
+
+* PostgreSQL and SQLite (≥ 3.33): ``WITH v(task_id, …) AS (VALUES …) UPDATE tasks AS t
+  SET … FROM v WHERE t.task_id = v.task_id AND t.status IN (…) RETURNING t.…`` — the
+  row lock (PostgreSQL) or the single writer (SQLite) makes each row's compare-and-set
+  atomic, and ``prev_status`` is saved by the same statement for the counters.
+* MySQL/MariaDB (no ``UPDATE … RETURNING``): one ``SELECT … FOR UPDATE`` of every id
+  (ordered, so concurrent batches lock in the same order), the winners decided from it,
+  one ``UPDATE tasks AS t JOIN (SELECT … UNION ALL …) AS v`` per shape, and one
+  read-back ``SELECT``.
+
+Row lists are padded to a power of two (rows with a NULL id match nothing), so each
+shape compiles to a handful of statements that SQLAlchemy and the drivers then reuse.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
+
+from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
+    KEY_RELEASING_STATUSES,
+    TaskRecord,
+    TaskStatus,
+    Transition,
+)
+
+from .context import Tx
+from .rows import fast_record, record_columns, update_values
+from .types import UTCDateTime
+
+__all__ = ["Shape", "pg_transitions", "run_transitions"]
+
+_MAX_ROWS = 128
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a group's items share: the statement they can be written with."""
+
+    expected: tuple[str, ...]
+    new: str
+    fields: tuple[str, ...]
+
+    @property
+    def release_key(self) -> bool:
+        """The new status gives up the idempotency key."""
+        return TaskStatus(self.new) in KEY_RELEASING_STATUSES
+
+    @property
+    def active(self) -> bool:
+        """The new status is PENDING or RUNNING (the owner stays visible)."""
+        return TaskStatus(self.new) in ACTIVE_STATUSES
+
+
+def _padded(n: int) -> int:
+    size = 1
+    while size < n:
+        size *= 2
+    return size
+
+
+@lru_cache(maxsize=64)
+def _expected(statuses: frozenset[TaskStatus]) -> tuple[str, ...]:
+    return tuple(sorted({TaskStatus(status).value for status in statuses}))
+
+
+def _groups(
+    transitions: Sequence[Transition],
+) -> dict[Shape, list[tuple[int, dict[str, Any]]]]:
+    groups: dict[Shape, list[tuple[int, dict[str, Any]]]] = {}
+    for index, item in enumerate(transitions):
+        expected = _expected(item.expected)
+        if not expected:
+            continue
+        values = update_values(item.update.changes()) if item.update is not None else {}
+        shape = Shape(expected, TaskStatus(item.new).value, tuple(sorted(values)))
+        values["task_id"] = item.task_id
+        groups.setdefault(shape, []).append((index, values))
+    return groups
+
+
+async def run_transitions(
+    tx: Tx, transitions: Sequence[Transition], now: Any
+) -> list[TaskRecord | None]:
+    """Apply ``transitions`` inside ``tx``; one result per item, in order."""
+    results: list[TaskRecord | None] = [None] * len(transitions)
+    groups = _groups(transitions)
+    if not groups:
+        return results
+    if tx.ctx.kind == "mysql":
+        await _mysql(tx, groups, now, results)
+        return results
+    columns = tuple(record_columns(tx.ctx.tables))
+    raw = _sqlite_cursor(tx)
+    for shape, items in groups.items():
+        for start in range(0, len(items), _MAX_ROWS):
+            part = items[start : start + _MAX_ROWS]
+            size = _padded(len(part))
+            stmt = _update_from(tx.ctx.tables.tasks, columns, shape, size, tx.ctx.kind)
+            params: dict[str, Any] = {"p_status": shape.new, "p_updated_at": now}
+            for i in range(size):
+                values = part[i][1] if i < len(part) else {}
+                params[f"r{i}_task_id"] = values.get("task_id")
+                for name in shape.fields:
+                    params[f"r{i}_{name}"] = values.get(name)
+            where = {values["task_id"]: index for index, values in part}
+            if raw is not None:
+                rows: Any = _run_raw(raw, tx.ctx.tables.tasks, columns, shape, size, params)
+            else:
+                rows = (row._mapping for row in await tx.conn.execute(stmt, params))
+            for row in rows:
+                record = fast_record(row)
+                tx.move(row["func_name"], row["task_id"], row["prev_status"], shape.new)
+                results[where[row["task_id"]]] = record
+    return results
+
+
+def _sqlite_cursor(tx: Tx) -> Any:
+    """The stdlib ``sqlite3`` connection under the SQLite writer's transaction, or None.
+
+    The group-commit writer runs on its own thread with a synchronous connection; there
+    the multi-row statement goes straight to the driver (compiled once, values bound
+    with the columns' own processors), which skips SQLAlchemy's per-execution work on
+    hundreds of parameters and rows.
+    """
+    from .sqlite_sync import SyncTxConnection
+
+    if tx.ctx.kind != "sqlite" or not isinstance(tx.conn, SyncTxConnection):
+        return None
+    return tx.conn.sync.connection.driver_connection
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+@lru_cache(maxsize=512)
+def _raw_plan(
+    tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int
+) -> tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
+    """The positional SQL of :func:`_update_from`, and how to bind and read it raw."""
+    from sqlalchemy.dialects import sqlite
+
+    dialect: Dialect = sqlite.dialect(paramstyle="qmark")
+    compiled = _update_from(tasks, columns, shape, size, "sqlite").compile(dialect=dialect)
+    binds = []
+    for name in compiled.positiontup or ():
+        column = "status" if name == "p_status" else name.split("_", 1)[1]
+        if name == "p_updated_at":
+            column = "updated_at"
+        process = tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+        binds.append((name, process))
+    reads = []
+    for column in columns:
+        if isinstance(column.type, UTCDateTime):
+            reads.append((column.name, _sqlite_datetime))
+        else:
+            reads.append(
+                (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            )
+    return str(compiled), tuple(binds), tuple(reads)
+
+
+def _run_raw(
+    raw: Any,
+    tasks: Table,
+    columns: tuple[Any, ...],
+    shape: Shape,
+    size: int,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    sql, binds, reads = _raw_plan(tasks, columns, shape, size)
+    values = []
+    for name, process in binds:
+        value = params[name]
+        values.append(value if process is None or value is None else process(value))
+    return [
+        {
+            name: (value if process is None or value is None else process(value))
+            for (name, process), value in zip(reads, row, strict=True)
+        }
+        for row in raw.execute(sql, values).fetchall()
+    ]
+
+
+@lru_cache(maxsize=512)
+def _update_from(
+    tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int, kind: str
+) -> TextualSelect:
+    """The PostgreSQL/SQLite multi-row compare-and-set for ``size`` rows of ``shape``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect: Dialect = postgresql.dialect() if kind == "postgresql" else sqlite.dialect()  # type: ignore[no-untyped-call]
+    q = dialect.identifier_preparer
+    c = tasks.c
+    names = ("task_id", *shape.fields)
+
+    def cell(i: int, name: str) -> str:
+        if kind != "postgresql":
+            return f":r{i}_{name}"
+        kind_sql = c[name].type.compile(dialect=dialect)
+        return f"CAST(:r{i}_{name} AS {kind_sql})"
+
+    rows = ", ".join("(" + ", ".join(cell(i, name) for name in names) + ")" for i in range(size))
+    header = ", ".join(q.quote(name) for name in names)
+    sets = [
+        f"{q.quote('prev_status')} = t.{q.quote('status')}",
+        f"{q.quote('status')} = :p_status",
+        f"{q.quote('updated_at')} = :p_updated_at",
+    ]
+    if shape.release_key:
+        sets.append(f"{q.quote('active_key')} = NULL")
+    sets.extend(f"{q.quote(name)} = v.{q.quote(name)}" for name in shape.fields)
+    if shape.active:
+        source = "v" if "owner" in shape.fields else "t"
+        sets.append(f"{q.quote('active_owner')} = {source}.{q.quote('owner')}")
+    else:
+        sets.append(f"{q.quote('active_owner')} = NULL")
+    expected = ", ".join(f"'{status}'" for status in shape.expected)
+    # SQLite's RETURNING names the target table's columns bare (no alias allowed);
+    # PostgreSQL's must be qualified, since v has columns of the same names.
+    qualifier = "t." if kind == "postgresql" else ""
+    returning = ", ".join(f"{qualifier}{q.quote(column.name)}" for column in columns)
+    sql = (
+        f"WITH v ({header}) AS (VALUES {rows}) "
+        f"UPDATE {q.format_table(tasks)} AS t SET {', '.join(sets)} "
+        f"FROM v WHERE t.{q.quote('task_id')} = v.{q.quote('task_id')} "
+        f"AND t.{q.quote('status')} IN ({expected}) RETURNING {returning}"
+    )
+    binds = [bindparam("p_status", type_=c.status.type)]
+    binds.append(bindparam("p_updated_at", type_=c.updated_at.type))
+    binds.extend(
+        bindparam(f"r{i}_{name}", type_=c[name].type) for i in range(size) for name in names
+    )
+    return text(sql).bindparams(*binds).columns(*columns)
+
+
+async def _mysql(
+    tx: Tx,
+    groups: dict[Shape, list[tuple[int, dict[str, Any]]]],
+    now: Any,
+    results: list[TaskRecord | None],
+) -> None:
+    """MySQL/MariaDB: lock every row, decide the winners, update per shape, read back."""
+    tasks = tx.ctx.tables.tasks
+    ids = sorted(values["task_id"] for items in groups.values() for _, values in items)
+    found: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        rows = await tx.conn.execute(
+            select(tasks.c.task_id, tasks.c.status, tasks.c.func_name)
+            .where(tasks.c.task_id.in_(part))
+            .order_by(tasks.c.task_id)
+            .with_for_update()
+        )
+        found.update({row.task_id: (row.status, row.func_name) for row in rows})
+    won: dict[str, int] = {}
+    for shape, items in groups.items():
+        winners = []
+        for index, values in items:
+            current = found.get(values["task_id"])
+            if current is None or current[0] not in shape.expected:
+                continue
+            values["prev_status"] = current[0]
+            winners.append(values)
+            won[values["task_id"]] = index
+            tx.move(current[1], values["task_id"], current[0], shape.new)
+        for start in range(0, len(winners), _MAX_ROWS):
+            part = winners[start : start + _MAX_ROWS]
+            size = _padded(len(part))
+            stmt = _mysql_update(tasks, shape, size)
+            params: dict[str, Any] = {"p_status": shape.new, "p_updated_at": now}
+            for i in range(size):
+                values = part[i] if i < len(part) else {}
+                for name in ("task_id", "prev_status", *shape.fields):
+                    params[f"r{i}_{name}"] = values.get(name)
+            await tx.conn.execute(stmt, params)
+    if not won:
+        return
+    columns = record_columns(tx.ctx.tables)
+    order = sorted(won)
+    for start in range(0, len(order), 500):
+        part = order[start : start + 500]
+        rows = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(part)))
+        for row in rows:
+            results[won[row.task_id]] = fast_record(row._mapping)
+
+
+@lru_cache(maxsize=512)
+def _mysql_update(tasks: Table, shape: Shape, size: int) -> TextClause:
+    """``UPDATE tasks AS t JOIN (SELECT … UNION ALL …) AS v ON … SET …`` for MySQL.
+
+    The rows were locked and checked already; ``prev_status`` comes from that read,
+    since a multi-table UPDATE does not promise to assign left to right.
+    """
+    from sqlalchemy.dialects import mysql
+
+    dialect: Dialect = mysql.dialect()
+    q = dialect.identifier_preparer
+    c = tasks.c
+    names = ("task_id", "prev_status", *shape.fields)
+    selects = " UNION ALL ".join(
+        "SELECT " + ", ".join(f":r{i}_{name} AS {q.quote(name)}" for name in names)
+        for i in range(size)
+    )
+    sets = [
+        f"t.{q.quote('prev_status')} = v.{q.quote('prev_status')}",
+        f"t.{q.quote('status')} = :p_status",
+        f"t.{q.quote('updated_at')} = :p_updated_at",
+    ]
+    if shape.release_key:
+        sets.append(f"t.{q.quote('active_key')} = NULL")
+    sets.extend(f"t.{q.quote(name)} = v.{q.quote(name)}" for name in shape.fields)
+    if shape.active:
+        source = "v" if "owner" in shape.fields else "t"
+        sets.append(f"t.{q.quote('active_owner')} = {source}.{q.quote('owner')}")
+    else:
+        sets.append(f"t.{q.quote('active_owner')} = NULL")
+    sql = (
+        f"UPDATE {q.format_table(tasks)} AS t JOIN ({selects}) AS v "
+        f"ON t.{q.quote('task_id')} = v.{q.quote('task_id')} SET {', '.join(sets)}"
+    )
+    binds = [
+        bindparam("p_status", type_=c.status.type),
+        bindparam("p_updated_at", type_=c.updated_at.type),
+    ]
+    binds.extend(
+        bindparam(f"r{i}_{name}", type_=c[name].type) for i in range(size) for name in names
+    )
+    return text(sql).bindparams(*binds)
+
+
+def _parts(
+    groups: dict[Shape, list[tuple[int, dict[str, Any]]]],
+) -> list[tuple[Shape, list[tuple[int, dict[str, Any]]]]]:
+    """Split each shape's items into statements of at most ``_MAX_ROWS`` rows, by id."""
+    parts = []
+    for shape, items in groups.items():
+        ordered = sorted(items, key=lambda item: str(item[1]["task_id"]))
+        for start in range(0, len(ordered), _MAX_ROWS):
+            parts.append((shape, ordered[start : start + _MAX_ROWS]))
+    return parts
+
+
+async def pg_transitions(
+    conn: Any,
+    tables: Any,
+    counter_slots: int,
+    transitions: Sequence[Transition],
+    now: Any,
+) -> list[TaskRecord | None]:
+    """PostgreSQL: every item and the counters in one statement (see :func:`_pg_all`).
+
+    Run on an autocommit connection, the statement is its own transaction: one round
+    trip for the whole group commit.
+    """
+    results: list[TaskRecord | None] = [None] * len(transitions)
+    groups = _groups(transitions)
+    if not groups:
+        return results
+    parts = _parts(groups)
+    layout = tuple((shape, _padded(len(items))) for shape, items in parts)
+    columns = tuple(record_columns(tables))
+    stmt = _pg_all(tables.tasks, tables.counters, columns, layout)
+    first = min(str(values["task_id"]) for _, items in parts for _, values in items)
+    params: dict[str, Any] = {
+        "p_updated_at": now,
+        "p_slot": zlib.crc32(first.encode()) % counter_slots,
+    }
+    where: dict[str, int] = {}
+    for k, ((shape, items), (_, size)) in enumerate(zip(parts, layout, strict=True)):
+        for i in range(size):
+            values = items[i][1] if i < len(items) else {}
+            params[f"k{k}r{i}_task_id"] = values.get("task_id")
+            for name in shape.fields:
+                params[f"k{k}r{i}_{name}"] = values.get(name)
+        where.update((values["task_id"], index) for index, values in items)
+    for row in await conn.execute(stmt, params):
+        results[where[row.task_id]] = fast_record(row._mapping)
+    return results
+
+
+@lru_cache(maxsize=256)
+def _pg_all(
+    tasks: Table,
+    counters: Table,
+    columns: tuple[Any, ...],
+    layout: tuple[tuple[Shape, int], ...],
+) -> TextualSelect:
+    """One PostgreSQL statement for a whole group commit.
+
+    ``WITH v0 (…) AS (VALUES …), u0 AS (UPDATE tasks AS t SET … FROM v0 WHERE … AND
+    t.status IN (…) RETURNING t.…), v1 …, u1 …, c AS (INSERT INTO counters SELECT
+    func_name, status, :slot, sum(n) FROM (the -1/+1 of every row that moved) GROUP BY
+    … ORDER BY … ON CONFLICT DO UPDATE SET n = n + excluded.n) SELECT … FROM u0 UNION
+    ALL …``. Counter rows are locked in key order, after the task rows, as everywhere.
+    """
+    from sqlalchemy.dialects import postgresql
+
+    dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    q = dialect.identifier_preparer
+    c = tasks.c
+    ctes: list[str] = []
+    moves: list[str] = []
+    binds = [
+        bindparam("p_updated_at", type_=c.updated_at.type),
+        bindparam("p_slot", type_=counters.c.slot.type),
+    ]
+    names_out = ", ".join(q.quote(column.name) for column in columns)
+    for k, (shape, size) in enumerate(layout):
+        names = ("task_id", *shape.fields)
+
+        def cell(i: int, name: str, k: int = k) -> str:
+            return f"CAST(:k{k}r{i}_{name} AS {c[name].type.compile(dialect=dialect)})"
+
+        rows = ", ".join(
+            "(" + ", ".join(cell(i, name) for name in names) + ")" for i in range(size)
+        )
+        header = ", ".join(q.quote(name) for name in names)
+        sets = [
+            f"{q.quote('prev_status')} = t.{q.quote('status')}",
+            f"{q.quote('status')} = '{shape.new}'",
+            f"{q.quote('updated_at')} = :p_updated_at",
+        ]
+        if shape.release_key:
+            sets.append(f"{q.quote('active_key')} = NULL")
+        sets.extend(f"{q.quote(name)} = v{k}.{q.quote(name)}" for name in shape.fields)
+        if shape.active:
+            source = f"v{k}" if "owner" in shape.fields else "t"
+            sets.append(f"{q.quote('active_owner')} = {source}.{q.quote('owner')}")
+        else:
+            sets.append(f"{q.quote('active_owner')} = NULL")
+        expected = ", ".join(f"'{status}'" for status in shape.expected)
+        returning = ", ".join(f"t.{q.quote(column.name)}" for column in columns)
+        ctes.append(f"v{k} ({header}) AS (VALUES {rows})")
+        ctes.append(
+            f"u{k} AS (UPDATE {q.format_table(tasks)} AS t SET {', '.join(sets)} "
+            f"FROM v{k} WHERE t.{q.quote('task_id')} = v{k}.{q.quote('task_id')} "
+            f"AND t.{q.quote('status')} IN ({expected}) RETURNING {returning})"
+        )
+        moved = f"FROM u{k} WHERE prev_status <> status"
+        moves.append(f"SELECT func_name, prev_status AS status, -1 AS n {moved}")
+        moves.append(f"SELECT func_name, status, 1 AS n {moved}")
+        binds.extend(
+            bindparam(f"k{k}r{i}_{name}", type_=c[name].type) for i in range(size) for name in names
+        )
+    counter_table = q.format_table(counters)
+    ctes.append(
+        f"c AS (INSERT INTO {counter_table} (func_name, status, slot, n) "
+        f"SELECT func_name, status, :p_slot, sum(n) FROM ({' UNION ALL '.join(moves)}) AS d "
+        "GROUP BY func_name, status HAVING sum(n) <> 0 ORDER BY func_name, status "
+        "ON CONFLICT (func_name, status, slot) DO UPDATE "
+        f"SET n = {counter_table}.n + excluded.n)"
+    )
+    selects = " UNION ALL ".join(f"SELECT {names_out} FROM u{k}" for k in range(len(layout)))
+    sql = f"WITH {', '.join(ctes)} {selects}"
+    return text(sql).bindparams(*binds).columns(*columns)

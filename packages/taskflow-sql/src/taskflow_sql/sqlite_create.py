@@ -1,0 +1,114 @@
+"""``create_many`` on SQLite as one write operation: probe, then one ``executemany``.
+
+The group-commit writer holds SQLite's write lock (``BEGIN IMMEDIATE``) for the whole
+operation, so what it reads cannot change before it writes. A batch of records with
+distinct ids and keys is thus created by one probe for ids and keys already taken and
+one ``executemany`` of the rest on the stdlib connection (compiled once, values bound
+with the columns' own processors); a record that conflicts goes the way of
+:meth:`Store.create` (it finds the existing task or the key holder) in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
+
+from fastapi_taskflow.models import CreateResult, TaskRecord
+
+from .context import Tx, WriteOp
+from .rows import normalized, record_values, tag_token
+
+__all__ = ["create_batch_op"]
+
+_PROBE = 500
+
+
+@lru_cache(maxsize=16)
+def _plan(tasks: Table) -> tuple[str, tuple[tuple[str, Callable[[Any], Any] | None], ...]]:
+    """The positional INSERT of one task row, and each column's bind processor."""
+    dialect: Dialect = sqlite.dialect(paramstyle="qmark")
+    names = tuple(column.name for column in tasks.c)
+    compiled = tasks.insert().compile(dialect=dialect, column_keys=list(names))
+    binds = tuple(
+        (name, tasks.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in compiled.positiontup or ()
+    )
+    return str(compiled), binds
+
+
+def create_batch_op(
+    records: Sequence[TaskRecord], fallback: Callable[[TaskRecord], WriteOp[CreateResult]]
+) -> WriteOp[list[CreateResult]]:
+    """One write operation creating ``records`` (distinct ids and keys), in order.
+
+    Args:
+        records: the batch.
+        fallback: builds the one-record operation for a record whose id or key is taken.
+    """
+    values = [record_values(record) for record in records]
+
+    async def op(tx: Tx) -> list[CreateResult]:
+        from .sqlite_sync import SyncTxConnection
+
+        tables = tx.ctx.tables
+        tasks = tables.tasks
+        if not isinstance(tx.conn, SyncTxConnection):  # pragma: no cover - writer only
+            return [await fallback(record)(tx) for record in records]
+        ids, keys = await _taken(tx, tasks, values)
+        fresh = [
+            (record, row)
+            for record, row in zip(records, values, strict=True)
+            if row["task_id"] not in ids and row["active_key"] not in keys
+        ]
+        if fresh:
+            sql, binds = _plan(tasks)
+            raw = tx.conn.sync.connection.driver_connection
+            assert raw is not None
+            raw.executemany(
+                sql,
+                [
+                    [
+                        row[name] if process is None or row[name] is None else process(row[name])
+                        for name, process in binds
+                    ]
+                    for _, row in fresh
+                ],
+            )
+            tags = [
+                {"task_id": record.task_id, "key": tag_token(key), "value": tag_token(value)}
+                for record, _ in fresh
+                for key, value in record.tags.items()
+            ]
+            if tags:
+                await tx.conn.execute(tables.tags.insert(), tags)
+            for record, _ in fresh:
+                tx.count(record.func_name, record.task_id, record.status, +1)
+        created = {record.task_id for record, _ in fresh}
+        results = []
+        for record in records:
+            if record.task_id in created:
+                results.append(CreateResult(record=normalized(record), created=True))
+            else:
+                results.append(await fallback(record)(tx))
+        return results
+
+    return op
+
+
+async def _taken(tx: Tx, tasks: Table, values: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """The batch's ids, and key hashes, that stored tasks already hold."""
+    ids = [row["task_id"] for row in values]
+    keys = [row["active_key"] for row in values if row["active_key"] is not None]
+    found: tuple[set[str], set[str]] = (set(), set())
+    for column, wanted, into in ((tasks.c.task_id, ids, 0), (tasks.c.active_key, keys, 1)):
+        for start in range(0, len(wanted), _PROBE):
+            part = wanted[start : start + _PROBE]
+            rows = await tx.conn.execute(select(column).where(column.in_(part)))
+            found[into].update(rows.scalars())
+    return found
