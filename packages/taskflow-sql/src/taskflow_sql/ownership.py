@@ -103,27 +103,28 @@ class SQLOwnership:
 
         return await self._exec.read("listing task owners", op)
 
-    async def owned(self, owner: str, *, limit: int = 100) -> list[TaskRecord]:
+    async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
         """See :meth:`fastapi_taskflow.protocols.Store.owned` (one index range scan)."""
         if limit < 1:
             return []
         tables = self._ctx.tables
         tasks = tables.tasks
         stmt = (
-            select(*record_columns(tables))
+            select(tasks.c.task_id)
             .where(tasks.c.active_owner == bindparam("p_owner"))
             .order_by(tasks.c.created_at, tasks.c.task_id)
             .limit(bindparam("p_limit", type_=tasks.c.attempt.type))
         )
 
-        async def op(conn: AsyncConnection) -> list[TaskRecord]:
+        async def op(conn: AsyncConnection) -> list[str]:
             rows = await conn.execute(stmt, {"p_owner": owner, "p_limit": limit})
-            found = (row_to_record(row._mapping) for row in rows)
-            return [record for record in found if record is not None]
+            return [row[0] for row in rows]
 
         return await self._exec.read("listing an owner's tasks", op)
 
-    async def adopt(self, task_id: str, *, owner: str, new_owner: str) -> TaskRecord | None:
+    async def adopt(
+        self, task_id: str, *, owner: str, new_owner: str | None
+    ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.adopt`.
 
         ``UPDATE tasks SET owner = :new, active_owner = :new WHERE task_id = :id AND
