@@ -298,7 +298,7 @@ async def test_version_1_database_upgrades_to_heartbeats_and_owners(place: Any) 
         assert leased is not None and leased.owner == "lease-holder"
         owned = await backend.get("r-owned")
         assert owned is not None and owned.owner == "dead"  # its own owner wins
-        assert [r.task_id for r in await backend.owned("dead")] == ["r-owned"]
+        assert await backend.owned("dead") == ["r-owned"]
         page = await backend.query(TaskQuery())
         assert sorted(r.task_id for r in page.items) == sorted(r[0] for r in rows)
         await backend.beat("me")
