@@ -33,6 +33,11 @@ class FlakyBackend(MemoryBackend):
             raise BackendUnavailableError("the test switched the store off")
         return await super().create_many(records)
 
+    async def get(self, task_id: str) -> TaskRecord | None:
+        if self.down:
+            raise BackendUnavailableError("the test switched the store off")
+        return await super().get(task_id)
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -116,8 +121,25 @@ def flaky_app() -> Iterator[tuple[TestClient, FlakyBackend, TaskManager, list[in
         background_tasks.add_task(work, n, idempotency_key=f"job-{n}")
         raise RuntimeError("boom")
 
+    @app.get("/tasks/{task_id}")
+    async def read(task_id: str) -> dict[str, str | None]:
+        record = await task_manager.store.aget(task_id)
+        return {"status": None if record is None else record.status.value}
+
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, backend, task_manager, ran
+
+
+def test_a_read_during_an_outage_gets_503_that_says_only_the_store_is_down(
+    flaky_app: tuple[TestClient, FlakyBackend, TaskManager, list[int]],
+) -> None:
+    client, backend, _, _ = flaky_app
+    backend.down = True
+    response = client.get("/tasks/some-id")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the task store is unavailable; retry later"}
+    backend.down = False
+    assert client.get("/tasks/some-id").json() == {"status": None}
 
 
 def test_a_request_whose_tasks_cannot_be_written_gets_503_and_its_tasks_are_dropped(

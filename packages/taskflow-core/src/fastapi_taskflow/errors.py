@@ -65,7 +65,13 @@ class BackendUnavailableError(TaskflowError, ConnectionError):
     """The backend's server could not be reached.
 
     A route can turn this into a 503: nothing was accepted, so nothing is lost.
+    ``task_refused`` is True when ``add_task()`` raised it (the store is known to be
+    down, so the task was not accepted).
     """
+
+    def __init__(self, *args: object, task_refused: bool = False) -> None:
+        super().__init__(*args)
+        self.task_refused = task_refused
 
 
 class QueueFullError(TaskflowError):

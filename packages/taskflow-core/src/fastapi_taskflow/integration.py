@@ -126,7 +126,7 @@ class TaskflowMiddleware:
                 raise
             failed = True
             _drop_unwritten(engine, accepted)
-            await _send_refusal(send, exc)
+            await _send_refusal(send, exc, about_tasks=bool(accepted) or exc.task_refused)
         except BaseException:
             if not started:
                 failed = True
@@ -164,19 +164,24 @@ def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
             engine.spawn_on(loop, engine.run_now(task_id))
 
 
-async def _send_refusal(send: Send, exc: BaseException) -> None:
+async def _send_refusal(send: Send, exc: BaseException, *, about_tasks: bool = True) -> None:
     """Answer a request whose tasks could not be stored: 503 (store unreachable) or 500.
 
-    The body never says where the store is or what it answered (that can name internal
-    hosts); the cause is logged for the operator instead, its passwords masked.
+    ``about_tasks=False``: the request added no task (a read of the store failed), so
+    the answer says only that the store is unavailable. The body never says where the
+    store is or what it answered (that can name internal hosts); the cause is logged for
+    the operator instead, its passwords masked.
     """
     unavailable = isinstance(exc, BackendUnavailableError)
     logger.warning(
-        "a request's tasks could not be stored, answering %d: %s",
+        "%s, answering %d: %s",
+        "a request's tasks could not be stored" if about_tasks else "the task store is unreachable",
         503 if unavailable else 500,
         mask_secrets(f"{type(exc).__name__}: {exc}"),
     )
-    if unavailable:
+    if unavailable and not about_tasks:
+        detail = "the task store is unavailable; retry later"
+    elif unavailable:
         detail = "the task store is unavailable, so no task was accepted; retry later"
     elif isinstance(exc, TaskStoreRefusedError):
         detail = "the task store refused a task of this request (the server log says why)"

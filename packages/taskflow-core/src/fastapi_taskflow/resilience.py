@@ -70,7 +70,8 @@ class Availability:
         raise BackendUnavailableError(
             "the task store is unreachable, so no task was accepted; retry later "
             "(a route can answer 503). The store's own error is this error's __cause__ "
-            "and was logged when the outage began."
+            "and was logged when the outage began.",
+            task_refused=True,
         ) from self.last_error
 
     def failed(self, exc: BaseException) -> None:
