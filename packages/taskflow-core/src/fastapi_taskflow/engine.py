@@ -193,12 +193,19 @@ class Engine:
             return self._start_unopened(loop, backend, exc)
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend = runtime, backend
-        self._batcher = TransitionBatcher(backend, loop) if self.durable else None
+        self._batcher = self._new_batcher(backend, loop)
         if self._shut_down:
             # Reading the store after shutdown() opens the backend, nothing more: no
             # background loops that nobody would stop. startup() resumes fully.
             return runtime
         return await self._start_loops(runtime, backend)
+
+    def _new_batcher(
+        self, backend: TaskBackend, loop: asyncio.AbstractEventLoop
+    ) -> TransitionBatcher | None:
+        if not self.durable:
+            return None
+        return TransitionBatcher(backend, loop, self.pending.write_slot)
 
     def _start_unopened(
         self, loop: asyncio.AbstractEventLoop, backend: TaskBackend, exc: BaseException
@@ -209,7 +216,7 @@ class Engine:
         engine's loops. ``require_backend_at_startup=True`` fails instead."""
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend, self._unopened = runtime, backend, backend
-        self._batcher = TransitionBatcher(backend, loop) if self.durable else None
+        self._batcher = self._new_batcher(backend, loop)
         logger.warning(
             "the task store is unreachable at startup (%s); starting anyway: new tasks "
             "are refused (503 with install()) until it answers, then taskflow connects "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from .errors import BackendUnavailableError
 from .models import TaskRecord, Transition
@@ -29,13 +30,24 @@ logger = logging.getLogger("fastapi_taskflow")
 
 _Waiter = asyncio.Future[TaskRecord | None]
 
+GATHER_TURNS = 2
+"""Event-loop turns a write waits for more changes before it takes its batch."""
+
 
 class TransitionBatcher:
     """Collects compare-and-sets on one event loop and writes them in batches."""
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        slot: Callable[[], asyncio.Lock] | None = None,
+    ) -> None:
+        """``slot()`` is a lock held around each write, shared with the engine's other
+        batched writes (the creates of the write buffer)."""
         self.store = store
         self.loop = loop
+        self._slot = slot or asyncio.Lock
         self._batch: list[tuple[Transition, _Waiter]] = []
         self._writing = False
         self._kick_scheduled = False
@@ -55,13 +67,19 @@ class TransitionBatcher:
         self._kick_scheduled = False
         if self._writing or not self._batch:
             return
-        batch, self._batch = _distinct(self._batch)
         self._writing = True
-        self.loop.create_task(self._write(batch), name="taskflow-group-commit")
+        self.loop.create_task(self._write(), name="taskflow-group-commit")
 
-    async def _write(self, batch: list[tuple[Transition, _Waiter]]) -> None:
+    async def _write(self) -> None:
         try:
-            await self._write_batch(batch)
+            # Let the tasks that are a step behind this one ask too: without this, the
+            # first change of a burst goes alone, the rest wait for it, and under load
+            # the writes fall into lock step with one or two changes each.
+            async with self._slot():
+                for _ in range(GATHER_TURNS):
+                    await asyncio.sleep(0)
+                batch, self._batch = _distinct(self._batch)
+                await self._write_batch(batch)
         finally:
             self._writing = False
             self._kick()

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 
 from .errors import BackendUnavailableError
+from .group_commit import GATHER_TURNS
 from .models import TaskRecord
 from .protocols import Store
 
@@ -72,8 +73,10 @@ class PendingCreates:
         own, the refused ones leave the buffer and are handed to ``on_refused`` with
         the store's error, and the rest carry on.
         """
-        lock = self._lock_for_loop()
-        async with lock:
+        async with self.write_slot():
+            # Let requests a step behind add their records too (see group_commit).
+            for _ in range(GATHER_TURNS):
+                await asyncio.sleep(0)
             with self._lock:
                 batch = list(self._records.values())
             if not batch:
@@ -97,7 +100,10 @@ class PendingCreates:
                         if self._records.get(record.task_id) is record:
                             del self._records[record.task_id]
 
-    def _lock_for_loop(self) -> asyncio.Lock:
+    def write_slot(self) -> asyncio.Lock:
+        """The running loop's lock that admits one write of this engine at a time: this
+        buffer's ``create_many`` and the group commit's ``transition_many`` take turns,
+        so while one is in flight the other gathers everything that arrives."""
         loop = asyncio.get_running_loop()
         if self._flush_lock is None or self._flush_loop is not loop:
             self._flush_lock = asyncio.Lock()
