@@ -73,6 +73,8 @@ class PendingCreates:
         own, the refused ones leave the buffer and are handed to ``on_refused`` with
         the store's error, and the rest carry on.
         """
+        if not self._records:
+            return  # nothing to write (a racy read: the lock below decides)
         async with self.write_slot():
             # Let requests a step behind add their records too (see group_commit).
             for _ in range(GATHER_TURNS):
