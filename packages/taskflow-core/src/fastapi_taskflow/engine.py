@@ -81,14 +81,17 @@ class Engine:
         self.base_backend = backend
         self.require_backend_at_startup = require_backend_at_startup
         self.durable = bool(backend.durable)
-        self.create_now = (
-            backend.create_now
+        in_process = (
+            backend
             if not self.durable
             and isinstance(backend, InProcessStore)
             and callable(backend.create_now)
             else None
         )
+        self.create_now = in_process.create_now if in_process is not None else None
         """The store's synchronous create when it lives in this process (no write buffer)."""
+        self.transition_now = in_process.transition_now if in_process is not None else None
+        """The store's synchronous compare-and-set when it lives in this process."""
         self.clock = clock
         self.registry = registry
         self.observers = observers

@@ -21,7 +21,7 @@ from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_entries, storable_update
-from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate
+from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate, construct
 from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
 from .supervision import supervise
@@ -82,7 +82,9 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
         task_id,
         expected=_PENDING,
         new=TaskStatus.RUNNING,
-        update=TaskUpdate(attempt=attempt, started_at=started_at, owner=owner, error=None),
+        update=construct(
+            TaskUpdate, attempt=attempt, started_at=started_at, owner=owner, error=None
+        ),
         landed=lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at,
     )
     if record is None:  # cancelled, or started by someone else
@@ -137,8 +139,11 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
                 record,
                 ctx,
                 TaskStatus.SUCCESS,
-                TaskUpdate(
-                    finished_at=engine.clock.now(), result=encode_result(result), error=None
+                construct(
+                    TaskUpdate,
+                    finished_at=engine.clock.now(),
+                    result=encode_result(result),
+                    error=None,
                 ),
             )
             engine.forget(task_id)
@@ -322,6 +327,9 @@ async def _transition(
     record is read back and taken as ours when it is in ``new`` and ``landed`` says the
     change is the one this call made.
     """
+    now = engine.transition_now
+    if now is not None:  # a store in this process: no await, nothing to retry
+        return now(task_id, expected=expected, new=new, update=update)
     backend = engine.backend
     availability = engine.availability
     try:  # the common case: one (group-committed) call, no retry machinery

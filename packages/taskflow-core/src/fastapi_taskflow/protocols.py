@@ -332,11 +332,23 @@ class InProcessStore(Protocol):
     ``add_task()`` must not wait on the network, so it hands records to a write buffer
     that is flushed on the event loop. A store whose records are plain memory of this
     process (``memory://``) can take the record at once instead, with no buffer, no flush
-    and no wait before the response. The engine uses it when the backend is not durable.
+    and no wait before the response; and it can change a status without a coroutine. The
+    engine uses both when the backend is not durable.
     """
 
     def create_now(self, record: TaskRecord) -> CreateResult:
         """What :meth:`Store.create` does, done before returning (thread-safe)."""
+        ...
+
+    def transition_now(
+        self,
+        task_id: str,
+        *,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None = None,
+    ) -> TaskRecord | None:
+        """What :meth:`Store.transition` does, done before returning (thread-safe)."""
         ...
 
 

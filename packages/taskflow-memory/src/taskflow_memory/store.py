@@ -161,6 +161,21 @@ class MemoryStore:
                 return None
             return self._write_locked(record, new, update)
 
+    def transition_now(
+        self,
+        task_id: str,
+        *,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None = None,
+    ) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`."""
+        with self._state.lock:
+            record = self._state.records.get(task_id)
+            if record is None or record.status not in expected:
+                return None
+            return self._write_locked(record, new, update)
+
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
         results: list[TaskRecord | None] = []
@@ -187,9 +202,7 @@ class MemoryStore:
         found.sort(key=lambda record: record.created_at)
         return [record.task_id for record in found[:limit]]
 
-    async def adopt(
-        self, task_id: str, *, owner: str, new_owner: str | None
-    ) -> TaskRecord | None:
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str | None) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.adopt`."""
         with self._state.lock:
             record = self._state.records.get(task_id)
