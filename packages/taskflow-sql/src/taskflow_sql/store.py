@@ -67,15 +67,16 @@ class SQLStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
 
-        On SQLite a batch of distinct records is one operation of the group-commit
-        writer (:mod:`taskflow_sql.sqlite_create`), others go through it one by one; on
+        On SQLite (one operation of the group-commit writer) and MySQL/MariaDB a batch
+        of distinct records is a probe and one multi-row insert
+        (:mod:`taskflow_sql.sqlite_create`); on
         PostgreSQL a batch of distinct, tag-less records is one INSERT statement per 64
         records (see :meth:`_create_fast`); otherwise the records share one transaction. Each record
         is always created whole or not at all.
         """
         if not records:
             return []
-        if self._ctx.kind == "sqlite" and _distinct_batch(records):
+        if self._ctx.kind in ("sqlite", "mysql") and _distinct_batch(records):
             batches = [
                 create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
                 for i in range(0, len(records), _SQLITE_BATCH)
