@@ -24,7 +24,7 @@ from fastapi_taskflow.models import (
 from .context import SQLContext, Tx, WriteOp
 from .dialect import insert_if_absent
 from .errors import SQLBackendError, wrap_error
-from .executor import Executor, connect
+from .executor import Executor
 from .fastget import PostgresGet, SQLiteReader
 from .rows import (
     fast_record,
@@ -183,16 +183,9 @@ class SQLStore:
 
     async def _get_pg(self, fast: PostgresGet, task_id: str) -> TaskRecord | None:
         try:
-            conn = await connect(self._ctx, write=False)
-            try:
-                raw = await conn.get_raw_connection()
-                driver: Any = raw.driver_connection
-                row = await driver.fetchrow(fast.sql, task_id)
-            finally:
-                await conn.close()
+            return await fast.fetch(self._ctx, task_id)
         except Exception as exc:
             raise wrap_error("reading a task", exc) from exc
-        return fast.record(row)
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
