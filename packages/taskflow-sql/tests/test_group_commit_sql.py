@@ -149,3 +149,29 @@ async def test_create_many_equals_create_one_by_one(pair: Any) -> None:
     page = await grouped.query(TaskQuery(tags={"team": "t0"}, limit=500))
     expected = await single.query(TaskQuery(tags={"team": "t0"}, limit=500))
     assert [r.task_id for r in page.items] == [r.task_id for r in expected.items]
+
+
+async def test_mysql_create_many_survives_a_race_after_its_probe(
+    mysql_place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id taken between the probe and the multi-row INSERT: the duplicate-key error
+    rolls back that statement only, and each record is then created the create() way."""
+    from taskflow_sql import sqlite_create
+
+    clock = ManualClock()
+    backend = SQLBackend(mysql_place.url, table_prefix=mysql_place.prefix, clock=clock)
+    await backend.open()
+    try:
+        first = _batch(clock, 0, 10)
+        await backend.create_many(first[:3])
+
+        async def blind(*_: Any) -> tuple[set[str], set[str]]:
+            return set(), set()  # as if the three were stored after the probe
+
+        monkeypatch.setattr(sqlite_create, "_taken", blind)
+        results = await backend.create_many(first)
+        assert [r.created for r in results] == [False] * 3 + [True] * 7
+        assert [r.record.task_id for r in results] == [r.task_id for r in first]
+        assert (await backend.stats()).total == 10
+    finally:
+        await backend.close()

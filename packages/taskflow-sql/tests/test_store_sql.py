@@ -226,3 +226,34 @@ async def test_event_rows_are_trimmed(sqlite_place: Any) -> None:
         assert await _count(backend, backend.tables.events) <= 150
     finally:
         await backend.close()
+
+
+async def test_postgres_get_survives_losing_its_kept_connection(postgres_place: Any) -> None:
+    """get() keeps one connection for itself; if the server drops it, the next get()
+    still answers (from a fresh pooled connection), and later ones keep working."""
+    clock = ManualClock()
+    backend = SQLBackend(
+        postgres_place.url,
+        table_prefix=postgres_place.prefix,
+        schema=postgres_place.schema,
+        clock=clock,
+    )
+    await backend.open()
+    try:
+        await backend.create(_record(clock, "kept"))
+        await backend.append_logs("kept", [LogEntry(timestamp=clock.now(), message="m")])
+        first = await backend.get("kept")
+        assert first is not None and [e.message for e in first.logs] == ["m"]
+        fast = backend._pg_get
+        assert fast is not None and fast._driver is not None
+        pid = fast._driver.get_server_pid()
+        async with backend.engine.connect() as conn:
+            await conn.execute(select(func.pg_terminate_backend(pid)))
+        for _ in range(3):
+            again = await backend.get("kept")
+            assert again == first
+        assert await backend.get("missing") is None
+        many = await asyncio.gather(*(backend.get("kept") for _ in range(20)))
+        assert all(record == first for record in many)
+    finally:
+        await backend.close()

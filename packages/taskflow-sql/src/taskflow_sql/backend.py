@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,9 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
             await self._exec_value.stop()
         if self._reader is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
+        if self._pg_get is not None:
+            with contextlib.suppress(Exception):
+                await self._pg_get.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
 

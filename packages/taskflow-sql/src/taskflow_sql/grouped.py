@@ -281,7 +281,9 @@ async def _mysql(
             values["prev_status"] = current[0]
             winners.append(values)
             won[values["task_id"]] = index
-            tx.move(current[1], values["task_id"], current[0], shape.new)
+            # One counter slot for the whole call (picked by its smallest id): a batch
+            # of hundreds of tasks then changes two counter rows per function, not 32.
+            tx.move(current[1], ids[0], current[0], shape.new)
         for start in range(0, len(winners), _MAX_ROWS):
             part = winners[start : start + _MAX_ROWS]
             size = _padded(len(part))

@@ -1,12 +1,17 @@
-"""``create_many`` on SQLite as one write operation: probe, then one ``executemany``.
+"""``create_many`` as one write operation: probe, then one ``executemany``.
 
-The group-commit writer holds SQLite's write lock (``BEGIN IMMEDIATE``) for the whole
-operation, so what it reads cannot change before it writes. A batch of records with
-distinct ids and keys is thus created by one probe for ids and keys already taken and
-one ``executemany`` of the rest on the stdlib connection (compiled once, values bound
-with the columns' own processors); a record that conflicts goes the way of
-:meth:`Store.create` (it finds the existing task or the key holder) in the same
+A batch of records with distinct ids and keys is created by one probe for ids and keys
+already taken and one ``executemany`` of the rest; a record that conflicts goes the way
+of :meth:`Store.create` (it finds the existing task or the key holder) in the same
 transaction.
+
+* SQLite: the group-commit writer holds the write lock (``BEGIN IMMEDIATE``) for the
+  whole operation, so what it read cannot change before it writes; the rows go
+  straight to the stdlib connection (compiled once, values bound with the columns' own
+  processors).
+* MySQL/MariaDB: the driver sends the rows as one multi-row INSERT. Another
+  transaction may take an id or key between the probe and the insert; the duplicate-key
+  error then rolls back only that statement, and those records are created one by one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 
 from fastapi_taskflow.models import CreateResult, TaskRecord
 
@@ -27,6 +33,7 @@ from .rows import normalized, record_values, tag_token
 __all__ = ["create_batch_op"]
 
 _PROBE = 500
+_MYSQL_DUPLICATE = 1062
 
 
 @lru_cache(maxsize=16)
@@ -58,7 +65,8 @@ def create_batch_op(
 
         tables = tx.ctx.tables
         tasks = tables.tasks
-        if not isinstance(tx.conn, SyncTxConnection):  # pragma: no cover - writer only
+        raw = isinstance(tx.conn, SyncTxConnection)
+        if not raw and tx.ctx.kind != "mysql":  # pragma: no cover - not used elsewhere
             return [await fallback(record)(tx) for record in records]
         ids, keys = await _taken(tx, tasks, values)
         fresh = [
@@ -66,11 +74,14 @@ def create_batch_op(
             for record, row in zip(records, values, strict=True)
             if row["task_id"] not in ids and row["active_key"] not in keys
         ]
-        if fresh:
+        if fresh and not raw and not await _insert_mysql(tx, [row for _, row in fresh]):
+            fresh = []  # someone took an id or key meanwhile: create them one by one
+        if fresh and raw:
+            assert isinstance(tx.conn, SyncTxConnection)
             sql, binds = _plan(tasks)
-            raw = tx.conn.sync.connection.driver_connection
-            assert raw is not None
-            raw.executemany(
+            driver = tx.conn.sync.connection.driver_connection
+            assert driver is not None
+            driver.executemany(
                 sql,
                 [
                     [
@@ -80,6 +91,7 @@ def create_batch_op(
                     for _, row in fresh
                 ],
             )
+        if fresh:
             tags = [
                 {"task_id": record.task_id, "key": tag_token(key), "value": tag_token(value)}
                 for record, _ in fresh
@@ -99,6 +111,18 @@ def create_batch_op(
         return results
 
     return op
+
+
+async def _insert_mysql(tx: Tx, rows: list[dict[str, Any]]) -> bool:
+    """Insert ``rows`` as one statement; False (nothing written) on a duplicate key."""
+    try:
+        await tx.conn.execute(tx.ctx.tables.tasks.insert(), rows)
+    except IntegrityError as exc:
+        args = getattr(exc.orig, "args", ())
+        if args and args[0] == _MYSQL_DUPLICATE:
+            return False
+        raise
+    return True
 
 
 async def _taken(tx: Tx, tasks: Table, values: list[dict[str, Any]]) -> tuple[set[str], set[str]]:

@@ -24,7 +24,7 @@ from fastapi_taskflow.models import (
 from .context import SQLContext, Tx, WriteOp
 from .dialect import insert_if_absent
 from .errors import SQLBackendError, wrap_error
-from .executor import Executor, connect
+from .executor import Executor
 from .fastget import PostgresGet, SQLiteReader
 from .rows import (
     fast_record,
@@ -67,15 +67,16 @@ class SQLStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
 
-        On SQLite a batch of distinct records is one operation of the group-commit
-        writer (:mod:`taskflow_sql.sqlite_create`), others go through it one by one; on
+        On SQLite (one operation of the group-commit writer) and MySQL/MariaDB a batch
+        of distinct records is a probe and one multi-row insert
+        (:mod:`taskflow_sql.sqlite_create`); on
         PostgreSQL a batch of distinct, tag-less records is one INSERT statement per 64
         records (see :meth:`_create_fast`); otherwise the records share one transaction. Each record
         is always created whole or not at all.
         """
         if not records:
             return []
-        if self._ctx.kind == "sqlite" and _distinct_batch(records):
+        if self._ctx.kind in ("sqlite", "mysql") and _distinct_batch(records):
             batches = [
                 create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
                 for i in range(0, len(records), _SQLITE_BATCH)
@@ -182,16 +183,9 @@ class SQLStore:
 
     async def _get_pg(self, fast: PostgresGet, task_id: str) -> TaskRecord | None:
         try:
-            conn = await connect(self._ctx, write=False)
-            try:
-                raw = await conn.get_raw_connection()
-                driver: Any = raw.driver_connection
-                row = await driver.fetchrow(fast.sql, task_id)
-            finally:
-                await conn.close()
+            return await fast.fetch(self._ctx, task_id)
         except Exception as exc:
             raise wrap_error("reading a task", exc) from exc
-        return fast.record(row)
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
