@@ -11,7 +11,10 @@ from .local_tasks import LocalTasks
 from .models import TaskRecord, TaskStatus
 from .protocols import Backend
 
-__all__ = ["enqueue_batch"]
+__all__ = ["ENQUEUES_AT_ONCE", "enqueue_batch"]
+
+ENQUEUES_AT_ONCE = 4
+"""Enqueues of one flushed batch in flight at once (within a connection pool's size)."""
 
 
 async def enqueue_batch(tasks: LocalTasks, backend: Backend, batch: list[TaskRecord]) -> None:
@@ -29,10 +32,14 @@ async def enqueue_batch(tasks: LocalTasks, backend: Backend, batch: list[TaskRec
     ]
     if not queued:
         return
-    results = await asyncio.gather(
-        *(backend.enqueue(r.task_id, queue=r.queue, priority=r.priority) for r in queued),
-        return_exceptions=True,
-    )
+    # A few at a time: a burst of hundreds would open and close pooled connections.
+    gate = asyncio.Semaphore(ENQUEUES_AT_ONCE)
+
+    async def enqueue(record: TaskRecord) -> None:
+        async with gate:
+            await backend.enqueue(record.task_id, queue=record.queue, priority=record.priority)
+
+    results = await asyncio.gather(*(enqueue(r) for r in queued), return_exceptions=True)
     tasks.mark_enqueued(
         r.task_id
         for r, result in zip(queued, results, strict=True)
