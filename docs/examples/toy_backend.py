@@ -236,9 +236,7 @@ class ToyBackend:
         found.sort(key=lambda r: r.created_at)
         return [r.task_id for r in found[:limit]]
 
-    async def adopt(
-        self, task_id: str, *, owner: str, new_owner: str | None
-    ) -> TaskRecord | None:
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str | None) -> TaskRecord | None:
         """Compare-and-set the owner. (SQL: ``UPDATE ... WHERE owner = ? AND status IN``.)"""
         with self._state.lock:
             record = self._state.tasks.get(task_id)

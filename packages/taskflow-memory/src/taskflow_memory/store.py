@@ -65,8 +65,7 @@ class MemoryStore:
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`."""
-        with self._state.lock:
-            return self._create_locked(record)
+        return self.create_now(record)
 
     def create_now(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
@@ -155,11 +154,7 @@ class MemoryStore:
         update: TaskUpdate | None = None,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.transition`."""
-        with self._state.lock:
-            record = self._state.records.get(task_id)
-            if record is None or record.status not in expected:
-                return None
-            return self._write_locked(record, new, update)
+        return self.transition_now(task_id, expected=expected, new=new, update=update)
 
     def transition_now(
         self,

@@ -220,19 +220,7 @@ def _update_from(
 
     rows = ", ".join("(" + ", ".join(cell(i, name) for name in names) + ")" for i in range(size))
     header = ", ".join(q.quote(name) for name in names)
-    sets = [
-        f"{q.quote('prev_status')} = t.{q.quote('status')}",
-        f"{q.quote('status')} = :p_status",
-        f"{q.quote('updated_at')} = :p_updated_at",
-    ]
-    if shape.release_key:
-        sets.append(f"{q.quote('active_key')} = NULL")
-    sets.extend(f"{q.quote(name)} = v.{q.quote(name)}" for name in shape.fields)
-    if shape.active:
-        source = "v" if "owner" in shape.fields else "t"
-        sets.append(f"{q.quote('active_owner')} = {source}.{q.quote('owner')}")
-    else:
-        sets.append(f"{q.quote('active_owner')} = NULL")
+    sets = _assignments(q, shape, target="", prev_status=f"t.{q.quote('status')}")
     expected = ", ".join(f"'{status}'" for status in shape.expected)
     # SQLite's RETURNING names the target table's columns bare (no alias allowed);
     # PostgreSQL's must be qualified, since v has columns of the same names.
@@ -322,19 +310,7 @@ def _mysql_update(tasks: Table, shape: Shape, size: int) -> TextClause:
         "SELECT " + ", ".join(f":r{i}_{name} AS {q.quote(name)}" for name in names)
         for i in range(size)
     )
-    sets = [
-        f"t.{q.quote('prev_status')} = v.{q.quote('prev_status')}",
-        f"t.{q.quote('status')} = :p_status",
-        f"t.{q.quote('updated_at')} = :p_updated_at",
-    ]
-    if shape.release_key:
-        sets.append(f"t.{q.quote('active_key')} = NULL")
-    sets.extend(f"t.{q.quote(name)} = v.{q.quote(name)}" for name in shape.fields)
-    if shape.active:
-        source = "v" if "owner" in shape.fields else "t"
-        sets.append(f"t.{q.quote('active_owner')} = {source}.{q.quote('owner')}")
-    else:
-        sets.append(f"t.{q.quote('active_owner')} = NULL")
+    sets = _assignments(q, shape, target="t.", prev_status=f"v.{q.quote('prev_status')}")
     sql = (
         f"UPDATE {q.format_table(tasks)} AS t JOIN ({selects}) AS v "
         f"ON t.{q.quote('task_id')} = v.{q.quote('task_id')} SET {', '.join(sets)}"
@@ -474,3 +450,23 @@ def _pg_all(
     selects = " UNION ALL ".join(f"SELECT {names_out} FROM u{k}" for k in range(len(layout)))
     sql = f"WITH {', '.join(ctes)} {selects}"
     return text(sql).bindparams(*binds).columns(*columns)
+
+
+def _assignments(q: Any, shape: Shape, *, target: str, prev_status: str) -> list[str]:
+    """The ``SET`` list of a grouped transition: status, ``updated_at``, the shape's
+    fields from ``v`` (the rows of values), the key and owner indexes. ``target``
+    qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``)."""
+    sets = [
+        f"{target}{q.quote('prev_status')} = {prev_status}",
+        f"{target}{q.quote('status')} = :p_status",
+        f"{target}{q.quote('updated_at')} = :p_updated_at",
+    ]
+    if shape.release_key:
+        sets.append(f"{target}{q.quote('active_key')} = NULL")
+    sets.extend(f"{target}{q.quote(name)} = v.{q.quote(name)}" for name in shape.fields)
+    if shape.active:
+        source = "v" if "owner" in shape.fields else "t"
+        sets.append(f"{target}{q.quote('active_owner')} = {source}.{q.quote('owner')}")
+    else:
+        sets.append(f"{target}{q.quote('active_owner')} = NULL")
+    return sets

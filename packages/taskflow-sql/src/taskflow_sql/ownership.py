@@ -122,9 +122,7 @@ class SQLOwnership:
 
         return await self._exec.read("listing an owner's tasks", op)
 
-    async def adopt(
-        self, task_id: str, *, owner: str, new_owner: str | None
-    ) -> TaskRecord | None:
+    async def adopt(self, task_id: str, *, owner: str, new_owner: str | None) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.adopt`.
 
         ``UPDATE tasks SET owner = :new, active_owner = :new WHERE task_id = :id AND

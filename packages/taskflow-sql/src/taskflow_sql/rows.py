@@ -143,32 +143,37 @@ def _record_columns(tasks: Table) -> tuple[Any, ...]:
     return tuple(column for column in tasks.c if column.name not in _HIDDEN)
 
 
+def _record_fields(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The ``TaskRecord`` fields of a ``tasks`` row, decoded (JSON columns, status)."""
+    return {
+        "task_id": row["task_id"],
+        "func_name": row["func_name"],
+        "status": TaskStatus(row["status"]),
+        "queue": row["queue"],
+        "priority": row["priority"],
+        "args": loads(row["args"]),
+        "kwargs": loads(row["kwargs"]),
+        "tags": loads(row["tags"]) or {},
+        "idempotency_key": row["idempotency_key"],
+        "attempt": row["attempt"],
+        "max_retries": row["max_retries"],
+        "requeue_on_interrupt": bool(row["requeue_on_interrupt"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "error": row["error"],
+        "result": loads(row["result"]),
+        "progress": row["progress"],
+        "cancel_requested": bool(row["cancel_requested"]),
+        "owner": row["owner"],
+    }
+
+
 def row_to_record(row: Mapping[Any, Any]) -> TaskRecord | None:
     """Build a record from a ``tasks`` row; None (and an error logged) if it is corrupt."""
     try:
-        return TaskRecord(
-            task_id=row["task_id"],
-            func_name=row["func_name"],
-            status=TaskStatus(row["status"]),
-            queue=row["queue"],
-            priority=row["priority"],
-            args=loads(row["args"]),
-            kwargs=loads(row["kwargs"]),
-            tags=loads(row["tags"]) or {},
-            idempotency_key=row["idempotency_key"],
-            attempt=row["attempt"],
-            max_retries=row["max_retries"],
-            requeue_on_interrupt=bool(row["requeue_on_interrupt"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            error=row["error"],
-            result=loads(row["result"]),
-            progress=row["progress"],
-            cancel_requested=bool(row["cancel_requested"]),
-            owner=row["owner"],
-        )
+        return TaskRecord(**_record_fields(row))
     except (ValidationError, ValueError, TypeError, KeyError) as exc:
         logger.error("skipping corrupt task row %r: %s", dict(row).get("task_id", "?"), exc)
         return None
@@ -183,30 +188,7 @@ def fast_record(row: Mapping[Any, Any]) -> TaskRecord | None:
     which logs it and returns None.
     """
     try:
-        return construct(
-            TaskRecord,
-            task_id=row["task_id"],
-            func_name=row["func_name"],
-            status=TaskStatus(row["status"]),
-            queue=row["queue"],
-            priority=row["priority"],
-            args=loads(row["args"]),
-            kwargs=loads(row["kwargs"]),
-            tags=loads(row["tags"]) or {},
-            idempotency_key=row["idempotency_key"],
-            attempt=row["attempt"],
-            max_retries=row["max_retries"],
-            requeue_on_interrupt=bool(row["requeue_on_interrupt"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            error=row["error"],
-            result=loads(row["result"]),
-            progress=row["progress"],
-            cancel_requested=bool(row["cancel_requested"]),
-            owner=row["owner"],
-        )
+        return construct(TaskRecord, **_record_fields(row))
     except (ValueError, TypeError, KeyError):
         return row_to_record(row)
 
