@@ -344,13 +344,13 @@ def main() -> None:
     parser.add_argument("--s1-tasks", type=int, default=20_000)
     parser.add_argument("--s1-def-tasks", type=int, default=5_000)
     parser.add_argument("--s2-requests", type=int, default=5_000)
-    parser.add_argument("--s2-durable-requests", type=int, default=1_000)
+    parser.add_argument("--s2-durable-requests", type=int, default=2_000)
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--s3-tasks", type=int, default=20_000)
     parser.add_argument("--e-tasks", type=int, default=5_000)
-    parser.add_argument("--e-durable-tasks", type=int, default=1_000)
+    parser.add_argument("--e-durable-tasks", type=int, default=5_000)
     parser.add_argument("--s1-sqlite-tasks", type=int, default=500)
-    parser.add_argument("--rss-tasks", type=int, default=100_000)
+    parser.add_argument("--rss-tasks", type=int, default=1_000_000)
     parser.add_argument(
         "--clock",
         choices=["auto", "wall"],
