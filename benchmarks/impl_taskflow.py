@@ -244,7 +244,7 @@ async def get(rows: int, backend: str, calls: int = 300) -> float:
     import time
 
     store = await _filled_store(backend, rows)
-    tm = manager(store.url)
+    tm = manager(store.url, retention=None)  # the rows are old: keep them
     rng = random.Random(1)
     samples = []
     async with tm:
@@ -264,7 +264,7 @@ async def idem(rows: int, backend: str, calls: int = 200) -> float:
     import time
 
     store = await _filled_store(backend, rows)
-    tm = manager(store.url)
+    tm = manager(store.url, retention=None)  # the rows are old: keep them
     job = tm.task(name="bench.noop")(noop)
     samples = []
     async with tm:
