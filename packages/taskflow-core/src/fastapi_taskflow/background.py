@@ -90,7 +90,8 @@ def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[]
     This is what ``add_task()`` puts in ``ManagedBackgroundTasks.tasks``: Starlette awaits
     it after the response. Awaiting it yourself (in a test, or with
     ``asyncio.ensure_future``) runs the task with its retries, status and events exactly
-    as in a request. Awaiting it twice runs the task once.
+    as in a request. Awaiting it twice runs the task once. Also importable as
+    ``fastapi_taskflow.executor.make_background_func``.
     """
     engine = task_manager._engine
 
