@@ -65,10 +65,15 @@ class MemoryStore:
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`."""
-        return self.create_now(record)
+        return self._create(record)
 
     def create_now(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
+        return self._create(record)
+
+    def _create(self, record: TaskRecord) -> CreateResult:
+        # create() and create_now() share this, so a subclass that turns the fast path
+        # off (``create_now = None``) keeps a working create().
         with self._state.lock:
             return self._create_locked(record)
 
@@ -154,7 +159,7 @@ class MemoryStore:
         update: TaskUpdate | None = None,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.transition`."""
-        return self.transition_now(task_id, expected=expected, new=new, update=update)
+        return self._transition(task_id, expected, new, update)
 
     def transition_now(
         self,
@@ -165,6 +170,15 @@ class MemoryStore:
         update: TaskUpdate | None = None,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`."""
+        return self._transition(task_id, expected, new, update)
+
+    def _transition(
+        self,
+        task_id: str,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        update: TaskUpdate | None,
+    ) -> TaskRecord | None:
         with self._state.lock:
             record = self._state.records.get(task_id)
             if record is None or record.status not in expected:
