@@ -412,19 +412,14 @@ def _pg_all(
             "(" + ", ".join(cell(i, name) for name in names) + ")" for i in range(size)
         )
         header = ", ".join(q.quote(name) for name in names)
-        sets = [
-            f"{q.quote('prev_status')} = t.{q.quote('status')}",
-            f"{q.quote('status')} = '{shape.new}'",
-            f"{q.quote('updated_at')} = :p_updated_at",
-        ]
-        if shape.release_key:
-            sets.append(f"{q.quote('active_key')} = NULL")
-        sets.extend(f"{q.quote(name)} = v{k}.{q.quote(name)}" for name in shape.fields)
-        if shape.active:
-            source = f"v{k}" if "owner" in shape.fields else "t"
-            sets.append(f"{q.quote('active_owner')} = {source}.{q.quote('owner')}")
-        else:
-            sets.append(f"{q.quote('active_owner')} = NULL")
+        sets = _assignments(
+            q,
+            shape,
+            target="",
+            prev_status=f"t.{q.quote('status')}",
+            status=f"'{shape.new}'",
+            values=f"v{k}",
+        )
         expected = ", ".join(f"'{status}'" for status in shape.expected)
         returning = ", ".join(f"t.{q.quote(column.name)}" for column in columns)
         ctes.append(f"v{k} ({header}) AS (VALUES {rows})")
@@ -452,20 +447,28 @@ def _pg_all(
     return text(sql).bindparams(*binds).columns(*columns)
 
 
-def _assignments(q: Any, shape: Shape, *, target: str, prev_status: str) -> list[str]:
+def _assignments(
+    q: Any,
+    shape: Shape,
+    *,
+    target: str,
+    prev_status: str,
+    status: str = ":p_status",
+    values: str = "v",
+) -> list[str]:
     """The ``SET`` list of a grouped transition: status, ``updated_at``, the shape's
-    fields from ``v`` (the rows of values), the key and owner indexes. ``target``
-    qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``)."""
+    fields from ``values`` (the alias of the rows of values), the key and owner indexes.
+    ``target`` qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``)."""
     sets = [
         f"{target}{q.quote('prev_status')} = {prev_status}",
-        f"{target}{q.quote('status')} = :p_status",
+        f"{target}{q.quote('status')} = {status}",
         f"{target}{q.quote('updated_at')} = :p_updated_at",
     ]
     if shape.release_key:
         sets.append(f"{target}{q.quote('active_key')} = NULL")
-    sets.extend(f"{target}{q.quote(name)} = v.{q.quote(name)}" for name in shape.fields)
+    sets.extend(f"{target}{q.quote(name)} = {values}.{q.quote(name)}" for name in shape.fields)
     if shape.active:
-        source = "v" if "owner" in shape.fields else "t"
+        source = values if "owner" in shape.fields else "t"
         sets.append(f"{target}{q.quote('active_owner')} = {source}.{q.quote('owner')}")
     else:
         sets.append(f"{target}{q.quote('active_owner')} = NULL")
