@@ -190,12 +190,15 @@ async def test_stream_carries_only_what_changed() -> None:
 
 
 async def test_stream_shows_other_instances(tmp_path: Path) -> None:
-    """Events of a task run by another instance (same SQLite file) reach the stream."""
+    """Events of a task run by another instance (same SQLite file) reach the stream.
+
+    The task's function is registered on the other instance only, so the served app,
+    which polls the same queue, cannot be the one that runs it."""
     url = f"sqlite:///{tmp_path / 'tasks.db'}"
     app, _ = _build(url)
     other = TaskManager(backend=url, poll_interval=0.05)
 
-    @other.task(name="stream.job")
+    @other.task(name="stream.remote_job")
     async def job(n: int) -> int:
         return n
 
