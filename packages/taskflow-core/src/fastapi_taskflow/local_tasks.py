@@ -72,11 +72,9 @@ class LocalTasks:
         return False
 
     def forget(self, task_id: str) -> None:
-        """Drop everything held for ``task_id``."""
+        """Drop everything held for ``task_id`` (a queue place exists only with an
+        invocation: ``wait_in_queue`` follows ``add``)."""
         invocation = self._invocations.pop(task_id, None)
         self._enqueued.discard(task_id)
         if invocation is not None:
             self.left_queue(task_id, invocation.queue)
-        else:
-            for waiting in self._waiting.values():
-                waiting.discard(task_id)

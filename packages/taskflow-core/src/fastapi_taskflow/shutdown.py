@@ -71,7 +71,7 @@ async def _hand_back(engine: Engine) -> None:
                 if record is None or record.status is not TaskStatus.PENDING:
                     continue  # RUNNING past the timeout: written INTERRUPTED already
                 await backend.enqueue(task_id, queue=record.queue, priority=record.priority)
-                await backend.adopt(task_id, owner=me, new_owner=None)
+                await engine.release(task_id)
     except Exception:
         logger.warning(
             "could not hand this instance's unstarted tasks back; other instances adopt "
