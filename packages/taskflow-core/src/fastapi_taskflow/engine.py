@@ -329,8 +329,11 @@ class Engine:
         kwargs: dict[str, Any],
         config: TaskConfig,
         route: str,
+        *,
+        is_async: bool | None = None,
     ) -> None:
-        """Remember how to run an accepted task in this process."""
+        """Remember how to run an accepted task in this process (``is_async``: whether
+        ``func`` returns a coroutine, when the caller knows it already)."""
         self.tasks.add(
             record.task_id,
             Invocation(
@@ -341,7 +344,7 @@ class Engine:
                 record.queue,
                 record.priority,
                 route,
-                is_async=self.registry.is_async(func),
+                is_async=self.registry.is_async(func) if is_async is None else is_async,
             ),
         )
 

@@ -20,7 +20,7 @@ from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
 from .failure import format_traceback
-from .limits import clean_text, storable_entries, storable_update
+from .limits import clean_text, storable_changes, storable_entries
 from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate, construct
 from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
@@ -46,6 +46,11 @@ logger = logging.getLogger("fastapi_taskflow")
 
 _PENDING = frozenset({TaskStatus.PENDING})
 _RUNNING = frozenset({TaskStatus.RUNNING})
+_RUNNING_STATUS = TaskStatus.RUNNING
+_SUCCESS = TaskStatus.SUCCESS
+
+Changes = dict[str, Any]
+"""The fields a status change sets (the keys of :class:`~fastapi_taskflow.models.TaskUpdate`)."""
 
 
 class OutcomeNotWritten(Exception):
@@ -77,16 +82,21 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
     owner = engine.instance_id
     attempt = invocation.attempts + 1
     started_at = engine.clock.now()
-    record = await _transition(
-        engine,
-        task_id,
-        expected=_PENDING,
-        new=TaskStatus.RUNNING,
-        update=construct(
-            TaskUpdate, attempt=attempt, started_at=started_at, owner=owner, error=None
-        ),
-        landed=lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at,
-    )
+    start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
+    in_process = engine.transition_now
+    if in_process is not None:  # a store in this process: no await, nothing to retry
+        record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
+    else:
+        record = await _transition(
+            engine,
+            task_id,
+            expected=_PENDING,
+            new=_RUNNING_STATUS,
+            changes=start,
+            landed=lambda r: (
+                r.owner == owner and r.attempt == attempt and r.started_at == started_at
+            ),
+        )
     if record is None:  # cancelled, or started by someone else
         return False
     invocation.attempts = attempt
@@ -94,7 +104,8 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
     current = asyncio.current_task()
     if current is not None:
         runtime.running[task_id] = current
-    if engine.listening:
+    listening = engine.listening
+    if listening:
         await engine.emit_lifecycle(record)
     ctx = task_context.TaskContext(
         task_id=task_id,
@@ -102,7 +113,7 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
         attempt=attempt,
         tags=dict(record.tags),
         _clock=engine.clock,
-        _on_log=engine.log_emitter(record),
+        _on_log=engine.log_emitter(record) if listening else None,
     )
     again = False
     try:
@@ -111,41 +122,39 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
             is_async = invocation.is_async
             if is_async is None:
                 is_async = invocation.is_async = is_async_callable(invocation.func)
-            call = _call(engine, invocation, is_async, ctx)
-            result = await supervise(
-                engine.cancel_scopes,
-                engine.progress_wiring,
-                ctx,
-                is_async,
-                invocation.config.timeout,
-                call,
-            )
+            token = task_context.bind(ctx)
+            try:
+                call = (
+                    invocation.func(*invocation.args, **invocation.kwargs)
+                    if is_async
+                    else _call_in_thread(engine, invocation)
+                )
+                result = await supervise(
+                    engine.cancel_scopes,
+                    engine.progress_wiring,
+                    ctx,
+                    is_async,
+                    invocation.config.timeout,
+                    call,
+                )
+            finally:
+                task_context.unbind(token)
         except asyncio.CancelledError:
             await _interrupted(engine, record, ctx)
             raise
         except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
-            cancelled = TaskUpdate(
-                finished_at=engine.clock.now(),
-                error=f"{type(exc).__name__}: {exc}",
-                cancel_requested=True,
-            )
+            cancelled = {
+                "finished_at": engine.clock.now(),
+                "error": f"{type(exc).__name__}: {exc}",
+                "cancel_requested": True,
+            }
             await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
             engine.forget(task_id)
         except Exception as exc:
             again = await _failed(engine, record, invocation, ctx, exc)
         else:
-            await _finish(
-                engine,
-                record,
-                ctx,
-                TaskStatus.SUCCESS,
-                construct(
-                    TaskUpdate,
-                    finished_at=engine.clock.now(),
-                    result=encode_result(result),
-                    error=None,
-                ),
-            )
+            done = {"finished_at": engine.clock.now(), "result": encode_result(result), "error": None}
+            await _finish(engine, record, ctx, _SUCCESS, done)
             engine.forget(task_id)
     except OutcomeNotWritten:
         # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store takes it.
@@ -157,21 +166,17 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
     return again
 
 
-async def _call(
-    engine: Engine, invocation: Invocation, is_async: bool, ctx: task_context.TaskContext
-) -> Any:
-    func, args, kwargs = invocation.func, invocation.args, invocation.kwargs
-    token = task_context.bind(ctx)
-    try:
-        if is_async:
-            return await func(*args, **kwargs)
-        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-        result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
-        if inspect.isawaitable(result):
-            return await result
-        return result
-    finally:
-        task_context.unbind(token)
+async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
+    """Run a sync task function on the engine's thread pool, in a copy of the current
+    context (so ``get_task_context()`` works there); await what it returns if that is
+    awaitable."""
+    call = functools.partial(
+        contextvars.copy_context().run, invocation.func, *invocation.args, **invocation.kwargs
+    )
+    result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
+    if inspect.isawaitable(result):
+        return await result
+    return result
 
 
 async def _failed(
@@ -193,20 +198,15 @@ async def _failed(
     if ctx.attempt <= config.retries:
         delay = config.retry_delay(ctx.attempt)
         ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
-        retried = await _finish(engine, record, ctx, TaskStatus.PENDING, TaskUpdate(error=error))
+        retried = await _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
         if retried is None:
             return False
         if delay <= 0 and not engine.runtime().stopping:
             return True
         await engine.requeue(retried, delay, release=delay > 0)
         return False
-    await _finish(
-        engine,
-        record,
-        ctx,
-        TaskStatus.FAILED,
-        TaskUpdate(finished_at=engine.clock.now(), error=error),
-    )
+    failed = {"finished_at": engine.clock.now(), "error": error}
+    await _finish(engine, record, ctx, TaskStatus.FAILED, failed)
     engine.forget(record.task_id)
     return False
 
@@ -215,13 +215,14 @@ async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.Tas
     error = "interrupted by shutdown"
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
-        update = TaskUpdate(error=error)
-        again = await asyncio.shield(_finish(engine, record, ctx, TaskStatus.PENDING, update))
+        again = await asyncio.shield(
+            _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
+        )
         if again is not None:
             await asyncio.shield(engine.requeue(again))
         return
-    update = TaskUpdate(finished_at=engine.clock.now(), error=error)
-    await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, update))
+    interrupted = {"finished_at": engine.clock.now(), "error": error}
+    await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, interrupted))
 
 
 async def _finish(
@@ -229,47 +230,50 @@ async def _finish(
     record: TaskRecord,
     ctx: task_context.TaskContext,
     status: TaskStatus,
-    update: TaskUpdate,
+    changes: Changes,
 ) -> TaskRecord | None:
-    entries, replaced = storable_entries(ctx.take_entries())
-    update, replaced_too = storable_update(update)
+    """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
+    with ``changes``; the record written, or None when it was no longer RUNNING."""
+    entries = ctx.take_entries()
+    replaced = 0
+    if entries:
+        entries, replaced = storable_entries(entries)
+    changes, replaced_too = storable_changes(changes)
     replaced += replaced_too
     if replaced:
         note = (
             f"{replaced} character(s) no task store can hold (NUL, lone surrogates) were "
             f"replaced with U+FFFD in this task's result, error or log lines"
         )
-        if update.error is not None:
-            update = TaskUpdate(**{**update.changes(), "error": f"{update.error} [{note}]"})
+        if changes.get("error") is not None:
+            changes = {**changes, "error": f"{changes['error']} [{note}]"}
         entries.append(
-            LogEntry(
-                timestamp=engine.clock.now(), level="warning", message=note, attempt=ctx.attempt
+            construct(
+                LogEntry,
+                timestamp=engine.clock.now(),
+                level="warning",
+                message=note,
+                attempt=ctx.attempt,
             )
         )
-    backend = engine.backend
     if entries:
+        await _append_logs(engine, record.task_id, entries)
+    in_process = engine.transition_now
+    if in_process is not None:  # a store in this process: no await, nothing to retry
+        done = in_process(record.task_id, expected=_RUNNING, new=status, changes=changes)
+    else:
         try:
-            await engine.availability.persist(lambda: backend.append_logs(record.task_id, entries))
+            done = await _transition(
+                engine,
+                record.task_id,
+                expected=_RUNNING,
+                new=status,
+                changes=changes,
+                landed=lambda r: r.attempt == record.attempt and r.updated_at >= record.updated_at,
+            )
         except Exception as exc:
             reraise_if_cancelled()
-            logger.error(
-                "the task store refused the log lines of task %s (%s); the outcome is "
-                "written without them",
-                record.task_id,
-                exc,
-            )
-    try:
-        done = await _transition(
-            engine,
-            record.task_id,
-            expected=_RUNNING,
-            new=status,
-            update=update,
-            landed=lambda r: r.attempt == record.attempt and r.updated_at >= record.updated_at,
-        )
-    except Exception as exc:
-        reraise_if_cancelled()
-        done = await _finish_plainly(engine, record, status, update, exc)
+            done = await _finish_plainly(engine, record, status, changes, exc)
     if done is None:
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
         return None
@@ -278,18 +282,33 @@ async def _finish(
     return done
 
 
+async def _append_logs(engine: Engine, task_id: str, entries: list[LogEntry]) -> None:
+    """Store an attempt's log lines; a refusal is logged, and the outcome is written
+    without them."""
+    backend = engine.backend
+    try:
+        await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
+    except Exception as exc:
+        reraise_if_cancelled()
+        logger.error(
+            "the task store refused the log lines of task %s (%s); the outcome is "
+            "written without them",
+            task_id,
+            exc,
+        )
+
+
 async def _finish_plainly(
-    engine: Engine, record: TaskRecord, status: TaskStatus, update: TaskUpdate, exc: Exception
+    engine: Engine, record: TaskRecord, status: TaskStatus, changes: Changes, exc: Exception
 ) -> TaskRecord | None:
     """Write ``status`` without the result and with a plain error after the store refused
     the full outcome; raise ``OutcomeNotWritten`` if it refuses that too."""
     reason = clean_text(f"{type(exc).__name__}: {exc}")[0][:500]
     logger.error("the task store refused the outcome of task %s: %s", record.task_id, reason)
-    changes = {k: v for k, v in update.changes().items() if k not in ("result", "error")}
-    plain = TaskUpdate(
-        **changes,
-        error=f"the task store refused this task's outcome ({reason}); its result and "
-        "error message were not stored",
+    plain = {k: v for k, v in changes.items() if k not in ("result", "error")}
+    plain["error"] = (
+        f"the task store refused this task's outcome ({reason}); its result and "
+        "error message were not stored"
     )
     try:
         return await _transition(
@@ -297,7 +316,7 @@ async def _finish_plainly(
             record.task_id,
             expected=_RUNNING,
             new=status,
-            update=plain,
+            changes=plain,
             landed=lambda r: r.attempt == record.attempt,
         )
     except Exception as again:
@@ -317,19 +336,18 @@ async def _transition(
     *,
     expected: frozenset[TaskStatus],
     new: TaskStatus,
-    update: TaskUpdate,
+    changes: Changes,
     landed: Callable[[TaskRecord], bool],
 ) -> TaskRecord | None:
-    """Compare-and-set through outages, telling a lost reply from a lost race.
+    """Compare-and-set on a shared store through outages, telling a lost reply from a
+    lost race.
 
     The call is retried while the store is unreachable. If a retry finds the status
     already moved, the first try may have committed before its reply was lost: the
     record is read back and taken as ours when it is in ``new`` and ``landed`` says the
     change is the one this call made.
     """
-    now = engine.transition_now
-    if now is not None:  # a store in this process: no await, nothing to retry
-        return now(task_id, expected=expected, new=new, update=update)
+    update = construct(TaskUpdate, **changes)
     backend = engine.backend
     availability = engine.availability
     try:  # the common case: one (group-committed) call, no retry machinery

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from .errors import InvalidTaskError, TaskArgumentError
-from .models import LogEntry, TaskUpdate
+from .models import LogEntry
 
 __all__ = [
     "IDEMPOTENCY_KEY_MAX",
@@ -49,8 +49,8 @@ __all__ = [
     "check_text",
     "clean_json",
     "clean_text",
+    "storable_changes",
     "storable_entries",
-    "storable_update",
     "surrogate_error",
 ]
 
@@ -253,18 +253,21 @@ def _short(text: str) -> str:
     return repr(shown)
 
 
-def storable_update(update: TaskUpdate) -> tuple[TaskUpdate, int]:
-    """Return ``update`` with its error and result made storable, and how many
-    characters were replaced (0: ``update`` itself is returned)."""
-    changes = update.changes()
+def storable_changes(changes: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Return a status change's fields with its error and result made storable, and how
+    many characters were replaced (0: ``changes`` itself is returned, untouched)."""
     replaced = 0
-    if isinstance(changes.get("error"), str):
-        changes["error"], n = clean_text(changes["error"])
-        replaced += n
-    if "result" in changes:
-        changes["result"], n = clean_json(changes["result"])
-        replaced += n
-    return (TaskUpdate(**changes), replaced) if replaced else (update, 0)
+    error = changes.get("error")
+    if error is not None and isinstance(error, str):
+        clean_error, replaced = clean_text(error)
+        if replaced:
+            changes = {**changes, "error": clean_error}
+    if changes.get("result") is not None:
+        clean_result, n = clean_json(changes["result"])
+        if n:
+            changes = {**changes, "result": clean_result}
+            replaced += n
+    return changes, replaced
 
 
 def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:

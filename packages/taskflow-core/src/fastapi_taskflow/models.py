@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -43,6 +43,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "fold_text",
+    "from_fields",
     "duration_stats",
     "matches_text",
     "nearest_rank",
@@ -289,12 +290,21 @@ def construct(model: type[M], /, **values: Any) -> M:
         if name not in values:
             data[name] = factory()
     data.update(values)
+    return from_fields(model, data, set(values))
+
+
+def from_fields(model: type[M], data: dict[str, Any], fields_set: set[str]) -> M:
+    """Make ``data`` (every field of ``model``, values of the right types) the state of a
+    new, unvalidated ``model``; ``data`` and ``fields_set`` then belong to it."""
     obj = model.__new__(model)
-    object.__setattr__(obj, "__dict__", data)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _set_state(obj, "__dict__", data)
+    _set_state(obj, "__pydantic_fields_set__", fields_set)
+    _set_state(obj, "__pydantic_extra__", None)
+    _set_state(obj, "__pydantic_private__", None)
     return obj
+
+
+_set_state = object.__setattr__
 
 
 def new_task_id() -> str:
@@ -304,19 +314,12 @@ def new_task_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
-def copy_with(record: M, changes: dict[str, Any]) -> M:
+def copy_with(record: M, changes: Mapping[str, Any]) -> M:
     """Return a shallow copy of ``record`` with ``changes`` applied, unvalidated
     (``model_copy(update=...)`` at half its cost; the values are taskflow's own)."""
     data = record.__dict__.copy()
     data.update(changes)
-    obj = type(record).__new__(type(record))
-    object.__setattr__(obj, "__dict__", data)
-    object.__setattr__(
-        obj, "__pydantic_fields_set__", record.__pydantic_fields_set__ | changes.keys()
-    )
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
+    return from_fields(type(record), data, record.__pydantic_fields_set__ | changes.keys())
 
 
 def encode_cursor(created_at: datetime, task_id: str) -> str:

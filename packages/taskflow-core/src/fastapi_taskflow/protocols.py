@@ -18,10 +18,10 @@ Rules every implementation follows:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .clock import Clock
 from .events import LifecycleEvent, LogEvent
@@ -336,8 +336,10 @@ class InProcessStore(Protocol):
     engine uses both when the backend is not durable.
     """
 
-    def create_now(self, record: TaskRecord) -> CreateResult:
-        """What :meth:`Store.create` does, done before returning (thread-safe)."""
+    def create_now(self, record: TaskRecord) -> TaskRecord | None:
+        """What :meth:`Store.create` does, done before returning (thread-safe): None
+        when ``record`` was created, else the stored record that holds its id or its
+        idempotency key (a copy, as :meth:`Store.create` returns it)."""
         ...
 
     def transition_now(
@@ -346,9 +348,14 @@ class InProcessStore(Protocol):
         *,
         expected: Collection[TaskStatus],
         new: TaskStatus,
-        update: TaskUpdate | None = None,
+        changes: Mapping[str, Any] | None = None,
     ) -> TaskRecord | None:
-        """What :meth:`Store.transition` does, done before returning (thread-safe)."""
+        """What :meth:`Store.transition` does, done before returning (thread-safe).
+
+        ``changes`` holds the fields to set, by name, as :meth:`TaskUpdate.changes`
+        returns them (the engine builds no ``TaskUpdate`` for an in-process store). The
+        store must not keep or change the mapping itself.
+        """
         ...
 
 

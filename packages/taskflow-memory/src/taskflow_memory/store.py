@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict
-from collections.abc import Collection, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from fastapi_taskflow.models import (
     bucket_start,
     construct,
     copy_with,
+    from_fields,
     decode_cursor,
     duration_stats,
     encode_cursor,
@@ -35,6 +36,9 @@ from fastapi_taskflow.models import (
 )
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
+
+_WRITTEN = frozenset({"status", "updated_at"})
+"""The fields every write sets besides its changes."""
 
 DEFAULT_MAX_RECORDS = 10_000
 """How many task records a memory backend keeps before it drops the oldest finished ones."""
@@ -51,8 +55,9 @@ class MemoryState:
         """Ids of finished tasks in the order they finished (oldest first)."""
         self.logs: dict[str, list[LogEntry]] = defaultdict(list)
         self.key_holders: dict[str, str] = {}
-        self.status_counts: Counter[TaskStatus] = Counter()
-        self.func_counts: dict[str, Counter[TaskStatus]] = defaultdict(Counter)
+        self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
+        self.func_counts: dict[str, dict[TaskStatus, int]] = {}
+        """Function name -> tasks by status (every status a key, counts may be 0)."""
         self.owned: dict[str, dict[str, None]] = {}
         """Owner -> ids of its active (PENDING, RUNNING) tasks; owners with none are absent."""
 
@@ -65,34 +70,37 @@ class MemoryStore:
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`."""
-        return self._create(record)
-
-    def create_now(self, record: TaskRecord) -> CreateResult:
-        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
-        return self._create(record)
-
-    def _create(self, record: TaskRecord) -> CreateResult:
-        # create() and create_now() share this, so a subclass that turns the fast path
-        # off (``create_now = None``) keeps a working create().
         with self._state.lock:
-            return self._create_locked(record)
+            return self._create_result(record, self._create_locked(record))
+
+    def create_now(self, record: TaskRecord) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
+        with self._state.lock:
+            holder = self._create_locked(record)
+            return None if holder is None else holder.model_copy()
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
         with self._state.lock:
-            return [self._create_locked(record) for record in records]
+            return [self._create_result(record, self._create_locked(record)) for record in records]
 
-    def _create_locked(self, record: TaskRecord) -> CreateResult:
+    def _create_result(self, record: TaskRecord, holder: TaskRecord | None) -> CreateResult:
+        if holder is None:
+            return construct(CreateResult, record=self._state.records[record.task_id], created=True)
+        return CreateResult(record=holder.model_copy(), created=False)
+
+    def _create_locked(self, record: TaskRecord) -> TaskRecord | None:
+        """Store ``record``; None when stored, else the stored record holding its id or
+        its idempotency key (not copied)."""
         state = self._state
         existing = state.records.get(record.task_id)
         if existing is not None:
-            return CreateResult(record=existing.model_copy(), created=False)
+            return existing
         key = record.idempotency_key
         if key is not None:
             holder_id = state.key_holders.get(key)
             if holder_id is not None:
-                holder = state.records[holder_id]
-                return CreateResult(record=holder.model_copy(), created=False)
+                return state.records[holder_id]
             if record.status not in KEY_RELEASING_STATUSES:
                 state.key_holders[key] = record.task_id
         stored = record.model_copy(update={"logs": []}) if record.logs else record
@@ -103,7 +111,7 @@ class MemoryStore:
         if stored.status in TERMINAL_STATUSES:
             state.finished[stored.task_id] = None
             self._trim_locked()
-        return construct(CreateResult, record=stored, created=True)
+        return None
 
     def _trim_locked(self) -> None:
         """Drop the oldest finished tasks while more than ``max_records`` are kept.
@@ -159,7 +167,8 @@ class MemoryStore:
         update: TaskUpdate | None = None,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.transition`."""
-        return self._transition(task_id, expected, new, update)
+        changes = update.changes() if update is not None else None
+        return self._transition(task_id, expected, new, changes)
 
     def transition_now(
         self,
@@ -167,23 +176,25 @@ class MemoryStore:
         *,
         expected: Collection[TaskStatus],
         new: TaskStatus,
-        update: TaskUpdate | None = None,
+        changes: Mapping[str, Any] | None = None,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`."""
-        return self._transition(task_id, expected, new, update)
+        return self._transition(task_id, expected, new, changes)
 
     def _transition(
         self,
         task_id: str,
         expected: Collection[TaskStatus],
         new: TaskStatus,
-        update: TaskUpdate | None,
+        changes: Mapping[str, Any] | None,
     ) -> TaskRecord | None:
+        # transition() and transition_now() share this, so a subclass that turns the
+        # fast path off (``transition_now = None``) keeps a working transition().
         with self._state.lock:
             record = self._state.records.get(task_id)
             if record is None or record.status not in expected:
                 return None
-            return self._write_locked(record, new, update)
+            return self._write_locked(record, new, changes)
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
@@ -195,7 +206,8 @@ class MemoryStore:
                 if record is None or record.status not in item.expected:
                     results.append(None)
                 else:
-                    results.append(self._write_locked(record, item.new, item.update))
+                    changes = item.update.changes() if item.update is not None else None
+                    results.append(self._write_locked(record, item.new, changes))
         return results
 
     async def owners(self) -> set[str]:
@@ -263,15 +275,19 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None:
                 return None
-            return self._write_locked(record, record.status, update)
+            return self._write_locked(record, record.status, update.changes())
 
     def _write_locked(
-        self, record: TaskRecord, status: TaskStatus, update: TaskUpdate | None
+        self, record: TaskRecord, status: TaskStatus, changes: Mapping[str, Any] | None
     ) -> TaskRecord:
-        changes = update.changes() if update is not None else {}
-        changes["status"] = status
-        changes["updated_at"] = self.clock.now()
-        new = copy_with(record, changes)
+        data = record.__dict__.copy()
+        fields_set = record.__pydantic_fields_set__ | _WRITTEN
+        if changes:
+            data.update(changes)
+            fields_set.update(changes)
+        data["status"] = status
+        data["updated_at"] = self.clock.now()
+        new = from_fields(TaskRecord, data, fields_set)
         state = self._state
         state.records[record.task_id] = new  # stored records are never mutated in place
         old_status = record.status
@@ -284,8 +300,9 @@ class MemoryStore:
             if is_active and new_owner is not None:
                 self._own(new_owner, record.task_id)
         if status is not old_status:
-            state.status_counts[old_status] -= 1
-            state.status_counts[status] += 1
+            counts = state.status_counts
+            counts[old_status] -= 1
+            counts[status] += 1
             by_func = state.func_counts[record.func_name]
             by_func[old_status] -= 1
             by_func[status] += 1
@@ -304,8 +321,12 @@ class MemoryStore:
         return new
 
     def _count(self, record: TaskRecord, delta: int) -> None:
-        self._state.status_counts[record.status] += delta
-        self._state.func_counts[record.func_name][record.status] += delta
+        state = self._state
+        state.status_counts[record.status] += delta
+        by_func = state.func_counts.get(record.func_name)
+        if by_func is None:
+            by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
+        by_func[record.status] += delta
 
     async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
         """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
