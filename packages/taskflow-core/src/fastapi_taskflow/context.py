@@ -10,7 +10,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import TaskCancelledError
-from .models import LogEntry
+from .models import LogEntry, construct
 
 __all__ = ["LEVELS", "TaskContext", "get_task_context", "task_log"]
 
@@ -64,7 +64,8 @@ class TaskContext:
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
         assert self._clock is not None
-        entry = LogEntry(
+        entry = construct(  # every value is of its field's type already: no validation
+            LogEntry,
             timestamp=self._clock.now(),
             level=level,
             message=str(message),

@@ -287,7 +287,10 @@ async def _append_logs(engine: Engine, task_id: str, entries: list[LogEntry]) ->
     without them."""
     backend = engine.backend
     try:
-        await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
+        if engine.transition_now is not None:  # a store in this process is never away
+            await backend.append_logs(task_id, entries)
+        else:
+            await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
     except Exception as exc:
         reraise_if_cancelled()
         logger.error(

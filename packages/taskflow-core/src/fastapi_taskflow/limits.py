@@ -278,7 +278,7 @@ def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
     for entry in entries:
         message, n = clean_text(entry.message)
         extra = entry.extra
-        if extra:
+        if extra and not _plain_text(extra):
             extra, m = clean_json(to_jsonable_python(extra, fallback=repr))
             n += m
         if n or extra is not entry.extra:
@@ -286,3 +286,12 @@ def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
         replaced += n
         out.append(entry)
     return out, replaced
+
+
+def _plain_text(extra: dict[str, Any]) -> bool:
+    """True when ``extra`` maps ASCII text to ASCII text: storable as it is (a failed
+    attempt's ``traceback`` line, say), with no copy."""
+    for key, value in extra.items():
+        if type(value) is not str or not value.isascii() or not key.isascii():
+            return False
+    return True
