@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import BackgroundTasks
+
+from .engine import RunTask
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -82,6 +85,26 @@ class ManagedBackgroundTasks(BackgroundTasks):
             priority=priority,
             sink=self.tasks,
         )
+
+
+    async def __call__(self) -> None:
+        """Run the tasks one after another, as Starlette does after the response.
+
+        On a shared store, a task's successful outcome is written while the next task
+        starts, so the two changes share one write; this returns once every outcome is
+        written.
+        """
+        engine = self.task_manager._engine
+        finishing: list[asyncio.Task[None]] = []
+        try:
+            for task in self.tasks:
+                if type(task) is RunTask and task.engine is engine:
+                    await engine.run_now(task.task_id, finishing=finishing)
+                else:
+                    await task()
+        finally:
+            if finishing:
+                await asyncio.wait(finishing)
 
 
 def make_background_func(task_manager: TaskManager, task_id: str) -> Callable[[], Awaitable[None]]:

@@ -549,8 +549,11 @@ class Engine:
     async def _claim(self, queue: str, limit: int) -> list[Claim]:
         return await self.backend.claim(queue=queue, owner=self.instance_id, limit=limit)
 
-    async def run_now(self, task_id: str) -> None:
-        """Run an accepted task now (background list, eager, or awaited by hand)."""
+    async def run_now(
+        self, task_id: str, *, finishing: list[asyncio.Task[None]] | None = None
+    ) -> None:
+        """Run an accepted task now (background list, eager, or awaited by hand);
+        ``finishing``: see :func:`~fastapi_taskflow.executor.execute`."""
         runtime = self._runtime
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
             await self.started()
@@ -559,7 +562,7 @@ class Engine:
         invocation = self.tasks.get(task_id)
         if invocation is None:
             return  # already ran, or not accepted by this manager
-        await execute(self, task_id, invocation, claimed=False)
+        await execute(self, task_id, invocation, claimed=False, finishing=finishing)
 
     async def run_claimed(self, claim: Claim) -> None:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""

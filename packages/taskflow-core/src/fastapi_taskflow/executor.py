@@ -58,7 +58,14 @@ class OutcomeNotWritten(Exception):
     INTERRUPTED in the background, with retries (``end_unwritten``)."""
 
 
-async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claimed: bool) -> None:
+async def execute(
+    engine: Engine,
+    task_id: str,
+    invocation: Invocation,
+    *,
+    claimed: bool,
+    finishing: list[asyncio.Task[None]] | None = None,
+) -> None:
     """Run ``task_id`` if it is PENDING, and record what happened.
 
     Args:
@@ -67,17 +74,26 @@ async def execute(engine: Engine, task_id: str, invocation: Invocation, *, claim
         invocation: the function and arguments.
         claimed: the task came off a queue (claimed by this instance) rather than
             from this instance's own list of accepted tasks.
+        finishing: when given (a container running its tasks one after another on a
+            shared store), a successful outcome is written by a task added to this list,
+            and ``execute`` returns before that write commits: the next task's start
+            then shares the write (group commit). The container awaits the list.
 
     The PENDING → RUNNING compare-and-set makes this instance the task's owner and
     admits one starter, whoever else tries. A failed attempt whose retry is due at once
     (``delay=0``) is retried right here, through PENDING → RUNNING again, without a trip
     through the queue; a later retry goes to the queue with its not-before time.
     """
-    while await _attempt(engine, task_id, invocation):
+    while await _attempt(engine, task_id, invocation, finishing):
         pass
 
 
-async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool:
+async def _attempt(
+    engine: Engine,
+    task_id: str,
+    invocation: Invocation,
+    finishing: list[asyncio.Task[None]] | None = None,
+) -> bool:
     """Run one attempt; True when the next attempt is due at once and runs here."""
     owner = engine.instance_id
     attempt = invocation.attempts + 1
@@ -116,6 +132,7 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
         _on_log=engine.log_emitter(record) if listening else None,
     )
     again = False
+    succeeded: Changes | None = None
     try:
         try:
             # Timeout, cancellation and progress of the attempt: see supervision.py.
@@ -154,8 +171,11 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
             again = await _failed(engine, record, invocation, ctx, exc)
         else:
             done = {"finished_at": engine.clock.now(), "result": encode_result(result), "error": None}
-            await _finish(engine, record, ctx, _SUCCESS, done)
-            engine.forget(task_id)
+            if finishing is not None and engine.transition_now is None:
+                succeeded = done
+            else:
+                await _finish(engine, record, ctx, _SUCCESS, done)
+                engine.forget(task_id)
     except OutcomeNotWritten:
         # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store takes it.
         engine.forget(task_id)
@@ -163,7 +183,35 @@ async def _attempt(engine: Engine, task_id: str, invocation: Invocation) -> bool
         reraise_if_cancelled()
     finally:
         runtime.running.pop(task_id, None)
+    if succeeded is not None and finishing is not None:
+        # Counted as running until written, so a graceful shutdown waits for the write.
+        writing = runtime.spawn(
+            _finish_later(engine, record, ctx, succeeded), name=f"taskflow-finish-{task_id}"
+        )
+        runtime.running[task_id] = writing
+        writing.add_done_callback(lambda _: _stop_counting(runtime.running, task_id, writing))
+        finishing.append(writing)
     return again
+
+
+async def _finish_later(
+    engine: Engine, record: TaskRecord, ctx: task_context.TaskContext, changes: Changes
+) -> None:
+    """Write a successful outcome after ``execute`` returned (see its ``finishing``)."""
+    try:
+        await _finish(engine, record, ctx, _SUCCESS, changes)
+    except OutcomeNotWritten:
+        engine.forget(record.task_id)
+        await end_unwritten(engine, record)
+        return
+    engine.forget(record.task_id)
+
+
+def _stop_counting(
+    running: dict[str, asyncio.Task[Any]], task_id: str, task: asyncio.Task[Any]
+) -> None:
+    if running.get(task_id) is task:
+        del running[task_id]
 
 
 async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
