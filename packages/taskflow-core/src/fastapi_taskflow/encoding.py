@@ -105,15 +105,8 @@ def encode_arguments(
     Raises:
         TaskArgumentError: ``strict`` and an argument cannot be stored; names it.
     """
-    names = _positional_names(func)
-    out_args = []
-    for index, value in enumerate(args):
-        label = names[index] if index < len(names) else f"#{index}"
-        out_args.append(_encode_one(func, f"positional argument {label!r}", value, strict))
-    out_kwargs = {
-        name: _encode_one(func, f"keyword argument {name!r}", value, strict)
-        for name, value in kwargs.items()
-    }
+    out_args = [_encode_one(func, index, value, strict) for index, value in enumerate(args)]
+    out_kwargs = {name: _encode_one(func, name, value, strict) for name, value in kwargs.items()}
     return out_args, out_kwargs
 
 
@@ -156,12 +149,19 @@ def decode_arguments(
     return out_args, out_kwargs
 
 
-def _encode_one(func: Callable[..., Any], label: str, value: Any, strict: bool) -> Any:
+def _encode_one(func: Callable[..., Any], where: int | str, value: Any, strict: bool) -> Any:
+    """Encode one argument: ``where`` is its position (int) or keyword (str)."""
     try:
         return _to_json(value)
     except _Unstorable as exc:
         if not strict:
             return {UNSTORED_MARKER: exc.type_name}
+        if isinstance(where, int):
+            names = _positional_names(func)  # only for the message: inspect is slow
+            shown = names[where] if where < len(names) else f"#{where}"
+            label = f"positional argument {shown!r}"
+        else:
+            label = f"keyword argument {where!r}"
         raise TaskArgumentError(
             f"{label} of {_name(func)} is a {exc.type_name} ({exc.what}), which cannot be "
             "stored as JSON without reading or changing it. Durable backends store "

@@ -557,8 +557,8 @@ class Engine:
         runtime = self._runtime
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
             await self.started()
-        if not await self.flush_for(task_id):
-            return  # already ran, dropped, or not accepted by this manager
+        if task_id in self.pending and not await self.flush_for(task_id):
+            return  # dropped, or not accepted by this manager
         invocation = self.tasks.get(task_id)
         if invocation is None:
             return  # already ran, or not accepted by this manager

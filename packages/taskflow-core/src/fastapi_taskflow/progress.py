@@ -196,25 +196,39 @@ class ProgressWiring:
     store: Callable[[], Store]
 
 
-def attach(wiring: ProgressWiring, ctx: TaskContext) -> list[ProgressReporter]:
-    """Give ``ctx`` a progress hook that makes its reporter on first use.
+class _FirstReport:
+    """A context's progress hook: makes the attempt's reporter on first use (most tasks
+    never report, so an attempt costs one small object)."""
 
-    Returns a list that holds the reporter once made (for :func:`close`)."""
-    made: list[ProgressReporter] = []
-    loop = asyncio.get_running_loop()
+    __slots__ = ("ctx", "loop", "reporter", "wiring")
 
-    def on_progress(fraction: float, message: str | None) -> None:
-        if not made:
-            with ctx._lock:
-                if not made:
-                    made.append(ProgressReporter(wiring, ctx, loop))
-        made[0].report(fraction, message)
+    def __init__(
+        self, wiring: ProgressWiring, ctx: TaskContext, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.wiring = wiring
+        self.ctx = ctx
+        self.loop = loop
+        self.reporter: ProgressReporter | None = None
 
-    ctx._on_progress = on_progress
-    return made
+    def __call__(self, fraction: float, message: str | None) -> None:
+        reporter = self.reporter
+        if reporter is None:
+            with self.ctx._lock:
+                reporter = self.reporter
+                if reporter is None:
+                    reporter = self.reporter = ProgressReporter(self.wiring, self.ctx, self.loop)
+        reporter.report(fraction, message)
 
 
-async def close(made: list[ProgressReporter]) -> None:
+def attach(wiring: ProgressWiring, ctx: TaskContext) -> _FirstReport:
+    """Give ``ctx`` a progress hook that makes its reporter on first use; pass what
+    this returns to :func:`close` when the attempt ends."""
+    hook = _FirstReport(wiring, ctx, asyncio.get_running_loop())
+    ctx._on_progress = hook
+    return hook
+
+
+async def close(hook: _FirstReport) -> None:
     """Flush the reporter of an attempt that ended, if the task reported at all."""
-    if made:
-        await made[0].close()
+    if hook.reporter is not None:
+        await hook.reporter.close()

@@ -41,6 +41,8 @@ _REMEMBER_SECONDS = 120.0
 class Scope:
     """One running attempt that can be interrupted (by its deadline or by a cancel)."""
 
+    __slots__ = ("_cancelled_task", "active", "ctx", "is_async", "reason", "task")
+
     def __init__(self, ctx: TaskContext, task: asyncio.Task[Any], is_async: bool):
         self.ctx = ctx
         self.task = task
@@ -155,5 +157,5 @@ async def supervise(
         if timer is not None:
             timer.cancel()
         scopes.close(scope)
-        if reporters:  # the task reported progress: write what is still unwritten
+        if reporters.reporter is not None:  # it reported: write what is still unwritten
             await progress.close(reporters)
