@@ -19,18 +19,20 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate, fold_text
+from fastapi_taskflow.models import LogEntry, TaskRecord, TaskStatus, TaskUpdate, fold_text
 
 from .errors import RedisBackendError
-from .keys import KeySpace, micros
+from .keys import KeySpace, micros, padded
 
 __all__ = [
     "MUTABLE_FIELDS",
+    "STATUS_VALUE",
     "CorruptValue",
     "as_str",
     "decode_logs",
@@ -43,6 +45,7 @@ __all__ = [
     "with_logs",
     "iso_utc",
     "pairs",
+    "validate_record",
 ]
 
 logger = logging.getLogger("taskflow_redis")
@@ -63,6 +66,10 @@ MUTABLE_FIELDS = (
 _SKIP: set[str] = {"status", "logs", *MUTABLE_FIELDS}
 
 
+STATUS_VALUE: dict[str, str] = {status: status.value for status in TaskStatus}
+"""The stored text of each status (a dict lookup, cheaper than ``TaskStatus(x).value``)."""
+
+
 class CorruptValue(Exception):
     """A stored value could not be decoded (internal; callers log and skip)."""
 
@@ -80,9 +87,12 @@ def _as_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8")
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps_compact(value: Any) -> str:
     """Compact JSON (no spaces, non-ASCII kept)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(value)
 
 
 def pairs(flat: Sequence[Any]) -> dict[str, Any]:
@@ -92,47 +102,70 @@ def pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 _DEFAULTS = {name: TaskRecord.model_fields[name].default for name in MUTABLE_FIELDS}
 
+_RECORD_JSON = TaskRecord.__pydantic_serializer__.to_json
+
+_IX_CACHE: dict[tuple[str, str, str], str] = {}
+_IX_CACHE_SIZE = 1024
+
+
+def _index_keys(record: TaskRecord, keys: KeySpace) -> str:
+    """The ``ix`` field: JSON list of the record's other index keys, after ``idx:``."""
+    tags = record.tags
+    if not tags:  # the common case: one entry per (function, queue), computed once
+        cache_key = (keys.base, record.func_name, record.queue)
+        found = _IX_CACHE.get(cache_key)
+        if found is not None:
+            return found
+    extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
+    extra += [keys.tag_index(k, v) for k, v in sorted(tags.items())]
+    ix = dumps_compact([key.removeprefix(keys.base + "idx:") for key in extra])
+    if not tags:
+        if len(_IX_CACHE) >= _IX_CACHE_SIZE:
+            _IX_CACHE.clear()
+        _IX_CACHE[cache_key] = ix
+    return ix
+
 
 def encode_record(record: TaskRecord, keys: KeySpace) -> list[str]:
     """Return the ``create.lua`` argument block for ``record`` (header then hash fields)."""
-    fixed = record.model_dump_json(exclude=_SKIP, exclude_defaults=True, fallback=repr)
-    member = keys.member(record.created_at, record.task_id)
-    extra = [keys.func_index(record.func_name), keys.queue_index(record.queue)]
-    extra += [keys.tag_index(k, v) for k, v in sorted(record.tags.items())]
-    ix = dumps_compact([key.removeprefix(keys.base + "idx:") for key in extra])
-    fields = ["d", fixed, "s", record.status.value, "m", member, "ix", ix]
-    fields += ["f", record.func_name]
-    if record.idempotency_key is not None:
-        fields += ["k", record.idempotency_key]
-    fin = "" if record.finished_at is None else str(micros(record.finished_at))
+    values = record.__dict__
+    fixed = _RECORD_JSON(record, exclude=_SKIP, exclude_defaults=True, fallback=repr)
+    member = padded(micros(record.created_at)) + ":" + record.task_id
+    ix = _index_keys(record, keys)
+    status = STATUS_VALUE.get(record.status) or TaskStatus(record.status).value
+    func_name = record.func_name
+    fields = ["d", fixed.decode("utf-8"), "s", status, "m", member, "ix", ix, "f", func_name]
+    idem = record.idempotency_key
+    if idem is not None:
+        fields += ["k", idem]
+    finished = record.finished_at
+    fin = "" if finished is None else str(micros(finished))
     if fin:
         fields += ["fin", fin]
-    if record.started_at is not None:
-        fields += ["st", str(micros(record.started_at))]
-    if record.owner is not None:
-        fields += ["o", record.owner]
+    started = record.started_at
+    if started is not None:
+        fields += ["st", str(micros(started))]
+    owner = record.owner
+    if owner is not None:
+        fields += ["o", owner]
     if record.tags:
         fields += ["sx", fold_text("\x00".join(p for pair in record.tags.items() for p in pair))]
-    values = record.__dict__
     for name, default in _DEFAULTS.items():
         value = values[name]
         if value is default or (value == default and type(value) is type(default)):
             continue
-        if name == "result":
-            fields += [name, to_json(value, fallback=repr).decode("utf-8")]
-        else:
-            fields += [name, _value_json(value)]
-    header = [
+        fields += [name, _value_json(value)]
+    return [
         record.task_id,
-        record.idempotency_key or "",
-        record.status.value,
-        record.func_name,
+        idem or "",
+        status,
+        func_name,
         member,
         ix,
         fin,
         str(len(fields) // 2),
+        *fields,
     ]
-    return header + fields
 
 
 def encode_update(update: TaskUpdate | None, updated_at: str) -> tuple[str, str, list[str]]:
@@ -146,14 +179,8 @@ def encode_update(update: TaskUpdate | None, updated_at: str) -> tuple[str, str,
     fields = ["updated_at", updated_at]
     if update is None:
         return "", "", fields
-    changes = update.changes()
-    if not changes:
-        return "", "", fields
     fin = owner = ""
-    for name, value in changes.items():
-        if name == "result":
-            fields += ["result", to_json(value, fallback=repr).decode("utf-8")]
-            continue
+    for name, value in update.changes().items():
         fields += [name, _value_json(value)]
         if name == "started_at":
             fields += ["st", "" if value is None else str(micros(value))]
@@ -165,18 +192,19 @@ def encode_update(update: TaskUpdate | None, updated_at: str) -> tuple[str, str,
 
 
 def _value_json(value: Any) -> str:
-    """JSON of a scalar field of :class:`TaskUpdate` (the fast path of ``to_json``)."""
+    """JSON of a record field's value, as pydantic writes it (fast paths for scalars)."""
     if value is None:
         return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, datetime):
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is datetime:
         return '"' + iso_utc(value) + '"'
-    if isinstance(value, str):
-        return dumps_compact(value)
-    return to_json(value).decode("utf-8")
+    return to_json(value, fallback=repr).decode("utf-8")
 
 
 def iso_utc(moment: datetime) -> str:
@@ -200,6 +228,11 @@ def frame(reply: Any, count: int) -> list[str]:
             "is another version of taskflow-redis using the same prefix?"
         )
     return lines
+
+
+validate_record = TaskRecord.__pydantic_validator__.validate_json
+"""Validate a record's JSON (``str`` or ``bytes``); raises ``ValidationError``, a
+``ValueError``. The fast path of :func:`decode_record` for callers that report errors."""
 
 
 def decode_record(raw: Any) -> TaskRecord:

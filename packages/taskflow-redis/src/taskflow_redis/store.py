@@ -27,6 +27,7 @@ from fastapi_taskflow.models import (
 
 from .base import RedisBase, logger
 from .codec import (
+    STATUS_VALUE,
     CorruptValue,
     as_str,
     decode_logs,
@@ -38,6 +39,7 @@ from .codec import (
     frame,
     iso_utc,
     pairs,
+    validate_record,
     with_logs,
 )
 from .connection import driver_errors
@@ -63,9 +65,27 @@ TRANSITION_BATCH = 1000
 than one round trip, so one script never blocks the server for long)."""
 
 
+_EXPECTED: dict[frozenset[TaskStatus], str] = {}
+"""``_expected`` of each set of statuses seen (at most one entry per subset of statuses)."""
+
+
 def _expected(statuses: Collection[TaskStatus]) -> str:
     """The ``expected`` argument of ``transition.lua``: ``,a,b,``."""
-    return "," + ",".join(TaskStatus(s).value for s in statuses) + ","
+    if type(statuses) is frozenset:
+        found = _EXPECTED.get(statuses)
+        if found is None:
+            found = _EXPECTED[statuses] = _expected_text(statuses)
+        return found
+    return _expected_text(statuses)
+
+
+def _expected_text(statuses: Collection[TaskStatus]) -> str:
+    return "," + ",".join(sorted(TaskStatus(s).value for s in statuses)) + ","
+
+
+def _status_value(status: TaskStatus) -> str:
+    """The stored text of ``status``."""
+    return STATUS_VALUE.get(status) or TaskStatus(status).value
 
 
 def _is_marker(value: Any) -> bool:
@@ -180,7 +200,7 @@ class RedisStore(RedisBase):
         """
         if not expected:
             return None
-        item = (task_id, _expected(expected), TaskStatus(new).value, update)
+        item = (task_id, _expected(expected), _status_value(new), update)
         return (await self._write([item], f"updating task {task_id}"))[0]
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
@@ -194,7 +214,7 @@ class RedisStore(RedisBase):
         todo: list[tuple[int, tuple[str, str, str, TaskUpdate | None]]] = []
         for index, item in enumerate(transitions):
             if item.expected:
-                new = TaskStatus(item.new).value
+                new = _status_value(item.new)
                 todo.append((index, (item.task_id, _expected(item.expected), new, item.update)))
         for start in range(0, len(todo), TRANSITION_BATCH):
             chunk = todo[start : start + TRANSITION_BATCH]
@@ -226,7 +246,10 @@ class RedisStore(RedisBase):
             elif line == "!":
                 out.append(self._decode(b"corrupt", task_id))
             else:
-                out.append(self._decode(line, task_id))
+                try:
+                    out.append(validate_record(line))
+                except ValueError:  # reported (with the reason) by _decode
+                    out.append(self._decode(line, task_id))
         return out
 
     async def owners(self) -> set[str]:

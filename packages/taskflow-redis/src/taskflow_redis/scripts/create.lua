@@ -8,6 +8,7 @@
 local items = cjson.decode(ARGV[2])
 local p = 1
 local out = {}
+local IX = {} -- decoded 'ix' lists (records of one function and queue share one)
 while p <= #items do
   local id, idem, s, f, m, ix, fin = items[p], items[p + 1], items[p + 2], items[p + 3],
     items[p + 4], items[p + 5], items[p + 6]
@@ -15,7 +16,9 @@ while p <= #items do
   local first = p + 8
   p = first + 2 * nf
   local key = task_key(id)
-  local existing = record_json(id)
+  -- A new id (the usual case) costs one EXISTS; only a taken one is read.
+  local existing = false
+  if redis.call('EXISTS', key) == 1 then existing = record_json(id) end
   local result = nil
   if existing and existing ~= 'corrupt' then
     result = existing
@@ -39,7 +42,13 @@ while p <= #items do
     end
     zadd_later(K_ALL, 0, m)
     zadd_later(status_idx(s), 0, m)
-    for _, ik in ipairs(cjson.decode(ix)) do zadd_later(B .. 'idx:' .. ik, 0, m) end
+    local ixs = IX[ix]
+    if not ixs then
+      ixs = {}
+      for _, ik in ipairs(cjson.decode(ix)) do ixs[#ixs + 1] = B .. 'idx:' .. ik end
+      IX[ix] = ixs
+    end
+    for _, ik in ipairs(ixs) do zadd_later(ik, 0, m) end
     count(s, f, 1)
     if ACTIVE[s] then reindex_owner(m, false, false, o, true) end
     if fin ~= '' then
