@@ -146,22 +146,20 @@ def accept(
             return holder  # the key's task exists: a duplicate needs no room
         _reject(engine, record, loop)
     task_id = record.task_id
-    engine.register_invocation(
-        record, func, args, kwargs, config, route, is_async=entry.is_async
-    )
+    engine.register_invocation(record, func, args, kwargs, config, route, is_async=entry.is_async)
     create_now = engine.create_now
     if idempotency_key is not None:
         if create_now is not None:
-            holder = create_now(record)
+            existing = create_now(record)
         else:
             queued = route == QUEUED and engine.durable
             result = engine.bridge.run(
                 lambda backend: _create_keyed(engine, backend, record, queued)
             )
-            holder = None if result.created else result.record
-        if holder is not None:
+            existing = None if result.created else result.record
+        if existing is not None:
             engine.forget(task_id)
-            return holder.task_id
+            return existing.task_id
     elif create_now is not None:
         create_now(record)
     else:

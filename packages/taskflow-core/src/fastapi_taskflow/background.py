@@ -86,7 +86,6 @@ class ManagedBackgroundTasks(BackgroundTasks):
             sink=self.tasks,
         )
 
-
     async def __call__(self) -> None:
         """Run the tasks one after another, as Starlette does after the response.
 

@@ -170,7 +170,11 @@ async def _attempt(
         except Exception as exc:
             again = await _failed(engine, record, invocation, ctx, exc)
         else:
-            done = {"finished_at": engine.clock.now(), "result": encode_result(result), "error": None}
+            done = {
+                "finished_at": engine.clock.now(),
+                "result": encode_result(result),
+                "error": None,
+            }
             if finishing is not None and engine.transition_now is None:
                 succeeded = done
             else:

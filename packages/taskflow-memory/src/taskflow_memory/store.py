@@ -28,10 +28,10 @@ from fastapi_taskflow.models import (
     bucket_start,
     construct,
     copy_with,
-    from_fields,
     decode_cursor,
     duration_stats,
     encode_cursor,
+    from_fields,
     matches_text,
 )
 
