@@ -94,11 +94,17 @@ class ManagedBackgroundTasks(BackgroundTasks):
         written.
         """
         engine = self.task_manager._engine
+        tasks = self.tasks
         finishing: list[asyncio.Task[None]] = []
         try:
-            for task in self.tasks:
+            index = 0
+            while index < len(tasks):  # a task may add tasks to this list: run those too
+                task = tasks[index]
+                index += 1
                 if type(task) is RunTask and task.engine is engine:
-                    await engine.run_now(task.task_id, finishing=finishing)
+                    # The last task has no next start to share its write with.
+                    later = finishing if index < len(tasks) else None
+                    await engine.run_now(task.task_id, finishing=later)
                 else:
                     await task()
         finally:
