@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -42,6 +42,8 @@ __all__ = [
     "new_task_id",
     "decode_cursor",
     "encode_cursor",
+    "every_field",
+    "fields_set_with",
     "fold_text",
     "from_fields",
     "duration_stats",
@@ -272,7 +274,8 @@ def construct(model: type[M], /, **values: Any) -> M:
     was made by taskflow itself: it skips validation like ``model_construct`` but at a
     fraction of its cost. Missing fields get their defaults (factories are called).
     The result is an ordinary model: ``__pydantic_fields_set__`` holds the given names,
-    so ``TaskUpdate.changes()`` sees exactly them.
+    so ``TaskUpdate.changes()`` sees exactly them. A :class:`TaskRecord` gets the shared
+    :func:`every_field` set instead (nothing reads which fields of a record were set).
     """
     found = _DEFAULTS.get(model)
     if found is None:
@@ -290,7 +293,7 @@ def construct(model: type[M], /, **values: Any) -> M:
         if name not in values:
             data[name] = factory()
     data.update(values)
-    return from_fields(model, data, set(values))
+    return from_fields(model, data, _EVERY_FIELD.get(model) or set(values))
 
 
 def from_fields(model: type[M], data: dict[str, Any], fields_set: set[str]) -> M:
@@ -319,7 +322,34 @@ def copy_with(record: M, changes: Mapping[str, Any]) -> M:
     (``model_copy(update=...)`` at half its cost; the values are taskflow's own)."""
     data = record.__dict__.copy()
     data.update(changes)
-    return from_fields(type(record), data, record.__pydantic_fields_set__ | changes.keys())
+    return from_fields(type(record), data, fields_set_with(record, changes.keys()))
+
+
+def fields_set_with(model: BaseModel, names: Iterable[str]) -> set[str]:
+    """The ``__pydantic_fields_set__`` of a copy of ``model`` that also sets ``names``:
+    the shared :func:`every_field` set stays shared (one set for every record, not one
+    per copy)."""
+    current = model.__pydantic_fields_set__
+    if current is _EVERY_FIELD.get(type(model)):
+        return current
+    return current | set(names)
+
+
+def every_field(model: type[BaseModel]) -> set[str]:
+    """The names of all fields of ``model``, as one set shared by the records built on
+    the engine's hot path (see :func:`construct`).
+
+    It stands in for each record's ``__pydantic_fields_set__``: a set per record (and
+    per copy) costs memory and garbage-collector time, and nothing reads it. Assigning
+    an attribute adds its name to the set, which changes nothing: every name is in it.
+    """
+    found = _EVERY_FIELD.get(model)
+    if found is None:
+        found = _EVERY_FIELD[model] = set(model.model_fields)
+    return found
+
+
+_EVERY_FIELD: dict[type[BaseModel], set[str]] = {}
 
 
 def encode_cursor(created_at: datetime, task_id: str) -> str:
@@ -394,3 +424,6 @@ def bucket_start(moment: datetime, bucket_seconds: int) -> datetime:
     micros = (moment - _EPOCH) // timedelta(microseconds=1)
     width = bucket_seconds * 1_000_000
     return _EPOCH + timedelta(microseconds=micros - micros % width)
+
+
+every_field(TaskRecord)  # records built by construct() share one fields set

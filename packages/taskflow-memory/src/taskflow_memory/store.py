@@ -31,6 +31,7 @@ from fastapi_taskflow.models import (
     decode_cursor,
     duration_stats,
     encode_cursor,
+    fields_set_with,
     from_fields,
     matches_text,
 )
@@ -281,10 +282,11 @@ class MemoryStore:
         self, record: TaskRecord, status: TaskStatus, changes: Mapping[str, Any] | None
     ) -> TaskRecord:
         data = record.__dict__.copy()
-        fields_set = record.__pydantic_fields_set__ | _WRITTEN
         if changes:
             data.update(changes)
-            fields_set.update(changes)
+            fields_set = fields_set_with(record, (*changes, *_WRITTEN))
+        else:
+            fields_set = fields_set_with(record, _WRITTEN)
         data["status"] = status
         data["updated_at"] = self.clock.now()
         new = from_fields(TaskRecord, data, fields_set)
