@@ -426,4 +426,5 @@ def bucket_start(moment: datetime, bucket_seconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros - micros % width)
 
 
-every_field(TaskRecord)  # records built by construct() share one fields set
+every_field(TaskRecord)  # records and log lines built by construct() share one fields set each
+every_field(LogEntry)

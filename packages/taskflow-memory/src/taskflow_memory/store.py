@@ -38,6 +38,19 @@ from fastapi_taskflow.models import (
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
 
+StoredLine = tuple[datetime, str, str, int, dict[str, Any]]
+"""A log line as the store keeps it: ``(timestamp, level, message, attempt, extra)``.
+A tuple of plain values is left alone by Python's garbage collector, where a
+``LogEntry`` is one more object every full collection walks."""
+
+
+def _log_entry(line: StoredLine) -> LogEntry:
+    timestamp, level, message, attempt, extra = line
+    return construct(
+        LogEntry, timestamp=timestamp, level=level, message=message, attempt=attempt, extra=extra
+    )
+
+
 _WRITTEN = frozenset({"status", "updated_at"})
 """The fields every write sets besides its changes."""
 
@@ -54,7 +67,8 @@ class MemoryState:
         self.records: dict[str, TaskRecord] = {}
         self.finished: dict[str, None] = {}
         """Ids of finished tasks in the order they finished (oldest first)."""
-        self.logs: dict[str, list[LogEntry]] = defaultdict(list)
+        self.logs: dict[str, list[StoredLine]] = defaultdict(list)
+        """Task id -> its log lines, as tuples (see :data:`StoredLine`)."""
         self.key_holders: dict[str, str] = {}
         self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
@@ -149,7 +163,8 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None:
                 return None
-            return record.model_copy(update={"logs": list(self._state.logs.get(task_id, ()))})
+            lines = self._state.logs.get(task_id, ())
+            return copy_with(record, {"logs": [_log_entry(line) for line in lines]})
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
@@ -334,7 +349,9 @@ class MemoryStore:
         """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
         with self._state.lock:
             if task_id in self._state.records:
-                self._state.logs[task_id].extend(entries)
+                self._state.logs[task_id].extend(
+                    (e.timestamp, e.level, e.message, e.attempt, e.extra) for e in entries
+                )
 
     async def query(self, query: TaskQuery) -> TaskPage:
         """See :meth:`fastapi_taskflow.protocols.Store.query`."""
