@@ -24,6 +24,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+import fastapi.dependencies.utils as _dependency_utils
 from fastapi import BackgroundTasks as FastAPIBackgroundTasks
 from fastapi import FastAPI
 from starlette.background import BackgroundTasks
@@ -218,12 +219,10 @@ def _patch_fastapi() -> None:
     restored FastAPI's original class since (a test fixture undoing monkeypatches,
     another library), it is put back.
     """
-    import fastapi.dependencies.utils as dependency_utils
-
-    if getattr(dependency_utils, "BackgroundTasks", None) is _background_tasks_factory:
+    if getattr(_dependency_utils, "BackgroundTasks", None) is _background_tasks_factory:
         return
     with _patch_lock:
-        setattr(dependency_utils, "BackgroundTasks", _background_tasks_factory)  # noqa: B010
+        setattr(_dependency_utils, "BackgroundTasks", _background_tasks_factory)  # noqa: B010
 
 
 def install_app(task_manager: TaskManager, app: FastAPI) -> None:
