@@ -354,7 +354,9 @@ class InProcessStore(Protocol):
 
         ``changes`` holds the fields to set, by name, as :meth:`TaskUpdate.changes`
         returns them (the engine builds no ``TaskUpdate`` for an in-process store). The
-        store must not keep or change the mapping itself.
+        store must not keep or change the mapping itself. Unlike :meth:`Store.transition`,
+        it may return the record it keeps, changed in place: the engine only reads it,
+        and never after the task's next status change.
         """
         ...
 

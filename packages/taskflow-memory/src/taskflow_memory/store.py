@@ -31,8 +31,7 @@ from fastapi_taskflow.models import (
     decode_cursor,
     duration_stats,
     encode_cursor,
-    fields_set_with,
-    from_fields,
+    every_field,
     matches_text,
 )
 
@@ -51,7 +50,14 @@ def _log_entry(line: StoredLine) -> LogEntry:
     )
 
 
+def _copy(record: TaskRecord) -> TaskRecord:
+    """What a method hands out: a copy, never the stored record, which later changes
+    modify in place."""
+    return copy_with(record, {})
+
+
 _WRITTEN = frozenset({"status", "updated_at"})
+_EVERY_FIELD = every_field(TaskRecord)
 """The fields every write sets besides its changes."""
 
 DEFAULT_MAX_RECORDS = 10_000
@@ -91,8 +97,8 @@ class MemoryStore:
     def create_now(self, record: TaskRecord) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
         with self._state.lock:
-            holder = self._create_locked(record)
-            return None if holder is None else holder.model_copy()
+            holder = self._create_locked(record, own=True)
+            return None if holder is None else _copy(holder)
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
@@ -101,12 +107,15 @@ class MemoryStore:
 
     def _create_result(self, record: TaskRecord, holder: TaskRecord | None) -> CreateResult:
         if holder is None:
-            return construct(CreateResult, record=self._state.records[record.task_id], created=True)
+            return construct(
+                CreateResult, record=_copy(self._state.records[record.task_id]), created=True
+            )
         return CreateResult(record=holder.model_copy(), created=False)
 
-    def _create_locked(self, record: TaskRecord) -> TaskRecord | None:
-        """Store ``record``; None when stored, else the stored record holding its id or
-        its idempotency key (not copied)."""
+    def _create_locked(self, record: TaskRecord, *, own: bool = False) -> TaskRecord | None:
+        """Store ``record`` (``own``: the caller hands the object over); None when
+        stored, else the stored record holding its id or its idempotency key (not
+        copied)."""
         state = self._state
         existing = state.records.get(record.task_id)
         if existing is not None:
@@ -118,7 +127,9 @@ class MemoryStore:
                 return state.records[holder_id]
             if record.status not in KEY_RELEASING_STATUSES:
                 state.key_holders[key] = record.task_id
-        stored = record.model_copy(update={"logs": []}) if record.logs else record
+        # The stored record is changed in place later: keep a copy, unless the record is
+        # the engine's own (create_now), never used by it again but through this store.
+        stored = record if own and not record.logs else copy_with(record, {"logs": []})
         state.records[record.task_id] = stored
         self._count(stored, +1)
         if stored.owner is not None and stored.status in ACTIVE_STATUSES:
@@ -194,8 +205,17 @@ class MemoryStore:
         new: TaskStatus,
         changes: Mapping[str, Any] | None = None,
     ) -> TaskRecord | None:
-        """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`."""
-        return self._transition(task_id, expected, new, changes)
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`.
+
+        For the engine only: it returns the stored record itself, changed in place (no
+        copy per status change), so it shows the task's later changes too. Every other
+        method hands out copies.
+        """
+        with self._state.lock:
+            record = self._state.records.get(task_id)
+            if record is None or record.status not in expected:
+                return None
+            return self._write_locked(record, new, changes)
 
     def _transition(
         self,
@@ -204,13 +224,11 @@ class MemoryStore:
         new: TaskStatus,
         changes: Mapping[str, Any] | None,
     ) -> TaskRecord | None:
-        # transition() and transition_now() share this, so a subclass that turns the
-        # fast path off (``transition_now = None``) keeps a working transition().
         with self._state.lock:
             record = self._state.records.get(task_id)
             if record is None or record.status not in expected:
                 return None
-            return self._write_locked(record, new, changes)
+            return _copy(self._write_locked(record, new, changes))
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
@@ -223,7 +241,7 @@ class MemoryStore:
                     results.append(None)
                 else:
                     changes = item.update.changes() if item.update is not None else None
-                    results.append(self._write_locked(record, item.new, changes))
+                    results.append(_copy(self._write_locked(record, item.new, changes)))
         return results
 
     async def owners(self) -> set[str]:
@@ -245,7 +263,7 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None or record.owner != owner or record.status not in ACTIVE_STATUSES:
                 return None
-            return self._set_owner_locked(record, new_owner)
+            return _copy(self._set_owner_locked(record, new_owner))
 
     def _hand_over(self, task_ids: Sequence[str], owner: str) -> None:
         """Make ``owner`` the owner of the active records among ``task_ids`` (for
@@ -262,14 +280,15 @@ class MemoryStore:
                     self._set_owner_locked(record, owner)
 
     def _set_owner_locked(self, record: TaskRecord, owner: str | None) -> TaskRecord:
-        """Store ``record`` with a new owner (None: released); the record must be active."""
-        new = copy_with(record, {"owner": owner})
-        self._state.records[record.task_id] = new
-        if record.owner is not None:
-            self._disown(record.owner, record.task_id)
+        """Give the stored ``record`` a new owner in place (None: released) and return
+        it; the record must be active."""
+        old_owner = record.owner
+        record.__dict__["owner"] = owner
+        if old_owner is not None:
+            self._disown(old_owner, record.task_id)
         if owner is not None:
             self._own(owner, record.task_id)
-        return new
+        return record
 
     def _own(self, owner: str, task_id: str) -> None:
         owned = self._state.owned.get(owner)
@@ -291,24 +310,24 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None:
                 return None
-            return self._write_locked(record, record.status, update.changes())
+            return _copy(self._write_locked(record, record.status, update.changes()))
 
     def _write_locked(
         self, record: TaskRecord, status: TaskStatus, changes: Mapping[str, Any] | None
     ) -> TaskRecord:
-        data = record.__dict__.copy()
+        """Apply a status change to the stored ``record`` in place and return it (the
+        stored record itself: the async methods hand out copies, see :func:`_copy`)."""
+        old_status, old_owner = record.status, record.owner
+        fields_set = record.__pydantic_fields_set__
+        if fields_set is not _EVERY_FIELD:  # a record validated elsewhere: keep it true
+            fields_set.update(_WRITTEN, changes or ())
+        data = record.__dict__
         if changes:
             data.update(changes)
-            fields_set = fields_set_with(record, (*changes, *_WRITTEN))
-        else:
-            fields_set = fields_set_with(record, _WRITTEN)
         data["status"] = status
         data["updated_at"] = self.clock.now()
-        new = from_fields(TaskRecord, data, fields_set)
         state = self._state
-        state.records[record.task_id] = new  # stored records are never mutated in place
-        old_status = record.status
-        old_owner, new_owner = record.owner, new.owner
+        new_owner = record.owner
         was_active = old_status in ACTIVE_STATUSES
         is_active = status in ACTIVE_STATUSES
         if old_owner != new_owner or was_active is not is_active:
@@ -335,7 +354,7 @@ class MemoryStore:
                 self._trim_locked()
             else:
                 state.finished.pop(record.task_id, None)
-        return new
+        return record
 
     def _count(self, record: TaskRecord, delta: int) -> None:
         state = self._state

@@ -6,7 +6,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import LogEntry, TaskStatus, TaskUpdate
 from fastapi_taskflow.protocols import TaskBackend
 
-from ._base import ConformanceBase, create_task, new_id
+from ._base import ConformanceBase, create_task, make_record, new_id
 
 __all__ = ["TransitionTests"]
 
@@ -104,6 +104,38 @@ class TransitionTests(ConformanceBase):
         assert moved is not None and moved.status is FAILED
         again = await backend.transition(task.task_id, expected=(PENDING, RUNNING), new=SUCCESS)
         assert again is None
+
+    async def test_records_handed_out_are_snapshots(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """What a store hands out, and what it is handed, never changes afterwards.
+
+        The record given to ``create()``, and the records ``create()``, ``transition()``,
+        ``update()``, ``adopt()`` and ``get()`` return, keep the values they had when
+        the call returned, whatever happens to the task later. If this fails, check
+        that a store keeps its own copy of a created record and returns copies, not the
+        object it keeps (and changes in place).
+        """
+        given = make_record(clock, owner="a")
+        created = (await backend.create(given)).record
+        clock.advance(1)
+        running = await backend.transition(given.task_id, expected=[PENDING], new=RUNNING)
+        read = await backend.get(given.task_id)
+        clock.advance(1)
+        updated = await backend.update(given.task_id, TaskUpdate(progress=0.5))
+        adopted = await backend.adopt(given.task_id, owner="a", new_owner="b")
+        clock.advance(1)
+        await backend.transition(
+            given.task_id, expected=[RUNNING], new=SUCCESS, update=TaskUpdate(result=1)
+        )
+        assert running is not None and read is not None
+        assert updated is not None and adopted is not None
+        assert (given.status, given.owner, given.result) == (PENDING, "a", None)
+        assert (created.status, created.owner) == (PENDING, "a")
+        assert (running.status, running.progress) == (RUNNING, None)
+        assert (read.status, read.owner) == (RUNNING, "a")
+        assert (updated.progress, updated.owner) == (0.5, "a")
+        assert (adopted.status, adopted.owner, adopted.result) == (RUNNING, "b", None)
 
     async def test_transition_unknown_task(self, backend: TaskBackend) -> None:
         """A transition of an id nobody created returns None and creates nothing.
