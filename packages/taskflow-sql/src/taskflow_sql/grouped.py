@@ -21,7 +21,7 @@ shape compiles to a handful of statements that SQLAlchemy and the drivers then r
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -41,7 +41,8 @@ from fastapi_taskflow.models import (
 )
 
 from .context import Tx
-from .rows import fast_record, record_columns, update_values
+from .rows import fast_record, record_columns, sqlite_reader, update_values
+from .sqlite_sync import SyncTxConnection
 from .types import UTCDateTime
 
 __all__ = ["Shape", "pg_transitions", "run_transitions"]
@@ -84,12 +85,16 @@ def _groups(
     transitions: Sequence[Transition],
 ) -> dict[Shape, list[tuple[int, dict[str, Any]]]]:
     groups: dict[Shape, list[tuple[int, dict[str, Any]]]] = {}
+    shapes: dict[tuple[frozenset[TaskStatus], TaskStatus, tuple[str, ...]], Shape] = {}
     for index, item in enumerate(transitions):
-        expected = _expected(item.expected)
-        if not expected:
-            continue
         values = update_values(item.update.changes()) if item.update is not None else {}
-        shape = Shape(expected, TaskStatus(item.new).value, tuple(sorted(values)))
+        key = (item.expected, item.new, tuple(sorted(values)))
+        shape = shapes.get(key)
+        if shape is None:
+            expected = _expected(item.expected)
+            if not expected:
+                continue
+            shape = shapes[key] = Shape(expected, TaskStatus(item.new).value, key[2])
         values["task_id"] = item.task_id
         groups.setdefault(shape, []).append((index, values))
     return groups
@@ -107,7 +112,10 @@ async def run_transitions(
         await _mysql(tx, groups, now, results)
         return results
     columns = tuple(record_columns(tx.ctx.tables))
-    raw = _sqlite_cursor(tx)
+    raw = _sqlite_driver(tx)
+    if raw is not None:
+        _sqlite_raw(tx, raw, columns, groups, now, results)
+        return results
     for shape, items in groups.items():
         for start in range(0, len(items), _MAX_ROWS):
             part = items[start : start + _MAX_ROWS]
@@ -120,18 +128,14 @@ async def run_transitions(
                 for name in shape.fields:
                     params[f"r{i}_{name}"] = values.get(name)
             where = {values["task_id"]: index for index, values in part}
-            if raw is not None:
-                rows: Any = _run_raw(raw, tx.ctx.tables.tasks, columns, shape, size, params)
-            else:
-                rows = (row._mapping for row in await tx.conn.execute(stmt, params))
-            for row in rows:
-                record = fast_record(row)
-                tx.move(row["func_name"], row["task_id"], row["prev_status"], shape.new)
-                results[where[row["task_id"]]] = record
+            for row in await tx.conn.execute(stmt, params):
+                record = fast_record(row._mapping)
+                tx.move(row.func_name, row.task_id, row.prev_status, shape.new)
+                results[where[row.task_id]] = record
     return results
 
 
-def _sqlite_cursor(tx: Tx) -> Any:
+def _sqlite_driver(tx: Tx) -> Any:
     """The stdlib ``sqlite3`` connection under the SQLite writer's transaction, or None.
 
     The group-commit writer runs on its own thread with a synchronous connection; there
@@ -139,11 +143,40 @@ def _sqlite_cursor(tx: Tx) -> Any:
     with the columns' own processors), which skips SQLAlchemy's per-execution work on
     hundreds of parameters and rows.
     """
-    from .sqlite_sync import SyncTxConnection
-
     if tx.ctx.kind != "sqlite" or not isinstance(tx.conn, SyncTxConnection):
         return None
     return tx.conn.sync.connection.driver_connection
+
+
+def _sqlite_raw(
+    tx: Tx,
+    raw: Any,
+    columns: tuple[Any, ...],
+    groups: dict[Shape, list[tuple[int, dict[str, Any]]]],
+    now: Any,
+    results: list[TaskRecord | None],
+) -> None:
+    """The SQLite statements of :func:`run_transitions`, on the writer's driver."""
+    tasks = tx.ctx.tables.tasks
+    for shape, items in groups.items():
+        for start in range(0, len(items), _MAX_ROWS):
+            part = items[start : start + _MAX_ROWS]
+            size = _padded(len(part))
+            plan = _raw_plan(tasks, columns, shape, size)
+            values: list[Any] = []
+            for _, item in part:
+                for name, process in plan.cells:
+                    value = item.get(name)
+                    values.append(value if process is None or value is None else process(value))
+            values.extend(plan.padding[: (size - len(part)) * len(plan.cells)])
+            values.append(shape.new)
+            values.append(plan.stamp(now))
+            where = {item["task_id"]: index for index, item in part}
+            read = plan.read
+            for row in raw.execute(plan.sql, values).fetchall():
+                task_id = row[0]
+                tx.move(row[1], task_id, row[plan.prev_status], shape.new)
+                results[where[task_id]] = read(row)
 
 
 def _sqlite_datetime(value: Any) -> Any:
@@ -151,22 +184,46 @@ def _sqlite_datetime(value: Any) -> Any:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
+@dataclass(frozen=True)
+class _RawPlan:
+    """A SQLite grouped statement, positional, and how to bind and read it raw."""
+
+    sql: str
+    cells: tuple[tuple[str, Any], ...]
+    """Each row's values (``task_id``, then the shape's fields), with bind processors."""
+    padding: tuple[None, ...]
+    stamp: Any
+    """The ``updated_at`` bind processor."""
+    read: Callable[[Sequence[Any]], TaskRecord | None]
+    """A returned row (``task_id``, ``func_name``, …) as a record."""
+    prev_status: int
+    """Where ``prev_status`` is in a returned row."""
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
 @lru_cache(maxsize=512)
-def _raw_plan(
-    tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int
-) -> tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
-    """The positional SQL of :func:`_update_from`, and how to bind and read it raw."""
+def _raw_plan(tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int) -> _RawPlan:
+    """The positional SQL of :func:`_update_from`, and how to bind and read it raw.
+
+    Its parameters are, in text order, every row's cells and then ``p_status`` and
+    ``p_updated_at`` (checked here against the compiled statement).
+    """
     from sqlalchemy.dialects import sqlite
 
     dialect: Dialect = sqlite.dialect(paramstyle="qmark")
     compiled = _update_from(tasks, columns, shape, size, "sqlite").compile(dialect=dialect)
-    binds = []
-    for name in compiled.positiontup or ():
-        column = "status" if name == "p_status" else name.split("_", 1)[1]
-        if name == "p_updated_at":
-            column = "updated_at"
-        process = tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-        binds.append((name, process))
+    names = ("task_id", *shape.fields)
+    order = [f"r{i}_{name}" for i in range(size) for name in names]
+    order += ["p_status", "p_updated_at"]
+    if list(compiled.positiontup or ()) != order:  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
+
+    def binder(column: str) -> Any:
+        return tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+
     reads = []
     for column in columns:
         if isinstance(column.type, UTCDateTime):
@@ -175,29 +232,24 @@ def _raw_plan(
             reads.append(
                 (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             )
-    return str(compiled), tuple(binds), tuple(reads)
 
-
-def _run_raw(
-    raw: Any,
-    tasks: Table,
-    columns: tuple[Any, ...],
-    shape: Shape,
-    size: int,
-    params: dict[str, Any],
-) -> list[dict[str, Any]]:
-    sql, binds, reads = _raw_plan(tasks, columns, shape, size)
-    values = []
-    for name, process in binds:
-        value = params[name]
-        values.append(value if process is None or value is None else process(value))
-    return [
-        {
+    def slow(row: Sequence[Any]) -> dict[str, Any]:
+        return {
             name: (value if process is None or value is None else process(value))
             for (name, process), value in zip(reads, row, strict=True)
         }
-        for row in raw.execute(sql, values).fetchall()
-    ]
+
+    names_out = [column.name for column in columns]
+    if names_out[:2] != ["task_id", "func_name"]:  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected column order {names_out}")
+    return _RawPlan(
+        sql=str(compiled),
+        cells=tuple((name, binder(name)) for name in names),
+        padding=(None,) * (size * len(names)),
+        stamp=binder("updated_at") or _identity,
+        read=sqlite_reader(columns, slow),
+        prev_status=names_out.index("prev_status"),
+    )
 
 
 @lru_cache(maxsize=512)

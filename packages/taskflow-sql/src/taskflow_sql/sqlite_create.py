@@ -68,7 +68,11 @@ def create_batch_op(
         raw = isinstance(tx.conn, SyncTxConnection)
         if not raw and tx.ctx.kind != "mysql":  # pragma: no cover - not used elsewhere
             return [await fallback(record)(tx) for record in records]
-        ids, keys = await _taken(tx, tasks, values)
+        if raw:
+            assert isinstance(tx.conn, SyncTxConnection)
+            ids, keys = _taken_raw(tx.conn.sync.connection.driver_connection, tasks, values)
+        else:
+            ids, keys = await _taken(tx, tasks, values)
         fresh = [
             (record, row)
             for record, row in zip(records, values, strict=True)
@@ -135,4 +139,34 @@ async def _taken(tx: Tx, tasks: Table, values: list[dict[str, Any]]) -> tuple[se
             part = wanted[start : start + _PROBE]
             rows = await tx.conn.execute(select(column).where(column.in_(part)))
             found[into].update(rows.scalars())
+    return found
+
+
+@lru_cache(maxsize=64)
+def _probe_sql(tasks: Table, column: str, size: int) -> str:
+    """``SELECT <column> FROM tasks WHERE <column> IN (?, …)`` for ``size`` values."""
+    q = sqlite.dialect().identifier_preparer
+    marks = ", ".join("?" * size)
+    name = q.quote(column)
+    return f"SELECT {name} FROM {q.format_table(tasks)} WHERE {name} IN ({marks})"
+
+
+def _taken_raw(
+    driver: Any, tasks: Table, values: list[dict[str, Any]]
+) -> tuple[set[str], set[str]]:
+    """:func:`_taken` on the SQLite writer's driver: prebuilt SQL, lists padded to a
+    power of two with NULLs (which match nothing), so the driver's statement cache
+    keeps a handful of statements."""
+    ids = [row["task_id"] for row in values]
+    keys = [row["active_key"] for row in values if row["active_key"] is not None]
+    found: tuple[set[str], set[str]] = (set(), set())
+    for column, wanted, into in (("task_id", ids, 0), ("active_key", keys, 1)):
+        for start in range(0, len(wanted), _PROBE):
+            part = wanted[start : start + _PROBE]
+            size = 1
+            while size < len(part):
+                size *= 2
+            padded = part + [None] * (size - len(part))
+            rows = driver.execute(_probe_sql(tasks, column, size), padded).fetchall()
+            found[into].update(row[0] for row in rows)
     return found
