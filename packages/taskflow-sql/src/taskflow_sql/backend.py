@@ -23,6 +23,7 @@ from .instances import SQLInstances
 from .locks import SQLLocks
 from .migrations import migrate
 from .ownership import SQLOwnership
+from .pg_writes import PostgresWrites
 from .queries import SQLQueries
 from .queue import SQLQueue
 from .schema import DEFAULT_PREFIX, Tables, build_tables
@@ -198,12 +199,14 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         self._opened = True
 
     def _start_fast_get(self, engine: AsyncEngine) -> None:
-        """Set up :mod:`taskflow_sql.fastget` where the database and driver allow it."""
+        """Set up :mod:`taskflow_sql.fastget` (and on asyncpg :mod:`taskflow_sql.pg_writes`)
+        where the database and driver allow it."""
         url = engine.url
         if self.kind == "sqlite" and url.database and not url.query:
             self._reader = SQLiteReader(url.database, self.tables, self._sqlite)
         elif self.kind == "postgresql" and engine.dialect.driver == "asyncpg":
             self._pg_get = PostgresGet(self.tables)
+            self._pg_write = PostgresWrites(self._ctx)
 
     async def close(self) -> None:
         """Finish queued SQLite writes and release the pool (unless it was passed in).
@@ -220,6 +223,9 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         if self._pg_get is not None:
             with contextlib.suppress(Exception):
                 await self._pg_get.close()
+        if self._pg_write is not None:
+            with contextlib.suppress(Exception):
+                await self._pg_write.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
 

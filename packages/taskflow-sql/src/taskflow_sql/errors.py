@@ -135,9 +135,24 @@ def _driver_code(exc: BaseException) -> object:
     return None
 
 
+# SQLSTATEs of a connection that is gone or refused (class 08) or a server shutting down.
+_PG_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def _raw_driver_gone(exc: BaseException) -> bool:
+    """A driver exception raised outside SQLAlchemy (asyncpg on the fast paths) that
+    means the connection is gone: its SQLSTATE, or asyncpg's "connection is closed"."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_PG_GONE):
+        return True
+    return type(exc).__module__.startswith("asyncpg") and "closed" in str(exc).lower()
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Return True when ``exc`` means the database cannot be reached."""
     if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if not isinstance(exc, SQLAlchemyError) and _raw_driver_gone(exc):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -157,8 +172,9 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Return True for a deadlock or serialization failure worth retrying."""
-    if not isinstance(exc, DBAPIError):
+    """Return True for a deadlock or serialization failure worth retrying (``exc`` from
+    SQLAlchemy, or from a driver used directly: its SQLSTATE says which)."""
+    if not isinstance(exc, DBAPIError) and getattr(exc, "sqlstate", None) is None:
         return False
     code = _driver_code(exc)
     return code in _PG_RETRYABLE or code in _MYSQL_RETRYABLE
@@ -175,6 +191,6 @@ def wrap_error(what: str, exc: BaseException) -> TaskflowError:
         return exc
     if is_unavailable(exc):
         return unavailable(what, exc)
-    if isinstance(exc, SQLAlchemyError):
+    if isinstance(exc, SQLAlchemyError) or getattr(exc, "sqlstate", None) is not None:
         return SQLBackendError(f"the SQL database refused {what}: {_short(exc)}")
     return SQLBackendError(f"unexpected error while {what}: {_short(exc)}")

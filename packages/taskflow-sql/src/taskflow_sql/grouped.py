@@ -507,14 +507,16 @@ def _assignments(
     prev_status: str,
     status: str = ":p_status",
     values: str = "v",
+    stamp: str = ":p_updated_at",
 ) -> list[str]:
     """The ``SET`` list of a grouped transition: status, ``updated_at``, the shape's
     fields from ``values`` (the alias of the rows of values), the key and owner indexes.
-    ``target`` qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``)."""
+    ``target`` qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``);
+    ``status`` and ``stamp`` are the new status and ``updated_at`` (parameters or SQL)."""
     sets = [
         f"{target}{q.quote('prev_status')} = {prev_status}",
         f"{target}{q.quote('status')} = {status}",
-        f"{target}{q.quote('updated_at')} = :p_updated_at",
+        f"{target}{q.quote('updated_at')} = {stamp}",
     ]
     if shape.release_key:
         sets.append(f"{target}{q.quote('active_key')} = NULL")
