@@ -108,6 +108,12 @@ async def add_counts(tx: Tx) -> None:
     ]
     tx.deltas.clear()
     counters = tx.ctx.tables.counters
+    if tx.ctx.kind == "mysql" and rows:
+        # The driver sends the rows as one multi-row INSERT … ON DUPLICATE KEY UPDATE,
+        # which InnoDB applies row by row in the order given: the same lock order as
+        # one statement per row, in one round trip.
+        await upsert(tx, counters, rows, keys=("func_name", "status", "slot"), add=("n",))
+        return
     for row in rows:  # one statement per row keeps the lock order strict
         await upsert(tx, counters, [row], keys=("func_name", "status", "slot"), add=("n",))
 

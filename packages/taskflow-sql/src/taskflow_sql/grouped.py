@@ -9,10 +9,11 @@ transaction:
   SET … FROM v WHERE t.task_id = v.task_id AND t.status IN (…) RETURNING t.…`` — the
   row lock (PostgreSQL) or the single writer (SQLite) makes each row's compare-and-set
   atomic, and ``prev_status`` is saved by the same statement for the counters.
-* MySQL/MariaDB (no ``UPDATE … RETURNING``): one ``SELECT … FOR UPDATE`` of every id
-  (ordered, so concurrent batches lock in the same order), the winners decided from it,
-  one ``UPDATE tasks AS t JOIN (SELECT … UNION ALL …) AS v`` per shape, and one
-  read-back ``SELECT``.
+* MySQL/MariaDB (no ``UPDATE … RETURNING``): one ``SELECT … FOR UPDATE`` of every
+  row (ordered, so concurrent batches lock in the same order), the winners decided
+  from it, and one ``UPDATE tasks AS t JOIN (SELECT … UNION ALL …) AS v`` per shape;
+  the records returned are the locked rows with the changes applied (a read-back
+  ``SELECT`` only for a shape that sets ``progress``).
 
 Row lists are padded to a power of two (rows with a NULL id match nothing), so each
 shape compiles to a handful of statements that SQLAlchemy and the drivers then reuse.
@@ -62,6 +63,11 @@ class Shape:
     def release_key(self) -> bool:
         """The new status gives up the idempotency key."""
         return TaskStatus(self.new) in KEY_RELEASING_STATUSES
+
+    @property
+    def read_back(self) -> bool:
+        """MySQL must read the rows back after the UPDATE (see :func:`_mysql`)."""
+        return not _EXACT_FIELDS.issuperset(self.fields)
 
     @property
     def active(self) -> bool:
@@ -298,32 +304,44 @@ async def _mysql(
     now: Any,
     results: list[TaskRecord | None],
 ) -> None:
-    """MySQL/MariaDB: lock every row, decide the winners, update per shape, read back."""
-    tasks = tx.ctx.tables.tasks
+    """MySQL/MariaDB: lock and read every row, decide the winners, update per shape.
+
+    The locking read takes whole rows: a winner's record is then that row with the
+    shape's changes applied (:func:`_as_stored`), since nothing else can change a row
+    this transaction holds. Only a shape setting a column whose stored value may
+    differ from the one written (``progress``: MySQL's single-precision ``FLOAT``) is
+    read back after its UPDATE.
+    """
+    tables = tx.ctx.tables
+    tasks = tables.tasks
     ids = sorted(values["task_id"] for items in groups.values() for _, values in items)
-    found: dict[str, tuple[str, str]] = {}
+    locking = _mysql_locking_read(tasks, tuple(record_columns(tables)))
+    found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        rows = await tx.conn.execute(
-            select(tasks.c.task_id, tasks.c.status, tasks.c.func_name)
-            .where(tasks.c.task_id.in_(part))
-            .order_by(tasks.c.task_id)
-            .with_for_update()
-        )
-        found.update({row.task_id: (row.status, row.func_name) for row in rows})
-    won: dict[str, int] = {}
+        rows = await tx.conn.execute(locking, {"p_ids": ids[start : start + 500]})
+        found.update({row.task_id: dict(row._mapping) for row in rows})
+    stamp = _utc(now)
+    read_back: dict[str, int] = {}
     for shape, items in groups.items():
         winners = []
+        exact = not shape.read_back
         for index, values in items:
             current = found.get(values["task_id"])
-            if current is None or current[0] not in shape.expected:
+            if current is None or current["status"] not in shape.expected:
                 continue
-            values["prev_status"] = current[0]
+            old = current["status"]
+            values["prev_status"] = old
             winners.append(values)
-            won[values["task_id"]] = index
             # One counter slot for the whole call (picked by its smallest id): a batch
             # of hundreds of tasks then changes two counter rows per function, not 32.
-            tx.move(current[1], ids[0], current[0], shape.new)
+            tx.move(current["func_name"], ids[0], old, shape.new)
+            if exact:
+                current.update(prev_status=old, status=shape.new, updated_at=stamp)
+                for name in shape.fields:
+                    current[name] = _as_stored(name, values[name])
+                results[index] = fast_record(current)
+            else:
+                read_back[values["task_id"]] = index
         for start in range(0, len(winners), _MAX_ROWS):
             part = winners[start : start + _MAX_ROWS]
             size = _padded(len(part))
@@ -334,15 +352,52 @@ async def _mysql(
                 for name in ("task_id", "prev_status", *shape.fields):
                     params[f"r{i}_{name}"] = values.get(name)
             await tx.conn.execute(stmt, params)
-    if not won:
+    if not read_back:
         return
-    columns = record_columns(tx.ctx.tables)
-    order = sorted(won)
+    columns = record_columns(tables)
+    order = sorted(read_back)
     for start in range(0, len(order), 500):
         part = order[start : start + 500]
         rows = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(part)))
         for row in rows:
-            results[won[row.task_id]] = fast_record(row._mapping)
+            results[read_back[row.task_id]] = fast_record(row._mapping)
+
+
+def _utc(value: datetime) -> datetime:
+    """How ``UTCDateTime`` reads back what it stored: aware UTC (naive is taken as UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _as_stored(name: str, value: Any) -> Any:
+    """A written update value as a row read back holds it (see :func:`_mysql`); JSON
+    columns (``result``) stay the text written, as :func:`fast_record` decodes them."""
+    if value is None:
+        return None
+    if name in ("started_at", "finished_at"):
+        return _utc(value)
+    if name == "cancel_requested":
+        return bool(value)
+    return value
+
+
+_EXACT_FIELDS = frozenset(
+    {"attempt", "started_at", "finished_at", "error", "result", "cancel_requested", "owner"}
+)
+"""Update fields MySQL stores exactly as written (``DATETIME(6)`` keeps microseconds)."""
+
+
+@lru_cache(maxsize=64)
+def _mysql_locking_read(tasks: Table, columns: tuple[Any, ...]) -> Any:
+    """``SELECT <record columns> FROM tasks WHERE task_id IN :p_ids ORDER BY task_id FOR
+    UPDATE`` (ordered, so concurrent batches lock in the same order)."""
+    return (
+        select(*columns)
+        .where(tasks.c.task_id.in_(bindparam("p_ids", expanding=True)))
+        .order_by(tasks.c.task_id)
+        .with_for_update()
+    )
 
 
 @lru_cache(maxsize=512)
