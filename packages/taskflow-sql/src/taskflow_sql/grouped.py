@@ -357,8 +357,8 @@ async def _mysql(
     columns = record_columns(tables)
     order = sorted(read_back)
     for start in range(0, len(order), 500):
-        part = order[start : start + 500]
-        rows = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(part)))
+        chunk = order[start : start + 500]
+        rows = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(chunk)))
         for row in rows:
             results[read_back[row.task_id]] = fast_record(row._mapping)
 
