@@ -1,4 +1,4 @@
-"""``create_many`` as one write operation: probe, then one ``executemany``.
+"""``create_many`` as one write operation: (probe,) then one ``executemany``.
 
 A batch of records with distinct ids and keys is created by one probe for ids and keys
 already taken and one ``executemany`` of the rest; a record that conflicts goes the way
@@ -9,9 +9,10 @@ transaction.
   whole operation, so what it read cannot change before it writes; the rows go
   straight to the stdlib connection (compiled once, values bound with the columns' own
   processors).
-* MySQL/MariaDB: the driver sends the rows as one multi-row INSERT. Another
-  transaction may take an id or key between the probe and the insert; the duplicate-key
-  error then rolls back only that statement, and those records are created one by one.
+* MySQL/MariaDB: the driver sends the rows as one multi-row INSERT, tried first
+  without a probe; a duplicate-key error rolls back only that statement, and then the
+  probe picks the records that are new. Another transaction may take an id or key
+  between the probe and the insert; those records are then created one by one.
 """
 
 from __future__ import annotations
@@ -68,18 +69,23 @@ def create_batch_op(
         raw = isinstance(tx.conn, SyncTxConnection)
         if not raw and tx.ctx.kind != "mysql":  # pragma: no cover - not used elsewhere
             return [await fallback(record)(tx) for record in records]
-        if raw:
-            assert isinstance(tx.conn, SyncTxConnection)
-            ids, keys = _taken_raw(tx.conn.sync.connection.driver_connection, tasks, values)
+        everyone = list(zip(records, values, strict=True))
+        if not raw and await _insert_mysql(tx, values):
+            fresh = everyone  # the usual case on MySQL: no probe needed
         else:
-            ids, keys = await _taken(tx, tasks, values)
-        fresh = [
-            (record, row)
-            for record, row in zip(records, values, strict=True)
-            if row["task_id"] not in ids and row["active_key"] not in keys
-        ]
-        if fresh and not raw and not await _insert_mysql(tx, [row for _, row in fresh]):
-            fresh = []  # someone took an id or key meanwhile: create them one by one
+            if raw:
+                assert isinstance(tx.conn, SyncTxConnection)
+                driver = tx.conn.sync.connection.driver_connection
+                ids, keys = _taken_raw(driver, tasks, values)
+            else:
+                ids, keys = await _taken(tx, tasks, values)
+            fresh = [
+                (record, row)
+                for record, row in everyone
+                if row["task_id"] not in ids and row["active_key"] not in keys
+            ]
+            if fresh and not raw and not await _insert_mysql(tx, [row for _, row in fresh]):
+                fresh = []  # someone took an id or key meanwhile: create them one by one
         if fresh and raw:
             assert isinstance(tx.conn, SyncTxConnection)
             sql, binds = _plan(tasks)
