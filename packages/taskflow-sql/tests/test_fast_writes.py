@@ -1,0 +1,142 @@
+"""The drivers' fast write paths: SQLite's kept writer connection, PostgreSQL's array-bound
+statements on a kept asyncpg connection, and how raw driver errors are classified."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.errors import BackendUnavailableError
+from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
+from taskflow_sql import SQLBackend, SQLBackendError
+from taskflow_sql.context import Tx
+from taskflow_sql.errors import is_retryable, is_unavailable, wrap_error
+
+pytestmark = pytest.mark.anyio
+
+P, R, S = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCESS
+
+
+def _record(clock: ManualClock, task_id: str, **fields: Any) -> TaskRecord:
+    now = clock.now()
+    fields.setdefault("func_name", "jobs.f")
+    return TaskRecord(task_id=task_id, created_at=now, updated_at=now, **fields)
+
+
+async def test_sqlite_writer_connection_survives_a_failed_batch(sqlite_place: Any) -> None:
+    """The writer keeps one connection; a batch that fails half way is rolled back on
+    it (nothing of it stays) and the next batches commit as usual."""
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock)
+    await backend.open()
+    try:
+        tasks = backend.tables.tasks
+
+        async def half_then_fail(tx: Tx) -> None:
+            await tx.conn.execute(tasks.update().where(tasks.c.task_id == "a").values(error="half"))
+            await tx.conn.execute(select(func.nosuchfunction()))
+
+        await backend.create(_record(clock, "a"))
+        with pytest.raises(SQLBackendError):
+            await backend._exec.write("failing on purpose", half_then_fail)
+        record = await backend.get("a")
+        assert record is not None and record.error is None
+        moved = await backend.transition_many(
+            [Transition("a", frozenset({P}), R, TaskUpdate(owner="me"))]
+        )
+        assert moved[0] is not None and moved[0].status is R
+        assert (await backend.stats()).by_status == {R: 1}
+    finally:
+        await backend.close()
+
+
+async def test_postgres_fast_writes_survive_losing_their_connection(
+    postgres_place: Any,
+) -> None:
+    """create_many/transition_many keep one asyncpg connection; if the server drops it,
+    the write that was on it fails as unavailable (it cannot know whether it
+    committed) or, if the loss was seen first, goes to a fresh connection; either way
+    the next writes work and the counters stay exact."""
+    clock = ManualClock()
+    backend = SQLBackend(
+        postgres_place.url,
+        table_prefix=postgres_place.prefix,
+        schema=postgres_place.schema,
+        clock=clock,
+    )
+    await backend.open()
+    try:
+        fast = backend._pg_write
+        assert fast is not None
+        created = await backend.create_many([_record(clock, f"k{i}") for i in range(3)])
+        assert all(result.created for result in created)
+        driver = fast._kept._driver
+        assert driver is not None
+        async with backend.engine.connect() as conn:
+            await conn.execute(select(func.pg_terminate_backend(driver.get_server_pid())))
+        await asyncio.sleep(0.05)
+        with contextlib.suppress(BackendUnavailableError):
+            await backend.create_many([_record(clock, "k3")])
+        for _ in range(2):
+            again = await backend.create_many([_record(clock, "k3")])
+            assert again[0].record.task_id == "k3"
+        items = [Transition(f"k{i}", frozenset({P}), R, TaskUpdate(owner="me")) for i in range(4)]
+        moved = await asyncio.gather(*(backend.transition_many(items[i::2]) for i in range(2)))
+        assert all(r is not None and r.status is R for part in moved for r in part)
+        assert (await backend.stats()).by_status == {R: 4}
+    finally:
+        await backend.close()
+
+
+async def test_postgres_create_many_with_conflicts_and_many_rows(postgres_place: Any) -> None:
+    """The array-bound insert skips rows whose id or active key is taken (those go the
+    single-create way) and takes more rows than one statement's parameter limit."""
+    clock = ManualClock()
+    backend = SQLBackend(
+        postgres_place.url,
+        table_prefix=postgres_place.prefix,
+        schema=postgres_place.schema,
+        clock=clock,
+    )
+    await backend.open()
+    try:
+        first = await backend.create(_record(clock, "held", idempotency_key="key"))
+        batch = [_record(clock, f"n{i:04}", args=[i], tags={}) for i in range(2500)]
+        batch.insert(3, _record(clock, "other", idempotency_key="key"))
+        batch.insert(7, _record(clock, "held"))
+        results = await backend.create_many(batch)
+        assert [r.created for r in results].count(False) == 2
+        assert results[3].record == first.record and results[7].record == first.record
+        assert (await backend.stats()).by_status == {P: 2501}
+        done = await backend.transition_many(
+            [
+                Transition(f"n{i:04}", frozenset({P}), S, TaskUpdate(result={"i": i}))
+                for i in range(300)
+            ]
+        )
+        assert [r.result for r in done if r is not None] == [{"i": i} for i in range(300)]
+        assert (await backend.stats()).by_status == {P: 2201, S: 300}
+    finally:
+        await backend.close()
+
+
+def test_raw_driver_errors_are_classified() -> None:
+    """Errors asyncpg raises on the fast paths (outside SQLAlchemy) are mapped like the
+    ones SQLAlchemy wraps: gone → unavailable, deadlock → retried, others → refused."""
+    exceptions = pytest.importorskip("asyncpg.exceptions")
+    gone = exceptions.ConnectionDoesNotExistError("connection was closed")
+    assert is_unavailable(gone)
+    assert isinstance(wrap_error("creating tasks", gone), BackendUnavailableError)
+    assert is_unavailable(exceptions.AdminShutdownError("terminating connection"))
+    assert is_unavailable(exceptions.InterfaceError("connection is closed"))
+    assert is_retryable(exceptions.DeadlockDetectedError("deadlock detected"))
+    assert is_retryable(exceptions.SerializationError("could not serialize"))
+    refused = exceptions.UniqueViolationError("duplicate key")
+    assert not is_unavailable(refused) and not is_retryable(refused)
+    error = wrap_error("creating tasks", refused)
+    assert isinstance(error, SQLBackendError) and "refused creating tasks" in str(error)
