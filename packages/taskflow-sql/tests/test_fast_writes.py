@@ -140,3 +140,75 @@ def test_raw_driver_errors_are_classified() -> None:
     assert not is_unavailable(refused) and not is_retryable(refused)
     error = wrap_error("creating tasks", refused)
     assert isinstance(error, SQLBackendError) and "refused creating tasks" in str(error)
+
+
+def test_raw_mysql_driver_errors_are_classified() -> None:
+    """Errors asyncmy raises on MySQL's fast paths: gone → unavailable, deadlock or lock
+    wait → retried, a duplicate key → refused (the callers test for it first)."""
+    errors = pytest.importorskip("asyncmy.errors")
+    for gone in (
+        errors.OperationalError(2013, "Lost connection to MySQL server during query"),
+        errors.OperationalError(2006, "MySQL server has gone away"),
+        errors.InterfaceError(0, ""),
+    ):
+        assert is_unavailable(gone) and not is_retryable(gone)
+        assert isinstance(wrap_error("changing tasks' status", gone), BackendUnavailableError)
+    assert is_retryable(errors.OperationalError(1213, "Deadlock found"))
+    assert is_retryable(errors.OperationalError(1205, "Lock wait timeout exceeded"))
+    duplicate = errors.IntegrityError(1062, "Duplicate entry")
+    assert not is_unavailable(duplicate) and not is_retryable(duplicate)
+    assert isinstance(wrap_error("creating tasks", duplicate), SQLBackendError)
+
+
+async def test_mysql_fast_paths_equal_the_generic_ones(
+    mysql_place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver-direct statements write and return what SQLAlchemy's would: the same
+    calls on a backend using them and on one forced onto the generic path end equal."""
+    from taskflow_sql import dialect, grouped, sqlite_create
+
+    clock = ManualClock()
+
+    async def scenario(backend: SQLBackend) -> Any:
+        now = clock.now()
+        batch = [
+            _record(clock, f"m{i:03}", args=[i], idempotency_key=f"k{i}", owner="o")
+            for i in range(40)
+        ]
+        created = await backend.create_many(batch)
+        again = await backend.create_many([*batch[:5], _record(clock, "m999")])
+        started = await backend.transition_many(
+            [
+                Transition(r.task_id, frozenset({P}), R, TaskUpdate(started_at=now, owner="me"))
+                for r in batch[:30]
+            ]
+        )
+        finish = TaskUpdate(finished_at=now, error=None, progress=0.3)
+        finished = await backend.transition_many(
+            [Transition(r.task_id, frozenset({R}), S, finish) for r in batch[:20]]
+            + [Transition("m035", frozenset({R}), S)]
+        )
+        return (
+            [r.record for r in created],
+            [(r.created, r.record.task_id) for r in again],
+            started,
+            finished,
+            (await backend.stats()).by_status,
+        )
+
+    outcomes = []
+    for prefix in ("", "b_"):
+        if prefix:  # the second backend: no driver-direct statements
+
+            async def no_driver(_tx: Any) -> None:
+                return None
+
+            for module in (dialect, grouped, sqlite_create):
+                monkeypatch.setattr(module, "driver_for", no_driver)
+        backend = SQLBackend(mysql_place.url, table_prefix=mysql_place.prefix + prefix, clock=clock)
+        await backend.open()
+        try:
+            outcomes.append(await scenario(backend))
+        finally:
+            await backend.close()
+    assert outcomes[0] == outcomes[1]

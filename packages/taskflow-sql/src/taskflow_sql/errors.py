@@ -139,12 +139,26 @@ def _driver_code(exc: BaseException) -> object:
 _PG_GONE = ("08", "57P01", "57P02", "57P03")
 
 
+_RAW_DRIVERS = ("asyncpg", "asyncmy", "aiomysql", "pymysql")
+
+
+def _raw_driver_error(exc: BaseException) -> bool:
+    """An exception a driver raised outside SQLAlchemy (the fast paths of
+    :mod:`taskflow_sql.pg_writes` and :mod:`taskflow_sql.mysql_raw`)."""
+    return not isinstance(exc, SQLAlchemyError) and type(exc).__module__.startswith(_RAW_DRIVERS)
+
+
 def _raw_driver_gone(exc: BaseException) -> bool:
-    """A driver exception raised outside SQLAlchemy (asyncpg on the fast paths) that
-    means the connection is gone: its SQLSTATE, or asyncpg's "connection is closed"."""
+    """A raw driver exception that means the connection is gone: a PostgreSQL SQLSTATE
+    of class 08 or a shutdown, a MySQL client/server "gone" error number or interface
+    error, or asyncpg's "connection is closed"."""
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate.startswith(_PG_GONE):
         return True
+    if _driver_code(exc) in _MYSQL_DISCONNECTS:
+        return True
+    if type(exc).__name__ == "InterfaceError" and not type(exc).__module__.startswith("asyncpg"):
+        return True  # the MySQL drivers' "connection is not usable any more"
     return type(exc).__module__.startswith("asyncpg") and "closed" in str(exc).lower()
 
 
@@ -152,7 +166,7 @@ def is_unavailable(exc: BaseException) -> bool:
     """Return True when ``exc`` means the database cannot be reached."""
     if isinstance(exc, (OSError, TimeoutError)):
         return True
-    if not isinstance(exc, SQLAlchemyError) and _raw_driver_gone(exc):
+    if _raw_driver_error(exc) and _raw_driver_gone(exc):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -173,8 +187,8 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def is_retryable(exc: BaseException) -> bool:
     """Return True for a deadlock or serialization failure worth retrying (``exc`` from
-    SQLAlchemy, or from a driver used directly: its SQLSTATE says which)."""
-    if not isinstance(exc, DBAPIError) and getattr(exc, "sqlstate", None) is None:
+    SQLAlchemy, or from a driver used directly: its SQLSTATE or error number says)."""
+    if not isinstance(exc, DBAPIError) and not _raw_driver_error(exc):
         return False
     code = _driver_code(exc)
     return code in _PG_RETRYABLE or code in _MYSQL_RETRYABLE
@@ -191,6 +205,6 @@ def wrap_error(what: str, exc: BaseException) -> TaskflowError:
         return exc
     if is_unavailable(exc):
         return unavailable(what, exc)
-    if isinstance(exc, SQLAlchemyError) or getattr(exc, "sqlstate", None) is not None:
+    if isinstance(exc, SQLAlchemyError) or _raw_driver_error(exc):
         return SQLBackendError(f"the SQL database refused {what}: {_short(exc)}")
     return SQLBackendError(f"unexpected error while {what}: {_short(exc)}")

@@ -42,6 +42,8 @@ from fastapi_taskflow.models import (
 )
 
 from .context import Tx
+from .mysql_raw import bound, driver_for
+from .mysql_raw import read as read_row
 from .rows import fast_record, record_columns, sqlite_reader, update_values
 from .sqlite_sync import SyncTxConnection
 from .types import UTCDateTime
@@ -315,11 +317,24 @@ async def _mysql(
     tables = tx.ctx.tables
     tasks = tables.tasks
     ids = sorted(values["task_id"] for items in groups.values() for _, values in items)
-    locking = _mysql_locking_read(tasks, tuple(record_columns(tables)))
+    columns = tuple(record_columns(tables))
+    driver = await driver_for(tx)
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 500):
-        rows = await tx.conn.execute(locking, {"p_ids": ids[start : start + 500]})
-        found.update({row.task_id: dict(row._mapping) for row in rows})
+        part = ids[start : start + 500]
+        if driver is not None:
+            size = _padded(len(part))
+            sql = _mysql_locking_sql(tasks, columns, size, driver.dialect)
+            names = [column.name for column in columns]
+            reads = driver.reads(columns)
+            padded = part + [None] * (size - len(part))
+            for raw_row in await driver.fetch(sql, padded):
+                row = read_row(raw_row, names, reads)
+                found[row["task_id"]] = row
+        else:
+            locking = _mysql_locking_read(tasks, columns)
+            rows = await tx.conn.execute(locking, {"p_ids": part})
+            found.update({row.task_id: dict(row._mapping) for row in rows})
     stamp = _utc(now)
     read_back: dict[str, int] = {}
     for shape, items in groups.items():
@@ -345,6 +360,16 @@ async def _mysql(
         for start in range(0, len(winners), _MAX_ROWS):
             part = winners[start : start + _MAX_ROWS]
             size = _padded(len(part))
+            if driver is not None:
+                sql, cells = _mysql_update_raw(tasks, shape, size, driver.dialect)
+                processors = driver.binds(tasks, cells)
+                args: list[Any] = []
+                for values in part:
+                    args += bound([values.get(name) for name in cells], processors)
+                args += [None] * ((size - len(part)) * len(cells))
+                args += bound([shape.new, now], driver.binds(tasks, ("status", "updated_at")))
+                await driver.fetch(sql, args)
+                continue
             stmt = _mysql_update(tasks, shape, size)
             params: dict[str, Any] = {"p_status": shape.new, "p_updated_at": now}
             for i in range(size):
@@ -354,13 +379,12 @@ async def _mysql(
             await tx.conn.execute(stmt, params)
     if not read_back:
         return
-    columns = record_columns(tables)
     order = sorted(read_back)
     for start in range(0, len(order), 500):
         chunk = order[start : start + 500]
-        rows = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(chunk)))
-        for row in rows:
-            results[read_back[row.task_id]] = fast_record(row._mapping)
+        again = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(chunk)))
+        for stored in again:
+            results[read_back[stored.task_id]] = fast_record(stored._mapping)
 
 
 def _utc(value: datetime) -> datetime:
@@ -386,6 +410,36 @@ _EXACT_FIELDS = frozenset(
     {"attempt", "started_at", "finished_at", "error", "result", "cancel_requested", "owner"}
 )
 """Update fields MySQL stores exactly as written (``DATETIME(6)`` keeps microseconds)."""
+
+
+@lru_cache(maxsize=64)
+def _mysql_locking_sql(tasks: Table, columns: tuple[Any, ...], size: int, dialect: Dialect) -> str:
+    """:func:`_mysql_locking_read` for ``size`` ids, compiled for the driver (``%s``)."""
+    stmt = (
+        select(*columns)
+        .where(tasks.c.task_id.in_([bindparam(f"i{k}") for k in range(size)]))
+        .order_by(tasks.c.task_id)
+        .with_for_update()
+    )
+    return str(stmt.compile(dialect=dialect))
+
+
+@lru_cache(maxsize=512)
+def _mysql_update_raw(
+    tasks: Table, shape: Shape, size: int, dialect: Dialect
+) -> tuple[str, tuple[str, ...]]:
+    """:func:`_mysql_update` compiled for the driver (``%s``), and each row's columns.
+
+    Its parameters are, in text order, every row's cells and then the new status and
+    ``updated_at`` (checked here against the compiled statement).
+    """
+    compiled = _mysql_update(tasks, shape, size).compile(dialect=dialect)
+    cells = ("task_id", "prev_status", *shape.fields)
+    order = [f"r{i}_{name}" for i in range(size) for name in cells]
+    order += ["p_status", "p_updated_at"]
+    if list(compiled.positiontup or ()) != order:  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
+    return str(compiled), cells
 
 
 @lru_cache(maxsize=64)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from fastapi_taskflow.models import CreateResult, TaskRecord
 
 from .context import Tx, WriteOp
+from .mysql_raw import bound, driver_for
 from .rows import normalized, record_values, tag_token
 
 __all__ = ["create_batch_op"]
@@ -124,15 +125,36 @@ def create_batch_op(
 
 
 async def _insert_mysql(tx: Tx, rows: list[dict[str, Any]]) -> bool:
-    """Insert ``rows`` as one statement; False (nothing written) on a duplicate key."""
+    """Insert ``rows`` as one statement; False (nothing written) on a duplicate key.
+
+    With an async MySQL driver the rows go to it directly (:mod:`taskflow_sql.mysql_raw`).
+    """
+    tasks = tx.ctx.tables.tasks
+    driver = await driver_for(tx)
     try:
-        await tx.conn.execute(tx.ctx.tables.tasks.insert(), rows)
-    except IntegrityError as exc:
-        args = getattr(exc.orig, "args", ())
-        if args and args[0] == _MYSQL_DUPLICATE:
+        if driver is None:
+            await tx.conn.execute(tasks.insert(), rows)
+        else:
+            sql, names = _mysql_plan(tasks, driver.dialect)
+            binds = driver.binds(tasks, names)
+            await driver.execute_many(
+                sql, [bound([row[name] for name in names], binds) for row in rows]
+            )
+    except Exception as exc:
+        args = getattr(getattr(exc, "orig", exc), "args", ())
+        ours = isinstance(exc, IntegrityError) or driver is not None
+        if ours and args and args[0] == _MYSQL_DUPLICATE:
             return False
         raise
     return True
+
+
+@lru_cache(maxsize=16)
+def _mysql_plan(tasks: Table, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    """The INSERT of one task row compiled for the MySQL driver, and its columns in order."""
+    names = [column.name for column in tasks.c]
+    compiled = tasks.insert().compile(dialect=dialect, column_keys=names)
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 async def _taken(tx: Tx, tasks: Table, values: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
