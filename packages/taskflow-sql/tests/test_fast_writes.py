@@ -212,3 +212,38 @@ async def test_mysql_fast_paths_equal_the_generic_ones(
         finally:
             await backend.close()
     assert outcomes[0] == outcomes[1]
+
+
+async def test_sqlite_writer_reports_a_locked_database_as_unavailable(sqlite_place: Any) -> None:
+    """The writer begins its transactions on the driver: a write lock held by another
+    process past ``busy_timeout`` is still reported as unavailable, and the writer
+    works again once the lock is gone."""
+    import sqlite3
+
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock, sqlite_busy_timeout=0.05)
+    await backend.open()
+    assert backend.engine.url.database is not None
+    other = sqlite3.connect(backend.engine.url.database, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(BackendUnavailableError):
+            await backend.create(_record(clock, "blocked"))
+        with pytest.raises(BackendUnavailableError):
+            await backend.transition_many([Transition("blocked", frozenset({P}), R)])
+        other.execute("ROLLBACK")
+        assert (await backend.create(_record(clock, "later"))).created
+    finally:
+        other.close()
+        await backend.close()
+
+
+def test_raw_sqlite_errors_are_classified() -> None:
+    import sqlite3
+
+    assert is_unavailable(sqlite3.OperationalError("database is locked"))
+    assert is_unavailable(sqlite3.OperationalError("disk I/O error"))
+    refused = sqlite3.IntegrityError("UNIQUE constraint failed: t.x")
+    assert not is_unavailable(refused) and not is_retryable(refused)
+    assert isinstance(wrap_error("creating tasks", refused), SQLBackendError)
+    assert not is_unavailable(sqlite3.InterfaceError("Error binding parameter 1"))

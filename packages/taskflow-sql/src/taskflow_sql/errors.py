@@ -139,25 +139,32 @@ def _driver_code(exc: BaseException) -> object:
 _PG_GONE = ("08", "57P01", "57P02", "57P03")
 
 
-_RAW_DRIVERS = ("asyncpg", "asyncmy", "aiomysql", "pymysql")
+_MYSQL_DRIVERS = ("asyncmy", "aiomysql", "pymysql")
+_RAW_DRIVERS = ("asyncpg", *_MYSQL_DRIVERS)
 
 
 def _raw_driver_error(exc: BaseException) -> bool:
-    """An exception a driver raised outside SQLAlchemy (the fast paths of
-    :mod:`taskflow_sql.pg_writes` and :mod:`taskflow_sql.mysql_raw`)."""
-    return not isinstance(exc, SQLAlchemyError) and type(exc).__module__.startswith(_RAW_DRIVERS)
+    """An exception a driver raised outside SQLAlchemy (the fast paths of the SQLite
+    writer, :mod:`taskflow_sql.pg_writes` and :mod:`taskflow_sql.mysql_raw`)."""
+    if isinstance(exc, SQLAlchemyError):
+        return False
+    return isinstance(exc, sqlite3.Error) or type(exc).__module__.startswith(_RAW_DRIVERS)
 
 
 def _raw_driver_gone(exc: BaseException) -> bool:
-    """A raw driver exception that means the connection is gone: a PostgreSQL SQLSTATE
-    of class 08 or a shutdown, a MySQL client/server "gone" error number or interface
-    error, or asyncpg's "connection is closed"."""
+    """A raw driver exception that means the database cannot be reached: a PostgreSQL
+    SQLSTATE of class 08 or a shutdown, a MySQL client/server "gone" error number or
+    interface error, asyncpg's "connection is closed", or SQLite's locked, unopenable
+    or failing file."""
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate.startswith(_PG_GONE):
         return True
     if _driver_code(exc) in _MYSQL_DISCONNECTS:
         return True
-    if type(exc).__name__ == "InterfaceError" and not type(exc).__module__.startswith("asyncpg"):
+    if isinstance(exc, sqlite3.Error):
+        message = str(exc).lower()
+        return any(marker in message for marker in _SQLITE_UNAVAILABLE)
+    if type(exc).__name__ == "InterfaceError" and type(exc).__module__.startswith(_MYSQL_DRIVERS):
         return True  # the MySQL drivers' "connection is not usable any more"
     return type(exc).__module__.startswith("asyncpg") and "closed" in str(exc).lower()
 
