@@ -71,11 +71,10 @@ async def test_postgres_fast_writes_survive_losing_their_connection(
     )
     await backend.open()
     try:
-        fast = backend._pg_write
-        assert fast is not None
+        assert backend._pg_write is not None and backend._pg_kept is not None
         created = await backend.create_many([_record(clock, f"k{i}") for i in range(3)])
         assert all(result.created for result in created)
-        driver = fast._kept._driver
+        driver = backend._pg_kept._driver
         assert driver is not None
         async with backend.engine.connect() as conn:
             await conn.execute(select(func.pg_terminate_backend(driver.get_server_pid())))

@@ -23,6 +23,7 @@ from .instances import SQLInstances
 from .locks import SQLLocks
 from .migrations import migrate
 from .ownership import SQLOwnership
+from .pg_kept import KeptConnection
 from .pg_writes import PostgresWrites
 from .queries import SQLQueries
 from .queue import SQLQueue
@@ -133,6 +134,7 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         self._closed = False
         self._owns_engine = self._given_engine is None
         self._ctx_value: SQLContext | None = None
+        self._pg_kept: KeptConnection | None = None
         self._exec_value: Executor | None = None
 
     @property
@@ -205,8 +207,9 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         if self.kind == "sqlite" and url.database and not url.query:
             self._reader = SQLiteReader(url.database, self.tables, self._sqlite)
         elif self.kind == "postgresql" and engine.dialect.driver == "asyncpg":
-            self._pg_get = PostgresGet(self.tables)
-            self._pg_write = PostgresWrites(self._ctx)
+            self._pg_kept = KeptConnection(self._ctx)
+            self._pg_get = PostgresGet(self.tables, self._pg_kept)
+            self._pg_write = PostgresWrites(self._ctx, self._pg_kept)
 
     async def close(self) -> None:
         """Finish queued SQLite writes and release the pool (unless it was passed in).
@@ -220,12 +223,9 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
             await self._exec_value.stop()
         if self._reader is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
-        if self._pg_get is not None:
+        if self._pg_kept is not None:
             with contextlib.suppress(Exception):
-                await self._pg_get.close()
-        if self._pg_write is not None:
-            with contextlib.suppress(Exception):
-                await self._pg_write.close()
+                await self._pg_kept.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
 

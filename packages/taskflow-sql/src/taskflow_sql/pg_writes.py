@@ -9,9 +9,9 @@ binding of one parameter per cell (1,500 for 64 records); here:
 * each column travels as one array parameter (``unnest($1::varchar(64)[], …)``), so a
   statement has a few dozen parameters whatever the number of rows, and asyncpg
   prepares it once per shape of batch and encodes the arrays in C;
-* the statement goes straight to the asyncpg connection of one pooled connection kept
-  checked out for these writes (:class:`KeptConnection`); a write that finds it busy
-  takes another from the pool.
+* the statement goes straight to the asyncpg connection of the pooled connection the
+  backend keeps checked out for its fast paths (:class:`~taskflow_sql.pg_kept.KeptConnection`,
+  shared with ``get``); a call that finds it busy takes another from the pool.
 
 Values are bound and read with the columns' own SQLAlchemy processors, so rows written
 and records read here equal the generic path's. Only the asyncpg driver takes this path
@@ -21,98 +21,26 @@ and records read here equal the generic path's. Only the asyncpg driver takes th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
 
 from .context import SQLContext
 from .errors import is_retryable, wrap_error
-from .executor import connect
 from .grouped import Shape, _assignments, _groups, _parts
+from .pg_kept import KeptConnection
 from .rows import fast_record, normalized, record_columns, record_values
 
-__all__ = ["KeptConnection", "PostgresWrites"]
+__all__ = ["PostgresWrites"]
 
 _RETRIES = 5
 _CREATE_CHUNK = 1000
-
-
-class KeptConnection:
-    """One pooled connection kept checked out, and its asyncpg driver connection.
-
-    ``async with kept.driver() as driver`` hands out the kept connection's driver, or,
-    while another caller uses it, the driver of a connection checked out for the call.
-    A connection whose statement failed is invalidated (never reused), and the kept one
-    is renewed after the engine's ``pool_recycle`` seconds, as the pool would.
-    """
-
-    def __init__(self, ctx: SQLContext) -> None:
-        self._ctx = ctx
-        self._kept: AsyncConnection | None = None
-        self._driver: Any = None
-        self._since = 0.0
-        self._busy = False
-        recycle = getattr(ctx.engine.sync_engine.pool, "_recycle", -1)
-        self._recycle = float(recycle) if recycle and recycle > 0 else float("inf")
-
-    @contextlib.asynccontextmanager
-    async def driver(self) -> AsyncIterator[Any]:
-        """The asyncpg connection to run one statement on (autocommit)."""
-        if self._busy:
-            conn = await connect(self._ctx, write=False)
-            try:
-                driver = (await conn.get_raw_connection()).driver_connection
-                yield driver
-            except BaseException:
-                await _invalidate(conn)
-                raise
-            finally:
-                await conn.close()
-            return
-        self._busy = True
-        try:
-            if self._kept is not None and (
-                self._driver.is_closed() or time.monotonic() - self._since > self._recycle
-            ):
-                await self._drop()
-            if self._kept is None:
-                kept = await connect(self._ctx, write=False)
-                self._driver = (await kept.get_raw_connection()).driver_connection
-                self._kept, self._since = kept, time.monotonic()
-            try:
-                yield self._driver
-            except BaseException:
-                await self._drop()
-                raise
-        finally:
-            self._busy = False
-
-    async def _drop(self) -> None:
-        kept, self._kept, self._driver = self._kept, None, None
-        if kept is not None:
-            await _invalidate(kept)
-            with contextlib.suppress(Exception):
-                await kept.close()
-
-    async def close(self) -> None:
-        """Return the kept connection to the pool."""
-        kept, self._kept, self._driver = self._kept, None, None
-        if kept is not None:
-            await kept.close()
-
-
-async def _invalidate(conn: AsyncConnection) -> None:
-    with contextlib.suppress(Exception):
-        await conn.invalidate()
 
 
 class PostgresWrites:
@@ -120,20 +48,17 @@ class PostgresWrites:
 
     Args:
         ctx: the backend's context (its engine's dialect binds and reads the values).
+        kept: the connection kept for the fast paths.
     """
 
-    def __init__(self, ctx: SQLContext) -> None:
+    def __init__(self, ctx: SQLContext, kept: KeptConnection) -> None:
         self._ctx = ctx
-        self._kept = KeptConnection(ctx)
+        self._kept = kept
         dialect = ctx.engine.dialect
         tasks = ctx.tables.tasks
         self._columns = tuple(record_columns(ctx.tables))
         self._binds = {column.name: _bind(column, dialect) for column in tasks.c}
         self._reads = tuple((column.name, _read(column, dialect)) for column in self._columns)
-
-    async def close(self) -> None:
-        """Return the kept connection to the pool."""
-        await self._kept.close()
 
     async def _fetch(self, what: str, sql: str, args: Sequence[Any]) -> list[Any]:
         """Run one statement, retried on deadlock or serialization failure."""
