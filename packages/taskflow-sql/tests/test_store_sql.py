@@ -244,9 +244,9 @@ async def test_postgres_get_survives_losing_its_kept_connection(postgres_place: 
         await backend.append_logs("kept", [LogEntry(timestamp=clock.now(), message="m")])
         first = await backend.get("kept")
         assert first is not None and [e.message for e in first.logs] == ["m"]
-        fast = backend._pg_get
-        assert fast is not None and fast._driver is not None
-        pid = fast._driver.get_server_pid()
+        kept = backend._pg_kept
+        assert kept is not None and kept._driver is not None
+        pid = kept._driver.get_server_pid()
         async with backend.engine.connect() as conn:
             await conn.execute(select(func.pg_terminate_backend(pid)))
         for _ in range(3):

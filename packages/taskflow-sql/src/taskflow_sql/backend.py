@@ -23,6 +23,8 @@ from .instances import SQLInstances
 from .locks import SQLLocks
 from .migrations import migrate
 from .ownership import SQLOwnership
+from .pg_kept import KeptConnection
+from .pg_writes import PostgresWrites
 from .queries import SQLQueries
 from .queue import SQLQueue
 from .schema import DEFAULT_PREFIX, Tables, build_tables
@@ -132,6 +134,7 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         self._closed = False
         self._owns_engine = self._given_engine is None
         self._ctx_value: SQLContext | None = None
+        self._pg_kept: KeptConnection | None = None
         self._exec_value: Executor | None = None
 
     @property
@@ -198,12 +201,15 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
         self._opened = True
 
     def _start_fast_get(self, engine: AsyncEngine) -> None:
-        """Set up :mod:`taskflow_sql.fastget` where the database and driver allow it."""
+        """Set up :mod:`taskflow_sql.fastget` (and on asyncpg :mod:`taskflow_sql.pg_writes`)
+        where the database and driver allow it."""
         url = engine.url
         if self.kind == "sqlite" and url.database and not url.query:
             self._reader = SQLiteReader(url.database, self.tables, self._sqlite)
         elif self.kind == "postgresql" and engine.dialect.driver == "asyncpg":
-            self._pg_get = PostgresGet(self.tables)
+            self._pg_kept = KeptConnection(self._ctx)
+            self._pg_get = PostgresGet(self.tables, self._pg_kept)
+            self._pg_write = PostgresWrites(self._ctx, self._pg_kept)
 
     async def close(self) -> None:
         """Finish queued SQLite writes and release the pool (unless it was passed in).
@@ -217,9 +223,9 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
             await self._exec_value.stop()
         if self._reader is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
-        if self._pg_get is not None:
+        if self._pg_kept is not None:
             with contextlib.suppress(Exception):
-                await self._pg_get.close()
+                await self._pg_kept.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
 

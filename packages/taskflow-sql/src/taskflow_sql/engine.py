@@ -75,7 +75,9 @@ def configure_sqlite(engine: AsyncEngine | Engine, settings: SQLiteSettings) -> 
     The driver's own implicit transactions are turned off; SQLAlchemy's ``begin`` emits
     ``BEGIN IMMEDIATE`` on connections marked ``taskflow_write`` (so a writer takes the
     write lock up front and never fails half way with "database is locked") and a plain
-    deferred ``BEGIN`` on readers, which WAL lets run beside the writer.
+    deferred ``BEGIN`` on readers, which WAL lets run beside the writer. A connection
+    marked ``taskflow_write="joined"`` (the SQLite writer's) emits nothing: its
+    transaction was begun on the driver before SQLAlchemy's autobegin.
     """
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     if getattr(sync_engine, "_taskflow_sqlite", False):
@@ -91,7 +93,10 @@ def configure_sqlite(engine: AsyncEngine | Engine, settings: SQLiteSettings) -> 
         cursor.close()
 
     def on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get("taskflow_write"):
+        write = conn.get_execution_options().get("taskflow_write")
+        if write == "joined":
+            return  # the SQLite writer began this transaction on the driver itself
+        if write:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")

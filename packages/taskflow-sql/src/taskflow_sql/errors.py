@@ -135,9 +135,45 @@ def _driver_code(exc: BaseException) -> object:
     return None
 
 
+# SQLSTATEs of a connection that is gone or refused (class 08) or a server shutting down.
+_PG_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+_MYSQL_DRIVERS = ("asyncmy", "aiomysql", "pymysql")
+_RAW_DRIVERS = ("asyncpg", *_MYSQL_DRIVERS)
+
+
+def _raw_driver_error(exc: BaseException) -> bool:
+    """An exception a driver raised outside SQLAlchemy (the fast paths of the SQLite
+    writer, :mod:`taskflow_sql.pg_writes` and :mod:`taskflow_sql.mysql_raw`)."""
+    if isinstance(exc, SQLAlchemyError):
+        return False
+    return isinstance(exc, sqlite3.Error) or type(exc).__module__.startswith(_RAW_DRIVERS)
+
+
+def _raw_driver_gone(exc: BaseException) -> bool:
+    """A raw driver exception that means the database cannot be reached: a PostgreSQL
+    SQLSTATE of class 08 or a shutdown, a MySQL client/server "gone" error number or
+    interface error, asyncpg's "connection is closed", or SQLite's locked, unopenable
+    or failing file."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_PG_GONE):
+        return True
+    if _driver_code(exc) in _MYSQL_DISCONNECTS:
+        return True
+    if isinstance(exc, sqlite3.Error):
+        message = str(exc).lower()
+        return any(marker in message for marker in _SQLITE_UNAVAILABLE)
+    if type(exc).__name__ == "InterfaceError" and type(exc).__module__.startswith(_MYSQL_DRIVERS):
+        return True  # the MySQL drivers' "connection is not usable any more"
+    return type(exc).__module__.startswith("asyncpg") and "closed" in str(exc).lower()
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Return True when ``exc`` means the database cannot be reached."""
     if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if _raw_driver_error(exc) and _raw_driver_gone(exc):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -157,8 +193,9 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Return True for a deadlock or serialization failure worth retrying."""
-    if not isinstance(exc, DBAPIError):
+    """Return True for a deadlock or serialization failure worth retrying (``exc`` from
+    SQLAlchemy, or from a driver used directly: its SQLSTATE or error number says)."""
+    if not isinstance(exc, DBAPIError) and not _raw_driver_error(exc):
         return False
     code = _driver_code(exc)
     return code in _PG_RETRYABLE or code in _MYSQL_RETRYABLE
@@ -175,6 +212,6 @@ def wrap_error(what: str, exc: BaseException) -> TaskflowError:
         return exc
     if is_unavailable(exc):
         return unavailable(what, exc)
-    if isinstance(exc, SQLAlchemyError):
+    if isinstance(exc, SQLAlchemyError) or _raw_driver_error(exc):
         return SQLBackendError(f"the SQL database refused {what}: {_short(exc)}")
     return SQLBackendError(f"unexpected error while {what}: {_short(exc)}")

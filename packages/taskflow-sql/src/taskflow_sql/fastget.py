@@ -18,7 +18,6 @@ with the columns' own result processors, so records read here equal the generic 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import threading
@@ -31,13 +30,13 @@ from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.models import LogEntry, TaskRecord
 
 from .context import SQLContext
 from .engine import SQLiteSettings
 from .executor import connect
+from .pg_kept import KeptConnection
 from .rows import record_columns, row_to_log, row_to_record
 from .schema import Tables
 
@@ -143,16 +142,14 @@ class SQLiteReader:
 class PostgresGet:
     """The task and its logs in one prepared statement on the asyncpg driver.
 
-    One pooled connection is kept checked out for ``get`` (a pool checkout and return
-    cost about as much as the query); a ``get`` that finds it busy takes another from
-    the pool. A kept connection that fails is dropped and the call retried once on a
-    fresh one from the pool, so a server restart costs no failed read.
+    It runs on the pooled connection the backend keeps checked out for its fast paths
+    (:class:`~taskflow_sql.pg_kept.KeptConnection`; a ``get`` that finds it busy takes
+    another from the pool). A kept connection that fails is dropped and the call
+    retried once on a fresh one from the pool, so a server restart costs no failed read.
     """
 
-    def __init__(self, tables: Tables) -> None:
-        self._kept: AsyncConnection | None = None
-        self._driver: Any = None
-        self._busy = False
+    def __init__(self, tables: Tables, kept: KeptConnection) -> None:
+        self._kept = kept
         dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         columns = record_columns(tables)
         tasks, logs = tables.tasks, tables.logs
@@ -177,36 +174,17 @@ class PostgresGet:
 
     async def fetch(self, ctx: SQLContext, task_id: str) -> TaskRecord | None:
         """Read the task with its logs (raises the driver's errors)."""
-        if not self._busy:
-            self._busy = True
-            try:
-                if self._kept is None:
-                    self._kept = await connect(ctx, write=False)
-                    self._driver = (await self._kept.get_raw_connection()).driver_connection
-                return self.record(await self._driver.fetchrow(self.sql, task_id))
-            except Exception:
-                await self._drop()
-            finally:
-                self._busy = False
+        try:
+            async with self._kept.driver() as driver:
+                return self.record(await driver.fetchrow(self.sql, task_id))
+        except Exception:
+            pass  # the connection was dropped: a read is safe to run again, below
         conn = await connect(ctx, write=False)
         try:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            return self.record(await driver.fetchrow(self.sql, task_id))
+            fresh: Any = (await conn.get_raw_connection()).driver_connection
+            return self.record(await fresh.fetchrow(self.sql, task_id))
         finally:
             await conn.close()
-
-    async def _drop(self) -> None:
-        kept, self._kept, self._driver = self._kept, None, None
-        if kept is not None:
-            with contextlib.suppress(Exception):
-                await kept.invalidate()
-                await kept.close()
-
-    async def close(self) -> None:
-        """Return the kept connection to the pool."""
-        kept, self._kept, self._driver = self._kept, None, None
-        if kept is not None:
-            await kept.close()
 
     def record(self, row: Mapping[str, Any] | None) -> TaskRecord | None:
         """Build the record (with its logs) from the statement's row."""

@@ -9,10 +9,11 @@ transaction:
   SET … FROM v WHERE t.task_id = v.task_id AND t.status IN (…) RETURNING t.…`` — the
   row lock (PostgreSQL) or the single writer (SQLite) makes each row's compare-and-set
   atomic, and ``prev_status`` is saved by the same statement for the counters.
-* MySQL/MariaDB (no ``UPDATE … RETURNING``): one ``SELECT … FOR UPDATE`` of every id
-  (ordered, so concurrent batches lock in the same order), the winners decided from it,
-  one ``UPDATE tasks AS t JOIN (SELECT … UNION ALL …) AS v`` per shape, and one
-  read-back ``SELECT``.
+* MySQL/MariaDB (no ``UPDATE … RETURNING``): one ``SELECT … FOR UPDATE`` of every
+  row (ordered, so concurrent batches lock in the same order), the winners decided
+  from it, and one ``UPDATE tasks AS t JOIN (SELECT … UNION ALL …) AS v`` per shape;
+  the records returned are the locked rows with the changes applied (a read-back
+  ``SELECT`` only for a shape that sets ``progress``).
 
 Row lists are padded to a power of two (rows with a NULL id match nothing), so each
 shape compiles to a handful of statements that SQLAlchemy and the drivers then reuse.
@@ -21,7 +22,7 @@ shape compiles to a handful of statements that SQLAlchemy and the drivers then r
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -41,7 +42,10 @@ from fastapi_taskflow.models import (
 )
 
 from .context import Tx
-from .rows import fast_record, record_columns, update_values
+from .mysql_raw import bound, driver_for
+from .mysql_raw import read as read_row
+from .rows import fast_record, record_columns, sqlite_reader, update_values
+from .sqlite_sync import SyncTxConnection
 from .types import UTCDateTime
 
 __all__ = ["Shape", "pg_transitions", "run_transitions"]
@@ -61,6 +65,11 @@ class Shape:
     def release_key(self) -> bool:
         """The new status gives up the idempotency key."""
         return TaskStatus(self.new) in KEY_RELEASING_STATUSES
+
+    @property
+    def read_back(self) -> bool:
+        """MySQL must read the rows back after the UPDATE (see :func:`_mysql`)."""
+        return not _EXACT_FIELDS.issuperset(self.fields)
 
     @property
     def active(self) -> bool:
@@ -84,12 +93,16 @@ def _groups(
     transitions: Sequence[Transition],
 ) -> dict[Shape, list[tuple[int, dict[str, Any]]]]:
     groups: dict[Shape, list[tuple[int, dict[str, Any]]]] = {}
+    shapes: dict[tuple[frozenset[TaskStatus], TaskStatus, tuple[str, ...]], Shape] = {}
     for index, item in enumerate(transitions):
-        expected = _expected(item.expected)
-        if not expected:
-            continue
         values = update_values(item.update.changes()) if item.update is not None else {}
-        shape = Shape(expected, TaskStatus(item.new).value, tuple(sorted(values)))
+        key = (item.expected, item.new, tuple(sorted(values)))
+        shape = shapes.get(key)
+        if shape is None:
+            expected = _expected(item.expected)
+            if not expected:
+                continue
+            shape = shapes[key] = Shape(expected, TaskStatus(item.new).value, key[2])
         values["task_id"] = item.task_id
         groups.setdefault(shape, []).append((index, values))
     return groups
@@ -107,7 +120,10 @@ async def run_transitions(
         await _mysql(tx, groups, now, results)
         return results
     columns = tuple(record_columns(tx.ctx.tables))
-    raw = _sqlite_cursor(tx)
+    raw = _sqlite_driver(tx)
+    if raw is not None:
+        _sqlite_raw(tx, raw, columns, groups, now, results)
+        return results
     for shape, items in groups.items():
         for start in range(0, len(items), _MAX_ROWS):
             part = items[start : start + _MAX_ROWS]
@@ -120,18 +136,14 @@ async def run_transitions(
                 for name in shape.fields:
                     params[f"r{i}_{name}"] = values.get(name)
             where = {values["task_id"]: index for index, values in part}
-            if raw is not None:
-                rows: Any = _run_raw(raw, tx.ctx.tables.tasks, columns, shape, size, params)
-            else:
-                rows = (row._mapping for row in await tx.conn.execute(stmt, params))
-            for row in rows:
-                record = fast_record(row)
-                tx.move(row["func_name"], row["task_id"], row["prev_status"], shape.new)
-                results[where[row["task_id"]]] = record
+            for row in await tx.conn.execute(stmt, params):
+                record = fast_record(row._mapping)
+                tx.move(row.func_name, row.task_id, row.prev_status, shape.new)
+                results[where[row.task_id]] = record
     return results
 
 
-def _sqlite_cursor(tx: Tx) -> Any:
+def _sqlite_driver(tx: Tx) -> Any:
     """The stdlib ``sqlite3`` connection under the SQLite writer's transaction, or None.
 
     The group-commit writer runs on its own thread with a synchronous connection; there
@@ -139,11 +151,40 @@ def _sqlite_cursor(tx: Tx) -> Any:
     with the columns' own processors), which skips SQLAlchemy's per-execution work on
     hundreds of parameters and rows.
     """
-    from .sqlite_sync import SyncTxConnection
-
     if tx.ctx.kind != "sqlite" or not isinstance(tx.conn, SyncTxConnection):
         return None
     return tx.conn.sync.connection.driver_connection
+
+
+def _sqlite_raw(
+    tx: Tx,
+    raw: Any,
+    columns: tuple[Any, ...],
+    groups: dict[Shape, list[tuple[int, dict[str, Any]]]],
+    now: Any,
+    results: list[TaskRecord | None],
+) -> None:
+    """The SQLite statements of :func:`run_transitions`, on the writer's driver."""
+    tasks = tx.ctx.tables.tasks
+    for shape, items in groups.items():
+        for start in range(0, len(items), _MAX_ROWS):
+            part = items[start : start + _MAX_ROWS]
+            size = _padded(len(part))
+            plan = _raw_plan(tasks, columns, shape, size)
+            values: list[Any] = []
+            for _, item in part:
+                for name, process in plan.cells:
+                    value = item.get(name)
+                    values.append(value if process is None or value is None else process(value))
+            values.extend(plan.padding[: (size - len(part)) * len(plan.cells)])
+            values.append(shape.new)
+            values.append(plan.stamp(now))
+            where = {item["task_id"]: index for index, item in part}
+            read = plan.read
+            for row in raw.execute(plan.sql, values).fetchall():
+                task_id = row[0]
+                tx.move(row[1], task_id, row[plan.prev_status], shape.new)
+                results[where[task_id]] = read(row)
 
 
 def _sqlite_datetime(value: Any) -> Any:
@@ -151,22 +192,46 @@ def _sqlite_datetime(value: Any) -> Any:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
+@dataclass(frozen=True)
+class _RawPlan:
+    """A SQLite grouped statement, positional, and how to bind and read it raw."""
+
+    sql: str
+    cells: tuple[tuple[str, Any], ...]
+    """Each row's values (``task_id``, then the shape's fields), with bind processors."""
+    padding: tuple[None, ...]
+    stamp: Any
+    """The ``updated_at`` bind processor."""
+    read: Callable[[Sequence[Any]], TaskRecord | None]
+    """A returned row (``task_id``, ``func_name``, …) as a record."""
+    prev_status: int
+    """Where ``prev_status`` is in a returned row."""
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
 @lru_cache(maxsize=512)
-def _raw_plan(
-    tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int
-) -> tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
-    """The positional SQL of :func:`_update_from`, and how to bind and read it raw."""
+def _raw_plan(tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int) -> _RawPlan:
+    """The positional SQL of :func:`_update_from`, and how to bind and read it raw.
+
+    Its parameters are, in text order, every row's cells and then ``p_status`` and
+    ``p_updated_at`` (checked here against the compiled statement).
+    """
     from sqlalchemy.dialects import sqlite
 
     dialect: Dialect = sqlite.dialect(paramstyle="qmark")
     compiled = _update_from(tasks, columns, shape, size, "sqlite").compile(dialect=dialect)
-    binds = []
-    for name in compiled.positiontup or ():
-        column = "status" if name == "p_status" else name.split("_", 1)[1]
-        if name == "p_updated_at":
-            column = "updated_at"
-        process = tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-        binds.append((name, process))
+    names = ("task_id", *shape.fields)
+    order = [f"r{i}_{name}" for i in range(size) for name in names]
+    order += ["p_status", "p_updated_at"]
+    if list(compiled.positiontup or ()) != order:  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
+
+    def binder(column: str) -> Any:
+        return tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+
     reads = []
     for column in columns:
         if isinstance(column.type, UTCDateTime):
@@ -175,29 +240,24 @@ def _raw_plan(
             reads.append(
                 (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             )
-    return str(compiled), tuple(binds), tuple(reads)
 
-
-def _run_raw(
-    raw: Any,
-    tasks: Table,
-    columns: tuple[Any, ...],
-    shape: Shape,
-    size: int,
-    params: dict[str, Any],
-) -> list[dict[str, Any]]:
-    sql, binds, reads = _raw_plan(tasks, columns, shape, size)
-    values = []
-    for name, process in binds:
-        value = params[name]
-        values.append(value if process is None or value is None else process(value))
-    return [
-        {
+    def slow(row: Sequence[Any]) -> dict[str, Any]:
+        return {
             name: (value if process is None or value is None else process(value))
             for (name, process), value in zip(reads, row, strict=True)
         }
-        for row in raw.execute(sql, values).fetchall()
-    ]
+
+    names_out = [column.name for column in columns]
+    if names_out[:2] != ["task_id", "func_name"]:  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected column order {names_out}")
+    return _RawPlan(
+        sql=str(compiled),
+        cells=tuple((name, binder(name)) for name in names),
+        padding=(None,) * (size * len(names)),
+        stamp=binder("updated_at") or _identity,
+        read=sqlite_reader(columns, slow),
+        prev_status=names_out.index("prev_status"),
+    )
 
 
 @lru_cache(maxsize=512)
@@ -246,35 +306,70 @@ async def _mysql(
     now: Any,
     results: list[TaskRecord | None],
 ) -> None:
-    """MySQL/MariaDB: lock every row, decide the winners, update per shape, read back."""
-    tasks = tx.ctx.tables.tasks
+    """MySQL/MariaDB: lock and read every row, decide the winners, update per shape.
+
+    The locking read takes whole rows: a winner's record is then that row with the
+    shape's changes applied (:func:`_as_stored`), since nothing else can change a row
+    this transaction holds. Only a shape setting a column whose stored value may
+    differ from the one written (``progress``: MySQL's single-precision ``FLOAT``) is
+    read back after its UPDATE.
+    """
+    tables = tx.ctx.tables
+    tasks = tables.tasks
     ids = sorted(values["task_id"] for items in groups.values() for _, values in items)
-    found: dict[str, tuple[str, str]] = {}
+    columns = tuple(record_columns(tables))
+    driver = await driver_for(tx)
+    found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
-        rows = await tx.conn.execute(
-            select(tasks.c.task_id, tasks.c.status, tasks.c.func_name)
-            .where(tasks.c.task_id.in_(part))
-            .order_by(tasks.c.task_id)
-            .with_for_update()
-        )
-        found.update({row.task_id: (row.status, row.func_name) for row in rows})
-    won: dict[str, int] = {}
+        if driver is not None:
+            size = _padded(len(part))
+            sql = _mysql_locking_sql(tasks, columns, size, driver.dialect)
+            names = [column.name for column in columns]
+            reads = driver.reads(columns)
+            padded = part + [None] * (size - len(part))
+            for raw_row in await driver.fetch(sql, padded):
+                row = read_row(raw_row, names, reads)
+                found[row["task_id"]] = row
+        else:
+            locking = _mysql_locking_read(tasks, columns)
+            rows = await tx.conn.execute(locking, {"p_ids": part})
+            found.update({row.task_id: dict(row._mapping) for row in rows})
+    stamp = _utc(now)
+    read_back: dict[str, int] = {}
     for shape, items in groups.items():
         winners = []
+        exact = not shape.read_back
         for index, values in items:
             current = found.get(values["task_id"])
-            if current is None or current[0] not in shape.expected:
+            if current is None or current["status"] not in shape.expected:
                 continue
-            values["prev_status"] = current[0]
+            old = current["status"]
+            values["prev_status"] = old
             winners.append(values)
-            won[values["task_id"]] = index
             # One counter slot for the whole call (picked by its smallest id): a batch
             # of hundreds of tasks then changes two counter rows per function, not 32.
-            tx.move(current[1], ids[0], current[0], shape.new)
+            tx.move(current["func_name"], ids[0], old, shape.new)
+            if exact:
+                current.update(prev_status=old, status=shape.new, updated_at=stamp)
+                for name in shape.fields:
+                    current[name] = _as_stored(name, values[name])
+                results[index] = fast_record(current)
+            else:
+                read_back[values["task_id"]] = index
         for start in range(0, len(winners), _MAX_ROWS):
             part = winners[start : start + _MAX_ROWS]
             size = _padded(len(part))
+            if driver is not None:
+                sql, cells = _mysql_update_raw(tasks, shape, size, driver.dialect)
+                processors = driver.binds(tasks, cells)
+                args: list[Any] = []
+                for values in part:
+                    args += bound([values.get(name) for name in cells], processors)
+                args += [None] * ((size - len(part)) * len(cells))
+                args += bound([shape.new, now], driver.binds(tasks, ("status", "updated_at")))
+                await driver.fetch(sql, args)
+                continue
             stmt = _mysql_update(tasks, shape, size)
             params: dict[str, Any] = {"p_status": shape.new, "p_updated_at": now}
             for i in range(size):
@@ -282,15 +377,81 @@ async def _mysql(
                 for name in ("task_id", "prev_status", *shape.fields):
                     params[f"r{i}_{name}"] = values.get(name)
             await tx.conn.execute(stmt, params)
-    if not won:
+    if not read_back:
         return
-    columns = record_columns(tx.ctx.tables)
-    order = sorted(won)
+    order = sorted(read_back)
     for start in range(0, len(order), 500):
-        part = order[start : start + 500]
-        rows = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(part)))
-        for row in rows:
-            results[won[row.task_id]] = fast_record(row._mapping)
+        chunk = order[start : start + 500]
+        again = await tx.conn.execute(select(*columns).where(tasks.c.task_id.in_(chunk)))
+        for stored in again:
+            results[read_back[stored.task_id]] = fast_record(stored._mapping)
+
+
+def _utc(value: datetime) -> datetime:
+    """How ``UTCDateTime`` reads back what it stored: aware UTC (naive is taken as UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _as_stored(name: str, value: Any) -> Any:
+    """A written update value as a row read back holds it (see :func:`_mysql`); JSON
+    columns (``result``) stay the text written, as :func:`fast_record` decodes them."""
+    if value is None:
+        return None
+    if name in ("started_at", "finished_at"):
+        return _utc(value)
+    if name == "cancel_requested":
+        return bool(value)
+    return value
+
+
+_EXACT_FIELDS = frozenset(
+    {"attempt", "started_at", "finished_at", "error", "result", "cancel_requested", "owner"}
+)
+"""Update fields MySQL stores exactly as written (``DATETIME(6)`` keeps microseconds)."""
+
+
+@lru_cache(maxsize=64)
+def _mysql_locking_sql(tasks: Table, columns: tuple[Any, ...], size: int, dialect: Dialect) -> str:
+    """:func:`_mysql_locking_read` for ``size`` ids, compiled for the driver (``%s``)."""
+    stmt = (
+        select(*columns)
+        .where(tasks.c.task_id.in_([bindparam(f"i{k}") for k in range(size)]))
+        .order_by(tasks.c.task_id)
+        .with_for_update()
+    )
+    return str(stmt.compile(dialect=dialect))
+
+
+@lru_cache(maxsize=512)
+def _mysql_update_raw(
+    tasks: Table, shape: Shape, size: int, dialect: Dialect
+) -> tuple[str, tuple[str, ...]]:
+    """:func:`_mysql_update` compiled for the driver (``%s``), and each row's columns.
+
+    Its parameters are, in text order, every row's cells and then the new status and
+    ``updated_at`` (checked here against the compiled statement).
+    """
+    compiled = _mysql_update(tasks, shape, size).compile(dialect=dialect)
+    cells = ("task_id", "prev_status", *shape.fields)
+    order = [f"r{i}_{name}" for i in range(size) for name in cells]
+    order += ["p_status", "p_updated_at"]
+    if list(compiled.positiontup or ()) != order:  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
+    return str(compiled), cells
+
+
+@lru_cache(maxsize=64)
+def _mysql_locking_read(tasks: Table, columns: tuple[Any, ...]) -> Any:
+    """``SELECT <record columns> FROM tasks WHERE task_id IN :p_ids ORDER BY task_id FOR
+    UPDATE`` (ordered, so concurrent batches lock in the same order)."""
+    return (
+        select(*columns)
+        .where(tasks.c.task_id.in_(bindparam("p_ids", expanding=True)))
+        .order_by(tasks.c.task_id)
+        .with_for_update()
+    )
 
 
 @lru_cache(maxsize=512)
@@ -455,14 +616,16 @@ def _assignments(
     prev_status: str,
     status: str = ":p_status",
     values: str = "v",
+    stamp: str = ":p_updated_at",
 ) -> list[str]:
     """The ``SET`` list of a grouped transition: status, ``updated_at``, the shape's
     fields from ``values`` (the alias of the rows of values), the key and owner indexes.
-    ``target`` qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``)."""
+    ``target`` qualifies the updated columns (MySQL's ``UPDATE ... JOIN`` needs ``t.``);
+    ``status`` and ``stamp`` are the new status and ``updated_at`` (parameters or SQL)."""
     sets = [
         f"{target}{q.quote('prev_status')} = {prev_status}",
         f"{target}{q.quote('status')} = {status}",
-        f"{target}{q.quote('updated_at')} = :p_updated_at",
+        f"{target}{q.quote('updated_at')} = {stamp}",
     ]
     if shape.release_key:
         sets.append(f"{target}{q.quote('active_key')} = NULL")

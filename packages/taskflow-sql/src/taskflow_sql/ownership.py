@@ -22,6 +22,7 @@ from fastapi_taskflow.models import TaskRecord, Transition
 from .context import SQLContext, Tx
 from .executor import Executor
 from .grouped import pg_transitions, run_transitions
+from .pg_writes import PostgresWrites
 from .rows import record_columns, row_to_record
 
 __all__ = ["SQLOwnership"]
@@ -57,13 +58,15 @@ class SQLOwnership:
     clock: Clock
     _ctx: SQLContext
     _exec: Executor
+    _pg_write: PostgresWrites | None = None
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
 
         One transaction, one statement per shape of item (see
         :mod:`taskflow_sql.grouped`); on PostgreSQL the whole call, counters included, is
-        one statement (one round trip). On SQLite it is one operation of the
+        one statement (one round trip; with asyncpg its rows are bound as arrays, see
+        :mod:`taskflow_sql.pg_writes`). On SQLite it is one operation of the
         group-commit writer.
         """
         if not transitions:
@@ -73,6 +76,8 @@ class SQLOwnership:
         async def op(tx: Tx) -> list[TaskRecord | None]:
             return await run_transitions(tx, items, self.clock.now())
 
+        if self._pg_write is not None:
+            return await self._pg_write.transition_many(items, self.clock.now())
         if self._ctx.kind == "postgresql":
             ctx = self._ctx
 

@@ -1,4 +1,4 @@
-"""``create_many`` as one write operation: probe, then one ``executemany``.
+"""``create_many`` as one write operation: (probe,) then one ``executemany``.
 
 A batch of records with distinct ids and keys is created by one probe for ids and keys
 already taken and one ``executemany`` of the rest; a record that conflicts goes the way
@@ -9,9 +9,10 @@ transaction.
   whole operation, so what it read cannot change before it writes; the rows go
   straight to the stdlib connection (compiled once, values bound with the columns' own
   processors).
-* MySQL/MariaDB: the driver sends the rows as one multi-row INSERT. Another
-  transaction may take an id or key between the probe and the insert; the duplicate-key
-  error then rolls back only that statement, and those records are created one by one.
+* MySQL/MariaDB: the driver sends the rows as one multi-row INSERT, tried first
+  without a probe; a duplicate-key error rolls back only that statement, and then the
+  probe picks the records that are new. Another transaction may take an id or key
+  between the probe and the insert; those records are then created one by one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from fastapi_taskflow.models import CreateResult, TaskRecord
 
 from .context import Tx, WriteOp
+from .mysql_raw import bound, driver_for
 from .rows import normalized, record_values, tag_token
 
 __all__ = ["create_batch_op"]
@@ -68,14 +70,23 @@ def create_batch_op(
         raw = isinstance(tx.conn, SyncTxConnection)
         if not raw and tx.ctx.kind != "mysql":  # pragma: no cover - not used elsewhere
             return [await fallback(record)(tx) for record in records]
-        ids, keys = await _taken(tx, tasks, values)
-        fresh = [
-            (record, row)
-            for record, row in zip(records, values, strict=True)
-            if row["task_id"] not in ids and row["active_key"] not in keys
-        ]
-        if fresh and not raw and not await _insert_mysql(tx, [row for _, row in fresh]):
-            fresh = []  # someone took an id or key meanwhile: create them one by one
+        everyone = list(zip(records, values, strict=True))
+        if not raw and await _insert_mysql(tx, values):
+            fresh = everyone  # the usual case on MySQL: no probe needed
+        else:
+            if raw:
+                assert isinstance(tx.conn, SyncTxConnection)
+                driver = tx.conn.sync.connection.driver_connection
+                ids, keys = _taken_raw(driver, tasks, values)
+            else:
+                ids, keys = await _taken(tx, tasks, values)
+            fresh = [
+                (record, row)
+                for record, row in everyone
+                if row["task_id"] not in ids and row["active_key"] not in keys
+            ]
+            if fresh and not raw and not await _insert_mysql(tx, [row for _, row in fresh]):
+                fresh = []  # someone took an id or key meanwhile: create them one by one
         if fresh and raw:
             assert isinstance(tx.conn, SyncTxConnection)
             sql, binds = _plan(tasks)
@@ -114,15 +125,36 @@ def create_batch_op(
 
 
 async def _insert_mysql(tx: Tx, rows: list[dict[str, Any]]) -> bool:
-    """Insert ``rows`` as one statement; False (nothing written) on a duplicate key."""
+    """Insert ``rows`` as one statement; False (nothing written) on a duplicate key.
+
+    With an async MySQL driver the rows go to it directly (:mod:`taskflow_sql.mysql_raw`).
+    """
+    tasks = tx.ctx.tables.tasks
+    driver = await driver_for(tx)
     try:
-        await tx.conn.execute(tx.ctx.tables.tasks.insert(), rows)
-    except IntegrityError as exc:
-        args = getattr(exc.orig, "args", ())
-        if args and args[0] == _MYSQL_DUPLICATE:
+        if driver is None:
+            await tx.conn.execute(tasks.insert(), rows)
+        else:
+            sql, names = _mysql_plan(tasks, driver.dialect)
+            binds = driver.binds(tasks, names)
+            await driver.execute_many(
+                sql, [bound([row[name] for name in names], binds) for row in rows]
+            )
+    except Exception as exc:
+        args = getattr(getattr(exc, "orig", exc), "args", ())
+        ours = isinstance(exc, IntegrityError) or driver is not None
+        if ours and args and args[0] == _MYSQL_DUPLICATE:
             return False
         raise
     return True
+
+
+@lru_cache(maxsize=16)
+def _mysql_plan(tasks: Table, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    """The INSERT of one task row compiled for the MySQL driver, and its columns in order."""
+    names = [column.name for column in tasks.c]
+    compiled = tasks.insert().compile(dialect=dialect, column_keys=names)
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 async def _taken(tx: Tx, tasks: Table, values: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
@@ -135,4 +167,34 @@ async def _taken(tx: Tx, tasks: Table, values: list[dict[str, Any]]) -> tuple[se
             part = wanted[start : start + _PROBE]
             rows = await tx.conn.execute(select(column).where(column.in_(part)))
             found[into].update(rows.scalars())
+    return found
+
+
+@lru_cache(maxsize=64)
+def _probe_sql(tasks: Table, column: str, size: int) -> str:
+    """``SELECT <column> FROM tasks WHERE <column> IN (?, …)`` for ``size`` values."""
+    q = sqlite.dialect().identifier_preparer
+    marks = ", ".join("?" * size)
+    name = q.quote(column)
+    return f"SELECT {name} FROM {q.format_table(tasks)} WHERE {name} IN ({marks})"
+
+
+def _taken_raw(
+    driver: Any, tasks: Table, values: list[dict[str, Any]]
+) -> tuple[set[str], set[str]]:
+    """:func:`_taken` on the SQLite writer's driver: prebuilt SQL, lists padded to a
+    power of two with NULLs (which match nothing), so the driver's statement cache
+    keeps a handful of statements."""
+    ids = [row["task_id"] for row in values]
+    keys = [row["active_key"] for row in values if row["active_key"] is not None]
+    found: tuple[set[str], set[str]] = (set(), set())
+    for column, wanted, into in (("task_id", ids, 0), ("active_key", keys, 1)):
+        for start in range(0, len(wanted), _PROBE):
+            part = wanted[start : start + _PROBE]
+            size = 1
+            while size < len(part):
+                size *= 2
+            padded = part + [None] * (size - len(part))
+            rows = driver.execute(_probe_sql(tasks, column, size), padded).fetchall()
+            found[into].update(row[0] for row in rows)
     return found

@@ -26,6 +26,7 @@ from .dialect import insert_if_absent
 from .errors import SQLBackendError, wrap_error
 from .executor import Executor
 from .fastget import PostgresGet, SQLiteReader
+from .pg_writes import PostgresWrites
 from .rows import (
     fast_record,
     key_hash,
@@ -55,6 +56,7 @@ class SQLStore:
     _exec: Executor
     _reader: SQLiteReader | None = None
     _pg_get: PostgresGet | None = None
+    _pg_write: PostgresWrites | None = None
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`.
@@ -69,10 +71,11 @@ class SQLStore:
 
         On SQLite (one operation of the group-commit writer) and MySQL/MariaDB a batch
         of distinct records is a probe and one multi-row insert
-        (:mod:`taskflow_sql.sqlite_create`); on
-        PostgreSQL a batch of distinct, tag-less records is one INSERT statement per 64
-        records (see :meth:`_create_fast`); otherwise the records share one transaction. Each record
-        is always created whole or not at all.
+        (:mod:`taskflow_sql.sqlite_create`); on PostgreSQL a batch of distinct, tag-less
+        records is one INSERT statement (with asyncpg: rows bound as arrays, see
+        :mod:`taskflow_sql.pg_writes`; other drivers: one per 64 records, see
+        :meth:`_create_fast`); otherwise the records share one transaction. Each
+        record is always created whole or not at all.
         """
         if not records:
             return []
@@ -83,6 +86,8 @@ class SQLStore:
             ]
             parts = await self._exec.write_many("creating tasks", batches)
             return [result for part in parts for result in part]
+        if self._pg_write is not None and _simple_batch(records):
+            return await self._create_pg(self._pg_write, records)
         ops = [self._create_op(record) for record in records]
         if self._ctx.kind == "postgresql" and _simple_batch(records):
             results: list[CreateResult] = []
@@ -91,6 +96,20 @@ class SQLStore:
                 results += await self._create_fast(chunk, ops[i : i + _FAST_BATCH])
             return results
         return await self._exec.write_many("creating tasks", ops)
+
+    async def _create_pg(
+        self, fast: PostgresWrites, records: Sequence[TaskRecord]
+    ) -> list[CreateResult]:
+        """PostgreSQL on asyncpg: the batch in one array-bound statement
+        (:mod:`taskflow_sql.pg_writes`); a record whose id or key conflicted is then
+        created (or found) the usual way, as in :meth:`_create_fast`."""
+        found = await fast.create_new(records)
+        results: list[CreateResult] = []
+        for record, result in zip(records, found, strict=True):
+            if result is None:
+                result = await self._exec.write("creating a task", self._create_op(record))
+            results.append(result)
+        return results
 
     async def _create_fast(
         self, records: Sequence[TaskRecord], ops: list[WriteOp[CreateResult]]

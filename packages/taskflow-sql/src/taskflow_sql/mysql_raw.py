@@ -1,0 +1,118 @@
+"""MySQL/MariaDB's hot statements sent straight to the driver inside the transaction.
+
+The grouped transitions and ``create_many`` send statements with hundreds of values
+(the rows of a batch). Through SQLAlchemy each costs an execution context, the
+processing of every parameter and row and the adapter's hop into its greenlet: more
+client CPU than the server spends on them. Here the statement (compiled once from
+SQLAlchemy Core) goes to the driver connection under the same
+SQLAlchemy transaction, with values bound and read by the columns' own SQLAlchemy
+processors, so what is written and read equals the generic path. Statements are
+compiled with the engine's own dialect (``format`` paramstyle, and the server's version,
+which decides how ``ON DUPLICATE KEY UPDATE`` is written). The transaction is
+still begun, committed or rolled back by SQLAlchemy; a driver error is classified by
+:mod:`taskflow_sql.errors` like a wrapped one.
+
+Only the asyncmy and aiomysql drivers (whose cursors are ``async``) take this path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+
+from .context import Tx
+
+__all__ = ["MySQLDriver", "driver_for"]
+
+Processor = Callable[[Any], Any] | None
+
+_DRIVERS = ("asyncmy", "aiomysql")
+
+
+class MySQLDriver:
+    """The driver connection of a transaction, and the dialect's value processors."""
+
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
+        self.connection = connection
+        self.dialect = dialect
+
+    async def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (none for DML)."""
+        cursor = self.connection.cursor()
+        try:
+            await cursor.execute(sql, args)
+            return list(await cursor.fetchall() or ())
+        finally:
+            await _close(cursor)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run an ``INSERT … VALUES`` for ``rows``: the driver sends one multi-row INSERT."""
+        cursor = self.connection.cursor()
+        try:
+            await cursor.executemany(sql, rows)
+        finally:
+            await _close(cursor)
+
+    def binds(self, table: Table, names: Sequence[str]) -> tuple[Processor, ...]:
+        """The bind processors of ``table``'s columns ``names``."""
+        return _binds(table, tuple(names), self.dialect)
+
+    def reads(self, columns: Sequence[Any]) -> tuple[Processor, ...]:
+        """The result processors of ``columns``."""
+        return _reads(tuple(columns), self.dialect)
+
+
+async def _close(cursor: Any) -> None:
+    result = cursor.close()
+    if hasattr(result, "__await__"):
+        await result
+
+
+async def driver_for(tx: Tx) -> MySQLDriver | None:
+    """The driver connection under ``tx`` on MySQL with an async driver, else None."""
+    if tx.ctx.kind != "mysql":
+        return None
+    dialect = tx.ctx.engine.dialect
+    if dialect.driver not in _DRIVERS or dialect.paramstyle != "format":
+        return None
+    fairy = await tx.conn.get_raw_connection()
+    return MySQLDriver(fairy.driver_connection, dialect)
+
+
+def bound(values: Sequence[Any], processors: Sequence[Processor]) -> list[Any]:
+    """``values`` through their bind processors."""
+    return [
+        value if process is None or value is None else process(value)
+        for value, process in zip(values, processors, strict=True)
+    ]
+
+
+def read(
+    row: Sequence[Any], names: Sequence[str], processors: Sequence[Processor]
+) -> dict[str, Any]:
+    """A driver row as a mapping of processed values."""
+    return {
+        name: (value if process is None or value is None else process(value))
+        for name, process, value in zip(names, processors, row, strict=True)
+    }
+
+
+@lru_cache(maxsize=256)
+def _binds(table: Table, names: tuple[str, ...], dialect: Dialect) -> tuple[Processor, ...]:
+    return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+
+
+@lru_cache(maxsize=64)
+def _reads(columns: tuple[Any, ...], dialect: Dialect) -> tuple[Processor, ...]:
+    found: list[Processor] = []
+    for column in columns:
+        try:
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        except TypeError:  # needs the driver's column type: keep the driver's value
+            process = None
+        found.append(process)
+    return tuple(found)
