@@ -11,10 +11,13 @@ driver's exception kept as ``__cause__``:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import re
 import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -190,6 +193,27 @@ def is_unavailable(exc: BaseException) -> bool:
             isinstance(exc, OperationalError) and _driver_code(exc) is None
         )
     return False
+
+
+T = TypeVar("T")
+
+RETRIES = 5
+"""How many times a write is tried in all when it meets a deadlock or serialization
+failure."""
+
+
+async def retried(call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()``, again (up to :data:`RETRIES` tries in all, with a short backoff)
+    while it fails with a deadlock or serialization failure (:func:`is_retryable`)."""
+    for attempt in range(RETRIES):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt + 1 < RETRIES and is_retryable(exc):
+                await asyncio.sleep(0.005 * 2**attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def is_retryable(exc: BaseException) -> bool:

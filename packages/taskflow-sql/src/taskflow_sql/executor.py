@@ -11,15 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .context import ReadOp, SingleOp, SQLContext, Tx, WriteOp
 from .dialect import add_counts
 from .engine import SQLiteSettings
-from .errors import is_retryable, unavailable, unknown_option, wrap_error
+from .errors import retried, unavailable, unknown_option, wrap_error
 from .sqlite_sync import SQLiteBatchRunner
 from .sqlite_writer import SQLiteWriter
 
 __all__ = ["Executor", "connect"]
 
 T = TypeVar("T")
-
-_RETRIES = 5
 
 
 async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
@@ -104,15 +102,7 @@ class Executor:
         try:
             if self.writer is not None:
                 return cast("list[T]", await self.writer.submit_many(ops))
-            for attempt in range(_RETRIES):
-                try:
-                    return cast("list[T]", await run_transaction(self.ctx, ops))
-                except Exception as exc:
-                    if attempt + 1 < _RETRIES and is_retryable(exc):
-                        await asyncio.sleep(0.005 * 2**attempt)
-                        continue
-                    raise
-            raise AssertionError("unreachable")  # pragma: no cover
+            return cast("list[T]", await retried(lambda: run_transaction(self.ctx, ops)))
         except Exception as exc:
             raise wrap_error(what, exc) from exc
 
@@ -124,20 +114,16 @@ class Executor:
         if self.writer is not None:
             raise RuntimeError("single-statement writes are not used on SQLite")
         try:
-            for attempt in range(_RETRIES):
+
+            async def autocommit() -> T:
+                conn = await connect(self.ctx, write=False)
                 try:
-                    conn = await connect(self.ctx, write=False)
-                    try:
-                        await conn.execution_options(isolation_level="AUTOCOMMIT")
-                        return await op(conn)
-                    finally:
-                        await conn.close()
-                except Exception as exc:
-                    if attempt + 1 < _RETRIES and is_retryable(exc):
-                        await asyncio.sleep(0.005 * 2**attempt)
-                        continue
-                    raise
-            raise AssertionError("unreachable")  # pragma: no cover
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await op(conn)
+                finally:
+                    await conn.close()
+
+            return await retried(autocommit)
         except Exception as exc:
             raise wrap_error(what, exc) from exc
 

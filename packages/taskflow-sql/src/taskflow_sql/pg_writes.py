@@ -20,7 +20,6 @@ and records read here equal the generic path's. Only the asyncpg driver takes th
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -32,14 +31,13 @@ from sqlalchemy.engine import Dialect
 from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
 
 from .context import SQLContext
-from .errors import is_retryable, wrap_error
+from .errors import retried, wrap_error
 from .grouped import Shape, _assignments, _groups, _parts
 from .pg_kept import KeptConnection
 from .rows import fast_record, normalized, record_columns, record_values
 
 __all__ = ["PostgresWrites"]
 
-_RETRIES = 5
 _CREATE_CHUNK = 1000
 
 
@@ -63,16 +61,12 @@ class PostgresWrites:
     async def _fetch(self, what: str, sql: str, args: Sequence[Any]) -> list[Any]:
         """Run one statement, retried on deadlock or serialization failure."""
         try:
-            for attempt in range(_RETRIES):
-                try:
-                    async with self._kept.driver() as driver:
-                        return list(await driver.fetch(sql, *args))
-                except Exception as exc:
-                    if attempt + 1 < _RETRIES and is_retryable(exc):
-                        await asyncio.sleep(0.005 * 2**attempt)
-                        continue
-                    raise
-            raise AssertionError("unreachable")  # pragma: no cover
+
+            async def fetch() -> list[Any]:
+                async with self._kept.driver() as driver:
+                    return list(await driver.fetch(sql, *args))
+
+            return await retried(fetch)
         except Exception as exc:
             raise wrap_error(what, exc) from exc
 
