@@ -543,35 +543,73 @@ def _pg_all(
     columns: tuple[Any, ...],
     layout: tuple[tuple[Shape, int], ...],
 ) -> TextualSelect:
-    """One PostgreSQL statement for a whole group commit.
-
-    ``WITH v0 (…) AS (VALUES …), u0 AS (UPDATE tasks AS t SET … FROM v0 WHERE … AND
-    t.status IN (…) RETURNING t.…), v1 …, u1 …, c AS (INSERT INTO counters SELECT
-    func_name, status, :slot, sum(n) FROM (the -1/+1 of every row that moved) GROUP BY
-    … ORDER BY … ON CONFLICT DO UPDATE SET n = n + excluded.n) SELECT … FROM u0 UNION
-    ALL …``. Counter rows are locked in key order, after the task rows, as everywhere.
-    """
+    """:func:`pg_commit_sql` with each part's rows as a ``VALUES`` list of bound
+    parameters (``:k<part>r<row>_<field>``), for any PostgreSQL driver."""
     from sqlalchemy.dialects import postgresql
 
     dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    q = dialect.identifier_preparer
     c = tasks.c
-    ctes: list[str] = []
-    moves: list[str] = []
     binds = [
         bindparam("p_updated_at", type_=c.updated_at.type),
         bindparam("p_slot", type_=counters.c.slot.type),
     ]
-    names_out = ", ".join(q.quote(column.name) for column in columns)
-    for k, (shape, size) in enumerate(layout):
-        names = ("task_id", *shape.fields)
+    sizes = [size for _, size in layout]
 
-        def cell(i: int, name: str, k: int = k) -> str:
+    def values(k: int, names: tuple[str, ...]) -> str:
+        def cell(i: int, name: str) -> str:
             return f"CAST(:k{k}r{i}_{name} AS {c[name].type.compile(dialect=dialect)})"
 
-        rows = ", ".join(
-            "(" + ", ".join(cell(i, name) for name in names) + ")" for i in range(size)
+        binds.extend(
+            bindparam(f"k{k}r{i}_{name}", type_=c[name].type)
+            for i in range(sizes[k])
+            for name in names
         )
+        rows = ", ".join(
+            "(" + ", ".join(cell(i, name) for name in names) + ")" for i in range(sizes[k])
+        )
+        return f"VALUES {rows}"
+
+    sql = pg_commit_sql(
+        tasks,
+        counters,
+        columns,
+        tuple(shape for shape, _ in layout),
+        rows=values,
+        stamp=":p_updated_at",
+        slot=":p_slot",
+    )
+    return text(sql).bindparams(*binds).columns(*columns)
+
+
+def pg_commit_sql(
+    tasks: Table,
+    counters: Table,
+    columns: Sequence[Any],
+    shapes: Sequence[Shape],
+    *,
+    rows: Callable[[int, tuple[str, ...]], str],
+    stamp: str,
+    slot: str,
+) -> str:
+    """One PostgreSQL statement for a whole group commit, its counters included.
+
+    ``WITH v0 (…) AS (<rows of part 0>), u0 AS (UPDATE tasks AS t SET … FROM v0 WHERE
+    … AND t.status IN (…) RETURNING t.…), v1 …, u1 …, c AS (<counters: see
+    pg_counted>) SELECT … FROM u0 UNION ALL …``. ``rows(k, names)`` gives part ``k``'s
+    row source for the columns ``names`` (a ``VALUES`` list, or a ``SELECT`` of
+    unnested arrays); ``stamp`` and ``slot`` are the placeholders of ``updated_at`` and
+    of the counter slot. Counter rows are locked in key order, after the task rows, as
+    everywhere.
+    """
+    from sqlalchemy.dialects import postgresql
+
+    q = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    ctes: list[str] = []
+    moves: list[str] = []
+    names_out = ", ".join(q.quote(column.name) for column in columns)
+    returning = ", ".join(f"t.{q.quote(column.name)}" for column in columns)
+    for k, shape in enumerate(shapes):
+        names = ("task_id", *shape.fields)
         header = ", ".join(q.quote(name) for name in names)
         sets = _assignments(
             q,
@@ -580,10 +618,10 @@ def _pg_all(
             prev_status=f"t.{q.quote('status')}",
             status=f"'{shape.new}'",
             values=f"v{k}",
+            stamp=stamp,
         )
         expected = ", ".join(f"'{status}'" for status in shape.expected)
-        returning = ", ".join(f"t.{q.quote(column.name)}" for column in columns)
-        ctes.append(f"v{k} ({header}) AS (VALUES {rows})")
+        ctes.append(f"v{k} ({header}) AS ({rows(k, names)})")
         ctes.append(
             f"u{k} AS (UPDATE {q.format_table(tasks)} AS t SET {', '.join(sets)} "
             f"FROM v{k} WHERE t.{q.quote('task_id')} = v{k}.{q.quote('task_id')} "
@@ -592,20 +630,27 @@ def _pg_all(
         moved = f"FROM u{k} WHERE prev_status <> status"
         moves.append(f"SELECT func_name, prev_status AS status, -1 AS n {moved}")
         moves.append(f"SELECT func_name, status, 1 AS n {moved}")
-        binds.extend(
-            bindparam(f"k{k}r{i}_{name}", type_=c[name].type) for i in range(size) for name in names
-        )
-    counter_table = q.format_table(counters)
-    ctes.append(
-        f"c AS (INSERT INTO {counter_table} (func_name, status, slot, n) "
-        f"SELECT func_name, status, :p_slot, sum(n) FROM ({' UNION ALL '.join(moves)}) AS d "
+    ctes.append(f"c AS ({pg_counted(counters, ' UNION ALL '.join(moves), slot)})")
+    selects = " UNION ALL ".join(f"SELECT {names_out} FROM u{k}" for k in range(len(shapes)))
+    return f"WITH {', '.join(ctes)} {selects}"
+
+
+def pg_counted(counters: Table, rows: str, slot: str) -> str:
+    """``INSERT INTO counters SELECT func_name, status, slot, n FROM (rows) … ON
+    CONFLICT DO UPDATE SET n = n + excluded.n``, in key order (the lock order).
+    ``slot`` is the slot's placeholder."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    table = dialect.identifier_preparer.format_table(counters)
+    kind = counters.c.slot.type.compile(dialect=dialect)
+    return (
+        f"INSERT INTO {table} (func_name, status, slot, n) "
+        f"SELECT func_name, status, CAST({slot} AS {kind}), sum(n) FROM ({rows}) AS d "
         "GROUP BY func_name, status HAVING sum(n) <> 0 ORDER BY func_name, status "
         "ON CONFLICT (func_name, status, slot) DO UPDATE "
-        f"SET n = {counter_table}.n + excluded.n)"
+        f"SET n = {table}.n + excluded.n"
     )
-    selects = " UNION ALL ".join(f"SELECT {names_out} FROM u{k}" for k in range(len(layout)))
-    sql = f"WITH {', '.join(ctes)} {selects}"
-    return text(sql).bindparams(*binds).columns(*columns)
 
 
 def _assignments(

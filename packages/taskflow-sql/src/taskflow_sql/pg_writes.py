@@ -32,7 +32,7 @@ from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
 
 from .context import SQLContext
 from .errors import retried, wrap_error
-from .grouped import Shape, _assignments, _groups, _parts
+from .grouped import Shape, _groups, _parts, pg_commit_sql, pg_counted
 from .pg_kept import KeptConnection
 from .rows import fast_record, normalized, record_columns, record_values
 
@@ -164,21 +164,6 @@ def _unnest(tasks: Table, names: Sequence[str], first: int) -> str:
     return f"unnest({', '.join(arrays)})"
 
 
-def _counted(counters: Table, rows: str, slot: str) -> str:
-    """``INSERT INTO counters SELECT func_name, status, slot, n FROM (rows) … ON
-    CONFLICT DO UPDATE SET n = n + excluded.n``, in key order (the lock order)."""
-    dialect = _pg_dialect()
-    table = dialect.identifier_preparer.format_table(counters)
-    kind = counters.c.slot.type.compile(dialect=dialect)
-    return (
-        f"INSERT INTO {table} (func_name, status, slot, n) "
-        f"SELECT func_name, status, {slot}::{kind}, sum(n) FROM ({rows}) AS d "
-        "GROUP BY func_name, status HAVING sum(n) <> 0 ORDER BY func_name, status "
-        "ON CONFLICT (func_name, status, slot) DO UPDATE "
-        f"SET n = {table}.n + excluded.n"
-    )
-
-
 @lru_cache(maxsize=16)
 def _create_sql(tasks: Table, counters: Table) -> str:
     """Insert rows given as one array per column, skip conflicts, count what went in.
@@ -195,7 +180,7 @@ def _create_sql(tasks: Table, counters: Table) -> str:
         f"WITH i AS (INSERT INTO {q.format_table(tasks)} ({header}) "
         f"SELECT * FROM {_unnest(tasks, names, 1)} ON CONFLICT DO NOTHING "
         f"RETURNING {q.quote('task_id')}, {q.quote('func_name')}, {q.quote('status')}), "
-        f"c AS ({_counted(counters, rows, f'${len(names) + 1}')}) "
+        f"c AS ({pg_counted(counters, rows, f'${len(names) + 1}')}) "
         f"SELECT {q.quote('task_id')} FROM i"
     )
 
@@ -213,35 +198,11 @@ def _transition_sql(
     id, so concurrent batches lock task rows in the same order; the counter rows are
     locked after them, in key order.
     """
-    q = _pg_dialect().identifier_preparer
-    ctes: list[str] = []
-    moves: list[str] = []
-    names_out = ", ".join(q.quote(column.name) for column in columns)
-    returning = ", ".join(f"t.{q.quote(column.name)}" for column in columns)
-    position = 3
-    for k, shape in enumerate(shapes):
-        names = ("task_id", *shape.fields)
-        header = ", ".join(q.quote(name) for name in names)
-        sets = _assignments(
-            q,
-            shape,
-            target="",
-            prev_status=f"t.{q.quote('status')}",
-            status=f"'{shape.new}'",
-            values=f"v{k}",
-            stamp="$1",
-        )
-        expected = ", ".join(f"'{status}'" for status in shape.expected)
-        ctes.append(f"v{k} ({header}) AS (SELECT * FROM {_unnest(tasks, names, position)})")
-        position += len(names)
-        ctes.append(
-            f"u{k} AS (UPDATE {q.format_table(tasks)} AS t SET {', '.join(sets)} "
-            f"FROM v{k} WHERE t.{q.quote('task_id')} = v{k}.{q.quote('task_id')} "
-            f"AND t.{q.quote('status')} IN ({expected}) RETURNING {returning})"
-        )
-        moved = f"FROM u{k} WHERE prev_status <> status"
-        moves.append(f"SELECT func_name, prev_status AS status, -1 AS n {moved}")
-        moves.append(f"SELECT func_name, status, 1 AS n {moved}")
-    ctes.append(f"c AS ({_counted(counters, ' UNION ALL '.join(moves), '$2')})")
-    selects = " UNION ALL ".join(f"SELECT {names_out} FROM u{k}" for k in range(len(shapes)))
-    return f"WITH {', '.join(ctes)} {selects}"
+    first = [3]
+    for shape in shapes[:-1]:
+        first.append(first[-1] + 1 + len(shape.fields))
+
+    def arrays(k: int, names: tuple[str, ...]) -> str:
+        return f"SELECT * FROM {_unnest(tasks, names, first[k])}"
+
+    return pg_commit_sql(tasks, counters, columns, shapes, rows=arrays, stamp="$1", slot="$2")
