@@ -16,12 +16,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.testing.services import service_missing
+from taskflow_sql import SQLBackend
 from taskflow_sql.urls import parse_url
 
 POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -37,6 +40,21 @@ class Place:
     url: str
     prefix: str
     schema: str | None = None
+
+    def backend(self, clock: Clock, **options: Any) -> SQLBackend:
+        """An unopened backend on this place's tables."""
+        return SQLBackend(
+            self.url, table_prefix=self.prefix, schema=self.schema, clock=clock, **options
+        )
+
+    def manager_url(self) -> str:
+        """This place as a ``TaskManager(backend=...)`` URL (its prefix and schema as
+        query options)."""
+        options = [f"table_prefix={self.prefix}"] if self.prefix else []
+        if self.schema:
+            options.append(f"schema={self.schema}")
+        joiner = "&" if "?" in self.url else "?"
+        return self.url + (joiner + "&".join(options) if options else "")
 
 
 def unique_prefix() -> str:

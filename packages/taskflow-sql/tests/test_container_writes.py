@@ -21,12 +21,7 @@ TASKS = 40
 
 
 def _manager(place: Any) -> TaskManager:
-    url = place.url
-    if place.prefix:
-        url += ("&" if "?" in url else "?") + f"table_prefix={place.prefix}"
-    if place.schema:
-        url += ("&" if "?" in url else "?") + f"schema={place.schema}"
-    return TaskManager(backend=url, publish_events=False)
+    return TaskManager(backend=place.manager_url(), publish_events=False)
 
 
 async def test_outcome_and_next_start_share_a_write(place: Any) -> None:

@@ -63,12 +63,7 @@ async def test_postgres_fast_writes_survive_losing_their_connection(
     committed) or, if the loss was seen first, goes to a fresh connection; either way
     the next writes work and the counters stay exact."""
     clock = ManualClock()
-    backend = SQLBackend(
-        postgres_place.url,
-        table_prefix=postgres_place.prefix,
-        schema=postgres_place.schema,
-        clock=clock,
-    )
+    backend = postgres_place.backend(clock)
     await backend.open()
     try:
         assert backend._pg_write is not None and backend._pg_kept is not None
@@ -96,12 +91,7 @@ async def test_postgres_create_many_with_conflicts_and_many_rows(postgres_place:
     """The array-bound insert skips rows whose id or active key is taken (those go the
     single-create way) and takes more rows than one statement's parameter limit."""
     clock = ManualClock()
-    backend = SQLBackend(
-        postgres_place.url,
-        table_prefix=postgres_place.prefix,
-        schema=postgres_place.schema,
-        clock=clock,
-    )
+    backend = postgres_place.backend(clock)
     await backend.open()
     try:
         first = await backend.create(_record(clock, "held", idempotency_key="key"))

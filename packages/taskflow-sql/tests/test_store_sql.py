@@ -232,12 +232,7 @@ async def test_postgres_get_survives_losing_its_kept_connection(postgres_place: 
     """get() keeps one connection for itself; if the server drops it, the next get()
     still answers (from a fresh pooled connection), and later ones keep working."""
     clock = ManualClock()
-    backend = SQLBackend(
-        postgres_place.url,
-        table_prefix=postgres_place.prefix,
-        schema=postgres_place.schema,
-        clock=clock,
-    )
+    backend = postgres_place.backend(clock)
     await backend.open()
     try:
         await backend.create(_record(clock, "kept"))
