@@ -92,6 +92,23 @@ def test_the_app_starts_refuses_with_503_and_recovers_without_restart(
     assert "reachable again" in caplog.text
 
 
+def test_probes_are_refused_while_the_store_was_never_opened(late: LateBackend) -> None:
+    """While the store is down, one add_task() per probe interval goes through as a probe
+    of the store. An in-process store is never asked (it would take the record though
+    it was never opened): the probe is refused like every other call. Requests keep
+    coming for 1.5 s, long enough for several probes (the first after 0.05 s, doubling).
+    """
+    task_manager = TaskManager(backend=late)
+    app, ran = make_app(task_manager)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answers: list[int] = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            answers.append(client.post("/add", params={"n": len(answers)}).status_code)
+        assert answers and set(answers) == {503}, answers
+    assert ran == []
+
+
 def test_strict_mode_fails_startup(late: LateBackend) -> None:
     task_manager = TaskManager(backend=late, require_backend_at_startup=True)
     app, _ = make_app(task_manager)

@@ -107,6 +107,7 @@ def accept(
     check_priority(priority)
     clean_tags = check_tags(tags)
     engine.availability.check()
+    engine.check_opened()  # an in-process store would take the record, though never opened
     entry = engine.registry.resolve(func)
     config = entry.config
     effective_priority = priority if priority is not None else config.priority

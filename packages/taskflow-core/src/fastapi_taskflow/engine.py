@@ -237,7 +237,7 @@ class Engine:
         runtime.spawn(open_when_reachable(), name="taskflow-open")
         return runtime
 
-    def _check_opened(self) -> None:
+    def check_opened(self) -> None:
         """Raise ``BackendUnavailableError`` while the store has not answered since boot."""
         if self._unopened is not None and self._unopened is self._runtime_backend:
             raise BackendUnavailableError(
@@ -298,7 +298,7 @@ class Engine:
             BackendUnavailableError: the store has not been reachable since startup.
         """
         await self.started()
-        self._check_opened()
+        self.check_opened()
         return self.backend
 
     def _known_queues(self) -> set[str]:
@@ -451,7 +451,7 @@ class Engine:
             await self.started()
         if not len(self.pending):
             return
-        self._check_opened()
+        self.check_opened()
         backend = self.backend
         after = partial(enqueue_batch, self.tasks, backend) if self.durable else None
         refused = self.refusal_handler(backend)
