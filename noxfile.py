@@ -293,6 +293,8 @@ def bench(session: nox.Session) -> None:
     fastapi_version = session.run(
         "python", "-c", "import fastapi; print(fastapi.__version__)", silent=True
     )
+    if fastapi_version is None:  # --install-only: nothing ran, so nothing to set up
+        return
     venv = Path(session.virtualenv.location).parent / "bench-competitor"
     python = venv / "bin" / "python"
     marker = venv / f"installed-{COMPETITOR}-fastapi-{str(fastapi_version).strip()}"
