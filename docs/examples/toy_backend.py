@@ -186,6 +186,16 @@ class ToyBackend:
                     results.append(self._write(record, item.new, item.update))
         return results
 
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """The whole group commit: new records, then status changes, in one write.
+
+        SQL: both in one transaction (one commit instead of two); Redis: both scripts in
+        one pipeline (one round trip). Here, the two calls one after the other.
+        """
+        return await self.create_many(creates), await self.transition_many(transitions)
+
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """Write the set fields; the status stays."""
         with self._state.lock:

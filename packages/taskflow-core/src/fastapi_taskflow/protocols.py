@@ -105,6 +105,22 @@ class Store(Protocol):
         """
         ...
 
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """``create_many(creates)`` then ``transition_many(transitions)``, as one write.
+
+        The engine's group commit, whole: the records that requests just accepted and the
+        starts and finishes of running tasks reach the store in the same turn, and a
+        backend writes them together (one transaction, one pipeline) rather than in two
+        commits. The results are exactly what the two calls would return, in order. The
+        creates are applied first, so a transition may name a task created in the same
+        call; the ids among ``transitions`` are distinct. Either sequence may be empty.
+        When the call fails, any part of it may have been written, as with the two calls
+        made one after the other.
+        """
+        ...
+
     async def owners(self) -> set[str]:
         """The owners of tasks in ``ACTIVE_STATUSES`` (PENDING, RUNNING); None is left out.
 

@@ -103,7 +103,10 @@ class MemoryStore:
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
         with self._state.lock:
-            return [self._create_result(record, self._create_locked(record)) for record in records]
+            return self._create_many_locked(records)
+
+    def _create_many_locked(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
+        return [self._create_result(record, self._create_locked(record)) for record in records]
 
     def _create_result(self, record: TaskRecord, holder: TaskRecord | None) -> CreateResult:
         if holder is None:
@@ -232,17 +235,27 @@ class MemoryStore:
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
-        results: list[TaskRecord | None] = []
         with self._state.lock:
-            records = self._state.records
-            for item in transitions:
-                record = records.get(item.task_id)
-                if record is None or record.status not in item.expected:
-                    results.append(None)
-                else:
-                    changes = item.update.changes() if item.update is not None else None
-                    results.append(_copy(self._write_locked(record, item.new, changes)))
+            return self._transition_many_locked(transitions)
+
+    def _transition_many_locked(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+        results: list[TaskRecord | None] = []
+        records = self._state.records
+        for item in transitions:
+            record = records.get(item.task_id)
+            if record is None or record.status not in item.expected:
+                results.append(None)
+            else:
+                changes = item.update.changes() if item.update is not None else None
+                results.append(_copy(self._write_locked(record, item.new, changes)))
         return results
+
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """See :meth:`fastapi_taskflow.protocols.Store.write_many` (one lock hold)."""
+        with self._state.lock:
+            return self._create_many_locked(creates), self._transition_many_locked(transitions)
 
     async def owners(self) -> set[str]:
         """See :meth:`fastapi_taskflow.protocols.Store.owners`."""

@@ -203,6 +203,13 @@ class RedisStore(RedisBase):
         item = (task_id, _expected(expected), _status_value(new), update)
         return (await self._write([item], f"updating task {task_id}"))[0]
 
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """See :meth:`fastapi_taskflow.protocols.Store.write_many`: for now the two writes
+        one after the other."""
+        return await self.create_many(creates), await self.transition_many(transitions)
+
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
 from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
 from fastapi_taskflow.redaction import mask_secrets
 
 from .context import SQLContext
@@ -228,6 +230,13 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
                 await self._pg_kept.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
+
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """See :meth:`fastapi_taskflow.protocols.Store.write_many`: for now the two writes
+        one after the other."""
+        return await self.create_many(creates), await self.transition_many(transitions)
 
     def fork(self) -> SQLBackend:
         """Return an unopened backend on the same database with its own engine and pool.

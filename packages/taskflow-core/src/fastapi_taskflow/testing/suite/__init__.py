@@ -12,6 +12,7 @@ from ._base import ConformanceBase, create_task, make_record, new_id
 from ._threads import RacingBase, contend
 from .concurrency import ConcurrencyTests
 from .events import EventTests
+from .group_write import GroupWriteTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .insights import DurationTests, TextSearchTests, ThroughputTests
 from .lifecycle import LifecycleTests
@@ -31,6 +32,7 @@ __all__ = [
     "ConformanceBase",
     "DurationTests",
     "EventTests",
+    "GroupWriteTests",
     "GuardTests",
     "LifecycleTests",
     "LimitTests",
@@ -61,6 +63,7 @@ class BackendConformance(
     LifecycleTests,
     StoreCreateTests,
     TransitionTests,
+    GroupWriteTests,
     LogTests,
     QueryTests,
     TextSearchTests,
