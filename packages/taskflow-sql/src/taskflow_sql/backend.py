@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
 from fastapi_taskflow.errors import BackendURLError
-from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
 from fastapi_taskflow.redaction import mask_secrets
 
+from .combined import SQLCombinedWrite
 from .context import SQLContext
 from .engine import SQLiteSettings, configure_sqlite, make_engine
 from .errors import unavailable
@@ -24,13 +23,11 @@ from .fastget import PostgresGet, SQLiteReader
 from .instances import SQLInstances
 from .locks import SQLLocks
 from .migrations import migrate
-from .ownership import SQLOwnership
 from .pg_kept import KeptConnection
 from .pg_writes import PostgresWrites
 from .queries import SQLQueries
 from .queue import SQLQueue
 from .schema import DEFAULT_PREFIX, Tables, build_tables
-from .store import SQLStore
 from .urls import SQLTarget, kind_of, parse_url
 
 __all__ = ["SQLBackend"]
@@ -46,7 +43,7 @@ def _check_sqlite_directory(target: SQLTarget) -> None:
         raise unavailable(f"opening {target.url.database!r}", missing) from missing
 
 
-class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQLLocks, SQLEvents):
+class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks, SQLEvents):
     """Durable tasks in SQLite, PostgreSQL or MySQL/MariaDB.
 
     ``SQLBackend("sqlite:///tasks.db")``, ``SQLBackend("postgresql://user@host/db")``,
@@ -230,13 +227,6 @@ class SQLBackend(SQLStore, SQLOwnership, SQLQueries, SQLQueue, SQLInstances, SQL
                 await self._pg_kept.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
-
-    async def write_many(
-        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
-        """See :meth:`fastapi_taskflow.protocols.Store.write_many`: for now the two writes
-        one after the other."""
-        return await self.create_many(creates), await self.transition_many(transitions)
 
     def fork(self) -> SQLBackend:
         """Return an unopened backend on the same database with its own engine and pool.

@@ -590,6 +590,10 @@ def pg_commit_sql(
     rows: Callable[[int, tuple[str, ...]], str],
     stamp: str,
     slot: str,
+    before: Sequence[str] = (),
+    created: str | None = None,
+    label: str = "",
+    after: str = "",
 ) -> str:
     """One PostgreSQL statement for a whole group commit, its counters included.
 
@@ -600,12 +604,20 @@ def pg_commit_sql(
     unnested arrays); ``stamp`` and ``slot`` are the placeholders of ``updated_at`` and
     of the counter slot. Counter rows are locked in key order, after the task rows, as
     everywhere.
+
+    To write new rows in the same statement (:func:`taskflow_sql.pg_writes._write_sql`):
+    ``before`` are CTEs put first (``name AS (…)``), ``created`` names one of them
+    returning the ``func_name`` and ``status`` of inserted rows (counted too),
+    ``label`` is put before the columns of each changed row and ``after`` after the
+    last ``SELECT``.
     """
     from sqlalchemy.dialects import postgresql
 
     q = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
-    ctes: list[str] = []
+    ctes: list[str] = list(before)
     moves: list[str] = []
+    if created is not None:
+        moves.append(f"SELECT func_name, status, 1 AS n FROM {created}")
     names_out = ", ".join(q.quote(column.name) for column in columns)
     returning = ", ".join(f"t.{q.quote(column.name)}" for column in columns)
     for k, shape in enumerate(shapes):
@@ -631,8 +643,10 @@ def pg_commit_sql(
         moves.append(f"SELECT func_name, prev_status AS status, -1 AS n {moved}")
         moves.append(f"SELECT func_name, status, 1 AS n {moved}")
     ctes.append(f"c AS ({pg_counted(counters, ' UNION ALL '.join(moves), slot)})")
-    selects = " UNION ALL ".join(f"SELECT {names_out} FROM u{k}" for k in range(len(shapes)))
-    return f"WITH {', '.join(ctes)} {selects}"
+    selects = " UNION ALL ".join(
+        f"SELECT {label}{names_out} FROM u{k}" for k in range(len(shapes))
+    )
+    return f"WITH {', '.join(ctes)} {selects}{after}"
 
 
 def pg_counted(counters: Table, rows: str, slot: str) -> str:

@@ -36,9 +36,10 @@ from .grouped import Shape, _groups, _parts, pg_commit_sql, pg_counted
 from .pg_kept import KeptConnection
 from .rows import fast_record, normalized, record_columns, record_values
 
-__all__ = ["PostgresWrites"]
+__all__ = ["CREATE_CHUNK", "PostgresWrites"]
 
-_CREATE_CHUNK = 1000
+CREATE_CHUNK = 1000
+"""Most records one array-bound INSERT takes."""
 
 
 class PostgresWrites:
@@ -77,9 +78,12 @@ class PostgresWrites:
         return [None if value is None else process(value) for value in values]
 
     def _record(self, row: Any) -> TaskRecord | None:
+        return self._read_record(row.values())
+
+    def _read_record(self, cells: Any) -> TaskRecord | None:
         values = {
             name: (value if process is None or value is None else process(value))
-            for (name, process), value in zip(self._reads, row.values(), strict=True)
+            for (name, process), value in zip(self._reads, cells, strict=True)
         }
         return fast_record(values)
 
@@ -94,8 +98,8 @@ class PostgresWrites:
         names = [column.name for column in tables.tasks.c]
         slots = self._ctx.counter_slots
         results: list[CreateResult | None] = []
-        for start in range(0, len(records), _CREATE_CHUNK):
-            chunk = records[start : start + _CREATE_CHUNK]
+        for start in range(0, len(records), CREATE_CHUNK):
+            chunk = records[start : start + CREATE_CHUNK]
             rows = [record_values(record) for record in chunk]
             args: list[Any] = [self._array(name, [row[name] for row in rows]) for name in names]
             args.append(zlib.crc32(chunk[0].task_id.encode()) % slots)
@@ -120,18 +124,82 @@ class PostgresWrites:
             tables.tasks, tables.counters, self._columns, tuple(shape for shape, _ in parts)
         )
         first = min(str(values["task_id"]) for _, items in parts for _, values in items)
-        args: list[Any] = [
-            self._binds["updated_at"](now) if self._binds["updated_at"] else now,
-            zlib.crc32(first.encode()) % self._ctx.counter_slots,
-        ]
+        args = [self._stamp(now), zlib.crc32(first.encode()) % self._ctx.counter_slots]
+        where = self._part_arrays(parts, args)
+        for row in await self._fetch("changing tasks' status", sql, args):
+            results[where[row[0]]] = self._record(row)
+        return results
+
+    def _stamp(self, now: Any) -> Any:
+        process = self._binds["updated_at"]
+        return process(now) if process is not None else now
+
+    def _part_arrays(
+        self, parts: Sequence[tuple[Shape, list[tuple[int, dict[str, Any]]]]], args: list[Any]
+    ) -> dict[str, int]:
+        """Append each part's arrays (its ``task_id`` and fields) to ``args``; return
+        where each id's result goes."""
         where: dict[str, int] = {}
         for shape, items in parts:
             for name in ("task_id", *shape.fields):
                 args.append(self._array(name, [values.get(name) for _, values in items]))
             where.update((values["task_id"], index) for index, values in items)
-        for row in await self._fetch("changing tasks' status", sql, args):
-            results[where[row[0]]] = self._record(row)
-        return results
+        return where
+
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition], now: Any
+    ) -> tuple[list[CreateResult | None], list[TaskRecord | None]]:
+        """``create_many`` then ``transition_many`` as one statement (see
+        :func:`_write_sql`): one round trip, one transaction, counters included.
+
+        ``creates`` (at most :data:`CREATE_CHUNK`) have distinct ids and keys and no
+        tags, and no item of ``transitions`` names one of them (the caller checks: in
+        one statement a change does not see the rows it inserts). A create whose id or
+        active key a stored task holds gets that task as it was before the changes, as
+        when the creates run first; None for one that met a task committed during the
+        statement (the caller then creates it the usual way).
+        """
+        tables = self._ctx.tables
+        names = [column.name for column in tables.tasks.c]
+        rows = [record_values(record) for record in creates]
+        results: list[TaskRecord | None] = [None] * len(transitions)
+        parts = _parts(_groups(transitions))
+        if not parts:  # no change can succeed (each names no expected status)
+            return await self.create_new(creates), results
+        shapes = tuple(shape for shape, _ in parts)
+        sql = _write_sql(tables.tasks, tables.counters, self._columns, shapes)
+        first = min(
+            [str(values["task_id"]) for _, items in parts for _, values in items]
+            + [record.task_id for record in creates]
+        )
+        args: list[Any] = [self._stamp(now), zlib.crc32(first.encode()) % self._ctx.counter_slots]
+        args += [self._array(name, [row[name] for row in rows]) for name in names]
+        where = self._part_arrays(parts, args)
+        inserted: set[str] = set()
+        by_id: dict[str, TaskRecord | None] = {}
+        by_key: dict[str, TaskRecord | None] = {}
+        for row in await self._fetch("writing tasks", sql, args):
+            kind, key, cells = row[0], row[1], list(row.values())[2:]
+            if kind == _INSERTED:
+                inserted.add(cells[0])
+                continue
+            record = self._read_record(cells)
+            if kind == _CHANGED:
+                results[where[cells[0]]] = record
+            else:
+                by_id[cells[0]] = record
+                if key is not None:
+                    by_key[key] = record
+        made: list[CreateResult | None] = []
+        for record, row in zip(creates, rows, strict=True):
+            if record.task_id in inserted:
+                made.append(CreateResult(record=normalized(record), created=True))
+                continue
+            found = by_id.get(record.task_id)
+            if found is None and row["active_key"] is not None:
+                found = by_key.get(row["active_key"])
+            made.append(None if found is None else CreateResult(record=found, created=False))
+        return made, results
 
 
 def _bind(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -206,3 +274,93 @@ def _transition_sql(
         return f"SELECT * FROM {_unnest(tasks, names, first[k])}"
 
     return pg_commit_sql(tasks, counters, columns, shapes, rows=arrays, stamp="$1", slot="$2")
+
+
+_CHANGED, _HELD, _INSERTED = 0, 1, 2
+"""What a row of :func:`_write_sql` is: a changed task, a stored task holding a new
+record's id or key, or the id of a row inserted."""
+
+
+@lru_cache(maxsize=256)
+def _write_sql(
+    tasks: Table, counters: Table, columns: tuple[Any, ...], shapes: tuple[Shape, ...]
+) -> str:
+    """``create_many`` then ``transition_many`` as one PostgreSQL statement.
+
+    ``$1`` is ``updated_at``, ``$2`` the counter slot, then one array per ``tasks``
+    column (the new rows), then for each part of the changes the arrays of its
+    ``task_id`` and fields::
+
+        WITH x (…) AS (SELECT * FROM unnest(…)),
+             h AS (SELECT …, active_key FROM tasks
+                   WHERE task_id = ANY(<ids>) OR active_key = ANY(<keys>)),
+             i AS (INSERT INTO tasks SELECT * FROM x WHERE NOT EXISTS (<h holds its id
+                   or key>) ON CONFLICT DO NOTHING RETURNING …),
+             v0 …, u0 AS (UPDATE tasks … RETURNING …), …,
+             c AS (<counters += the rows of i, moved by those of u0, …>)
+        SELECT 0, NULL, … FROM u0 UNION ALL … SELECT 1, active_key, … FROM h
+        UNION ALL SELECT 2, NULL, task_id, NULL, … FROM i
+
+    Every sub-statement sees the table as it was when the statement began, so the
+    changes never see the new rows (the caller keeps such calls away) and ``h`` holds
+    the stored tasks a create meets *before* the changes: exactly what a create that
+    runs first would find. ``h`` also keeps those creates out of the insert, which
+    could otherwise take the key a change releases in the same statement. Locks: the
+    new rows, the changed task rows (sorted by id), then the counter rows in key order,
+    as in :func:`taskflow_sql.grouped.pg_commit_sql`.
+    """
+    dialect = _pg_dialect()
+    q = dialect.identifier_preparer
+    names = [column.name for column in tasks.c]
+    ids = f"$3::{tasks.c.task_id.type.compile(dialect=dialect)}[]"
+    key_at = 3 + names.index("active_key")
+    keys = f"${key_at}::{tasks.c.active_key.type.compile(dialect=dialect)}[]"
+    first = [3 + len(names)]
+    for shape in shapes[:-1]:
+        first.append(first[-1] + 1 + len(shape.fields))
+
+    def arrays(k: int, part: tuple[str, ...]) -> str:
+        return f"SELECT * FROM {_unnest(tasks, part, first[k])}"
+
+    if names[0] != "task_id":  # pragma: no cover - a bug here
+        raise AssertionError(f"unexpected column order {names}")
+    table = q.format_table(tasks)
+    header = ", ".join(q.quote(name) for name in names)
+    record = ", ".join(q.quote(column.name) for column in columns)
+    key = q.quote("active_key")
+    task_id = q.quote("task_id")
+    held = (
+        f"SELECT {record}, {key} FROM {table} "
+        f"WHERE {task_id} = ANY({ids}) OR {key} = ANY({keys})"
+    )
+    insert = (
+        f"INSERT INTO {table} ({header}) SELECT * FROM x WHERE NOT EXISTS "
+        f"(SELECT 1 FROM h WHERE h.{task_id} = x.{task_id} OR h.{key} = x.{key}) "
+        f"ON CONFLICT DO NOTHING RETURNING {task_id}, {q.quote('func_name')}, "
+        f"{q.quote('status')}"
+    )
+    key_type = tasks.c.active_key.type.compile(dialect=dialect)
+    nothing = ", ".join(
+        f"CAST(NULL AS {column.type.compile(dialect=dialect)})" for column in columns[1:]
+    )
+    tail = (
+        f" UNION ALL SELECT {_HELD}, {key}, {record} FROM h"
+        f" UNION ALL SELECT {_INSERTED}, CAST(NULL AS {key_type}), {task_id}, {nothing} FROM i"
+    )
+    return pg_commit_sql(
+        tasks,
+        counters,
+        columns,
+        shapes,
+        rows=arrays,
+        stamp="$1",
+        slot="$2",
+        before=(
+            f"x ({header}) AS (SELECT * FROM {_unnest(tasks, names, 3)})",
+            f"h AS ({held})",
+            f"i AS ({insert})",
+        ),
+        created="i",
+        label=f"{_CHANGED}, CAST(NULL AS {key_type}), ",
+        after=tail,
+    )

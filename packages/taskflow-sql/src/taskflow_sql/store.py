@@ -140,6 +140,63 @@ class SQLStore:
                 results.append(await self._exec.write("creating a task", op))
         return results
 
+    def _creates_op(self, records: Sequence[TaskRecord]) -> WriteOp[list[CreateResult]]:
+        """``create_many(records)`` as one write operation, for a caller that adds more
+        to the same transaction (:meth:`taskflow_sql.SQLBackend.write_many`).
+
+        The statements of :meth:`create_many`, run inside the transaction: on SQLite and
+        MySQL/MariaDB the probe and multi-row insert of
+        :mod:`taskflow_sql.sqlite_create` per 1,000 records; on PostgreSQL one
+        INSERT per 64 records (:func:`taskflow_sql.statements.pg_create`), a record
+        whose id or key conflicted then created the usual way in the same transaction;
+        otherwise one record after the other.
+        """
+        parts: list[WriteOp[list[CreateResult]]]
+        if self._ctx.kind in ("sqlite", "mysql") and _distinct_batch(records):
+            parts = [
+                create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
+                for i in range(0, len(records), _SQLITE_BATCH)
+            ]
+        elif self._ctx.kind == "postgresql" and _simple_batch(records):
+            parts = [
+                self._pg_create_op(records[i : i + _FAST_BATCH])
+                for i in range(0, len(records), _FAST_BATCH)
+            ]
+        else:
+            parts = [_listed(self._create_op(record)) for record in records]
+
+        async def op(tx: Tx) -> list[CreateResult]:
+            results: list[CreateResult] = []
+            for part in parts:
+                results += await part(tx)
+            return results
+
+        return op
+
+    def _pg_create_op(self, records: Sequence[TaskRecord]) -> WriteOp[list[CreateResult]]:
+        """:meth:`_create_fast` inside a transaction: one statement inserts and counts
+        the batch, and a record whose id or key conflicted is created (or found) the
+        usual way in the same transaction."""
+        tables = self._ctx.tables
+        stmt = pg_create(tables.tasks, tables.counters, len(records))
+        params: dict[str, Any] = {
+            "p_slot": zlib.crc32(records[0].task_id.encode()) % self._ctx.counter_slots
+        }
+        for i, record in enumerate(records):
+            params.update({f"p{i}_{k}": v for k, v in record_values(record).items()})
+
+        async def op(tx: Tx) -> list[CreateResult]:
+            inserted = set((await tx.conn.execute(stmt, params)).scalars())
+            results: list[CreateResult] = []
+            for record in records:
+                if record.task_id in inserted:
+                    results.append(CreateResult(record=normalized(record), created=True))
+                else:
+                    results.append(await self._create_op(record)(tx))
+            return results
+
+        return op
+
     def _create_op(self, record: TaskRecord) -> WriteOp[CreateResult]:
         values = record_values(record)
 
@@ -343,6 +400,15 @@ def _get_statements(tables: Tables) -> tuple[Any, Any]:
 
 
 _SQLITE_BATCH = 1000
+
+
+def _listed(op: WriteOp[CreateResult]) -> WriteOp[list[CreateResult]]:
+    """``op`` returning its result as a one-item list."""
+
+    async def listed(tx: Tx) -> list[CreateResult]:
+        return [await op(tx)]
+
+    return listed
 
 
 def _distinct_batch(records: Sequence[TaskRecord]) -> bool:

@@ -1,0 +1,89 @@
+"""``write_many``: a group commit's new records and status changes in one transaction.
+
+The engine's group commit hands the store, in one call, the records requests just
+accepted and the starts and finishes of running tasks. Written as ``create_many`` then
+``transition_many`` that is two transactions, two commits (two fsyncs on SQLite, two
+WAL flushes on PostgreSQL, two redo-log flushes on MySQL) and two turns of the write
+slot; here it is one:
+
+* SQLite: one operation of the group-commit writer (:mod:`taskflow_sql.sqlite_writer`),
+  so the creates' probe and insert (:mod:`taskflow_sql.sqlite_create`) and the grouped
+  transitions (:mod:`taskflow_sql.grouped`) share one ``BEGIN IMMEDIATE … COMMIT`` on
+  the writer's kept connection (with whatever other writes that batch holds).
+* PostgreSQL with asyncpg: one statement, one round trip (see
+  :meth:`taskflow_sql.pg_writes.PostgresWrites.write_many`); a call it cannot take
+  exactly (tags, duplicate ids or keys, a change to a task created by the same call)
+  goes the generic way.
+* MySQL/MariaDB and the generic path: one transaction (retried whole on deadlock)
+  running the statements of ``create_many`` and then those of ``transition_many``;
+  the creates are written first, so a change may name a task created by the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
+
+from .context import Tx
+from .grouped import pg_transitions, run_transitions
+from .ownership import SQLOwnership
+from .pg_writes import CREATE_CHUNK
+from .store import SQLStore, _simple_batch
+
+__all__ = ["SQLCombinedWrite"]
+
+
+class SQLCombinedWrite(SQLStore, SQLOwnership):
+    """``write_many`` over ``create_many`` and ``transition_many``; mixed into
+    :class:`taskflow_sql.SQLBackend`."""
+
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """See :meth:`fastapi_taskflow.protocols.Store.write_many`: one transaction and
+        one commit on every SQL database (on PostgreSQL with asyncpg, one statement).
+
+        A side that is empty is written the way its own call would write it.
+        """
+        if not transitions:
+            return await self.create_many(creates), []
+        if not creates:
+            return [], await self.transition_many(transitions)
+        items = list(transitions)
+        if self._pg_write is not None and _one_statement(creates, items):
+            found = await self._pg_write.write_many(creates, items, self.clock.now())
+            if found is not None:
+                made, moved = found
+                results: list[CreateResult] = []
+                for record, result in zip(creates, made, strict=True):
+                    if result is None:  # taken meanwhile by a task committed since
+                        result = await self._exec.write("creating a task", self._create_op(record))
+                    results.append(result)
+                return results, moved
+        create = self._creates_op(creates)
+        postgres = self._ctx.kind == "postgresql"
+
+        async def op(tx: Tx) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+            made = await create(tx)
+            now = self.clock.now()
+            if postgres:  # one statement for the changes and their counters
+                ctx = tx.ctx
+                moved = await pg_transitions(tx.conn, ctx.tables, ctx.counter_slots, items, now)
+            else:
+                moved = await run_transitions(tx, items, now)
+            return made, moved
+
+        return await self._exec.write("writing tasks", op)
+
+
+
+def _one_statement(creates: Sequence[TaskRecord], transitions: Sequence[Transition]) -> bool:
+    """True when PostgreSQL's one-statement write gives what the two calls would: the
+    creates make one array-bound insert (distinct, tag-less: see ``create_many``), and
+    no change names a task created by the same call (in one statement the change would
+    not see the new row)."""
+    if len(creates) > CREATE_CHUNK or not _simple_batch(creates):
+        return False
+    ids = {record.task_id for record in creates}
+    return not any(item.task_id in ids for item in transitions)
