@@ -77,7 +77,6 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
         return await self._exec.write("writing tasks", op)
 
 
-
 def _one_statement(creates: Sequence[TaskRecord], transitions: Sequence[Transition]) -> bool:
     """True when PostgreSQL's one-statement write gives what the two calls would: the
     creates make one array-bound insert (distinct, tag-less: see ``create_many``), and

@@ -643,9 +643,7 @@ def pg_commit_sql(
         moves.append(f"SELECT func_name, prev_status AS status, -1 AS n {moved}")
         moves.append(f"SELECT func_name, status, 1 AS n {moved}")
     ctes.append(f"c AS ({pg_counted(counters, ' UNION ALL '.join(moves), slot)})")
-    selects = " UNION ALL ".join(
-        f"SELECT {label}{names_out} FROM u{k}" for k in range(len(shapes))
-    )
+    selects = " UNION ALL ".join(f"SELECT {label}{names_out} FROM u{k}" for k in range(len(shapes)))
     return f"WITH {', '.join(ctes)} {selects}{after}"
 
 

@@ -330,8 +330,7 @@ def _write_sql(
     key = q.quote("active_key")
     task_id = q.quote("task_id")
     held = (
-        f"SELECT {record}, {key} FROM {table} "
-        f"WHERE {task_id} = ANY({ids}) OR {key} = ANY({keys})"
+        f"SELECT {record}, {key} FROM {table} WHERE {task_id} = ANY({ids}) OR {key} = ANY({keys})"
     )
     insert = (
         f"INSERT INTO {table} ({header}) SELECT * FROM x WHERE NOT EXISTS "
