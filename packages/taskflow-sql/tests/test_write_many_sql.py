@@ -188,7 +188,7 @@ async def _scenario(backend: SQLBackend, clock: ManualClock, combined: bool) -> 
         _record(clock, f"n{i:03}", args=[i], idempotency_key=f"new{i}", owner="o")
         for i in range(200)
     ]
-    creates.insert(5, _record(clock, "s001"))  # an id taken by a task changed below
+    creates.insert(5, _record(clock, "s201"))  # an id taken by a stored task
     creates.insert(9, _record(clock, "x1", idempotency_key="k2"))  # its holder finishes
     creates.insert(11, _record(clock, "x2", idempotency_key="k200"))  # a PENDING holder
     changes = [_step(f"s{i:03}", R, S, finished_at=now, result={"i": i}) for i in range(140)]
@@ -197,7 +197,9 @@ async def _scenario(backend: SQLBackend, clock: ManualClock, combined: bool) -> 
     changes += [_step("missing", P, R), _step("s010", R, S, progress=0.5)]
     changes.append(Transition("s011", frozenset(), R))
     if combined:
-        created, moved = await backend.write_many(creates, changes)
+        with _commits(backend) as commits:
+            created, moved = await backend.write_many(creates, changes)
+        assert commits == [1]  # PostgreSQL on asyncpg: the one-statement way
     else:
         created = await backend.create_many(creates)
         moved = await backend.transition_many(changes)
@@ -231,6 +233,6 @@ async def test_write_many_equals_the_two_calls(where: tuple[Any, bool]) -> None:
     assert outcomes[0] == outcomes[1]
     created = outcomes[0][0]
     assert [flag for flag, _ in created].count(False) == 3
-    assert created[5][1].task_id == "s001" and created[5][1].status is R
+    assert created[5][1].task_id == "s201" and created[5][1].status is P
     assert created[9][1].task_id == "s002" and created[9][1].status is R
     assert created[11][1].task_id == "s200"

@@ -292,8 +292,8 @@ def _write_sql(
     ``task_id`` and fields::
 
         WITH x (…) AS (SELECT * FROM unnest(…)),
-             h AS (SELECT …, active_key FROM tasks
-                   WHERE task_id = ANY(<ids>) OR active_key = ANY(<keys>)),
+             h AS (<for each new row, the stored task with its id, and the one
+                   holding its key: SELECT …, active_key FROM tasks WHERE …>),
              i AS (INSERT INTO tasks SELECT * FROM x WHERE NOT EXISTS (<h holds its id
                    or key>) ON CONFLICT DO NOTHING RETURNING …),
              v0 …, u0 AS (UPDATE tasks … RETURNING …), …,
@@ -312,9 +312,6 @@ def _write_sql(
     dialect = _pg_dialect()
     q = dialect.identifier_preparer
     names = [column.name for column in tasks.c]
-    ids = f"$3::{tasks.c.task_id.type.compile(dialect=dialect)}[]"
-    key_at = 3 + names.index("active_key")
-    keys = f"${key_at}::{tasks.c.active_key.type.compile(dialect=dialect)}[]"
     first = [3 + len(names)]
     for shape in shapes[:-1]:
         first.append(first[-1] + 1 + len(shape.fields))
@@ -329,8 +326,13 @@ def _write_sql(
     record = ", ".join(q.quote(column.name) for column in columns)
     key = q.quote("active_key")
     task_id = q.quote("task_id")
-    held = (
-        f"SELECT {record}, {key} FROM {table} WHERE {task_id} = ANY({ids}) OR {key} = ANY({keys})"
+    # One probe of the primary key and one of the key index per new row: a LATERAL
+    # subquery with LIMIT is never flattened into a join, so no plan (not even a
+    # generic one cached while the table was small) reads the table another way.
+    held = " UNION ALL ".join(
+        f"SELECT f.* FROM x CROSS JOIN LATERAL (SELECT {record}, {key} FROM {table} "
+        f"WHERE {name} = x.{name} LIMIT 1) AS f"
+        for name in (task_id, key)
     )
     insert = (
         f"INSERT INTO {table} ({header}) SELECT * FROM x WHERE NOT EXISTS "
