@@ -37,27 +37,31 @@ def _step(task_id: str, expected: TaskStatus, new: TaskStatus, **update: Any) ->
 
 
 async def _refuse_boom(backend: SQLBackend) -> None:
-    """A trigger that fails every UPDATE of a task setting ``error = 'boom'``."""
+    """Triggers that fail every write of a task row with ``error = 'boom'`` (an UPDATE,
+    or an INSERT of a row already changed: PostgreSQL's one-statement write inserts a
+    task created and changed by the same call that way)."""
     tasks = backend.tables.tasks
     table = backend.engine.dialect.identifier_preparer.format_table(tasks)
     if backend.kind == "sqlite":
         statements = [
-            f"CREATE TRIGGER tf_boom BEFORE UPDATE ON {table} WHEN NEW.error = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            f"CREATE TRIGGER tf_boom_{event} BEFORE {event} ON {table} "
+            "WHEN NEW.error = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            for event in ("INSERT", "UPDATE")
         ]
     elif backend.kind == "postgresql":
         function = f'"{tasks.schema}".tf_boom' if tasks.schema else "tf_boom"
         statements = [
             f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF NEW.error = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
-            f"CREATE TRIGGER tf_boom BEFORE UPDATE ON {table} FOR EACH ROW "
+            f"CREATE TRIGGER tf_boom BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW "
             f"EXECUTE FUNCTION {function}()",
         ]
     else:
         statements = [
-            f"CREATE TRIGGER {tasks.name}_boom BEFORE UPDATE ON {table} FOR EACH ROW BEGIN "
-            "IF NEW.error = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; "
-            "END IF; END"
+            f"CREATE TRIGGER {tasks.name}_boom_{event} BEFORE {event} ON {table} "
+            "FOR EACH ROW BEGIN IF NEW.error = 'boom' THEN "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END IF; END"
+            for event in ("INSERT", "UPDATE")
         ]
     async with backend.engine.begin() as conn:
         for statement in statements:
@@ -121,8 +125,8 @@ def where(request: pytest.FixtureRequest) -> tuple[Any, bool]:
 
 async def test_failed_changes_leave_no_new_row(where: tuple[Any, bool]) -> None:
     """The changes of a call fail in the database: the call's creates are rolled back
-    with them (nothing of it is stored, the counters unchanged), whichever way the call
-    is written (PostgreSQL: a change to a task of the same call goes the generic way)."""
+    with them (nothing of it is stored, the counters unchanged), for a change to a
+    stored task and one to a task created by the same call."""
     place, generic = where
     clock = ManualClock()
     backend = await _open(place, clock, generic=generic)
@@ -191,26 +195,44 @@ async def _scenario(backend: SQLBackend, clock: ManualClock, combined: bool) -> 
     creates.insert(5, _record(clock, "s201"))  # an id taken by a stored task
     creates.insert(9, _record(clock, "x1", idempotency_key="k2"))  # its holder finishes
     creates.insert(11, _record(clock, "x2", idempotency_key="k200"))  # a PENDING holder
+    creates += [_record(clock, "z1"), _record(clock, "z2", owner="o"), _record(clock, "s202")]
     changes = [_step(f"s{i:03}", R, S, finished_at=now, result={"i": i}) for i in range(140)]
     changes += [_step(f"s{i:03}", P, R, owner="v", started_at=now) for i in range(140, 160)]
     changes += [_step(f"s{i:03}", R, F, error="late") for i in range(290, 300)]  # refused
     changes += [_step("missing", P, R), _step("s010", R, S, progress=0.5)]
     changes.append(Transition("s011", frozenset(), R))
+    # Changes to tasks of the same call: new ones (one started, one finished, one in a
+    # status the change does not expect) and one whose id a stored task holds.
+    changes.append(_step("n003", P, R, owner="me", started_at=now))
+    changes.append(_step("z1", P, S, finished_at=now, result=[1], progress=0.25))
+    changes.append(_step("z2", R, S))
+    changes.append(_step("s202", P, R, owner="other", attempt=2))
+    # Then a record created and finished by one call, releasing its key.
+    later = ([_record(clock, "y1", idempotency_key="yk")], [_step("y1", P, F, error="e")])
     if combined:
         with _commits(backend) as commits:
             created, moved = await backend.write_many(creates, changes)
         assert commits == [1]  # PostgreSQL on asyncpg: the one-statement way
+        with _commits(backend) as commits:
+            created_later, moved_later = await backend.write_many(*later)
+        assert commits == [1]
     else:
         created = await backend.create_many(creates)
         moved = await backend.transition_many(changes)
+        created_later = await backend.create_many(later[0])
+        moved_later = await backend.transition_many(later[1])
+    created += created_later
+    moved += moved_later
     stats = await backend.stats()
     return (
         [(result.created, result.record) for result in created],
         moved,
         stats.by_status,
         stats.by_func,
-        await backend.get("x1"),
-        await backend.get("s002"),
+        [await backend.get(task_id) for task_id in ("x1", "s002", "z1", "z2", "s202", "y1")],
+        await backend.owned("me"),
+        await backend.owned("other"),
+        await backend.find_by_key("yk"),
     )
 
 
@@ -232,7 +254,14 @@ async def test_write_many_equals_the_two_calls(where: tuple[Any, bool]) -> None:
             await backend.close()
     assert outcomes[0] == outcomes[1]
     created = outcomes[0][0]
-    assert [flag for flag, _ in created].count(False) == 3
+    assert [flag for flag, _ in created].count(False) == 4
     assert created[5][1].task_id == "s201" and created[5][1].status is P
     assert created[9][1].task_id == "s002" and created[9][1].status is R
     assert created[11][1].task_id == "s200"
+    moved = outcomes[0][1]
+    assert moved[-5] is not None and moved[-5].status is R and moved[-5].owner == "me"
+    assert moved[-4] is not None and moved[-4].status is S and moved[-4].result == [1]
+    assert moved[-3] is None
+    assert moved[-2] is not None and moved[-2].task_id == "s202" and moved[-2].attempt == 2
+    assert created[-2][1].task_id == "s202" and created[-2][1].status is P
+    assert moved[-1] is not None and moved[-1].status is F

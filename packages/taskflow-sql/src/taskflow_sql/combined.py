@@ -11,9 +11,10 @@ slot; here it is one:
   transitions (:mod:`taskflow_sql.grouped`) share one ``BEGIN IMMEDIATE … COMMIT`` on
   the writer's kept connection (with whatever other writes that batch holds).
 * PostgreSQL with asyncpg: one statement, one round trip (see
-  :meth:`taskflow_sql.pg_writes.PostgresWrites.write_many`); a call it cannot take
-  exactly (tags, duplicate ids or keys, a change to a task created by the same call)
-  goes the generic way.
+  :meth:`taskflow_sql.pg_writes.PostgresWrites.write_many`), a change to a task
+  created by the same call included; a call it cannot take exactly (tags, duplicate
+  ids or keys, a change releasing the key of a record created by the same call) goes
+  the generic way.
 * MySQL/MariaDB and the generic path: one transaction (retried whole on deadlock)
   running the statements of ``create_many`` and then those of ``transition_many``;
   the creates are written first, so a change may name a task created by the same call.
@@ -23,7 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
+from fastapi_taskflow.models import (
+    KEY_RELEASING_STATUSES,
+    CreateResult,
+    TaskRecord,
+    TaskStatus,
+    Transition,
+)
 
 from .context import Tx
 from .grouped import pg_transitions, run_transitions
@@ -52,15 +59,23 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
             return [], await self.transition_many(transitions)
         items = list(transitions)
         if self._pg_write is not None and _one_statement(creates, items):
-            found = await self._pg_write.write_many(creates, items, self.clock.now())
-            if found is not None:
-                made, moved = found
-                results: list[CreateResult] = []
-                for record, result in zip(creates, made, strict=True):
-                    if result is None:  # taken meanwhile by a task committed since
-                        result = await self._exec.write("creating a task", self._create_op(record))
-                    results.append(result)
-                return results, moved
+            now = self.clock.now()
+            made, moved = await self._pg_write.write_many(creates, items, now)
+            results: list[CreateResult] = []
+            late: set[str] = set()
+            for record, result in zip(creates, made, strict=True):
+                if result is None:  # taken meanwhile by a task committed since
+                    result = await self._exec.write("creating a task", self._create_op(record))
+                    late.add(record.task_id)
+                results.append(result)
+            # A change to such a record was not applied (the statement saw no row): as
+            # the creates come first, apply it now.
+            again = [index for index, item in enumerate(items) if item.task_id in late]
+            if again:
+                redone = await self.transition_many([items[index] for index in again])
+                for index, changed in zip(again, redone, strict=True):
+                    moved[index] = changed
+            return results, moved
         create = self._creates_op(creates)
         postgres = self._ctx.kind == "postgresql"
 
@@ -80,9 +95,12 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
 def _one_statement(creates: Sequence[TaskRecord], transitions: Sequence[Transition]) -> bool:
     """True when PostgreSQL's one-statement write gives what the two calls would: the
     creates make one array-bound insert (distinct, tag-less: see ``create_many``), and
-    no change names a task created by the same call (in one statement the change would
-    not see the new row)."""
+    no change to a task created by the same call releases that record's idempotency
+    key (the insert must still check it; see ``PostgresWrites.write_many``)."""
     if len(creates) > CREATE_CHUNK or not _simple_batch(creates):
         return False
-    ids = {record.task_id for record in creates}
-    return not any(item.task_id in ids for item in transitions)
+    keyed = {record.task_id for record in creates if record.idempotency_key is not None}
+    return not any(
+        item.task_id in keyed and TaskStatus(item.new) in KEY_RELEASING_STATUSES
+        for item in transitions
+    )

@@ -28,13 +28,20 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
-from fastapi_taskflow.models import CreateResult, TaskRecord, Transition
+from fastapi_taskflow.models import (
+    ACTIVE_STATUSES,
+    KEY_RELEASING_STATUSES,
+    CreateResult,
+    TaskRecord,
+    TaskStatus,
+    Transition,
+)
 
 from .context import SQLContext
 from .errors import retried, wrap_error
 from .grouped import Shape, _groups, _parts, pg_commit_sql, pg_counted
 from .pg_kept import KeptConnection
-from .rows import fast_record, normalized, record_columns, record_values
+from .rows import _utc, fast_record, normalized, record_columns, record_values, update_values
 
 __all__ = ["CREATE_CHUNK", "PostgresWrites"]
 
@@ -153,11 +160,18 @@ class PostgresWrites:
         :func:`_write_sql`): one round trip, one transaction, counters included.
 
         ``creates`` (at most :data:`CREATE_CHUNK`) have distinct ids and keys and no
-        tags, and no item of ``transitions`` names one of them (the caller checks: in
-        one statement a change does not see the rows it inserts). A create whose id or
-        active key a stored task holds gets that task as it was before the changes, as
-        when the creates run first; None for one that met a task committed during the
-        statement (the caller then creates it the usual way).
+        tags (the caller checks). A create whose id or active key a stored task holds
+        gets that task as it was before the changes, as when the creates run first;
+        None for one that met a task committed during the statement (the caller then
+        creates it the usual way, and applies the change naming it, if any, after).
+
+        In one statement a change does not see the rows it inserts, so a change to a
+        task created by the same call is applied to its row before the insert (the row
+        goes in already changed, and is counted in its new status) when the new record
+        is in one of the expected statuses; it also stays among the UPDATEs, which
+        change the stored task instead when the id was taken. The caller keeps away a
+        change that would release the key of a record created by the same call (the
+        insert must still check that key).
         """
         tables = self._ctx.tables
         names = [column.name for column in tables.tasks.c]
@@ -166,6 +180,7 @@ class PostgresWrites:
         parts = _parts(_groups(transitions))
         if not parts:  # no change can succeed (each names no expected status)
             return await self.create_new(creates), results
+        ahead = _changed_ahead(creates, rows, transitions, now)
         shapes = tuple(shape for shape, _ in parts)
         sql = _write_sql(tables.tasks, tables.counters, self._columns, shapes)
         first = min(
@@ -191,15 +206,53 @@ class PostgresWrites:
                 if key is not None:
                     by_key[key] = record
         made: list[CreateResult | None] = []
-        for record, row in zip(creates, rows, strict=True):
+        for at, (record, row) in enumerate(zip(creates, rows, strict=True)):
             if record.task_id in inserted:
                 made.append(CreateResult(record=normalized(record), created=True))
+                if at in ahead:
+                    results[ahead[at]] = fast_record(_as_read(row))
                 continue
             found = by_id.get(record.task_id)
             if found is None and row["active_key"] is not None:
                 found = by_key.get(row["active_key"])
             made.append(None if found is None else CreateResult(record=found, created=False))
         return made, results
+
+
+def _changed_ahead(
+    creates: Sequence[TaskRecord],
+    rows: list[dict[str, Any]],
+    transitions: Sequence[Transition],
+    now: Any,
+) -> dict[int, int]:
+    """Apply to ``rows`` (the new rows) the changes naming a record of ``creates`` whose
+    status they expect, as the grouped UPDATE would (see
+    :func:`taskflow_sql.grouped._assignments`); return ``{create index: change index}``."""
+    created = {record.task_id: at for at, record in enumerate(creates)}
+    ahead: dict[int, int] = {}
+    if not created:
+        return ahead
+    for index, item in enumerate(transitions):
+        at = created.get(item.task_id)
+        if at is None or creates[at].status not in item.expected:
+            continue
+        new = TaskStatus(item.new)
+        row = rows[at]
+        row.update(update_values(item.update.changes()) if item.update is not None else {})
+        row.update(prev_status=row["status"], status=new.value, updated_at=now)
+        if new in KEY_RELEASING_STATUSES:
+            row["active_key"] = None
+        row["active_owner"] = row["owner"] if new in ACTIVE_STATUSES else None
+        ahead[at] = index
+    return ahead
+
+
+def _as_read(row: dict[str, Any]) -> dict[str, Any]:
+    """A row written here as it reads back (aware UTC datetimes)."""
+    read = dict(row)
+    for name in ("created_at", "updated_at", "started_at", "finished_at"):
+        read[name] = _utc(read[name])
+    return read
 
 
 def _bind(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
