@@ -155,8 +155,9 @@ async def test_failed_changes_leave_no_new_row(where: tuple[Any, bool]) -> None:
 
 
 async def test_one_commit_per_call(where: tuple[Any, bool]) -> None:
-    """A call with new records and changes commits once (creates and changes of 25
-    tasks each, and a change to a task created by the same call)."""
+    """A call with new records and changes commits once: creates and changes of 25
+    tasks each, a change to a task created by the same call, and a call larger than
+    one statement takes (1,100 new records, 300 changes)."""
     place, generic = where
     clock = ManualClock()
     backend = await _open(place, clock, generic=generic)
@@ -169,6 +170,10 @@ async def test_one_commit_per_call(where: tuple[Any, bool]) -> None:
                 [_step(f"a{i:02}", P, R, owner="me", started_at=now) for i in range(25)],
             ),
             ([_record(clock, "c")], [_step("c", P, R, owner="me")]),
+            (
+                [_record(clock, f"d{i:04}", idempotency_key=f"dk{i}") for i in range(1100)],
+                [_step(f"d{i:04}", P, R, owner="me", attempt=i % 3) for i in range(300)],
+            ),
         ]
         for creates, changes in calls:
             with _commits(backend) as commits:
@@ -176,7 +181,7 @@ async def test_one_commit_per_call(where: tuple[Any, bool]) -> None:
             assert all(result.created for result in created)
             assert all(record is not None and record.status is R for record in moved)
             assert commits == [1]
-        assert (await backend.stats()).by_status == {P: 25, R: 26}
+        assert (await backend.stats()).by_status == {P: 825, R: 326}
     finally:
         await backend.close()
 
