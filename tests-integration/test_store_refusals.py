@@ -107,3 +107,68 @@ async def test_a_refused_request_fails_alone_among_concurrent_ones(
         stats = await tm.store.astats()
         assert stats.by_status.get(TaskStatus.PENDING, 0) == 0
         assert stats.by_status.get(TaskStatus.RUNNING, 0) == 0
+
+
+async def test_a_refused_record_fails_alone_among_status_changes_written_with_it(
+    sql_url: str, wait_for: Wait
+) -> None:
+    """The group commit writes new records together with the starts and finishes of
+    running tasks. A record the server refuses in such a write fails alone: the
+    finishes written with it land, and the other new records are stored and run."""
+    tm, app, done = make_app(sql_url)
+    gate = asyncio.Event()
+
+    @tm.task(name="gated_job")
+    async def gated(n: int) -> None:
+        await gate.wait()
+        done.append(n)
+
+    @app.post("/gated/{n}")
+    def add_gated(n: int, background_tasks: BackgroundTasks) -> dict[str, str]:
+        return {"id": background_tasks.add_task(gated, n)}  # type: ignore[func-returns-value]
+
+    async with tm:
+        await refuse_pending(tm.backend, "poison")
+        backend = tm._engine.backend
+        mixed: list[bool] = []
+        write_many = backend.write_many
+
+        async def watched(creates: Any, transitions: Any) -> Any:
+            try:
+                return await write_many(creates, transitions)
+            except Exception:
+                mixed.append(True)  # a combined write the server refused as a whole
+                raise
+
+        backend.write_many = watched  # type: ignore[method-assign]
+        async with client(app) as http:
+            running = [asyncio.create_task(http.post(f"/gated/{n}")) for n in range(20)]
+
+            async def all_running() -> bool:
+                stats = await tm.store.astats()
+                return stats.by_status.get(TaskStatus.RUNNING, 0) == 20
+
+            await wait_for(all_running, timeout=30)
+            engine = tm._engine
+            group = engine._group_commit
+            assert group is not None
+            async with engine.pending.write_slot():  # the next write waits for it
+                gate.set()  # the finishes and the next requests' records gather
+                calls = [http.post(f"/good/{n}") for n in range(100, 120)]
+                calls[5:5] = [http.post("/poison") for _ in range(3)]
+                requests = asyncio.gather(*calls)
+                await wait_for(
+                    lambda: len(group._changes) == 20 and len(engine.pending) == 23, timeout=30
+                )
+            answers = await requests
+            gated_answers = await asyncio.gather(*running)
+        assert [a.status_code for a in gated_answers] == [200] * 20
+        poisoned = [a for a in answers if a.request.url.path == "/poison"]
+        good = [a for a in answers if a.request.url.path != "/poison"]
+        assert [a.status_code for a in good] == [200] * 20
+        assert [a.status_code for a in poisoned] == [500] * 3
+        await wait_for(lambda: len(done) == 40, timeout=30)
+        assert sorted(done) == list(range(20)) + list(range(100, 120))
+        assert mixed, "no combined write carried the refused record"
+        stats = await tm.store.astats()
+        assert stats.by_status == {TaskStatus.SUCCESS: 40, TaskStatus.FAILED: 3}

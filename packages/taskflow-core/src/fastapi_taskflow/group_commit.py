@@ -157,6 +157,14 @@ class GroupCommit:
             await self.pending.settle(creates, [], self._after, self._on_refused)
 
     async def _write_each(self, creates: list[TaskRecord], changes: list[_Change]) -> None:
+        """The batch again item by item (creates first), so that one item the store
+        refuses fails alone."""
+        try:
+            refused = await create_each(self.store, creates) if creates else []
+        except BaseException as exc:  # unreachable now: every caller gets it
+            for _, waiter in changes:
+                _fail(waiter, exc)
+            raise
         for change, waiter in changes:
             try:
                 result = await self.store.transition(
@@ -169,7 +177,6 @@ class GroupCommit:
                 if not waiter.done():
                     waiter.set_result(result)
         if creates:
-            refused = await create_each(self.store, creates)
             await self.pending.settle(creates, refused, self._after, self._on_refused)
 
 
