@@ -11,6 +11,10 @@ table of ratios and writes ``benchmarks/results/latest.json``.
         [--competitor-python PATH] [--rows 1000,1000000] [--s1-tasks 20000] ...
 
 Scenario groups (``--only``): s1, s1_def, s2, s3, e, s1_sqlite, get, idem, rss.
+
+``--before-path`` adds a fourth implementation, "before": taskflow imported from other
+source folders (an older commit's ``packages/*/src``), run with taskflow's scenarios in
+the same rounds, so a change is reported before → after from one run.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-IMPLS = ("plain", "taskflow", "competitor")
+IMPLS = ("plain", "taskflow", "competitor", "before")
 GROUPS = ("s1", "s1_def", "s2", "s3", "e", "s1_sqlite", "get", "idem", "rss")
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql")
 E_TARGETS = {"sqlite": 10_000, "redis": 10_000, "postgres": 5_000, "mysql": 3_000}
@@ -51,6 +55,10 @@ class Case:
     target: str = "–"
     met: Callable[[Results], bool | None] = field(default=lambda r: None)
     once: bool = False  # a fresh process, one round (RSS)
+
+    def __post_init__(self) -> None:
+        if "taskflow" in self.runs:  # the older taskflow runs what this one runs
+            self.runs.setdefault("before", self.runs["taskflow"])
 
 
 def _tf(results: Results, key: str) -> float | None:
@@ -238,7 +246,7 @@ class Worker:
         if path:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [python, str(HERE / "bench_worker.py"), impl],
+            [python, str(HERE / "bench_worker.py"), "taskflow" if impl == "before" else impl],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -295,20 +303,25 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×" if a is not None and b else "–"
 
 
-def table(selected: list[Case], results: Results) -> str:
+def table(selected: list[Case], results: Results, *, before: bool = False) -> str:
+    """The Markdown table; ``before`` adds the older taskflow and taskflow/before."""
+    extra_head, extra_rule = (
+        (" before | taskflow/before |", " ---: | ---: |") if before else ("", "")
+    )
     lines = [
-        "| scenario | unit | plain | taskflow | competitor | taskflow/plain "
+        "| scenario | unit | plain | taskflow | competitor |" + extra_head + " taskflow/plain "
         "| competitor/plain | taskflow/competitor | target | met |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| --- | --- | ---: | ---: | ---: |" + extra_rule + " ---: | ---: | ---: | --- | --- |",
     ]
     for case in selected:
         r = results.get(case.key, {})
-        p, t, c = r.get("plain"), r.get("taskflow"), r.get("competitor")
+        p, t, c, b = r.get("plain"), r.get("taskflow"), r.get("competitor"), r.get("before")
         met = case.met(results)
         verdict = "–" if met is None else ("met" if met else "**missed**")
+        older = f" {_fmt(b)} | {_ratio(t, b)} |" if before else ""
         lines.append(
-            f"| {case.label} | {case.unit} | {_fmt(p)} | {_fmt(t)} | {_fmt(c)} "
-            f"| {_ratio(t, p)} | {_ratio(c, p)} | {_ratio(t, c)} | {case.target} | {verdict} |"
+            f"| {case.label} | {case.unit} | {_fmt(p)} | {_fmt(t)} | {_fmt(c)} |{older} "
+            f"{_ratio(t, p)} | {_ratio(c, p)} | {_ratio(t, c)} | {case.target} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -370,6 +383,12 @@ def main() -> None:
         help="import taskflow from these source folders (os.pathsep-separated) instead of "
         "this checkout, e.g. an older commit's packages/*/src to compare before and after",
     )
+    parser.add_argument(
+        "--before-path",
+        default="",
+        help="also run taskflow from these source folders (os.pathsep-separated), as the "
+        "'before' column: an older commit's packages/*/src, measured in the same rounds",
+    )
     parser.add_argument("--json", default=str(RESULTS / "latest.json"))
     args = parser.parse_args()
 
@@ -377,6 +396,8 @@ def main() -> None:
     pythons = {"plain": sys.executable, "taskflow": sys.executable}
     if args.competitor_python:
         pythons["competitor"] = args.competitor_python
+    if args.before_path:
+        pythons["before"] = sys.executable
     else:
         print("no --competitor-python: the competitor column stays empty", file=sys.stderr)
     selected = cases(args)
@@ -392,12 +413,14 @@ def main() -> None:
             print(f"  {case.key:22} {impl:10} failed: {answer['error']}", flush=True)
 
     started = time.monotonic()
-    paths = {"taskflow": args.taskflow_path}
+    paths = {"taskflow": args.taskflow_path, "before": args.before_path}
     workers = {impl: Worker(impl, python, paths.get(impl, "")) for impl, python in pythons.items()}
     try:
         for round_no in range(args.rounds):
             print(f"round {round_no + 1} of {args.rounds}", flush=True)
-            order = [i for i in IMPLS[round_no % 3 :] + IMPLS[: round_no % 3] if i in workers]
+            active = [i for i in IMPLS if i in workers]
+            turn = round_no % len(active)
+            order = active[turn:] + active[:turn]
             for case in selected:
                 if case.once:
                     continue
@@ -432,7 +455,7 @@ def main() -> None:
         }
         for c in selected
     }
-    text = table(selected, results)
+    text = table(selected, results, before="before" in pythons)
     print()
     print(text)
     info = hardware()
@@ -455,6 +478,7 @@ def main() -> None:
                 "rounds": args.rounds,
                 "clock": args.clock,
                 "taskflow_path": args.taskflow_path,
+                "before_path": args.before_path,
                 "arguments": vars(args),
                 "seconds": round(elapsed, 1),
                 "cases": [

@@ -42,7 +42,7 @@ async def test_outcome_and_next_start_share_a_write(place: Any) -> None:
         assert [r.status if r else None for r in records] == [TaskStatus.SUCCESS] * TASKS
         assert [r.result for r in records if r] == [i * 2 for i in range(TASKS)]
         assert ran == list(range(TASKS))  # one after another, in order, once each
-        batcher = tm._engine._batcher
+        batcher = tm._engine._group_commit
         assert batcher is not None
         # One write per boundary: the first start, TASKS - 1 outcome+start pairs, the
         # last outcome. Written in turn it would be 2 * TASKS.

@@ -33,7 +33,7 @@ from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent, lifecycle_event
 from .executor import execute, log_event
 from .fanout import EventHub
-from .group_commit import TransitionBatcher
+from .group_commit import GroupCommit
 from .invocation import Invocation
 from .liveness import beat_forever, open_control_backend
 from .local_tasks import LocalTasks
@@ -121,7 +121,7 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
         self._runtime_backend: TaskBackend | None = None
-        self._batcher: TransitionBatcher | None = None
+        self._group_commit: GroupCommit | None = None
         self._unopened: TaskBackend | None = None
         """The runtime's backend while it could not be opened yet (store down at boot)."""
         self._control_backend: TaskBackend | None = None
@@ -196,19 +196,25 @@ class Engine:
             return self._start_unopened(loop, backend, exc)
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend = runtime, backend
-        self._batcher = self._new_batcher(backend, loop)
+        self._group_commit = self._new_group_commit(backend, loop)
         if self._shut_down:
             # Reading the store after shutdown() opens the backend, nothing more: no
             # background loops that nobody would stop. startup() resumes fully.
             return runtime
         return await self._start_loops(runtime, backend)
 
-    def _new_batcher(
+    def _new_group_commit(
         self, backend: TaskBackend, loop: asyncio.AbstractEventLoop
-    ) -> TransitionBatcher | None:
+    ) -> GroupCommit | None:
         if not self.durable:
             return None
-        return TransitionBatcher(backend, loop, self.pending.write_slot)
+        return GroupCommit(
+            backend,
+            loop,
+            self.pending,
+            after=partial(enqueue_batch, self.tasks, backend),
+            on_refused=self.refusal_handler(backend),
+        )
 
     def _start_unopened(
         self, loop: asyncio.AbstractEventLoop, backend: TaskBackend, exc: BaseException
@@ -219,7 +225,7 @@ class Engine:
         engine's loops. ``require_backend_at_startup=True`` fails instead."""
         runtime = Runtime(loop)
         self._runtime, self._runtime_backend, self._unopened = runtime, backend, backend
-        self._batcher = self._new_batcher(backend, loop)
+        self._group_commit = self._new_group_commit(backend, loop)
         logger.warning(
             "the task store is unreachable at startup (%s); starting anyway: new tasks "
             "are refused (503 with install()) until it answers, then taskflow connects "
@@ -453,6 +459,10 @@ class Engine:
             return
         self.check_opened()
         backend = self.backend
+        group = self._group_commit
+        if group is not None and group.loop is asyncio.get_running_loop():
+            await self.availability.call(group.flush)  # with the status changes waiting
+            return
         after = partial(enqueue_batch, self.tasks, backend) if self.durable else None
         refused = self.refusal_handler(backend)
         await self.availability.call(lambda: self.pending.flush(backend, after, refused))
@@ -585,9 +595,9 @@ class Engine:
     ) -> TaskRecord | None:
         """``Store.transition`` on this loop's backend, batched with the other status
         changes of this loop turn on a durable backend (see ``group_commit``)."""
-        batcher = self._batcher
-        if batcher is not None and batcher.loop is asyncio.get_running_loop():
-            return await batcher.transition(Transition(task_id, expected, new, update))
+        group = self._group_commit
+        if group is not None and group.loop is asyncio.get_running_loop():
+            return await group.transition(Transition(task_id, expected, new, update))
         return await self.backend.transition(task_id, expected=expected, new=new, update=update)
 
     # -- events -----------------------------------------------------------------------
@@ -640,7 +650,7 @@ class Engine:
         self._runtime = None
         self._runtime_backend = None
         self._unopened = None
-        self._batcher = None
+        self._group_commit = None
 
 
 class RunTask(BackgroundTask):

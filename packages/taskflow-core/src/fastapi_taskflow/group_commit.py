@@ -1,16 +1,18 @@
-"""Group commit of status changes: the starts and finishes of many tasks in one write.
+"""Group commit: new records and the starts and finishes of many tasks in one write.
 
-On a durable backend every task starts with a PENDING → RUNNING compare-and-set and
-ends with RUNNING → (SUCCESS, FAILED, ...). Written one by one, each costs a round trip
-and a commit. Here the changes requested during one turn of the event loop are written
-together with one :meth:`~fastapi_taskflow.protocols.Store.transition_many`; while that
-write is in flight, the next batch gathers. A caller's ``await`` returns only once its
-change is committed (or refused), so no task starts, and no outcome is reported, before
-the write that guarantees it.
+On a durable backend a task's life is three writes: its record (create), PENDING →
+RUNNING (start) and RUNNING → (SUCCESS, FAILED, ...) (finish). Written one by one, each
+costs a round trip and a commit. Here everything the engine asks for during one turn of
+the event loop — the records in the write buffer (``pending``) and the status changes
+awaited by running tasks — goes to the store in one
+:meth:`~fastapi_taskflow.protocols.Store.write_many`; while that write is in flight, the
+next batch gathers. A caller's ``await`` returns only once its part is committed (or
+refused), so no task starts, and no outcome or task id is reported, before the write
+that guarantees it.
 
-If the batch fails because the store is unreachable, every caller gets that error (and
-retries through ``Availability``, as for a single write). Any other failure of the batch
-(one record the store refuses) is retried item by item, so one bad outcome fails alone.
+If the write fails because the store is unreachable, every caller gets that error (and
+retries through ``Availability``, as for a single write). Any other failure (one record
+or outcome the store refuses) is retried item by item, so one bad item fails alone.
 """
 
 from __future__ import annotations
@@ -18,95 +20,144 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from .errors import BackendUnavailableError
 from .models import TaskRecord, Transition
+from .pending import GATHER_TURNS, AfterWrite, OnRefused, PendingCreates, create_each
 from .protocols import Store
 from .runtime import reraise_if_cancelled
 
-__all__ = ["TransitionBatcher"]
+__all__ = ["GroupCommit"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
 _Waiter = asyncio.Future[TaskRecord | None]
-
-GATHER_TURNS = 2
-"""Event-loop turns a write waits for more changes before it takes its batch."""
+_Change = tuple[Transition, _Waiter]
 
 
-class TransitionBatcher:
-    """Collects compare-and-sets on one event loop and writes them in batches."""
+class GroupCommit:
+    """The one writer of an engine's records and status changes on one event loop."""
 
     def __init__(
         self,
         store: Store,
         loop: asyncio.AbstractEventLoop,
+        pending: PendingCreates,
+        *,
+        after: AfterWrite | None = None,
+        on_refused: OnRefused | None = None,
         slot: Callable[[], asyncio.Lock] | None = None,
     ) -> None:
-        """``slot()`` is a lock held around each write, shared with the engine's other
-        batched writes (the creates of the write buffer)."""
+        """``pending`` is the write buffer whose records ride along with every write;
+        ``after`` and ``on_refused`` are what :meth:`PendingCreates.settle` calls with
+        them. ``slot()`` is a lock held around each write, shared with the buffer's own
+        flushes (``pending.write_slot`` by default)."""
         self.store = store
         self.loop = loop
-        self._slot = slot or asyncio.Lock
-        self._batch: list[tuple[Transition, _Waiter]] = []
+        self.pending = pending
+        self._after = after
+        self._on_refused = on_refused
+        self._slot = slot or pending.write_slot
+        self._changes: list[_Change] = []
+        self._flushes: list[asyncio.Future[None]] = []
         self._writing = False
         self._kick_scheduled = False
         self.batches_written = 0
-        """How many ``transition_many`` calls were made (for tests and benchmarks)."""
+        """How many writes were made (for tests and benchmarks)."""
 
     async def transition(self, change: Transition) -> TaskRecord | None:
-        """Apply ``change`` with the next batch; return what ``Store.transition`` would."""
+        """Apply ``change`` with the next write; return what ``Store.transition`` would."""
         waiter: _Waiter = self.loop.create_future()
-        self._batch.append((change, waiter))
+        self._changes.append((change, waiter))
+        self._wake()
+        return await waiter
+
+    async def flush(self) -> None:
+        """Write the buffered records with the next write; return once every record
+        buffered now has left the buffer (stored, or refused and handed to
+        ``on_refused``). Raises the write's error when the store is unreachable; the
+        records then stay buffered for the next flush."""
+        if not len(self.pending):
+            return
+        done: asyncio.Future[None] = self.loop.create_future()
+        self._flushes.append(done)
+        self._wake()
+        await done
+
+    def _wake(self) -> None:
         if not self._writing and not self._kick_scheduled:
             self._kick_scheduled = True
             self.loop.call_soon(self._kick)
-        return await waiter
 
     def _kick(self) -> None:
         self._kick_scheduled = False
-        if self._writing or not self._batch:
+        if self._writing or not (self._changes or self._flushes):
             return
         self._writing = True
         self.loop.create_task(self._write(), name="taskflow-group-commit")
 
     async def _write(self) -> None:
         try:
-            # Let the tasks that are a step behind this one ask too: without this, the
-            # first change of a burst goes alone, the rest wait for it, and under load
-            # the writes fall into lock step with one or two changes each.
+            # Let the tasks and requests a step behind this one ask too: without this,
+            # the first change of a burst goes alone, the rest wait for it, and under
+            # load the writes fall into lock step with one or two changes each.
             async with self._slot():
                 for _ in range(GATHER_TURNS):
                     await asyncio.sleep(0)
-                batch, self._batch = _distinct(self._batch)
-                await self._write_batch(batch)
+                changes, self._changes = _distinct(self._changes)
+                flushes, self._flushes = self._flushes, []
+                try:
+                    await self._write_batch(self.pending.snapshot(), changes)
+                except BaseException as exc:
+                    for done in flushes:
+                        _fail(done, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    # else every caller has the error: the flushes, and the changes'
+                    # callers when the store was unreachable
+                else:
+                    for done in flushes:
+                        if not done.done():
+                            done.set_result(None)
         finally:
             self._writing = False
             self._kick()
 
-    async def _write_batch(self, batch: list[tuple[Transition, _Waiter]]) -> None:
+    async def _write_batch(self, creates: list[TaskRecord], changes: list[_Change]) -> None:
+        """Write ``creates`` and ``changes`` together; settle the buffer and answer each
+        change's caller. Raises what the flushes waiting for ``creates`` should see."""
+        store = self.store
         try:
-            results = await self.store.transition_many([change for change, _ in batch])
+            if creates and changes:
+                _, results = await store.write_many(creates, [change for change, _ in changes])
+            elif creates:
+                await store.create_many(creates)
+                results = []
+            else:
+                results = await store.transition_many([change for change, _ in changes])
             self.batches_written += 1
         except BackendUnavailableError as exc:
-            for _, waiter in batch:
+            for _, waiter in changes:
                 _fail(waiter, exc)
-            return
+            raise
         except asyncio.CancelledError:
-            for _, waiter in batch:
+            for _, waiter in changes:
                 waiter.cancel()
             raise
         except Exception:
             reraise_if_cancelled()
-            logger.debug("a batch of status changes was refused; writing them one by one")
-            await self._write_each(batch)
+            logger.debug("a batch write was refused; writing its items one by one")
+            await self._write_each(creates, changes)
             return
-        for (_, waiter), result in zip(batch, results, strict=True):
+        for (_, waiter), result in zip(changes, results, strict=True):
             if not waiter.done():
                 waiter.set_result(result)
+        if creates:
+            await self.pending.settle(creates, [], self._after, self._on_refused)
 
-    async def _write_each(self, batch: list[tuple[Transition, _Waiter]]) -> None:
-        for change, waiter in batch:
+    async def _write_each(self, creates: list[TaskRecord], changes: list[_Change]) -> None:
+        for change, waiter in changes:
             try:
                 result = await self.store.transition(
                     change.task_id, expected=change.expected, new=change.new, update=change.update
@@ -117,16 +168,17 @@ class TransitionBatcher:
             else:
                 if not waiter.done():
                     waiter.set_result(result)
+        if creates:
+            refused = await create_each(self.store, creates)
+            await self.pending.settle(creates, refused, self._after, self._on_refused)
 
 
-def _distinct(
-    batch: list[tuple[Transition, _Waiter]],
-) -> tuple[list[tuple[Transition, _Waiter]], list[tuple[Transition, _Waiter]]]:
+def _distinct(batch: list[_Change]) -> tuple[list[_Change], list[_Change]]:
     """Split ``batch`` into one change per task id (a store call takes distinct ids) and
     the rest, which waits for the next batch, in order."""
     seen: set[str] = set()
-    now: list[tuple[Transition, _Waiter]] = []
-    later: list[tuple[Transition, _Waiter]] = []
+    now: list[_Change] = []
+    later: list[_Change] = []
     for item in batch:
         task_id = item[0].task_id
         (later if task_id in seen else now).append(item)
@@ -134,6 +186,9 @@ def _distinct(
     return now, later
 
 
-def _fail(waiter: _Waiter, exc: BaseException) -> None:
+def _fail(waiter: asyncio.Future[Any], exc: BaseException) -> None:
     if not waiter.done():
-        waiter.set_exception(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            waiter.cancel()
+        else:
+            waiter.set_exception(exc)

@@ -1,10 +1,13 @@
 """Accepted tasks not yet written to the store, flushed in batches.
 
 ``add_task()`` never waits on the network: it puts the new PENDING record here and
-returns. The buffer is flushed with one ``create_many`` per batch: before the response
-carrying the ids is sent (``install()``'s middleware), before a task starts, and soon
-after being filled when an event loop runs. Until then, reads through
-``task_manager.store`` see buffered records, so a task is never invisible to its caller.
+returns. The buffer is flushed in batches: before the response carrying the ids is sent
+(``install()``'s middleware), before a task starts, and soon after being filled when an
+event loop runs. On the engine's loop the group commit (``group_commit``) writes it
+together with the status changes waiting there, in one ``write_many``; elsewhere (a
+blocking call from another thread) :meth:`PendingCreates.flush` writes it with one
+``create_many``. Until then, reads through ``task_manager.store`` see buffered records,
+so a task is never invisible to its caller.
 """
 
 from __future__ import annotations
@@ -14,11 +17,19 @@ import threading
 from collections.abc import Awaitable, Callable
 
 from .errors import BackendUnavailableError
-from .group_commit import GATHER_TURNS
 from .models import TaskRecord
 from .protocols import Store
 
-__all__ = ["PendingCreates"]
+__all__ = ["GATHER_TURNS", "AfterWrite", "OnRefused", "PendingCreates", "create_each"]
+
+GATHER_TURNS = 2
+"""Event-loop turns a write waits for more work before it takes its batch."""
+
+AfterWrite = Callable[[list[TaskRecord]], Awaitable[None]]
+"""Awaited with the records a write stored (the engine enqueues the queued ones)."""
+
+OnRefused = Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]]
+"""Awaited with the records the store refused, each with the store's error."""
 
 
 class PendingCreates:
@@ -54,11 +65,16 @@ class PendingCreates:
         with self._lock:
             return task_id in self._records
 
+    def snapshot(self) -> list[TaskRecord]:
+        """The buffered records, in the order they were added."""
+        with self._lock:
+            return list(self._records.values())
+
     async def flush(
         self,
         store: Store,
-        after: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
-        on_refused: Callable[[list[tuple[TaskRecord, Exception]]], Awaitable[None]] | None = None,
+        after: AfterWrite | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         """Write every buffered record with ``create_many``; concurrent flushes queue up.
 
@@ -79,33 +95,43 @@ class PendingCreates:
             # Let requests a step behind add their records too (see group_commit).
             for _ in range(GATHER_TURNS):
                 await asyncio.sleep(0)
-            with self._lock:
-                batch = list(self._records.values())
+            batch = self.snapshot()
             if not batch:
                 return
-            refused = await _create(store, batch)
-            if refused:
-                with self._lock:
-                    for record, _ in refused:
-                        if self._records.get(record.task_id) is record:
-                            del self._records[record.task_id]
-                gone = {record.task_id for record, _ in refused}
-                batch = [record for record in batch if record.task_id not in gone]
-                if on_refused is not None:
-                    await on_refused(refused)
-            try:
-                if after is not None:
-                    await after(batch)
-            finally:
-                with self._lock:
-                    for record in batch:
-                        if self._records.get(record.task_id) is record:
-                            del self._records[record.task_id]
+            await self.settle(batch, await _create(store, batch), after, on_refused)
+
+    async def settle(
+        self,
+        batch: list[TaskRecord],
+        refused: list[tuple[TaskRecord, Exception]],
+        after: AfterWrite | None,
+        on_refused: OnRefused | None,
+    ) -> None:
+        """Let a written ``batch`` leave the buffer: the ``refused`` records (with the
+        store's errors) go to ``on_refused``, the stored ones to ``after``; each leaves
+        once that is done (or failed)."""
+        if refused:
+            with self._lock:
+                for record, _ in refused:
+                    if self._records.get(record.task_id) is record:
+                        del self._records[record.task_id]
+            gone = {record.task_id for record, _ in refused}
+            batch = [record for record in batch if record.task_id not in gone]
+            if on_refused is not None:
+                await on_refused(refused)
+        try:
+            if after is not None:
+                await after(batch)
+        finally:
+            with self._lock:
+                for record in batch:
+                    if self._records.get(record.task_id) is record:
+                        del self._records[record.task_id]
 
     def write_slot(self) -> asyncio.Lock:
         """The running loop's lock that admits one write of this engine at a time: this
-        buffer's ``create_many`` and the group commit's ``transition_many`` take turns,
-        so while one is in flight the other gathers everything that arrives."""
+        buffer's own ``create_many`` (a blocking caller's flush) and the group commit's
+        writes take turns, and while one is in flight the next gathers what arrives."""
         loop = asyncio.get_running_loop()
         if self._flush_lock is None or self._flush_loop is not loop:
             self._flush_lock = asyncio.Lock()
@@ -125,11 +151,13 @@ async def _create(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecor
     except BackendUnavailableError:
         raise
     except Exception:
-        return await _create_each(store, batch)
+        return await create_each(store, batch)
     return []
 
 
-async def _create_each(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecord, Exception]]:
+async def create_each(store: Store, batch: list[TaskRecord]) -> list[tuple[TaskRecord, Exception]]:
+    """Create ``batch`` one record at a time (after a batch write failed, so that one
+    refused record fails alone); return the refused ones with the store's errors."""
     refused: list[tuple[TaskRecord, Exception]] = []
     for record in batch:
         try:
