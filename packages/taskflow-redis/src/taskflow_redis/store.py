@@ -246,7 +246,10 @@ class RedisStore(RedisBase):
                 sent.append(index)
                 new = _status_value(change.new)
                 items.append((change.task_id, _expected(change.expected), new, change.update))
-        created, written = await self._write_records(creates, items, "writing tasks")
+        action = "updating tasks" if not creates else "creating tasks"
+        if creates and items:
+            action = "creating and updating tasks"
+        created, written = await self._write_records(creates, items, action)
         for index, record in zip(sent, written, strict=True):
             results[index] = record
         return created, results
