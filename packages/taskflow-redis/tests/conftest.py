@@ -72,6 +72,31 @@ async def backend(redis_url: str, clock: ManualClock) -> AsyncIterator[RedisBack
         await backend.close()
 
 
+@pytest.fixture(scope="module")
+def unix_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A redis-server of this module's own, listening only on a unix socket: for tests
+    that read server-wide counters or pause, flush or kill clients."""
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not installed; cannot start a private Redis")
+    workdir = tmp_path_factory.mktemp("redis-unix")
+    path = workdir / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(path), "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        assert path.exists(), "redis-server did not create its unix socket within 15s"
+        yield path
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _free_port() -> int:
     """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
     for _ in range(200):

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -108,30 +104,6 @@ async def test_an_unreachable_server_raises_backend_unavailable(clock: ManualClo
             await backend.claim(queue="default", owner="me")
     finally:
         await backend.close()
-
-
-@pytest.fixture(scope="module")
-def unix_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A redis-server listening only on a unix socket, started for this module."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed; cannot test unix:// URLs")
-    workdir = tmp_path_factory.mktemp("redis-unix")
-    path = workdir / "redis.sock"
-    proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--unixsocket", str(path), "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 15
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        assert path.exists(), "redis-server did not create its unix socket within 15s"
-        yield path
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 async def test_unix_socket_url(unix_socket: Path, clock: ManualClock) -> None:

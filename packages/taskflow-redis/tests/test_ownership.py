@@ -25,6 +25,31 @@ pytestmark = pytest.mark.anyio
 PENDING, RUNNING, SUCCESS = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCESS
 
 
+def count_script_calls(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the SHA of every script call ``backend`` makes, on its direct line or
+    through its client."""
+    calls: list[str] = []
+    client = backend.client
+    real = client.evalsha
+
+    async def counting(sha: str, *args: Any) -> Any:
+        calls.append(sha)
+        return await real(sha, *args)
+
+    monkeypatch.setattr(client, "evalsha", counting)
+    line = backend._line
+    if line is not None:
+        real_call = line.call
+
+        async def counting_line(*args: Any) -> Any:
+            if args[0] == "EVALSHA":
+                calls.append(args[1])
+            return await real_call(*args)
+
+        monkeypatch.setattr(line, "call", counting_line)
+    return calls
+
+
 def record(clock: ManualClock, task_id: str, owner: str | None = None) -> TaskRecord:
     now = clock.now()
     return TaskRecord(
@@ -91,15 +116,7 @@ async def test_group_commit_is_one_script_call(
     backend: RedisBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await backend.create_many([record(clock, f"t{n}", owner="i1") for n in range(50)])
-    calls: list[Any] = []
-    client = backend.client
-    real = client.evalsha
-
-    async def counting(*args: Any) -> Any:
-        calls.append(args[0])
-        return await real(*args)
-
-    monkeypatch.setattr(client, "evalsha", counting)
+    calls = count_script_calls(backend, monkeypatch)
     started = await backend.transition_many(
         [Transition(f"t{n}", frozenset({PENDING}), RUNNING) for n in range(50)]
         + [Transition("missing", frozenset({PENDING}), RUNNING)]
@@ -130,15 +147,7 @@ async def test_heartbeats_use_the_backend_clock(backend: RedisBackend, clock: Ma
 async def test_concurrent_enqueues_share_one_script_call(
     backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[Any] = []
-    client = backend.client
-    real = client.evalsha
-
-    async def counting(*args: Any) -> Any:
-        calls.append(args[0])
-        return await real(*args)
-
-    monkeypatch.setattr(client, "evalsha", counting)
+    calls = count_script_calls(backend, monkeypatch)
     ids = [f"t{n:03d}" for n in range(300)]
     await asyncio.gather(*(backend.enqueue(i, queue="q") for i in ids))
     assert len(calls) == 1

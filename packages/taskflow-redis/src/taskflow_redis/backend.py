@@ -95,6 +95,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self.retention = _retention(retention, url_retention)
         self._connector = connector
         self._client = None
+        self._line = None
         self._opened = False
         self._enqueues = Coalescer(self._enqueue_batch)
 
@@ -142,17 +143,23 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self._opened = True
 
     async def close(self) -> None:
-        """Close the connections this backend made. Idempotent.
+        """Close the connections this backend made (its pool's and its direct line's).
+        Idempotent.
 
         A client passed as ``client=`` (or the pool passed as ``connection_pool=``)
         stays open: its owner closes it.
         """
         await self._enqueues.drain()
         client, self._client = self._client, None
+        line, self._line = self._line, None
         self._opened = False
-        if client is not None:
-            with driver_errors("closing", self._where()):
-                await self._connector.close(client)
+        with driver_errors("closing", self._where()):
+            try:
+                if line is not None:
+                    await line.close()
+            finally:
+                if client is not None:
+                    await self._connector.close(client)
 
     def fork(self) -> RedisBackend:
         """Return an unopened backend on its own client, same server, prefix and clock.
@@ -166,6 +173,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin.retention = self.retention
         twin._connector = self._connector.twin()
         twin._client = None
+        twin._line = None
         twin._opened = False
         twin._enqueues = Coalescer(twin._enqueue_batch)
         return twin

@@ -13,6 +13,7 @@ from fastapi_taskflow.clock import Clock
 
 from .connection import DRIVER_ERRORS, AnyRedis, Connector, translated
 from .keys import KeySpace, micros
+from .line import DirectLine, direct_line
 from .scripts import SHAS, source
 
 __all__ = ["RedisBase", "logger"]
@@ -35,11 +36,13 @@ class RedisBase:
     _keys: KeySpace
     _connector: Connector
     _client: AnyRedis | None
+    _line: DirectLine | None
 
     def _redis(self) -> AnyRedis:
         client = self._client
         if client is None:
             client = self._client = self._connector.build()
+            self._line = direct_line(client)
         return client
 
     def _where(self) -> str:
@@ -48,23 +51,32 @@ class RedisBase:
     async def _run(self, name: str, args: Sequence[ArgT], action: str) -> Any:
         """Run script ``name`` with ``(base, *args)`` in one round trip, errors translated.
 
-        ``EVALSHA`` with the script's precomputed SHA; a server that does not know the
-        script (restarted, ``SCRIPT FLUSH``, another node) gets it once and the call is
-        retried.
+        ``EVALSHA`` with the script's precomputed SHA, on the backend's direct line when
+        it is free (see :mod:`taskflow_redis.line`), else through the client; a server
+        that does not know the script (restarted, ``SCRIPT FLUSH``, another node) gets
+        it once and the call is retried.
         """
         client = self._client or self._redis()
         keys = self._keys
+        sha = SHAS[name]
         try:
             try:
-                return await client.evalsha(SHAS[name], 1, keys.seq, keys.base, *args)
+                return await self._evalsha(client, sha, (keys.seq, keys.base, *args))
             except NoScriptError:
                 await client.script_load(source(name))
-                return await client.evalsha(SHAS[name], 1, keys.seq, keys.base, *args)
+                return await self._evalsha(client, sha, (keys.seq, keys.base, *args))
         except DRIVER_ERRORS as exc:
             error = translated(exc, action, self._where())
             if error is None:  # pragma: no cover - every caught type is translated
                 raise
             raise error from exc
+
+    async def _evalsha(self, client: AnyRedis, sha: str, args: tuple[ArgT, ...]) -> Any:
+        """``EVALSHA sha 1 *args`` on the direct line when it is free, else the client."""
+        line = self._line
+        if line is not None and line.free():
+            return await line.call("EVALSHA", sha, 1, *args)
+        return await client.evalsha(sha, 1, *args)
 
     def _now_us(self) -> int:
         return micros(self.clock.now())

@@ -49,7 +49,11 @@ from .keys import from_micros, micros, padded
 __all__ = ["RedisStore"]
 
 CREATE_BATCH = 500
-"""Records per ``create.lua`` call, so one script never blocks the server for long."""
+"""Records per ``write.lua`` call, so one script never blocks the server for long."""
+
+WRITE_BATCH = 1000
+"""Records and changes in all per ``write.lua`` call (a group commit larger than this
+takes more than one round trip, so one script never blocks the server for long)."""
 
 QUERY_BUDGET = 20_000
 """Index members one query call may examine before returning a short page."""
@@ -60,9 +64,29 @@ COUNT_BUCKETS = 1000
 AUTO_PURGE = 2
 """Expired finished tasks removed by each transition to a terminal status."""
 
-TRANSITION_BATCH = 1000
-"""Transitions per ``transition.lua`` call (a group commit larger than this takes more
-than one round trip, so one script never blocks the server for long)."""
+_Change = tuple[str, str, str, TaskUpdate | None]
+"""One item of the changes side of ``write.lua``: id, expected, new status, update."""
+
+
+def _calls(
+    records: Sequence[TaskRecord], changes: Sequence[_Change]
+) -> list[tuple[Sequence[TaskRecord], Sequence[_Change]]]:
+    """Cut a write into script calls of at most ``CREATE_BATCH`` records and
+    ``WRITE_BATCH`` items, in order: records first, the changes after the last of them
+    (in the same call when there is room)."""
+    calls: list[tuple[Sequence[TaskRecord], Sequence[_Change]]] = [
+        (records[start : start + CREATE_BATCH], ())
+        for start in range(0, len(records), CREATE_BATCH)
+    ]
+    start = 0
+    if calls and changes:
+        last = calls[-1][0]
+        start = WRITE_BATCH - len(last)
+        calls[-1] = (last, changes[:start])
+    calls += [
+        ((), changes[at : at + WRITE_BATCH]) for at in range(start, len(changes), WRITE_BATCH)
+    ]
+    return calls
 
 
 _EXPECTED: dict[frozenset[TaskStatus], str] = {}
@@ -70,7 +94,7 @@ _EXPECTED: dict[frozenset[TaskStatus], str] = {}
 
 
 def _expected(statuses: Collection[TaskStatus]) -> str:
-    """The ``expected`` argument of ``transition.lua``: ``,a,b,``."""
+    """The ``expected`` of a change in ``write.lua``: ``,a,b,``."""
     if type(statuses) is frozenset:
         found = _EXPECTED.get(statuses)
         if found is None:
@@ -127,16 +151,7 @@ class RedisStore(RedisBase):
 
         Up to 500 records go in one script call (one round trip, atomic as a batch).
         """
-        results: list[CreateResult] = []
-        for start in range(0, len(records), CREATE_BATCH):
-            batch = records[start : start + CREATE_BATCH]
-            items: list[str | int] = []
-            for record in batch:
-                items += encode_record(record, self._keys)
-            reply = await self._run("create", [dumps_compact(items)], "creating tasks")
-            for record, line in zip(batch, frame(reply, len(batch)), strict=True):
-                results.append(self._create_result(record, line))
-        return results
+        return (await self._write_records(records, (), "creating tasks"))[0]
 
     def _create_result(self, record: TaskRecord, line: str) -> CreateResult:
         if line == "~":
@@ -201,14 +216,7 @@ class RedisStore(RedisBase):
         if not expected:
             return None
         item = (task_id, _expected(expected), _status_value(new), update)
-        return (await self._write([item], f"updating task {task_id}"))[0]
-
-    async def write_many(
-        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
-        """See :meth:`fastapi_taskflow.protocols.Store.write_many`: for now the two writes
-        one after the other."""
-        return await self.create_many(creates), await self.transition_many(transitions)
+        return (await self._write_records((), [item], f"updating task {task_id}"))[1][0]
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
@@ -217,37 +225,79 @@ class RedisStore(RedisBase):
         atomic as a whole. Items with an empty ``expected`` are answered None without
         being sent.
         """
+        return (await self.write_many((), transitions))[1]
+
+    async def write_many(
+        self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """See :meth:`fastapi_taskflow.protocols.Store.write_many`.
+
+        One script call, so one round trip, atomic as a whole, when the write holds at
+        most 500 records and 1,000 items in all (a group commit of the engine, as a
+        rule); a larger one is cut into such calls, sent one after the other, records
+        first. Transitions with an empty ``expected`` are answered None without being
+        sent.
+        """
         results: list[TaskRecord | None] = [None] * len(transitions)
-        todo: list[tuple[int, tuple[str, str, str, TaskUpdate | None]]] = []
-        for index, item in enumerate(transitions):
-            if item.expected:
-                new = _status_value(item.new)
-                todo.append((index, (item.task_id, _expected(item.expected), new, item.update)))
-        for start in range(0, len(todo), TRANSITION_BATCH):
-            chunk = todo[start : start + TRANSITION_BATCH]
-            written = await self._write([item for _, item in chunk], "updating tasks")
-            for (index, _), record in zip(chunk, written, strict=True):
-                results[index] = record
-        return results
+        sent: list[int] = []
+        items: list[_Change] = []
+        for index, change in enumerate(transitions):
+            if change.expected:
+                sent.append(index)
+                new = _status_value(change.new)
+                items.append((change.task_id, _expected(change.expected), new, change.update))
+        action = "updating tasks" if not creates else "creating tasks"
+        if creates and items:
+            action = "creating and updating tasks"
+        created, written = await self._write_records(creates, items, action)
+        for index, record in zip(sent, written, strict=True):
+            results[index] = record
+        return created, results
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
-        return (await self._write([(task_id, "*", "", update)], f"updating task {task_id}"))[0]
+        item = (task_id, "*", "", update)
+        return (await self._write_records((), [item], f"updating task {task_id}"))[1][0]
 
-    async def _write(
-        self, items: Sequence[tuple[str, str, str, TaskUpdate | None]], action: str
-    ) -> list[TaskRecord | None]:
-        """Run ``transition.lua`` over ``(id, expected, new, update)`` items, in order."""
+    async def _write_records(
+        self, records: Sequence[TaskRecord], changes: Sequence[_Change], action: str
+    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        """Run ``write.lua``: insert ``records``, then apply ``(id, expected, new,
+        update)`` changes, in order, in as few script calls as the batch limits allow."""
+        created: list[CreateResult] = []
+        changed: list[TaskRecord | None] = []
+        if not records and not changes:
+            return created, changed
         now = self.clock.now()
         stamp = '"' + iso_utc(now) + '"'
-        batch: list[str | int] = []
-        for task_id, expected, new, update in items:
-            fin, owner, fields = encode_update(update, stamp)
-            batch += [task_id, expected, new, fin, owner, len(fields) // 2, *fields]
-        args: list[str | int] = [self._retention_cutoff(now), AUTO_PURGE, dumps_compact(batch)]
-        reply = await self._run("transition", args, action)
+        cutoff = self._retention_cutoff(now)
+        keys = self._keys
+        for batch, chunk in _calls(records, changes):
+            inserts = ""
+            if batch:
+                flat: list[str | int] = []
+                for record in batch:
+                    flat += encode_record(record, keys)
+                inserts = dumps_compact(flat)
+            sets = ""
+            if chunk:
+                items: list[str | int] = []
+                for task_id, expected, new, update in chunk:
+                    fin, owner, fields = encode_update(update, stamp)
+                    items += [task_id, expected, new, fin, owner, len(fields) // 2, *fields]
+                sets = dumps_compact(items)
+            reply = await self._run("write", [cutoff, AUTO_PURGE, inserts, sets], action)
+            if batch:
+                for record, line in zip(batch, frame(reply[0], len(batch)), strict=True):
+                    created.append(self._create_result(record, line))
+            if chunk:
+                changed += self._changed(chunk, frame(reply[1], len(chunk)))
+        return created, changed
+
+    def _changed(self, chunk: Sequence[_Change], lines: list[str]) -> list[TaskRecord | None]:
+        """The records that the reply lines of ``chunk`` describe (None: not changed)."""
         out: list[TaskRecord | None] = []
-        for (task_id, *_), line in zip(items, frame(reply, len(items)), strict=True):
+        for (task_id, *_), line in zip(chunk, lines, strict=True):
             if line == "":
                 out.append(None)
             elif line == "!":

@@ -17,8 +17,7 @@ from importlib.resources import files
 __all__ = ["SCRIPT_NAMES", "SHAS", "source"]
 
 SCRIPT_NAMES = (
-    "create",
-    "transition",
+    "write",
     "adopt",
     "get",
     "find_key",

@@ -308,3 +308,182 @@ local function promote(q, now, cap)
   end
 end
 
+
+--@ create_batch: record count track statuses
+-- Insert-if-absent for a batch of records. items: the decoded JSON array, flat, per
+-- record: id, idem ('' = none), status, func, member, ix (JSON array of its other index
+-- keys, after '<base>idx:'), fin ('' = not finished), nfields, field/value pairs.
+-- Returns one string, a line per record: '+' created, '~' created over a corrupt value,
+-- else the JSON of the existing record (same id, or the live holder of the key).
+local function create_batch(items)
+  local p = 1
+  local out = {}
+  local IX = {} -- decoded 'ix' lists (records of one function and queue share one)
+  while p <= #items do
+    local id, idem, s, f, m, ix, fin = items[p], items[p + 1], items[p + 2], items[p + 3],
+      items[p + 4], items[p + 5], items[p + 6]
+    local nf = tonumber(items[p + 7])
+    local first = p + 8
+    p = first + 2 * nf
+    local key = task_key(id)
+    -- A new id (the usual case) costs one EXISTS; only a taken one is read.
+    local existing = false
+    if redis.call('EXISTS', key) == 1 then existing = record_json(id) end
+    local result = nil
+    if existing and existing ~= 'corrupt' then
+      result = existing
+    elseif idem ~= '' then
+      local holder = redis.call('HGET', K_IDEM, idem)
+      if holder and holder ~= id then
+        local rec = record_json(holder)
+        if rec and rec ~= 'corrupt' then result = rec end
+      end
+    end
+    if not result then
+      local code = '+'
+      if existing == 'corrupt' then
+        redis.call('DEL', key)
+        code = '~'
+      end
+      redis.call('HSET', key, unpack(items, first, p - 1))
+      local o, st = false, false
+      for i = first, p - 1, 2 do
+        if items[i] == 'o' then o = items[i + 1] elseif items[i] == 'st' then st = items[i + 1] end
+      end
+      zadd_later(K_ALL, 0, m)
+      zadd_later(status_idx(s), 0, m)
+      local ixs = IX[ix]
+      if not ixs then
+        ixs = {}
+        for _, ik in ipairs(cjson.decode(ix)) do ixs[#ixs + 1] = B .. 'idx:' .. ik end
+        IX[ix] = ixs
+      end
+      for _, ik in ipairs(ixs) do zadd_later(ik, 0, m) end
+      count(s, f, 1)
+      if ACTIVE[s] then reindex_owner(m, false, false, o, true) end
+      if fin ~= '' then
+        track_finished(id, s, fin)
+        track_duration(id, s, f, st, fin)
+      end
+      if idem ~= '' and not RELEASING[s] then redis.call('HSET', K_IDEM, idem, id) end
+      result = code
+    end
+    out[#out + 1] = result
+  end
+  flush()
+  return table.concat(out, '\n')
+end
+
+--@ transition_batch: record count track delete statuses
+-- Compare-and-set the status of a batch of tasks, applying field changes in the same step
+-- (transition, transition_many and update). items: the decoded JSON array, flat, per
+-- item: id, expected (',a,b,' or '*' for any), new status ('' = keep), fin ('' = unchanged,
+-- '-' = cleared, else microseconds), owner ('' = unchanged, '-' = cleared, '=' .. owner),
+-- nfields, field/value pairs. cutoff: the retention cutoff ('' = none); per_finish: the
+-- auto-purge batch per task that finishes.
+-- Returns one string, a line per item: the record's JSON on success, '' when absent or
+-- not in expected, '!' when the key holds a value that is not a record.
+-- Each task hash is read once (HMGET) and written once (HSET, plus HDEL when a field is
+-- cleared); index and counter changes are deferred to the one flush of the batch.
+
+-- HMGET layout: 'd', 's', MUTABLE (3..11), then these.
+local T_M, T_F, T_K, T_O, T_FIN, T_ST = 12, 13, 14, 15, 16, 17
+local T_READ = {'d', 's'}
+for _, name in ipairs(MUTABLE) do T_READ[#T_READ + 1] = name end
+for _, name in ipairs({'m', 'f', 'k', 'o', 'fin', 'st'}) do T_READ[#T_READ + 1] = name end
+
+local function apply_transition(items, id, expected, new, fin, own, first, last)
+  local key = task_key(id)
+  local v = redis.pcall('HMGET', key, unpack(T_READ))
+  if type(v) == 'table' and v.err then return '!', false end
+  local cur = v[2]
+  if not cur then
+    if redis.call('EXISTS', key) == 1 then return '!', false end
+    return '', false
+  end
+  if expected ~= '*' and not string.find(expected, ',' .. cur .. ',', 1, true) then
+    return '', false
+  end
+  if new == '' then new = cur end
+  local w = {}
+  for i = first, last, 2 do
+    local name, value = items[i], items[i + 1]
+    w[#w + 1] = name
+    w[#w + 1] = value
+    local at = MUTABLE_AT[name]
+    if at then
+      v[at] = value
+    elseif name == 'st' then
+      v[T_ST] = value
+    end
+  end
+  local dels = {}
+  if fin == '-' then
+    if v[T_FIN] then dels[#dels + 1] = 'fin' end
+    v[T_FIN] = false
+  elseif fin ~= '' then
+    w[#w + 1] = 'fin'
+    w[#w + 1] = fin
+    v[T_FIN] = fin
+  end
+  local o = v[T_O]
+  local new_o = o
+  if own == '-' then
+    new_o = false
+    if o then dels[#dels + 1] = 'o' end
+  elseif own ~= '' then
+    new_o = string.sub(own, 2)
+    w[#w + 1] = 'o'
+    w[#w + 1] = new_o
+  end
+  if new ~= cur then
+    w[#w + 1] = 's'
+    w[#w + 1] = new
+    v[2] = new
+  end
+  if #w > 0 then redis.call('HSET', key, unpack(w)) end
+  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  local m, f, k = v[T_M], v[T_F], v[T_K]
+  reindex_owner(m, o, ACTIVE[cur], new_o, ACTIVE[new])
+  if new ~= cur then
+    if m then
+      zrem_later(status_idx(cur), m)
+      zadd_later(status_idx(new), 0, m)
+    end
+    count(cur, f, -1)
+    count(new, f, 1)
+    if k and RELEASING[new] and redis.call('HGET', K_IDEM, k) == id then
+      redis.call('HDEL', K_IDEM, k)
+    end
+  end
+  local fin_now = v[T_FIN]
+  if fin_now or TERMINAL[cur] then track_finished(id, new, fin_now, cur) end
+  if (DONE[new] or DONE[cur]) and (new ~= cur or fin ~= '') then
+    track_duration(id, new, f, v[T_ST], fin_now)
+  end
+  local json = splice(v, true)
+  if json == 'corrupt' then json = '!' end
+  return json, TERMINAL[new] and new ~= cur
+end
+
+local function transition_batch(items, cutoff, per_finish)
+  local out = {}
+  local finished = 0
+  local p = 1
+  while p <= #items do
+    local nf = tonumber(items[p + 5])
+    local first = p + 6
+    local last = first + 2 * nf - 1
+    local res, done = apply_transition(items, items[p], items[p + 1], items[p + 2],
+      items[p + 3], items[p + 4], first, last)
+    if done then finished = finished + 1 end
+    out[#out + 1] = res
+    p = last + 1
+  end
+  flush()
+  if cutoff ~= '' and finished > 0 then
+    purge_finished(cutoff, per_finish * finished)
+    prune_runkeys(cutoff, per_finish * finished)
+  end
+  return table.concat(out, '\n')
+end
