@@ -203,6 +203,13 @@ class Engine:
             return runtime
         return await self._start_loops(runtime, backend)
 
+    def _group_here(self) -> GroupCommit | None:
+        """The group commit of the running loop (durable backends), else None."""
+        group = self._group_commit
+        if group is not None and group.loop is asyncio.get_running_loop():
+            return group
+        return None
+
     def _new_group_commit(
         self, backend: TaskBackend, loop: asyncio.AbstractEventLoop
     ) -> GroupCommit | None:
@@ -459,8 +466,8 @@ class Engine:
             return
         self.check_opened()
         backend = self.backend
-        group = self._group_commit
-        if group is not None and group.loop is asyncio.get_running_loop():
+        group = self._group_here()
+        if group is not None:
             await self.availability.call(group.flush)  # with the status changes waiting
             return
         after = partial(enqueue_batch, self.tasks, backend) if self.durable else None
@@ -563,11 +570,22 @@ class Engine:
         self, task_id: str, *, finishing: list[asyncio.Task[None]] | None = None
     ) -> None:
         """Run an accepted task now (background list, eager, or awaited by hand);
-        ``finishing``: see :func:`~fastapi_taskflow.executor.execute`."""
+        ``finishing``: see :func:`~fastapi_taskflow.executor.execute`.
+
+        A task whose record is still in the write buffer (no response has carried its
+        id yet: an eager task, a container awaited by hand, a script) starts without a
+        flush of its own on a durable backend: its start (PENDING -> RUNNING) goes to
+        the group commit, whose next write holds the buffered record too, created
+        before the start in the same ``write_many``.
+        """
         runtime = self._runtime
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
             await self.started()
-        if task_id in self.pending and not await self.flush_for(task_id):
+        if (
+            task_id in self.pending
+            and self._group_here() is None
+            and not await self.flush_for(task_id)
+        ):
             return  # dropped, or not accepted by this manager
         invocation = self.tasks.get(task_id)
         if invocation is None:
@@ -595,9 +613,17 @@ class Engine:
     ) -> TaskRecord | None:
         """``Store.transition`` on this loop's backend, batched with the other status
         changes of this loop turn on a durable backend (see ``group_commit``)."""
-        group = self._group_commit
-        if group is not None and group.loop is asyncio.get_running_loop():
-            return await group.transition(Transition(task_id, expected, new, update))
+        group = self._group_here()
+        if group is not None:
+            try:
+                return await group.transition(Transition(task_id, expected, new, update))
+            except BackendUnavailableError:
+                if task_id in self.pending:
+                    # A start sent with its task's record (see run_now), neither known
+                    # to be written: the caller retries the start on the store itself,
+                    # which needs the record there first.
+                    await self.flush_for(task_id)
+                raise
         return await self.backend.transition(task_id, expected=expected, new=new, update=update)
 
     # -- events -----------------------------------------------------------------------
