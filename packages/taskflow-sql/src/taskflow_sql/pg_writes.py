@@ -35,6 +35,7 @@ from fastapi_taskflow.models import (
     TaskRecord,
     TaskStatus,
     Transition,
+    construct,
 )
 
 from .context import SQLContext
@@ -112,7 +113,7 @@ class PostgresWrites:
             args.append(zlib.crc32(chunk[0].task_id.encode()) % slots)
             inserted = {row[0] for row in await self._fetch("creating tasks", sql, args)}
             results += [
-                CreateResult(record=normalized(record), created=True)
+                construct(CreateResult, record=normalized(record), created=True)
                 if record.task_id in inserted
                 else None
                 for record in chunk
@@ -208,7 +209,7 @@ class PostgresWrites:
         made: list[CreateResult | None] = []
         for at, (record, row) in enumerate(zip(creates, rows, strict=True)):
             if record.task_id in inserted:
-                made.append(CreateResult(record=normalized(record), created=True))
+                made.append(construct(CreateResult, record=normalized(record), created=True))
                 if at in ahead:
                     results[ahead[at]] = fast_record(_as_read(row))
                 continue

@@ -21,6 +21,7 @@ from fastapi_taskflow.models import (
     TaskRecord,
     TaskStatus,
     construct,
+    copy_with,
 )
 
 from .schema import TAG_LENGTH, Tables
@@ -120,14 +121,15 @@ def record_values(record: TaskRecord) -> dict[str, Any]:
 
 def normalized(record: TaskRecord) -> TaskRecord:
     """Return ``record`` as it reads back from the database (UTC datetimes, no logs)."""
-    return record.model_copy(
-        update={
+    return copy_with(
+        record,
+        {
             "created_at": _utc(record.created_at),
             "updated_at": _utc(record.updated_at),
             "started_at": _utc(record.started_at),
             "finished_at": _utc(record.finished_at),
             "logs": [],
-        }
+        },
     )
 
 
