@@ -21,7 +21,7 @@ from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_changes, storable_entries
-from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate, construct
+from .models import LiveRecord, LogEntry, TaskRecord, TaskStatus, TaskUpdate, construct
 from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
 from .supervision import supervise
@@ -51,6 +51,16 @@ _SUCCESS = TaskStatus.SUCCESS
 
 Changes = dict[str, Any]
 """The fields a status change sets (the keys of :class:`~fastapi_taskflow.models.TaskUpdate`)."""
+
+Kept = TaskRecord | LiveRecord
+"""A record as a status change returns it: a snapshot from a shared store, or the
+record an in-process store keeps (changed in place by the task's next change)."""
+
+
+def _snapshot(record: Kept) -> TaskRecord:
+    """``record`` as a ``TaskRecord`` that no later change touches (for events and the
+    queue)."""
+    return record.to_record() if isinstance(record, LiveRecord) else record
 
 
 class OutcomeNotWritten(Exception):
@@ -100,6 +110,7 @@ async def _attempt(
     started_at = engine.clock.now()
     start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
     in_process = engine.transition_now
+    record: Kept | None
     if in_process is not None:  # a store in this process: no await, nothing to retry
         record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
     else:
@@ -122,14 +133,14 @@ async def _attempt(
         runtime.running[task_id] = current
     listening = engine.listening
     if listening:
-        await engine.emit_lifecycle(record)
+        await engine.emit_lifecycle(_snapshot(record))
     ctx = task_context.TaskContext(
         task_id=task_id,
         func_name=record.func_name,
         attempt=attempt,
         tags=dict(record.tags),
         _clock=engine.clock,
-        _on_log=engine.log_emitter(record) if listening else None,
+        _on_log=engine.log_emitter(_snapshot(record)) if listening else None,
     )
     again = False
     succeeded: Changes | None = None
@@ -199,7 +210,7 @@ async def _attempt(
 
 
 async def _finish_later(
-    engine: Engine, record: TaskRecord, ctx: task_context.TaskContext, changes: Changes
+    engine: Engine, record: Kept, ctx: task_context.TaskContext, changes: Changes
 ) -> None:
     """Write a successful outcome after ``execute`` returned (see its ``finishing``)."""
     try:
@@ -233,7 +244,7 @@ async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
 
 async def _failed(
     engine: Engine,
-    record: TaskRecord,
+    record: Kept,
     invocation: Invocation,
     ctx: task_context.TaskContext,
     exc: Exception,
@@ -255,7 +266,7 @@ async def _failed(
             return False
         if delay <= 0 and not engine.runtime().stopping:
             return True
-        await engine.requeue(retried, delay, release=delay > 0)
+        await engine.requeue(_snapshot(retried), delay, release=delay > 0)
         return False
     failed = {"finished_at": engine.clock.now(), "error": error}
     await _finish(engine, record, ctx, TaskStatus.FAILED, failed)
@@ -263,7 +274,7 @@ async def _failed(
     return False
 
 
-async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.TaskContext) -> None:
+async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskContext) -> None:
     error = "interrupted by shutdown"
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
@@ -271,7 +282,7 @@ async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.Tas
             _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
         )
         if again is not None:
-            await asyncio.shield(engine.requeue(again))
+            await asyncio.shield(engine.requeue(_snapshot(again)))
         return
     interrupted = {"finished_at": engine.clock.now(), "error": error}
     await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, interrupted))
@@ -279,11 +290,11 @@ async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.Tas
 
 async def _finish(
     engine: Engine,
-    record: TaskRecord,
+    record: Kept,
     ctx: task_context.TaskContext,
     status: TaskStatus,
     changes: Changes,
-) -> TaskRecord | None:
+) -> Kept | None:
     """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
     with ``changes``; the record written, or None when it was no longer RUNNING."""
     entries = ctx.take_entries()
@@ -311,6 +322,7 @@ async def _finish(
     if entries:
         await _append_logs(engine, record.task_id, entries)
     in_process = engine.transition_now
+    done: Kept | None
     if in_process is not None:  # a store in this process: no await, nothing to retry
         done = in_process(record.task_id, expected=_RUNNING, new=status, changes=changes)
     else:
@@ -330,7 +342,7 @@ async def _finish(
         logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
         return None
     if engine.listening:
-        await engine.emit_lifecycle(done)
+        await engine.emit_lifecycle(_snapshot(done))
     return done
 
 
@@ -354,7 +366,7 @@ async def _append_logs(engine: Engine, task_id: str, entries: list[LogEntry]) ->
 
 
 async def _finish_plainly(
-    engine: Engine, record: TaskRecord, status: TaskStatus, changes: Changes, exc: Exception
+    engine: Engine, record: Kept, status: TaskStatus, changes: Changes, exc: Exception
 ) -> TaskRecord | None:
     """Write ``status`` without the result and with a plain error after the store refused
     the full outcome; raise ``OutcomeNotWritten`` if it refuses that too."""
@@ -431,7 +443,7 @@ async def _transition(
     return done
 
 
-async def end_unwritten(engine: Engine, record: TaskRecord) -> None:
+async def end_unwritten(engine: Engine, record: Kept) -> None:
     """End a RUNNING task whose outcome the store refused: INTERRUPTED with a plain
     error, retried with backoff until the store takes it (or the task is no longer
     RUNNING)."""

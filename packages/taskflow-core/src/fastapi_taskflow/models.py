@@ -23,12 +23,14 @@ __all__ = [
     "DURATION_STATUSES",
     "DURATION_WINDOW",
     "KEY_RELEASING_STATUSES",
+    "LIVE_FIELDS",
     "PERCENTILES",
     "TERMINAL_STATUSES",
     "Claim",
     "CreateResult",
     "DurationStats",
     "Transition",
+    "LiveRecord",
     "LogEntry",
     "TaskPage",
     "TaskQuery",
@@ -144,6 +146,141 @@ class TaskRecord(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Return the record as JSON-ready data (what a route returns)."""
         return self.model_dump(mode="json")
+
+
+_EMPTY_ARGS: tuple[Any, ...] = ()
+
+
+class LiveRecord:
+    """A task's record as a store in this process keeps it: one slotted object.
+
+    It has the attributes of :class:`TaskRecord` but ``logs`` and is changed in place
+    by its store, one attribute per written field. It is what ``memory://`` keeps per
+    task and what its ``create_now``/``transition_now`` exchange with the engine
+    (:class:`~fastapi_taskflow.protocols.InProcessStore`): a pydantic record with its
+    ``__dict__``, its ``args`` list and its ``logs`` list is four objects for Python's
+    garbage collector to walk on every full collection, this is one. Whatever a store
+    hands out through the ``Store`` API is a :class:`TaskRecord` made by
+    :meth:`to_record`, a snapshot.
+
+    ``args`` may be kept as a tuple (no positional arguments: the shared empty tuple);
+    :meth:`to_record` hands out a list.
+    """
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "cancel_requested",
+        "created_at",
+        "error",
+        "finished_at",
+        "func_name",
+        "idempotency_key",
+        "kwargs",
+        "max_retries",
+        "owner",
+        "priority",
+        "progress",
+        "queue",
+        "requeue_on_interrupt",
+        "result",
+        "started_at",
+        "status",
+        "tags",
+        "task_id",
+        "updated_at",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        created_at: datetime,
+        *,
+        status: TaskStatus = TaskStatus.PENDING,
+        queue: str = "default",
+        priority: int = 0,
+        args: list[Any] | tuple[Any, ...] | None = _EMPTY_ARGS,
+        kwargs: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        attempt: int = 0,
+        max_retries: int = 0,
+        requeue_on_interrupt: bool = False,
+        updated_at: datetime | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.func_name = func_name
+        self.status = status
+        self.queue = queue
+        self.priority = priority
+        self.args = args
+        self.kwargs: dict[str, Any] | None = kwargs if kwargs is not None else {}
+        self.tags = tags if tags is not None else {}
+        self.idempotency_key = idempotency_key
+        self.attempt = attempt
+        self.max_retries = max_retries
+        self.requeue_on_interrupt = requeue_on_interrupt
+        self.created_at = created_at
+        self.updated_at = updated_at if updated_at is not None else created_at
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.error: str | None = None
+        self.result: Any = None
+        self.progress: float | None = None
+        self.cancel_requested = False
+        self.owner = owner
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> LiveRecord:
+        """A live copy of ``record`` (its ``logs`` left out); shares no mutable value."""
+        live = cls.__new__(cls)
+        values = record.__dict__
+        for name in LIVE_FIELDS:
+            setattr(live, name, values[name])
+        live.args = list(record.args) if record.args is not None else None
+        live.kwargs = dict(record.kwargs) if record.kwargs is not None else None
+        live.tags = dict(record.tags)
+        return live
+
+    def to_record(self, logs: list[LogEntry] | None = None) -> TaskRecord:
+        """A :class:`TaskRecord` snapshot of this record now (``logs``: its logs, else
+        none), unvalidated: every value was checked when it was written."""
+        args = self.args
+        kwargs = self.kwargs
+        data = {
+            "task_id": self.task_id,
+            "func_name": self.func_name,
+            "status": self.status,
+            "queue": self.queue,
+            "priority": self.priority,
+            "args": list(args) if args is not None else None,
+            "kwargs": dict(kwargs) if kwargs is not None else None,
+            "tags": dict(self.tags),
+            "idempotency_key": self.idempotency_key,
+            "attempt": self.attempt,
+            "max_retries": self.max_retries,
+            "requeue_on_interrupt": self.requeue_on_interrupt,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "result": self.result,
+            "progress": self.progress,
+            "cancel_requested": self.cancel_requested,
+            "owner": self.owner,
+            "logs": logs if logs is not None else [],
+        }
+        return from_fields(TaskRecord, data, every_field(TaskRecord))
+
+    def __repr__(self) -> str:
+        return f"LiveRecord(task_id={self.task_id!r}, status={self.status.value!r})"
+
+
+LIVE_FIELDS = tuple(sorted(LiveRecord.__slots__))
+"""The fields of a :class:`LiveRecord`: every field of :class:`TaskRecord` but ``logs``."""
 
 
 class TaskUpdate(BaseModel):
@@ -380,7 +517,7 @@ def fold_text(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
-def matches_text(record: TaskRecord, q: str | None) -> bool:
+def matches_text(record: TaskRecord | LiveRecord, q: str | None) -> bool:
     """True when ``q`` occurs in the record's func name, id, error, or a tag key or value.
 
     The reference for :attr:`TaskQuery.q`: comparison folds ASCII letters only; an empty

@@ -16,6 +16,7 @@ from fastapi_taskflow.models import (
     TERMINAL_STATUSES,
     CreateResult,
     DurationStats,
+    LiveRecord,
     LogEntry,
     TaskPage,
     TaskQuery,
@@ -27,11 +28,9 @@ from fastapi_taskflow.models import (
     Transition,
     bucket_start,
     construct,
-    copy_with,
     decode_cursor,
     duration_stats,
     encode_cursor,
-    every_field,
     matches_text,
 )
 
@@ -50,16 +49,6 @@ def _log_entry(line: StoredLine) -> LogEntry:
     )
 
 
-def _copy(record: TaskRecord) -> TaskRecord:
-    """What a method hands out: a copy, never the stored record, which later changes
-    modify in place."""
-    return copy_with(record, {})
-
-
-_WRITTEN = frozenset({"status", "updated_at"})
-_EVERY_FIELD = every_field(TaskRecord)
-"""The fields every write sets besides its changes."""
-
 DEFAULT_MAX_RECORDS = 10_000
 """How many task records a memory backend keeps before it drops the oldest finished ones."""
 
@@ -70,7 +59,9 @@ class MemoryState:
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         self.lock = threading.Lock()
         self.max_records = max_records
-        self.records: dict[str, TaskRecord] = {}
+        self.records: dict[str, LiveRecord] = {}
+        """Task id -> its record, kept as one slotted object changed in place; the
+        ``Store`` methods hand out :meth:`LiveRecord.to_record` snapshots."""
         self.finished: dict[str, None] = {}
         """Ids of finished tasks in the order they finished (oldest first)."""
         self.logs: dict[str, list[StoredLine]] = defaultdict(list)
@@ -91,31 +82,32 @@ class MemoryStore:
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`."""
+        live = LiveRecord.from_record(record)
         with self._state.lock:
-            return self._create_result(record, self._create_locked(record))
+            return self._create_result(live, self._create_locked(live))
 
-    def create_now(self, record: TaskRecord) -> TaskRecord | None:
-        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
+    def create_now(self, record: LiveRecord | TaskRecord) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`: a
+        ``LiveRecord`` is kept as it is (it is the engine's, handed over)."""
+        live = record if isinstance(record, LiveRecord) else LiveRecord.from_record(record)
         with self._state.lock:
-            holder = self._create_locked(record, own=True)
-            return None if holder is None else _copy(holder)
+            holder = self._create_locked(live)
+            return None if holder is None else holder.to_record()
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
+        lives = [LiveRecord.from_record(record) for record in records]
         with self._state.lock:
-            return [self._create_result(record, self._create_locked(record)) for record in records]
+            return [self._create_result(live, self._create_locked(live)) for live in lives]
 
-    def _create_result(self, record: TaskRecord, holder: TaskRecord | None) -> CreateResult:
+    def _create_result(self, live: LiveRecord, holder: LiveRecord | None) -> CreateResult:
         if holder is None:
-            return construct(
-                CreateResult, record=_copy(self._state.records[record.task_id]), created=True
-            )
-        return CreateResult(record=holder.model_copy(), created=False)
+            return construct(CreateResult, record=live.to_record(), created=True)
+        return construct(CreateResult, record=holder.to_record(), created=False)
 
-    def _create_locked(self, record: TaskRecord, *, own: bool = False) -> TaskRecord | None:
-        """Store ``record`` (``own``: the caller hands the object over); None when
-        stored, else the stored record holding its id or its idempotency key (not
-        copied)."""
+    def _create_locked(self, record: LiveRecord) -> LiveRecord | None:
+        """Keep ``record`` (the store's from now on); None when kept, else the kept
+        record holding its id or its idempotency key."""
         state = self._state
         existing = state.records.get(record.task_id)
         if existing is not None:
@@ -127,9 +119,7 @@ class MemoryStore:
                 return state.records[holder_id]
             if record.status not in KEY_RELEASING_STATUSES:
                 state.key_holders[key] = record.task_id
-        # The stored record is changed in place later: keep a copy, unless the record is
-        # the engine's own (create_now), never used by it again but through this store.
-        stored = record if own and not record.logs else copy_with(record, {"logs": []})
+        stored = record
         state.records[record.task_id] = stored
         self._count(stored, +1)
         if stored.owner is not None and stored.status in ACTIVE_STATUSES:
@@ -156,7 +146,7 @@ class MemoryStore:
             else:
                 self._delete_locked(record)
 
-    def _delete_locked(self, record: TaskRecord) -> None:
+    def _delete_locked(self, record: LiveRecord) -> None:
         state = self._state
         del state.records[record.task_id]
         state.finished.pop(record.task_id, None)
@@ -175,7 +165,7 @@ class MemoryStore:
             if record is None:
                 return None
             lines = self._state.logs.get(task_id, ())
-            return copy_with(record, {"logs": [_log_entry(line) for line in lines]})
+            return record.to_record([_log_entry(line) for line in lines])
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
@@ -183,7 +173,7 @@ class MemoryStore:
             holder_id = self._state.key_holders.get(idempotency_key)
             if holder_id is None:
                 return None
-            return self._state.records[holder_id].model_copy()
+            return self._state.records[holder_id].to_record()
 
     async def transition(
         self,
@@ -204,12 +194,12 @@ class MemoryStore:
         expected: Collection[TaskStatus],
         new: TaskStatus,
         changes: Mapping[str, Any] | None = None,
-    ) -> TaskRecord | None:
+    ) -> LiveRecord | None:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`.
 
-        For the engine only: it returns the stored record itself, changed in place (no
+        For the engine only: it returns the kept record itself, changed in place (no
         copy per status change), so it shows the task's later changes too. Every other
-        method hands out copies.
+        method hands out snapshots.
         """
         with self._state.lock:
             record = self._state.records.get(task_id)
@@ -228,7 +218,7 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None or record.status not in expected:
                 return None
-            return _copy(self._write_locked(record, new, changes))
+            return self._write_locked(record, new, changes).to_record()
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
@@ -241,7 +231,7 @@ class MemoryStore:
                     results.append(None)
                 else:
                     changes = item.update.changes() if item.update is not None else None
-                    results.append(_copy(self._write_locked(record, item.new, changes)))
+                    results.append(self._write_locked(record, item.new, changes).to_record())
         return results
 
     async def owners(self) -> set[str]:
@@ -263,7 +253,7 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None or record.owner != owner or record.status not in ACTIVE_STATUSES:
                 return None
-            return _copy(self._set_owner_locked(record, new_owner))
+            return self._set_owner_locked(record, new_owner).to_record()
 
     def _hand_over(self, task_ids: Sequence[str], owner: str) -> None:
         """Make ``owner`` the owner of the active records among ``task_ids`` (for
@@ -279,11 +269,11 @@ class MemoryStore:
                 ):
                     self._set_owner_locked(record, owner)
 
-    def _set_owner_locked(self, record: TaskRecord, owner: str | None) -> TaskRecord:
-        """Give the stored ``record`` a new owner in place (None: released) and return
+    def _set_owner_locked(self, record: LiveRecord, owner: str | None) -> LiveRecord:
+        """Give the kept ``record`` a new owner in place (None: released) and return
         it; the record must be active."""
         old_owner = record.owner
-        record.__dict__["owner"] = owner
+        record.owner = owner
         if old_owner is not None:
             self._disown(old_owner, record.task_id)
         if owner is not None:
@@ -310,22 +300,19 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None:
                 return None
-            return _copy(self._write_locked(record, record.status, update.changes()))
+            return self._write_locked(record, record.status, update.changes()).to_record()
 
     def _write_locked(
-        self, record: TaskRecord, status: TaskStatus, changes: Mapping[str, Any] | None
-    ) -> TaskRecord:
-        """Apply a status change to the stored ``record`` in place and return it (the
-        stored record itself: the async methods hand out copies, see :func:`_copy`)."""
+        self, record: LiveRecord, status: TaskStatus, changes: Mapping[str, Any] | None
+    ) -> LiveRecord:
+        """Apply a status change to the kept ``record`` in place and return it (the
+        kept record itself: the ``Store`` methods hand out snapshots)."""
         old_status, old_owner = record.status, record.owner
-        fields_set = record.__pydantic_fields_set__
-        if fields_set is not _EVERY_FIELD:  # a record validated elsewhere: keep it true
-            fields_set.update(_WRITTEN, changes or ())
-        data = record.__dict__
         if changes:
-            data.update(changes)
-        data["status"] = status
-        data["updated_at"] = self.clock.now()
+            for name, value in changes.items():
+                setattr(record, name, value)
+        record.status = status
+        record.updated_at = self.clock.now()
         state = self._state
         new_owner = record.owner
         was_active = old_status in ACTIVE_STATUSES
@@ -356,7 +343,7 @@ class MemoryStore:
                 state.finished.pop(record.task_id, None)
         return record
 
-    def _count(self, record: TaskRecord, delta: int) -> None:
+    def _count(self, record: LiveRecord, delta: int) -> None:
         state = self._state
         state.status_counts[record.status] += delta
         by_func = state.func_counts.get(record.func_name)
@@ -389,8 +376,8 @@ class MemoryStore:
                 and (after is None or (record.created_at, record.task_id) < after)
                 and matches_text(record, query.q)
             ]
-        matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
-        page = [r.model_copy() for r in matches[: query.limit]]
+            matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
+            page = [r.to_record() for r in matches[: query.limit]]
         next_cursor = None
         if len(matches) > query.limit:
             last = page[-1]
