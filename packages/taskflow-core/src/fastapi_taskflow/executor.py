@@ -13,18 +13,29 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
+from . import progress, supervision
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_changes, storable_entries
-from .models import LiveRecord, LogEntry, TaskRecord, TaskStatus, TaskUpdate, construct
+from .models import (
+    LiveRecord,
+    LogEntry,
+    LogLine,
+    TaskRecord,
+    TaskStatus,
+    TaskUpdate,
+    construct,
+    log_entry,
+)
 from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
-from .supervision import supervise
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
@@ -94,119 +105,126 @@ async def execute(
     (``delay=0``) is retried right here, through PENDING → RUNNING again, without a trip
     through the queue; a later retry goes to the queue with its not-before time.
     """
-    while await _attempt(engine, task_id, invocation, finishing):
-        pass
-
-
-async def _attempt(
-    engine: Engine,
-    task_id: str,
-    invocation: Invocation,
-    finishing: list[asyncio.Task[None]] | None = None,
-) -> bool:
-    """Run one attempt; True when the next attempt is due at once and runs here."""
-    owner = engine.instance_id
-    attempt = invocation.attempts + 1
-    started_at = engine.clock.now()
-    start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
-    in_process = engine.transition_now
-    record: Kept | None
-    if in_process is not None:  # a store in this process: no await, nothing to retry
-        record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
-    else:
-        record = await _transition(
-            engine,
-            task_id,
-            expected=_PENDING,
-            new=_RUNNING_STATUS,
-            changes=start,
-            landed=lambda r: (
-                r.owner == owner and r.attempt == attempt and r.started_at == started_at
-            ),
-        )
-    if record is None:  # cancelled, or started by someone else
-        return False
-    invocation.attempts = attempt
-    runtime = engine.runtime()
-    current = asyncio.current_task()
-    if current is not None:
-        runtime.running[task_id] = current
-    listening = engine.listening
-    if listening:
-        await engine.emit_lifecycle(_snapshot(record))
-    ctx = task_context.TaskContext(
-        task_id=task_id,
-        func_name=record.func_name,
-        attempt=attempt,
-        tags=dict(record.tags),
-        _clock=engine.clock,
-        _on_log=engine.log_emitter(_snapshot(record)) if listening else None,
-    )
-    again = False
-    succeeded: Changes | None = None
-    try:
-        try:
-            # Timeout, cancellation and progress of the attempt: see supervision.py.
-            is_async = invocation.is_async
-            if is_async is None:
-                is_async = invocation.is_async = is_async_callable(invocation.func)
-            token = task_context.bind(ctx)
-            try:
-                call = (
-                    invocation.func(*invocation.args, **invocation.kwargs)
-                    if is_async
-                    else _call_in_thread(engine, invocation)
-                )
-                result = await supervise(
-                    engine.cancel_scopes,
-                    engine.progress_wiring,
-                    ctx,
-                    is_async,
-                    invocation.config.timeout,
-                    call,
-                )
-            finally:
-                task_context.unbind(token)
-        except asyncio.CancelledError:
-            await _interrupted(engine, record, ctx)
-            raise
-        except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
-            cancelled = {
-                "finished_at": engine.clock.now(),
-                "error": f"{type(exc).__name__}: {exc}",
-                "cancel_requested": True,
-            }
-            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
-            engine.forget(task_id)
-        except Exception as exc:
-            again = await _failed(engine, record, invocation, ctx, exc)
+    while True:  # one attempt per turn; again when a retry is due at once
+        owner = engine.instance_id
+        attempt = invocation.attempts + 1
+        started_at = engine.clock.now()
+        start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
+        in_process = engine.transition_now
+        record: Kept | None
+        if in_process is not None:  # a store in this process: no await, nothing to retry
+            record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
         else:
-            done = {
-                "finished_at": engine.clock.now(),
-                "result": encode_result(result),
-                "error": None,
-            }
-            if finishing is not None and engine.transition_now is None:
-                succeeded = done
-            else:
-                await _finish(engine, record, ctx, _SUCCESS, done)
-                engine.forget(task_id)
-    except OutcomeNotWritten:
-        # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store takes it.
-        engine.forget(task_id)
-        runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
-        reraise_if_cancelled()
-    finally:
-        runtime.running.pop(task_id, None)
-    if succeeded is not None and finishing is not None:
-        # Counted as running until written, so a graceful shutdown waits for the write.
-        writing = runtime.spawn(
-            _finish_later(engine, record, ctx, succeeded), name=f"taskflow-finish-{task_id}"
+            record = await _transition(
+                engine,
+                task_id,
+                expected=_PENDING,
+                new=_RUNNING_STATUS,
+                changes=start,
+                landed=_started_by(owner, attempt, started_at),
+            )
+        if record is None:  # cancelled, or started by someone else
+            return
+        invocation.attempts = attempt
+        runtime = engine.runtime()
+        current = asyncio.current_task()
+        assert current is not None
+        running = runtime.running
+        running[task_id] = current
+        listening = engine.listening
+        on_log = None
+        if listening:
+            snapshot = _snapshot(record)
+            await engine.emit_lifecycle(snapshot)
+            on_log = engine.log_emitter(snapshot)
+        ctx = task_context.TaskContext(
+            task_id,
+            record.func_name,
+            attempt,
+            record.tags,
+            False,
+            engine.clock,
+            on_log,
+            engine.progress_wiring,
+            current.get_loop(),
         )
-        runtime.running[task_id] = writing
-        writing.add_done_callback(lambda _: _stop_counting(runtime.running, task_id, writing))
-        finishing.append(writing)
-    return again
+        again = False
+        succeeded: Changes | None = None
+        try:
+            try:
+                is_async = invocation.is_async
+                if is_async is None:
+                    is_async = invocation.is_async = is_async_callable(invocation.func)
+                token = task_context.bind(ctx)
+                # Timeout, cancellation and progress of the attempt: see supervision.py
+                # (its ``supervise``, inline here: one coroutine frame less per attempt).
+                scopes = engine.cancel_scopes
+                scope = supervision.enter(scopes, ctx, current, is_async, invocation.config.timeout)
+                try:
+                    try:
+                        result = await (
+                            invocation.func(*invocation.args, **invocation.kwargs)
+                            if is_async
+                            else _call_in_thread(engine, invocation)
+                        )
+                    except BaseException as exc:
+                        error = supervision.failure(scope, exc)
+                        if error is None:
+                            raise
+                        raise error  # noqa: B904 (its cause or suppressed context is set)
+                    scope.settle()
+                finally:
+                    supervision.leave(scopes, scope)
+                    task_context.unbind(token)
+                    if ctx._reporter is not None:  # it reported: write what is unwritten
+                        await progress.close(ctx)
+            except asyncio.CancelledError:
+                await _interrupted(engine, record, ctx)
+                raise
+            except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
+                cancelled = {
+                    "finished_at": engine.clock.now(),
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "cancel_requested": True,
+                }
+                await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
+                engine.forget(task_id)
+            except Exception as exc:
+                again = await _failed(engine, record, invocation, ctx, exc)
+            else:
+                done = {
+                    "finished_at": engine.clock.now(),
+                    "result": result if result is None else encode_result(result),
+                    "error": None,
+                }
+                if finishing is not None and in_process is None:
+                    succeeded = done
+                else:
+                    await _finish(engine, record, ctx, _SUCCESS, done)
+                    engine.forget(task_id)
+        except OutcomeNotWritten:
+            # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store
+            # takes it.
+            engine.forget(task_id)
+            runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
+            reraise_if_cancelled()
+        finally:
+            running.pop(task_id, None)
+        if succeeded is not None and finishing is not None:
+            # Counted as running until written, so a graceful shutdown waits for the write.
+            writing = runtime.spawn(
+                _finish_later(engine, record, ctx, succeeded), name=f"taskflow-finish-{task_id}"
+            )
+            running[task_id] = writing
+            writing.add_done_callback(partial(_stop_counting, running, task_id, writing))
+            finishing.append(writing)
+        if not again:
+            return
+
+
+def _started_by(owner: str, attempt: int, started_at: datetime) -> Callable[[TaskRecord], bool]:
+    """Whether a record read back shows the start this attempt wrote (a lost reply)."""
+    return lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at
 
 
 async def _finish_later(
@@ -223,7 +241,10 @@ async def _finish_later(
 
 
 def _stop_counting(
-    running: dict[str, asyncio.Task[Any]], task_id: str, task: asyncio.Task[Any]
+    running: dict[str, asyncio.Task[Any]],
+    task_id: str,
+    task: asyncio.Task[Any],
+    _: asyncio.Task[Any] | None = None,
 ) -> None:
     if running.get(task_id) is task:
         del running[task_id]
@@ -252,15 +273,12 @@ async def _failed(
     """Record a failed attempt: PENDING again for a retry, else FAILED. True when the
     retry is due at once and runs in place (not while shutting down)."""
     error = f"{type(exc).__name__}: {exc}"
-    ctx.log(
-        f"attempt {ctx.attempt} failed: {error}",
-        level="error",
-        traceback=format_traceback(exc),
-    )
+    attempt = ctx.attempt
+    _log(ctx, f"attempt {attempt} failed: {error}", "error", {"traceback": format_traceback(exc)})
     config = invocation.config
-    if ctx.attempt <= config.retries:
-        delay = config.retry_delay(ctx.attempt)
-        ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
+    if attempt <= config.retries:
+        delay = config.retry_delay(attempt)
+        _log(ctx, f"retrying in {delay:g}s (retry {attempt} of {config.retries})", "warning", {})
         retried = await _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
         if retried is None:
             return False
@@ -272,6 +290,15 @@ async def _failed(
     await _finish(engine, record, ctx, TaskStatus.FAILED, failed)
     engine.forget(record.task_id)
     return False
+
+
+def _log(ctx: task_context.TaskContext, message: str, level: str, extra: dict[str, Any]) -> None:
+    """Write one of the engine's own lines about an attempt: announced as ``task_log()``
+    lines are when someone listens, else only kept (as a tuple)."""
+    if ctx._on_log is not None:
+        ctx.log(message, level, **extra)
+    else:
+        ctx.line(message, level, extra)
 
 
 async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskContext) -> None:
@@ -297,10 +324,10 @@ async def _finish(
 ) -> Kept | None:
     """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
     with ``changes``; the record written, or None when it was no longer RUNNING."""
-    entries = ctx.take_entries()
+    lines = ctx.take_lines()
     replaced = 0
-    if entries:
-        entries, replaced = storable_entries(entries)
+    if lines:
+        lines, replaced = _storable_lines(lines)
     changes, replaced_too = storable_changes(changes)
     replaced += replaced_too
     if replaced:
@@ -310,17 +337,15 @@ async def _finish(
         )
         if changes.get("error") is not None:
             changes = {**changes, "error": f"{changes['error']} [{note}]"}
-        entries.append(
-            construct(
-                LogEntry,
-                timestamp=engine.clock.now(),
-                level="warning",
-                message=note,
-                attempt=ctx.attempt,
-            )
-        )
-    if entries:
-        await _append_logs(engine, record.task_id, entries)
+        if lines is None:
+            lines = []
+        lines.append((engine.clock.now(), "warning", note, ctx.attempt, {}))
+    if lines:
+        append_now = engine.append_now
+        if append_now is not None:  # a store in this process is never away
+            append_now(record.task_id, lines)
+        else:
+            await _append_logs(engine, record.task_id, [log_entry(line) for line in lines])
     in_process = engine.transition_now
     done: Kept | None
     if in_process is not None:  # a store in this process: no await, nothing to retry
@@ -346,15 +371,36 @@ async def _finish(
     return done
 
 
+def _storable_lines(lines: list[LogLine]) -> tuple[list[LogLine], int]:
+    """``storable_entries`` for lines kept as tuples: a plain ASCII line (the common
+    case) is kept as it is; any other goes through ``storable_entries``."""
+    out: list[LogLine] = []
+    replaced = 0
+    for line in lines:
+        message, extra = line[2], line[4]
+        if message.isascii() and "\x00" not in message and (not extra or _plain_ascii(extra)):
+            out.append(line)
+            continue
+        (entry,), n = storable_entries([log_entry(line)])
+        out.append((entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra))
+        replaced += n
+    return out, replaced
+
+
+def _plain_ascii(extra: dict[str, Any]) -> bool:
+    """True when ``extra`` maps ASCII text to ASCII text (storable as it is)."""
+    for key, value in extra.items():
+        if type(value) is not str or not value.isascii() or not key.isascii():
+            return False
+    return True
+
+
 async def _append_logs(engine: Engine, task_id: str, entries: list[LogEntry]) -> None:
-    """Store an attempt's log lines; a refusal is logged, and the outcome is written
-    without them."""
+    """Store an attempt's log lines on a shared store; a refusal is logged, and the
+    outcome is written without them."""
     backend = engine.backend
     try:
-        if engine.transition_now is not None:  # a store in this process is never away
-            await backend.append_logs(task_id, entries)
-        else:
-            await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
+        await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
     except Exception as exc:
         reraise_if_cancelled()
         logger.error(

@@ -32,6 +32,7 @@ __all__ = [
     "Transition",
     "LiveRecord",
     "LogEntry",
+    "LogLine",
     "TaskPage",
     "TaskQuery",
     "TaskRecord",
@@ -48,6 +49,7 @@ __all__ = [
     "fields_set_with",
     "fold_text",
     "from_fields",
+    "log_entry",
     "duration_stats",
     "matches_text",
     "nearest_rank",
@@ -106,6 +108,21 @@ class LogEntry(BaseModel):
     message: str
     attempt: int = 0
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+LogLine = tuple[datetime, str, str, int, dict[str, Any]]
+"""A log line as the engine collects it and an in-process store keeps it:
+``(timestamp, level, message, attempt, extra)``, the fields of :class:`LogEntry` in a
+plain tuple, which Python's garbage collector leaves alone (see
+:meth:`InProcessStore.append_now <fastapi_taskflow.protocols.InProcessStore.append_now>`)."""
+
+
+def log_entry(line: LogLine) -> LogEntry:
+    """The :class:`LogEntry` of ``line``, unvalidated (its values are of their types)."""
+    timestamp, level, message, attempt, extra = line
+    return construct(
+        LogEntry, timestamp=timestamp, level=level, message=message, attempt=attempt, extra=extra
+    )
 
 
 class TaskRecord(BaseModel):

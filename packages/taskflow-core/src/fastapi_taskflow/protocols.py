@@ -31,6 +31,7 @@ from .models import (
     DurationStats,
     LiveRecord,
     LogEntry,
+    LogLine,
     TaskPage,
     TaskQuery,
     TaskRecord,
@@ -370,6 +371,12 @@ class InProcessStore(Protocol):
         keeps, changed in place: the engine only reads it, and never after the task's
         next status change.
         """
+        ...
+
+    def append_now(self, task_id: str, lines: Sequence[LogLine]) -> None:
+        """What :meth:`Store.append_logs` does, done before returning (thread-safe),
+        with the lines as :data:`~fastapi_taskflow.models.LogLine` tuples, which the
+        store may keep as they are (the engine does not use them again)."""
         ...
 
 

@@ -18,6 +18,7 @@ from fastapi_taskflow.models import (
     DurationStats,
     LiveRecord,
     LogEntry,
+    LogLine,
     TaskPage,
     TaskQuery,
     TaskRecord,
@@ -31,23 +32,11 @@ from fastapi_taskflow.models import (
     decode_cursor,
     duration_stats,
     encode_cursor,
+    log_entry,
     matches_text,
 )
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
-
-StoredLine = tuple[datetime, str, str, int, dict[str, Any]]
-"""A log line as the store keeps it: ``(timestamp, level, message, attempt, extra)``.
-A tuple of plain values is left alone by Python's garbage collector, where a
-``LogEntry`` is one more object every full collection walks."""
-
-
-def _log_entry(line: StoredLine) -> LogEntry:
-    timestamp, level, message, attempt, extra = line
-    return construct(
-        LogEntry, timestamp=timestamp, level=level, message=message, attempt=attempt, extra=extra
-    )
-
 
 DEFAULT_MAX_RECORDS = 10_000
 """How many task records a memory backend keeps before it drops the oldest finished ones."""
@@ -64,8 +53,8 @@ class MemoryState:
         ``Store`` methods hand out :meth:`LiveRecord.to_record` snapshots."""
         self.finished: dict[str, None] = {}
         """Ids of finished tasks in the order they finished (oldest first)."""
-        self.logs: dict[str, list[StoredLine]] = defaultdict(list)
-        """Task id -> its log lines, as tuples (see :data:`StoredLine`)."""
+        self.logs: dict[str, list[LogLine]] = defaultdict(list)
+        """Task id -> its log lines, as tuples (see :data:`LogLine`)."""
         self.key_holders: dict[str, str] = {}
         self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
@@ -165,7 +154,7 @@ class MemoryStore:
             if record is None:
                 return None
             lines = self._state.logs.get(task_id, ())
-            return record.to_record([_log_entry(line) for line in lines])
+            return record.to_record([log_entry(line) for line in lines])
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
@@ -350,6 +339,13 @@ class MemoryStore:
         if by_func is None:
             by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
         by_func[record.status] += delta
+
+    def append_now(self, task_id: str, lines: Sequence[LogLine]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.append_now` (the tuples
+        are kept as they are)."""
+        with self._state.lock:
+            if task_id in self._state.records:
+                self._state.logs[task_id].extend(lines)
 
     async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
         """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
