@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import BackgroundTasks
 
+from .accept import accept
 from .engine import RunTask
 
 if TYPE_CHECKING:
@@ -75,7 +76,8 @@ class ManagedBackgroundTasks(BackgroundTasks):
             QueueFullError: the task's queue is full; the task is recorded as REJECTED.
             EagerDispatchError: ``eager=True`` with no event loop to start on.
         """
-        return self.task_manager._engine.accept(
+        return accept(
+            self.task_manager._engine,
             func,
             args,
             kwargs,

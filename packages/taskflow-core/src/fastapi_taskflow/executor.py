@@ -74,6 +74,9 @@ def _snapshot(record: Kept) -> TaskRecord:
     return record.to_record() if isinstance(record, LiveRecord) else record
 
 
+_NOT_RUNNING = "task %s was no longer RUNNING; its outcome was not recorded"
+
+
 class OutcomeNotWritten(Exception):
     """The store refused a task's outcome even without its result: the task is ended
     INTERRUPTED in the background, with retries (``end_unwritten``)."""
@@ -197,7 +200,15 @@ async def execute(
                     "result": result if result is None else encode_result(result),
                     "error": None,
                 }
-                if finishing is not None and in_process is None:
+                if in_process is not None and result is None and ctx._entries is None:
+                    # The common case in process: nothing to clean, no lines to write.
+                    ended = in_process(task_id, expected=_RUNNING, new=_SUCCESS, changes=done)
+                    if ended is None:
+                        logger.info(_NOT_RUNNING, task_id)
+                    elif engine.listening:
+                        await engine.emit_lifecycle(_snapshot(ended))
+                    engine.forget(task_id)
+                elif finishing is not None and in_process is None:
                     succeeded = done
                 else:
                     await _finish(engine, record, ctx, _SUCCESS, done)
@@ -364,7 +375,7 @@ async def _finish(
             reraise_if_cancelled()
             done = await _finish_plainly(engine, record, status, changes, exc)
     if done is None:
-        logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
+        logger.info(_NOT_RUNNING, record.task_id)
         return None
     if engine.listening:
         await engine.emit_lifecycle(_snapshot(done))

@@ -56,7 +56,6 @@ class MemoryState:
         self.logs: dict[str, list[LogLine]] = defaultdict(list)
         """Task id -> its log lines, as tuples (see :data:`LogLine`)."""
         self.key_holders: dict[str, str] = {}
-        self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
         """Function name -> tasks by status (every status a key, counts may be 0)."""
         self.owned: dict[str, dict[str, None]] = {}
@@ -296,45 +295,54 @@ class MemoryStore:
     ) -> LiveRecord:
         """Apply a status change to the kept ``record`` in place and return it (the
         kept record itself: the ``Store`` methods hand out snapshots)."""
-        old_status, old_owner = record.status, record.owner
+        old_status = record.status
+        old_owner = record.owner
         if changes:
             for name, value in changes.items():
                 setattr(record, name, value)
         record.status = status
         record.updated_at = self.clock.now()
-        state = self._state
         new_owner = record.owner
+        if status is old_status and new_owner == old_owner:
+            return record  # an update of fields only
+        state = self._state
+        task_id = record.task_id
         was_active = old_status in ACTIVE_STATUSES
         is_active = status in ACTIVE_STATUSES
-        if old_owner != new_owner or was_active is not is_active:
-            if was_active and old_owner is not None:
-                self._disown(old_owner, record.task_id)
-            if is_active and new_owner is not None:
-                self._own(new_owner, record.task_id)
+        if was_active and old_owner is not None and (not is_active or new_owner != old_owner):
+            owned = state.owned.get(old_owner)
+            if owned is not None:
+                owned.pop(task_id, None)
+                if not owned:
+                    del state.owned[old_owner]
+        if is_active and new_owner is not None and (not was_active or new_owner != old_owner):
+            owned = state.owned.get(new_owner)
+            if owned is None:
+                state.owned[new_owner] = {task_id: None}
+            else:
+                owned[task_id] = None
         if status is not old_status:
-            counts = state.status_counts
-            counts[old_status] -= 1
-            counts[status] += 1
             by_func = state.func_counts[record.func_name]
             by_func[old_status] -= 1
             by_func[status] += 1
-            key = record.idempotency_key
-            if (
-                key is not None
-                and status in KEY_RELEASING_STATUSES
-                and state.key_holders.get(key) == record.task_id
-            ):
-                del state.key_holders[key]
             if status in TERMINAL_STATUSES:
-                state.finished[record.task_id] = None
-                self._trim_locked()
-            else:
-                state.finished.pop(record.task_id, None)
+                key = record.idempotency_key
+                if (
+                    key is not None
+                    and status in KEY_RELEASING_STATUSES
+                    and state.key_holders.get(key) == task_id
+                ):
+                    del state.key_holders[key]
+                state.finished[task_id] = None
+                cap = state.max_records
+                if cap is not None and len(state.records) > cap:
+                    self._trim_locked()
+            elif state.finished:
+                state.finished.pop(task_id, None)
         return record
 
     def _count(self, record: LiveRecord, delta: int) -> None:
         state = self._state
-        state.status_counts[record.status] += delta
         by_func = state.func_counts.get(record.func_name)
         if by_func is None:
             by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
@@ -383,7 +391,11 @@ class MemoryStore:
     async def stats(self) -> TaskStats:
         """See :meth:`fastapi_taskflow.protocols.Store.stats`."""
         with self._state.lock:
-            by_status = {s: n for s, n in self._state.status_counts.items() if n}
+            totals = dict.fromkeys(TaskStatus, 0)
+            for counts in self._state.func_counts.values():
+                for status, n in counts.items():
+                    totals[status] += n
+            by_status = {s: n for s, n in totals.items() if n}
             by_func = {
                 name: {s: n for s, n in counts.items() if n}
                 for name, counts in self._state.func_counts.items()
