@@ -63,6 +63,9 @@ _SUCCESS = TaskStatus.SUCCESS
 Changes = dict[str, Any]
 """The fields a status change sets (the keys of :class:`~fastapi_taskflow.models.TaskUpdate`)."""
 
+TransitionNow = Callable[..., LiveRecord | None]
+"""An in-process store's ``transition_now``."""
+
 Kept = TaskRecord | LiveRecord
 """A record as a status change returns it: a snapshot from a shared store, or the
 record an in-process store keeps (changed in place by the task's next change)."""
@@ -154,65 +157,66 @@ async def execute(
         again = False
         succeeded: Changes | None = None
         try:
+            is_async = invocation.is_async
+            if is_async is None:
+                is_async = invocation.is_async = is_async_callable(invocation.func)
+            token = task_context.bind(ctx)
+            # Timeout, cancellation and progress of the attempt: see supervision.py (its
+            # ``supervise``, inline here: one coroutine frame less per attempt). What the
+            # call raised is dispatched below, outside the ``except``: no re-raise.
+            scopes = engine.cancel_scopes
+            scope = supervision.enter(scopes, ctx, current, is_async, invocation.config.timeout)
+            raised: BaseException | None = None
             try:
-                is_async = invocation.is_async
-                if is_async is None:
-                    is_async = invocation.is_async = is_async_callable(invocation.func)
-                token = task_context.bind(ctx)
-                # Timeout, cancellation and progress of the attempt: see supervision.py
-                # (its ``supervise``, inline here: one coroutine frame less per attempt).
-                scopes = engine.cancel_scopes
-                scope = supervision.enter(scopes, ctx, current, is_async, invocation.config.timeout)
-                try:
-                    try:
-                        result = await (
-                            invocation.func(*invocation.args, **invocation.kwargs)
-                            if is_async
-                            else _call_in_thread(engine, invocation)
-                        )
-                    except BaseException as exc:
-                        error = supervision.failure(scope, exc)
-                        if error is None:
-                            raise
-                        raise error  # noqa: B904 (its cause or suppressed context is set)
-                    scope.settle()
-                finally:
-                    supervision.leave(scopes, scope)
-                    task_context.unbind(token)
-                    if ctx._reporter is not None:  # it reported: write what is unwritten
-                        await progress.close(ctx)
-            except asyncio.CancelledError:
-                await _interrupted(engine, record, ctx)
-                raise
-            except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
-                cancelled = {
-                    "finished_at": engine.clock.now(),
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "cancel_requested": True,
-                }
-                await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
-                engine.forget(task_id)
-            except Exception as exc:
-                again = await _failed(engine, record, invocation, ctx, exc)
+                result = await (
+                    invocation.func(*invocation.args, **invocation.kwargs)
+                    if is_async
+                    else _call_in_thread(engine, invocation)
+                )
+            except BaseException as exc:
+                raised = supervision.failure(scope, exc) or exc
             else:
-                done = {
-                    "finished_at": engine.clock.now(),
-                    "result": result if result is None else encode_result(result),
-                    "error": None,
-                }
-                if in_process is not None and result is None and ctx._entries is None:
-                    # The common case in process: nothing to clean, no lines to write.
-                    ended = in_process(task_id, expected=_RUNNING, new=_SUCCESS, changes=done)
-                    if ended is None:
-                        logger.info(_NOT_RUNNING, task_id)
-                    elif engine.listening:
-                        await engine.emit_lifecycle(_snapshot(ended))
+                scope.settle()
+            finally:
+                supervision.leave(scopes, scope)
+                task_context.unbind(token)
+                if ctx._reporter is not None:  # it reported: write what is unwritten
+                    await progress.close(ctx)
+            try:
+                if raised is None:
+                    done = {
+                        "finished_at": engine.clock.now(),
+                        "result": result if result is None else encode_result(result),
+                        "error": None,
+                    }
+                    if in_process is not None:
+                        ended = _finish_now(engine, in_process, task_id, ctx, _SUCCESS, done)
+                        if ended is not None and engine.listening:
+                            await engine.emit_lifecycle(_snapshot(ended))
+                        engine.forget(task_id)
+                    elif finishing is not None:
+                        succeeded = done
+                    else:
+                        await _finish(engine, record, ctx, _SUCCESS, done)
+                        engine.forget(task_id)
+                elif isinstance(raised, asyncio.CancelledError):
+                    await _interrupted(engine, record, ctx)
+                    raise raised
+                elif isinstance(raised, TaskCancelledError):
+                    # task_manager.cancel(): CANCELLED, never retried
+                    cancelled = {
+                        "finished_at": engine.clock.now(),
+                        "error": f"{type(raised).__name__}: {raised}",
+                        "cancel_requested": True,
+                    }
+                    await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
                     engine.forget(task_id)
-                elif finishing is not None and in_process is None:
-                    succeeded = done
+                elif isinstance(raised, Exception):
+                    again = await _failed(engine, record, invocation, ctx, raised)
                 else:
-                    await _finish(engine, record, ctx, _SUCCESS, done)
-                    engine.forget(task_id)
+                    raise raised  # KeyboardInterrupt, SystemExit, ...
+            finally:
+                raised = None  # the traceback holds this frame: no cycle left behind
         except OutcomeNotWritten:
             # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store
             # takes it.
@@ -326,15 +330,11 @@ async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskConte
     await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, interrupted))
 
 
-async def _finish(
-    engine: Engine,
-    record: Kept,
-    ctx: task_context.TaskContext,
-    status: TaskStatus,
-    changes: Changes,
-) -> Kept | None:
-    """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
-    with ``changes``; the record written, or None when it was no longer RUNNING."""
+def _prepare(
+    engine: Engine, ctx: task_context.TaskContext, changes: Changes
+) -> tuple[list[LogLine] | None, Changes]:
+    """The attempt's unwritten log lines and ``changes``, made storable (a note says
+    how many characters were replaced, if any)."""
     lines = ctx.take_lines()
     replaced = 0
     if lines:
@@ -351,17 +351,48 @@ async def _finish(
         if lines is None:
             lines = []
         lines.append((engine.clock.now(), "warning", note, ctx.attempt, {}))
+    return lines, changes
+
+
+def _finish_now(
+    engine: Engine,
+    in_process: TransitionNow,
+    task_id: str,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    changes: Changes,
+) -> LiveRecord | None:
+    """:func:`_finish` on a store in this process, without a coroutine and without
+    telling observers (the caller does, when someone listens)."""
+    lines, changes = _prepare(engine, ctx, changes)
     if lines:
-        append_now = engine.append_now
-        if append_now is not None:  # a store in this process is never away
-            append_now(record.task_id, lines)
-        else:
-            await _append_logs(engine, record.task_id, [log_entry(line) for line in lines])
+        assert engine.append_now is not None
+        engine.append_now(task_id, lines)
+    done = in_process(task_id, expected=_RUNNING, new=status, changes=changes)
+    if done is None:
+        logger.info(_NOT_RUNNING, task_id)
+    return done
+
+
+async def _finish(
+    engine: Engine,
+    record: Kept,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    changes: Changes,
+) -> Kept | None:
+    """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
+    with ``changes``; the record written, or None when it was no longer RUNNING."""
     in_process = engine.transition_now
     done: Kept | None
     if in_process is not None:  # a store in this process: no await, nothing to retry
-        done = in_process(record.task_id, expected=_RUNNING, new=status, changes=changes)
+        done = _finish_now(engine, in_process, record.task_id, ctx, status, changes)
+        if done is None:
+            return None
     else:
+        lines, changes = _prepare(engine, ctx, changes)
+        if lines:
+            await _append_logs(engine, record.task_id, [log_entry(line) for line in lines])
         try:
             done = await _transition(
                 engine,
@@ -374,9 +405,9 @@ async def _finish(
         except Exception as exc:
             reraise_if_cancelled()
             done = await _finish_plainly(engine, record, status, changes, exc)
-    if done is None:
-        logger.info(_NOT_RUNNING, record.task_id)
-        return None
+        if done is None:
+            logger.info(_NOT_RUNNING, record.task_id)
+            return None
     if engine.listening:
         await engine.emit_lifecycle(_snapshot(done))
     return done
