@@ -96,15 +96,15 @@ def new_live_record(
     idempotency_key: str | None = None,
 ) -> LiveRecord:
     """:func:`new_record` for a store in this process (``InProcessStore``): the
-    ``LiveRecord`` the store keeps as it is. No positional arguments are kept as the
-    shared empty tuple (the store hands out a list)."""
+    ``LiveRecord`` the store keeps as it is. The positional arguments are kept as a
+    tuple (the store hands out a list), which the garbage collector can leave alone."""
     return LiveRecord(
         new_task_id(),
         config.name,
         engine.clock.now(),
         queue=config.queue or DEFAULT_QUEUE,
         priority=priority or 0,
-        args=args or _NO_ARGS,
+        args=tuple(args) if args else _NO_ARGS if args is not None else None,
         kwargs=kwargs,
         tags=tags,
         idempotency_key=idempotency_key,

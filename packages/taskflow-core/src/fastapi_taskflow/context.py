@@ -9,7 +9,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import TaskCancelledError
-from .models import LogEntry, LogLine, construct, log_entry
+from .models import LogEntry, LogLine, construct, log_entry, log_line
 
 __all__ = ["ENTRIES_LOCK", "LEVELS", "TaskContext", "get_task_context", "task_log"]
 
@@ -121,10 +121,10 @@ class TaskContext:
         entry = construct(  # every value is of its field's type already: no validation
             LogEntry,
             timestamp=line[0],
-            level=line[1],
+            level=level,
             message=line[2],
             attempt=line[3],
-            extra=line[4],
+            extra=extra,
         )
         if self._on_log is not None:
             self._on_log(self, entry)
@@ -136,7 +136,7 @@ class TaskContext:
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
         assert self._clock is not None
-        line = (self._clock.now(), level, str(message), self.attempt, extra)
+        line = log_line(self._clock.now(), level, str(message), self.attempt, extra)
         self.add_line(line)
         return line
 

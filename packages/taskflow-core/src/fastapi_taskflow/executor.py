@@ -33,6 +33,7 @@ from .models import (
     TaskUpdate,
     construct,
     log_entry,
+    log_line,
 )
 from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
@@ -350,7 +351,7 @@ def _prepare(
             changes = {**changes, "error": f"{changes['error']} [{note}]"}
         if lines is None:
             lines = []
-        lines.append((engine.clock.now(), "warning", note, ctx.attempt, {}))
+        lines.append((engine.clock.now(), "warning", note, ctx.attempt, ()))
     return lines, changes
 
 
@@ -424,14 +425,16 @@ def _storable_lines(lines: list[LogLine]) -> tuple[list[LogLine], int]:
             out.append(line)
             continue
         (entry,), n = storable_entries([log_entry(line)])
-        out.append((entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra))
+        out.append(
+            log_line(entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra)
+        )
         replaced += n
     return out, replaced
 
 
-def _plain_ascii(extra: dict[str, Any]) -> bool:
-    """True when ``extra`` maps ASCII text to ASCII text (storable as it is)."""
-    for key, value in extra.items():
+def _plain_ascii(extra: tuple[tuple[str, Any], ...]) -> bool:
+    """True when ``extra`` pairs ASCII text with ASCII text (storable as it is)."""
+    for key, value in extra:
         if type(value) is not str or not value.isascii() or not key.isascii():
             return False
     return True

@@ -50,6 +50,7 @@ __all__ = [
     "fold_text",
     "from_fields",
     "log_entry",
+    "log_line",
     "duration_stats",
     "matches_text",
     "nearest_rank",
@@ -110,18 +111,33 @@ class LogEntry(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-LogLine = tuple[datetime, str, str, int, dict[str, Any]]
+LogLine = tuple[datetime, str, str, int, tuple[tuple[str, Any], ...]]
 """A log line as the engine collects it and an in-process store keeps it:
-``(timestamp, level, message, attempt, extra)``, the fields of :class:`LogEntry` in a
-plain tuple, which Python's garbage collector leaves alone (see
-:meth:`InProcessStore.append_now <fastapi_taskflow.protocols.InProcessStore.append_now>`)."""
+``(timestamp, level, message, attempt, extra)`` with ``extra`` as a tuple of its
+``(key, value)`` pairs. A tuple holding only strings, numbers, datetimes and tuples is
+left alone by Python's garbage collector (a dict, even an empty one, would keep it
+tracked: one more object for every full collection to walk). See :func:`log_line`,
+:func:`log_entry` and :meth:`InProcessStore.append_now
+<fastapi_taskflow.protocols.InProcessStore.append_now>`."""
+
+
+def log_line(
+    timestamp: datetime, level: str, message: str, attempt: int, extra: Mapping[str, Any]
+) -> LogLine:
+    """The :data:`LogLine` of a log line's fields."""
+    return (timestamp, level, message, attempt, tuple(extra.items()) if extra else ())
 
 
 def log_entry(line: LogLine) -> LogEntry:
     """The :class:`LogEntry` of ``line``, unvalidated (its values are of their types)."""
     timestamp, level, message, attempt, extra = line
     return construct(
-        LogEntry, timestamp=timestamp, level=level, message=message, attempt=attempt, extra=extra
+        LogEntry,
+        timestamp=timestamp,
+        level=level,
+        message=message,
+        attempt=attempt,
+        extra=dict(extra),
     )
 
 
@@ -180,8 +196,8 @@ class LiveRecord:
     hands out through the ``Store`` API is a :class:`TaskRecord` made by
     :meth:`to_record`, a snapshot.
 
-    ``args`` may be kept as a tuple (no positional arguments: the shared empty tuple);
-    :meth:`to_record` hands out a list.
+    ``args`` is kept as a tuple (which the garbage collector leaves alone when it holds
+    plain values); :meth:`to_record` hands out a list.
     """
 
     __slots__ = (
@@ -256,7 +272,7 @@ class LiveRecord:
         values = record.__dict__
         for name in LIVE_FIELDS:
             setattr(live, name, values[name])
-        live.args = list(record.args) if record.args is not None else None
+        live.args = tuple(record.args) if record.args is not None else None
         live.kwargs = dict(record.kwargs) if record.kwargs is not None else None
         live.tags = dict(record.tags)
         return live

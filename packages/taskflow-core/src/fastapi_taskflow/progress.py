@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from .context import ENTRIES_LOCK, TaskContext, get_task_context
 from .errors import InvalidTaskError
 from .events import LogEvent
-from .models import LogEntry, TaskUpdate
+from .models import LogEntry, TaskUpdate, log_line
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -159,7 +159,9 @@ class ProgressReporter:
         if message is not None and message != self._last_message:
             self._last_message = message
             # stored with the task's logs at its next write
-            ctx.add_line((entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra))
+            ctx.add_line(
+                log_line(entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra)
+            )
         try:
             await wiring.store().update(ctx.task_id, TaskUpdate(progress=fraction))
         except Exception:

@@ -33,6 +33,7 @@ from fastapi_taskflow.models import (
     duration_stats,
     encode_cursor,
     log_entry,
+    log_line,
     matches_text,
 )
 
@@ -53,8 +54,9 @@ class MemoryState:
         ``Store`` methods hand out :meth:`LiveRecord.to_record` snapshots."""
         self.finished: dict[str, None] = {}
         """Ids of finished tasks in the order they finished (oldest first)."""
-        self.logs: dict[str, list[LogLine]] = defaultdict(list)
-        """Task id -> its log lines, as tuples (see :data:`LogLine`)."""
+        self.logs: dict[str, tuple[LogLine, ...]] = {}
+        """Task id -> its log lines: a tuple of :data:`LogLine` tuples, replaced by a
+        longer one on each append, so the garbage collector leaves it alone."""
         self.key_holders: dict[str, str] = {}
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
         """Function name -> tasks by status (every status a key, counts may be 0)."""
@@ -352,16 +354,21 @@ class MemoryStore:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.append_now` (the tuples
         are kept as they are)."""
         with self._state.lock:
-            if task_id in self._state.records:
-                self._state.logs[task_id].extend(lines)
+            self._append_locked(task_id, tuple(lines))
 
     async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
         """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
+        lines = tuple(
+            log_line(e.timestamp, e.level, e.message, e.attempt, e.extra) for e in entries
+        )
         with self._state.lock:
-            if task_id in self._state.records:
-                self._state.logs[task_id].extend(
-                    (e.timestamp, e.level, e.message, e.attempt, e.extra) for e in entries
-                )
+            self._append_locked(task_id, lines)
+
+    def _append_locked(self, task_id: str, lines: tuple[LogLine, ...]) -> None:
+        state = self._state
+        if lines and task_id in state.records:
+            kept = state.logs.get(task_id)
+            state.logs[task_id] = kept + lines if kept else lines
 
     async def query(self, query: TaskQuery) -> TaskPage:
         """See :meth:`fastapi_taskflow.protocols.Store.query`."""
