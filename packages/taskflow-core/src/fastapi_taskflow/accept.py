@@ -193,7 +193,9 @@ def accept(
             priority=effective_priority,
             idempotency_key=idempotency_key,
         )
-    loop = engine.dispatch_loop()
+    # The loop to start on, to flush on, to queue on: not needed by a background task
+    # an in-process store takes at once.
+    loop = None if route == BACKGROUND and create_now is not None else engine.dispatch_loop()
     if route == EAGER and loop is None:
         raise EagerDispatchError(
             "eager=True needs a running event loop to start the task on, and none is "

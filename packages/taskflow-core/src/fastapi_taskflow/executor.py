@@ -365,10 +365,11 @@ def _finish_now(
 ) -> LiveRecord | None:
     """:func:`_finish` on a store in this process, without a coroutine and without
     telling observers (the caller does, when someone listens)."""
-    lines, changes = _prepare(engine, ctx, changes)
-    if lines:
-        assert engine.append_now is not None
-        engine.append_now(task_id, lines)
+    if ctx._entries is not None or changes.get("result") is not None or changes.get("error"):
+        lines, changes = _prepare(engine, ctx, changes)
+        if lines:
+            assert engine.append_now is not None
+            engine.append_now(task_id, lines)
     done = in_process(task_id, expected=_RUNNING, new=status, changes=changes)
     if done is None:
         logger.info(_NOT_RUNNING, task_id)

@@ -31,6 +31,7 @@ from starlette.background import BackgroundTasks
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .background import ManagedBackgroundTasks
 from .engine import request_tasks
 from .errors import BackendUnavailableError, TaskStoreRefusedError
 from .invocation import BACKGROUND
@@ -207,8 +208,6 @@ def _background_tasks_factory(*args: Any, **kwargs: Any) -> BackgroundTasks:
     manager = _current_manager.get()
     if manager is None:
         return FastAPIBackgroundTasks(*args, **kwargs)
-    from .background import ManagedBackgroundTasks
-
     return ManagedBackgroundTasks(manager)
 
 

@@ -60,8 +60,6 @@ class MemoryState:
         self.key_holders: dict[str, str] = {}
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
         """Function name -> tasks by status (every status a key, counts may be 0)."""
-        self.owned: dict[str, dict[str, None]] = {}
-        """Owner -> ids of its active (PENDING, RUNNING) tasks; owners with none are absent."""
 
 
 class MemoryStore:
@@ -112,8 +110,6 @@ class MemoryStore:
         stored = record
         state.records[record.task_id] = stored
         self._count(stored, +1)
-        if stored.owner is not None and stored.status in ACTIVE_STATUSES:
-            self._own(stored.owner, stored.task_id)
         if stored.status in TERMINAL_STATUSES:
             state.finished[stored.task_id] = None
             self._trim_locked()
@@ -142,8 +138,6 @@ class MemoryStore:
         state.finished.pop(record.task_id, None)
         state.logs.pop(record.task_id, None)
         self._count(record, -1)
-        if record.owner is not None and record.status in ACTIVE_STATUSES:
-            self._disown(record.owner, record.task_id)
         key = record.idempotency_key
         if key is not None and state.key_holders.get(key) == record.task_id:
             del state.key_holders[key]
@@ -225,15 +219,26 @@ class MemoryStore:
         return results
 
     async def owners(self) -> set[str]:
-        """See :meth:`fastapi_taskflow.protocols.Store.owners`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.owners`.
+
+        Found by a scan of the kept records: only recovery and shutdown ask, and
+        keeping an index per owner cost every status change two dict writes.
+        """
         with self._state.lock:
-            return set(self._state.owned)
+            return {
+                record.owner
+                for record in self._state.records.values()
+                if record.owner is not None and record.status in ACTIVE_STATUSES
+            }
 
     async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
-        """See :meth:`fastapi_taskflow.protocols.Store.owned`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.owned` (a scan, as ``owners``)."""
         with self._state.lock:
-            ids = self._state.owned.get(owner, {})
-            found = [self._state.records[task_id] for task_id in ids]
+            found = [
+                record
+                for record in self._state.records.values()
+                if record.owner == owner and record.status in ACTIVE_STATUSES
+            ]
         found.sort(key=lambda record: record.created_at)
         return [record.task_id for record in found[:limit]]
 
@@ -262,27 +267,8 @@ class MemoryStore:
     def _set_owner_locked(self, record: LiveRecord, owner: str | None) -> LiveRecord:
         """Give the kept ``record`` a new owner in place (None: released) and return
         it; the record must be active."""
-        old_owner = record.owner
         record.owner = owner
-        if old_owner is not None:
-            self._disown(old_owner, record.task_id)
-        if owner is not None:
-            self._own(owner, record.task_id)
         return record
-
-    def _own(self, owner: str, task_id: str) -> None:
-        owned = self._state.owned.get(owner)
-        if owned is None:
-            self._state.owned[owner] = {task_id: None}
-        else:
-            owned[task_id] = None
-
-    def _disown(self, owner: str, task_id: str) -> None:
-        owned = self._state.owned.get(owner)
-        if owned is not None:
-            owned.pop(task_id, None)
-            if not owned:
-                del self._state.owned[owner]
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
@@ -298,32 +284,14 @@ class MemoryStore:
         """Apply a status change to the kept ``record`` in place and return it (the
         kept record itself: the ``Store`` methods hand out snapshots)."""
         old_status = record.status
-        old_owner = record.owner
         if changes:
             for name, value in changes.items():
                 setattr(record, name, value)
         record.status = status
         record.updated_at = self.clock.now()
-        new_owner = record.owner
-        if status is old_status and new_owner == old_owner:
-            return record  # an update of fields only
-        state = self._state
-        task_id = record.task_id
-        was_active = old_status in ACTIVE_STATUSES
-        is_active = status in ACTIVE_STATUSES
-        if was_active and old_owner is not None and (not is_active or new_owner != old_owner):
-            owned = state.owned.get(old_owner)
-            if owned is not None:
-                owned.pop(task_id, None)
-                if not owned:
-                    del state.owned[old_owner]
-        if is_active and new_owner is not None and (not was_active or new_owner != old_owner):
-            owned = state.owned.get(new_owner)
-            if owned is None:
-                state.owned[new_owner] = {task_id: None}
-            else:
-                owned[task_id] = None
         if status is not old_status:
+            state = self._state
+            task_id = record.task_id
             by_func = state.func_counts[record.func_name]
             by_func[old_status] -= 1
             by_func[status] += 1
