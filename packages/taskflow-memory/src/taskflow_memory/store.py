@@ -185,11 +185,27 @@ class MemoryStore:
         copy per status change), so it shows the task's later changes too. Every other
         method hands out snapshots.
         """
-        with self._state.lock:
-            record = self._state.records.get(task_id)
-            if record is None or record.status not in expected:
+        state = self._state
+        with state.lock:
+            record = state.records.get(task_id)
+            if record is None:
                 return None
-            return self._write_locked(record, new, changes)
+            old_status = record.status
+            if old_status not in expected:
+                return None
+            # _write_locked, inline: this is every task's start and end.
+            if changes:
+                for name, value in changes.items():
+                    setattr(record, name, value)
+            record.status = new
+            record.updated_at = self.clock.now()
+            if new is not old_status:
+                by_func = state.func_counts[record.func_name]
+                by_func[old_status] -= 1
+                by_func[new] += 1
+                if new in TERMINAL_STATUSES or old_status in TERMINAL_STATUSES:
+                    self._status_moved_locked(record, new)
+            return record
 
     def _transition(
         self,
@@ -291,25 +307,32 @@ class MemoryStore:
         record.updated_at = self.clock.now()
         if status is not old_status:
             state = self._state
-            task_id = record.task_id
             by_func = state.func_counts[record.func_name]
             by_func[old_status] -= 1
             by_func[status] += 1
-            if status in TERMINAL_STATUSES:
-                key = record.idempotency_key
-                if (
-                    key is not None
-                    and status in KEY_RELEASING_STATUSES
-                    and state.key_holders.get(key) == task_id
-                ):
-                    del state.key_holders[key]
-                state.finished[task_id] = None
-                cap = state.max_records
-                if cap is not None and len(state.records) > cap:
-                    self._trim_locked()
-            elif state.finished:
-                state.finished.pop(task_id, None)
+            self._status_moved_locked(record, status)
         return record
+
+    def _status_moved_locked(self, record: LiveRecord, status: TaskStatus) -> None:
+        """Keep the finished order, the idempotency keys and the cap true after
+        ``record`` moved to ``status`` (counts are the caller's; a move between two
+        active statuses needs no call)."""
+        state = self._state
+        task_id = record.task_id
+        if status in TERMINAL_STATUSES:
+            key = record.idempotency_key
+            if (
+                key is not None
+                and status in KEY_RELEASING_STATUSES
+                and state.key_holders.get(key) == task_id
+            ):
+                del state.key_holders[key]
+            state.finished[task_id] = None
+            cap = state.max_records
+            if cap is not None and len(state.records) > cap:
+                self._trim_locked()
+        else:
+            state.finished.pop(task_id, None)
 
     def _count(self, record: LiveRecord, delta: int) -> None:
         state = self._state
