@@ -114,6 +114,8 @@ def new_live_record(
 
 
 _NO_ARGS: tuple[Any, ...] = ()
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""Argument types whose JSON form is the value itself."""
 
 
 def accept(
@@ -160,13 +162,13 @@ def accept(
     else:
         route = BACKGROUND
     durable = engine.durable
-    if args or kwargs or durable:
+    if kwargs or not all(type(arg) in _PLAIN for arg in args):
         try:
             args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
         except TaskArgumentError as exc:
             raise surrogate_error(exc) or exc from exc.__cause__
-    else:
-        args_json, kwargs_json = [], {}
+    else:  # what encode_arguments returns for str, int, float, bool and None
+        args_json, kwargs_json = list(args), {}
     if durable:
         check_arguments(func, args_json, kwargs_json)
         if not entry.registered:

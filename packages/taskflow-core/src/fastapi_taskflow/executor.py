@@ -59,6 +59,7 @@ logger = logging.getLogger("fastapi_taskflow")
 _PENDING = frozenset({TaskStatus.PENDING})
 _RUNNING = frozenset({TaskStatus.RUNNING})
 _RUNNING_STATUS = TaskStatus.RUNNING
+_PENDING_STATUS = TaskStatus.PENDING
 _SUCCESS = TaskStatus.SUCCESS
 
 Changes = dict[str, Any]
@@ -290,12 +291,31 @@ async def _failed(
     retry is due at once and runs in place (not while shutting down)."""
     error = f"{type(exc).__name__}: {exc}"
     attempt = ctx.attempt
-    _log(ctx, f"attempt {attempt} failed: {error}", "error", {"traceback": format_traceback(exc)})
     config = invocation.config
-    if attempt <= config.retries:
-        delay = config.retry_delay(attempt)
-        _log(ctx, f"retrying in {delay:g}s (retry {attempt} of {config.retries})", "warning", {})
-        retried = await _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
+    retrying = attempt <= config.retries
+    delay = config.retry_delay(attempt) if retrying else 0.0
+    failed_line = f"attempt {attempt} failed: {error}"
+    traceback = format_traceback(exc)
+    retry_line = f"retrying in {delay:g}s (retry {attempt} of {config.retries})"
+    if ctx._on_log is not None:  # someone listens: announced as task_log() lines are
+        ctx.log(failed_line, "error", traceback=traceback)
+        if retrying:
+            ctx.log(retry_line, "warning")
+    else:  # kept only: both lines at once, as the tuples they are stored as
+        now = engine.clock.now()
+        ctx.add_line((now, "error", failed_line, attempt, (("traceback", traceback),)))
+        if retrying:
+            ctx.add_line((now, "warning", retry_line, attempt, ()))
+    if retrying:
+        retry = {"error": error}
+        in_process = engine.transition_now
+        retried: Kept | None
+        if in_process is not None:  # no coroutine for _finish
+            retried = _finish_now(engine, in_process, record.task_id, ctx, _PENDING_STATUS, retry)
+            if retried is not None and engine.listening:
+                await engine.emit_lifecycle(_snapshot(retried))
+        else:
+            retried = await _finish(engine, record, ctx, _PENDING_STATUS, retry)
         if retried is None:
             return False
         if delay <= 0 and not engine.runtime().stopping:
@@ -306,15 +326,6 @@ async def _failed(
     await _finish(engine, record, ctx, TaskStatus.FAILED, failed)
     engine.forget(record.task_id)
     return False
-
-
-def _log(ctx: task_context.TaskContext, message: str, level: str, extra: dict[str, Any]) -> None:
-    """Write one of the engine's own lines about an attempt: announced as ``task_log()``
-    lines are when someone listens, else only kept (as a tuple)."""
-    if ctx._on_log is not None:
-        ctx.log(message, level, **extra)
-    else:
-        ctx.line(message, level, extra)
 
 
 async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskContext) -> None:
@@ -340,8 +351,12 @@ def _prepare(
     replaced = 0
     if lines:
         lines, replaced = _storable_lines(lines)
-    changes, replaced_too = storable_changes(changes)
-    replaced += replaced_too
+    error = changes.get("error")
+    if changes.get("result") is not None or (
+        error is not None and (not error.isascii() or "\x00" in error)
+    ):
+        changes, replaced_too = storable_changes(changes)
+        replaced += replaced_too
     if replaced:
         note = (
             f"{replaced} character(s) no task store can hold (NUL, lone surrogates) were "
