@@ -86,6 +86,7 @@ class TaskflowMiddleware:
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
             await engine.started()
         accepted: set[str] = set()
+        buffered = engine.create_now is None  # an in-process store takes tasks at once
         token = _current_manager.set(self.task_manager)
         ids_token = request_tasks.set(accepted)
         refused = False
@@ -101,7 +102,7 @@ class TaskflowMiddleware:
                 if int(message.get("status", 200)) >= 500:
                     failed = True
                     _drop_unwritten(engine, accepted)
-                elif any(task_id in engine.pending for task_id in accepted):
+                elif buffered and any(task_id in engine.pending for task_id in accepted):
                     try:
                         await engine.flush()
                     except Exception as exc:
