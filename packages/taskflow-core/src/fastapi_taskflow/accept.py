@@ -162,7 +162,7 @@ def accept(
     else:
         route = BACKGROUND
     durable = engine.durable
-    if kwargs or not all(type(arg) in _PLAIN for arg in args):
+    if kwargs or (args and not all(type(arg) in _PLAIN for arg in args)):
         try:
             args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
         except TaskArgumentError as exc:

@@ -103,6 +103,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         # for, so a task runs without ``run_now``'s coroutine around it.
         in_process = engine.create_now is not None
         loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
         try:
             index = 0
             while index < len(tasks):  # a task may add tasks to this list: run those too
@@ -115,7 +116,9 @@ class ManagedBackgroundTasks(BackgroundTasks):
                             await engine.started()
                         invocation = engine.tasks.get(task.task_id)
                         if invocation is not None:  # else it ran already
-                            await execute(engine, task.task_id, invocation, claimed=False)
+                            await execute(
+                                engine, task.task_id, invocation, claimed=False, current=current
+                            )
                         continue
                     # The last task has no next start to share its write with.
                     later = finishing if index < len(tasks) else None

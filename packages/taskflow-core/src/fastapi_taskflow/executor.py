@@ -94,6 +94,7 @@ async def execute(
     *,
     claimed: bool,
     finishing: list[asyncio.Task[None]] | None = None,
+    current: asyncio.Task[Any] | None = None,
 ) -> None:
     """Run ``task_id`` if it is PENDING, and record what happened.
 
@@ -107,18 +108,26 @@ async def execute(
             shared store), a successful outcome is written by a task added to this list,
             and ``execute`` returns before that write commits: the next task's start
             then shares the write (group commit). The container awaits the list.
+        current: the asyncio task this runs in, when the caller knows it already.
 
     The PENDING → RUNNING compare-and-set makes this instance the task's owner and
     admits one starter, whoever else tries. A failed attempt whose retry is due at once
     (``delay=0``) is retried right here, through PENDING → RUNNING again, without a trip
     through the queue; a later retry goes to the queue with its not-before time.
     """
+    owner = engine.instance_id
+    clock = engine.clock
+    in_process = engine.transition_now
+    runtime = engine.runtime()
+    running = runtime.running
+    if current is None:
+        current = asyncio.current_task()
+        assert current is not None
+    loop = current.get_loop()
     while True:  # one attempt per turn; again when a retry is due at once
-        owner = engine.instance_id
         attempt = invocation.attempts + 1
-        started_at = engine.clock.now()
+        started_at = clock.now()
         start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
-        in_process = engine.transition_now
         record: Kept | None
         if in_process is not None:  # a store in this process: no await, nothing to retry
             record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
@@ -134,10 +143,6 @@ async def execute(
         if record is None:  # cancelled, or started by someone else
             return
         invocation.attempts = attempt
-        runtime = engine.runtime()
-        current = asyncio.current_task()
-        assert current is not None
-        running = runtime.running
         running[task_id] = current
         listening = engine.listening
         on_log = None
@@ -151,10 +156,10 @@ async def execute(
             attempt,
             record.tags,
             False,
-            engine.clock,
+            clock,
             on_log,
             engine.progress_wiring,
-            current.get_loop(),
+            loop,
         )
         again = False
         succeeded: Changes | None = None

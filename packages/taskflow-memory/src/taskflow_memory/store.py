@@ -97,21 +97,26 @@ class MemoryStore:
         """Keep ``record`` (the store's from now on); None when kept, else the kept
         record holding its id or its idempotency key."""
         state = self._state
-        existing = state.records.get(record.task_id)
+        task_id = record.task_id
+        records = state.records
+        existing = records.get(task_id)
         if existing is not None:
             return existing
         key = record.idempotency_key
+        status = record.status
         if key is not None:
             holder_id = state.key_holders.get(key)
             if holder_id is not None:
-                return state.records[holder_id]
-            if record.status not in KEY_RELEASING_STATUSES:
-                state.key_holders[key] = record.task_id
-        stored = record
-        state.records[record.task_id] = stored
-        self._count(stored, +1)
-        if stored.status in TERMINAL_STATUSES:
-            state.finished[stored.task_id] = None
+                return records[holder_id]
+            if status not in KEY_RELEASING_STATUSES:
+                state.key_holders[key] = task_id
+        records[task_id] = record
+        by_func = state.func_counts.get(record.func_name)
+        if by_func is None:
+            by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
+        by_func[status] += 1
+        if status in TERMINAL_STATUSES:
+            state.finished[task_id] = None
             self._trim_locked()
         return None
 
