@@ -26,16 +26,24 @@ from starlette.background import BackgroundTask
 from .config import DEFAULT_QUEUE, TaskConfig, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
-from .invocation import BACKGROUND, EAGER, QUEUED
+from .invocation import BACKGROUND, EAGER, QUEUED, Invocation
 from .limits import check_arguments, check_idempotency_key, surrogate_error
-from .models import CreateResult, TaskRecord, TaskStatus, construct, new_task_id
+from .models import (
+    CreateResult,
+    LiveRecord,
+    TaskRecord,
+    TaskStatus,
+    construct,
+    copy_with,
+    new_task_id,
+)
 from .protocols import TaskBackend
 from .registry import unrecoverable_reason
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["accept", "new_record"]
+__all__ = ["accept", "new_live_record", "new_record"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -77,6 +85,39 @@ def new_record(
     )
 
 
+def new_live_record(
+    engine: Engine,
+    config: TaskConfig,
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
+    *,
+    tags: dict[str, str],
+    priority: int | None,
+    idempotency_key: str | None = None,
+) -> LiveRecord:
+    """:func:`new_record` for a store in this process (``InProcessStore``): the
+    ``LiveRecord`` the store keeps as it is. The positional arguments are kept as a
+    tuple (the store hands out a list), which the garbage collector can leave alone."""
+    return LiveRecord(
+        new_task_id(),
+        config.name,
+        engine.clock.now(),
+        queue=config.queue or DEFAULT_QUEUE,
+        priority=priority or 0,
+        args=tuple(args) if args else _NO_ARGS if args is not None else None,
+        kwargs=kwargs,
+        tags=tags,
+        idempotency_key=idempotency_key,
+        max_retries=config.retries,
+        requeue_on_interrupt=config.requeue_on_interrupt,
+    )
+
+
+_NO_ARGS: tuple[Any, ...] = ()
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""Argument types whose JSON form is the value itself."""
+
+
 def accept(
     engine: Engine,
     func: Callable[..., Any],
@@ -96,17 +137,20 @@ def accept(
     """
     if not callable(func):
         raise InvalidTaskError(f"add_task() needs a callable as its first argument, got {func!r}")
-    if idempotency_key is not None and not isinstance(idempotency_key, str):
-        raise InvalidTaskError(
-            f"idempotency_key must be a string, got {type(idempotency_key).__name__}"
-        )
     if idempotency_key is not None:
+        if not isinstance(idempotency_key, str):
+            raise InvalidTaskError(
+                f"idempotency_key must be a string, got {type(idempotency_key).__name__}"
+            )
         check_idempotency_key(idempotency_key)
     if eager is not None and not isinstance(eager, bool):
         raise InvalidTaskError(f"eager must be True, False or None, got {eager!r}")
-    check_priority(priority)
-    clean_tags = check_tags(tags)
-    engine.availability.check()
+    if priority is not None:
+        check_priority(priority)
+    clean_tags = check_tags(tags) if tags is not None else {}
+    availability = engine.availability
+    if not availability.available:
+        availability.check()
     engine.check_opened()  # an in-process store would take the record, though never opened
     entry = engine.registry.resolve(func)
     config = entry.config
@@ -117,45 +161,71 @@ def accept(
         route = EAGER
     else:
         route = BACKGROUND
-    try:
-        args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
-    except TaskArgumentError as exc:
-        raise surrogate_error(exc) or exc from exc.__cause__
-    if engine.durable:
+    durable = engine.durable
+    if kwargs or (args and not all(type(arg) in _PLAIN for arg in args)):
+        try:
+            args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
+        except TaskArgumentError as exc:
+            raise surrogate_error(exc) or exc from exc.__cause__
+    else:  # what encode_arguments returns for str, int, float, bool and None
+        args_json, kwargs_json = list(args), {}
+    if durable:
         check_arguments(func, args_json, kwargs_json)
         if not entry.registered:
             _warn_if_unrecoverable(engine, config.name)
-    record = new_record(
-        engine,
-        config,
-        args_json,
-        kwargs_json,
-        tags=clean_tags,
-        priority=effective_priority,
-        idempotency_key=idempotency_key,
-    )
-    loop = engine.dispatch_loop()
+    create_now = engine.create_now
+    record: TaskRecord | LiveRecord
+    if create_now is not None:
+        record = new_live_record(
+            engine,
+            config,
+            args_json,
+            kwargs_json,
+            tags=clean_tags,
+            priority=effective_priority,
+            idempotency_key=idempotency_key,
+        )
+    else:
+        record = new_record(
+            engine,
+            config,
+            args_json,
+            kwargs_json,
+            tags=clean_tags,
+            priority=effective_priority,
+            idempotency_key=idempotency_key,
+        )
+    # The loop to start on, to flush on, to queue on: not needed by a background task
+    # an in-process store takes at once.
+    loop = None if route == BACKGROUND and create_now is not None else engine.dispatch_loop()
     if route == EAGER and loop is None:
         raise EagerDispatchError(
             "eager=True needs a running event loop to start the task on, and none is "
             "running: call add_task() from a route or under `async with task_manager:`, "
             "or drop eager=True so the task runs after the response."
         )
-    if route == QUEUED and not _has_room(engine, record.queue):
+    queue = record.queue
+    if route == QUEUED and not _has_room(engine, queue):
         holder = _key_holder(engine, idempotency_key)
         if holder is not None:
             return holder  # the key's task exists: a duplicate needs no room
         _reject(engine, record, loop)
     task_id = record.task_id
-    engine.register_invocation(record, func, args, kwargs, config, route, is_async=entry.is_async)
-    create_now = engine.create_now
+    engine.tasks.add(
+        task_id,
+        Invocation(
+            func, args, kwargs, config, queue, record.priority, route, is_async=entry.is_async
+        ),
+    )
     if idempotency_key is not None:
         if create_now is not None:
             existing = create_now(record)
         else:
-            queued = route == QUEUED and engine.durable
+            assert isinstance(record, TaskRecord)
+            keyed = record
+            queued = route == QUEUED and durable
             result = engine.bridge.run(
-                lambda backend: _create_keyed(engine, backend, record, queued)
+                lambda backend: _create_keyed(engine, backend, keyed, queued)
             )
             existing = None if result.created else result.record
         if existing is not None:
@@ -164,19 +234,20 @@ def accept(
     elif create_now is not None:
         create_now(record)
     else:
+        assert isinstance(record, TaskRecord)
         engine.pending.add(record)
         if loop is not None:
             engine.schedule_flush(loop)
     engine.note_accepted(task_id)
-    if route == QUEUED:
-        engine.tasks.wait_in_queue(task_id, record.queue)
-        engine.submit_soon(loop, task_id, record.queue, record.priority)
-    elif route == EAGER:
-        assert loop is not None
-        engine.spawn_on(loop, engine.run_now(task_id))
-    else:
+    if route == BACKGROUND:
         assert sink is not None
         sink.append(engine.background_task(task_id))
+    elif route == QUEUED:
+        engine.tasks.wait_in_queue(task_id, queue)
+        engine.submit_soon(loop, task_id, queue, record.priority)
+    else:
+        assert loop is not None
+        engine.spawn_on(loop, engine.run_now(task_id))
     return task_id
 
 
@@ -223,25 +294,34 @@ def _key_holder(engine: Engine, idempotency_key: str | None) -> str | None:
     return found.task_id if found is not None else None
 
 
-def _reject(engine: Engine, record: TaskRecord, loop: asyncio.AbstractEventLoop | None) -> None:
+def _reject(
+    engine: Engine,
+    record: TaskRecord | LiveRecord,
+    loop: asyncio.AbstractEventLoop | None,
+) -> None:
     limit = engine.queue_config(record.queue).max_size or 0
-    rejected = record.model_copy(
-        update={
-            "status": TaskStatus.REJECTED,
-            "finished_at": record.created_at,
-            "error": f"queue {record.queue!r} is full",
-        }
-    )
-    if engine.create_now is not None:
-        engine.create_now(rejected)
-    elif record.idempotency_key is not None:
-        engine.bridge.run(
-            lambda backend: engine.availability.call(lambda: backend.create(rejected))
-        )
+    rejected_fields = {
+        "status": TaskStatus.REJECTED,
+        "finished_at": record.created_at,
+        "error": f"queue {record.queue!r} is full",
+    }
+    if isinstance(record, LiveRecord):
+        snapshot = record.to_record()
+        rejected = copy_with(snapshot, rejected_fields)
+        if engine.create_now is not None:
+            engine.create_now(LiveRecord.from_record(rejected))
     else:
-        engine.pending.add(rejected)
-        if loop is not None:
-            engine.schedule_flush(loop)
+        rejected = record.model_copy(update=rejected_fields)
+        if engine.create_now is not None:
+            engine.create_now(rejected)
+        elif record.idempotency_key is not None:
+            engine.bridge.run(
+                lambda backend: engine.availability.call(lambda: backend.create(rejected))
+            )
+        else:
+            engine.pending.add(rejected)
+            if loop is not None:
+                engine.schedule_flush(loop)
     if loop is not None:
         engine.spawn_on(loop, engine.emit_lifecycle(rejected))
     raise QueueFullError(record.queue, limit, record.task_id)

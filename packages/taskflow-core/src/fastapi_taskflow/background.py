@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import BackgroundTasks
 
+from .accept import accept
 from .engine import RunTask
+from .executor import execute
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -75,7 +77,8 @@ class ManagedBackgroundTasks(BackgroundTasks):
             QueueFullError: the task's queue is full; the task is recorded as REJECTED.
             EagerDispatchError: ``eager=True`` with no event loop to start on.
         """
-        return self.task_manager._engine.accept(
+        return accept(
+            self.task_manager._engine,
             func,
             args,
             kwargs,
@@ -96,12 +99,27 @@ class ManagedBackgroundTasks(BackgroundTasks):
         engine = self.task_manager._engine
         tasks = self.tasks
         finishing: list[asyncio.Task[None]] = []
+        # An in-process store took every record at add_task(): no write buffer to wait
+        # for, so a task runs without ``run_now``'s coroutine around it.
+        in_process = engine.create_now is not None
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
         try:
             index = 0
             while index < len(tasks):  # a task may add tasks to this list: run those too
                 task = tasks[index]
                 index += 1
                 if type(task) is RunTask and task.engine is engine:
+                    if in_process:
+                        runtime = engine.current_runtime
+                        if runtime is None or runtime.loop is not loop:
+                            await engine.started()
+                        invocation = engine.tasks.get(task.task_id)
+                        if invocation is not None:  # else it ran already
+                            await execute(
+                                engine, task.task_id, invocation, claimed=False, current=current
+                            )
+                        continue
                     # The last task has no next start to share its write with.
                     later = finishing if index < len(tasks) else None
                     await engine.run_now(task.task_id, finishing=later)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
 from .errors import TaskCancelledError
-from .models import LogEntry, construct
+from .models import LogEntry, LogLine, construct, log_entry, log_line
 
-__all__ = ["LEVELS", "TaskContext", "get_task_context", "task_log"]
+__all__ = ["ENTRIES_LOCK", "LEVELS", "TaskContext", "get_task_context", "task_log"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 """The log levels ``task_log()`` accepts."""
 
 
-@dataclass
+ENTRIES_LOCK = threading.Lock()
+"""Guards every context's unwritten log lines and its progress reporter's creation (a
+sync task logs from a thread while the loop takes the lines): one lock for all, held
+for an append or a swap, instead of one lock per attempt."""
+
+
 class TaskContext:
     """The running task: available inside a task function through ``get_task_context()``.
 
@@ -33,16 +37,68 @@ class TaskContext:
             :meth:`raise_if_cancelled`) between steps and stop.
     """
 
-    task_id: str
-    func_name: str
-    attempt: int
-    tags: dict[str, str] = field(default_factory=dict)
-    cancel_requested: bool = False
-    _clock: Clock | None = field(default=None, repr=False)
-    _on_log: Callable[[TaskContext, LogEntry], None] | None = field(default=None, repr=False)
-    _entries: list[LogEntry] = field(default_factory=list, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _on_progress: Callable[[float, str | None], None] | None = field(default=None, repr=False)
+    __slots__ = (
+        "_clock",
+        "_entries",
+        "_loop",
+        "_on_log",
+        "_own_tags",
+        "_reporter",
+        "_tags",
+        "_wiring",
+        "attempt",
+        "cancel_requested",
+        "func_name",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        attempt: int,
+        tags: dict[str, str] | None = None,
+        cancel_requested: bool = False,
+        _clock: Clock | None = None,
+        _on_log: Callable[[TaskContext, LogEntry], None] | None = None,
+        _wiring: Any = None,
+        _loop: Any = None,
+    ) -> None:
+        self.task_id = task_id
+        self.func_name = func_name
+        self.attempt = attempt
+        self._tags = tags
+        """The tags as given, copied on first read of :attr:`tags` (most tasks never
+        read them) into ``_own_tags``."""
+        self._own_tags: dict[str, str] | None = None
+        self.cancel_requested = cancel_requested
+        self._clock = _clock
+        self._on_log = _on_log
+        self._entries: list[LogLine] | None = None
+        self._wiring = _wiring
+        """Where progress reports go (a ``progress.ProgressWiring``), None: nowhere."""
+        self._loop = _loop
+        self._reporter: Any = None
+        """The attempt's ``progress.ProgressReporter``, made by the first report."""
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The tags given to ``add_task()`` (this attempt's own copy)."""
+        tags = self._own_tags
+        if tags is None:
+            tags = self._own_tags = dict(self._tags) if self._tags else {}
+        return tags
+
+    @tags.setter
+    def tags(self, value: dict[str, str]) -> None:
+        self._own_tags = value
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(task_id={self.task_id!r}, func_name={self.func_name!r}, "
+            f"attempt={self.attempt!r}, tags={self.tags!r}, "
+            f"cancel_requested={self.cancel_requested!r})"
+        )
 
     def raise_if_cancelled(self) -> None:
         """Raise ``TaskCancelledError`` if a cancellation of this task was requested.
@@ -61,28 +117,51 @@ class TaskContext:
 
     def log(self, message: str, level: str = "info", **extra: Any) -> LogEntry:
         """Record a log line for this task; see :func:`task_log`."""
-        if level not in LEVELS:
-            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
-        assert self._clock is not None
+        line = self.line(message, level, extra)
         entry = construct(  # every value is of its field's type already: no validation
             LogEntry,
-            timestamp=self._clock.now(),
+            timestamp=line[0],
             level=level,
-            message=str(message),
-            attempt=self.attempt,
+            message=line[2],
+            attempt=line[3],
             extra=extra,
         )
-        with self._lock:
-            self._entries.append(entry)
         if self._on_log is not None:
             self._on_log(self, entry)
         return entry
 
-    def take_entries(self) -> list[LogEntry]:
-        """Return and forget the log lines written since the last call (engine use)."""
-        with self._lock:
-            entries, self._entries = self._entries, []
+    def line(self, message: str, level: str, extra: dict[str, Any]) -> LogLine:
+        """Record a log line without announcing it; return it (engine use: the
+        engine's own lines, and what :meth:`log` builds on)."""
+        if level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+        assert self._clock is not None
+        line = log_line(self._clock.now(), level, str(message), self.attempt, extra)
+        self.add_line(line)
+        return line
+
+    def add_line(self, line: LogLine) -> None:
+        """Keep ``line`` with the lines written at the attempt's next write."""
+        with ENTRIES_LOCK:
+            entries = self._entries
+            if entries is None:
+                self._entries = [line]
+            else:
+                entries.append(line)
+
+    def take_lines(self) -> list[LogLine] | None:
+        """Return and forget the log lines written since the last call, None when there
+        are none (engine use)."""
+        if self._entries is None:
+            return None
+        with ENTRIES_LOCK:
+            entries, self._entries = self._entries, None
         return entries
+
+    def take_entries(self) -> list[LogEntry]:
+        """Return and forget the log lines written since the last call, as ``LogEntry``
+        (engine use)."""
+        return [log_entry(line) for line in self.take_lines() or ()]
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("fastapi_taskflow_task", default=None)

@@ -13,18 +13,30 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import context as task_context
+from . import progress, supervision
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_changes, storable_entries
-from .models import LogEntry, TaskRecord, TaskStatus, TaskUpdate, construct
+from .models import (
+    LiveRecord,
+    LogEntry,
+    LogLine,
+    TaskRecord,
+    TaskStatus,
+    TaskUpdate,
+    construct,
+    log_entry,
+    log_line,
+)
 from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
-from .supervision import supervise
 
 if TYPE_CHECKING:
     from .engine import Engine, Invocation
@@ -47,10 +59,27 @@ logger = logging.getLogger("fastapi_taskflow")
 _PENDING = frozenset({TaskStatus.PENDING})
 _RUNNING = frozenset({TaskStatus.RUNNING})
 _RUNNING_STATUS = TaskStatus.RUNNING
+_PENDING_STATUS = TaskStatus.PENDING
 _SUCCESS = TaskStatus.SUCCESS
 
 Changes = dict[str, Any]
 """The fields a status change sets (the keys of :class:`~fastapi_taskflow.models.TaskUpdate`)."""
+
+TransitionNow = Callable[..., LiveRecord | None]
+"""An in-process store's ``transition_now``."""
+
+Kept = TaskRecord | LiveRecord
+"""A record as a status change returns it: a snapshot from a shared store, or the
+record an in-process store keeps (changed in place by the task's next change)."""
+
+
+def _snapshot(record: Kept) -> TaskRecord:
+    """``record`` as a ``TaskRecord`` that no later change touches (for events and the
+    queue)."""
+    return record.to_record() if isinstance(record, LiveRecord) else record
+
+
+_NOT_RUNNING = "task %s was no longer RUNNING; its outcome was not recorded"
 
 
 class OutcomeNotWritten(Exception):
@@ -65,6 +94,7 @@ async def execute(
     *,
     claimed: bool,
     finishing: list[asyncio.Task[None]] | None = None,
+    current: asyncio.Task[Any] | None = None,
 ) -> None:
     """Run ``task_id`` if it is PENDING, and record what happened.
 
@@ -78,128 +108,149 @@ async def execute(
             shared store), a successful outcome is written by a task added to this list,
             and ``execute`` returns before that write commits: the next task's start
             then shares the write (group commit). The container awaits the list.
+        current: the asyncio task this runs in, when the caller knows it already.
 
     The PENDING → RUNNING compare-and-set makes this instance the task's owner and
     admits one starter, whoever else tries. A failed attempt whose retry is due at once
     (``delay=0``) is retried right here, through PENDING → RUNNING again, without a trip
     through the queue; a later retry goes to the queue with its not-before time.
     """
-    while await _attempt(engine, task_id, invocation, finishing):
-        pass
-
-
-async def _attempt(
-    engine: Engine,
-    task_id: str,
-    invocation: Invocation,
-    finishing: list[asyncio.Task[None]] | None = None,
-) -> bool:
-    """Run one attempt; True when the next attempt is due at once and runs here."""
     owner = engine.instance_id
-    attempt = invocation.attempts + 1
-    started_at = engine.clock.now()
-    start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
+    clock = engine.clock
     in_process = engine.transition_now
-    if in_process is not None:  # a store in this process: no await, nothing to retry
-        record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
-    else:
-        record = await _transition(
-            engine,
-            task_id,
-            expected=_PENDING,
-            new=_RUNNING_STATUS,
-            changes=start,
-            landed=lambda r: (
-                r.owner == owner and r.attempt == attempt and r.started_at == started_at
-            ),
-        )
-    if record is None:  # cancelled, or started by someone else
-        return False
-    invocation.attempts = attempt
     runtime = engine.runtime()
-    current = asyncio.current_task()
-    if current is not None:
-        runtime.running[task_id] = current
-    listening = engine.listening
-    if listening:
-        await engine.emit_lifecycle(record)
-    ctx = task_context.TaskContext(
-        task_id=task_id,
-        func_name=record.func_name,
-        attempt=attempt,
-        tags=dict(record.tags),
-        _clock=engine.clock,
-        _on_log=engine.log_emitter(record) if listening else None,
-    )
-    again = False
-    succeeded: Changes | None = None
-    try:
+    running = runtime.running
+    if current is None:
+        current = asyncio.current_task()
+        assert current is not None
+    loop = current.get_loop()
+    while True:  # one attempt per turn; again when a retry is due at once
+        attempt = invocation.attempts + 1
+        started_at = clock.now()
+        start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
+        record: Kept | None
+        if in_process is not None:  # a store in this process: no await, nothing to retry
+            record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
+        else:
+            record = await _transition(
+                engine,
+                task_id,
+                expected=_PENDING,
+                new=_RUNNING_STATUS,
+                changes=start,
+                landed=_started_by(owner, attempt, started_at),
+            )
+        if record is None:  # cancelled, or started by someone else
+            return
+        invocation.attempts = attempt
+        running[task_id] = current
+        listening = engine.listening
+        on_log = None
+        if listening:
+            snapshot = _snapshot(record)
+            await engine.emit_lifecycle(snapshot)
+            on_log = engine.log_emitter(snapshot)
+        ctx = task_context.TaskContext(
+            task_id,
+            record.func_name,
+            attempt,
+            record.tags,
+            False,
+            clock,
+            on_log,
+            engine.progress_wiring,
+            loop,
+        )
+        again = False
+        succeeded: Changes | None = None
         try:
-            # Timeout, cancellation and progress of the attempt: see supervision.py.
             is_async = invocation.is_async
             if is_async is None:
                 is_async = invocation.is_async = is_async_callable(invocation.func)
             token = task_context.bind(ctx)
+            # Timeout, cancellation and progress of the attempt: see supervision.py (its
+            # ``supervise``, inline here: one coroutine frame less per attempt). What the
+            # call raised is dispatched below, outside the ``except``: no re-raise.
+            scopes = engine.cancel_scopes
+            scope = supervision.enter(scopes, ctx, current, is_async, invocation.config.timeout)
+            raised: BaseException | None = None
             try:
-                call = (
+                result = await (
                     invocation.func(*invocation.args, **invocation.kwargs)
                     if is_async
                     else _call_in_thread(engine, invocation)
                 )
-                result = await supervise(
-                    engine.cancel_scopes,
-                    engine.progress_wiring,
-                    ctx,
-                    is_async,
-                    invocation.config.timeout,
-                    call,
-                )
-            finally:
-                task_context.unbind(token)
-        except asyncio.CancelledError:
-            await _interrupted(engine, record, ctx)
-            raise
-        except TaskCancelledError as exc:  # task_manager.cancel(): CANCELLED, never retried
-            cancelled = {
-                "finished_at": engine.clock.now(),
-                "error": f"{type(exc).__name__}: {exc}",
-                "cancel_requested": True,
-            }
-            await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
-            engine.forget(task_id)
-        except Exception as exc:
-            again = await _failed(engine, record, invocation, ctx, exc)
-        else:
-            done = {
-                "finished_at": engine.clock.now(),
-                "result": encode_result(result),
-                "error": None,
-            }
-            if finishing is not None and engine.transition_now is None:
-                succeeded = done
+            except BaseException as exc:
+                raised = supervision.failure(scope, exc) or exc
             else:
-                await _finish(engine, record, ctx, _SUCCESS, done)
-                engine.forget(task_id)
-    except OutcomeNotWritten:
-        # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store takes it.
-        engine.forget(task_id)
-        runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
-        reraise_if_cancelled()
-    finally:
-        runtime.running.pop(task_id, None)
-    if succeeded is not None and finishing is not None:
-        # Counted as running until written, so a graceful shutdown waits for the write.
-        writing = runtime.spawn(
-            _finish_later(engine, record, ctx, succeeded), name=f"taskflow-finish-{task_id}"
-        )
-        runtime.running[task_id] = writing
-        writing.add_done_callback(lambda _: _stop_counting(runtime.running, task_id, writing))
-        finishing.append(writing)
-    return again
+                scope.settle()
+            finally:
+                supervision.leave(scopes, scope)
+                task_context.unbind(token)
+                if ctx._reporter is not None:  # it reported: write what is unwritten
+                    await progress.close(ctx)
+            try:
+                if raised is None:
+                    done = {
+                        "finished_at": engine.clock.now(),
+                        "result": result if result is None else encode_result(result),
+                        "error": None,
+                    }
+                    if in_process is not None:
+                        ended = _finish_now(engine, in_process, task_id, ctx, _SUCCESS, done)
+                        if ended is not None and engine.listening:
+                            await engine.emit_lifecycle(_snapshot(ended))
+                        engine.forget(task_id)
+                    elif finishing is not None:
+                        succeeded = done
+                    else:
+                        await _finish(engine, record, ctx, _SUCCESS, done)
+                        engine.forget(task_id)
+                elif isinstance(raised, asyncio.CancelledError):
+                    await _interrupted(engine, record, ctx)
+                    raise raised
+                elif isinstance(raised, TaskCancelledError):
+                    # task_manager.cancel(): CANCELLED, never retried
+                    cancelled = {
+                        "finished_at": engine.clock.now(),
+                        "error": f"{type(raised).__name__}: {raised}",
+                        "cancel_requested": True,
+                    }
+                    await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
+                    engine.forget(task_id)
+                elif isinstance(raised, Exception):
+                    again = await _failed(engine, record, invocation, ctx, raised)
+                else:
+                    raise raised  # KeyboardInterrupt, SystemExit, ...
+            finally:
+                raised = None  # the traceback holds this frame: no cycle left behind
+        except OutcomeNotWritten:
+            # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store
+            # takes it.
+            engine.forget(task_id)
+            runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
+            reraise_if_cancelled()
+        finally:
+            running.pop(task_id, None)
+        if succeeded is not None and finishing is not None:
+            # Counted as running until written, so a graceful shutdown waits for the write.
+            writing = runtime.spawn(
+                _finish_later(engine, record, ctx, succeeded), name=f"taskflow-finish-{task_id}"
+            )
+            running[task_id] = writing
+            writing.add_done_callback(partial(_stop_counting, running, task_id, writing))
+            finishing.append(writing)
+        if not again:
+            return
+
+
+def _started_by(owner: str, attempt: int, started_at: datetime) -> Callable[[TaskRecord], bool]:
+    """Whether a record read back shows the start this attempt wrote (a lost reply)."""
+    return lambda r: r.owner == owner and r.attempt == attempt and r.started_at == started_at
 
 
 async def _finish_later(
-    engine: Engine, record: TaskRecord, ctx: task_context.TaskContext, changes: Changes
+    engine: Engine, record: Kept, ctx: task_context.TaskContext, changes: Changes
 ) -> None:
     """Write a successful outcome after ``execute`` returned (see its ``finishing``)."""
     try:
@@ -212,7 +263,10 @@ async def _finish_later(
 
 
 def _stop_counting(
-    running: dict[str, asyncio.Task[Any]], task_id: str, task: asyncio.Task[Any]
+    running: dict[str, asyncio.Task[Any]],
+    task_id: str,
+    task: asyncio.Task[Any],
+    _: asyncio.Task[Any] | None = None,
 ) -> None:
     if running.get(task_id) is task:
         del running[task_id]
@@ -233,7 +287,7 @@ async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
 
 async def _failed(
     engine: Engine,
-    record: TaskRecord,
+    record: Kept,
     invocation: Invocation,
     ctx: task_context.TaskContext,
     exc: Exception,
@@ -241,21 +295,37 @@ async def _failed(
     """Record a failed attempt: PENDING again for a retry, else FAILED. True when the
     retry is due at once and runs in place (not while shutting down)."""
     error = f"{type(exc).__name__}: {exc}"
-    ctx.log(
-        f"attempt {ctx.attempt} failed: {error}",
-        level="error",
-        traceback=format_traceback(exc),
-    )
+    attempt = ctx.attempt
     config = invocation.config
-    if ctx.attempt <= config.retries:
-        delay = config.retry_delay(ctx.attempt)
-        ctx.log(f"retrying in {delay:g}s (retry {ctx.attempt} of {config.retries})", "warning")
-        retried = await _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
+    retrying = attempt <= config.retries
+    delay = config.retry_delay(attempt) if retrying else 0.0
+    failed_line = f"attempt {attempt} failed: {error}"
+    traceback = format_traceback(exc)
+    retry_line = f"retrying in {delay:g}s (retry {attempt} of {config.retries})"
+    if ctx._on_log is not None:  # someone listens: announced as task_log() lines are
+        ctx.log(failed_line, "error", traceback=traceback)
+        if retrying:
+            ctx.log(retry_line, "warning")
+    else:  # kept only: both lines at once, as the tuples they are stored as
+        now = engine.clock.now()
+        ctx.add_line((now, "error", failed_line, attempt, (("traceback", traceback),)))
+        if retrying:
+            ctx.add_line((now, "warning", retry_line, attempt, ()))
+    if retrying:
+        retry = {"error": error}
+        in_process = engine.transition_now
+        retried: Kept | None
+        if in_process is not None:  # no coroutine for _finish
+            retried = _finish_now(engine, in_process, record.task_id, ctx, _PENDING_STATUS, retry)
+            if retried is not None and engine.listening:
+                await engine.emit_lifecycle(_snapshot(retried))
+        else:
+            retried = await _finish(engine, record, ctx, _PENDING_STATUS, retry)
         if retried is None:
             return False
         if delay <= 0 and not engine.runtime().stopping:
             return True
-        await engine.requeue(retried, delay, release=delay > 0)
+        await engine.requeue(_snapshot(retried), delay, release=delay > 0)
         return False
     failed = {"finished_at": engine.clock.now(), "error": error}
     await _finish(engine, record, ctx, TaskStatus.FAILED, failed)
@@ -263,7 +333,7 @@ async def _failed(
     return False
 
 
-async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.TaskContext) -> None:
+async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskContext) -> None:
     error = "interrupted by shutdown"
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
@@ -271,27 +341,27 @@ async def _interrupted(engine: Engine, record: TaskRecord, ctx: task_context.Tas
             _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
         )
         if again is not None:
-            await asyncio.shield(engine.requeue(again))
+            await asyncio.shield(engine.requeue(_snapshot(again)))
         return
     interrupted = {"finished_at": engine.clock.now(), "error": error}
     await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, interrupted))
 
 
-async def _finish(
-    engine: Engine,
-    record: TaskRecord,
-    ctx: task_context.TaskContext,
-    status: TaskStatus,
-    changes: Changes,
-) -> TaskRecord | None:
-    """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
-    with ``changes``; the record written, or None when it was no longer RUNNING."""
-    entries = ctx.take_entries()
+def _prepare(
+    engine: Engine, ctx: task_context.TaskContext, changes: Changes
+) -> tuple[list[LogLine] | None, Changes]:
+    """The attempt's unwritten log lines and ``changes``, made storable (a note says
+    how many characters were replaced, if any)."""
+    lines = ctx.take_lines()
     replaced = 0
-    if entries:
-        entries, replaced = storable_entries(entries)
-    changes, replaced_too = storable_changes(changes)
-    replaced += replaced_too
+    if lines:
+        lines, replaced = _storable_lines(lines)
+    error = changes.get("error")
+    if changes.get("result") is not None or (
+        error is not None and (not error.isascii() or "\x00" in error)
+    ):
+        changes, replaced_too = storable_changes(changes)
+        replaced += replaced_too
     if replaced:
         note = (
             f"{replaced} character(s) no task store can hold (NUL, lone surrogates) were "
@@ -299,21 +369,52 @@ async def _finish(
         )
         if changes.get("error") is not None:
             changes = {**changes, "error": f"{changes['error']} [{note}]"}
-        entries.append(
-            construct(
-                LogEntry,
-                timestamp=engine.clock.now(),
-                level="warning",
-                message=note,
-                attempt=ctx.attempt,
-            )
-        )
-    if entries:
-        await _append_logs(engine, record.task_id, entries)
+        if lines is None:
+            lines = []
+        lines.append((engine.clock.now(), "warning", note, ctx.attempt, ()))
+    return lines, changes
+
+
+def _finish_now(
+    engine: Engine,
+    in_process: TransitionNow,
+    task_id: str,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    changes: Changes,
+) -> LiveRecord | None:
+    """:func:`_finish` on a store in this process, without a coroutine and without
+    telling observers (the caller does, when someone listens)."""
+    if ctx._entries is not None or changes.get("result") is not None or changes.get("error"):
+        lines, changes = _prepare(engine, ctx, changes)
+        if lines:
+            assert engine.append_now is not None
+            engine.append_now(task_id, lines)
+    done = in_process(task_id, expected=_RUNNING, new=status, changes=changes)
+    if done is None:
+        logger.info(_NOT_RUNNING, task_id)
+    return done
+
+
+async def _finish(
+    engine: Engine,
+    record: Kept,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    changes: Changes,
+) -> Kept | None:
+    """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
+    with ``changes``; the record written, or None when it was no longer RUNNING."""
     in_process = engine.transition_now
+    done: Kept | None
     if in_process is not None:  # a store in this process: no await, nothing to retry
-        done = in_process(record.task_id, expected=_RUNNING, new=status, changes=changes)
+        done = _finish_now(engine, in_process, record.task_id, ctx, status, changes)
+        if done is None:
+            return None
     else:
+        lines, changes = _prepare(engine, ctx, changes)
+        if lines:
+            await _append_logs(engine, record.task_id, [log_entry(line) for line in lines])
         try:
             done = await _transition(
                 engine,
@@ -326,23 +427,46 @@ async def _finish(
         except Exception as exc:
             reraise_if_cancelled()
             done = await _finish_plainly(engine, record, status, changes, exc)
-    if done is None:
-        logger.info("task %s was no longer RUNNING; its outcome was not recorded", record.task_id)
-        return None
+        if done is None:
+            logger.info(_NOT_RUNNING, record.task_id)
+            return None
     if engine.listening:
-        await engine.emit_lifecycle(done)
+        await engine.emit_lifecycle(_snapshot(done))
     return done
 
 
+def _storable_lines(lines: list[LogLine]) -> tuple[list[LogLine], int]:
+    """``storable_entries`` for lines kept as tuples: a plain ASCII line (the common
+    case) is kept as it is; any other goes through ``storable_entries``."""
+    out: list[LogLine] = []
+    replaced = 0
+    for line in lines:
+        message, extra = line[2], line[4]
+        if message.isascii() and "\x00" not in message and (not extra or _plain_ascii(extra)):
+            out.append(line)
+            continue
+        (entry,), n = storable_entries([log_entry(line)])
+        out.append(
+            log_line(entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra)
+        )
+        replaced += n
+    return out, replaced
+
+
+def _plain_ascii(extra: tuple[tuple[str, Any], ...]) -> bool:
+    """True when ``extra`` pairs ASCII text with ASCII text (storable as it is)."""
+    for key, value in extra:
+        if type(value) is not str or not value.isascii() or not key.isascii():
+            return False
+    return True
+
+
 async def _append_logs(engine: Engine, task_id: str, entries: list[LogEntry]) -> None:
-    """Store an attempt's log lines; a refusal is logged, and the outcome is written
-    without them."""
+    """Store an attempt's log lines on a shared store; a refusal is logged, and the
+    outcome is written without them."""
     backend = engine.backend
     try:
-        if engine.transition_now is not None:  # a store in this process is never away
-            await backend.append_logs(task_id, entries)
-        else:
-            await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
+        await engine.availability.persist(lambda: backend.append_logs(task_id, entries))
     except Exception as exc:
         reraise_if_cancelled()
         logger.error(
@@ -354,7 +478,7 @@ async def _append_logs(engine: Engine, task_id: str, entries: list[LogEntry]) ->
 
 
 async def _finish_plainly(
-    engine: Engine, record: TaskRecord, status: TaskStatus, changes: Changes, exc: Exception
+    engine: Engine, record: Kept, status: TaskStatus, changes: Changes, exc: Exception
 ) -> TaskRecord | None:
     """Write ``status`` without the result and with a plain error after the store refused
     the full outcome; raise ``OutcomeNotWritten`` if it refuses that too."""
@@ -431,7 +555,7 @@ async def _transition(
     return done
 
 
-async def end_unwritten(engine: Engine, record: TaskRecord) -> None:
+async def end_unwritten(engine: Engine, record: Kept) -> None:
     """End a RUNNING task whose outcome the store refused: INTERRUPTED with a plain
     error, retried with backoff until the store takes it (or the task is no longer
     RUNNING)."""

@@ -20,6 +20,8 @@ def format_traceback(exc: BaseException) -> str:
     """Return ``exc``'s traceback as text, like ``traceback.format_exception`` but
     without source lines; chained causes and contexts come first, as Python prints
     them."""
+    if exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__):
+        return _one(exc)  # no chain: the common case
     chain: list[tuple[BaseException, str]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -33,15 +35,20 @@ def format_traceback(exc: BaseException) -> str:
             current, link = current.__context__, _CONTEXT
         else:
             current = None
-    parts: list[str] = []
-    for error, link in reversed(chain):
-        if error.__traceback__ is not None:
-            parts.append("Traceback (most recent call last):\n")
-            for frame, lineno in traceback.walk_tb(error.__traceback__):
-                code = frame.f_code
-                parts.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
-        parts.append(_exception_only(error))
-        parts.append(link)
+    return "".join(_one(error) + link for error, link in reversed(chain))
+
+
+def _one(error: BaseException) -> str:
+    """The traceback of ``error`` alone (no chained exception)."""
+    tb = error.__traceback__
+    if tb is None:
+        return _exception_only(error)
+    parts = ["Traceback (most recent call last):\n"]
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        parts.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+        tb = tb.tb_next
+    parts.append(_exception_only(error))
     return "".join(parts)
 
 

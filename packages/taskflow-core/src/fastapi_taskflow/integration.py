@@ -31,6 +31,7 @@ from starlette.background import BackgroundTasks
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .background import ManagedBackgroundTasks
 from .engine import request_tasks
 from .errors import BackendUnavailableError, TaskStoreRefusedError
 from .invocation import BACKGROUND
@@ -85,6 +86,7 @@ class TaskflowMiddleware:
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
             await engine.started()
         accepted: set[str] = set()
+        buffered = engine.create_now is None  # an in-process store takes tasks at once
         token = _current_manager.set(self.task_manager)
         ids_token = request_tasks.set(accepted)
         refused = False
@@ -100,7 +102,7 @@ class TaskflowMiddleware:
                 if int(message.get("status", 200)) >= 500:
                     failed = True
                     _drop_unwritten(engine, accepted)
-                elif any(task_id in engine.pending for task_id in accepted):
+                elif buffered and any(task_id in engine.pending for task_id in accepted):
                     try:
                         await engine.flush()
                     except Exception as exc:
@@ -207,8 +209,6 @@ def _background_tasks_factory(*args: Any, **kwargs: Any) -> BackgroundTasks:
     manager = _current_manager.get()
     if manager is None:
         return FastAPIBackgroundTasks(*args, **kwargs)
-    from .background import ManagedBackgroundTasks
-
     return ManagedBackgroundTasks(manager)
 
 

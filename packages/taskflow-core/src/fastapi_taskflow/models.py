@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -23,13 +23,16 @@ __all__ = [
     "DURATION_STATUSES",
     "DURATION_WINDOW",
     "KEY_RELEASING_STATUSES",
+    "LIVE_FIELDS",
     "PERCENTILES",
     "TERMINAL_STATUSES",
     "Claim",
     "CreateResult",
     "DurationStats",
     "Transition",
+    "LiveRecord",
     "LogEntry",
+    "LogLine",
     "TaskPage",
     "TaskQuery",
     "TaskRecord",
@@ -46,6 +49,8 @@ __all__ = [
     "fields_set_with",
     "fold_text",
     "from_fields",
+    "log_entry",
+    "log_line",
     "duration_stats",
     "matches_text",
     "nearest_rank",
@@ -106,6 +111,36 @@ class LogEntry(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+LogLine = tuple[datetime, str, str, int, tuple[tuple[str, Any], ...]]
+"""A log line as the engine collects it and an in-process store keeps it:
+``(timestamp, level, message, attempt, extra)`` with ``extra`` as a tuple of its
+``(key, value)`` pairs. A tuple holding only strings, numbers, datetimes and tuples is
+left alone by Python's garbage collector (a dict, even an empty one, would keep it
+tracked: one more object for every full collection to walk). See :func:`log_line`,
+:func:`log_entry` and :meth:`InProcessStore.append_now
+<fastapi_taskflow.protocols.InProcessStore.append_now>`."""
+
+
+def log_line(
+    timestamp: datetime, level: str, message: str, attempt: int, extra: Mapping[str, Any]
+) -> LogLine:
+    """The :data:`LogLine` of a log line's fields."""
+    return (timestamp, level, message, attempt, tuple(extra.items()) if extra else ())
+
+
+def log_entry(line: LogLine) -> LogEntry:
+    """The :class:`LogEntry` of ``line``, unvalidated (its values are of their types)."""
+    timestamp, level, message, attempt, extra = line
+    return construct(
+        LogEntry,
+        timestamp=timestamp,
+        level=level,
+        message=message,
+        attempt=attempt,
+        extra=dict(extra),
+    )
+
+
 class TaskRecord(BaseModel):
     """Everything the store knows about one task.
 
@@ -144,6 +179,141 @@ class TaskRecord(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Return the record as JSON-ready data (what a route returns)."""
         return self.model_dump(mode="json")
+
+
+_EMPTY_ARGS: tuple[Any, ...] = ()
+
+
+class LiveRecord:
+    """A task's record as a store in this process keeps it: one slotted object.
+
+    It has the attributes of :class:`TaskRecord` but ``logs`` and is changed in place
+    by its store, one attribute per written field. It is what ``memory://`` keeps per
+    task and what its ``create_now``/``transition_now`` exchange with the engine
+    (:class:`~fastapi_taskflow.protocols.InProcessStore`): a pydantic record with its
+    ``__dict__``, its ``args`` list and its ``logs`` list is four objects for Python's
+    garbage collector to walk on every full collection, this is one. Whatever a store
+    hands out through the ``Store`` API is a :class:`TaskRecord` made by
+    :meth:`to_record`, a snapshot.
+
+    ``args`` is kept as a tuple (which the garbage collector leaves alone when it holds
+    plain values); :meth:`to_record` hands out a list.
+    """
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "cancel_requested",
+        "created_at",
+        "error",
+        "finished_at",
+        "func_name",
+        "idempotency_key",
+        "kwargs",
+        "max_retries",
+        "owner",
+        "priority",
+        "progress",
+        "queue",
+        "requeue_on_interrupt",
+        "result",
+        "started_at",
+        "status",
+        "tags",
+        "task_id",
+        "updated_at",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        created_at: datetime,
+        *,
+        status: TaskStatus = TaskStatus.PENDING,
+        queue: str = "default",
+        priority: int = 0,
+        args: list[Any] | tuple[Any, ...] | None = _EMPTY_ARGS,
+        kwargs: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        attempt: int = 0,
+        max_retries: int = 0,
+        requeue_on_interrupt: bool = False,
+        updated_at: datetime | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.func_name = func_name
+        self.status = status
+        self.queue = queue
+        self.priority = priority
+        self.args = args
+        self.kwargs: dict[str, Any] | None = kwargs if kwargs is not None else {}
+        self.tags = tags if tags is not None else {}
+        self.idempotency_key = idempotency_key
+        self.attempt = attempt
+        self.max_retries = max_retries
+        self.requeue_on_interrupt = requeue_on_interrupt
+        self.created_at = created_at
+        self.updated_at = updated_at if updated_at is not None else created_at
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.error: str | None = None
+        self.result: Any = None
+        self.progress: float | None = None
+        self.cancel_requested = False
+        self.owner = owner
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> LiveRecord:
+        """A live copy of ``record`` (its ``logs`` left out); shares no mutable value."""
+        live = cls.__new__(cls)
+        values = record.__dict__
+        for name in LIVE_FIELDS:
+            setattr(live, name, values[name])
+        live.args = tuple(record.args) if record.args is not None else None
+        live.kwargs = dict(record.kwargs) if record.kwargs is not None else None
+        live.tags = dict(record.tags)
+        return live
+
+    def to_record(self, logs: list[LogEntry] | None = None) -> TaskRecord:
+        """A :class:`TaskRecord` snapshot of this record now (``logs``: its logs, else
+        none), unvalidated: every value was checked when it was written."""
+        args = self.args
+        kwargs = self.kwargs
+        data = {
+            "task_id": self.task_id,
+            "func_name": self.func_name,
+            "status": self.status,
+            "queue": self.queue,
+            "priority": self.priority,
+            "args": list(args) if args is not None else None,
+            "kwargs": dict(kwargs) if kwargs is not None else None,
+            "tags": dict(self.tags),
+            "idempotency_key": self.idempotency_key,
+            "attempt": self.attempt,
+            "max_retries": self.max_retries,
+            "requeue_on_interrupt": self.requeue_on_interrupt,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "result": self.result,
+            "progress": self.progress,
+            "cancel_requested": self.cancel_requested,
+            "owner": self.owner,
+            "logs": logs if logs is not None else [],
+        }
+        return from_fields(TaskRecord, data, every_field(TaskRecord))
+
+    def __repr__(self) -> str:
+        return f"LiveRecord(task_id={self.task_id!r}, status={self.status.value!r})"
+
+
+LIVE_FIELDS = tuple(sorted(LiveRecord.__slots__))
+"""The fields of a :class:`LiveRecord`: every field of :class:`TaskRecord` but ``logs``."""
 
 
 class TaskUpdate(BaseModel):
@@ -312,9 +482,42 @@ _set_state = object.__setattr__
 
 def new_task_id() -> str:
     """Return a new random task id: a version-4 UUID in its canonical string form
-    (what ``str(uuid.uuid4())`` returns, made at a fraction of its cost)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    (what ``str(uuid.uuid4())`` returns, at a fraction of its cost).
+
+    The random bits come from ``os.urandom``, read for :data:`_ID_BATCH` ids at once:
+    one system call per batch instead of one per id. Each process draws its own (a
+    forked child starts a new batch).
+    """
+    task_id = next(_ids, None)
+    while task_id is None:
+        _refill_ids()
+        task_id = next(_ids, None)
+    return task_id
+
+
+_ID_BATCH = 256
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _uuid4_strings(count: int) -> list[str]:
+    raw = os.urandom(16 * count).hex()
+    variant = _VARIANT
+    return [
+        f"{raw[i : i + 8]}-{raw[i + 8 : i + 12]}-4{raw[i + 13 : i + 16]}-"
+        f"{variant[raw[i + 16]]}{raw[i + 17 : i + 20]}-{raw[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
+
+
+def _refill_ids() -> None:
+    """A new batch of ids. Taking one (``next()`` on a list iterator) is atomic, so
+    threads never share an id; two threads refilling at once only waste a batch."""
+    global _ids
+    _ids = iter(_uuid4_strings(_ID_BATCH))
+
+
+_ids: Iterator[str] = iter(())
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_ids", iter(())))
 
 
 def copy_with(record: M, changes: Mapping[str, Any]) -> M:
@@ -380,7 +583,7 @@ def fold_text(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
-def matches_text(record: TaskRecord, q: str | None) -> bool:
+def matches_text(record: TaskRecord | LiveRecord, q: str | None) -> bool:
     """True when ``q`` occurs in the record's func name, id, error, or a tag key or value.
 
     The reference for :attr:`TaskQuery.q`: comparison folds ASCII letters only; an empty

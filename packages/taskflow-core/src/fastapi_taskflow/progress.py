@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .context import TaskContext, get_task_context
+from .context import ENTRIES_LOCK, TaskContext, get_task_context
 from .errors import InvalidTaskError
 from .events import LogEvent
-from .models import LogEntry, TaskUpdate
+from .models import LogEntry, TaskUpdate, log_line
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -74,8 +74,16 @@ def report(ctx: TaskContext, fraction: float, message: str | None) -> None:
         raise InvalidTaskError(
             f"task_progress() message must be a string or None, got {type(message).__name__}"
         )
-    if ctx._on_progress is not None:
-        ctx._on_progress(float(fraction), message)
+    reporter = ctx._reporter
+    if reporter is None:
+        wiring = ctx._wiring
+        if wiring is None:
+            return  # not the context of a running attempt
+        with ENTRIES_LOCK:
+            reporter = ctx._reporter
+            if reporter is None:
+                reporter = ctx._reporter = ProgressReporter(wiring, ctx, ctx._loop)
+    reporter.report(float(fraction), message)
 
 
 class ProgressReporter:
@@ -150,8 +158,10 @@ class ProgressReporter:
         )
         if message is not None and message != self._last_message:
             self._last_message = message
-            with ctx._lock:
-                ctx._entries.append(entry)  # stored with the task's logs at its next write
+            # stored with the task's logs at its next write
+            ctx.add_line(
+                log_line(entry.timestamp, entry.level, entry.message, entry.attempt, entry.extra)
+            )
         try:
             await wiring.store().update(ctx.task_id, TaskUpdate(progress=fraction))
         except Exception:
@@ -196,39 +206,8 @@ class ProgressWiring:
     store: Callable[[], Store]
 
 
-class _FirstReport:
-    """A context's progress hook: makes the attempt's reporter on first use (most tasks
-    never report, so an attempt costs one small object)."""
-
-    __slots__ = ("ctx", "loop", "reporter", "wiring")
-
-    def __init__(
-        self, wiring: ProgressWiring, ctx: TaskContext, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.wiring = wiring
-        self.ctx = ctx
-        self.loop = loop
-        self.reporter: ProgressReporter | None = None
-
-    def __call__(self, fraction: float, message: str | None) -> None:
-        reporter = self.reporter
-        if reporter is None:
-            with self.ctx._lock:
-                reporter = self.reporter
-                if reporter is None:
-                    reporter = self.reporter = ProgressReporter(self.wiring, self.ctx, self.loop)
-        reporter.report(fraction, message)
-
-
-def attach(wiring: ProgressWiring, ctx: TaskContext) -> _FirstReport:
-    """Give ``ctx`` a progress hook that makes its reporter on first use; pass what
-    this returns to :func:`close` when the attempt ends."""
-    hook = _FirstReport(wiring, ctx, asyncio.get_running_loop())
-    ctx._on_progress = hook
-    return hook
-
-
-async def close(hook: _FirstReport) -> None:
+async def close(ctx: TaskContext) -> None:
     """Flush the reporter of an attempt that ended, if the task reported at all."""
-    if hook.reporter is not None:
-        await hook.reporter.close()
+    reporter = ctx._reporter
+    if reporter is not None:
+        await reporter.close()

@@ -29,7 +29,9 @@ from .models import (
     Claim,
     CreateResult,
     DurationStats,
+    LiveRecord,
     LogEntry,
+    LogLine,
     TaskPage,
     TaskQuery,
     TaskRecord,
@@ -343,19 +345,30 @@ class TaskBackend(Store, Backend, Protocol):
 
 @runtime_checkable
 class InProcessStore(Protocol):
-    """What a store that lives in this process may add: a synchronous create.
+    """What a store that lives in this process may add: a synchronous create and
+    status change, on records kept as :class:`~fastapi_taskflow.models.LiveRecord`.
 
     ``add_task()`` must not wait on the network, so it hands records to a write buffer
     that is flushed on the event loop. A store whose records are plain memory of this
     process (``memory://``) can take the record at once instead, with no buffer, no flush
     and no wait before the response; and it can change a status without a coroutine. The
     engine uses both when the backend is not durable.
+
+    The engine and such a store share one object per task, a ``LiveRecord``: the engine
+    builds it, ``create_now`` keeps it, ``transition_now`` changes it in place and
+    returns it. Everything the ``Store`` methods hand out stays a ``TaskRecord``
+    snapshot.
     """
 
-    def create_now(self, record: TaskRecord) -> TaskRecord | None:
+    def create_now(self, record: LiveRecord | TaskRecord) -> TaskRecord | None:
         """What :meth:`Store.create` does, done before returning (thread-safe): None
         when ``record`` was created, else the stored record that holds its id or its
-        idempotency key (a copy, as :meth:`Store.create` returns it)."""
+        idempotency key (a snapshot, as :meth:`Store.create` returns it).
+
+        A ``LiveRecord`` is handed over: the store keeps that very object and changes
+        it in place later; the engine does not use it again but through this store. A
+        ``TaskRecord`` is copied.
+        """
         ...
 
     def transition_now(
@@ -365,15 +378,21 @@ class InProcessStore(Protocol):
         expected: Collection[TaskStatus],
         new: TaskStatus,
         changes: Mapping[str, Any] | None = None,
-    ) -> TaskRecord | None:
+    ) -> LiveRecord | None:
         """What :meth:`Store.transition` does, done before returning (thread-safe).
 
         ``changes`` holds the fields to set, by name, as :meth:`TaskUpdate.changes`
         returns them (the engine builds no ``TaskUpdate`` for an in-process store). The
-        store must not keep or change the mapping itself. Unlike :meth:`Store.transition`,
-        it may return the record it keeps, changed in place: the engine only reads it,
-        and never after the task's next status change.
+        store must not keep or change the mapping itself. It returns the record it
+        keeps, changed in place: the engine only reads it, and never after the task's
+        next status change.
         """
+        ...
+
+    def append_now(self, task_id: str, lines: Sequence[LogLine]) -> None:
+        """What :meth:`Store.append_logs` does, done before returning (thread-safe),
+        with the lines as :data:`~fastapi_taskflow.models.LogLine` tuples, which the
+        store may keep as they are (the engine does not use them again)."""
         ...
 
 

@@ -21,16 +21,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import progress
 from .context import TaskContext
 from .errors import TaskCancelledError, TaskTimeoutError
 
-if TYPE_CHECKING:
-    from .progress import ProgressWiring
-
-__all__ = ["CancelScopes", "Scope", "supervise"]
+__all__ = ["CancelScopes", "Scope", "enter", "failure", "leave", "supervise"]
 
 CANCEL, TIMEOUT = "cancel", "timeout"
 
@@ -41,7 +38,16 @@ _REMEMBER_SECONDS = 120.0
 class Scope:
     """One running attempt that can be interrupted (by its deadline or by a cancel)."""
 
-    __slots__ = ("_cancelled_task", "active", "ctx", "is_async", "reason", "task")
+    __slots__ = (
+        "_cancelled_task",
+        "active",
+        "ctx",
+        "is_async",
+        "reason",
+        "task",
+        "timeout",
+        "timer",
+    )
 
     def __init__(self, ctx: TaskContext, task: asyncio.Task[Any], is_async: bool):
         self.ctx = ctx
@@ -50,6 +56,8 @@ class Scope:
         self.active = True
         self.reason: str | None = None
         self._cancelled_task = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout: float | None = None
 
     def interrupt(self, reason: str) -> None:
         """Stop the attempt for ``reason`` (call on the task's loop)."""
@@ -111,51 +119,83 @@ class CancelScopes:
         return False
 
 
+def enter(
+    scopes: CancelScopes,
+    ctx: TaskContext,
+    task: asyncio.Task[Any],
+    is_async: bool,
+    timeout: float | None,
+) -> Scope:
+    """Open the supervised span of one attempt running in ``task`` (``is_async``: it
+    runs on the loop, not on a thread): its cancellation, and its deadline when
+    ``timeout`` is set. The caller awaits the call, hands whatever it raised to
+    :func:`failure`, and ends the span with :func:`leave` (see :func:`supervise`)."""
+    scope = Scope(ctx, task, is_async)
+    scopes.open(scope)
+    if timeout is not None:
+        scope.timer = task.get_loop().call_later(timeout, scope.interrupt, TIMEOUT)
+        scope.timeout = timeout
+    return scope
+
+
+def failure(scope: Scope, exc: BaseException) -> BaseException | None:
+    """What the attempt of ``scope`` raises instead of ``exc`` (None: ``exc`` itself);
+    see the module docstring. Call in the ``except`` clause that caught ``exc``, and
+    raise what it returns there."""
+    if isinstance(exc, asyncio.CancelledError):
+        reason = scope.settle()
+        error: BaseException
+        if reason == TIMEOUT:
+            assert scope.timeout is not None
+            error = TaskTimeoutError(scope.timeout, sync=not scope.is_async)
+        elif reason == CANCEL:
+            error = TaskCancelledError(f"task {scope.ctx.task_id} was cancelled")
+        else:
+            return None
+        error.__suppress_context__ = True  # raise ... from None
+        return error
+    if isinstance(exc, Exception):
+        scope.settle()
+        if scope.ctx.cancel_requested and not isinstance(exc, TaskCancelledError):
+            cancelled = TaskCancelledError(f"task {scope.ctx.task_id} was cancelled")
+            cancelled.__cause__ = exc
+            return cancelled
+    return None
+
+
+def leave(scopes: CancelScopes, scope: Scope) -> None:
+    """End the supervised span of an attempt (its deadline no longer applies)."""
+    scope.active = False
+    timer = scope.timer
+    if timer is not None:
+        timer.cancel()
+    scopes.close(scope)
+
+
 async def supervise(
     scopes: CancelScopes,
-    reporting: ProgressWiring,
     ctx: TaskContext,
     is_async: bool,
     timeout: float | None,
     call: Coroutine[Any, Any, Any],
 ) -> Any:
-    """Await ``call`` (one attempt of a task function; ``is_async``: it runs on the loop,
-    not on a thread) with its timeout, cancellation and progress reporting; see the module
-    docstring for what it raises."""
+    """Await ``call`` (one attempt of a task function) with its timeout, cancellation
+    and progress reporting; see the module docstring for what it raises. The executor
+    does the same inline (:func:`enter`, :func:`failure`, :func:`leave`), without this
+    coroutine's frame."""
     task = asyncio.current_task()
     assert task is not None
-    scope = Scope(ctx, task, is_async)
-    scopes.open(scope)
-    timer = (
-        asyncio.get_running_loop().call_later(timeout, scope.interrupt, TIMEOUT)
-        if timeout is not None
-        else None
-    )
-    reporters = progress.attach(reporting, ctx)
+    scope = enter(scopes, ctx, task, is_async, timeout)
     try:
         try:
             result = await call
-        except asyncio.CancelledError:
-            reason = scope.settle()
-            if reason == TIMEOUT:
-                assert timeout is not None
-                raise TaskTimeoutError(timeout, sync=not is_async) from None
-            if reason == CANCEL:
-                raise TaskCancelledError(f"task {ctx.task_id} was cancelled") from None
-            raise
-        except TaskCancelledError:
-            scope.settle()
-            raise
-        except Exception as exc:
-            scope.settle()
-            if ctx.cancel_requested:
-                raise TaskCancelledError(f"task {ctx.task_id} was cancelled") from exc
-            raise
+        except BaseException as exc:
+            error = failure(scope, exc)
+            if error is None:
+                raise
+            raise error  # noqa: B904 (its cause or suppressed context is set)
         scope.settle()
         return result
     finally:
-        if timer is not None:
-            timer.cancel()
-        scopes.close(scope)
-        if reporters.reporter is not None:  # it reported: write what is still unwritten
-            await progress.close(reporters)
+        leave(scopes, scope)
+        await progress.close(ctx)

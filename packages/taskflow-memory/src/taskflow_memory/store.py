@@ -16,7 +16,9 @@ from fastapi_taskflow.models import (
     TERMINAL_STATUSES,
     CreateResult,
     DurationStats,
+    LiveRecord,
     LogEntry,
+    LogLine,
     TaskPage,
     TaskQuery,
     TaskRecord,
@@ -27,38 +29,15 @@ from fastapi_taskflow.models import (
     Transition,
     bucket_start,
     construct,
-    copy_with,
     decode_cursor,
     duration_stats,
     encode_cursor,
-    every_field,
+    log_entry,
+    log_line,
     matches_text,
 )
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
-
-StoredLine = tuple[datetime, str, str, int, dict[str, Any]]
-"""A log line as the store keeps it: ``(timestamp, level, message, attempt, extra)``.
-A tuple of plain values is left alone by Python's garbage collector, where a
-``LogEntry`` is one more object every full collection walks."""
-
-
-def _log_entry(line: StoredLine) -> LogEntry:
-    timestamp, level, message, attempt, extra = line
-    return construct(
-        LogEntry, timestamp=timestamp, level=level, message=message, attempt=attempt, extra=extra
-    )
-
-
-def _copy(record: TaskRecord) -> TaskRecord:
-    """What a method hands out: a copy, never the stored record, which later changes
-    modify in place."""
-    return copy_with(record, {})
-
-
-_WRITTEN = frozenset({"status", "updated_at"})
-_EVERY_FIELD = every_field(TaskRecord)
-"""The fields every write sets besides its changes."""
 
 DEFAULT_MAX_RECORDS = 10_000
 """How many task records a memory backend keeps before it drops the oldest finished ones."""
@@ -70,17 +49,17 @@ class MemoryState:
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         self.lock = threading.Lock()
         self.max_records = max_records
-        self.records: dict[str, TaskRecord] = {}
+        self.records: dict[str, LiveRecord] = {}
+        """Task id -> its record, kept as one slotted object changed in place; the
+        ``Store`` methods hand out :meth:`LiveRecord.to_record` snapshots."""
         self.finished: dict[str, None] = {}
         """Ids of finished tasks in the order they finished (oldest first)."""
-        self.logs: dict[str, list[StoredLine]] = defaultdict(list)
-        """Task id -> its log lines, as tuples (see :data:`StoredLine`)."""
+        self.logs: dict[str, tuple[LogLine, ...]] = {}
+        """Task id -> its log lines: a tuple of :data:`LogLine` tuples, replaced by a
+        longer one on each append, so the garbage collector leaves it alone."""
         self.key_holders: dict[str, str] = {}
-        self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
         """Function name -> tasks by status (every status a key, counts may be 0)."""
-        self.owned: dict[str, dict[str, None]] = {}
-        """Owner -> ids of its active (PENDING, RUNNING) tasks; owners with none are absent."""
 
 
 class MemoryStore:
@@ -91,54 +70,56 @@ class MemoryStore:
 
     async def create(self, record: TaskRecord) -> CreateResult:
         """See :meth:`fastapi_taskflow.protocols.Store.create`."""
+        live = LiveRecord.from_record(record)
         with self._state.lock:
-            return self._create_result(record, self._create_locked(record))
+            return self._create_result(live, self._create_locked(live))
 
-    def create_now(self, record: TaskRecord) -> TaskRecord | None:
-        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`."""
+    def create_now(self, record: LiveRecord | TaskRecord) -> TaskRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`: a
+        ``LiveRecord`` is kept as it is (it is the engine's, handed over)."""
+        live = record if isinstance(record, LiveRecord) else LiveRecord.from_record(record)
         with self._state.lock:
-            holder = self._create_locked(record, own=True)
-            return None if holder is None else _copy(holder)
+            holder = self._create_locked(live)
+            return None if holder is None else holder.to_record()
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
+        lives = [LiveRecord.from_record(record) for record in records]
         with self._state.lock:
-            return self._create_many_locked(records)
+            return self._create_many_locked(lives)
 
-    def _create_many_locked(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
-        return [self._create_result(record, self._create_locked(record)) for record in records]
+    def _create_many_locked(self, lives: Sequence[LiveRecord]) -> list[CreateResult]:
+        return [self._create_result(live, self._create_locked(live)) for live in lives]
 
-    def _create_result(self, record: TaskRecord, holder: TaskRecord | None) -> CreateResult:
+    def _create_result(self, live: LiveRecord, holder: LiveRecord | None) -> CreateResult:
         if holder is None:
-            return construct(
-                CreateResult, record=_copy(self._state.records[record.task_id]), created=True
-            )
-        return CreateResult(record=holder.model_copy(), created=False)
+            return construct(CreateResult, record=live.to_record(), created=True)
+        return construct(CreateResult, record=holder.to_record(), created=False)
 
-    def _create_locked(self, record: TaskRecord, *, own: bool = False) -> TaskRecord | None:
-        """Store ``record`` (``own``: the caller hands the object over); None when
-        stored, else the stored record holding its id or its idempotency key (not
-        copied)."""
+    def _create_locked(self, record: LiveRecord) -> LiveRecord | None:
+        """Keep ``record`` (the store's from now on); None when kept, else the kept
+        record holding its id or its idempotency key."""
         state = self._state
-        existing = state.records.get(record.task_id)
+        task_id = record.task_id
+        records = state.records
+        existing = records.get(task_id)
         if existing is not None:
             return existing
         key = record.idempotency_key
+        status = record.status
         if key is not None:
             holder_id = state.key_holders.get(key)
             if holder_id is not None:
-                return state.records[holder_id]
-            if record.status not in KEY_RELEASING_STATUSES:
-                state.key_holders[key] = record.task_id
-        # The stored record is changed in place later: keep a copy, unless the record is
-        # the engine's own (create_now), never used by it again but through this store.
-        stored = record if own and not record.logs else copy_with(record, {"logs": []})
-        state.records[record.task_id] = stored
-        self._count(stored, +1)
-        if stored.owner is not None and stored.status in ACTIVE_STATUSES:
-            self._own(stored.owner, stored.task_id)
-        if stored.status in TERMINAL_STATUSES:
-            state.finished[stored.task_id] = None
+                return records[holder_id]
+            if status not in KEY_RELEASING_STATUSES:
+                state.key_holders[key] = task_id
+        records[task_id] = record
+        by_func = state.func_counts.get(record.func_name)
+        if by_func is None:
+            by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
+        by_func[status] += 1
+        if status in TERMINAL_STATUSES:
+            state.finished[task_id] = None
             self._trim_locked()
         return None
 
@@ -159,14 +140,12 @@ class MemoryStore:
             else:
                 self._delete_locked(record)
 
-    def _delete_locked(self, record: TaskRecord) -> None:
+    def _delete_locked(self, record: LiveRecord) -> None:
         state = self._state
         del state.records[record.task_id]
         state.finished.pop(record.task_id, None)
         state.logs.pop(record.task_id, None)
         self._count(record, -1)
-        if record.owner is not None and record.status in ACTIVE_STATUSES:
-            self._disown(record.owner, record.task_id)
         key = record.idempotency_key
         if key is not None and state.key_holders.get(key) == record.task_id:
             del state.key_holders[key]
@@ -178,7 +157,7 @@ class MemoryStore:
             if record is None:
                 return None
             lines = self._state.logs.get(task_id, ())
-            return copy_with(record, {"logs": [_log_entry(line) for line in lines]})
+            return record.to_record([log_entry(line) for line in lines])
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
@@ -186,7 +165,7 @@ class MemoryStore:
             holder_id = self._state.key_holders.get(idempotency_key)
             if holder_id is None:
                 return None
-            return self._state.records[holder_id].model_copy()
+            return self._state.records[holder_id].to_record()
 
     async def transition(
         self,
@@ -207,18 +186,34 @@ class MemoryStore:
         expected: Collection[TaskStatus],
         new: TaskStatus,
         changes: Mapping[str, Any] | None = None,
-    ) -> TaskRecord | None:
+    ) -> LiveRecord | None:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`.
 
-        For the engine only: it returns the stored record itself, changed in place (no
+        For the engine only: it returns the kept record itself, changed in place (no
         copy per status change), so it shows the task's later changes too. Every other
-        method hands out copies.
+        method hands out snapshots.
         """
-        with self._state.lock:
-            record = self._state.records.get(task_id)
-            if record is None or record.status not in expected:
+        state = self._state
+        with state.lock:
+            record = state.records.get(task_id)
+            if record is None:
                 return None
-            return self._write_locked(record, new, changes)
+            old_status = record.status
+            if old_status not in expected:
+                return None
+            # _write_locked, inline: this is every task's start and end.
+            if changes:
+                for name, value in changes.items():
+                    setattr(record, name, value)
+            record.status = new
+            record.updated_at = self.clock.now()
+            if new is not old_status:
+                by_func = state.func_counts[record.func_name]
+                by_func[old_status] -= 1
+                by_func[new] += 1
+                if new in TERMINAL_STATUSES or old_status in TERMINAL_STATUSES:
+                    self._status_moved_locked(record, new)
+            return record
 
     def _transition(
         self,
@@ -231,7 +226,7 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None or record.status not in expected:
                 return None
-            return _copy(self._write_locked(record, new, changes))
+            return self._write_locked(record, new, changes).to_record()
 
     async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
@@ -247,26 +242,38 @@ class MemoryStore:
                 results.append(None)
             else:
                 changes = item.update.changes() if item.update is not None else None
-                results.append(_copy(self._write_locked(record, item.new, changes)))
+                results.append(self._write_locked(record, item.new, changes).to_record())
         return results
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
     ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
         """See :meth:`fastapi_taskflow.protocols.Store.write_many` (one lock hold)."""
+        lives = [LiveRecord.from_record(record) for record in creates]
         with self._state.lock:
-            return self._create_many_locked(creates), self._transition_many_locked(transitions)
+            return self._create_many_locked(lives), self._transition_many_locked(transitions)
 
     async def owners(self) -> set[str]:
-        """See :meth:`fastapi_taskflow.protocols.Store.owners`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.owners`.
+
+        Found by a scan of the kept records: only recovery and shutdown ask, and
+        keeping an index per owner cost every status change two dict writes.
+        """
         with self._state.lock:
-            return set(self._state.owned)
+            return {
+                record.owner
+                for record in self._state.records.values()
+                if record.owner is not None and record.status in ACTIVE_STATUSES
+            }
 
     async def owned(self, owner: str, *, limit: int = 100) -> list[str]:
-        """See :meth:`fastapi_taskflow.protocols.Store.owned`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.owned` (a scan, as ``owners``)."""
         with self._state.lock:
-            ids = self._state.owned.get(owner, {})
-            found = [self._state.records[task_id] for task_id in ids]
+            found = [
+                record
+                for record in self._state.records.values()
+                if record.owner == owner and record.status in ACTIVE_STATUSES
+            ]
         found.sort(key=lambda record: record.created_at)
         return [record.task_id for record in found[:limit]]
 
@@ -276,7 +283,7 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None or record.owner != owner or record.status not in ACTIVE_STATUSES:
                 return None
-            return _copy(self._set_owner_locked(record, new_owner))
+            return self._set_owner_locked(record, new_owner).to_record()
 
     def _hand_over(self, task_ids: Sequence[str], owner: str) -> None:
         """Make ``owner`` the owner of the active records among ``task_ids`` (for
@@ -292,30 +299,11 @@ class MemoryStore:
                 ):
                     self._set_owner_locked(record, owner)
 
-    def _set_owner_locked(self, record: TaskRecord, owner: str | None) -> TaskRecord:
-        """Give the stored ``record`` a new owner in place (None: released) and return
+    def _set_owner_locked(self, record: LiveRecord, owner: str | None) -> LiveRecord:
+        """Give the kept ``record`` a new owner in place (None: released) and return
         it; the record must be active."""
-        old_owner = record.owner
-        record.__dict__["owner"] = owner
-        if old_owner is not None:
-            self._disown(old_owner, record.task_id)
-        if owner is not None:
-            self._own(owner, record.task_id)
+        record.owner = owner
         return record
-
-    def _own(self, owner: str, task_id: str) -> None:
-        owned = self._state.owned.get(owner)
-        if owned is None:
-            self._state.owned[owner] = {task_id: None}
-        else:
-            owned[task_id] = None
-
-    def _disown(self, owner: str, task_id: str) -> None:
-        owned = self._state.owned.get(owner)
-        if owned is not None:
-            owned.pop(task_id, None)
-            if not owned:
-                del self._state.owned[owner]
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
@@ -323,67 +311,74 @@ class MemoryStore:
             record = self._state.records.get(task_id)
             if record is None:
                 return None
-            return _copy(self._write_locked(record, record.status, update.changes()))
+            return self._write_locked(record, record.status, update.changes()).to_record()
 
     def _write_locked(
-        self, record: TaskRecord, status: TaskStatus, changes: Mapping[str, Any] | None
-    ) -> TaskRecord:
-        """Apply a status change to the stored ``record`` in place and return it (the
-        stored record itself: the async methods hand out copies, see :func:`_copy`)."""
-        old_status, old_owner = record.status, record.owner
-        fields_set = record.__pydantic_fields_set__
-        if fields_set is not _EVERY_FIELD:  # a record validated elsewhere: keep it true
-            fields_set.update(_WRITTEN, changes or ())
-        data = record.__dict__
+        self, record: LiveRecord, status: TaskStatus, changes: Mapping[str, Any] | None
+    ) -> LiveRecord:
+        """Apply a status change to the kept ``record`` in place and return it (the
+        kept record itself: the ``Store`` methods hand out snapshots)."""
+        old_status = record.status
         if changes:
-            data.update(changes)
-        data["status"] = status
-        data["updated_at"] = self.clock.now()
-        state = self._state
-        new_owner = record.owner
-        was_active = old_status in ACTIVE_STATUSES
-        is_active = status in ACTIVE_STATUSES
-        if old_owner != new_owner or was_active is not is_active:
-            if was_active and old_owner is not None:
-                self._disown(old_owner, record.task_id)
-            if is_active and new_owner is not None:
-                self._own(new_owner, record.task_id)
+            for name, value in changes.items():
+                setattr(record, name, value)
+        record.status = status
+        record.updated_at = self.clock.now()
         if status is not old_status:
-            counts = state.status_counts
-            counts[old_status] -= 1
-            counts[status] += 1
+            state = self._state
             by_func = state.func_counts[record.func_name]
             by_func[old_status] -= 1
             by_func[status] += 1
+            self._status_moved_locked(record, status)
+        return record
+
+    def _status_moved_locked(self, record: LiveRecord, status: TaskStatus) -> None:
+        """Keep the finished order, the idempotency keys and the cap true after
+        ``record`` moved to ``status`` (counts are the caller's; a move between two
+        active statuses needs no call)."""
+        state = self._state
+        task_id = record.task_id
+        if status in TERMINAL_STATUSES:
             key = record.idempotency_key
             if (
                 key is not None
                 and status in KEY_RELEASING_STATUSES
-                and state.key_holders.get(key) == record.task_id
+                and state.key_holders.get(key) == task_id
             ):
                 del state.key_holders[key]
-            if status in TERMINAL_STATUSES:
-                state.finished[record.task_id] = None
+            state.finished[task_id] = None
+            cap = state.max_records
+            if cap is not None and len(state.records) > cap:
                 self._trim_locked()
-            else:
-                state.finished.pop(record.task_id, None)
-        return record
+        else:
+            state.finished.pop(task_id, None)
 
-    def _count(self, record: TaskRecord, delta: int) -> None:
+    def _count(self, record: LiveRecord, delta: int) -> None:
         state = self._state
-        state.status_counts[record.status] += delta
         by_func = state.func_counts.get(record.func_name)
         if by_func is None:
             by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
         by_func[record.status] += delta
 
+    def append_now(self, task_id: str, lines: Sequence[LogLine]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.append_now` (the tuples
+        are kept as they are)."""
+        with self._state.lock:
+            self._append_locked(task_id, tuple(lines))
+
     async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
         """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
+        lines = tuple(
+            log_line(e.timestamp, e.level, e.message, e.attempt, e.extra) for e in entries
+        )
         with self._state.lock:
-            if task_id in self._state.records:
-                self._state.logs[task_id].extend(
-                    (e.timestamp, e.level, e.message, e.attempt, e.extra) for e in entries
-                )
+            self._append_locked(task_id, lines)
+
+    def _append_locked(self, task_id: str, lines: tuple[LogLine, ...]) -> None:
+        state = self._state
+        if lines and task_id in state.records:
+            kept = state.logs.get(task_id)
+            state.logs[task_id] = kept + lines if kept else lines
 
     async def query(self, query: TaskQuery) -> TaskPage:
         """See :meth:`fastapi_taskflow.protocols.Store.query`."""
@@ -402,8 +397,8 @@ class MemoryStore:
                 and (after is None or (record.created_at, record.task_id) < after)
                 and matches_text(record, query.q)
             ]
-        matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
-        page = [r.model_copy() for r in matches[: query.limit]]
+            matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
+            page = [r.to_record() for r in matches[: query.limit]]
         next_cursor = None
         if len(matches) > query.limit:
             last = page[-1]
@@ -413,7 +408,11 @@ class MemoryStore:
     async def stats(self) -> TaskStats:
         """See :meth:`fastapi_taskflow.protocols.Store.stats`."""
         with self._state.lock:
-            by_status = {s: n for s, n in self._state.status_counts.items() if n}
+            totals = dict.fromkeys(TaskStatus, 0)
+            for counts in self._state.func_counts.values():
+                for status, n in counts.items():
+                    totals[status] += n
+            by_status = {s: n for s, n in totals.items() if n}
             by_func = {
                 name: {s: n for s, n in counts.items() if n}
                 for name, counts in self._state.func_counts.items()
