@@ -120,13 +120,7 @@ class SQLStore:
         in its own transaction; as ids and keys are distinct within the batch, its
         conflict is with a task stored before, which is what it would meet in order.
         """
-        tables = self._ctx.tables
-        stmt = pg_create(tables.tasks, tables.counters, len(records))
-        params: dict[str, Any] = {
-            "p_slot": zlib.crc32(records[0].task_id.encode()) % self._ctx.counter_slots
-        }
-        for i, record in enumerate(records):
-            params.update({f"p{i}_{k}": v for k, v in record_values(record).items()})
+        stmt, params = self._pg_create_statement(records)
 
         async def single(conn: AsyncConnection) -> set[str]:
             return set((await conn.execute(stmt, params)).scalars())
@@ -173,10 +167,9 @@ class SQLStore:
 
         return op
 
-    def _pg_create_op(self, records: Sequence[TaskRecord]) -> WriteOp[list[CreateResult]]:
-        """:meth:`_create_fast` inside a transaction: one statement inserts and counts
-        the batch, and a record whose id or key conflicted is created (or found) the
-        usual way in the same transaction."""
+    def _pg_create_statement(self, records: Sequence[TaskRecord]) -> tuple[Any, dict[str, Any]]:
+        """PostgreSQL's one statement inserting and counting ``records``, with its
+        parameters."""
         tables = self._ctx.tables
         stmt = pg_create(tables.tasks, tables.counters, len(records))
         params: dict[str, Any] = {
@@ -184,6 +177,13 @@ class SQLStore:
         }
         for i, record in enumerate(records):
             params.update({f"p{i}_{k}": v for k, v in record_values(record).items()})
+        return stmt, params
+
+    def _pg_create_op(self, records: Sequence[TaskRecord]) -> WriteOp[list[CreateResult]]:
+        """:meth:`_create_fast` inside a transaction: one statement inserts and counts
+        the batch, and a record whose id or key conflicted is created (or found) the
+        usual way in the same transaction."""
+        stmt, params = self._pg_create_statement(records)
 
         async def op(tx: Tx) -> list[CreateResult]:
             inserted = set((await tx.conn.execute(stmt, params)).scalars())
