@@ -9,6 +9,7 @@ must hand them over, once, if they are still the claimer's to run.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -94,15 +95,17 @@ async def owner_of(backend: RedisBackend, task_id: str) -> str | None:
 
 
 async def test_a_lost_reply_is_recovered_by_the_next_claim_once(
-    backend: RedisBackend, clock: ManualClock, lossy: LoseReplies
+    backend: RedisBackend, clock: ManualClock, lossy: LoseReplies, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="taskflow_redis")
     await queued(backend, clock, "abc", priority=4)
     await lossy.lost_claim(queue="q", owner="w", limit=2)
-    assert [lossy.replies[0][i] for i in (0, 2)] == [b"a", b"b"]  # the script did run
+    assert [lossy.replies[0][i] for i in (1, 3)] == [b"a", b"b"]  # the script did run
     assert await backend.queue_length("q") == 1
     assert await owner_of(backend, "a") == "w"
     claims = await backend.claim(queue="q", owner="w", limit=2)
     assert [(c.task_id, c.priority, c.queue) for c in claims] == [("a", 4, "q"), ("b", 4, "q")]
+    assert "handed over 2 task(s) taken by an earlier claim whose reply was lost" in caplog.text
     assert await claim(backend, 5) == ["c"]
     assert await claim(backend, 5) == []
     assert backend._claims.unconfirmed("q", "w") == []
@@ -136,7 +139,7 @@ async def test_a_lost_reply_of_a_claim_that_took_nothing(
     backend: RedisBackend, clock: ManualClock, lossy: LoseReplies
 ) -> None:
     await lossy.lost_claim(queue="q", owner="w", limit=2)
-    assert lossy.replies == [[]]
+    assert lossy.replies == [[0]]  # ran, took nothing
     await queued(backend, clock, "ab")
     await lossy.lost_claim(queue="q", owner="w", limit=1)  # took a
     assert len(backend._claims.unconfirmed("q", "w")) == 2
@@ -152,7 +155,8 @@ async def test_two_lost_replies_in_a_row(
     await queued(backend, clock, "abcd")
     await lossy.lost_claim(queue="q", owner="w", limit=1)  # took a
     await lossy.lost_claim(queue="q", owner="w", limit=2)  # handed a back, took b
-    assert [lossy.replies[1][i] for i in (0, 2)] == [b"a", b"b"]
+    assert lossy.replies[1][0] == 1  # a handed back
+    assert [lossy.replies[1][i] for i in (1, 3)] == [b"a", b"b"]
     assert await backend.queue_length("q") == 2
     assert await claim(backend, 3) == ["a", "b", "c"]
     assert await claim(backend, 5) == ["d"]
@@ -213,7 +217,7 @@ async def test_a_lost_call_that_reaches_the_server_after_its_recovery_takes_noth
     await lossy.lost_claim(queue="q", owner="w", limit=2)
     assert await claim(backend, 1) == ["a"]
     [late] = lossy.held
-    assert await lossy.real("claim", late, "claiming late") == []
+    assert await lossy.real("claim", late, "claiming late") == [0]
     assert await backend.queue_length("q") == 1
     assert await claim(backend, 5) == ["b"]
 

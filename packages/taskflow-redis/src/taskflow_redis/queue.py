@@ -16,7 +16,7 @@ from datetime import datetime
 
 from fastapi_taskflow.models import Claim
 
-from .base import RedisBase
+from .base import RedisBase, logger
 from .claims import CLAIM_LOG_TTL, ClaimTokens
 from .coalesce import Coalescer
 from .codec import as_str, dumps_compact
@@ -95,12 +95,20 @@ class RedisQueues(RedisBase):
             reply = await self._run("claim", args, f"claiming from {queue!r}")
             claims = [
                 Claim(task_id=as_str(reply[i]), queue=queue, priority=int(as_str(reply[i + 1])))
-                for i in range(0, len(reply) - 1, 2)
+                for i in range(1, len(reply) - 1, 2)
             ]
         except BaseException:
             tokens.failed(queue, owner, call)
             raise
         tokens.succeeded(queue, owner, call, took=bool(claims))
+        recovered = int(reply[0])
+        if recovered:
+            logger.info(
+                "claiming from queue %r: handed over %d task(s) taken by an earlier claim "
+                "whose reply was lost",
+                queue,
+                recovered,
+            )
         return claims
 
     async def dequeue(self, task_id: str, *, queue: str) -> bool:

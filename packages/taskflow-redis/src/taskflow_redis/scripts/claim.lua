@@ -17,8 +17,8 @@
 -- ARGV: base, queue, owner, owner as JSON, now (17 digits), limit, promote cap, token,
 -- the token of the claimer's last call whose reply arrived ('' = none), log expiry
 -- (seconds), then the tokens of the claimer's calls that failed.
--- Returns {id1, priority1, id2, priority2, ...}: recovered tasks first, then the best of
--- the queue.
+-- Returns {recovered, id1, priority1, id2, priority2, ...}: the recovered tasks (their
+-- number first) then the best of the queue.
 local q, owner, owner_json, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit = tonumber(ARGV[6])
 local token, received, ttl = ARGV[8], ARGV[9], ARGV[10]
@@ -56,7 +56,7 @@ end
 local mine = redis.call('GET', log_key(token))
 if mine then
   if mine ~= '' then recover(cjson.decode(mine), false) end
-  return out
+  return {n, unpack(out)}
 end
 if received ~= '' then redis.call('DEL', log_key(received)) end
 for i = 11, #ARGV do
@@ -65,6 +65,7 @@ for i = 11, #ARGV do
   if v and v ~= '' then recover(cjson.decode(v), true) end
   redis.call('SET', key, '', 'EX', ttl)
 end
+local recovered = n
 
 if n < limit then
   promote(q, now, tonumber(ARGV[7]))
@@ -85,4 +86,4 @@ if n < limit then
   flush()
 end
 if #logged > 0 then redis.call('SET', log_key(token), cjson.encode(logged), 'EX', ttl) end
-return out
+return {recovered, unpack(out)}
