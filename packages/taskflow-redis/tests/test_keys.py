@@ -64,6 +64,8 @@ async def test_every_key_is_hash_tagged_into_one_slot(
     assert {"idx:func:shop.send_mail", "idx:queue:mail", "idx:tag:6:tenant=acme"} <= names
     assert {"queue:mail:items", "queue:mail:delayed", "beats"} <= names
     assert {"locks", "runkeys", "seq", "stats:status", "stats:func"} <= names
+    [log] = [name for name in names if name.startswith("claim:")]
+    assert 0 < await backend.client.ttl(tag.decode() + log) <= 86_400
 
 
 async def test_purging_everything_leaves_only_bookkeeping_keys(
@@ -72,6 +74,8 @@ async def test_purging_everything_leaves_only_bookkeeping_keys(
     await exercise(backend, clock)
     await backend.dequeue("t2", queue="mail")
     await backend.dequeue("t3", queue="cron")
+    # The claim of t1 logged what it took (for a lost reply); the next claim deletes it.
+    assert await backend.claim(queue="mail", owner="w1") == []
     await backend.release_lock("nightly", owner="w1")
     await backend.forget_instance("w1")
     assert await backend.purge(finished_before=clock.advance(1)) == 1

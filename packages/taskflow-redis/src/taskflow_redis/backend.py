@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from fastapi_taskflow.clock import Clock, SystemClock
 
 from .base import logger
+from .claims import ClaimTokens
 from .coalesce import Coalescer
 from .connection import AnyRedis, Connector, driver_errors
 from .events import RedisEvents
@@ -98,6 +99,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self._line = None
         self._opened = False
         self._enqueues = Coalescer(self._enqueue_batch)
+        self._claims = ClaimTokens()
 
     @property
     def prefix(self) -> str:
@@ -176,6 +178,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin._line = None
         twin._opened = False
         twin._enqueues = Coalescer(twin._enqueue_batch)
+        twin._claims = ClaimTokens()
         return twin
 
     async def delete_all(self, *, batch: int = 500) -> int:

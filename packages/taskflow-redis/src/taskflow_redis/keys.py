@@ -92,6 +92,10 @@ class KeySpace:
         """The hash of every task waiting on ``queue`` (its length is the queue length)."""
         return f"{self.base}queue:{queue}:items"
 
+    def claim_log(self, token: str) -> str:
+        """What the claim call with ``token`` handed over (an empty value: recovered)."""
+        return f"{self.base}claim:{token}"
+
     @staticmethod
     def member(created_at: datetime, task_id: str) -> str:
         """The index member of a task: creation time then id, so text order is list order."""

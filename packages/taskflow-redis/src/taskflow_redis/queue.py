@@ -4,7 +4,9 @@ A named queue is three keys: ``queue:<name>:ready`` (a sorted set of due tasks, 
 ``-priority`` and member ``<due µs><sequence>|<id>``, so Redis orders it by priority,
 then due time, then enqueue order), ``queue:<name>:delayed`` (not-yet-due ids scored by
 due time) and ``queue:<name>:items`` (id -> entry, for replace, dequeue and length).
-``claim`` first promotes delayed tasks that have become due, by the injected clock.
+``claim`` first promotes delayed tasks that have become due, by the injected clock, and
+logs what it hands over under its call's token, so that a claim whose reply was lost is
+recovered by the next claim of the same queue and claimer (see :mod:`.claims`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from datetime import datetime
 
 from fastapi_taskflow.models import Claim
 
-from .base import RedisBase
+from .base import RedisBase, logger
+from .claims import CLAIM_LOG_TTL, ClaimTokens
 from .coalesce import Coalescer
 from .codec import as_str, dumps_compact
 from .connection import driver_errors
@@ -34,6 +37,7 @@ class RedisQueues(RedisBase):
     """The queue and schedule part of the Backend protocol."""
 
     _enqueues: Coalescer[EnqueueItem]
+    _claims: ClaimTokens
 
     async def enqueue(
         self,
@@ -65,9 +69,16 @@ class RedisQueues(RedisBase):
         One script call promotes due delayed tasks, pops the best ``limit`` and makes
         ``owner`` the owner of their active records, so no task is handed to two claimers
         and a claimed task is never without an owner.
+
+        When an earlier call of this backend for the same queue and owner failed after
+        its script may have run (the reply was lost), this call first hands over what
+        that call took and is still PENDING, owned by ``owner`` and not queued again;
+        those count toward ``limit`` (see :mod:`taskflow_redis.claims`).
         """
         if limit <= 0:
             return []
+        tokens = self._claims
+        call = tokens.start(queue, owner)
         args: list[str | int] = [
             queue,
             owner,
@@ -75,12 +86,30 @@ class RedisQueues(RedisBase):
             padded(self._now_us()),
             limit,
             PROMOTE_CAP,
+            call.token,
+            call.received,
+            CLAIM_LOG_TTL,
+            *call.unconfirmed,
         ]
-        reply = await self._run("claim", args, f"claiming from {queue!r}")
-        return [
-            Claim(task_id=as_str(reply[i]), queue=queue, priority=int(as_str(reply[i + 1])))
-            for i in range(0, len(reply) - 1, 2)
-        ]
+        try:
+            reply = await self._run("claim", args, f"claiming from {queue!r}")
+            claims = [
+                Claim(task_id=as_str(reply[i]), queue=queue, priority=int(as_str(reply[i + 1])))
+                for i in range(1, len(reply) - 1, 2)
+            ]
+        except BaseException:
+            tokens.failed(queue, owner, call)
+            raise
+        tokens.succeeded(queue, owner, call, took=bool(claims))
+        recovered = int(reply[0])
+        if recovered:
+            logger.info(
+                "claiming from queue %r: handed over %d task(s) taken by an earlier claim "
+                "whose reply was lost",
+                queue,
+                recovered,
+            )
+        return claims
 
     async def dequeue(self, task_id: str, *, queue: str) -> bool:
         """See :meth:`fastapi_taskflow.protocols.Backend.dequeue`."""
