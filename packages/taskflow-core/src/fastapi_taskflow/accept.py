@@ -26,7 +26,7 @@ from starlette.background import BackgroundTask
 from .config import DEFAULT_QUEUE, TaskConfig, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
-from .invocation import BACKGROUND, EAGER, QUEUED, Invocation
+from .invocation import BACKGROUND, EAGER, QUEUED
 from .limits import check_arguments, check_idempotency_key, surrogate_error
 from .models import (
     CreateResult,
@@ -211,12 +211,7 @@ def accept(
             return holder  # the key's task exists: a duplicate needs no room
         _reject(engine, record, loop)
     task_id = record.task_id
-    engine.tasks.add(
-        task_id,
-        Invocation(
-            func, args, kwargs, config, queue, record.priority, route, is_async=entry.is_async
-        ),
-    )
+    engine.register_invocation(record, func, args, kwargs, config, route, is_async=entry.is_async)
     if idempotency_key is not None:
         if create_now is not None:
             existing = create_now(record)
@@ -305,23 +300,18 @@ def _reject(
         "finished_at": record.created_at,
         "error": f"queue {record.queue!r} is full",
     }
-    if isinstance(record, LiveRecord):
-        snapshot = record.to_record()
-        rejected = copy_with(snapshot, rejected_fields)
-        if engine.create_now is not None:
-            engine.create_now(LiveRecord.from_record(rejected))
+    snapshot = record.to_record() if isinstance(record, LiveRecord) else record
+    rejected = copy_with(snapshot, rejected_fields)
+    if engine.create_now is not None:
+        engine.create_now(rejected)
+    elif record.idempotency_key is not None:
+        engine.bridge.run(
+            lambda backend: engine.availability.call(lambda: backend.create(rejected))
+        )
     else:
-        rejected = record.model_copy(update=rejected_fields)
-        if engine.create_now is not None:
-            engine.create_now(rejected)
-        elif record.idempotency_key is not None:
-            engine.bridge.run(
-                lambda backend: engine.availability.call(lambda: backend.create(rejected))
-            )
-        else:
-            engine.pending.add(rejected)
-            if loop is not None:
-                engine.schedule_flush(loop)
+        engine.pending.add(rejected)
+        if loop is not None:
+            engine.schedule_flush(loop)
     if loop is not None:
         engine.spawn_on(loop, engine.emit_lifecycle(rejected))
     raise QueueFullError(record.queue, limit, record.task_id)

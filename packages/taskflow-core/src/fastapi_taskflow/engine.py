@@ -37,7 +37,7 @@ from .group_commit import GroupCommit
 from .invocation import Invocation
 from .liveness import beat_forever, open_control_backend
 from .local_tasks import LocalTasks
-from .models import Claim, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
+from .models import Claim, LiveRecord, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .progress import ProgressWiring
@@ -338,7 +338,7 @@ class Engine:
 
     def register_invocation(
         self,
-        record: TaskRecord,
+        record: TaskRecord | LiveRecord,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
