@@ -198,22 +198,9 @@ class MemoryStore:
             record = state.records.get(task_id)
             if record is None:
                 return None
-            old_status = record.status
-            if old_status not in expected:
+            if record.status not in expected:
                 return None
-            # _write_locked, inline: this is every task's start and end.
-            if changes:
-                for name, value in changes.items():
-                    setattr(record, name, value)
-            record.status = new
-            record.updated_at = self.clock.now()
-            if new is not old_status:
-                by_func = state.func_counts[record.func_name]
-                by_func[old_status] -= 1
-                by_func[new] += 1
-                if new in TERMINAL_STATUSES or old_status in TERMINAL_STATUSES:
-                    self._status_moved_locked(record, new)
-            return record
+            return self._write_locked(record, new, changes)
 
     def _transition(
         self,
@@ -325,17 +312,17 @@ class MemoryStore:
         record.status = status
         record.updated_at = self.clock.now()
         if status is not old_status:
-            state = self._state
-            by_func = state.func_counts[record.func_name]
+            by_func = self._state.func_counts[record.func_name]
             by_func[old_status] -= 1
             by_func[status] += 1
-            self._status_moved_locked(record, status)
+            if status in TERMINAL_STATUSES or old_status in TERMINAL_STATUSES:
+                self._status_moved_locked(record, status)
         return record
 
     def _status_moved_locked(self, record: LiveRecord, status: TaskStatus) -> None:
         """Keep the finished order, the idempotency keys and the cap true after
-        ``record`` moved to ``status`` (counts are the caller's; a move between two
-        active statuses needs no call)."""
+        ``record`` moved into or out of a terminal ``status`` (counts are the
+        caller's)."""
         state = self._state
         task_id = record.task_id
         if status in TERMINAL_STATUSES:
