@@ -6,6 +6,7 @@ reason, unless ``TASKFLOW_REQUIRE_SERVICES=1``, which turns the skip into a fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -36,6 +37,17 @@ def unique_prefix() -> str:
     return f"tftest-{uuid.uuid4().hex[:12]}"
 
 
+@contextlib.asynccontextmanager
+async def opened(backend: RedisBackend) -> AsyncIterator[RedisBackend]:
+    """``backend`` opened for a test; its keys are deleted and it is closed afterwards."""
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.delete_all()
+        await backend.close()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Run async tests on asyncio."""
@@ -63,13 +75,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 async def backend(redis_url: str, clock: ManualClock) -> AsyncIterator[RedisBackend]:
     """A fresh backend on its own prefix; its keys are deleted afterwards."""
-    backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)
-    await backend.open()
-    try:
+    async with opened(RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)) as backend:
         yield backend
-    finally:
-        await backend.delete_all()
-        await backend.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from fastapi_taskflow.events import LifecycleEvent, bus_event_adapter
 from fastapi_taskflow.models import TaskRecord, TaskStatus
 from taskflow_redis import RedisBackend
 
-from .conftest import unique_prefix
+from .conftest import opened, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -23,13 +23,8 @@ pytestmark = pytest.mark.anyio
 async def on_cluster(redis_cluster: list[int], clock: ManualClock) -> AsyncIterator[RedisBackend]:
     """A backend reaching the cluster by URL (``?cluster=true``)."""
     url = f"redis://127.0.0.1:{redis_cluster[0]}/0?cluster=true&prefix={unique_prefix()}"
-    backend = RedisBackend(url, clock=clock)
-    await backend.open()
-    try:
+    async with opened(RedisBackend(url, clock=clock)) as backend:
         yield backend
-    finally:
-        await backend.delete_all()
-        await backend.close()
 
 
 def record(clock: ManualClock, task_id: str) -> TaskRecord:

@@ -10,7 +10,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.testing import BackendConformance
 from taskflow_redis import RedisBackend
 
-from .conftest import unique_prefix
+from .conftest import opened, unique_prefix
 
 
 class TestRedisConformance(BackendConformance):
@@ -18,10 +18,5 @@ class TestRedisConformance(BackendConformance):
 
     @pytest.fixture
     async def backend(self, clock: ManualClock, redis_url: str) -> AsyncIterator[RedisBackend]:
-        backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)
-        await backend.open()
-        try:
+        async with opened(RedisBackend(redis_url, prefix=unique_prefix(), clock=clock)) as backend:
             yield backend
-        finally:
-            await backend.delete_all()
-            await backend.close()

@@ -11,7 +11,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import TaskQuery, TaskRecord, TaskStatus, TaskUpdate
 from taskflow_redis import RedisBackend
 
-from .conftest import unique_prefix
+from .conftest import opened, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -20,12 +20,8 @@ pytestmark = pytest.mark.anyio
 async def short(redis_url: str, clock: ManualClock) -> AsyncIterator[RedisBackend]:
     """A backend that keeps finished tasks for one minute."""
     backend = RedisBackend(redis_url, prefix=unique_prefix(), clock=clock, retention=60)
-    await backend.open()
-    try:
+    async with opened(backend):
         yield backend
-    finally:
-        await backend.delete_all()
-        await backend.close()
 
 
 async def finish(

@@ -21,7 +21,7 @@ from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transiti
 from taskflow_redis import RedisBackend
 from taskflow_redis.store import CREATE_BATCH, WRITE_BATCH, _calls
 
-from .conftest import unique_prefix
+from .conftest import opened, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -60,12 +60,8 @@ async def admin(unix_socket: Path) -> AsyncIterator[Redis]:
 async def private(unix_socket: Path, clock: ManualClock) -> AsyncIterator[RedisBackend]:
     """A backend on the private server (fresh prefix)."""
     backend = RedisBackend(f"unix://{unix_socket}?db=5", prefix=unique_prefix(), clock=clock)
-    await backend.open()
-    try:
+    async with opened(backend):
         yield backend
-    finally:
-        await backend.delete_all()
-        await backend.close()
 
 
 async def script_calls(admin: Redis) -> dict[str, int]:
