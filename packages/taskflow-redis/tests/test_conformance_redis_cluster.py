@@ -15,7 +15,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.testing import BackendConformance
 from taskflow_redis import RedisBackend
 
-from .conftest import unique_prefix
+from .conftest import opened, unique_prefix
 
 
 class TestRedisClusterConformance(BackendConformance):
@@ -26,11 +26,9 @@ class TestRedisClusterConformance(BackendConformance):
         self, clock: ManualClock, redis_cluster: list[int]
     ) -> AsyncIterator[RedisBackend]:
         client = RedisCluster(host="127.0.0.1", port=redis_cluster[0])
-        backend = RedisBackend(client=client, prefix=unique_prefix(), clock=clock)
-        await backend.open()
         try:
-            yield backend
+            backend = RedisBackend(client=client, prefix=unique_prefix(), clock=clock)
+            async with opened(backend):
+                yield backend
         finally:
-            await backend.delete_all()
-            await backend.close()
             await client.aclose()
