@@ -168,9 +168,9 @@ async def execute(
             if is_async is None:
                 is_async = invocation.is_async = is_async_callable(invocation.func)
             token = task_context.bind(ctx)
-            # Timeout, cancellation and progress of the attempt: see supervision.py (its
-            # ``supervise``, inline here: one coroutine frame less per attempt). What the
-            # call raised is dispatched below, outside the ``except``: no re-raise.
+            # Timeout, cancellation and progress of the attempt: see supervision.py
+            # (inline here: no coroutine frame of its own). What the call raised is
+            # dispatched below, outside the ``except``: no re-raise.
             scopes = engine.cancel_scopes
             scope = supervision.enter(scopes, ctx, current, is_async, invocation.config.timeout)
             raised: BaseException | None = None

@@ -1,6 +1,7 @@
 """One attempt under supervision: its timeout, its cancellation, its progress reports.
 
-The executor awaits a task's call through :func:`supervise`. The attempt runs in the
+The executor brackets a task's call with :func:`enter`, :func:`failure` and :func:`leave`
+(inline, without a coroutine frame of its own). The attempt runs in the
 executor's own asyncio task (no extra task per attempt); a deadline or a cancellation
 request interrupts it by cancelling that asyncio task, and the ``CancelledError`` that
 comes out of the call is turned into what happened:
@@ -20,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from typing import Any
 
-from . import progress
 from .context import TaskContext
 from .errors import TaskCancelledError, TaskTimeoutError
 
-__all__ = ["CancelScopes", "Scope", "enter", "failure", "leave", "supervise"]
+__all__ = ["CancelScopes", "Scope", "enter", "failure", "leave"]
 
 CANCEL, TIMEOUT = "cancel", "timeout"
 
@@ -129,7 +128,7 @@ def enter(
     """Open the supervised span of one attempt running in ``task`` (``is_async``: it
     runs on the loop, not on a thread): its cancellation, and its deadline when
     ``timeout`` is set. The caller awaits the call, hands whatever it raised to
-    :func:`failure`, and ends the span with :func:`leave` (see :func:`supervise`)."""
+    :func:`failure`, and ends the span with :func:`leave`."""
     scope = Scope(ctx, task, is_async)
     scopes.open(scope)
     if timeout is not None:
@@ -170,32 +169,3 @@ def leave(scopes: CancelScopes, scope: Scope) -> None:
     if timer is not None:
         timer.cancel()
     scopes.close(scope)
-
-
-async def supervise(
-    scopes: CancelScopes,
-    ctx: TaskContext,
-    is_async: bool,
-    timeout: float | None,
-    call: Coroutine[Any, Any, Any],
-) -> Any:
-    """Await ``call`` (one attempt of a task function) with its timeout, cancellation
-    and progress reporting; see the module docstring for what it raises. The executor
-    does the same inline (:func:`enter`, :func:`failure`, :func:`leave`), without this
-    coroutine's frame."""
-    task = asyncio.current_task()
-    assert task is not None
-    scope = enter(scopes, ctx, task, is_async, timeout)
-    try:
-        try:
-            result = await call
-        except BaseException as exc:
-            error = failure(scope, exc)
-            if error is None:
-                raise
-            raise error  # noqa: B904 (its cause or suppressed context is set)
-        scope.settle()
-        return result
-    finally:
-        leave(scopes, scope)
-        await progress.close(ctx)
