@@ -72,12 +72,13 @@ async def test_records_and_status_changes_share_writes(place: Any) -> None:
     assert sides["one"] == 0, "write_many is called only when both sides have something"
 
 
-async def test_a_task_started_before_any_flush_is_created_and_started_in_one_write(
+async def test_a_task_started_before_any_flush_is_created_running_by_one_write(
     place: Any,
 ) -> None:
     """A container awaited without a flush first (no response carried the ids): the
-    first task's record and its start go in one ``write_many``, records first; the
-    records of the whole container are created by that write."""
+    first write creates the records of the whole container, the first task's record
+    already RUNNING with its start's fields (the start folded into its record), and no
+    separate start is written for it."""
     tm = TaskManager(backend=place.manager_url(), publish_events=False)
 
     @tm.task()
@@ -86,22 +87,35 @@ async def test_a_task_started_before_any_flush_is_created_and_started_in_one_wri
 
     async with tm:
         backend = tm._engine.backend
-        writes: list[tuple[list[str], list[str]]] = []
-        write_many = backend.write_many
+        creates: list[list[tuple[str, TaskStatus, str | None, int]]] = []
+        changes: list[list[tuple[str, TaskStatus]]] = []
+        create_many, transition_many = backend.create_many, backend.transition_many
 
-        async def recorded(creates: Any, transitions: Any) -> Any:
-            writes.append(([r.task_id for r in creates], [t.task_id for t in transitions]))
-            return await write_many(creates, transitions)
+        async def recorded_creates(records: Any) -> Any:
+            creates.append([(r.task_id, r.status, r.owner, r.attempt) for r in records])
+            return await create_many(records)
 
-        backend.write_many = recorded  # type: ignore[method-assign]
+        async def recorded_changes(items: Any) -> Any:
+            changes.append([(item.task_id, item.new) for item in items])
+            return await transition_many(items)
+
+        backend.create_many = recorded_creates  # type: ignore[method-assign]
+        backend.transition_many = recorded_changes  # type: ignore[method-assign]
         container = ManagedBackgroundTasks(tm)
         ids = [container.add_task(job, i) for i in range(3)]
         await container()
         records = [await tm.store.aget(task_id) for task_id in ids]
+        owner = tm._engine.instance_id
     assert [r.status if r else None for r in records] == [TaskStatus.SUCCESS] * 3
-    assert writes, "the records and the first start were not written together"
-    created, started = writes[0]
-    assert created == ids and started == [ids[0]], writes
+    assert creates, "the records were not written by one create"
+    first = creates[0]
+    assert [item[0] for item in first] == ids, creates
+    assert first[0][1:] == (TaskStatus.RUNNING, owner, 1), "the first start was not folded"
+    assert [item[1] for item in first[1:]] == [TaskStatus.PENDING] * 2
+    starts = [task_id for batch in changes for task_id, new in batch if new is TaskStatus.RUNNING]
+    assert ids[0] not in starts, "the folded start was written again"
+    assert sorted(starts) == sorted(ids[1:]), changes
+    assert records[0] is not None and records[0].started_at is not None
 
 
 @pytest.mark.parametrize("reached_the_store", [False, True])
@@ -122,18 +136,19 @@ async def test_a_failed_write_of_a_record_and_its_start_still_runs_the_task_once
 
     async with tm:
         backend = tm._engine.backend
-        write_many = backend.write_many
+        create_many = backend.create_many
         failures: list[int] = []
 
-        async def flaky(creates: Any, transitions: Any) -> Any:
+        async def flaky(records: Any) -> Any:
             if not failures:
-                failures.append(len(creates))
+                failures.append(len(records))
+                assert records[0].status is TaskStatus.RUNNING, "the start was not folded"
                 if reached_the_store:
-                    await write_many(creates, transitions)
+                    await create_many(records)
                 raise BackendUnavailableError("the connection dropped (test)")
-            return await write_many(creates, transitions)
+            return await create_many(records)
 
-        backend.write_many = flaky  # type: ignore[method-assign]
+        backend.create_many = flaky  # type: ignore[method-assign]
         container = ManagedBackgroundTasks(tm)
         task_id = container.add_task(job, 7)
         await container()
@@ -141,3 +156,43 @@ async def test_a_failed_write_of_a_record_and_its_start_still_runs_the_task_once
     assert failures == [1], "the record and its start were not written together"
     assert runs == [7]
     assert record is not None and record.status is TaskStatus.SUCCESS and record.result == 7
+
+
+async def test_a_start_folded_into_a_record_stored_by_a_lost_write_still_applies(
+    place: Any,
+) -> None:
+    """A flush whose write committed but whose reply was lost leaves the record in the
+    write buffer; the task's start then folds into that record's next create, which
+    finds the id taken by its own earlier write. The start is applied to the stored
+    record instead: the task runs once and ends SUCCESS."""
+    tm = TaskManager(backend=place.manager_url(), publish_events=False)
+    runs: list[int] = []
+
+    @tm.task()
+    async def job(i: int) -> int:
+        runs.append(i)
+        return i
+
+    async with tm:
+        backend = tm._engine.backend
+        create_many = backend.create_many
+        calls: list[list[TaskStatus]] = []
+
+        async def lost_reply_once(records: Any) -> Any:
+            calls.append([r.status for r in records])
+            result = await create_many(records)
+            if len(calls) == 1:
+                raise BackendUnavailableError("the reply was lost (test)")
+            return result
+
+        backend.create_many = lost_reply_once  # type: ignore[method-assign]
+        container = ManagedBackgroundTasks(tm)
+        task_id = container.add_task(job, 5)
+        with pytest.raises(BackendUnavailableError):
+            await tm._engine.flush()
+        assert task_id in tm._engine.pending, "a failed flush keeps the record buffered"
+        await container()
+        record = await tm.store.aget(task_id)
+    assert calls[:2] == [[TaskStatus.PENDING], [TaskStatus.RUNNING]], calls
+    assert runs == [5]
+    assert record is not None and record.status is TaskStatus.SUCCESS and record.result == 5

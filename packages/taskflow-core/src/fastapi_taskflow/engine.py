@@ -223,6 +223,7 @@ class Engine:
             self.pending,
             after=partial(enqueue_batch, self.tasks, backend),
             on_refused=self.refusal_handler(backend),
+            now=self.clock.now,
         )
 
     def _start_unopened(

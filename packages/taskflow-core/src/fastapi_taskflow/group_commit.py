@@ -10,9 +10,17 @@ next batch gathers. A caller's ``await`` returns only once its part is committed
 refused), so no task starts, and no outcome or task id is reported, before the write
 that guarantees it.
 
+A start whose task's record is in the same write (a task started before its record was
+written: E, an eager task, a container awaited by hand) is folded into that record: the
+record is created RUNNING, with the start's fields, instead of being created PENDING and
+then updated. The store ends in the same state and the start is answered with the
+created record; a task whose id turns out to exist already (a record written by an
+earlier write whose reply was lost) gets its start the ordinary way.
+
 If the write fails because the store is unreachable, every caller gets that error (and
 retries through ``Availability``, as for a single write). Any other failure (one record
-or outcome the store refuses) is retried item by item, so one bad item fails alone.
+or outcome the store refuses) is retried item by item, unfolded, so one bad item fails
+alone.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from .errors import BackendUnavailableError
-from .models import TaskRecord, Transition
+from .models import CreateResult, TaskRecord, TaskStatus, Transition, copy_with
 from .pending import GATHER_TURNS, AfterWrite, OnRefused, PendingCreates, create_each
 from .protocols import Store
 from .runtime import reraise_if_cancelled
@@ -34,6 +43,8 @@ logger = logging.getLogger("fastapi_taskflow")
 
 _Waiter = asyncio.Future[TaskRecord | None]
 _Change = tuple[Transition, _Waiter]
+_PENDING = TaskStatus.PENDING
+_RUNNING = TaskStatus.RUNNING
 
 
 class GroupCommit:
@@ -48,12 +59,16 @@ class GroupCommit:
         after: AfterWrite | None = None,
         on_refused: OnRefused | None = None,
         slot: Callable[[], asyncio.Lock] | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         """``pending`` is the write buffer whose records ride along with every write;
         ``after`` and ``on_refused`` are what :meth:`PendingCreates.settle` calls with
         them. ``slot()`` is a lock held around each write, shared with the buffer's own
-        flushes (``pending.write_slot`` by default)."""
+        flushes (``pending.write_slot`` by default). ``now()`` stamps the ``updated_at``
+        of a record created RUNNING by a folded start; without it, starts are not
+        folded."""
         self.store = store
+        self._now = now
         self.loop = loop
         self.pending = pending
         self._after = after
@@ -128,14 +143,18 @@ class GroupCommit:
         """Write ``creates`` and ``changes`` together; settle the buffer and answer each
         change's caller. Raises what the flushes waiting for ``creates`` should see."""
         store = self.store
+        folded: list[tuple[int, _Change]] = []
+        written, rest = creates, changes
+        if creates and changes and self._now is not None:
+            written, rest, folded = _fold_starts(creates, changes, self._now())
         try:
-            if creates and changes:
-                _, results = await store.write_many(creates, [change for change, _ in changes])
-            elif creates:
-                await store.create_many(creates)
+            if written and rest:
+                made, results = await store.write_many(written, [change for change, _ in rest])
+            elif written:
+                made = await store.create_many(written)
                 results = []
             else:
-                results = await store.transition_many([change for change, _ in changes])
+                made, results = [], await store.transition_many([change for change, _ in rest])
             self.batches_written += 1
         except BackendUnavailableError as exc:
             for _, waiter in changes:
@@ -150,11 +169,47 @@ class GroupCommit:
             logger.debug("a batch write was refused; writing its items one by one")
             await self._write_each(creates, changes)
             return
-        for (_, waiter), result in zip(changes, results, strict=True):
+        for (_, waiter), result in zip(rest, results, strict=True):
             if not waiter.done():
                 waiter.set_result(result)
+        if folded:
+            await self._answer_folded(folded, made)
         if creates:
             await self.pending.settle(creates, [], self._after, self._on_refused)
+
+    async def _answer_folded(
+        self, folded: list[tuple[int, _Change]], made: list[CreateResult]
+    ) -> None:
+        """Answer the folded starts from their records' create results.
+
+        A record created is the start applied. A record not created because its id
+        exists already (written by an earlier write whose reply was lost) did not take
+        the start: it is applied now, as the start would have been. Any other record
+        not created (its idempotency key belongs to another task) leaves nothing for
+        the start to apply to: None, as ``transition`` answers for a missing task.
+        """
+        again: list[_Change] = []
+        for index, (change, waiter) in folded:
+            result = made[index]
+            if result.created:
+                if not waiter.done():
+                    waiter.set_result(result.record)
+            elif result.record.task_id == change.task_id:
+                again.append((change, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        if not again:
+            return
+        try:
+            moved = await self.store.transition_many([change for change, _ in again])
+        except Exception as exc:
+            reraise_if_cancelled()
+            for _, waiter in again:
+                _fail(waiter, exc)
+            return
+        for (_, waiter), result in zip(again, moved, strict=True):
+            if not waiter.done():
+                waiter.set_result(result)
 
     async def _write_each(self, creates: list[TaskRecord], changes: list[_Change]) -> None:
         """The batch again item by item (creates first), so that one item the store
@@ -178,6 +233,41 @@ class GroupCommit:
                     waiter.set_result(result)
         if creates:
             await self.pending.settle(creates, refused, self._after, self._on_refused)
+
+
+def _fold_starts(
+    creates: list[TaskRecord], changes: list[_Change], now: datetime
+) -> tuple[list[TaskRecord], list[_Change], list[tuple[int, _Change]]]:
+    """Fold each start (PENDING -> RUNNING) of a task created by the same write into its
+    record. Returns the records to write (a folded one created RUNNING, with the
+    start's fields and ``updated_at`` = ``now``), the changes still to apply, and the
+    folded changes with the index of their record. The buffered records themselves
+    are left as they are."""
+    at = {record.task_id: index for index, record in enumerate(creates)}
+    written: list[TaskRecord] | None = None
+    rest: list[_Change] = []
+    folded: list[tuple[int, _Change]] = []
+    for item in changes:
+        change = item[0]
+        index = at.get(change.task_id)
+        if (
+            index is None
+            or change.new is not _RUNNING
+            or _PENDING not in change.expected
+            or creates[index].status is not _PENDING
+        ):
+            rest.append(item)
+            continue
+        if written is None:
+            written = list(creates)
+        fields = change.update.changes() if change.update is not None else {}
+        fields["status"] = _RUNNING
+        fields["updated_at"] = now
+        written[index] = copy_with(creates[index], fields)
+        folded.append((index, item))
+    if written is None:
+        return creates, changes, []
+    return written, rest, folded
 
 
 def _distinct(batch: list[_Change]) -> tuple[list[_Change], list[_Change]]:
