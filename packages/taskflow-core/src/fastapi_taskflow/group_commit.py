@@ -207,9 +207,9 @@ class GroupCommit:
             for _, waiter in again:
                 _fail(waiter, exc)
             return
-        for (_, waiter), result in zip(again, moved, strict=True):
+        for (_, waiter), changed in zip(again, moved, strict=True):
             if not waiter.done():
-                waiter.set_result(result)
+                waiter.set_result(changed)
 
     async def _write_each(self, creates: list[TaskRecord], changes: list[_Change]) -> None:
         """The batch again item by item (creates first), so that one item the store
