@@ -36,7 +36,7 @@ from .context import Tx
 from .grouped import pg_transitions, run_transitions
 from .ownership import SQLOwnership
 from .pg_writes import CREATE_CHUNK
-from .store import SQLStore, _simple_batch
+from .store import SQLStore, _rows, _simple_batch
 
 __all__ = ["SQLCombinedWrite"]
 
@@ -89,7 +89,7 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
                 moved = await run_transitions(tx, items, now)
             return made, moved
 
-        return await self._exec.write("writing tasks", op)
+        return await self._exec.write("writing tasks", op, rows=_rows(creates) + len(items))
 
 
 def _one_statement(creates: Sequence[TaskRecord], transitions: Sequence[Transition]) -> bool:

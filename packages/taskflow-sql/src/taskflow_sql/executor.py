@@ -84,24 +84,30 @@ class Executor:
         if self._runner is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._runner.close)
 
-    async def write(self, what: str, op: WriteOp[T]) -> T:
+    async def write(self, what: str, op: WriteOp[T], *, rows: int | None = None) -> T:
         """Run ``op`` in a write transaction and return its result once committed.
 
         Args:
             what: what is being done, for error messages ("creating a task").
             op: the operation.
+            rows: how many rows ``op`` writes at most, when known (on SQLite a small
+                write may then run without a hop to the writer thread; see
+                :meth:`taskflow_sql.sqlite_sync.SQLiteBatchRunner.run`).
         """
-        return (await self.write_many(what, [op]))[0]
+        return (await self.write_many(what, [op], rows=rows))[0]
 
-    async def write_many(self, what: str, ops: Sequence[WriteOp[T]]) -> list[T]:
-        """Run ``ops`` in order and return their results.
+    async def write_many(
+        self, what: str, ops: Sequence[WriteOp[T]], *, rows: int | None = None
+    ) -> list[T]:
+        """Run ``ops`` in order and return their results; ``rows`` as for :meth:`write`
+        (kept for a single operation).
 
         On SQLite they are batched with other callers' writes; elsewhere they share one
         transaction.
         """
         try:
             if self.writer is not None:
-                return cast("list[T]", await self.writer.submit_many(ops))
+                return cast("list[T]", await self.writer.submit_many(ops, rows))
             return cast("list[T]", await retried(lambda: run_transaction(self.ctx, ops)))
         except Exception as exc:
             raise wrap_error(what, exc) from exc

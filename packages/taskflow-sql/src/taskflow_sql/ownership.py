@@ -86,7 +86,7 @@ class SQLOwnership:
                 return await pg_transitions(conn, ctx.tables, ctx.counter_slots, items, now)
 
             return await self._exec.single("changing tasks' status", single)
-        return await self._exec.write("changing tasks' status", op)
+        return await self._exec.write("changing tasks' status", op, rows=len(items))
 
     async def owners(self) -> set[str]:
         """See :meth:`fastapi_taskflow.protocols.Store.owners`.

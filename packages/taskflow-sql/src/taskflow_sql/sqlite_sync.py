@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import threading
 from collections.abc import Awaitable, Coroutine, Sequence
 from functools import lru_cache
@@ -67,6 +68,21 @@ class SyncTxConnection:
         return self.sync.scalar(statement, parameters)
 
 
+INLINE_ROWS = 8
+"""The most rows a batch may write to run on the event loop's thread (see
+:meth:`SQLiteBatchRunner.run`)."""
+
+INLINE_STREAK = 64
+"""Batches run on the loop's thread in a row before one goes to the writer thread, which
+checkpoints the WAL when it has grown (see :meth:`SQLiteBatchRunner.run`)."""
+
+_NO_FSYNC_AT_COMMIT = frozenset({"OFF", "NORMAL"})
+
+
+class _Busy(Exception):
+    """Another connection holds SQLite's write lock (the loop's thread never waits)."""
+
+
 class SQLiteBatchRunner:
     """Runs batches of write operations in ``BEGIN IMMEDIATE`` transactions on one thread.
 
@@ -77,6 +93,13 @@ class SQLiteBatchRunner:
     operation runs through SQLAlchemy joins the open transaction (its autobegin emits
     nothing, see :func:`taskflow_sql.engine.configure_sqlite`), and it is then ended
     through SQLAlchemy, so both always agree on the transaction's state.
+
+    A small batch (see :meth:`run`) runs on the event loop's thread instead, on the
+    same connection: under ``synchronous=NORMAL`` in WAL mode a commit writes to the
+    WAL without an fsync, and a transaction of a few rows costs less than the hop to
+    the writer thread and back. The connection then never waits: its ``busy_timeout``
+    is 0 and its automatic checkpoint is off outside the writer thread's own batches,
+    which set both back for their transaction.
 
     Args:
         ctx: the backend's context (its engine's URL names the database file).
@@ -91,6 +114,13 @@ class SQLiteBatchRunner:
         )
         configure_sqlite(self._engine, settings)
         self._conn: Connection | None = None
+        self._inline = settings.synchronous in _NO_FSYNC_AT_COMMIT
+        self._waiting = (
+            f"PRAGMA busy_timeout = {settings.busy_timeout_ms}",
+            "PRAGMA wal_autocheckpoint = 1000",
+        )
+        self._streak = 0
+        """Batches run on the loop's thread since the writer thread's last one."""
         # A bare thread and queue rather than a ThreadPoolExecutor: each batch's hop
         # there and back is then one queue put and one call_soon_threadsafe (a
         # one-row write's round trip loses ~20 µs of executor and future chaining).
@@ -100,8 +130,29 @@ class SQLiteBatchRunner:
         )
         self._thread.start()
 
-    async def run(self, ops: Sequence[WriteOp[Any]]) -> list[Any]:
-        """Run ``ops`` in one transaction on the writer thread; results in order."""
+    async def run(self, ops: Sequence[WriteOp[Any]], rows: int | None = None) -> list[Any]:
+        """Run ``ops`` in one transaction; results in order.
+
+        ``rows``: how many rows the batch writes at most, when known. A batch of at
+        most :data:`INLINE_ROWS` rows runs right here on the event loop's thread
+        (when commits do not fsync, and another connection does not hold the write
+        lock at that moment); any other batch, and one in every
+        :data:`INLINE_STREAK`, runs on the writer thread.
+        """
+        if (
+            self._inline
+            and rows is not None
+            and rows <= INLINE_ROWS
+            and self._streak < INLINE_STREAK
+        ):
+            try:
+                results = self._run(list(ops), inline=True)
+            except _Busy:
+                pass  # the writer thread waits for the lock instead
+            else:
+                self._streak += 1
+                return results
+        self._streak = 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._jobs.put((list(ops), loop, future))
@@ -125,14 +176,37 @@ class SQLiteBatchRunner:
     def _connection(self) -> Connection:
         if self._conn is None:
             # "joined": the runner has begun the transaction on the driver already.
-            self._conn = self._engine.connect().execution_options(taskflow_write="joined")
+            conn = self._engine.connect().execution_options(taskflow_write="joined")
+            if self._inline:  # never wait, nor checkpoint, outside the writer thread
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA busy_timeout = 0")
+                driver.execute("PRAGMA wal_autocheckpoint = 0")
+            self._conn = conn
         return self._conn
 
-    def _run(self, ops: list[WriteOp[Any]]) -> list[Any]:
+    def _run(self, ops: list[WriteOp[Any]], *, inline: bool = False) -> list[Any]:
         conn = self._connection()
         driver = conn.connection.driver_connection
         assert driver is not None
-        driver.execute("BEGIN IMMEDIATE")
+        if inline:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise _Busy from exc
+                raise
+        elif self._inline:
+            # The writer thread waits for another process's lock, and its commits
+            # checkpoint the WAL once it has grown (the loop's never do).
+            for pragma in self._waiting:
+                driver.execute(pragma)
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            finally:
+                driver.execute("PRAGMA busy_timeout = 0")
+        else:
+            driver.execute("BEGIN IMMEDIATE")
         try:
             tx = Tx(self._ctx, SyncTxConnection(conn))  # type: ignore[arg-type]
             results: list[Any] = [drive(op(tx)) for op in ops]
@@ -145,6 +219,10 @@ class SQLiteBatchRunner:
         except BaseException:
             self._abort(conn, driver)
             raise
+        finally:
+            if self._inline and not inline and self._conn is not None:
+                with contextlib.suppress(Exception):  # a broken connection is dropped
+                    driver.execute("PRAGMA wal_autocheckpoint = 0")
         return results
 
     def _abort(self, conn: Connection, driver: Any) -> None:

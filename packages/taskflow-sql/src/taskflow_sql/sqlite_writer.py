@@ -26,7 +26,11 @@ __all__ = ["SQLiteWriter"]
 _MAX_YIELDS = 32
 _IDLE_YIELDS = 3
 
-BatchRunner = Callable[[Sequence[Any]], Awaitable[list[Any]]]
+BatchRunner = Callable[[Sequence[Any], "int | None"], Awaitable[list[Any]]]
+"""Runs operations in one transaction; the second argument is how many rows they write
+at most, or None when not known."""
+
+_Item = tuple[Any, "asyncio.Future[Any]", "int | None"]
 
 
 class SQLiteWriter:
@@ -34,7 +38,8 @@ class SQLiteWriter:
 
     Args:
         run_batch: runs a list of operations in one transaction and returns their
-            results in order, or raises (then nothing was committed).
+            results in order, or raises (then nothing was committed); it is told how
+            many rows the batch writes at most, when every operation said.
         max_batch: the most operations one transaction holds.
         window: seconds to wait for more operations before starting a transaction that
             is not full (0: only what already arrived is batched, adding no latency).
@@ -44,7 +49,7 @@ class SQLiteWriter:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._window = window
-        self._pending: deque[tuple[Any, asyncio.Future[Any]]] = deque()
+        self._pending: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -58,14 +63,17 @@ class SQLiteWriter:
                 self._loop(), name="taskflow-sqlite-writer"
             )
 
-    async def submit(self, op: Any) -> Any:
-        """Run ``op`` in the next batch; return its result once committed."""
-        return (await self.submit_many([op]))[0]
+    async def submit(self, op: Any, rows: int | None = None) -> Any:
+        """Run ``op`` in the next batch; return its result once committed. ``rows``:
+        how many rows ``op`` writes at most, when known."""
+        return (await self.submit_many([op], rows))[0]
 
-    async def submit_many(self, ops: Sequence[Any]) -> list[Any]:
+    async def submit_many(self, ops: Sequence[Any], rows: int | None = None) -> list[Any]:
         """Run ``ops`` (in order, in as few batches as fit); return their results.
 
-        Raises the first operation's exception, if any, after all have finished.
+        ``rows`` (how many rows they write at most, when known) is kept for a single
+        operation only. Raises the first operation's exception, if any, after all
+        have finished.
         """
         if self._closing or self._task is None:
             raise BackendUnavailableError(
@@ -74,9 +82,10 @@ class SQLiteWriter:
             )
         loop = asyncio.get_running_loop()
         futures = []
+        weight = rows if len(ops) == 1 else None
         for op in ops:
             future: asyncio.Future[Any] = loop.create_future()
-            self._pending.append((op, future))
+            self._pending.append((op, future, weight))
             futures.append(future)
         self._wake.set()
         if len(futures) == 1:
@@ -107,7 +116,7 @@ class SQLiteWriter:
             batch = [
                 self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))
             ]
-            live = [(op, fut) for op, fut in batch if not fut.cancelled()]
+            live = [item for item in batch if not item[1].cancelled()]
             if live:
                 await self._run(live)
                 await self._let_callers_submit()
@@ -132,11 +141,13 @@ class SQLiteWriter:
             if idle >= _IDLE_YIELDS:
                 return
 
-    async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+    async def _run(self, batch: list[_Item]) -> None:
+        weights = [weight for _, _, weight in batch]
+        rows = None if None in weights else sum(w for w in weights if w is not None)
         try:
-            results = await self._run_batch([op for op, _ in batch])
+            results = await self._run_batch([op for op, _, _ in batch], rows)
         except asyncio.CancelledError:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(BackendUnavailableError("the SQLite writer stopped"))
             raise
@@ -148,14 +159,14 @@ class SQLiteWriter:
                     await self._run_alone(item)
             return
         self.batches += 1
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
-    async def _run_alone(self, item: tuple[Any, asyncio.Future[Any]]) -> None:
-        op, future = item
+    async def _run_alone(self, item: _Item) -> None:
+        op, future, rows = item
         try:
-            (result,) = await self._run_batch([op])
+            (result,) = await self._run_batch([op], rows)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)

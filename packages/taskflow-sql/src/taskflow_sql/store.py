@@ -64,7 +64,9 @@ class SQLStore:
         Atomicity comes from the database: the task id is the primary key and the
         idempotency key's hash sits in ``active_key`` under a UNIQUE index.
         """
-        return await self._exec.write("creating a task", self._create_op(record))
+        return await self._exec.write(
+            "creating a task", self._create_op(record), rows=_rows([record])
+        )
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
@@ -84,7 +86,7 @@ class SQLStore:
                 create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
                 for i in range(0, len(records), _SQLITE_BATCH)
             ]
-            parts = await self._exec.write_many("creating tasks", batches)
+            parts = await self._exec.write_many("creating tasks", batches, rows=_rows(records))
             return [result for part in parts for result in part]
         if self._pg_write is not None and _simple_batch(records):
             return await self._create_pg(self._pg_write, records)
@@ -346,7 +348,7 @@ class SQLStore:
                 return None if row is None else row_to_record(row._mapping)
 
             return await self._exec.single("changing a task's status", single)
-        return await self._exec.write("changing a task's status", op)
+        return await self._exec.write("changing a task's status", op, rows=1)
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
@@ -367,7 +369,7 @@ class SQLStore:
             )
             return None if row is None else row_to_record(row._mapping)
 
-        return await self._exec.write("updating a task", op)
+        return await self._exec.write("updating a task", op, rows=1)
 
     async def append_logs(self, task_id: str, entries: Sequence[LogEntry]) -> None:
         """See :meth:`fastapi_taskflow.protocols.Store.append_logs`."""
@@ -383,7 +385,7 @@ class SQLStore:
             if exists is not None:
                 await tx.conn.execute(tables.logs.insert(), rows)
 
-        await self._exec.write("appending task logs", op)
+        await self._exec.write("appending task logs", op, rows=len(rows))
 
 
 _FAST_BATCH = 64
@@ -426,6 +428,11 @@ def _distinct_batch(records: Sequence[TaskRecord]) -> bool:
                 return False
             keys.add(key)
     return True
+
+
+def _rows(records: Sequence[TaskRecord]) -> int:
+    """How many rows creating ``records`` writes at most (each record and its tags)."""
+    return sum(1 + len(record.tags) for record in records)
 
 
 def _simple_batch(records: Sequence[TaskRecord]) -> bool:
