@@ -81,7 +81,7 @@ async def test_the_wal_stays_bounded_under_many_small_writes(tmp_path: Path) -> 
         for i in range(2000):
             container.add_task(job, i)
         await container()
-        wal = os.path.getsize(f"{path}-wal")
+        wal = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
         stats = await tm.store.astats()
     assert stats.by_status.get(TaskStatus.SUCCESS) == 2000
     assert wal < 16 * 1024 * 1024, f"the WAL grew to {wal / 1e6:.1f} MB"
