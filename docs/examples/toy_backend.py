@@ -27,9 +27,11 @@ from fastapi_taskflow.errors import BackendURLError
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
+    APPLIED,
     DURATION_STATUSES,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
+    Applied,
     Claim,
     CreateResult,
     DurationStats,
@@ -170,25 +172,30 @@ class ToyBackend:
                 return None
             return self._write(record, new, update)
 
-    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+    async def transition_many(
+        self, transitions: Sequence[Transition]
+    ) -> list[TaskRecord | Applied | None]:
         """Many compare-and-sets in one go: the engine's group commit.
 
         SQL: one transaction (or one ``UPDATE ... FROM (VALUES ...)``); Redis: one
-        script call over all the ids. Each item gets what ``transition`` would return.
+        script call over all the ids. Each item gets what ``transition`` would return,
+        or ``APPLIED`` when it asked for no record back (``read_back=False``: skip
+        reading and decoding the row).
         """
-        results: list[TaskRecord | None] = []
+        results: list[TaskRecord | Applied | None] = []
         with self._state.lock:
             for item in transitions:
                 record = self._state.tasks.get(item.task_id)
                 if record is None or record.status not in item.expected:
                     results.append(None)
                 else:
-                    results.append(self._write(record, item.new, item.update))
+                    written = self._write(record, item.new, item.update)
+                    results.append(written if item.read_back else APPLIED)
         return results
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult], list[TaskRecord | Applied | None]]:
         """The whole group commit: new records, then status changes, in one write.
 
         SQL: both in one transaction (one commit instead of two); Redis: both scripts in

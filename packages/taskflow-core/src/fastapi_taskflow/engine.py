@@ -37,7 +37,16 @@ from .group_commit import GroupCommit
 from .invocation import Invocation
 from .liveness import beat_forever, open_control_backend
 from .local_tasks import LocalTasks
-from .models import Claim, LiveRecord, LogEntry, TaskRecord, TaskStatus, TaskUpdate, Transition
+from .models import (
+    Applied,
+    Claim,
+    LiveRecord,
+    LogEntry,
+    TaskRecord,
+    TaskStatus,
+    TaskUpdate,
+    Transition,
+)
 from .observers import ObserverChain
 from .pending import PendingCreates
 from .progress import ProgressWiring
@@ -613,13 +622,17 @@ class Engine:
         expected: frozenset[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None,
-    ) -> TaskRecord | None:
+        read_back: bool = True,
+    ) -> TaskRecord | Applied | None:
         """``Store.transition`` on this loop's backend, batched with the other status
-        changes of this loop turn on a durable backend (see ``group_commit``)."""
+        changes of this loop turn on a durable backend (see ``group_commit``).
+        ``read_back=False``: the caller needs only to know whether the change applied,
+        and may get ``APPLIED`` instead of the record (see ``Transition``)."""
         group = self._group_here()
         if group is not None:
             try:
-                return await group.transition(Transition(task_id, expected, new, update))
+                change = Transition(task_id, expected, new, update, read_back)
+                return await group.transition(change)
             except BackendUnavailableError:
                 if task_id in self.pending:
                     # A start sent with its task's record (see run_now), neither known

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import context as task_context
 from . import progress, supervision
@@ -25,6 +25,7 @@ from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_changes, storable_entries
 from .models import (
+    Applied,
     LiveRecord,
     LogEntry,
     LogLine,
@@ -320,7 +321,7 @@ async def _failed(
             if retried is not None and engine.listening:
                 await engine.emit_lifecycle(_snapshot(retried))
         else:
-            retried = await _finish(engine, record, ctx, _PENDING_STATUS, retry)
+            retried = await _finish(engine, record, ctx, _PENDING_STATUS, retry, read_back=True)
         if retried is None:
             return False
         if delay <= 0 and not engine.runtime().stopping:
@@ -338,7 +339,7 @@ async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskConte
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
         again = await asyncio.shield(
-            _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error})
+            _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error}, read_back=True)
         )
         if again is not None:
             await asyncio.shield(engine.requeue(_snapshot(again)))
@@ -396,17 +397,47 @@ def _finish_now(
     return done
 
 
+@overload
 async def _finish(
     engine: Engine,
     record: Kept,
     ctx: task_context.TaskContext,
     status: TaskStatus,
     changes: Changes,
-) -> Kept | None:
+    *,
+    read_back: Literal[True],
+) -> Kept | None: ...
+
+
+@overload
+async def _finish(
+    engine: Engine,
+    record: Kept,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    changes: Changes,
+    *,
+    read_back: bool = False,
+) -> Kept | Applied | None: ...
+
+
+async def _finish(
+    engine: Engine,
+    record: Kept,
+    ctx: task_context.TaskContext,
+    status: TaskStatus,
+    changes: Changes,
+    *,
+    read_back: bool = False,
+) -> Kept | Applied | None:
     """Write the attempt's log lines, then move ``record`` from RUNNING to ``status``
-    with ``changes``; the record written, or None when it was no longer RUNNING."""
+    with ``changes``; the record written, or None when it was no longer RUNNING.
+
+    On a shared store the record is read back only when ``read_back`` says the caller
+    needs it, or someone listens for events; else a change that applied may answer
+    ``APPLIED``."""
     in_process = engine.transition_now
-    done: Kept | None
+    done: Kept | Applied | None
     if in_process is not None:  # a store in this process: no await, nothing to retry
         done = _finish_now(engine, in_process, record.task_id, ctx, status, changes)
         if done is None:
@@ -423,6 +454,7 @@ async def _finish(
                 new=status,
                 changes=changes,
                 landed=lambda r: r.attempt == record.attempt and r.updated_at >= record.updated_at,
+                read_back=read_back or engine.listening,
             )
         except Exception as exc:
             reraise_if_cancelled()
@@ -430,7 +462,7 @@ async def _finish(
         if done is None:
             logger.info(_NOT_RUNNING, record.task_id)
             return None
-    if engine.listening:
+    if engine.listening and not isinstance(done, Applied):
         await engine.emit_lifecycle(_snapshot(done))
     return done
 
@@ -509,6 +541,7 @@ async def _finish_plainly(
         raise OutcomeNotWritten(record.task_id) from again
 
 
+@overload
 async def _transition(
     engine: Engine,
     task_id: str,
@@ -517,9 +550,35 @@ async def _transition(
     new: TaskStatus,
     changes: Changes,
     landed: Callable[[TaskRecord], bool],
-) -> TaskRecord | None:
+    read_back: Literal[True] = ...,
+) -> TaskRecord | None: ...
+
+
+@overload
+async def _transition(
+    engine: Engine,
+    task_id: str,
+    *,
+    expected: frozenset[TaskStatus],
+    new: TaskStatus,
+    changes: Changes,
+    landed: Callable[[TaskRecord], bool],
+    read_back: bool,
+) -> TaskRecord | Applied | None: ...
+
+
+async def _transition(
+    engine: Engine,
+    task_id: str,
+    *,
+    expected: frozenset[TaskStatus],
+    new: TaskStatus,
+    changes: Changes,
+    landed: Callable[[TaskRecord], bool],
+    read_back: bool = True,
+) -> TaskRecord | Applied | None:
     """Compare-and-set on a shared store through outages, telling a lost reply from a
-    lost race.
+    lost race (``read_back``: see ``Transition``).
 
     The call is retried while the store is unreachable. If a retry finds the status
     already moved, the first try may have committed before its reply was lost: the
@@ -530,7 +589,9 @@ async def _transition(
     backend = engine.backend
     availability = engine.availability
     try:  # the common case: one (group-committed) call, no retry machinery
-        done = await engine.transition(task_id, expected=expected, new=new, update=update)
+        done = await engine.transition(
+            task_id, expected=expected, new=new, update=update, read_back=read_back
+        )
     except BackendUnavailableError as exc:
         availability.failed(exc)
         reraise_if_cancelled()

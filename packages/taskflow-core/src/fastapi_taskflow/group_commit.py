@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import BackendUnavailableError
-from .models import CreateResult, TaskRecord, TaskStatus, Transition, copy_with
+from .models import Applied, CreateResult, TaskRecord, TaskStatus, Transition, copy_with
 from .pending import GATHER_TURNS, AfterWrite, OnRefused, PendingCreates, create_each
 from .protocols import Store
 from .runtime import reraise_if_cancelled
@@ -41,7 +41,7 @@ __all__ = ["GroupCommit"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
-_Waiter = asyncio.Future[TaskRecord | None]
+_Waiter = asyncio.Future[TaskRecord | Applied | None]
 _Change = tuple[Transition, _Waiter]
 _PENDING = TaskStatus.PENDING
 _RUNNING = TaskStatus.RUNNING
@@ -81,8 +81,9 @@ class GroupCommit:
         self.batches_written = 0
         """How many writes were made (for tests and benchmarks)."""
 
-    async def transition(self, change: Transition) -> TaskRecord | None:
-        """Apply ``change`` with the next write; return what ``Store.transition`` would."""
+    async def transition(self, change: Transition) -> TaskRecord | Applied | None:
+        """Apply ``change`` with the next write; return what ``Store.transition`` would
+        (or ``APPLIED``, for a change with ``read_back=False``)."""
         waiter: _Waiter = self.loop.create_future()
         self._changes.append((change, waiter))
         self._wake()

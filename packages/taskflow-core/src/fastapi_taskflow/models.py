@@ -20,12 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "APPLIED",
     "DURATION_STATUSES",
     "DURATION_WINDOW",
     "KEY_RELEASING_STATUSES",
     "LIVE_FIELDS",
     "PERCENTILES",
     "TERMINAL_STATUSES",
+    "Applied",
     "Claim",
     "CreateResult",
     "DurationStats",
@@ -424,12 +426,28 @@ class Claim(BaseModel):
 @dataclass(frozen=True, slots=True)
 class Transition:
     """One compare-and-set for :meth:`Store.transition_many`: move ``task_id`` to
-    ``new`` if its status is in ``expected``, applying ``update`` in the same step."""
+    ``new`` if its status is in ``expected``, applying ``update`` in the same step.
+
+    ``read_back=False`` says the caller needs only to know whether the change was
+    applied (the engine's outcome writes when nobody listens for events): the store
+    may then answer :data:`APPLIED` instead of reading the record back.
+    """
 
     task_id: str
     expected: frozenset[TaskStatus]
     new: TaskStatus
     update: TaskUpdate | None = None
+    read_back: bool = True
+
+
+class Applied(Enum):
+    """The answer to a :class:`Transition` with ``read_back=False`` that was applied."""
+
+    APPLIED = "applied"
+
+
+APPLIED = Applied.APPLIED
+"""A change made with ``read_back=False`` was applied; its record was not read back."""
 
 
 M = TypeVar("M", bound=BaseModel)

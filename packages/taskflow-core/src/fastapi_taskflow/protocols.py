@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from .clock import Clock
 from .events import LifecycleEvent, LogEvent
 from .models import (
+    Applied,
     Claim,
     CreateResult,
     DurationStats,
@@ -96,7 +97,9 @@ class Store(Protocol):
         """
         ...
 
-    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+    async def transition_many(
+        self, transitions: Sequence[Transition]
+    ) -> list[TaskRecord | Applied | None]:
         """Apply several compare-and-sets at once; one result per item, in order.
 
         Each item obeys :meth:`transition` exactly (its result is what ``transition``
@@ -104,12 +107,18 @@ class Store(Protocol):
         of many tasks arrive together, so a backend writes them in as few statements,
         round trips and commits as it can (one transaction, one script call, one
         pipeline). The ids in one call are distinct.
+
+        An item with ``read_back=False`` (the engine's outcome writes when nobody
+        listens for events) needs no record back: its result may be
+        :data:`~fastapi_taskflow.models.APPLIED` instead of the record when it was
+        applied (None when it was not, as always); returning the record is correct
+        too. The change itself is the same either way.
         """
         ...
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult], list[TaskRecord | Applied | None]]:
         """``create_many(creates)`` then ``transition_many(transitions)``, as one write.
 
         The engine's group commit, whole: the records that requests just accepted and the
@@ -117,7 +126,8 @@ class Store(Protocol):
         backend writes them together (one transaction, one pipeline) rather than in two
         commits. The results are exactly what the two calls would return, in order. The
         creates are applied first, so a transition may name a task created in the same
-        call; the ids among ``transitions`` are distinct. Either sequence may be empty.
+        call; the ids among ``transitions`` are distinct (``read_back`` as for
+        :meth:`transition_many`). Either sequence may be empty.
         When the call fails, any part of it may have been written, as with the two calls
         made one after the other.
         """

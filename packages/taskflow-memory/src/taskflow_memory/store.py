@@ -11,9 +11,11 @@ from typing import Any
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
+    APPLIED,
     DURATION_STATUSES,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
+    Applied,
     CreateResult,
     DurationStats,
     LiveRecord,
@@ -215,13 +217,18 @@ class MemoryStore:
                 return None
             return self._write_locked(record, new, changes).to_record()
 
-    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
-        """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold)."""
+    async def transition_many(
+        self, transitions: Sequence[Transition]
+    ) -> list[TaskRecord | Applied | None]:
+        """See :meth:`fastapi_taskflow.protocols.Store.transition_many` (one lock hold;
+        an item with ``read_back=False`` gets ``APPLIED``, no snapshot)."""
         with self._state.lock:
             return self._transition_many_locked(transitions)
 
-    def _transition_many_locked(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
-        results: list[TaskRecord | None] = []
+    def _transition_many_locked(
+        self, transitions: Sequence[Transition]
+    ) -> list[TaskRecord | Applied | None]:
+        results: list[TaskRecord | Applied | None] = []
         records = self._state.records
         for item in transitions:
             record = records.get(item.task_id)
@@ -229,12 +236,13 @@ class MemoryStore:
                 results.append(None)
             else:
                 changes = item.update.changes() if item.update is not None else None
-                results.append(self._write_locked(record, item.new, changes).to_record())
+                written = self._write_locked(record, item.new, changes)
+                results.append(written.to_record() if item.read_back else APPLIED)
         return results
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult], list[TaskRecord | Applied | None]]:
         """See :meth:`fastapi_taskflow.protocols.Store.write_many` (one lock hold)."""
         lives = [LiveRecord.from_record(record) for record in creates]
         with self._state.lock:

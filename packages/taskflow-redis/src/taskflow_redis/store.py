@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi_taskflow.models import (
+    APPLIED,
+    Applied,
     CreateResult,
     DurationStats,
     LogEntry,
@@ -64,8 +66,9 @@ COUNT_BUCKETS = 1000
 AUTO_PURGE = 2
 """Expired finished tasks removed by each transition to a terminal status."""
 
-_Change = tuple[str, str, str, TaskUpdate | None]
-"""One item of the changes side of ``write.lua``: id, expected, new status, update."""
+_Change = tuple[str, str, str, TaskUpdate | None, bool]
+"""One item of the changes side of ``write.lua``: id, expected, new status, update, and
+whether the record is read back (``Transition.read_back``)."""
 
 
 def _calls(
@@ -215,21 +218,24 @@ class RedisStore(RedisBase):
         """
         if not expected:
             return None
-        item = (task_id, _expected(expected), _status_value(new), update)
-        return (await self._write_records((), [item], f"updating task {task_id}"))[1][0]
+        item = (task_id, _expected(expected), _status_value(new), update, True)
+        return await self._change_one(item, f"updating task {task_id}")
 
-    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+    async def transition_many(
+        self, transitions: Sequence[Transition]
+    ) -> list[TaskRecord | Applied | None]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
 
         Up to 1,000 transitions go in one script call: one round trip for the batch,
         atomic as a whole. Items with an empty ``expected`` are answered None without
-        being sent.
+        being sent; an item with ``read_back=False`` is answered ``APPLIED`` without
+        its record being read or sent back.
         """
         return (await self.write_many((), transitions))[1]
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult], list[TaskRecord | Applied | None]]:
         """See :meth:`fastapi_taskflow.protocols.Store.write_many`.
 
         One script call, so one round trip, atomic as a whole, when the write holds at
@@ -238,14 +244,15 @@ class RedisStore(RedisBase):
         first. Transitions with an empty ``expected`` are answered None without being
         sent.
         """
-        results: list[TaskRecord | None] = [None] * len(transitions)
+        results: list[TaskRecord | Applied | None] = [None] * len(transitions)
         sent: list[int] = []
         items: list[_Change] = []
         for index, change in enumerate(transitions):
             if change.expected:
                 sent.append(index)
                 new = _status_value(change.new)
-                items.append((change.task_id, _expected(change.expected), new, change.update))
+                expected = _expected(change.expected)
+                items.append((change.task_id, expected, new, change.update, change.read_back))
         action = "updating tasks" if not creates else "creating tasks"
         if creates and items:
             action = "creating and updating tasks"
@@ -256,16 +263,24 @@ class RedisStore(RedisBase):
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
-        item = (task_id, "*", "", update)
-        return (await self._write_records((), [item], f"updating task {task_id}"))[1][0]
+        item = (task_id, "*", "", update, True)
+        return await self._change_one(item, f"updating task {task_id}")
+
+    async def _change_one(self, item: _Change, action: str) -> TaskRecord | None:
+        """Apply one change that reads its record back; that record, or None."""
+        (changed,) = (await self._write_records((), [item], action))[1]
+        if isinstance(changed, Applied):  # pragma: no cover - read_back=True items
+            raise TypeError("a change read back was answered without its record")
+        return changed
 
     async def _write_records(
         self, records: Sequence[TaskRecord], changes: Sequence[_Change], action: str
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult], list[TaskRecord | Applied | None]]:
         """Run ``write.lua``: insert ``records``, then apply ``(id, expected, new,
-        update)`` changes, in order, in as few script calls as the batch limits allow."""
+        update, read_back)`` changes, in order, in as few script calls as the batch
+        limits allow."""
         created: list[CreateResult] = []
-        changed: list[TaskRecord | None] = []
+        changed: list[TaskRecord | Applied | None] = []
         if not records and not changes:
             return created, changed
         now = self.clock.now()
@@ -282,9 +297,11 @@ class RedisStore(RedisBase):
             sets = ""
             if chunk:
                 items: list[str | int] = []
-                for task_id, expected, new, update in chunk:
+                for task_id, expected, new, update, read_back in chunk:
                     fin, owner, fields = encode_update(update, stamp)
-                    items += [task_id, expected, new, fin, owner, len(fields) // 2, *fields]
+                    quiet = "" if read_back else "1"
+                    items += [task_id, expected, new, fin, owner, quiet, len(fields) // 2]
+                    items += fields
                 sets = dumps_compact(items)
             reply = await self._run("write", [cutoff, AUTO_PURGE, inserts, sets], action)
             if batch:
@@ -294,12 +311,17 @@ class RedisStore(RedisBase):
                 changed += self._changed(chunk, frame(reply[1], len(chunk)))
         return created, changed
 
-    def _changed(self, chunk: Sequence[_Change], lines: list[str]) -> list[TaskRecord | None]:
-        """The records that the reply lines of ``chunk`` describe (None: not changed)."""
-        out: list[TaskRecord | None] = []
+    def _changed(
+        self, chunk: Sequence[_Change], lines: list[str]
+    ) -> list[TaskRecord | Applied | None]:
+        """The records that the reply lines of ``chunk`` describe (None: not changed;
+        ``APPLIED``: a quiet item changed)."""
+        out: list[TaskRecord | Applied | None] = []
         for (task_id, *_), line in zip(chunk, lines, strict=True):
             if line == "":
                 out.append(None)
+            elif line == "+":
+                out.append(APPLIED)
             elif line == "!":
                 out.append(self._decode(b"corrupt", task_id))
             else:

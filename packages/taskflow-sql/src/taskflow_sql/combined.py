@@ -33,7 +33,7 @@ from fastapi_taskflow.models import (
 )
 
 from .context import Tx
-from .grouped import pg_transitions, run_transitions
+from .grouped import Moved, pg_transitions, run_transitions
 from .ownership import SQLOwnership
 from .pg_writes import CREATE_CHUNK
 from .store import SQLStore, _rows, _simple_batch
@@ -47,7 +47,7 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition]
-    ) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult], list[Moved]]:
         """See :meth:`fastapi_taskflow.protocols.Store.write_many`: one transaction and
         one commit on every SQL database (on PostgreSQL with asyncpg, one statement).
 
@@ -79,7 +79,7 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
         create = self._creates_op(creates)
         postgres = self._ctx.kind == "postgresql"
 
-        async def op(tx: Tx) -> tuple[list[CreateResult], list[TaskRecord | None]]:
+        async def op(tx: Tx) -> tuple[list[CreateResult], list[Moved]]:
             made = await create(tx)
             now = self.clock.now()
             if postgres:  # one statement for the changes and their counters

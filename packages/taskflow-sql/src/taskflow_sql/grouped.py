@@ -35,7 +35,9 @@ from sqlalchemy.sql.selectable import TextualSelect
 
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
+    APPLIED,
     KEY_RELEASING_STATUSES,
+    Applied,
     TaskRecord,
     TaskStatus,
     Transition,
@@ -48,7 +50,11 @@ from .rows import fast_record, record_columns, sqlite_reader, update_values
 from .sqlite_sync import SyncTxConnection
 from .types import UTCDateTime
 
-__all__ = ["Shape", "pg_transitions", "run_transitions"]
+__all__ = ["Shape", "pg_transitions", "quiet_items", "run_transitions"]
+
+Moved = TaskRecord | Applied | None
+"""One item's answer: the record after the change, ``APPLIED`` (an item sent with
+``read_back=False``: no record is built) or None (not applied)."""
 
 _MAX_ROWS = 128
 
@@ -75,6 +81,12 @@ class Shape:
     def active(self) -> bool:
         """The new status is PENDING or RUNNING (the owner stays visible)."""
         return TaskStatus(self.new) in ACTIVE_STATUSES
+
+
+def quiet_items(transitions: Sequence[Transition]) -> frozenset[int]:
+    """The positions of the items sent with ``read_back=False``: each is answered
+    ``APPLIED`` when applied, without building its record."""
+    return frozenset(i for i, item in enumerate(transitions) if not item.read_back)
 
 
 def _padded(n: int) -> int:
@@ -108,21 +120,20 @@ def _groups(
     return groups
 
 
-async def run_transitions(
-    tx: Tx, transitions: Sequence[Transition], now: Any
-) -> list[TaskRecord | None]:
+async def run_transitions(tx: Tx, transitions: Sequence[Transition], now: Any) -> list[Moved]:
     """Apply ``transitions`` inside ``tx``; one result per item, in order."""
-    results: list[TaskRecord | None] = [None] * len(transitions)
+    results: list[Moved] = [None] * len(transitions)
     groups = _groups(transitions)
     if not groups:
         return results
+    quiet = quiet_items(transitions)
     if tx.ctx.kind == "mysql":
-        await _mysql(tx, groups, now, results)
+        await _mysql(tx, groups, now, results, quiet)
         return results
     columns = tuple(record_columns(tx.ctx.tables))
     raw = _sqlite_driver(tx)
     if raw is not None:
-        _sqlite_raw(tx, raw, columns, groups, now, results)
+        _sqlite_raw(tx, raw, columns, groups, now, results, quiet)
         return results
     for shape, items in groups.items():
         for start in range(0, len(items), _MAX_ROWS):
@@ -137,9 +148,9 @@ async def run_transitions(
                     params[f"r{i}_{name}"] = values.get(name)
             where = {values["task_id"]: index for index, values in part}
             for row in await tx.conn.execute(stmt, params):
-                record = fast_record(row._mapping)
+                index = where[row.task_id]
+                results[index] = APPLIED if index in quiet else fast_record(row._mapping)
                 tx.move(row.func_name, row.task_id, row.prev_status, shape.new)
-                results[where[row.task_id]] = record
     return results
 
 
@@ -162,7 +173,8 @@ def _sqlite_raw(
     columns: tuple[Any, ...],
     groups: dict[Shape, list[tuple[int, dict[str, Any]]]],
     now: Any,
-    results: list[TaskRecord | None],
+    results: list[Moved],
+    quiet: frozenset[int],
 ) -> None:
     """The SQLite statements of :func:`run_transitions`, on the writer's driver."""
     tasks = tx.ctx.tables.tasks
@@ -184,7 +196,8 @@ def _sqlite_raw(
             for row in raw.execute(plan.sql, values).fetchall():
                 task_id = row[0]
                 tx.move(row[1], task_id, row[plan.prev_status], shape.new)
-                results[where[task_id]] = read(row)
+                index = where[task_id]
+                results[index] = APPLIED if index in quiet else read(row)
 
 
 def _sqlite_datetime(value: Any) -> Any:
@@ -304,7 +317,8 @@ async def _mysql(
     tx: Tx,
     groups: dict[Shape, list[tuple[int, dict[str, Any]]]],
     now: Any,
-    results: list[TaskRecord | None],
+    results: list[Moved],
+    quiet: frozenset[int],
 ) -> None:
     """MySQL/MariaDB: lock and read every row, decide the winners, update per shape.
 
@@ -350,7 +364,9 @@ async def _mysql(
             # One counter slot for the whole call (picked by its smallest id): a batch
             # of hundreds of tasks then changes two counter rows per function, not 32.
             tx.move(current["func_name"], ids[0], old, shape.new)
-            if exact:
+            if index in quiet:
+                results[index] = APPLIED
+            elif exact:
                 current.update(prev_status=old, status=shape.new, updated_at=stamp)
                 for name in shape.fields:
                     current[name] = _as_stored(name, values[name])
@@ -504,13 +520,14 @@ async def pg_transitions(
     counter_slots: int,
     transitions: Sequence[Transition],
     now: Any,
-) -> list[TaskRecord | None]:
+) -> list[Moved]:
     """PostgreSQL: every item and the counters in one statement (see :func:`_pg_all`).
 
     Run on an autocommit connection, the statement is its own transaction: one round
     trip for the whole group commit.
     """
-    results: list[TaskRecord | None] = [None] * len(transitions)
+    results: list[Moved] = [None] * len(transitions)
+    quiet = quiet_items(transitions)
     groups = _groups(transitions)
     if not groups:
         return results
@@ -532,7 +549,8 @@ async def pg_transitions(
                 params[f"k{k}r{i}_{name}"] = values.get(name)
         where.update((values["task_id"], index) for index, values in items)
     for row in await conn.execute(stmt, params):
-        results[where[row.task_id]] = fast_record(row._mapping)
+        index = where[row.task_id]
+        results[index] = APPLIED if index in quiet else fast_record(row._mapping)
     return results
 
 

@@ -21,7 +21,7 @@ from fastapi_taskflow.models import TaskRecord, Transition
 
 from .context import SQLContext, Tx
 from .executor import Executor
-from .grouped import pg_transitions, run_transitions
+from .grouped import Moved, pg_transitions, run_transitions
 from .pg_writes import PostgresWrites
 from .rows import record_columns, row_to_record
 
@@ -60,7 +60,7 @@ class SQLOwnership:
     _exec: Executor
     _pg_write: PostgresWrites | None = None
 
-    async def transition_many(self, transitions: Sequence[Transition]) -> list[TaskRecord | None]:
+    async def transition_many(self, transitions: Sequence[Transition]) -> list[Moved]:
         """See :meth:`fastapi_taskflow.protocols.Store.transition_many`.
 
         One transaction, one statement per shape of item (see
@@ -73,7 +73,7 @@ class SQLOwnership:
             return []
         items = list(transitions)
 
-        async def op(tx: Tx) -> list[TaskRecord | None]:
+        async def op(tx: Tx) -> list[Moved]:
             return await run_transitions(tx, items, self.clock.now())
 
         if self._pg_write is not None:
@@ -81,7 +81,7 @@ class SQLOwnership:
         if self._ctx.kind == "postgresql":
             ctx = self._ctx
 
-            async def single(conn: AsyncConnection) -> list[TaskRecord | None]:
+            async def single(conn: AsyncConnection) -> list[Moved]:
                 now = self.clock.now()
                 return await pg_transitions(conn, ctx.tables, ctx.counter_slots, items, now)
 

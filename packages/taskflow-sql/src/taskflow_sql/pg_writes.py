@@ -30,6 +30,7 @@ from sqlalchemy.engine import Dialect
 
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
+    APPLIED,
     KEY_RELEASING_STATUSES,
     CreateResult,
     TaskRecord,
@@ -40,7 +41,7 @@ from fastapi_taskflow.models import (
 
 from .context import SQLContext
 from .errors import retried, wrap_error
-from .grouped import Shape, _groups, _parts, pg_commit_sql, pg_counted
+from .grouped import Moved, Shape, _groups, _parts, pg_commit_sql, pg_counted, quiet_items
 from .pg_kept import KeptConnection
 from .rows import _utc, fast_record, normalized, record_columns, record_values, update_values
 
@@ -122,10 +123,11 @@ class PostgresWrites:
 
     async def transition_many(self, transitions: Sequence[Transition], now: Any) -> list[Any]:
         """Every item and the counters in one statement (see :func:`_transition_sql`)."""
-        results: list[TaskRecord | None] = [None] * len(transitions)
+        results: list[Moved] = [None] * len(transitions)
         groups = _groups(transitions)
         if not groups:
             return results
+        quiet = quiet_items(transitions)
         parts = _parts(groups)
         tables = self._ctx.tables
         sql = _transition_sql(
@@ -135,7 +137,8 @@ class PostgresWrites:
         args = [self._stamp(now), zlib.crc32(first.encode()) % self._ctx.counter_slots]
         where = self._part_arrays(parts, args)
         for row in await self._fetch("changing tasks' status", sql, args):
-            results[where[row[0]]] = self._record(row)
+            index = where[row[0]]
+            results[index] = APPLIED if index in quiet else self._record(row)
         return results
 
     def _stamp(self, now: Any) -> Any:
@@ -156,7 +159,7 @@ class PostgresWrites:
 
     async def write_many(
         self, creates: Sequence[TaskRecord], transitions: Sequence[Transition], now: Any
-    ) -> tuple[list[CreateResult | None], list[TaskRecord | None]]:
+    ) -> tuple[list[CreateResult | None], list[Moved]]:
         """``create_many`` then ``transition_many`` as one statement (see
         :func:`_write_sql`): one round trip, one transaction, counters included.
 
@@ -177,7 +180,8 @@ class PostgresWrites:
         tables = self._ctx.tables
         names = [column.name for column in tables.tasks.c]
         rows = [record_values(record) for record in creates]
-        results: list[TaskRecord | None] = [None] * len(transitions)
+        results: list[Moved] = [None] * len(transitions)
+        quiet = quiet_items(transitions)
         parts = _parts(_groups(transitions))
         if not parts:  # no change can succeed (each names no expected status)
             return await self.create_new(creates), results
@@ -199,19 +203,21 @@ class PostgresWrites:
             if kind == _INSERTED:
                 inserted.add(cells[0])
                 continue
-            record = self._read_record(cells)
             if kind == _CHANGED:
-                results[where[cells[0]]] = record
-            else:
-                by_id[cells[0]] = record
-                if key is not None:
-                    by_key[key] = record
+                index = where[cells[0]]
+                results[index] = APPLIED if index in quiet else self._read_record(cells)
+                continue
+            record = self._read_record(cells)
+            by_id[cells[0]] = record
+            if key is not None:
+                by_key[key] = record
         made: list[CreateResult | None] = []
         for at, (record, row) in enumerate(zip(creates, rows, strict=True)):
             if record.task_id in inserted:
                 made.append(construct(CreateResult, record=normalized(record), created=True))
                 if at in ahead:
-                    results[ahead[at]] = fast_record(_as_read(row))
+                    index = ahead[at]
+                    results[index] = APPLIED if index in quiet else fast_record(_as_read(row))
                 continue
             found = by_id.get(record.task_id)
             if found is None and row["active_key"] is not None:

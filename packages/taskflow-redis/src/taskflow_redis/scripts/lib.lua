@@ -379,10 +379,12 @@ end
 -- (transition, transition_many and update). items: the decoded JSON array, flat, per
 -- item: id, expected (',a,b,' or '*' for any), new status ('' = keep), fin ('' = unchanged,
 -- '-' = cleared, else microseconds), owner ('' = unchanged, '-' = cleared, '=' .. owner),
--- nfields, field/value pairs. cutoff: the retention cutoff ('' = none); per_finish: the
--- auto-purge batch per task that finishes.
--- Returns one string, a line per item: the record's JSON on success, '' when absent or
--- not in expected, '!' when the key holds a value that is not a record.
+-- quiet ('1': answer '+' instead of the record, '' = the record), nfields, field/value
+-- pairs. cutoff: the retention cutoff ('' = none); per_finish: the auto-purge batch per
+-- task that finishes.
+-- Returns one string, a line per item: the record's JSON on success ('+' for a quiet
+-- item), '' when absent or not in expected, '!' when the key holds a value that is not
+-- a record.
 -- Each task hash is read once (HMGET) and written once (HSET, plus HDEL when a field is
 -- cleared); index and counter changes are deferred to the one flush of the batch.
 
@@ -392,7 +394,7 @@ local T_READ = {'d', 's'}
 for _, name in ipairs(MUTABLE) do T_READ[#T_READ + 1] = name end
 for _, name in ipairs({'m', 'f', 'k', 'o', 'fin', 'st'}) do T_READ[#T_READ + 1] = name end
 
-local function apply_transition(items, id, expected, new, fin, own, first, last)
+local function apply_transition(items, id, expected, new, fin, own, quiet, first, last)
   local key = task_key(id)
   local v = redis.pcall('HMGET', key, unpack(T_READ))
   if type(v) == 'table' and v.err then return '!', false end
@@ -461,6 +463,7 @@ local function apply_transition(items, id, expected, new, fin, own, first, last)
   if (DONE[new] or DONE[cur]) and (new ~= cur or fin ~= '') then
     track_duration(id, new, f, v[T_ST], fin_now)
   end
+  if quiet == '1' then return '+', TERMINAL[new] and new ~= cur end
   local json = splice(v, true)
   if json == 'corrupt' then json = '!' end
   return json, TERMINAL[new] and new ~= cur
@@ -471,11 +474,11 @@ local function transition_batch(items, cutoff, per_finish)
   local finished = 0
   local p = 1
   while p <= #items do
-    local nf = tonumber(items[p + 5])
-    local first = p + 6
+    local nf = tonumber(items[p + 6])
+    local first = p + 7
     local last = first + 2 * nf - 1
     local res, done = apply_transition(items, items[p], items[p + 1], items[p + 2],
-      items[p + 3], items[p + 4], first, last)
+      items[p + 3], items[p + 4], items[p + 5], first, last)
     if done then finished = finished + 1 end
     out[#out + 1] = res
     p = last + 1

@@ -10,10 +10,11 @@ from typing import Any, ClassVar
 import pytest
 
 from fastapi_taskflow.clock import ManualClock
-from fastapi_taskflow.models import TaskRecord, TaskStatus
+from fastapi_taskflow.models import Applied, TaskRecord, TaskStatus
 from fastapi_taskflow.protocols import TaskBackend
 
 __all__ = [
+    "read_back",
     "GUARD_TEST_NAME",
     "ConformanceBase",
     "create_task",
@@ -27,6 +28,15 @@ GUARD_TEST_NAME = "test_no_standard_test_is_overridden"
 
 SUITE_PACKAGE = "fastapi_taskflow.testing.suite"
 """Classes defined in modules under this package hold the standard tests."""
+
+
+def read_back(results: list[TaskRecord | Applied | None]) -> list[TaskRecord | None]:
+    """The results of ``transition_many`` / ``write_many`` items sent with
+    ``read_back=True`` (the default), which must each be the record or None."""
+    assert not any(isinstance(result, Applied) for result in results), (
+        "a change with read_back=True was answered APPLIED instead of its record"
+    )
+    return [result for result in results if not isinstance(result, Applied)]
 
 
 def new_id(prefix: str = "t") -> str:

@@ -6,7 +6,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import CreateResult, TaskRecord, TaskStatus, TaskUpdate, Transition
 from fastapi_taskflow.protocols import TaskBackend
 
-from ._base import create_task, make_record, new_id
+from ._base import create_task, make_record, new_id, read_back
 from ._threads import RacingBase
 
 __all__ = ["GroupWriteTests"]
@@ -74,8 +74,8 @@ class GroupWriteTests(RacingBase):
             (True, started_with.task_id),
         ]
         assert created[0].record == fresh
-        assert _moved(moved) == [running.task_id, None, None, started_with.task_id]
-        finished, _, _, started = moved
+        assert _moved(read_back(moved)) == [running.task_id, None, None, started_with.task_id]
+        finished, _, _, started = read_back(moved)
         assert finished == running.model_copy(
             update={"status": SUCCESS, "result": 7, "owner": None, "updated_at": now}
         )
@@ -106,7 +106,7 @@ class GroupWriteTests(RacingBase):
         created, moved = await backend.write_many([record], [])
         assert _created(created) == [(True, record.task_id)] and moved == []
         created, moved = await backend.write_many([], [_step(record.task_id, {PENDING}, RUNNING)])
-        assert created == [] and _moved(moved) == [record.task_id]
+        assert created == [] and _moved(read_back(moved)) == [record.task_id]
         stored = await backend.get(record.task_id)
         assert stored is not None and stored.status is RUNNING
 
@@ -136,7 +136,8 @@ class GroupWriteTests(RacingBase):
                 ],
             )
             assert created[0].created
-            return moved if index % 2 else list(reversed(moved))
+            moved_back = read_back(moved)
+            return moved_back if index % 2 else list(reversed(moved_back))
 
         results = await self.race(backend, work)
         for position, task in enumerate(tasks):

@@ -9,10 +9,12 @@ itself with ``adopt``. The engine writes the starts and finishes of many tasks w
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import (
+    Applied,
     LogEntry,
     TaskRecord,
     TaskStatus,
@@ -21,7 +23,7 @@ from fastapi_taskflow.models import (
 )
 from fastapi_taskflow.protocols import TaskBackend
 
-from ._base import create_task, new_id, seconds
+from ._base import create_task, new_id, read_back, seconds
 from ._threads import RacingBase
 from .queues import Q, stored_ids
 
@@ -47,6 +49,31 @@ def _step(
 ) -> Transition:
     """A :class:`Transition` item, ``expected`` frozen as the dataclass wants it."""
     return Transition(task_id=task_id, expected=frozenset(expected), new=new, update=update)
+
+
+Plan = list[tuple[frozenset[TaskStatus], TaskStatus, TaskUpdate | None]]
+"""The steps one task walks: (expected, new, update) each."""
+
+
+def _plans() -> list[Plan]:
+    """Steps for twin tasks: starts, finishes, a retry, refused and empty changes."""
+    return [
+        [
+            (frozenset({PENDING}), RUNNING, TaskUpdate(attempt=1, owner="w")),
+            (frozenset({RUNNING}), SUCCESS, TaskUpdate(result=[1, "x"], progress=1.0)),
+        ],
+        [
+            (frozenset({PENDING}), RUNNING, None),
+            (frozenset({RUNNING}), PENDING, TaskUpdate(attempt=2, error="retry")),
+            (frozenset({SUCCESS}), FAILED, TaskUpdate(error="refused")),
+        ],
+        [
+            (frozenset({RUNNING}), SUCCESS, None),
+            (frozenset({PENDING, RUNNING}), FAILED, TaskUpdate(error="e", owner=None)),
+            (frozenset(), RUNNING, None),
+        ],
+        [(frozenset({PENDING}), CANCELLED, TaskUpdate(cancel_requested=True))],
+    ]
 
 
 def _without_id(record: TaskRecord | None) -> dict[str, object] | None:
@@ -403,7 +430,7 @@ class LivenessTests(RacingBase):
             _step(ended.task_id, {PENDING, RUNNING}, FAILED, TaskUpdate(error="late")),
             _step(fail.task_id, {RUNNING}, FAILED, TaskUpdate(error="boom", finished_at=now)),
         ]
-        results = await backend.transition_many(batch)
+        results = read_back(await backend.transition_many(batch))
         assert [None if r is None else r.task_id for r in results] == [
             start_.task_id,
             None,
@@ -441,23 +468,7 @@ class LivenessTests(RacingBase):
         script with the single one: the same status check, the same fields written, the
         same ``updated_at``, the same key release.
         """
-        plans: list[list[tuple[frozenset[TaskStatus], TaskStatus, TaskUpdate | None]]] = [
-            [
-                (frozenset({PENDING}), RUNNING, TaskUpdate(attempt=1, owner="w")),
-                (frozenset({RUNNING}), SUCCESS, TaskUpdate(result=[1, "x"], progress=1.0)),
-            ],
-            [
-                (frozenset({PENDING}), RUNNING, None),
-                (frozenset({RUNNING}), PENDING, TaskUpdate(attempt=2, error="retry")),
-                (frozenset({SUCCESS}), FAILED, TaskUpdate(error="refused")),
-            ],
-            [
-                (frozenset({RUNNING}), SUCCESS, None),
-                (frozenset({PENDING, RUNNING}), FAILED, TaskUpdate(error="e", owner=None)),
-                (frozenset(), RUNNING, None),
-            ],
-            [(frozenset({PENDING}), CANCELLED, TaskUpdate(cancel_requested=True))],
-        ]
+        plans = _plans()
         singles, batched = [], []
         for number in range(len(plans)):
             fields = {"owner": "creator", "tags": {"n": str(number)}, "progress": 0.5}
@@ -472,11 +483,13 @@ class LivenessTests(RacingBase):
                 )
                 for n, (expected, new, update) in todo
             ]
-            together = await backend.transition_many(
-                [
-                    _step(batched[n].task_id, expected, new, update)
-                    for n, (expected, new, update) in todo
-                ]
+            together = read_back(
+                await backend.transition_many(
+                    [
+                        _step(batched[n].task_id, expected, new, update)
+                        for n, (expected, new, update) in todo
+                    ]
+                )
             )
             assert [_without_id(r) for r in together] == [_without_id(r) for r in one_by_one], (
                 f"step {step}: transition_many and transition disagree"
@@ -488,6 +501,53 @@ class LivenessTests(RacingBase):
             assert single.idempotency_key is not None and twin.idempotency_key is not None
             assert (await backend.find_by_key(single.idempotency_key) is None) == (
                 await backend.find_by_key(twin.idempotency_key) is None
+            )
+        assert await backend.owned("w") == []
+
+    async def test_transition_many_without_read_back(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """An item sent with ``read_back=False`` changes the task exactly as with
+        ``read_back=True``; its answer is None when not applied, else ``APPLIED`` (or
+        the record, which a store may still return).
+
+        Twin tasks walk the same steps, one twin's items asking for the record and the
+        other's not. If this fails, check that the quiet path writes the same fields,
+        status, counters and key release as the other, and answers None for an item
+        that was not applied.
+        """
+        plans = _plans()
+        loud, quiet = [], []
+        for number in range(len(plans)):
+            fields = {"owner": "creator", "tags": {"n": str(number)}, "progress": 0.5}
+            loud.append(await create_task(backend, clock, idempotency_key=new_id(), **fields))
+            quiet.append(await create_task(backend, clock, idempotency_key=new_id(), **fields))
+        for step in range(max(len(plan) for plan in plans)):
+            clock.advance(1)
+            todo = [(n, plan[step]) for n, plan in enumerate(plans) if step < len(plan)]
+            items = [
+                replace(_step(twins[n].task_id, expected, new, update), read_back=twins is loud)
+                for twins in (loud, quiet)
+                for n, (expected, new, update) in todo
+            ]
+            results = await backend.transition_many(items)
+            answers = read_back(results[: len(todo)])
+            for number, (with_record, without) in enumerate(
+                zip(answers, results[len(todo) :], strict=True)
+            ):
+                where = f"step {step}, task {todo[number][0]}"
+                if with_record is None:
+                    assert without is None, f"{where}: a change not applied was answered"
+                elif not isinstance(without, Applied):
+                    assert _without_id(without) == _without_id(with_record), where
+        for with_record, without in zip(loud, quiet, strict=True):
+            assert _without_id(await backend.get(without.task_id)) == _without_id(
+                await backend.get(with_record.task_id)
+            )
+            assert with_record.idempotency_key is not None
+            assert without.idempotency_key is not None
+            assert (await backend.find_by_key(with_record.idempotency_key) is None) == (
+                await backend.find_by_key(without.idempotency_key) is None
             )
         assert await backend.owned("w") == []
 
@@ -511,13 +571,15 @@ class LivenessTests(RacingBase):
         """
         ids = await stored_ids(backend, clock, BIG_BATCH)
         now = clock.advance(1)
-        first = await backend.transition_many(
-            [
-                _step(task_id, {PENDING}, RUNNING, TaskUpdate(started_at=now, owner="me"))
-                if n % 2 == 0
-                else _step(task_id, {RUNNING}, SUCCESS)
-                for n, task_id in enumerate(ids)
-            ]
+        first = read_back(
+            await backend.transition_many(
+                [
+                    _step(task_id, {PENDING}, RUNNING, TaskUpdate(started_at=now, owner="me"))
+                    if n % 2 == 0
+                    else _step(task_id, {RUNNING}, SUCCESS)
+                    for n, task_id in enumerate(ids)
+                ]
+            )
         )
         assert len(first) == BIG_BATCH
         for n, (task_id, record) in enumerate(zip(ids, first, strict=True)):
@@ -528,13 +590,15 @@ class LivenessTests(RacingBase):
                 assert record is None, f"item {n} should have been refused"
         assert len(await backend.owned("me", limit=BIG_BATCH)) == BIG_BATCH // 2
         later = clock.advance(1)
-        second = await backend.transition_many(
-            [
-                _step(task_id, {RUNNING}, SUCCESS, TaskUpdate(finished_at=later, result=n))
-                if n % 2 == 0
-                else _step(task_id, {PENDING}, CANCELLED, TaskUpdate(finished_at=later))
-                for n, task_id in enumerate(ids)
-            ]
+        second = read_back(
+            await backend.transition_many(
+                [
+                    _step(task_id, {RUNNING}, SUCCESS, TaskUpdate(finished_at=later, result=n))
+                    if n % 2 == 0
+                    else _step(task_id, {PENDING}, CANCELLED, TaskUpdate(finished_at=later))
+                    for n, task_id in enumerate(ids)
+                ]
+            )
         )
         assert all(record is not None for record in second)
         assert [record.result for record in second if record is not None] == [
@@ -564,11 +628,13 @@ class LivenessTests(RacingBase):
 
         async def work(target: TaskBackend, index: int) -> list[TaskRecord | None]:
             order = tasks if index % 2 else list(reversed(tasks))
-            results = await target.transition_many(
-                [
-                    _step(task.task_id, {PENDING}, RUNNING, TaskUpdate(owner=f"w{index}"))
-                    for task in order
-                ]
+            results = read_back(
+                await target.transition_many(
+                    [
+                        _step(task.task_id, {PENDING}, RUNNING, TaskUpdate(owner=f"w{index}"))
+                        for task in order
+                    ]
+                )
             )
             return results if index % 2 else list(reversed(results))
 
