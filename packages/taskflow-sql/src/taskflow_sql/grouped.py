@@ -176,28 +176,52 @@ def _sqlite_raw(
     results: list[Moved],
     quiet: frozenset[int],
 ) -> None:
-    """The SQLite statements of :func:`run_transitions`, on the writer's driver."""
+    """The SQLite statements of :func:`run_transitions`, on the writer's driver.
+
+    The ``quiet`` items of a shape (answered ``APPLIED``) go in statements of their own
+    that return only what the counters need, not whole rows."""
     tasks = tx.ctx.tables.tasks
-    for shape, items in groups.items():
-        for start in range(0, len(items), _MAX_ROWS):
-            part = items[start : start + _MAX_ROWS]
-            size = _padded(len(part))
-            plan = _raw_plan(tasks, columns, shape, size)
-            values: list[Any] = []
-            for _, item in part:
-                for name, process in plan.cells:
-                    value = item.get(name)
-                    values.append(value if process is None or value is None else process(value))
-            values.extend(plan.padding[: (size - len(part)) * len(plan.cells)])
-            values.append(shape.new)
-            values.append(plan.stamp(now))
-            where = {item["task_id"]: index for index, item in part}
-            read = plan.read
-            for row in raw.execute(plan.sql, values).fetchall():
-                task_id = row[0]
-                tx.move(row[1], task_id, row[plan.prev_status], shape.new)
-                index = where[task_id]
-                results[index] = APPLIED if index in quiet else read(row)
+    thin = _thin_columns(tasks)
+    for shape, every in groups.items():
+        if quiet:
+            loud = [item for item in every if item[0] not in quiet]
+            lists = [(loud, columns), ([item for item in every if item[0] in quiet], thin)]
+        else:
+            lists = [(every, columns)]
+        for items, returning in lists:
+            _sqlite_shape(tx, raw, tasks, returning, shape, items, now, results)
+
+
+def _sqlite_shape(
+    tx: Tx,
+    raw: Any,
+    tasks: Table,
+    columns: tuple[Any, ...],
+    shape: Shape,
+    items: list[tuple[int, dict[str, Any]]],
+    now: Any,
+    results: list[Moved],
+) -> None:
+    """One shape's items, in statements of up to ``_MAX_ROWS`` rows returning
+    ``columns`` (whole records, or :func:`_thin_columns`)."""
+    for start in range(0, len(items), _MAX_ROWS):
+        part = items[start : start + _MAX_ROWS]
+        size = _padded(len(part))
+        plan = _raw_plan(tasks, columns, shape, size)
+        values: list[Any] = []
+        for _, item in part:
+            for name, process in plan.cells:
+                value = item.get(name)
+                values.append(value if process is None or value is None else process(value))
+        values.extend(plan.padding[: (size - len(part)) * len(plan.cells)])
+        values.append(shape.new)
+        values.append(plan.stamp(now))
+        where = {item["task_id"]: index for index, item in part}
+        read = plan.read
+        for row in raw.execute(plan.sql, values).fetchall():
+            task_id = row[0]
+            tx.move(row[1], task_id, row[plan.prev_status], shape.new)
+            results[where[task_id]] = read(row)
 
 
 def _sqlite_datetime(value: Any) -> Any:
@@ -215,8 +239,9 @@ class _RawPlan:
     padding: tuple[None, ...]
     stamp: Any
     """The ``updated_at`` bind processor."""
-    read: Callable[[Sequence[Any]], TaskRecord | None]
-    """A returned row (``task_id``, ``func_name``, …) as a record."""
+    read: Callable[[Sequence[Any]], Moved]
+    """A returned row (``task_id``, ``func_name``, …) as a record (``APPLIED`` for a
+    statement returning :func:`_thin_columns`)."""
     prev_status: int
     """Where ``prev_status`` is in a returned row."""
 
@@ -263,14 +288,26 @@ def _raw_plan(tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int) -
     names_out = [column.name for column in columns]
     if names_out[:2] != ["task_id", "func_name"]:  # pragma: no cover - a bug here
         raise AssertionError(f"unexpected column order {names_out}")
+    thin = columns == _thin_columns(tasks)
     return _RawPlan(
         sql=str(compiled),
         cells=tuple((name, binder(name)) for name in names),
         padding=(None,) * (size * len(names)),
         stamp=binder("updated_at") or _identity,
-        read=sqlite_reader(columns, slow),
+        read=_applied if thin else sqlite_reader(columns, slow),
         prev_status=names_out.index("prev_status"),
     )
+
+
+@lru_cache(maxsize=16)
+def _thin_columns(tasks: Table) -> tuple[Any, ...]:
+    """What a statement of quiet items returns: the id, and the function and previous
+    status the counters need."""
+    return (tasks.c.task_id, tasks.c.func_name, tasks.c.prev_status)
+
+
+def _applied(_: Sequence[Any]) -> Applied:
+    return APPLIED
 
 
 @lru_cache(maxsize=512)
