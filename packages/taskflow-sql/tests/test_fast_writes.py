@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transiti
 from taskflow_sql import SQLBackend, SQLBackendError
 from taskflow_sql.context import Tx
 from taskflow_sql.errors import is_retryable, is_unavailable, wrap_error
+from taskflow_sql.types import UTCDateTime, sqlite_stamp
 
 pytestmark = pytest.mark.anyio
 
@@ -236,3 +238,27 @@ def test_raw_sqlite_errors_are_classified() -> None:
     assert not is_unavailable(refused) and not is_retryable(refused)
     assert isinstance(wrap_error("creating tasks", refused), SQLBackendError)
     assert not is_unavailable(sqlite3.InterfaceError("Error binding parameter 1"))
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 4, 21, 30, 5, 123456, tzinfo=timezone.utc),
+        datetime(2026, 12, 4, 21, 30, 5, tzinfo=timezone.utc),  # no microseconds
+        datetime(2026, 12, 4, 21, 30, 5, 7),  # naive: taken as UTC
+        datetime(2026, 12, 4, 23, 0, 0, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(999, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc),  # a 3-digit year
+    ],
+)
+def test_the_writers_datetime_text_is_the_columns_own(moment: datetime) -> None:
+    """The SQLite writer binds datetimes with ``sqlite_stamp``; its text must be what
+    the column type writes everywhere else, or reads and range filters would miss
+    rows written by the writer."""
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect()
+    column = UTCDateTime()
+    expected = column.dialect_impl(dialect).bind_processor(dialect)(  # type: ignore[misc]
+        column.process_bind_param(moment, dialect)
+    )
+    assert sqlite_stamp(moment) == expected

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, text
@@ -47,6 +47,7 @@ from .context import Tx
 from .mysql_raw import bound, driver_for
 from .mysql_raw import read as read_row
 from .rows import fast_record, record_columns, sqlite_reader, update_values
+from .sqlite_create import sqlite_binder
 from .sqlite_sync import SyncTxConnection
 from .types import UTCDateTime
 
@@ -267,8 +268,7 @@ def _raw_plan(tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int) -
     if list(compiled.positiontup or ()) != order:  # pragma: no cover - a bug here
         raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
 
-    def binder(column: str) -> Any:
-        return tasks.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    binder = partial(sqlite_binder, tasks)
 
     reads = []
     for column in columns:

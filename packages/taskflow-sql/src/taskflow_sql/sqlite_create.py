@@ -31,6 +31,7 @@ from fastapi_taskflow.models import CreateResult, TaskRecord
 from .context import Tx, WriteOp
 from .mysql_raw import bound, driver_for
 from .rows import normalized, record_values, tag_token
+from .types import UTCDateTime, sqlite_stamp
 
 __all__ = ["create_batch_op"]
 
@@ -44,11 +45,18 @@ def _plan(tasks: Table) -> tuple[str, tuple[tuple[str, Callable[[Any], Any] | No
     dialect: Dialect = sqlite.dialect(paramstyle="qmark")
     names = tuple(column.name for column in tasks.c)
     compiled = tasks.insert().compile(dialect=dialect, column_keys=list(names))
-    binds = tuple(
-        (name, tasks.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        for name in compiled.positiontup or ()
-    )
+    binds = tuple((name, sqlite_binder(tasks, name)) for name in compiled.positiontup or ())
     return str(compiled), binds
+
+
+def sqlite_binder(tasks: Table, name: str) -> Callable[[Any], Any] | None:
+    """The bind processor of column ``name`` for the SQLite writer's raw statements
+    (:func:`~taskflow_sql.types.sqlite_stamp` for datetimes)."""
+    column_type = tasks.c[name].type
+    if isinstance(column_type, UTCDateTime):
+        return sqlite_stamp
+    dialect: Dialect = sqlite.dialect(paramstyle="qmark")
+    return column_type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def create_batch_op(

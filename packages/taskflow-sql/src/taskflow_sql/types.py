@@ -10,7 +10,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["AutoId", "LongText", "UTCDateTime"]
+__all__ = ["AutoId", "LongText", "UTCDateTime", "sqlite_stamp"]
 
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 """An auto-increment 64-bit id (SQLite only auto-increments ``INTEGER PRIMARY KEY``)."""
@@ -60,3 +60,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=timezone.utc)
         return moment.astimezone(timezone.utc)
+
+
+def sqlite_stamp(value: datetime) -> str:
+    """What :class:`UTCDateTime` binds on SQLite, in one step: the moment as naive UTC
+    in SQLAlchemy's fixed-width text (``YYYY-MM-DD HH:MM:SS.ffffff``).
+
+    For the SQLite writer's prebuilt statements, which bind thousands of datetimes a
+    second: the same text as the type's own two processors at a fraction of the cost.
+    """
+    if value.tzinfo is not None and value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    text = value.isoformat(" ")
+    return text[:26] if value.microsecond else text[:19] + ".000000"
