@@ -88,6 +88,10 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
+def _is_utc(value: datetime | None) -> bool:
+    return value is None or value.tzinfo is timezone.utc
+
+
 def record_values(record: TaskRecord) -> dict[str, Any]:
     """Return the ``tasks`` row for a new record."""
     holds_key = record.idempotency_key is not None and record.status not in KEY_RELEASING_STATUSES
@@ -120,7 +124,15 @@ def record_values(record: TaskRecord) -> dict[str, Any]:
 
 
 def normalized(record: TaskRecord) -> TaskRecord:
-    """Return ``record`` as it reads back from the database (UTC datetimes, no logs)."""
+    """Return ``record`` as it reads back from the database (UTC datetimes, no logs):
+    ``record`` itself when it already is (the engine's new records), else a copy."""
+    if not record.logs and (
+        _is_utc(record.created_at)
+        and _is_utc(record.updated_at)
+        and _is_utc(record.started_at)
+        and _is_utc(record.finished_at)
+    ):
+        return record
     return copy_with(
         record,
         {

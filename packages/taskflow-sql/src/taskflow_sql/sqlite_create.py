@@ -26,7 +26,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
-from fastapi_taskflow.models import CreateResult, TaskRecord
+from fastapi_taskflow.models import CreateResult, TaskRecord, construct
 
 from .context import Tx, WriteOp
 from .mysql_raw import bound, driver_for
@@ -124,7 +124,7 @@ def create_batch_op(
         results = []
         for record in records:
             if record.task_id in created:
-                results.append(CreateResult(record=normalized(record), created=True))
+                results.append(construct(CreateResult, record=normalized(record), created=True))
             else:
                 results.append(await fallback(record)(tx))
         return results

@@ -19,6 +19,7 @@ from fastapi_taskflow.models import (
     TaskRecord,
     TaskStatus,
     TaskUpdate,
+    construct,
 )
 
 from .context import SQLContext, Tx, WriteOp
@@ -131,7 +132,7 @@ class SQLStore:
         results: list[CreateResult] = []
         for record, op in zip(records, ops, strict=True):
             if record.task_id in inserted:
-                results.append(CreateResult(record=normalized(record), created=True))
+                results.append(construct(CreateResult, record=normalized(record), created=True))
             else:
                 results.append(await self._exec.write("creating a task", op))
         return results
@@ -192,7 +193,7 @@ class SQLStore:
             results: list[CreateResult] = []
             for record in records:
                 if record.task_id in inserted:
-                    results.append(CreateResult(record=normalized(record), created=True))
+                    results.append(construct(CreateResult, record=normalized(record), created=True))
                 else:
                     results.append(await self._create_op(record)(tx))
             return results
@@ -213,7 +214,7 @@ class SQLStore:
                 if await insert_if_absent(tx, tx.ctx.tables.tasks, values):
                     await _insert_tags(tx, record)
                     tx.count(record.func_name, record.task_id, record.status, +1)
-                    return CreateResult(record=normalized(record), created=True)
+                    return construct(CreateResult, record=normalized(record), created=True)
                 existing = await _select_task(tx, record.task_id)
                 if existing is not None:
                     return CreateResult(record=existing, created=False)
