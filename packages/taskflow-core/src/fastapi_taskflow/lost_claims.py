@@ -26,10 +26,13 @@ A task is taken for lost only if all of these hold:
 2. its record is PENDING, owned by this instance, of this worker's queue;
 3. it is not on the queue: ``Backend.dequeue`` answers False. A task waiting there
    (accepted here and submitted, adopted by recovery and queued, a periodic firing)
-   is put straight back (``enqueue`` with its priority, due now: this instance leaves
-   no task it still owns on a queue with a later due time, but for the unreleased ones
-   of point 1, which are never probed). Nothing this instance holds on a queue is
-   thereby run early or run by the sweep;
+   is put straight back (``enqueue`` with its priority, due now). That is its due time:
+   a retry or a firing due later is released from this instance when it is queued
+   (``Engine.requeue``, ``arming``), and one whose release failed is held (point 1) and
+   never probed. The one owned task left on a queue with a later time on purpose, a
+   claimed task this instance lacks the function for (``rehydrate``), was due already;
+   its wait only spaces out the instances that cannot run it. Nothing this instance
+   holds on a queue is thereby run early, or run by the sweep;
 4. read again after the dequeue, it is still PENDING, this instance's, and not held (a
    claim by another instance between the first read and the dequeue shows here).
 
