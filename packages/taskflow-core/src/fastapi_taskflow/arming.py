@@ -37,6 +37,11 @@ async def arm(engine: Engine, record: TaskRecord, run_at: datetime | None) -> Cr
     the backend's error when the store is unreachable (nothing was armed then, or
     recovery finishes the job).
     """
+    with engine.holding(record.task_id):  # PENDING, ours, not yet queued or released
+        return await _arm(engine, record, run_at)
+
+
+async def _arm(engine: Engine, record: TaskRecord, run_at: datetime | None) -> CreateResult:
     backend = engine.backend
     task_id = record.task_id
     result = await engine.availability.call(lambda: backend.create(record))

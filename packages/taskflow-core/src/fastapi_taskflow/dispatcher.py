@@ -4,6 +4,10 @@ One worker per named queue and event loop. It claims at most as many tasks as it
 free slots (``QueueConfig.concurrency``), so a queue never runs more than that at once on
 this instance, and sleeps until woken (a local enqueue, a finished task, a retry coming
 due) or until the poll interval passes (tasks enqueued by other instances).
+
+A claim that fails (in any way) may have been applied with its reply lost: the worker
+then sweeps its queue for the tasks such a claim took, after its next successful claim
+(see ``lost_claims``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from .config import QueueConfig
 from .errors import BackendUnavailableError
+from .lost_claims import LostClaims
 from .models import Claim
 from .resilience import Availability
 from .runtime import Runtime, reraise_if_cancelled
@@ -36,9 +41,11 @@ class QueueWorker:
         run: Callable[[Claim], Awaitable[None]],
         availability: Availability,
         poll_interval: float,
+        lost: LostClaims | None = None,
     ) -> None:
         """``claim(n)`` takes up to ``n`` due tasks of ``queue`` for this instance;
-        ``run(claim)`` runs one of them."""
+        ``run(claim)`` runs one of them; ``lost``: the sweep for the tasks of a claim
+        whose reply was lost (None: claims never lose replies, as in process)."""
         self.queue = queue
         self.config = config
         self.runtime = runtime
@@ -46,6 +53,7 @@ class QueueWorker:
         self._run_claimed = run
         self.availability = availability
         self.poll_interval = poll_interval
+        self.lost = lost
         self.active: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,19 +84,23 @@ class QueueWorker:
             self._wake.clear()
             free = self.config.concurrency - len(self.active)
             claims: list[Claim] = []
+            claimed = False
             if free > 0:
                 try:
                     claims = await self._claim(free)
+                    claimed = True
                 except BackendUnavailableError as exc:
                     reraise_if_cancelled()
+                    self._claim_failed()
                     self.availability.failed(exc)
                     logger.debug("claiming from queue %r: store unreachable", self.queue)
                 except Exception:
                     reraise_if_cancelled()
+                    self._claim_failed()
                     logger.exception("claiming from queue %r failed; retrying", self.queue)
-            for claim in claims:
-                self.active.add(claim.task_id)
-                self.runtime.spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
+            self._start(claims)
+            if claimed and self.lost is not None and self.lost.armed:
+                self._start(await self._sweep())
             if claims:
                 continue  # more may be due: claim again while slots are free
             # until woken or the poll interval passes (a timer, not a wait_for task)
@@ -97,6 +109,33 @@ class QueueWorker:
                 await self._wake.wait()
             finally:
                 timer.cancel()
+
+    def _claim_failed(self) -> None:
+        """The claim may have been applied with its reply lost: sweep once the store
+        answers again."""
+        if self.lost is not None:
+            self.lost.arm()
+
+    async def _sweep(self) -> list[Claim]:
+        """The tasks a lost claim took (none if the sweep fails: it stays armed)."""
+        assert self.lost is not None
+        try:
+            return await self.lost.sweep(self.active.__contains__)
+        except BackendUnavailableError as exc:
+            reraise_if_cancelled()
+            self.availability.failed(exc)
+            logger.debug("queue %r: store unreachable while sweeping; will retry", self.queue)
+        except Exception:
+            reraise_if_cancelled()
+            logger.exception(
+                "queue %r: looking for the tasks of a lost claim failed; retrying", self.queue
+            )
+        return []
+
+    def _start(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            self.active.add(claim.task_id)
+            self.runtime.spawn(self._execute(claim), name=f"taskflow-{claim.task_id}")
 
     async def _execute(self, claim: Claim) -> None:
         try:

@@ -14,8 +14,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
@@ -37,6 +39,7 @@ from .group_commit import GroupCommit
 from .invocation import Invocation
 from .liveness import beat_forever, open_control_backend
 from .local_tasks import LocalTasks
+from .lost_claims import LostClaims
 from .models import (
     Applied,
     Claim,
@@ -142,6 +145,11 @@ class Engine:
         self._lock = threading.Lock()
         self._flush_scheduled = False
         self.warned_names: set[str] = set()
+        self._holding: Counter[str] = Counter()
+        """Tasks between a store write and the enqueue that follows it (see holding)."""
+        self._parked: set[str] = set()
+        """Queued tasks this instance could not release: they may wait for a later due
+        time under its ownership (see release)."""
         self.rehydrate: Callable[[Claim], Awaitable[Invocation | None]] = _cannot_rehydrate
         """Rebuilds the invocation of a claimed task this process did not accept (the
         manager sets it: see ``rehydrate``)."""
@@ -505,16 +513,54 @@ class Engine:
             await self.availability.persist_while(lambda: task_id in self.pending, self.flush)
         return task_id in self.tasks
 
+    # -- what this instance holds -------------------------------------------------
+
+    @contextmanager
+    def holding(self, task_id: str) -> Iterator[None]:
+        """Hold ``task_id`` in process for the block: a store write that makes it
+        PENDING and this instance's, and the enqueue that follows, happen inside it.
+
+        Without it, a lost-claim sweep (``lost_claims``) running between the two would
+        find a PENDING task of this instance on no queue, and run it (or, after the
+        enqueue, put it back due at once: early, for a firing due later)."""
+        self._holding[task_id] += 1
+        try:
+            yield
+        finally:
+            self._holding[task_id] -= 1
+            if self._holding[task_id] <= 0:
+                del self._holding[task_id]
+
+    def holds(self, task_id: str) -> bool:
+        """True when this instance holds ``task_id`` somewhere other than a queue: its
+        record is in the write buffer; it runs here; it was accepted here for a
+        container (background list, eager start) or is on its way to its queue; it is
+        inside a :meth:`holding` block (recovery's adopt and re-enqueue, arming a
+        firing, a requeue, a submit); or it was left on a queue under this instance's
+        ownership, maybe with a later due time (a failed :meth:`release`).
+
+        A PENDING task of this instance that it does not hold is on a queue, or was
+        taken by a claim whose reply was lost: ``lost_claims`` tells the two apart. A
+        queue worker adds the tasks it claimed (its active set)."""
+        if task_id in self._holding or task_id in self._parked or task_id in self.pending:
+            return True
+        runtime = self._runtime
+        if runtime is not None and task_id in runtime.running:
+            return True
+        return self.tasks.held_here(task_id)
+
     # -- running ----------------------------------------------------------------------
 
     async def submit(self, task_id: str, queue: str, priority: int) -> None:
         """Put an accepted task on its queue and make sure a worker runs the queue."""
-        if not await self.flush_for(task_id):
-            return
-        if not self.tasks.take_enqueued(task_id):  # else enqueued with its record
-            await self.availability.persist(
-                lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
-            )
+        with self.holding(task_id):
+            if not await self.flush_for(task_id):
+                return
+            if not self.tasks.take_enqueued(task_id):  # else enqueued with its record
+                await self.availability.persist(
+                    lambda: self.backend.enqueue(task_id, queue=queue, priority=priority)
+                )
+            self.tasks.put_on_queue(task_id)
         self.worker(queue).wake()
 
     async def requeue(
@@ -534,13 +580,18 @@ class Engine:
         instead of being adopted and queued at once; a claim that came first keeps it.
         """
         not_before = self.clock.now() + timedelta(seconds=delay) if delay else None
-        await self.availability.persist(
-            lambda: self.backend.enqueue(
-                record.task_id, queue=record.queue, priority=record.priority, not_before=not_before
+        with self.holding(record.task_id):
+            await self.availability.persist(
+                lambda: self.backend.enqueue(
+                    record.task_id,
+                    queue=record.queue,
+                    priority=record.priority,
+                    not_before=not_before,
+                )
             )
-        )
-        if release and self.durable:
-            await self.release(record.task_id)
+            if release and self.durable:
+                await self.release(record.task_id)
+            self.tasks.put_on_queue(record.task_id)
         worker = self.worker(record.queue)
         if not wake:
             return
@@ -551,11 +602,13 @@ class Engine:
 
     async def release(self, task_id: str) -> None:
         """Give up this instance's ownership of a queued task (best effort: if it fails,
-        the task is adopted and queued again should this instance die)."""
+        the task is adopted and queued again should this instance die, and this
+        instance's lost-claim sweeps leave it to its queue: see :meth:`holds`)."""
         try:
             await self.backend.adopt(task_id, owner=self.instance_id, new_owner=None)
         except Exception:
             reraise_if_cancelled()
+            self._parked.add(task_id)
             logger.debug("releasing task %s failed", task_id, exc_info=True)
 
     def worker(self, queue: str) -> QueueWorker:
@@ -571,9 +624,15 @@ class Engine:
                 run=self.run_claimed,
                 availability=self.availability,
                 poll_interval=self.poll_interval,
+                lost=self._lost_claims(queue) if self.durable else None,
             )
         worker.start()
         return worker
+
+    def _lost_claims(self, queue: str) -> LostClaims:
+        return LostClaims(
+            queue, owner=self.instance_id, backend=lambda: self.backend, held=self.holds
+        )
 
     async def _claim(self, queue: str, limit: int) -> list[Claim]:
         return await self.backend.claim(queue=queue, owner=self.instance_id, limit=limit)
@@ -607,6 +666,7 @@ class Engine:
     async def run_claimed(self, claim: Claim) -> None:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
         self.tasks.left_queue(claim.task_id, claim.queue)
+        self._parked.discard(claim.task_id)
         invocation = self.tasks.get(claim.task_id) or await self.rehydrate(claim)
         if invocation is not None:
             await execute(self, claim.task_id, invocation, claimed=True)
@@ -614,6 +674,7 @@ class Engine:
     def forget(self, task_id: str) -> None:
         """Drop the in-process state of a task that finished or left this instance."""
         self.tasks.forget(task_id)
+        self._parked.discard(task_id)
 
     async def transition(
         self,

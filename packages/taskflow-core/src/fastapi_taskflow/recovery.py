@@ -118,7 +118,15 @@ class Recovery:
         return adopted
 
     async def adopt(self, dead: str, task_id: str) -> bool:
-        """Take over one task of the dead instance ``dead``; True if it changed hands."""
+        """Take over one task of the dead instance ``dead``; True if it changed hands.
+
+        The task is held in process (``Engine.holding``) from before the adopt to after
+        its re-enqueue: in between it is PENDING, this instance's and on no queue, which
+        a lost-claim sweep of this instance must not mistake for a lost claim."""
+        with self.engine.holding(task_id):
+            return await self._adopt(dead, task_id)
+
+    async def _adopt(self, dead: str, task_id: str) -> bool:
         engine = self.engine
         backend = engine.control_backend
         record = await backend.adopt(task_id, owner=dead, new_owner=engine.instance_id)
