@@ -1,64 +1,58 @@
-"""The engine's own recovery of a claim whose reply was lost, on Redis.
+"""A queue worker's claim that committed but whose reply was lost: its tasks still run.
 
-``RedisBackend.claim`` is wrapped so that the first claim that takes tasks runs for real
-and then raises ``BackendUnavailableError``. The error is raised above the backend, whose
-own claim-token log (``test_lost_claim.py``) saw a successful call and has nothing to
-hand back: this is a backend without a recovery of its own, and what the queue worker's
-lost-claim sweep (``fastapi_taskflow.lost_claims``) must recover. Real Redis.
+On every durable backend, the store's ``claim`` is wrapped so that the first claim that
+takes tasks runs for real and then raises ``BackendUnavailableError``, as a connection
+dropped right after the commit does. The claimed tasks are then PENDING, owned by the
+(live) instance and on no queue; the queue worker must find them once the store answers
+again (``fastapi_taskflow.lost_claims``) and run each once. The error is raised above the
+backend, so a backend's own recovery (Redis's claim-token log) sees a successful call:
+this is what a backend without a recovery of its own needs from the engine. Real
+servers, nothing mocked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
+from durable_stores import DURABLE, isolated_url
 
 from fastapi_taskflow import BackendUnavailableError, ManagedBackgroundTasks, TaskManager
-from fastapi_taskflow.clock import SystemClock
 from fastapi_taskflow.models import Claim, TaskRecord, TaskStatus
-from taskflow_redis import RedisBackend
-
-from .conftest import opened, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
 DEADLINE = 20.0
 
 
-class LosesOneClaimReply(RedisBackend):
-    """The first claim that takes something commits, then fails as a lost reply does.
+@pytest.fixture(params=sorted(DURABLE))
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from isolated_url(request.param, tmp_path)
 
-    Claims find nothing until ``gate`` is set, so the test decides what is queued when
-    the lost claim runs."""
 
-    lost: list[Claim] | None = None
-    gate = False
+class LoseOneClaimReply:
+    """Wraps a backend's ``claim``: nothing is claimed until :attr:`gate` is set; then
+    the first claim that takes something runs for real and fails as a lost reply does."""
 
-    async def claim(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
+    def __init__(self, backend: Any) -> None:
+        self.claim = backend.claim
+        self.gate = False
+        self.lost: list[Claim] | None = None
+        backend.claim = self
+
+    async def __call__(self, *, queue: str, owner: str, limit: int = 1) -> list[Claim]:
         if not self.gate:
             return []
-        claims = await super().claim(queue=queue, owner=owner, limit=limit)
+        claims: list[Claim] = await self.claim(queue=queue, owner=owner, limit=limit)
         if claims and self.lost is None:
             self.lost = claims
             raise BackendUnavailableError("connection lost after the claim committed")
         return claims
-
-
-@pytest.fixture
-async def place(redis_url: str) -> AsyncIterator[tuple[str, str]]:
-    """A Redis URL and a prefix of its own; the prefix's keys are deleted afterwards."""
-    prefix = unique_prefix()
-    yield redis_url, prefix
-    async with opened(RedisBackend(redis_url, prefix=prefix, clock=SystemClock())):
-        pass
-
-
-def lossy(place: tuple[str, str]) -> LosesOneClaimReply:
-    url, prefix = place
-    return LosesOneClaimReply(url, prefix=prefix, clock=SystemClock())
 
 
 async def statuses(tm: TaskManager, task_ids: list[str]) -> dict[str, TaskStatus | None]:
@@ -79,9 +73,9 @@ async def wait_for(tm: TaskManager, task_ids: list[str], status: TaskStatus) -> 
         await asyncio.sleep(0.05)
 
 
-async def test_tasks_of_a_claim_whose_reply_was_lost_run_once(place: tuple[str, str]) -> None:
-    backend = lossy(place)
-    tm = TaskManager(backend=backend, poll_interval=0.2)
+def manager(url: str) -> tuple[TaskManager, Any, list[str]]:
+    """A manager on ``url``, its one task function, and the names it ran, in order."""
+    tm = TaskManager(backend=url, poll_interval=0.2, publish_events=False)
     runs: list[str] = []
 
     @tm.task(name="lost_claim.job")
@@ -89,8 +83,16 @@ async def test_tasks_of_a_claim_whose_reply_was_lost_run_once(place: tuple[str, 
         runs.append(name)
         return name
 
+    return tm, job, runs
+
+
+async def test_tasks_of_a_claim_whose_reply_was_lost_run_once(durable_url: str) -> None:
+    """Three tasks queued here and one queued by another (live) instance are taken by a
+    claim whose reply is lost: all four run once and end SUCCESS."""
+    tm, job, runs = manager(durable_url)
     async with tm:
-        # Accepted elsewhere (another instance, still alive: not adopted), queued here.
+        backend = tm._engine.backend
+        lossy = LoseOneClaimReply(backend)
         now = datetime.now(timezone.utc)
         foreign = TaskRecord(
             task_id="foreign-task",
@@ -103,42 +105,37 @@ async def test_tasks_of_a_claim_whose_reply_was_lost_run_once(place: tuple[str, 
         )
         assert (await backend.create(foreign)).created
         await backend.enqueue(foreign.task_id, queue="default")
-        # Accepted here: queued (no request, no container).
         own = [tm.add_task(job, f"own-{i}") for i in range(3)]
         task_ids = [*own, foreign.task_id]
         while await backend.queue_length("default") < len(task_ids):
             await asyncio.sleep(0.01)  # add_task() returns before its enqueue
-        backend.gate = True  # the next claim takes all four, and its reply is lost
+        lossy.gate = True  # the next claim takes all four, and its reply is lost
         await wait_for(tm, task_ids, TaskStatus.SUCCESS)
-        assert backend.lost is not None
-        assert sorted(c.task_id for c in backend.lost) == sorted(task_ids)
-    assert sorted(runs) == sorted(["own-0", "own-1", "own-2", "foreign"])
+        assert lossy.lost is not None
+        assert sorted(c.task_id for c in lossy.lost) == sorted(task_ids)
+    assert sorted(runs) == ["foreign", "own-0", "own-1", "own-2"]
 
 
 async def test_the_sweep_leaves_an_unstarted_background_task_to_its_container(
-    place: tuple[str, str],
+    durable_url: str,
 ) -> None:
-    backend = lossy(place)
-    tm = TaskManager(backend=backend, poll_interval=0.2)
-    runs: list[str] = []
-
-    @tm.task(name="lost_claim.job")
-    async def job(name: str) -> str:
-        runs.append(name)
-        return name
-
+    """A background task accepted here but not started yet is PENDING and this
+    instance's, like a lost claim's: the sweep leaves it, and its container runs it."""
+    tm, job, runs = manager(durable_url)
     async with tm:
+        backend = tm._engine.backend
+        lossy = LoseOneClaimReply(backend)
         container = ManagedBackgroundTasks(tm)
         background = container.add_task(job, "background")
         await wait_for(tm, [background], TaskStatus.PENDING)  # in the store, ours
         lost = tm.add_task(job, "lost")
         while await backend.queue_length("default") < 1:
             await asyncio.sleep(0.01)
-        backend.gate = True
+        lossy.gate = True
         # The sweep runs what the lost claim took only once it has looked at every
         # task this instance owns, the background one included.
         await wait_for(tm, [lost], TaskStatus.SUCCESS)
-        assert backend.lost and [c.task_id for c in backend.lost] == [lost]
+        assert lossy.lost and [c.task_id for c in lossy.lost] == [lost]
         assert (await statuses(tm, [background])) == {background: TaskStatus.PENDING}
         assert runs == ["lost"]
         await container()  # the container runs it, once
