@@ -21,6 +21,20 @@ pytestmark = pytest.mark.anyio
 WAVE = 30
 
 
+def _counting_manager(place: Any) -> tuple[TaskManager, Any, list[int]]:
+    """A manager on ``place``, a task returning its argument, and the arguments it ran
+    with, in order."""
+    tm = TaskManager(backend=place.manager_url(), publish_events=False)
+    runs: list[int] = []
+
+    @tm.task()
+    async def job(i: int) -> int:
+        runs.append(i)
+        return i
+
+    return tm, job, runs
+
+
 async def test_records_and_status_changes_share_writes(place: Any) -> None:
     """Tasks finishing while new requests flush their records: the finishes and the new
     records go to the store together, in the same ``write_many`` calls."""
@@ -126,14 +140,7 @@ async def test_a_failed_write_of_a_record_and_its_start_still_runs_the_task_once
     the store saw it, or after it committed (the reply lost). The task still runs, once,
     and ends SUCCESS: the record is written before the start is tried again, and a
     start that had landed is recognised as ours."""
-    tm = TaskManager(backend=place.manager_url(), publish_events=False)
-    runs: list[int] = []
-
-    @tm.task()
-    async def job(i: int) -> int:
-        runs.append(i)
-        return i
-
+    tm, job, runs = _counting_manager(place)
     async with tm:
         backend = tm._engine.backend
         create_many = backend.create_many
@@ -165,14 +172,7 @@ async def test_a_start_folded_into_a_record_stored_by_a_lost_write_still_applies
     write buffer; the task's start then folds into that record's next create, which
     finds the id taken by its own earlier write. The start is applied to the stored
     record instead: the task runs once and ends SUCCESS."""
-    tm = TaskManager(backend=place.manager_url(), publish_events=False)
-    runs: list[int] = []
-
-    @tm.task()
-    async def job(i: int) -> int:
-        runs.append(i)
-        return i
-
+    tm, job, runs = _counting_manager(place)
     async with tm:
         backend = tm._engine.backend
         create_many = backend.create_many

@@ -14,6 +14,7 @@ import asyncio
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,15 @@ from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
 pytestmark = pytest.mark.anyio
 
 
-def _manager(path: Path) -> TaskManager:
-    return TaskManager(backend=f"sqlite:///{path}", publish_events=False)
+def _manager(path: Path) -> tuple[TaskManager, Any]:
+    """A manager on the SQLite file ``path`` and a task returning its argument."""
+    tm = TaskManager(backend=f"sqlite:///{path}", publish_events=False)
+
+    @tm.task()
+    async def job(i: int) -> int:
+        return i
+
+    return tm, job
 
 
 async def test_the_loop_keeps_running_while_another_process_holds_the_write_lock(
@@ -33,12 +41,7 @@ async def test_the_loop_keeps_running_while_another_process_holds_the_write_lock
     start waits for it on the writer thread while the event loop keeps serving; once
     the lock is released the task runs and ends SUCCESS."""
     path = tmp_path / "tasks.db"
-    tm = _manager(path)
-
-    @tm.task()
-    async def job(i: int) -> int:
-        return i
-
+    tm, job = _manager(path)
     async with tm:
         warm = ManagedBackgroundTasks(tm)
         warm.add_task(job, 0)
@@ -70,12 +73,7 @@ async def test_the_wal_stays_bounded_under_many_small_writes(tmp_path: Path) -> 
     thread): the writer thread's checkpoints keep the WAL file to a few megabytes
     (without them it grows by every commit: ~75 MB here)."""
     path = tmp_path / "tasks.db"
-    tm = _manager(path)
-
-    @tm.task()
-    async def job(i: int) -> int:
-        return i
-
+    tm, job = _manager(path)
     async with tm:
         container = ManagedBackgroundTasks(tm)
         for i in range(2000):
