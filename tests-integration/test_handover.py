@@ -66,6 +66,57 @@ async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
     assert ran_on == ["staying"] * 5
 
 
+async def test_shutdown_hands_back_unstarted_tasks_behind_many_running_ones(
+    tmp_path: Path, wait_for: Any
+) -> None:
+    """The leaving instance still owns 130 older RUNNING tasks (their INTERRUPTED could
+    not be written) when it shuts down: its unstarted tasks, listed after them, are
+    still handed back at once."""
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    ran_on: list[str] = []
+
+    def make(name: str) -> TaskManager:
+        tm = TaskManager(backend=url, liveness_seconds=60, poll_interval=0.05, instance_id=name)
+
+        @tm.task(name="jobs.record")
+        def record(n: int) -> None:
+            ran_on.append(name)
+
+        return tm
+
+    leaving, staying = make("leaving"), make("staying")
+    async with staying:
+        await leaving.startup()
+        backend = leaving._engine.backend
+        long_ago = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        for n in range(130):
+            stuck = TaskRecord(
+                task_id=f"stuck-{n:03d}",
+                func_name="jobs.record",
+                status=TaskStatus.RUNNING,
+                args=[n],
+                kwargs={},
+                created_at=long_ago,
+                updated_at=long_ago,
+                started_at=long_ago,
+                attempt=1,
+                owner="leaving",
+            )
+            assert (await backend.create(stuck)).created
+        managed = ManagedBackgroundTasks(leaving)
+        job = leaving.registry.by_name("jobs.record").func  # type: ignore[union-attr]
+        ids = [managed.add_task(job, n) for n in range(3)]
+        await leaving._engine.flush()  # accepted and owned, never started
+        await leaving.shutdown()
+
+        async def all_done() -> bool:
+            records = [await staying.store.aget(i) for i in ids]
+            return all(r is not None and r.status is TaskStatus.SUCCESS for r in records)
+
+        await wait_for(all_done, timeout=10)
+    assert ran_on == ["staying"] * 3
+
+
 async def test_a_task_waits_for_an_instance_that_has_its_function(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, wait_for: Any
 ) -> None:

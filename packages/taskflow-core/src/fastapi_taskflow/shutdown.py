@@ -15,6 +15,9 @@ __all__ = ["shutdown"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
+_PAGE = 100
+"""How many owned tasks ``_hand_back`` lists at first."""
+
 
 async def shutdown(engine: Engine, timeout: float) -> None:
     """Stop taking work, give running tasks ``timeout`` seconds, interrupt the rest,
@@ -60,18 +63,25 @@ async def _hand_back(engine: Engine) -> None:
     """
     backend, me = engine.backend, engine.instance_id
     try:
-        handed: set[str] = set()
+        seen: set[str] = set()
+        limit = _PAGE
         while True:
-            task_ids = [t for t in await backend.owned(me, limit=100) if t not in handed]
-            if not task_ids:
-                break
-            for task_id in task_ids:
-                handed.add(task_id)
+            # ``owned`` lists the oldest first and has no offset: tasks handed back
+            # leave the list, the ones left (still RUNNING) stay in it, so a page of
+            # nothing new is looked past with a larger one.
+            listed = await backend.owned(me, limit=limit)
+            fresh = [task_id for task_id in listed if task_id not in seen]
+            for task_id in fresh:
+                seen.add(task_id)
                 record = await backend.get(task_id)
                 if record is None or record.status is not TaskStatus.PENDING:
-                    continue  # RUNNING past the timeout: written INTERRUPTED already
+                    continue  # RUNNING: its INTERRUPTED could not be written
                 await backend.enqueue(task_id, queue=record.queue, priority=record.priority)
                 await engine.release(task_id)
+            if len(listed) < limit:
+                break  # every task this instance owns was listed
+            if not fresh:
+                limit *= 2
     except Exception:
         logger.warning(
             "could not hand this instance's unstarted tasks back; other instances adopt "
