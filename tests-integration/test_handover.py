@@ -34,14 +34,13 @@ class Order(BaseModel):
     total: float
 
 
-async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
-    tmp_path: Path, wait_for: Any
-) -> None:
+def _instances(tmp_path: Path, ran_on: list[str]) -> tuple[TaskManager, TaskManager]:
+    """Two instances, ``leaving`` and ``staying``, on one SQLite file, each with the task
+    ``jobs.record`` noting in ``ran_on`` which instance ran it. A long liveness period:
+    only the hand-back can explain a quick pick-up."""
     url = f"sqlite:///{tmp_path}/tasks.db"
-    ran_on: list[str] = []
 
     def make(name: str) -> TaskManager:
-        # A long liveness period: only the hand-back can explain a quick pick-up.
         tm = TaskManager(backend=url, liveness_seconds=60, poll_interval=0.05, instance_id=name)
 
         @tm.task(name="jobs.record")
@@ -50,19 +49,37 @@ async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
 
         return tm
 
-    leaving, staying = make("leaving"), make("staying")
+    return make("leaving"), make("staying")
+
+
+async def _leave_with_unstarted_tasks(leaving: TaskManager, count: int) -> list[str]:
+    """Accept ``count`` background tasks on ``leaving``, write them (owned, never
+    started: no response was sent) and shut it down; their ids."""
+    managed = ManagedBackgroundTasks(leaving)
+    job = leaving.registry.by_name("jobs.record").func  # type: ignore[union-attr]
+    ids = [managed.add_task(job, n) for n in range(count)]
+    await leaving._engine.flush()
+    await leaving.shutdown()
+    return ids
+
+
+async def _wait_all_succeed(staying: TaskManager, ids: list[str], wait_for: Any) -> None:
+    async def all_done() -> bool:
+        records = [await staying.store.aget(i) for i in ids]
+        return all(r is not None and r.status is TaskStatus.SUCCESS for r in records)
+
+    await wait_for(all_done, timeout=10)
+
+
+async def test_clean_shutdown_hands_unstarted_tasks_to_another_instance_at_once(
+    tmp_path: Path, wait_for: Any
+) -> None:
+    ran_on: list[str] = []
+    leaving, staying = _instances(tmp_path, ran_on)
     async with staying:
         await leaving.startup()
-        managed = ManagedBackgroundTasks(leaving)
-        ids = [managed.add_task(leaving.registry.by_name("jobs.record").func, n) for n in range(5)]  # type: ignore[union-attr]
-        await leaving._engine.flush()  # accepted and owned, never started (no response sent)
-        await leaving.shutdown()
-
-        async def all_done() -> bool:
-            records = [await staying.store.aget(i) for i in ids]
-            return all(r is not None and r.status is TaskStatus.SUCCESS for r in records)
-
-        await wait_for(all_done, timeout=10)
+        ids = await _leave_with_unstarted_tasks(leaving, 5)
+        await _wait_all_succeed(staying, ids, wait_for)
     assert ran_on == ["staying"] * 5
 
 
@@ -72,19 +89,8 @@ async def test_shutdown_hands_back_unstarted_tasks_behind_many_running_ones(
     """The leaving instance still owns 130 older RUNNING tasks (their INTERRUPTED could
     not be written) when it shuts down: its unstarted tasks, listed after them, are
     still handed back at once."""
-    url = f"sqlite:///{tmp_path}/tasks.db"
     ran_on: list[str] = []
-
-    def make(name: str) -> TaskManager:
-        tm = TaskManager(backend=url, liveness_seconds=60, poll_interval=0.05, instance_id=name)
-
-        @tm.task(name="jobs.record")
-        def record(n: int) -> None:
-            ran_on.append(name)
-
-        return tm
-
-    leaving, staying = make("leaving"), make("staying")
+    leaving, staying = _instances(tmp_path, ran_on)
     async with staying:
         await leaving.startup()
         backend = leaving._engine.backend
@@ -103,17 +109,8 @@ async def test_shutdown_hands_back_unstarted_tasks_behind_many_running_ones(
                 owner="leaving",
             )
             assert (await backend.create(stuck)).created
-        managed = ManagedBackgroundTasks(leaving)
-        job = leaving.registry.by_name("jobs.record").func  # type: ignore[union-attr]
-        ids = [managed.add_task(job, n) for n in range(3)]
-        await leaving._engine.flush()  # accepted and owned, never started
-        await leaving.shutdown()
-
-        async def all_done() -> bool:
-            records = [await staying.store.aget(i) for i in ids]
-            return all(r is not None and r.status is TaskStatus.SUCCESS for r in records)
-
-        await wait_for(all_done, timeout=10)
+        ids = await _leave_with_unstarted_tasks(leaving, 3)
+        await _wait_all_succeed(staying, ids, wait_for)
     assert ran_on == ["staying"] * 3
 
 
