@@ -26,7 +26,7 @@ from starlette.background import BackgroundTask
 from .config import DEFAULT_QUEUE, TaskConfig, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
-from .invocation import BACKGROUND, EAGER, QUEUED
+from .invocation import BACKGROUND, EAGER, QUEUED, Invocation
 from .limits import check_arguments, check_idempotency_key, surrogate_error
 from .models import (
     CreateResult,
@@ -43,7 +43,7 @@ from .registry import unrecoverable_reason
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["accept", "new_live_record", "new_record"]
+__all__ = ["accept", "new_record"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -82,34 +82,6 @@ def new_record(
         created_at=now,
         updated_at=now,
         owner=engine.instance_id if engine.durable else None,
-    )
-
-
-def new_live_record(
-    engine: Engine,
-    config: TaskConfig,
-    args: list[Any] | None,
-    kwargs: dict[str, Any] | None,
-    *,
-    tags: dict[str, str],
-    priority: int | None,
-    idempotency_key: str | None = None,
-) -> LiveRecord:
-    """:func:`new_record` for a store in this process (``InProcessStore``): the
-    ``LiveRecord`` the store keeps as it is. The positional arguments are kept as a
-    tuple (the store hands out a list), which the garbage collector can leave alone."""
-    return LiveRecord(
-        new_task_id(),
-        config.name,
-        engine.clock.now(),
-        queue=config.queue or DEFAULT_QUEUE,
-        priority=priority or 0,
-        args=tuple(args) if args else _NO_ARGS if args is not None else None,
-        kwargs=kwargs,
-        tags=tags,
-        idempotency_key=idempotency_key,
-        max_retries=config.retries,
-        requeue_on_interrupt=config.requeue_on_interrupt,
     )
 
 
@@ -176,14 +148,21 @@ def accept(
     create_now = engine.create_now
     record: TaskRecord | LiveRecord
     if create_now is not None:
-        record = new_live_record(
-            engine,
-            config,
-            args_json,
-            kwargs_json,
+        # new_record() for a store in this process (``InProcessStore``): the LiveRecord
+        # it keeps as it is. The positional arguments are kept as a tuple (the store
+        # hands out a list), which the garbage collector can leave alone.
+        record = LiveRecord(
+            new_task_id(),
+            config.name,
+            engine.clock.now(),
+            queue=config.queue or DEFAULT_QUEUE,
+            priority=effective_priority or 0,
+            args=tuple(args_json) if args_json else _NO_ARGS,
+            kwargs=kwargs_json,
             tags=clean_tags,
-            priority=effective_priority,
             idempotency_key=idempotency_key,
+            max_retries=config.retries,
+            requeue_on_interrupt=config.requeue_on_interrupt,
         )
     else:
         record = new_record(
@@ -211,7 +190,19 @@ def accept(
             return holder  # the key's task exists: a duplicate needs no room
         _reject(engine, record, loop)
     task_id = record.task_id
-    engine.register_invocation(record, func, args, kwargs, config, route, is_async=entry.is_async)
+    engine.tasks.add(
+        task_id,
+        Invocation(
+            func,
+            args,
+            kwargs,
+            config,
+            record.queue,
+            record.priority,
+            route,
+            is_async=entry.is_async,
+        ),
+    )
     if idempotency_key is not None:
         if create_now is not None:
             existing = create_now(record)

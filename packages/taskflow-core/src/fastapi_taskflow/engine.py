@@ -104,6 +104,10 @@ class Engine:
         """The store's synchronous create when it lives in this process (no write buffer)."""
         self.transition_now = in_process.transition_now if in_process is not None else None
         """The store's synchronous compare-and-set when it lives in this process."""
+        self.start_now = in_process.start_now if in_process is not None else None
+        """The store's synchronous start of an attempt when it lives in this process."""
+        self.finish_now = in_process.finish_now if in_process is not None else None
+        """The store's synchronous end of an attempt when it lives in this process."""
         self.append_now = in_process.append_now if in_process is not None else None
         """The store's synchronous log append when it lives in this process."""
         self.clock = clock

@@ -119,6 +119,9 @@ async def execute(
     owner = engine.instance_id
     clock = engine.clock
     in_process = engine.transition_now
+    start_now = engine.start_now
+    finish_now = engine.finish_now
+    hub = engine.hub
     runtime = engine.runtime()
     running = runtime.running
     if current is None:
@@ -128,24 +131,28 @@ async def execute(
     while True:  # one attempt per turn; again when a retry is due at once
         attempt = invocation.attempts + 1
         started_at = clock.now()
-        start = {"attempt": attempt, "started_at": started_at, "owner": owner, "error": None}
         record: Kept | None
-        if in_process is not None:  # a store in this process: no await, nothing to retry
-            record = in_process(task_id, expected=_PENDING, new=_RUNNING_STATUS, changes=start)
+        if start_now is not None:  # a store in this process: no await, nothing to retry
+            record = start_now(task_id, attempt=attempt, started_at=started_at, owner=owner)
         else:
             record = await _transition(
                 engine,
                 task_id,
                 expected=_PENDING,
                 new=_RUNNING_STATUS,
-                changes=start,
+                changes={
+                    "attempt": attempt,
+                    "started_at": started_at,
+                    "owner": owner,
+                    "error": None,
+                },
                 landed=_started_by(owner, attempt, started_at),
             )
         if record is None:  # cancelled, or started by someone else
             return
         invocation.attempts = attempt
         running[task_id] = current
-        listening = engine.listening
+        listening = hub.listening
         on_log = None
         if listening:
             snapshot = _snapshot(record)
@@ -191,15 +198,28 @@ async def execute(
                 if ctx._reporter is not None:  # it reported: write what is unwritten
                     await progress.close(ctx)
             try:
-                if raised is None:
+                if (
+                    raised is None
+                    and result is None
+                    and finish_now is not None
+                    and ctx._entries is None
+                ):
+                    # in this process, with nothing to make storable: the shortest way
+                    ended = finish_now(task_id, status=_SUCCESS, finished_at=clock.now())
+                    if ended is None:
+                        logger.info(_NOT_RUNNING, task_id)
+                    elif hub.listening:
+                        await engine.emit_lifecycle(_snapshot(ended))
+                    engine.forget(task_id)
+                elif raised is None:
                     done = {
-                        "finished_at": engine.clock.now(),
+                        "finished_at": clock.now(),
                         "result": result if result is None else encode_result(result),
                         "error": None,
                     }
                     if in_process is not None:
                         ended = _finish_now(engine, in_process, task_id, ctx, _SUCCESS, done)
-                        if ended is not None and engine.listening:
+                        if ended is not None and hub.listening:
                             await engine.emit_lifecycle(_snapshot(ended))
                         engine.forget(task_id)
                     elif finishing is not None:
@@ -391,7 +411,9 @@ def _finish_now(
         if lines:
             assert engine.append_now is not None
             engine.append_now(task_id, lines)
-    done = in_process(task_id, expected=_RUNNING, new=status, changes=changes)
+    done = in_process(
+        task_id, expected=_RUNNING, new=status, changes=changes, at=changes.get("finished_at")
+    )
     if done is None:
         logger.info(_NOT_RUNNING, task_id)
     return done

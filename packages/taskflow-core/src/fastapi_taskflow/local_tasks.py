@@ -91,7 +91,9 @@ class LocalTasks:
         """Drop everything held for ``task_id`` (a queue place exists only with an
         invocation: ``wait_in_queue`` follows ``add``)."""
         invocation = self._invocations.pop(task_id, None)
-        self._enqueued.discard(task_id)
-        self._on_queue.discard(task_id)
-        if invocation is not None:
+        if self._enqueued:
+            self._enqueued.discard(task_id)
+        if self._on_queue:
+            self._on_queue.discard(task_id)
+        if invocation is not None and self._waiting:
             self.left_queue(task_id, invocation.queue)

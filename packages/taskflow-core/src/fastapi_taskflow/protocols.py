@@ -388,15 +388,44 @@ class InProcessStore(Protocol):
         expected: Collection[TaskStatus],
         new: TaskStatus,
         changes: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
     ) -> LiveRecord | None:
         """What :meth:`Store.transition` does, done before returning (thread-safe).
 
         ``changes`` holds the fields to set, by name, as :meth:`TaskUpdate.changes`
         returns them (the engine builds no ``TaskUpdate`` for an in-process store). The
-        store must not keep or change the mapping itself. It returns the record it
+        store must not keep or change the mapping itself. ``at`` is the time of the
+        change, for ``updated_at`` (the engine has read the clock already, for
+        ``finished_at``); None: the store reads its clock. It returns the record it
         keeps, changed in place: the engine only reads it, and never after the task's
         next status change.
         """
+        ...
+
+    def start_now(
+        self, task_id: str, *, attempt: int, started_at: datetime, owner: str | None
+    ) -> LiveRecord | None:
+        """The start of an attempt, done before returning (thread-safe): what
+        ``transition_now(task_id, expected={PENDING}, new=RUNNING, changes={"attempt":
+        attempt, "started_at": started_at, "owner": owner, "error": None},
+        at=started_at)`` does, without a mapping to build and walk (every task starts,
+        so this is the engine's most frequent change)."""
+        ...
+
+    def finish_now(
+        self,
+        task_id: str,
+        *,
+        status: TaskStatus,
+        finished_at: datetime,
+        result: Any = None,
+        error: str | None = None,
+    ) -> LiveRecord | None:
+        """The end of an attempt, done before returning (thread-safe): what
+        ``transition_now(task_id, expected={RUNNING}, new=status, changes={
+        "finished_at": finished_at, "result": result, "error": error},
+        at=finished_at)`` does, for a final ``status``. The engine calls it with values
+        that are storable already (a result encoded, an error made storable)."""
         ...
 
     def append_now(self, task_id: str, lines: Sequence[LogLine]) -> None:

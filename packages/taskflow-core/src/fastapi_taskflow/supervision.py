@@ -130,7 +130,10 @@ def enter(
     ``timeout`` is set. The caller awaits the call, hands whatever it raised to
     :func:`failure`, and ends the span with :func:`leave`."""
     scope = Scope(ctx, task, is_async)
-    scopes.open(scope)
+    # scopes.open(scope), inline (every attempt passes here)
+    scopes.scopes[ctx.task_id] = scope
+    if scopes.requested and scopes.requested.pop(ctx.task_id, None) is not None:
+        scope.interrupt(CANCEL)
     if timeout is not None:
         scope.timer = task.get_loop().call_later(timeout, scope.interrupt, TIMEOUT)
         scope.timeout = timeout
@@ -168,4 +171,7 @@ def leave(scopes: CancelScopes, scope: Scope) -> None:
     timer = scope.timer
     if timer is not None:
         timer.cancel()
-    scopes.close(scope)
+    # scopes.close(scope), inline
+    task_id = scope.ctx.task_id
+    if scopes.scopes.get(task_id) is scope:
+        del scopes.scopes[task_id]

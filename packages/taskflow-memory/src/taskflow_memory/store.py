@@ -41,6 +41,9 @@ from fastapi_taskflow.models import (
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
 
+_PENDING = TaskStatus.PENDING
+_RUNNING = TaskStatus.RUNNING
+
 DEFAULT_MAX_RECORDS = 10_000
 """How many task records a memory backend keeps before it drops the oldest finished ones."""
 
@@ -188,6 +191,7 @@ class MemoryStore:
         expected: Collection[TaskStatus],
         new: TaskStatus,
         changes: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
     ) -> LiveRecord | None:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.transition_now`.
 
@@ -202,7 +206,55 @@ class MemoryStore:
                 return None
             if record.status not in expected:
                 return None
-            return self._write_locked(record, new, changes)
+            return self._write_locked(record, new, changes, at)
+
+    def start_now(
+        self, task_id: str, *, attempt: int, started_at: datetime, owner: str | None
+    ) -> LiveRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.start_now` (the kept
+        record itself, as ``transition_now`` returns it)."""
+        state = self._state
+        with state.lock:
+            record = state.records.get(task_id)
+            if record is None or record.status is not _PENDING:
+                return None
+            record.status = _RUNNING
+            record.attempt = attempt
+            record.started_at = started_at
+            record.updated_at = started_at
+            record.owner = owner
+            record.error = None
+            by_func = state.func_counts[record.func_name]
+            by_func[_PENDING] -= 1
+            by_func[_RUNNING] += 1
+            return record
+
+    def finish_now(
+        self,
+        task_id: str,
+        *,
+        status: TaskStatus,
+        finished_at: datetime,
+        result: Any = None,
+        error: str | None = None,
+    ) -> LiveRecord | None:
+        """See :meth:`fastapi_taskflow.protocols.InProcessStore.finish_now` (the kept
+        record itself, as ``transition_now`` returns it)."""
+        state = self._state
+        with state.lock:
+            record = state.records.get(task_id)
+            if record is None or record.status is not _RUNNING:
+                return None
+            record.status = status
+            record.finished_at = finished_at
+            record.updated_at = finished_at
+            record.result = result
+            record.error = error
+            by_func = state.func_counts[record.func_name]
+            by_func[_RUNNING] -= 1
+            by_func[status] += 1
+            self._status_moved_locked(record, status)
+            return record
 
     def _transition(
         self,
@@ -309,16 +361,21 @@ class MemoryStore:
             return self._write_locked(record, record.status, update.changes()).to_record()
 
     def _write_locked(
-        self, record: LiveRecord, status: TaskStatus, changes: Mapping[str, Any] | None
+        self,
+        record: LiveRecord,
+        status: TaskStatus,
+        changes: Mapping[str, Any] | None,
+        at: datetime | None = None,
     ) -> LiveRecord:
         """Apply a status change to the kept ``record`` in place and return it (the
-        kept record itself: the ``Store`` methods hand out snapshots)."""
+        kept record itself: the ``Store`` methods hand out snapshots). ``at`` is the
+        time of the change (``updated_at``); the store's clock tells it when None."""
         old_status = record.status
         if changes:
             for name, value in changes.items():
                 setattr(record, name, value)
         record.status = status
-        record.updated_at = self.clock.now()
+        record.updated_at = self.clock.now() if at is None else at
         if status is not old_status:
             by_func = self._state.func_counts[record.func_name]
             by_func[old_status] -= 1
