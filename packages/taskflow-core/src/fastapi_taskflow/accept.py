@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask
@@ -43,7 +44,7 @@ from .registry import unrecoverable_reason
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["accept", "new_record"]
+__all__ = ["accept", "new_record", "request_tasks"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -84,6 +85,9 @@ def new_record(
         owner=engine.instance_id if engine.durable else None,
     )
 
+
+request_tasks: ContextVar[set[str] | None] = ContextVar("taskflow_request_tasks", default=None)
+"""The ids accepted during the current request (set by ``install()``'s middleware)."""
 
 _NO_ARGS: tuple[Any, ...] = ()
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -134,18 +138,22 @@ def accept(
     else:
         route = BACKGROUND
     durable = engine.durable
+    create_now = engine.create_now
+    stored_args: tuple[Any, ...] | None = None
     if kwargs or (args and not all(type(arg) in _PLAIN for arg in args)):
         try:
             args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
         except TaskArgumentError as exc:
             raise surrogate_error(exc) or exc from exc.__cause__
+    elif create_now is not None:
+        # the LiveRecord below keeps a tuple: ``args`` itself, of immutable values
+        stored_args, args_json, kwargs_json = args, [], {}
     else:  # what encode_arguments returns for str, int, float, bool and None
         args_json, kwargs_json = list(args), {}
     if durable:
         check_arguments(func, args_json, kwargs_json)
         if not entry.registered:
             _warn_if_unrecoverable(engine, config.name)
-    create_now = engine.create_now
     record: TaskRecord | LiveRecord
     if create_now is not None:
         # new_record() for a store in this process (``InProcessStore``): the LiveRecord
@@ -157,7 +165,9 @@ def accept(
             engine.clock.now(),
             queue=config.queue or DEFAULT_QUEUE,
             priority=effective_priority or 0,
-            args=tuple(args_json) if args_json else _NO_ARGS,
+            args=(stored_args or _NO_ARGS)
+            if stored_args is not None
+            else (tuple(args_json) if args_json else _NO_ARGS),
             kwargs=kwargs_json,
             tags=clean_tags,
             idempotency_key=idempotency_key,
@@ -224,7 +234,9 @@ def accept(
         engine.pending.add(record)
         if loop is not None:
             engine.schedule_flush(loop)
-    engine.note_accepted(task_id)
+    accepted = request_tasks.get()  # the current request's, if install() tracks it
+    if accepted is not None:
+        accepted.add(task_id)
     if route == BACKGROUND:
         assert sink is not None
         sink.append(engine.background_task(task_id))

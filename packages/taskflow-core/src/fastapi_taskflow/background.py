@@ -37,10 +37,10 @@ class ManagedBackgroundTasks(BackgroundTasks):
     def __init__(
         self, task_manager: TaskManager, background_tasks: BackgroundTasks | None = None
     ) -> None:
-        super().__init__()
+        # What BackgroundTasks.__init__() does, without its call (one per request):
+        # a list of its own, or the native one shared, so Starlette runs ours too.
+        self.tasks = background_tasks.tasks if background_tasks is not None else []
         self.task_manager = task_manager
-        if background_tasks is not None:
-            self.tasks = background_tasks.tasks  # one shared list: Starlette runs ours too
 
     def add_task(  # type: ignore[override]
         self,
@@ -102,8 +102,9 @@ class ManagedBackgroundTasks(BackgroundTasks):
         # An in-process store took every record at add_task(): no write buffer to wait
         # for, so a task runs without ``run_now``'s coroutine around it.
         in_process = engine.create_now is not None
-        loop = asyncio.get_running_loop()
         current = asyncio.current_task()
+        assert current is not None
+        loop = current.get_loop()
         try:
             index = 0
             while index < len(tasks):  # a task may add tasks to this list: run those too

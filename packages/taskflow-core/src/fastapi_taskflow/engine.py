@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -63,12 +62,9 @@ from .runtime import Runtime, reraise_if_cancelled
 from .supervision import CancelScopes
 from .write_hooks import enqueue_batch
 
-__all__ = ["Engine", "Invocation", "request_tasks"]  # Invocation re-exported
+__all__ = ["Engine", "Invocation"]  # Invocation re-exported
 
 logger = logging.getLogger("fastapi_taskflow")
-
-request_tasks: ContextVar[set[str] | None] = ContextVar("taskflow_request_tasks", default=None)
-"""The ids accepted during the current request (set by ``install()``'s middleware)."""
 
 
 class Engine:
@@ -384,12 +380,6 @@ class Engine:
                 is_async=self.registry.is_async(func) if is_async is None else is_async,
             ),
         )
-
-    def note_accepted(self, task_id: str) -> None:
-        """Tell the current request (if ``install()`` tracks it) about a new task."""
-        ids = request_tasks.get()
-        if ids is not None:
-            ids.add(task_id)
 
     def background_task(self, task_id: str) -> BackgroundTask:
         """The entry appended to a request's background task list for ``task_id``."""

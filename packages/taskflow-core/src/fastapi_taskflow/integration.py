@@ -31,8 +31,8 @@ from starlette.background import BackgroundTasks
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .accept import request_tasks
 from .background import ManagedBackgroundTasks
-from .engine import request_tasks
 from .errors import BackendUnavailableError, TaskStoreRefusedError
 from .invocation import BACKGROUND
 from .redaction import mask_secrets
@@ -80,7 +80,8 @@ class TaskflowMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        _patch_fastapi()  # one attribute read; re-installs a hook something removed
+        if getattr(_dependency_utils, "BackgroundTasks", None) is not _background_tasks_factory:
+            _patch_fastapi()  # something removed the hook: put it back
         engine = self.task_manager._engine
         runtime = engine.current_runtime
         if runtime is None or runtime.loop is not asyncio.get_running_loop():
