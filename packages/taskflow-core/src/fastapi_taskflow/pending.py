@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from .errors import BackendUnavailableError
 from .models import TaskRecord
@@ -65,10 +65,13 @@ class PendingCreates:
         with self._lock:
             return task_id in self._records
 
-    def snapshot(self) -> list[TaskRecord]:
-        """The buffered records, in the order they were added."""
+    def snapshot(self, excluding: Collection[str] = ()) -> list[TaskRecord]:
+        """The buffered records, in the order they were added, but those whose ids are
+        in ``excluding`` (held by a write in flight)."""
         with self._lock:
-            return list(self._records.values())
+            if not excluding:
+                return list(self._records.values())
+            return [record for record in self._records.values() if record.task_id not in excluding]
 
     async def flush(
         self,

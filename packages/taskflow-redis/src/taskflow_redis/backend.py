@@ -69,6 +69,10 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
     """
 
     durable = True
+    concurrent_writes = 2
+    """The engine may have two group-commit writes in flight at once (see
+    ``fastapi_taskflow.protocols.TaskBackend``): while one script call runs on the
+    server, the next batch is built and sent on another connection."""
 
     def __init__(
         self,
