@@ -100,7 +100,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self.retention = _retention(retention, url_retention)
         self._connector = connector
         self._client = None
-        self._line = None
+        self._lines = ()
         self._opened = False
         self._enqueues = Coalescer(self._enqueue_batch)
         self._claims = ClaimTokens()
@@ -157,11 +157,11 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         """
         await self._enqueues.drain()
         client, self._client = self._client, None
-        line, self._line = self._line, None
+        lines, self._lines = self._lines, ()
         self._opened = False
         with driver_errors("closing", self._where()):
             try:
-                if line is not None:
+                for line in lines:
                     await line.close()
             finally:
                 if client is not None:
@@ -179,7 +179,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin.retention = self.retention
         twin._connector = self._connector.twin()
         twin._client = None
-        twin._line = None
+        twin._lines = ()
         twin._opened = False
         twin._enqueues = Coalescer(twin._enqueue_batch)
         twin._claims = ClaimTokens()
