@@ -17,6 +17,20 @@ then updated. The store ends in the same state and the start is answered with th
 created record; a task whose id turns out to exist already (a record written by an
 earlier write whose reply was lost) gets its start the ordinary way.
 
+A store that says so (``concurrent_writes = 2``: Redis) takes two writes in flight at
+once: while one is on its way, the next is built and sent on another connection, so the
+client and the store work at the same time instead of waiting for each other. A write
+that could have another beside it sends only the first half of its changes (and the
+records that go with them); the rest goes at once in the next write. The callers of
+the two halves then come back at different times and keep the writes overlapping;
+without the split every caller would wait for the same write and the writes would fall
+back into lock step. Two connections keep no order between them, so a record taken by a
+write in flight is not taken by another, a change to a task that a write in flight
+carries (its record, or an earlier change) waits for that write's answer, and a flush
+returns only once the writes in flight before it are settled too (and fails with their
+error). Without ``concurrent_writes`` a store gets one write at a time (SQLite: a single
+writer).
+
 If the write fails because the store is unreachable, every caller gets that error (and
 retries through ``Availability``, as for a single write). Any other failure (one record
 or outcome the store refuses) is retried item by item, unfolded, so one bad item fails
@@ -66,7 +80,8 @@ class _Write:
         self.done: asyncio.Future[None] = loop.create_future()
         """Set once the write is over (never set with an exception: see ``error``)."""
         self.error: BaseException | None = None
-        """What the write's flushes were failed with, if anything."""
+        """What the write's flushes were failed with, if anything (an unreachable
+        store's error also fails the flushes of the writes that waited for it)."""
         self.taken: list[str] = []
         """The ids of the buffered records it writes (until they are settled)."""
         self.unsure: list[str] = []
@@ -212,7 +227,9 @@ class GroupCommit:
                 write.error = exc
             for other in earlier:
                 await other.done
-                write.error = write.error or other.error
+                if isinstance(other.error, BackendUnavailableError):
+                    # its records stay buffered: this write's flushes fail with it
+                    write.error = write.error or other.error
             error = write.error
             for done in flushes:
                 if error is None:

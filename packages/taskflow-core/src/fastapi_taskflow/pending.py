@@ -132,9 +132,10 @@ class PendingCreates:
                         del self._records[record.task_id]
 
     def write_slot(self) -> asyncio.Lock:
-        """The running loop's lock that admits one write of this engine at a time: this
-        buffer's own ``create_many`` (a blocking caller's flush) and the group commit's
-        writes take turns, and while one is in flight the next gathers what arrives."""
+        """The running loop's lock around taking a batch: this buffer's own
+        ``create_many`` (a blocking caller's flush) holds it for its whole write, a
+        group-commit write while it gathers and takes its batch (the group commit
+        itself decides how many of its writes are in flight)."""
         loop = asyncio.get_running_loop()
         if self._flush_lock is None or self._flush_loop is not loop:
             self._flush_lock = asyncio.Lock()
