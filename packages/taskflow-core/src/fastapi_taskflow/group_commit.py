@@ -211,9 +211,10 @@ class GroupCommit:
                 # A flush waits for the records that writes in flight hold too.
                 earlier = [other for other in self._writes if other.taken]
                 write.taken = [record.task_id for record in creates]
-                write.unsure = write.taken + [change.task_id for change, _ in changes]
                 self._taken.update(write.taken)
-                self._unsure.update(write.unsure)
+                if self.writes_at_once > 1:  # else the next write begins once it is answered
+                    write.unsure = write.taken + [change.task_id for change, _ in changes]
+                    self._unsure.update(write.unsure)
                 self._gathering, took = False, True
                 if creates or changes:
                     write.sending = True
