@@ -37,17 +37,18 @@ def count_script_calls(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -
         return await real(sha, *args)
 
     monkeypatch.setattr(client, "evalsha", counting)
-    line = backend._line
-    if line is not None:
-        real_call = line.call
-
-        async def counting_line(*args: Any) -> Any:
-            if args[0] == "EVALSHA":
-                calls.append(args[1])
-            return await real_call(*args)
-
-        monkeypatch.setattr(line, "call", counting_line)
+    for line in backend._lines:
+        monkeypatch.setattr(line, "call", _counting(line.call, calls))
     return calls
+
+
+def _counting(real_call: Any, calls: list[str]) -> Any:
+    async def counting_line(*args: Any) -> Any:
+        if args[0] == "EVALSHA":
+            calls.append(args[1])
+        return await real_call(*args)
+
+    return counting_line
 
 
 def record(clock: ManualClock, task_id: str, owner: str | None = None) -> TaskRecord:

@@ -196,3 +196,50 @@ async def test_a_start_folded_into_a_record_stored_by_a_lost_write_still_applies
     assert calls[:2] == [[TaskStatus.PENDING], [TaskStatus.RUNNING]], calls
     assert runs == [5]
     assert record is not None and record.status is TaskStatus.SUCCESS and record.result == 5
+
+
+async def test_one_write_in_flight_at_a_time(place: Any) -> None:
+    """SQL backends take one group-commit write at a time (SQLite has a single writer;
+    on PostgreSQL and MySQL a second one was slower): under requests in flight, the
+    engine never has two of its writes on their way at once."""
+    tm, job, runs = _counting_manager(place)
+    async with tm:
+        backend = tm._engine.backend
+        assert backend.concurrent_writes == 1
+        group = tm._engine._group_commit
+        assert group is not None and group.writes_at_once == 1
+        active, most = 0, 0
+        for name in ("write_many", "create_many", "transition_many"):
+            real = getattr(backend, name)
+
+            def watched(real: Any) -> Any:
+                async def call(*args: Any) -> Any:
+                    nonlocal active, most
+                    if asyncio.current_task() in inside:
+                        return await real(*args)  # one write method calling another
+                    inside.add(asyncio.current_task())
+                    active += 1
+                    most = max(most, active)
+                    try:
+                        return await real(*args)
+                    finally:
+                        active -= 1
+                        inside.discard(asyncio.current_task())
+
+                return call
+
+            setattr(backend, name, watched(real))
+        inside: set[asyncio.Task[Any] | None] = set()
+
+        async def request(i: int) -> None:
+            container = ManagedBackgroundTasks(tm)
+            container.add_task(job, i)
+            await container()
+
+        async def lane(first: int) -> None:
+            for i in range(first, 4 * WAVE, WAVE):
+                await request(i)
+
+        await asyncio.gather(*(lane(n) for n in range(WAVE)))
+    assert sorted(runs) == list(range(4 * WAVE))
+    assert most == 1, f"{most} writes in flight at once"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from .errors import BackendUnavailableError
 from .models import TaskRecord
@@ -65,10 +65,13 @@ class PendingCreates:
         with self._lock:
             return task_id in self._records
 
-    def snapshot(self) -> list[TaskRecord]:
-        """The buffered records, in the order they were added."""
+    def snapshot(self, excluding: Collection[str] = ()) -> list[TaskRecord]:
+        """The buffered records, in the order they were added, but those whose ids are
+        in ``excluding`` (held by a write in flight)."""
         with self._lock:
-            return list(self._records.values())
+            if not excluding:
+                return list(self._records.values())
+            return [record for record in self._records.values() if record.task_id not in excluding]
 
     async def flush(
         self,
@@ -129,9 +132,10 @@ class PendingCreates:
                         del self._records[record.task_id]
 
     def write_slot(self) -> asyncio.Lock:
-        """The running loop's lock that admits one write of this engine at a time: this
-        buffer's own ``create_many`` (a blocking caller's flush) and the group commit's
-        writes take turns, and while one is in flight the next gathers what arrives."""
+        """The running loop's lock around taking a batch: this buffer's own
+        ``create_many`` (a blocking caller's flush) holds it for its whole write, a
+        group-commit write while it gathers and takes its batch (the group commit
+        itself decides how many of its writes are in flight)."""
         loop = asyncio.get_running_loop()
         if self._flush_lock is None or self._flush_loop is not loop:
             self._flush_lock = asyncio.Lock()

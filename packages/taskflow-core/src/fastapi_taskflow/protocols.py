@@ -327,7 +327,15 @@ class Backend(Protocol):
 
 @runtime_checkable
 class TaskBackend(Store, Backend, Protocol):
-    """What a backend package provides: a Store and a Backend on one connection pool."""
+    """What a backend package provides: a Store and a Backend on one connection pool.
+
+    A backend may also set ``concurrent_writes`` (an int, 1 when absent): how many
+    writes (``write_many``, ``create_many``, ``transition_many``) the engine's group
+    commit may have in flight at once on one event loop. Set it to 2 only when two
+    calls really run side by side (each on its own connection) and a second write in
+    flight raises throughput; a single-writer store keeps 1. It is optional, so it is
+    not a protocol member (``isinstance`` checks do not ask for it).
+    """
 
     clock: Clock
     durable: bool

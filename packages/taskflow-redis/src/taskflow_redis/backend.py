@@ -69,6 +69,10 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
     """
 
     durable = True
+    concurrent_writes = 2
+    """The engine may have two group-commit writes in flight at once (see
+    ``fastapi_taskflow.protocols.TaskBackend``): while one script call runs on the
+    server, the next batch is built and sent on another connection."""
 
     def __init__(
         self,
@@ -96,7 +100,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         self.retention = _retention(retention, url_retention)
         self._connector = connector
         self._client = None
-        self._line = None
+        self._lines = ()
         self._opened = False
         self._enqueues = Coalescer(self._enqueue_batch)
         self._claims = ClaimTokens()
@@ -153,11 +157,11 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         """
         await self._enqueues.drain()
         client, self._client = self._client, None
-        line, self._line = self._line, None
+        lines, self._lines = self._lines, ()
         self._opened = False
         with driver_errors("closing", self._where()):
             try:
-                if line is not None:
+                for line in lines:
                     await line.close()
             finally:
                 if client is not None:
@@ -175,7 +179,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEven
         twin.retention = self.retention
         twin._connector = self._connector.twin()
         twin._client = None
-        twin._line = None
+        twin._lines = ()
         twin._opened = False
         twin._enqueues = Coalescer(twin._enqueue_batch)
         twin._claims = ClaimTokens()

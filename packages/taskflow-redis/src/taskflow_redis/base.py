@@ -13,7 +13,7 @@ from fastapi_taskflow.clock import Clock
 
 from .connection import DRIVER_ERRORS, AnyRedis, Connector, translated
 from .keys import KeySpace, micros
-from .line import DirectLine, direct_line
+from .line import DirectLine, direct_lines
 from .scripts import SHAS, source
 
 __all__ = ["RedisBase", "logger"]
@@ -36,13 +36,14 @@ class RedisBase:
     _keys: KeySpace
     _connector: Connector
     _client: AnyRedis | None
-    _line: DirectLine | None
+    _lines: tuple[DirectLine, ...]
+    concurrent_writes: int
 
     def _redis(self) -> AnyRedis:
         client = self._client
         if client is None:
             client = self._client = self._connector.build()
-            self._line = direct_line(client)
+            self._lines = direct_lines(client, self.concurrent_writes)
         return client
 
     def _where(self) -> str:
@@ -72,10 +73,10 @@ class RedisBase:
             raise error from exc
 
     async def _evalsha(self, client: AnyRedis, sha: str, args: tuple[ArgT, ...]) -> Any:
-        """``EVALSHA sha 1 *args`` on the direct line when it is free, else the client."""
-        line = self._line
-        if line is not None and line.free():
-            return await line.call("EVALSHA", sha, 1, *args)
+        """``EVALSHA sha 1 *args`` on a free direct line, else through the client."""
+        for line in self._lines:
+            if line.free():
+                return await line.call("EVALSHA", sha, 1, *args)
         return await client.evalsha(sha, 1, *args)
 
     def _now_us(self) -> int:

@@ -1,12 +1,13 @@
-"""A connection of the backend's own for its script calls, one call at a time.
+"""Connections of the backend's own for its script calls, one call at a time on each.
 
 ``Redis.execute_command`` costs about 100 µs of CPU per call on top of the round trip: a
 pool checkout and release, the retry wrapper, redis-py's metrics hooks, and on Python
 3.11 a task per send for the socket timeout (``asyncio.wait_for``). A backend's script
-calls mostly come one after another (the engine's group commits take turns), so they get
-a connection that is not in the pool: the command is packed, sent and its reply read on
-it directly, under one timer for the whole exchange. A call that finds the line in use
-goes through the client as before, so concurrency is unchanged.
+calls mostly come from the engine's group commit, at most ``concurrent_writes`` (two)
+at a time, so they get as many connections that are not in the pool: the command is
+packed, sent and its reply read on one directly, under one timer for the whole
+exchange. A call that finds every line in use goes through the client as before, so
+concurrency is unchanged.
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - redis-py depends on async-timeout before 3.11.3
     from async_timeout import timeout as _timeout
 
-__all__ = ["DirectLine", "direct_line"]
+__all__ = ["DirectLine", "direct_lines"]
 
 
-def direct_line(client: object) -> DirectLine | None:
-    """A line for ``client``'s server, or None where calls must go through the client.
+def direct_lines(client: object, count: int) -> tuple[DirectLine, ...]:
+    """``count`` lines for ``client``'s server (one per group-commit write the engine
+    may have in flight), or none where calls must go through the client.
 
-    Only a standalone ``redis.asyncio.Redis`` gets one (a cluster client routes each
+    Only a standalone ``redis.asyncio.Redis`` gets them (a cluster client routes each
     call to a node; a single-connection client was asked for exactly one connection).
+    A line connects on its first call.
     """
     if type(client) is not Redis or client.connection is not None:
-        return None
-    connection: AbstractConnection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-    return DirectLine(connection)
+        return ()
+    pool = client.connection_pool
+    return tuple(DirectLine(pool.make_connection()) for _ in range(count))  # type: ignore[no-untyped-call]
 
 
 class DirectLine:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import CreateResult, TaskRecord, TaskStatus, TaskUpdate, Transition
 from fastapi_taskflow.protocols import TaskBackend
@@ -148,3 +150,50 @@ class GroupWriteTests(RacingBase):
             assert stored.status is RUNNING and stored.owner == winner.owner
         for record in records.values():
             assert await backend.get(record.task_id) == record
+
+    async def test_write_many_calls_in_flight_together(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """As many ``write_many`` calls as the backend's ``concurrent_writes`` (at least
+        two), sent at once from one event loop on distinct tasks — the engine's group
+        commit with that many writes in flight — each give what they give alone.
+
+        ``concurrent_writes``, when the backend has it, is a whole number of at least 1.
+        If this fails, check that two calls never share a connection at the same time
+        (a call that finds its connection busy takes another), and that neither waits
+        for the other to finish a transaction it has not begun.
+        """
+        declared = getattr(backend, "concurrent_writes", 1)
+        assert type(declared) is int and declared >= 1, (
+            f"concurrent_writes must be a whole number of at least 1, got {declared!r}"
+        )
+        running = [
+            await create_task(backend, clock, status=RUNNING, owner="me")
+            for _ in range(max(2, declared))
+        ]
+        fresh = [make_record(clock) for _ in running]
+        now = clock.advance(1)
+        writes = [
+            backend.write_many(
+                [record],
+                [
+                    _step(record.task_id, {PENDING}, RUNNING, TaskUpdate(owner="me")),
+                    _step(done.task_id, {RUNNING}, SUCCESS, TaskUpdate(result=1, owner=None)),
+                ],
+            )
+            for record, done in zip(fresh, running, strict=True)
+        ]
+        results = await asyncio.gather(*writes)
+        for (created, moved), record, done in zip(results, fresh, running, strict=True):
+            assert _created(created) == [(True, record.task_id)]
+            started, finished = read_back(moved)
+            assert started == record.model_copy(
+                update={"status": RUNNING, "owner": "me", "updated_at": now}
+            )
+            assert finished == done.model_copy(
+                update={"status": SUCCESS, "result": 1, "owner": None, "updated_at": now}
+            )
+            assert await backend.get(record.task_id) == started
+            assert await backend.get(done.task_id) == finished
+        stats = await backend.stats()
+        assert stats.by_status == {RUNNING: len(fresh), SUCCESS: len(running)}
