@@ -5,10 +5,13 @@ once and ends SUCCESS, never left PENDING."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import httpx
 import pytest
 from fastapi import BackgroundTasks, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from fastapi_taskflow import TaskManager, TaskStatus
@@ -46,3 +49,42 @@ def test_the_stored_task_of_a_failed_request_runs_once(path: str) -> None:
             assert time.monotonic() < deadline, f"the task was left {records}"
             time.sleep(0.01)
     assert len(records) == 1 and ran == [1]
+
+
+@pytest.mark.anyio
+async def test_a_task_waiting_for_its_retry_is_not_started_early_after_an_error_answer() -> None:
+    """An error answer that carries the route's background tasks: Starlette runs the
+    task after sending it, the first attempt fails and the retry is due a minute later.
+    The middleware, which starts the background tasks of a failed request that never
+    started, leaves this one to its queue: the retry does not run early."""
+    task_manager = TaskManager()
+    attempts: list[int] = []
+
+    @task_manager.task(retries=1, delay=60)
+    async def flaky() -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails")
+
+    app = FastAPI()
+    task_manager.install(app)
+
+    @app.post("/add-then-503")
+    async def add_then_503(background_tasks: BackgroundTasks) -> JSONResponse:
+        background_tasks.add_task(flaky)
+        return JSONResponse({"detail": "busy"}, status_code=503)
+
+    async with task_manager:
+        runtime = task_manager._engine.runtime()
+        before = set(runtime.background)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post("/add-then-503")
+        assert response.status_code == 503
+        # whatever the request path started must end: a second attempt, if one was begun
+        started = set(runtime.background) - before
+        if started:
+            await asyncio.wait(started, timeout=10)
+        [record] = (await task_manager.store.aquery()).items
+    assert attempts == [1]
+    assert record.status is TaskStatus.PENDING and record.attempt == 1

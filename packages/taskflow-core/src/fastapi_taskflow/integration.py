@@ -159,12 +159,14 @@ def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
 
 
 def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
-    """Start the stored background tasks of a failed request (running one twice is a
-    no-op: its PENDING → RUNNING compare-and-set admits one executor)."""
+    """Start the stored background tasks of a failed request that never started (running
+    one twice is a no-op: its PENDING → RUNNING compare-and-set admits one executor).
+    One that ran already (an error answer carries the route's background tasks too)
+    and waits for a later retry is left to its queue."""
     loop = asyncio.get_running_loop()
     for task_id in task_ids:
         invocation = engine.tasks.get(task_id)
-        if invocation is not None and invocation.route == BACKGROUND:
+        if invocation is not None and invocation.route == BACKGROUND and not invocation.attempts:
             engine.spawn_on(loop, engine.run_now(task_id))
 
 
