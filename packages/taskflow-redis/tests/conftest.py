@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
 from fastapi_taskflow.testing.services import service_missing
 from taskflow_redis import RedisBackend
 
@@ -35,6 +36,31 @@ _unavailable = service_missing
 def unique_prefix() -> str:
     """A key prefix no other test uses."""
     return f"tftest-{uuid.uuid4().hex[:12]}"
+
+
+def record(clock: ManualClock, task_id: str, status: TaskStatus = TaskStatus.PENDING) -> TaskRecord:
+    """A new record of ``task_id`` stamped with ``clock``'s time."""
+    now = clock.now()
+    return TaskRecord(
+        task_id=task_id, func_name="tests.job", status=status, created_at=now, updated_at=now
+    )
+
+
+def start(task_id: str) -> Transition:
+    """PENDING -> RUNNING, owned by "me"."""
+    return Transition(
+        task_id, frozenset({TaskStatus.PENDING}), TaskStatus.RUNNING, TaskUpdate(owner="me")
+    )
+
+
+def finish(task_id: str) -> Transition:
+    """RUNNING -> SUCCESS with a result, released."""
+    return Transition(
+        task_id,
+        frozenset({TaskStatus.RUNNING}),
+        TaskStatus.SUCCESS,
+        TaskUpdate(result=1, owner=None),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -27,11 +27,11 @@ from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.group_commit import GroupCommit, concurrent_writes
-from fastapi_taskflow.models import TaskRecord, TaskUpdate, Transition
+from fastapi_taskflow.models import TaskRecord, Transition
 from fastapi_taskflow.pending import PendingCreates
 from taskflow_redis import RedisBackend
 
-from .conftest import unique_prefix
+from .conftest import finish, record, start, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -139,21 +139,6 @@ async def until(check: Callable[[], bool], what: str) -> None:
     while not check():
         assert loop.time() < deadline, f"{what} did not happen within {DEADLINE:.0f}s"
         await asyncio.sleep(0.005)
-
-
-def record(clock: ManualClock, task_id: str, status: TaskStatus = PENDING) -> TaskRecord:
-    now = clock.now()
-    return TaskRecord(
-        task_id=task_id, func_name="tests.job", status=status, created_at=now, updated_at=now
-    )
-
-
-def start(task_id: str) -> Transition:
-    return Transition(task_id, frozenset({PENDING}), RUNNING, TaskUpdate(owner="me"))
-
-
-def finish(task_id: str) -> Transition:
-    return Transition(task_id, frozenset({RUNNING}), SUCCESS, TaskUpdate(result=1, owner=None))
 
 
 def group_commit(backend: RedisBackend, pending: PendingCreates, clock: ManualClock) -> GroupCommit:

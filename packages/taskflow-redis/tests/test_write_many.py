@@ -17,32 +17,17 @@ from redis.asyncio import Redis
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.errors import BackendUnavailableError
-from fastapi_taskflow.models import TaskRecord, TaskStatus, TaskUpdate, Transition
+from fastapi_taskflow.models import TaskStatus
 from taskflow_redis import RedisBackend
 from taskflow_redis.store import CREATE_BATCH, WRITE_BATCH, _calls
 
-from .conftest import opened, unique_prefix
+from .conftest import finish, opened, record, start, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
 PENDING, RUNNING, SUCCESS = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCESS
 DEADLINE = 10.0
 """Seconds a test waits for the server to show a paused command."""
-
-
-def record(clock: ManualClock, task_id: str, status: TaskStatus = PENDING) -> TaskRecord:
-    now = clock.now()
-    return TaskRecord(
-        task_id=task_id, func_name="tests.job", status=status, created_at=now, updated_at=now
-    )
-
-
-def start(task_id: str) -> Transition:
-    return Transition(task_id, frozenset({PENDING}), RUNNING, TaskUpdate(owner="me"))
-
-
-def finish(task_id: str) -> Transition:
-    return Transition(task_id, frozenset({RUNNING}), SUCCESS, TaskUpdate(result=1, owner=None))
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from starlette.background import BackgroundTask
 from .config import DEFAULT_QUEUE, TaskConfig, check_priority, check_tags
 from .encoding import encode_arguments
 from .errors import EagerDispatchError, InvalidTaskError, QueueFullError, TaskArgumentError
-from .invocation import BACKGROUND, EAGER, QUEUED, Invocation
+from .invocation import BACKGROUND, EAGER, QUEUED
 from .limits import check_arguments, check_idempotency_key, surrogate_error
 from .models import (
     CreateResult,
@@ -200,19 +200,7 @@ def accept(
             return holder  # the key's task exists: a duplicate needs no room
         _reject(engine, record, loop)
     task_id = record.task_id
-    engine.tasks.add(
-        task_id,
-        Invocation(
-            func,
-            args,
-            kwargs,
-            config,
-            record.queue,
-            record.priority,
-            route,
-            is_async=entry.is_async,
-        ),
-    )
+    engine.register_invocation(record, func, args, kwargs, config, route, is_async=entry.is_async)
     if idempotency_key is not None:
         if create_now is not None:
             existing = create_now(record)
