@@ -102,9 +102,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         # An in-process store took every record at add_task(): no write buffer to wait
         # for, so a task runs without ``run_now``'s coroutine around it.
         in_process = engine.create_now is not None
-        current = asyncio.current_task()
-        assert current is not None
-        loop = current.get_loop()
+        current: asyncio.Task[Any] | None = None
         try:
             index = 0
             while index < len(tasks):  # a task may add tasks to this list: run those too
@@ -113,8 +111,11 @@ class ManagedBackgroundTasks(BackgroundTasks):
                 if type(task) is RunTask and task.engine is engine:
                     if in_process:
                         runtime = engine.current_runtime
-                        if runtime is None or runtime.loop is not loop:
-                            await engine.started()
+                        if runtime is None or not runtime.is_current():
+                            runtime = await engine.started()
+                        if current is None:
+                            current = asyncio.current_task(runtime.loop)
+                            assert current is not None
                         invocation = engine.tasks.get(task.task_id)
                         if invocation is not None:  # else it ran already
                             await execute(

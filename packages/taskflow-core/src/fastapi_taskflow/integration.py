@@ -21,7 +21,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import fastapi.dependencies.utils as _dependency_utils
@@ -43,11 +42,18 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskflowMiddleware", "install_app"]
 
-_current_manager: ContextVar[TaskManager | None] = ContextVar(
-    "fastapi_taskflow_manager", default=None
-)
 logger = logging.getLogger("fastapi_taskflow")
 _patch_lock = threading.Lock()
+
+
+class _RequestTasks(set[str]):
+    """The ids of the tasks one request accepted (what ``accept.request_tasks`` holds
+    during the request), with the manager serving the request: one context variable
+    for both, set once per request."""
+
+    __slots__ = ("task_manager",)
+
+    task_manager: TaskManager
 
 
 class TaskflowMiddleware:
@@ -84,11 +90,11 @@ class TaskflowMiddleware:
             _patch_fastapi()  # something removed the hook: put it back
         engine = self.task_manager._engine
         runtime = engine.current_runtime
-        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+        if runtime is None or not runtime.is_current():
             await engine.started()
-        accepted: set[str] = set()
+        accepted = _RequestTasks()
+        accepted.task_manager = self.task_manager
         buffered = engine.create_now is None  # an in-process store takes tasks at once
-        token = _current_manager.set(self.task_manager)
         ids_token = request_tasks.set(accepted)
         refused = False
         started = False
@@ -138,7 +144,6 @@ class TaskflowMiddleware:
             raise
         finally:
             request_tasks.reset(ids_token)
-            _current_manager.reset(token)
             if failed and not refused:
                 _run_stored_background_tasks(engine, accepted)
 
@@ -209,10 +214,10 @@ async def _send_refusal(send: Send, exc: BaseException, *, about_tasks: bool = T
 
 
 def _background_tasks_factory(*args: Any, **kwargs: Any) -> BackgroundTasks:
-    manager = _current_manager.get()
-    if manager is None:
-        return FastAPIBackgroundTasks(*args, **kwargs)
-    return ManagedBackgroundTasks(manager)
+    accepted = request_tasks.get()
+    if type(accepted) is _RequestTasks:  # a request of an app install()ed with a manager
+        return ManagedBackgroundTasks(accepted.task_manager)
+    return FastAPIBackgroundTasks(*args, **kwargs)
 
 
 def _patch_fastapi() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
@@ -35,11 +36,21 @@ class Runtime:
     """Tasks and timers of the engine on one event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Build it on ``loop``'s own thread (the engine does, on the running loop)."""
         self.loop = loop
+        self.thread = threading.get_ident()
+        """The thread ``loop`` runs on."""
         self.stopping = False
         self.background: set[asyncio.Task[Any]] = set()
         self.running: dict[str, asyncio.Task[Any]] = {}
         self.workers: dict[str, Any] = {}
+
+    def is_current(self) -> bool:
+        """True when called on this runtime's loop: what ``asyncio.get_running_loop() is
+        self.loop`` says, without the system call Python 3.11 makes for it (``getpid``,
+        to notice a fork) — asked once or twice per request. A thread runs one loop at
+        a time, so this loop running, on this thread, is the running loop."""
+        return self.thread == threading.get_ident() and self.loop.is_running()
 
     @property
     def usable(self) -> bool:
