@@ -225,7 +225,13 @@ class Engine:
     def _group_here(self) -> GroupCommit | None:
         """The group commit of the running loop (durable backends), else None."""
         group = self._group_commit
-        if group is not None and group.loop is asyncio.get_running_loop():
+        runtime = self._runtime
+        if (
+            group is not None
+            and runtime is not None
+            and group.loop is runtime.loop
+            and runtime.is_current()
+        ):
             return group
         return None
 
@@ -474,7 +480,7 @@ class Engine:
         neither touches nor marks it available.
         """
         runtime = self._runtime
-        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+        if runtime is None or not runtime.is_current():
             await self.started()
         if not len(self.pending):
             return
@@ -644,7 +650,7 @@ class Engine:
         before the start in the same ``write_many``.
         """
         runtime = self._runtime
-        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+        if runtime is None or not runtime.is_current():
             await self.started()
         if (
             task_id in self.pending

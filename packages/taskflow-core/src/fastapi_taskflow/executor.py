@@ -125,7 +125,7 @@ async def execute(
     runtime = engine.runtime()
     running = runtime.running
     if current is None:
-        current = asyncio.current_task()
+        current = asyncio.current_task(runtime.loop)  # no getpid() (see Runtime.is_current)
         assert current is not None
     loop = current.get_loop()
     while True:  # one attempt per turn; again when a retry is due at once
