@@ -89,7 +89,6 @@ def new_record(
 request_tasks: ContextVar[set[str] | None] = ContextVar("taskflow_request_tasks", default=None)
 """The ids accepted during the current request (set by ``install()``'s middleware)."""
 
-_NO_ARGS: tuple[Any, ...] = ()
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 """Argument types whose JSON form is the value itself."""
 
@@ -139,17 +138,16 @@ def accept(
         route = BACKGROUND
     durable = engine.durable
     create_now = engine.create_now
-    stored_args: tuple[Any, ...] | None = None
-    if kwargs or (args and not all(type(arg) in _PLAIN for arg in args)):
+    plain = not kwargs and (not args or all(type(arg) in _PLAIN for arg in args))
+    args_json: list[Any] | None
+    kwargs_json: dict[str, Any] | None
+    if plain:  # what encode_arguments returns for str, int, float, bool and None
+        args_json, kwargs_json = list(args), {}
+    else:
         try:
             args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
         except TaskArgumentError as exc:
             raise surrogate_error(exc) or exc from exc.__cause__
-    elif create_now is not None:
-        # the LiveRecord below keeps a tuple: ``args`` itself, of immutable values
-        stored_args, args_json, kwargs_json = args, [], {}
-    else:  # what encode_arguments returns for str, int, float, bool and None
-        args_json, kwargs_json = list(args), {}
     if durable:
         check_arguments(func, args_json, kwargs_json)
         if not entry.registered:
@@ -158,16 +156,15 @@ def accept(
     if create_now is not None:
         # new_record() for a store in this process (``InProcessStore``): the LiveRecord
         # it keeps as it is. The positional arguments are kept as a tuple (the store
-        # hands out a list), which the garbage collector can leave alone.
+        # hands out a list), which the garbage collector can leave alone: the call's
+        # own when they are plain values (immutable), else their JSON form's.
         record = LiveRecord(
             new_task_id(),
             config.name,
             engine.clock.now(),
             queue=config.queue or DEFAULT_QUEUE,
             priority=effective_priority or 0,
-            args=(stored_args or _NO_ARGS)
-            if stored_args is not None
-            else (tuple(args_json) if args_json else _NO_ARGS),
+            args=args if plain else tuple(args_json or ()),
             kwargs=kwargs_json,
             tags=clean_tags,
             idempotency_key=idempotency_key,

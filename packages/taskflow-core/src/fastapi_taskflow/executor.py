@@ -198,31 +198,22 @@ async def execute(
                 if ctx._reporter is not None:  # it reported: write what is unwritten
                     await progress.close(ctx)
             try:
-                if (
-                    raised is None
-                    and result is None
-                    and finish_now is not None
-                    and ctx._entries is None
-                ):
-                    # in this process, with nothing to make storable: the shortest way
-                    ended = finish_now(task_id, status=_SUCCESS, finished_at=clock.now())
-                    if ended is None:
-                        logger.info(_NOT_RUNNING, task_id)
-                    elif hub.listening:
+                if raised is None and in_process is not None:  # a store in this process
+                    ended: LiveRecord | None
+                    if result is None and ctx._entries is None and finish_now is not None:
+                        # nothing to make storable: the shortest way
+                        ended = finish_now(task_id, status=_SUCCESS, finished_at=clock.now())
+                        if ended is None:
+                            logger.info(_NOT_RUNNING, task_id)
+                    else:
+                        done = _success(clock.now(), result)
+                        ended = _finish_now(engine, in_process, task_id, ctx, _SUCCESS, done)
+                    if ended is not None and hub.listening:
                         await engine.emit_lifecycle(_snapshot(ended))
                     engine.forget(task_id)
                 elif raised is None:
-                    done = {
-                        "finished_at": clock.now(),
-                        "result": result if result is None else encode_result(result),
-                        "error": None,
-                    }
-                    if in_process is not None:
-                        ended = _finish_now(engine, in_process, task_id, ctx, _SUCCESS, done)
-                        if ended is not None and hub.listening:
-                            await engine.emit_lifecycle(_snapshot(ended))
-                        engine.forget(task_id)
-                    elif finishing is not None:
+                    done = _success(clock.now(), result)
+                    if finishing is not None:
                         succeeded = done
                     else:
                         await _finish(engine, record, ctx, _SUCCESS, done)
@@ -263,6 +254,15 @@ async def execute(
             finishing.append(writing)
         if not again:
             return
+
+
+def _success(finished_at: datetime, result: Any) -> Changes:
+    """The fields of a successful outcome (the result as JSON data)."""
+    return {
+        "finished_at": finished_at,
+        "result": result if result is None else encode_result(result),
+        "error": None,
+    }
 
 
 def _started_by(owner: str, attempt: int, started_at: datetime) -> Callable[[TaskRecord], bool]:

@@ -91,18 +91,6 @@ class CancelScopes:
         self.scopes: dict[str, Scope] = {}
         self.requested: dict[str, float] = {}
 
-    def open(self, scope: Scope) -> None:
-        """Register a starting attempt; apply a cancel request that came first."""
-        task_id = scope.ctx.task_id
-        self.scopes[task_id] = scope
-        if self.requested and self.requested.pop(task_id, None) is not None:
-            scope.interrupt(CANCEL)
-
-    def close(self, scope: Scope) -> None:
-        """Forget an attempt that ended."""
-        if self.scopes.get(scope.ctx.task_id) is scope:
-            del self.scopes[scope.ctx.task_id]
-
     def request(self, task_id: str) -> bool:
         """Cancel ``task_id`` if it runs here (True); else remember the request for a
         while, in case its attempt is just starting. Call on the engine's loop."""
@@ -130,7 +118,8 @@ def enter(
     ``timeout`` is set. The caller awaits the call, hands whatever it raised to
     :func:`failure`, and ends the span with :func:`leave`."""
     scope = Scope(ctx, task, is_async)
-    # scopes.open(scope), inline (every attempt passes here)
+    # registered, and a cancel request that came first applied (inline: every
+    # attempt passes here)
     scopes.scopes[ctx.task_id] = scope
     if scopes.requested and scopes.requested.pop(ctx.task_id, None) is not None:
         scope.interrupt(CANCEL)
@@ -171,7 +160,7 @@ def leave(scopes: CancelScopes, scope: Scope) -> None:
     timer = scope.timer
     if timer is not None:
         timer.cancel()
-    # scopes.close(scope), inline
+    # forgotten (unless a later attempt of the task registered since)
     task_id = scope.ctx.task_id
     if scopes.scopes.get(task_id) is scope:
         del scopes.scopes[task_id]
