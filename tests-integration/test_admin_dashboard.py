@@ -213,7 +213,17 @@ def _goto_dashboard(watched: Watched, server: Server, query: str = "") -> Page:
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    _wait_for_marks(page, "taskflow:first-rows", "taskflow:charts")
     return page
+
+
+def _wait_for_marks(page: Page, *names: str) -> None:
+    """Wait until the page has made these performance marks (app.js ``markOnce``): the
+    list, then the counts and charts, are on screen."""
+    page.wait_for_function(
+        "(names) => names.every((n) => performance.getEntriesByName(n).length > 0)",
+        arg=list(names),
+    )
 
 
 def _when(text: str) -> datetime:
@@ -455,6 +465,49 @@ def test_markup_in_task_data_renders_as_text(watched: Watched, server: Server) -
     assert page.locator('img[src="x"]').count() == 0
     assert page.evaluate("() => document.querySelectorAll('main img, #detail img, b').length") == 0
     assert watched.dialogs == []
+
+
+def test_the_task_list_does_not_move_when_counts_and_charts_arrive(
+    watched: Watched, server: Server
+) -> None:
+    """The counts, queue depths and charts load after the list: the list must not jump
+    down under the pointer when they arrive (a click meant for one row would land on
+    another)."""
+    gate = uuid.uuid4().hex
+    running = server.post(f"/enqueue/single/{gate}")
+    server.wait_status(running, "running")
+    waiting = server.post(f"/enqueue/single/{gate}")  # queue "single" now has one waiting
+    page = watched.page
+    held: list[Any] = []
+    released = False
+
+    def hold(route: Any) -> None:  # the stats wait until the list was measured
+        if released:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/api/stats", hold)
+    try:
+        page.goto(f"{server.url}/tasks/dashboard")
+        _wait_for_marks(page, "taskflow:first-rows")
+        expect(_row(page, waiting)).to_be_visible()
+        table = page.locator("#tasks")
+        before = table.bounding_box()
+        deadline = time.monotonic() + 20
+        while not held:  # the page asks for its stats once the list is on screen
+            assert time.monotonic() < deadline, "the page never asked for /api/stats"
+            page.wait_for_timeout(20)
+        released = True
+        for route in held:
+            route.continue_()
+        _wait_for_marks(page, "taskflow:charts")
+        expect(page.locator("#queues .queue-chip")).not_to_have_count(0)
+        expect(page.locator("#durations svg")).to_be_visible()
+        assert table.bounding_box() == before
+    finally:
+        httpx.post(f"{server.url}/release/{gate}", timeout=10)
+    server.wait_status(waiting, "success")
 
 
 def test_the_detail_panel_shows_logs_traceback_and_attempts(

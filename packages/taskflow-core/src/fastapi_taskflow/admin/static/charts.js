@@ -5,7 +5,11 @@
 import { fill, h, s } from "./dom.js";
 import { compact, count, duration, parseTime } from "./format.js";
 
-const HEIGHT = 180;
+const DURATION_ROWS = 8; // the slowest functions shown
+const ROW_HEIGHT = 22;
+// Both charts are drawn this tall (room for every duration row), so the cards keep their
+// height as data arrives and the task list below them never moves under the pointer.
+const HEIGHT = DURATION_ROWS * ROW_HEIGHT + 30;
 
 function width(container) {
   return Math.max(280, Math.floor(container.clientWidth || 480));
@@ -94,18 +98,18 @@ export function drawDurations(container, durations) {
     .map(([func, d]) => ({ func, ...d }))
     .filter((d) => d.count && d.p99 !== null && d.p99 !== undefined)
     .sort((a, b) => b.p99 - a.p99)
-    .slice(0, 8);
+    .slice(0, DURATION_ROWS);
   if (!rows.length) {
     fill(container, h("p", { class: "chart-empty" }, "No durations yet."));
     return;
   }
   const W = width(container);
-  const rowH = 22;
+  const rowH = ROW_HEIGHT;
   const labelW = Math.min(180, Math.floor(W * 0.34));
   const valueW = 64;
   const plotW = W - labelW - valueW - 12;
   const top = niceMax(Math.max(...rows.map((r) => r.p99)));
-  const H = Math.max(HEIGHT, rows.length * rowH + 30);
+  const H = HEIGHT;
   const x = (v) => labelW + (Math.max(0, v) / top) * plotW;
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "chart-svg" });
   for (const frac of [0, 0.5, 1]) {
