@@ -384,6 +384,9 @@ class Engine:
                 record.priority,
                 route,
                 is_async=self.registry.is_async(func) if is_async is None else is_async,
+                func_name=record.func_name,
+                tags=record.tags or None,
+                requeue_on_interrupt=record.requeue_on_interrupt,
             ),
         )
 

@@ -25,6 +25,7 @@ from .events import LogEvent
 from .failure import format_traceback
 from .limits import clean_text, storable_changes, storable_entries
 from .models import (
+    APPLIED,
     Applied,
     LiveRecord,
     LogEntry,
@@ -72,6 +73,29 @@ TransitionNow = Callable[..., LiveRecord | None]
 Kept = TaskRecord | LiveRecord
 """A record as a status change returns it: a snapshot from a shared store, or the
 record an in-process store keeps (changed in place by the task's next change)."""
+
+
+def _running(
+    task_id: str, invocation: Invocation, attempt: int, started_at: datetime, owner: str
+) -> LiveRecord:
+    """What the attempt needs of a record it started without reading it back (a start
+    answered ``APPLIED``): the RUNNING record as this instance wrote it, from what the
+    invocation holds of it. Never handed out (``created_at`` is not known here: events,
+    which need the whole record, read the start back)."""
+    return LiveRecord(
+        task_id,
+        invocation.func_name,
+        started_at,
+        status=_RUNNING_STATUS,
+        queue=invocation.queue,
+        priority=invocation.priority,
+        tags=invocation.tags,
+        attempt=attempt,
+        max_retries=invocation.config.retries,
+        requeue_on_interrupt=invocation.requeue_on_interrupt,
+        updated_at=started_at,
+        owner=owner,
+    )
 
 
 def _snapshot(record: Kept) -> TaskRecord:
@@ -135,7 +159,7 @@ async def execute(
         if start_now is not None:  # a store in this process: no await, nothing to retry
             record = start_now(task_id, attempt=attempt, started_at=started_at, owner=owner)
         else:
-            record = await _transition(
+            started = await _transition(
                 engine,
                 task_id,
                 expected=_PENDING,
@@ -147,6 +171,12 @@ async def execute(
                     "error": None,
                 },
                 landed=_started_by(owner, attempt, started_at),
+                read_back=hub.listening,
+            )
+            record = (
+                _running(task_id, invocation, attempt, started_at, owner)
+                if started is APPLIED
+                else started
             )
         if record is None:  # cancelled, or started by someone else
             return

@@ -28,3 +28,9 @@ class Invocation:
     attempts: int = 0
     is_async: bool | None = None
     """``func`` returns a coroutine; None: not classified yet (done on first run)."""
+    func_name: str = ""
+    """The name its record is stored under."""
+    tags: dict[str, str] | None = None
+    """Its record's tags (None: none)."""
+    requeue_on_interrupt: bool = False
+    """Its record's ``requeue_on_interrupt``."""

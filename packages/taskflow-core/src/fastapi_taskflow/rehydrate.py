@@ -77,6 +77,9 @@ async def rehydrate(engine: Engine, claim: Claim) -> Invocation | None:
         record.priority,
         QUEUED,
         attempts=record.attempt,
+        func_name=record.func_name,
+        tags=record.tags or None,
+        requeue_on_interrupt=record.requeue_on_interrupt,
     )
 
 

@@ -71,10 +71,16 @@ class Tx:
         self.deltas[key] = self.deltas.get(key, 0) + delta
 
     def move(self, func_name: str, task_id: str, old: str, new: str) -> None:
-        """Count one task moving from status ``old`` to ``new``."""
+        """Count one task moving from status ``old`` to ``new`` (:meth:`count` twice,
+        inline: once per transition of every task)."""
         if old != new:
-            self.count(func_name, task_id, old, -1)
-            self.count(func_name, task_id, new, +1)
+            slots = self.ctx.counter_slots
+            slot = zlib.crc32(task_id.encode()) % slots if slots > 1 else 0
+            deltas = self.deltas
+            key = (func_name, old, slot)
+            deltas[key] = deltas.get(key, 0) - 1
+            key = (func_name, new, slot)
+            deltas[key] = deltas.get(key, 0) + 1
 
 
 WriteOp = Callable[[Tx], Awaitable[T]]

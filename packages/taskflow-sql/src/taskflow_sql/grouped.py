@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache, partial
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, text
@@ -210,11 +211,18 @@ def _sqlite_shape(
         size = _padded(len(part))
         plan = _raw_plan(tasks, columns, shape, size)
         values: list[Any] = []
+        cells = plan.cells
+        processed = plan.processed
         for _, item in part:
-            for name, process in plan.cells:
-                value = item.get(name)
-                values.append(value if process is None or value is None else process(value))
-        values.extend(plan.padding[: (size - len(part)) * len(plan.cells)])
+            row = cells(item)
+            if processed:
+                row = list(row)
+                for position, process in processed:
+                    value = row[position]
+                    if value is not None:
+                        row[position] = process(value)
+            values.extend(row)
+        values.extend(plan.padding[: (size - len(part)) * plan.width])
         values.append(shape.new)
         values.append(plan.stamp(now))
         where = {item["task_id"]: index for index, item in part}
@@ -235,8 +243,14 @@ class _RawPlan:
     """A SQLite grouped statement, positional, and how to bind and read it raw."""
 
     sql: str
-    cells: tuple[tuple[str, Any], ...]
-    """Each row's values (``task_id``, then the shape's fields), with bind processors."""
+    cells: Callable[[dict[str, Any]], Sequence[Any]]
+    """An item's values in its row's order: ``task_id``, then the shape's fields
+    (every item of a shape has them all), unprocessed."""
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """The positions in a row whose value goes through a bind processor (when not
+    None)."""
+    width: int
+    """How many values a row has."""
     padding: tuple[None, ...]
     stamp: Any
     """The ``updated_at`` bind processor."""
@@ -289,9 +303,12 @@ def _raw_plan(tasks: Table, columns: tuple[Any, ...], shape: Shape, size: int) -
     if names_out[:2] != ["task_id", "func_name"]:  # pragma: no cover - a bug here
         raise AssertionError(f"unexpected column order {names_out}")
     thin = columns == _thin_columns(tasks)
+    processors = [(position, binder(name)) for position, name in enumerate(names)]
     return _RawPlan(
         sql=str(compiled),
-        cells=tuple((name, binder(name)) for name in names),
+        cells=itemgetter(*names) if len(names) > 1 else (lambda item: (item["task_id"],)),
+        processed=tuple((at, process) for at, process in processors if process is not None),
+        width=len(names),
         padding=(None,) * (size * len(names)),
         stamp=binder("updated_at") or _identity,
         read=_applied if thin else sqlite_reader(columns, slow),

@@ -18,10 +18,12 @@ transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Boolean, Table, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
@@ -39,14 +41,40 @@ _PROBE = 500
 _MYSQL_DUPLICATE = 1062
 
 
+@dataclass(frozen=True)
+class _InsertPlan:
+    """The positional INSERT of one task row and how to bind a row's values to it."""
+
+    sql: str
+    cells: Callable[[dict[str, Any]], tuple[Any, ...]]
+    """A row's values (``record_values``) in the statement's order, unprocessed."""
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """The positions whose value goes through a bind processor (when not None)."""
+
+    def bind(self, row: dict[str, Any]) -> list[Any]:
+        """``row``'s parameters for :attr:`sql`."""
+        cells = list(self.cells(row))
+        for position, process in self.processed:
+            value = cells[position]
+            if value is not None:
+                cells[position] = process(value)
+        return cells
+
+
 @lru_cache(maxsize=16)
-def _plan(tasks: Table) -> tuple[str, tuple[tuple[str, Callable[[Any], Any] | None], ...]]:
+def _plan(tasks: Table) -> _InsertPlan:
     """The positional INSERT of one task row, and each column's bind processor."""
     dialect: Dialect = sqlite.dialect(paramstyle="qmark")
     names = tuple(column.name for column in tasks.c)
     compiled = tasks.insert().compile(dialect=dialect, column_keys=list(names))
-    binds = tuple((name, sqlite_binder(tasks, name)) for name in compiled.positiontup or ())
-    return str(compiled), binds
+    order = tuple(compiled.positiontup or ())
+    processed = []
+    for position, name in enumerate(order):
+        process = sqlite_binder(tasks, name)
+        if process is not None:
+            processed.append((position, process))
+    getter = itemgetter(*order)
+    return _InsertPlan(str(compiled), getter, tuple(processed))
 
 
 def sqlite_binder(tasks: Table, name: str) -> Callable[[Any], Any] | None:
@@ -55,6 +83,8 @@ def sqlite_binder(tasks: Table, name: str) -> Callable[[Any], Any] | None:
     column_type = tasks.c[name].type
     if isinstance(column_type, UTCDateTime):
         return sqlite_stamp
+    if isinstance(column_type, Boolean):  # the driver binds True/False as 1/0 itself
+        return None
     dialect: Dialect = sqlite.dialect(paramstyle="qmark")
     return column_type.dialect_impl(dialect).bind_processor(dialect)
 
@@ -97,19 +127,10 @@ def create_batch_op(
                 fresh = []  # someone took an id or key meanwhile: create them one by one
         if fresh and raw:
             assert isinstance(tx.conn, SyncTxConnection)
-            sql, binds = _plan(tasks)
+            plan = _plan(tasks)
             driver = tx.conn.sync.connection.driver_connection
             assert driver is not None
-            driver.executemany(
-                sql,
-                [
-                    [
-                        row[name] if process is None or row[name] is None else process(row[name])
-                        for name, process in binds
-                    ]
-                    for _, row in fresh
-                ],
-            )
+            driver.executemany(plan.sql, [plan.bind(row) for _, row in fresh])
         if fresh:
             tags = [
                 {"task_id": record.task_id, "key": tag_token(key), "value": tag_token(value)}
