@@ -48,7 +48,9 @@ async def backend(shared_place: Any) -> Any:
 
 def _record(clock: ManualClock, task_id: str, **fields: Any) -> TaskRecord:
     now = clock.now()
-    return TaskRecord(task_id=task_id, func_name="jobs.charge", created_at=now, updated_at=now, **fields)
+    return TaskRecord(
+        task_id=task_id, func_name="jobs.charge", created_at=now, updated_at=now, **fields
+    )
 
 
 async def _lock_waits(conn: AsyncConnection, kind: str, table: str) -> int:

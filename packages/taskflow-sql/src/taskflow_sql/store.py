@@ -388,14 +388,15 @@ class SQLStore:
 
         async def op(tx: Tx) -> TaskRecord | None:
             found = await _select_for_change(tx, task_id)
-            if found is None or found.status not in statuses:
+            if found is None or found[0] not in statuses:
                 return None
-            if found.idempotency_key is None:
+            status, key = found
+            if key is None:
                 raise keyless_error(task_id)
-            hashed = key_hash(found.idempotency_key)
+            hashed = key_hash(key)
             holder = await _holder_id(tx, hashed)
             if holder is not None and holder != task_id:
-                raise IdempotencyKeyHeldError(task_id, found.status, holder)
+                raise IdempotencyKeyHeldError(task_id, status, holder)
             params = {f"p_{name}": value for name, value in values.items()}
             params.update(
                 p_task_id=task_id,
@@ -415,7 +416,7 @@ class SQLStore:
                     take_key=True,
                 )
             except IntegrityError as exc:
-                raise _KeyTakenMeanwhile(task_id, found.status, hashed) from exc
+                raise _KeyTakenMeanwhile(task_id, status, hashed) from exc
             if row is None:
                 return None
             tx.move(row.func_name, task_id, row.prev_status, new.value)
@@ -428,10 +429,7 @@ class SQLStore:
             except IdempotencyKeyHeldError as held:
                 raise held from None  # found by the look-up: no driver error behind it
             except _KeyTakenMeanwhile as race:
-                holder = await self._exec.read(
-                    "finding the holder of an idempotency key",
-                    lambda conn: _holder_id_read(conn, self._ctx.tables, race.hashed),
-                )
+                holder = await self._key_holder_id(race.hashed)
                 if holder is not None and holder != task_id:
                     raise IdempotencyKeyHeldError(task_id, race.status, holder) from None
                 # The holder released the key (or was purged) meanwhile: try again.
@@ -439,6 +437,18 @@ class SQLStore:
             f"could not retry task {task_id!r} with its idempotency key: the key kept "
             "being taken by tasks that then released it; try again"
         )
+
+    async def _key_holder_id(self, hashed: str) -> str | None:
+        """The id of the task whose ``active_key`` is ``hashed``, read in a transaction
+        of its own (so it sees what committed since an aborted one)."""
+        tasks = self._ctx.tables.tasks
+        stmt = select(tasks.c.task_id).where(tasks.c.active_key == hashed)
+
+        async def op(conn: AsyncConnection) -> str | None:
+            found: str | None = await conn.scalar(stmt)
+            return found
+
+        return await self._exec.read("finding the holder of an idempotency key", op)
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
@@ -543,13 +553,15 @@ class _KeyTakenMeanwhile(TaskflowError):
         self.hashed = hashed
 
 
-async def _select_for_change(tx: Tx, task_id: str) -> Row[Any] | None:
-    """The task's status and idempotency key, row-locked on PostgreSQL and MySQL."""
+async def _select_for_change(tx: Tx, task_id: str) -> tuple[str, str | None] | None:
+    """The task's status and idempotency key (None: no such task), row-locked on
+    PostgreSQL and MySQL."""
     tasks = tx.ctx.tables.tasks
     stmt = select(tasks.c.status, tasks.c.idempotency_key).where(tasks.c.task_id == task_id)
     if tx.ctx.kind != "sqlite":
         stmt = stmt.with_for_update()
-    return (await tx.conn.execute(stmt)).first()
+    row = (await tx.conn.execute(stmt)).first()
+    return None if row is None else (str(row[0]), row[1])
 
 
 async def _holder_id(tx: Tx, hashed: str) -> str | None:
@@ -560,15 +572,6 @@ async def _holder_id(tx: Tx, hashed: str) -> str | None:
     if tx.ctx.kind == "mysql":
         stmt = stmt.with_for_update(read=True)
     found: str | None = await tx.conn.scalar(stmt)
-    return found
-
-
-async def _holder_id_read(conn: AsyncConnection, tables: Tables, hashed: str) -> str | None:
-    """The id of the task whose ``active_key`` is ``hashed``, in a read transaction."""
-    tasks = tables.tasks
-    found: str | None = await conn.scalar(
-        select(tasks.c.task_id).where(tasks.c.active_key == hashed)
-    )
     return found
 
 

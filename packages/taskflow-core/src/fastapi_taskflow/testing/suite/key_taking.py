@@ -142,9 +142,7 @@ class KeyTakingTests(RacingBase):
             task.task_id, expected=[TaskStatus.CANCELLED], new=PENDING, take_key=True
         )
         assert moved is None
-        absent = await backend.transition(
-            new_id(), expected=[FAILED], new=PENDING, take_key=True
-        )
+        absent = await backend.transition(new_id(), expected=[FAILED], new=PENDING, take_key=True)
         assert absent is None
 
     @pytest.mark.parametrize(
