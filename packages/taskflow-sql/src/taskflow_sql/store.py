@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
-from fastapi_taskflow.errors import IdempotencyKeyHeldError, TaskflowError
+from fastapi_taskflow.errors import IdempotencyKeyHeldError, InvalidOperationError, TaskflowError
 from fastapi_taskflow.key_taking import check_take_key, keyless_error
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
@@ -426,16 +426,16 @@ class SQLStore:
         for _ in range(_CREATE_ATTEMPTS):
             try:
                 return await self._exec.write(what, op, rows=1)
-            except IdempotencyKeyHeldError as held:
-                raise held from None  # found by the look-up: no driver error behind it
+            except (IdempotencyKeyHeldError, InvalidOperationError) as refused:
+                raise refused from None  # raised by the op itself: no driver error behind it
             except _KeyTakenMeanwhile as race:
                 holder = await self._key_holder_id(race.hashed)
                 if holder is not None and holder != task_id:
                     raise IdempotencyKeyHeldError(task_id, race.status, holder) from None
                 # The holder released the key (or was purged) meanwhile: try again.
         raise SQLBackendError(
-            f"could not retry task {task_id!r} with its idempotency key: the key kept "
-            "being taken by tasks that then released it; try again"
+            f"could not change task {task_id!r} and take its idempotency key back: the key "
+            "kept being taken by tasks that then released it; try again"
         )
 
     async def _key_holder_id(self, hashed: str) -> str | None:
