@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fastapi_taskflow.clock import Clock
-from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.errors import BackendURLError, IdempotencyKeyHeldError
 from fastapi_taskflow.events import LifecycleEvent, LogEvent
+from fastapi_taskflow.key_taking import check_take_key, keyless_error
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     APPLIED,
@@ -164,13 +165,32 @@ class ToyBackend:
         expected: Collection[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None = None,
+        take_key: bool = False,
     ) -> TaskRecord | None:
-        """Compare-and-set. SQL: ``UPDATE ... WHERE task_id = ? AND status IN (...)``."""
+        """Compare-and-set. SQL: ``UPDATE ... WHERE task_id = ? AND status IN (...)``.
+
+        ``take_key=True`` (an operator retry of a FAILED task) also makes the task hold
+        its idempotency key again, unless another task holds it now. SQL: ``SET
+        active_key = ...`` in the same UPDATE (the unique index refuses a taken key);
+        Redis: check and set the key's holder inside the same script.
+        """
+        if take_key:
+            check_take_key(new)
         with self._state.lock:
             record = self._state.tasks.get(task_id)
             if record is None or record.status not in expected:
                 return None
-            return self._write(record, new, update)
+            key = record.idempotency_key
+            if take_key:
+                if key is None:
+                    raise keyless_error(task_id)
+                holder = self._state.keys.get(key)
+                if holder is not None and holder != task_id:
+                    raise IdempotencyKeyHeldError(task_id, record.status.value, holder)
+            written = self._write(record, new, update)
+            if take_key and key is not None:
+                self._state.keys[key] = task_id
+            return written
 
     async def transition_many(
         self, transitions: Sequence[Transition]

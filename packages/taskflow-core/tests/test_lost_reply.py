@@ -34,8 +34,11 @@ class LosesOneReply(MemoryBackend):
         expected: Collection[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None = None,
+        take_key: bool = False,
     ) -> TaskRecord | None:
-        done = await super().transition(task_id, expected=expected, new=new, update=update)
+        done = await super().transition(
+            task_id, expected=expected, new=new, update=update, take_key=take_key
+        )
         if new is self.lose and done is not None:
             self.lose = None
             raise BackendUnavailableError("connection reset after commit")

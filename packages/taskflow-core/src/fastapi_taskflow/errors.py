@@ -11,6 +11,7 @@ __all__ = [
     "BackendUnavailableError",
     "BackendURLError",
     "EagerDispatchError",
+    "IdempotencyKeyHeldError",
     "InvalidOperationError",
     "InvalidTaskError",
     "QueueFullError",
@@ -137,6 +138,28 @@ class TaskStateError(TaskflowError, ValueError):
         self.task_id = task_id
         self.status = status
         super().__init__(message)
+
+
+class IdempotencyKeyHeldError(TaskStateError):
+    """A task could not take its idempotency key back: another task holds it now.
+
+    Raised by ``Store.transition(..., take_key=True)`` (what an operator retry of a
+    FAILED task uses) when, since the task released its key, a new task with the same
+    key was accepted. Nothing was changed: the task keeps its status. ``key_holder`` is
+    the id of the task that holds the key; ``task_id`` and ``status`` are the refused
+    task's. The key itself is left out of the message (it is the application's data).
+    """
+
+    def __init__(self, task_id: str, status: str, key_holder: str) -> None:
+        self.key_holder = key_holder
+        super().__init__(
+            task_id,
+            status,
+            f"task {task_id} cannot take its idempotency key back: task {key_holder} "
+            f"holds it now, so task {task_id} was left {status.upper()}. Look at task "
+            f"{key_holder} instead (it does the same work), or retry task {task_id} once "
+            f"task {key_holder} has failed",
+        )
 
 
 class RetryQueueFullError(QueueFullError):

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from .clock import Clock
 from .errors import (
+    IdempotencyKeyHeldError,
     InvalidOperationError,
     RetryQueueFullError,
     TaskflowError,
@@ -28,7 +29,14 @@ from .errors import (
     TaskStateError,
 )
 from .events import LogEvent, lifecycle_event
-from .models import LogEntry, TaskQuery, TaskRecord, TaskStatus, TaskUpdate
+from .models import (
+    KEY_RELEASING_STATUSES,
+    LogEntry,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+    TaskUpdate,
+)
 from .protocols import TaskBackend
 
 __all__ = [
@@ -95,6 +103,11 @@ async def retry_task(
     again); arguments, tags, queue and priority are kept. It is then put on its queue,
     where an instance that has its function runs it.
 
+    A FAILED task with an idempotency key takes its key back in the same atomic change
+    (``Store.transition(..., take_key=True)``): while it is pending or running, a new
+    task added with that key gets the retried task instead of a second run. If a new
+    task took the key after the failure, the retry is refused and names that task.
+
     Args:
         backend: an opened backend.
         task_id: the task to retry.
@@ -131,37 +144,38 @@ async def retry_task(
             f"task {task_id} cannot be retried: its arguments were not stored (they are not "
             "JSON-encodable, which only an in-process backend allows); add it again instead",
         )
-    if record.idempotency_key is not None:
-        holder = await backend.find_by_key(record.idempotency_key)
-        if holder is not None and holder.task_id != task_id:
-            raise TaskStateError(
-                task_id,
-                record.status.value,
-                f"task {task_id} cannot be retried: its idempotency key is now held by task "
-                f"{holder.task_id} ({holder.status.value.upper()})",
-            )
     if max_queued is not None:
         waiting = await backend.queue_length(record.queue)
         if waiting >= max_queued:
             raise RetryQueueFullError(record.queue, max_queued, task_id, [])
+    previous = record.status
     # Owned by the operator while handed over: if the enqueue below is lost, recovery
     # adopts the PENDING task and queues it again. A claim makes the claimer its owner.
-    previous = record.status
-    moved = await backend.transition(
-        task_id,
-        expected={previous},
-        new=TaskStatus.PENDING,
-        update=TaskUpdate(
-            attempt=0,
-            error=None,
-            started_at=None,
-            finished_at=None,
-            result=None,
-            progress=None,
-            cancel_requested=False,
-            owner=actor,
-        ),
+    reset = TaskUpdate(
+        attempt=0,
+        error=None,
+        started_at=None,
+        finished_at=None,
+        result=None,
+        progress=None,
+        cancel_requested=False,
+        owner=actor,
     )
+    if record.idempotency_key is not None and previous in KEY_RELEASING_STATUSES:
+        # A FAILED task released its idempotency key: it takes it back in the same
+        # atomic change (refused when a new task took the key meanwhile), so a new
+        # add_task() with the key finds the retried task instead of running the work a
+        # second time. INTERRUPTED and CANCELLED tasks never released theirs.
+        try:
+            moved = await backend.transition(
+                task_id, expected={previous}, new=TaskStatus.PENDING, update=reset, take_key=True
+            )
+        except IdempotencyKeyHeldError as exc:
+            raise await _key_held(backend, exc) from exc
+    else:
+        moved = await backend.transition(
+            task_id, expected={previous}, new=TaskStatus.PENDING, update=reset
+        )
     if moved is None:
         current = await get_task(backend, task_id)
         raise TaskStateError(
@@ -188,6 +202,23 @@ async def retry_task(
 
 
 _ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+
+
+async def _key_held(backend: TaskBackend, exc: IdempotencyKeyHeldError) -> TaskStateError:
+    """The retry's refusal when another task holds the key: names that task (and its
+    status, when it can still be read)."""
+    holder = None
+    with contextlib.suppress(TaskflowError):
+        holder = await backend.get(exc.key_holder)
+    status = f" ({holder.status.value.upper()})" if holder is not None else ""
+    return TaskStateError(
+        exc.task_id,
+        exc.status,
+        f"task {exc.task_id} cannot be retried: its idempotency key is now held by task "
+        f"{exc.key_holder}{status}, which was added with the same key after it failed; "
+        f"nothing was changed. Follow task {exc.key_holder} instead, or retry task "
+        f"{exc.task_id} once that task has failed",
+    )
 
 
 async def retry_failed(

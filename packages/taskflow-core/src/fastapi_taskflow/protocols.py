@@ -87,6 +87,7 @@ class Store(Protocol):
         expected: Collection[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None = None,
+        take_key: bool = False,
     ) -> TaskRecord | None:
         """Compare-and-set the status: move to ``new`` only if the status is in ``expected``.
 
@@ -94,6 +95,23 @@ class Store(Protocol):
         Returns the record after the change (logs not loaded), or None when the task
         does not exist or its status was not in ``expected`` (nothing is written then).
         Of many concurrent callers with the same ``expected``, at most one succeeds.
+
+        A move into ``KEY_RELEASING_STATUSES`` releases the task's idempotency key; any
+        other move leaves the key where it is (a task that released its key does not
+        hold it again by leaving FAILED).
+
+        ``take_key=True`` (an operator retry of a FAILED task) makes the task hold its
+        idempotency key again in the same atomic step: afterwards :meth:`find_by_key`
+        returns it and :meth:`create` with that key answers ``created=False`` with it.
+        If another task holds the key at that moment, nothing is written and
+        :class:`~fastapi_taskflow.errors.IdempotencyKeyHeldError` is raised naming that
+        task (``key_holder``); of a transition and concurrent creates with the key,
+        exactly one ends up holding it. The status is compared first: a task that does
+        not exist or is not in ``expected`` gives None, whoever holds the key. The task
+        must have an idempotency key and ``new`` must be a status that holds it (not in
+        ``KEY_RELEASING_STATUSES``); otherwise ``InvalidOperationError`` is raised
+        (:mod:`fastapi_taskflow.key_taking` has both checks). Only this method takes
+        keys: :meth:`transition_many` and :meth:`write_many` never do.
         """
         ...
 

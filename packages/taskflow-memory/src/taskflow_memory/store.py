@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.errors import IdempotencyKeyHeldError
+from fastapi_taskflow.key_taking import check_take_key, keyless_error
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     APPLIED,
@@ -179,10 +181,37 @@ class MemoryStore:
         expected: Collection[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None = None,
+        take_key: bool = False,
     ) -> TaskRecord | None:
-        """See :meth:`fastapi_taskflow.protocols.Store.transition`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.transition` (``take_key``: the
+        key's holder is checked and set under the same lock as the change)."""
         changes = update.changes() if update is not None else None
+        if take_key:
+            return self._transition_taking_key(task_id, expected, new, changes)
         return self._transition(task_id, expected, new, changes)
+
+    def _transition_taking_key(
+        self,
+        task_id: str,
+        expected: Collection[TaskStatus],
+        new: TaskStatus,
+        changes: Mapping[str, Any] | None,
+    ) -> TaskRecord | None:
+        check_take_key(new)
+        state = self._state
+        with state.lock:
+            record = state.records.get(task_id)
+            if record is None or record.status not in expected:
+                return None
+            key = record.idempotency_key
+            if key is None:
+                raise keyless_error(task_id)
+            holder = state.key_holders.get(key)
+            if holder is not None and holder != task_id:
+                raise IdempotencyKeyHeldError(task_id, record.status.value, holder)
+            written = self._write_locked(record, new, changes)
+            state.key_holders[key] = task_id
+            return written.to_record()
 
     def transition_now(
         self,

@@ -6,6 +6,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from fastapi_taskflow.errors import IdempotencyKeyHeldError
+from fastapi_taskflow.key_taking import check_take_key, keyless_error
 from fastapi_taskflow.models import (
     APPLIED,
     Applied,
@@ -210,16 +212,42 @@ class RedisStore(RedisBase):
         expected: Collection[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None = None,
+        take_key: bool = False,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.transition`.
 
         A transition to a terminal status also deletes up to two tasks that finished
         longer than ``retention`` ago, so memory stays bounded without a sweeper.
+        ``take_key=True`` runs ``take_key.lua``: the same change, with the key's holder
+        checked and set in the same script call.
         """
+        if take_key:
+            check_take_key(new)
         if not expected:
             return None
         item = (task_id, _expected(expected), _status_value(new), update, True)
+        if take_key:
+            return await self._change_taking_key(item)
         return await self._change_one(item, f"updating task {task_id}")
+
+    async def _change_taking_key(self, item: _Change) -> TaskRecord | None:
+        """Run ``take_key.lua`` for one change read back (see :meth:`transition`)."""
+        task_id, expected, new, update, _ = item
+        fin, owner, fields = encode_update(update, '"' + iso_utc(self.clock.now()) + '"')
+        sets = dumps_compact([task_id, expected, new, fin, owner, "", len(fields) // 2, *fields])
+        cutoff = self._retention_cutoff(self.clock.now())
+        reply = await self._run(
+            "take_key", [cutoff, AUTO_PURGE, sets], f"retrying task {task_id} with its key"
+        )
+        verdict = as_str(reply[0])
+        if verdict == "held":
+            raise IdempotencyKeyHeldError(task_id, as_str(reply[2]), as_str(reply[1]))
+        if verdict == "nokey":
+            raise keyless_error(task_id)
+        (changed,) = self._changed([item], frame(reply[1], 1))
+        if isinstance(changed, Applied):  # pragma: no cover - read back, as the item asks
+            raise TypeError("a change read back was answered without its record")
+        return changed
 
     async def transition_many(
         self, transitions: Sequence[Transition]

@@ -52,6 +52,7 @@ def task_change(
     release_key: bool,
     returning: tuple[Any, ...] | None,
     owner_rule: str = "keep",
+    take_key: bool = False,
 ) -> Any:
     """``UPDATE tasks SET … WHERE task_id = :p_task_id [AND status IN :p_expected]``.
 
@@ -66,6 +67,9 @@ def task_change(
         owner_rule: how ``active_owner`` follows: ``keep`` (untouched), ``clear`` (NULL:
             the task leaves the active statuses), ``follow`` (= the owner: it is or
             stays active) or ``case`` (= the new owner if the task is active).
+        take_key: also ``SET active_key = :p_active_key`` (the hash of the task's
+            idempotency key: the task holds it again; the UNIQUE index refuses the
+            UPDATE when another task holds it).
     """
     c = tasks.c
     pairs: list[tuple[Any, Any]] = []
@@ -77,6 +81,8 @@ def task_change(
     pairs.append((c.updated_at, bindparam("p_updated_at", type_=c.updated_at.type)))
     if release_key:
         pairs.append((c.active_key, null()))
+    elif take_key:
+        pairs.append((c.active_key, bindparam("p_active_key", type_=c.active_key.type)))
     pairs.extend((c[name], bindparam(f"p_{name}", type_=c[name].type)) for name in fields)
     if owner_rule != "keep":
         pairs.append((c.active_owner, owner_value(tasks, fields, owner_rule)))

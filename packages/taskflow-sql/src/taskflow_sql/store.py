@@ -8,9 +8,12 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Row, bindparam, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.errors import IdempotencyKeyHeldError, InvalidOperationError, TaskflowError
+from fastapi_taskflow.key_taking import check_take_key, keyless_error
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     KEY_RELEASING_STATUSES,
@@ -289,13 +292,20 @@ class SQLStore:
         expected: Collection[TaskStatus],
         new: TaskStatus,
         update: TaskUpdate | None = None,
+        take_key: bool = False,
     ) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.transition`.
 
         One ``UPDATE … WHERE task_id = :id AND status IN (:expected)``: the database's
         row lock makes it a compare-and-set. The old status is saved in ``prev_status``
         by the same statement, so the counters can be moved without a second read.
+
+        ``take_key=True`` sets ``active_key`` in the same UPDATE (see
+        :meth:`_transition_taking_key`): the UNIQUE index on it is what makes taking
+        the key atomic against concurrent creates.
         """
+        if take_key:
+            check_take_key(new)
         statuses = sorted({TaskStatus(status).value for status in expected})
         if not statuses:
             return None
@@ -306,6 +316,8 @@ class SQLStore:
         fields = tuple(sorted(values))
         release = new in KEY_RELEASING_STATUSES
         rule = "follow" if new in ACTIVE_STATUSES else "clear"
+        if take_key:
+            return await self._transition_taking_key(task_id, statuses, new, values, rule)
 
         async def op(tx: Tx) -> TaskRecord | None:
             params = {f"p_{name}": value for name, value in values.items()}
@@ -350,6 +362,93 @@ class SQLStore:
 
             return await self._exec.single("changing a task's status", single)
         return await self._exec.write("changing a task's status", op, rows=1)
+
+    async def _transition_taking_key(
+        self,
+        task_id: str,
+        statuses: list[str],
+        new: TaskStatus,
+        values: dict[str, Any],
+        rule: str,
+    ) -> TaskRecord | None:
+        """The transition with ``active_key`` set to the hash of the task's key.
+
+        In one transaction: read the task (locked on PostgreSQL and MySQL), compare its
+        status, look for another holder of its key (refused with
+        ``IdempotencyKeyHeldError`` naming it), then the UPDATE that sets
+        ``active_key``. On SQLite the writer serializes transactions, so that is exact.
+        On PostgreSQL and MySQL a create may insert the key between the look-up and
+        the UPDATE; the UNIQUE index then refuses the UPDATE, the transaction is rolled
+        back (on PostgreSQL the failed statement has aborted it), and the holder is
+        read afterwards in a transaction of its own. A holder that is already gone
+        again (failed, purged) means the key is free: the whole transition is tried
+        again.
+        """
+        fields = tuple(sorted(values))
+
+        async def op(tx: Tx) -> TaskRecord | None:
+            found = await _select_for_change(tx, task_id)
+            if found is None or found[0] not in statuses:
+                return None
+            status, key = found
+            if key is None:
+                raise keyless_error(task_id)
+            hashed = key_hash(key)
+            holder = await _holder_id(tx, hashed)
+            if holder is not None and holder != task_id:
+                raise IdempotencyKeyHeldError(task_id, status, holder)
+            params = {f"p_{name}": value for name, value in values.items()}
+            params.update(
+                p_task_id=task_id,
+                p_status=new.value,
+                p_expected=statuses,
+                p_updated_at=self.clock.now(),
+                p_active_key=hashed,
+            )
+            try:
+                row = await _change(
+                    tx,
+                    fields,
+                    params,
+                    compare_status=True,
+                    release_key=False,
+                    owner_rule=rule,
+                    take_key=True,
+                )
+            except IntegrityError as exc:
+                raise _KeyTakenMeanwhile(task_id, status, hashed) from exc
+            if row is None:
+                return None
+            tx.move(row.func_name, task_id, row.prev_status, new.value)
+            return row_to_record(row._mapping)
+
+        what = "changing a task's status and taking its idempotency key back"
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
+                return await self._exec.write(what, op, rows=1)
+            except (IdempotencyKeyHeldError, InvalidOperationError) as refused:
+                raise refused from None  # raised by the op itself: no driver error behind it
+            except _KeyTakenMeanwhile as race:
+                holder = await self._key_holder_id(race.hashed)
+                if holder is not None and holder != task_id:
+                    raise IdempotencyKeyHeldError(task_id, race.status, holder) from None
+                # The holder released the key (or was purged) meanwhile: try again.
+        raise SQLBackendError(
+            f"could not change task {task_id!r} and take its idempotency key back: the key "
+            "kept being taken by tasks that then released it; try again"
+        )
+
+    async def _key_holder_id(self, hashed: str) -> str | None:
+        """The id of the task whose ``active_key`` is ``hashed``, read in a transaction
+        of its own (so it sees what committed since an aborted one)."""
+        tasks = self._ctx.tables.tasks
+        stmt = select(tasks.c.task_id).where(tasks.c.active_key == hashed)
+
+        async def op(conn: AsyncConnection) -> str | None:
+            found: str | None = await conn.scalar(stmt)
+            return found
+
+        return await self._exec.read("finding the holder of an idempotency key", op)
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
@@ -443,6 +542,39 @@ def _simple_batch(records: Sequence[TaskRecord]) -> bool:
     return not any(record.tags for record in records) and _distinct_batch(records)
 
 
+class _KeyTakenMeanwhile(TaskflowError):
+    """A take-key UPDATE met the UNIQUE index: a create inserted the key after the
+    look-up. Raised inside the transaction (so it is rolled back) and caught by
+    :meth:`SQLStore._transition_taking_key`, which then reads the holder."""
+
+    def __init__(self, task_id: str, status: str, hashed: str) -> None:
+        super().__init__(f"the idempotency key of task {task_id} was taken meanwhile")
+        self.status = status
+        self.hashed = hashed
+
+
+async def _select_for_change(tx: Tx, task_id: str) -> tuple[str, str | None] | None:
+    """The task's status and idempotency key (None: no such task), row-locked on
+    PostgreSQL and MySQL."""
+    tasks = tx.ctx.tables.tasks
+    stmt = select(tasks.c.status, tasks.c.idempotency_key).where(tasks.c.task_id == task_id)
+    if tx.ctx.kind != "sqlite":
+        stmt = stmt.with_for_update()
+    row = (await tx.conn.execute(stmt)).first()
+    return None if row is None else (str(row[0]), row[1])
+
+
+async def _holder_id(tx: Tx, hashed: str) -> str | None:
+    """The id of the task whose ``active_key`` is ``hashed``, in the transaction (a
+    locking read on MySQL, which sees the latest commit)."""
+    tasks = tx.ctx.tables.tasks
+    stmt = select(tasks.c.task_id).where(tasks.c.active_key == hashed)
+    if tx.ctx.kind == "mysql":
+        stmt = stmt.with_for_update(read=True)
+    found: str | None = await tx.conn.scalar(stmt)
+    return found
+
+
 async def _change(
     tx: Tx,
     fields: tuple[str, ...],
@@ -451,6 +583,7 @@ async def _change(
     compare_status: bool,
     release_key: bool,
     owner_rule: str,
+    take_key: bool = False,
 ) -> Row[Any] | None:
     """Run one task UPDATE and return the row after it (None: nothing matched)."""
     tables = tx.ctx.tables
@@ -463,6 +596,7 @@ async def _change(
         release_key=release_key,
         returning=returning,
         owner_rule=owner_rule,
+        take_key=take_key,
     )
     result = await tx.conn.execute(stmt, params)
     if returning is not None:

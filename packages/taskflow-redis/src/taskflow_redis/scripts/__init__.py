@@ -18,6 +18,7 @@ __all__ = ["SCRIPT_NAMES", "SHAS", "source"]
 
 SCRIPT_NAMES = (
     "write",
+    "take_key",
     "adopt",
     "get",
     "find_key",

@@ -15,6 +15,7 @@ from .events import EventTests
 from .group_write import GroupWriteTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .insights import DurationTests, TextSearchTests, ThroughputTests
+from .key_taking import KeyTakingTests
 from .lifecycle import LifecycleTests
 from .limits import LimitTests
 from .liveness import LivenessTests
@@ -34,6 +35,7 @@ __all__ = [
     "EventTests",
     "GroupWriteTests",
     "GuardTests",
+    "KeyTakingTests",
     "LifecycleTests",
     "LimitTests",
     "LivenessTests",
@@ -63,6 +65,7 @@ class BackendConformance(
     LifecycleTests,
     StoreCreateTests,
     TransitionTests,
+    KeyTakingTests,
     GroupWriteTests,
     LogTests,
     QueryTests,
