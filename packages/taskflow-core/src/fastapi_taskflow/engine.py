@@ -373,22 +373,21 @@ class Engine:
     ) -> None:
         """Remember how to run an accepted task in this process (``is_async``: whether
         ``func`` returns a coroutine, when the caller knows it already)."""
-        self.tasks.add(
-            record.task_id,
-            Invocation(
-                func,
-                args,
-                kwargs,
-                config,
-                record.queue,
-                record.priority,
-                route,
-                is_async=self.registry.is_async(func) if is_async is None else is_async,
-                func_name=record.func_name,
-                tags=record.tags or None,
-                requeue_on_interrupt=record.requeue_on_interrupt,
-            ),
+        invocation = Invocation(
+            func,
+            args,
+            kwargs,
+            config,
+            record.queue,
+            record.priority,
+            route,
+            is_async=self.registry.is_async(func) if is_async is None else is_async,
         )
+        if self.start_now is None:  # a shared store: a start need not be read back
+            invocation.func_name = record.func_name
+            invocation.tags = record.tags or None
+            invocation.requeue_on_interrupt = record.requeue_on_interrupt
+        self.tasks.add(record.task_id, invocation)
 
     def background_task(self, task_id: str) -> BackgroundTask:
         """The entry appended to a request's background task list for ``task_id``."""

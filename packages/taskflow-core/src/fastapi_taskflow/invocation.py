@@ -29,8 +29,9 @@ class Invocation:
     is_async: bool | None = None
     """``func`` returns a coroutine; None: not classified yet (done on first run)."""
     func_name: str = ""
-    """The name its record is stored under."""
+    """The name its record is stored under (set for a shared store only: see
+    ``executor._running``)."""
     tags: dict[str, str] | None = None
-    """Its record's tags (None: none)."""
+    """Its record's tags (None: none; set for a shared store only)."""
     requeue_on_interrupt: bool = False
-    """Its record's ``requeue_on_interrupt``."""
+    """Its record's ``requeue_on_interrupt`` (set for a shared store only)."""
