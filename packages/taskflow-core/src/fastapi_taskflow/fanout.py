@@ -43,14 +43,27 @@ class EventHub:
         self.observers = observers
         self.instance_id = instance_id
         self._backend = backend
-        self.publish = publish
+        self._publish = publish
         self._streams: set[_Inbox] = set()
+        self.listening = False
+        """True when someone receives events: observers, other instances or a stream.
+        Events are built only then. An attribute, not a property: it is read once per
+        attempt of every task, and kept current by whatever changes it."""
+        observers.on_change = self._refresh
+        self._refresh()
 
     @property
-    def listening(self) -> bool:
-        """True when someone receives events: observers, other instances or a stream.
-        Events are built only then."""
-        return bool(self.observers.observers or self.publish or self._streams)
+    def publish(self) -> bool:
+        """Events are published for the other instances (a shared backend)."""
+        return self._publish
+
+    @publish.setter
+    def publish(self, value: bool) -> None:
+        self._publish = value
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.listening = bool(self.observers.observers or self._publish or self._streams)
 
     @property
     def has_streams(self) -> bool:
@@ -63,7 +76,7 @@ class EventHub:
             await self.observers.emit(event)
         for stream in list(self._streams):
             stream.put(event)
-        if self.publish:
+        if self._publish:
             try:
                 await self._backend().publish(event)
             except Exception:
@@ -94,10 +107,12 @@ class EventHub:
         """Open a stream of every instance's events (from now on)."""
         inbox = _Inbox()
         self._streams.add(inbox)
+        self._refresh()
         try:
             yield inbox.events()
         finally:
             self._streams.discard(inbox)
+            self._refresh()
 
 
 class _Inbox:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..events import LifecycleEvent, LogEvent
 from ..protocols import Observer
@@ -46,10 +46,14 @@ class ObserverChain:
         self.observers: list[Observer] = list(observers)
         self.failures: dict[int, int] = {}
         self._reported: set[tuple[int, type[BaseException]]] = set()
+        self.on_change: Callable[[], None] | None = None
+        """Called after :meth:`add` (the event hub keeps its ``listening`` current)."""
 
     def add(self, observer: Observer) -> None:
         """Append an observer to the chain."""
         self.observers.append(observer)
+        if self.on_change is not None:
+            self.on_change()
 
     async def emit(self, event: LifecycleEvent | LogEvent) -> None:
         """Deliver ``event`` to every observer; never raises."""
