@@ -149,6 +149,16 @@ class TaskContext:
             else:
                 entries.append(line)
 
+    def add_lines(self, *lines: LogLine) -> None:
+        """Keep ``lines`` with the lines written at the attempt's next write (one lock
+        for all of them)."""
+        with ENTRIES_LOCK:
+            entries = self._entries
+            if entries is None:
+                self._entries = list(lines)
+            else:
+                entries.extend(lines)
+
     def take_lines(self) -> list[LogLine] | None:
         """Return and forget the log lines written since the last call, None when there
         are none (engine use)."""

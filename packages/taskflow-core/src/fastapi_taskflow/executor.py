@@ -359,9 +359,11 @@ async def _failed(
             ctx.log(retry_line, "warning")
     else:  # kept only: both lines at once, as the tuples they are stored as
         now = engine.clock.now()
-        ctx.add_line((now, "error", failed_line, attempt, (("traceback", traceback),)))
+        failed_entry: LogLine = (now, "error", failed_line, attempt, (("traceback", traceback),))
         if retrying:
-            ctx.add_line((now, "warning", retry_line, attempt, ()))
+            ctx.add_lines(failed_entry, (now, "warning", retry_line, attempt, ()))
+        else:
+            ctx.add_line(failed_entry)
     if retrying:
         retry = {"error": error}
         in_process = engine.transition_now
@@ -522,6 +524,12 @@ async def _finish(
 def _storable_lines(lines: list[LogLine]) -> tuple[list[LogLine], int]:
     """``storable_entries`` for lines kept as tuples: a plain ASCII line (the common
     case) is kept as it is; any other goes through ``storable_entries``."""
+    for line in lines:  # the common case first: every line plain, the list kept as it is
+        message, extra = line[2], line[4]
+        if not (message.isascii() and "\x00" not in message and (not extra or _plain_ascii(extra))):
+            break
+    else:
+        return lines, 0
     out: list[LogLine] = []
     replaced = 0
     for line in lines:

@@ -13,6 +13,8 @@ import traceback
 __all__ = ["format_traceback"]
 
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_UNNAMED = frozenset({"builtins", "__main__"})
+"""Modules whose exception types are shown without the module's name."""
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
@@ -62,15 +64,14 @@ def _exception_only(error: BaseException) -> str:
     if isinstance(error, SyntaxError):
         return "".join(traceback.format_exception_only(type(error), error))
     kind = type(error)
-    name = kind.__qualname__
-    if kind.__module__ not in ("builtins", "__main__"):
-        name = f"{kind.__module__}.{name}"
+    module = kind.__module__
+    name = kind.__qualname__ if module in _UNNAMED else f"{module}.{kind.__qualname__}"
     try:
         text = str(error)
     except Exception:
         text = "<exception str() failed>"
-    lines = [f"{name}: {text}\n" if text else f"{name}\n"]
+    last = f"{name}: {text}\n" if text else f"{name}\n"
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, (list, tuple)):
-        lines.extend(f"{note}\n" for note in notes)
-    return "".join(lines)
+        return last + "".join(f"{note}\n" for note in notes)
+    return last
