@@ -320,13 +320,7 @@ class SQLStore:
             return await self._transition_taking_key(task_id, statuses, new, values, rule)
 
         async def op(tx: Tx) -> TaskRecord | None:
-            params = {f"p_{name}": value for name, value in values.items()}
-            params.update(
-                p_task_id=task_id,
-                p_status=new.value,
-                p_expected=statuses,
-                p_updated_at=self.clock.now(),
-            )
+            params = _change_params(values, task_id, new, statuses, self.clock.now())
             row = await _change(
                 tx, fields, params, compare_status=True, release_key=release, owner_rule=rule
             )
@@ -349,14 +343,8 @@ class SQLStore:
             slot = zlib.crc32(task_id.encode()) % self._ctx.counter_slots
 
             async def single(conn: AsyncConnection) -> TaskRecord | None:
-                params = {f"p_{name}": value for name, value in values.items()}
-                params.update(
-                    p_task_id=task_id,
-                    p_status=new.value,
-                    p_expected=statuses,
-                    p_updated_at=self.clock.now(),
-                    p_slot=slot,
-                )
+                params = _change_params(values, task_id, new, statuses, self.clock.now())
+                params["p_slot"] = slot
                 row = (await conn.execute(stmt, params)).first()
                 return None if row is None else row_to_record(row._mapping)
 
@@ -397,14 +385,8 @@ class SQLStore:
             holder = await _holder_id(tx, hashed)
             if holder is not None and holder != task_id:
                 raise IdempotencyKeyHeldError(task_id, status, holder)
-            params = {f"p_{name}": value for name, value in values.items()}
-            params.update(
-                p_task_id=task_id,
-                p_status=new.value,
-                p_expected=statuses,
-                p_updated_at=self.clock.now(),
-                p_active_key=hashed,
-            )
+            params = _change_params(values, task_id, new, statuses, self.clock.now())
+            params["p_active_key"] = hashed
             try:
                 row = await _change(
                     tx,
@@ -638,3 +620,13 @@ async def _insert_tags(tx: Tx, record: TaskRecord) -> None:
         for key, value in record.tags.items()
     ]
     await tx.conn.execute(tx.ctx.tables.tags.insert(), rows)
+
+
+def _change_params(
+    values: dict[str, Any], task_id: str, new: TaskStatus, statuses: list[str], now: Any
+) -> dict[str, Any]:
+    """The parameters of :func:`~taskflow_sql.statements.task_change` for one task:
+    its changed ``values`` and the compare-and-set's id, new and expected statuses."""
+    params = {f"p_{name}": value for name, value in values.items()}
+    params.update(p_task_id=task_id, p_status=new.value, p_expected=statuses, p_updated_at=now)
+    return params
