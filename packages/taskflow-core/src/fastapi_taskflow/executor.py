@@ -41,7 +41,8 @@ from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
-    from .engine import Engine, Invocation
+    from .engine import Engine
+    from .invocation import Invocation
 
 __all__ = ["OutcomeNotWritten", "execute"]
 
