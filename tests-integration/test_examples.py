@@ -524,6 +524,26 @@ async def test_failed_task_releases_its_key() -> None:
         assert (await client.post("/ledger/3/export")).json()["task_id"] == second
 
 
+@async_test
+async def test_a_retried_task_takes_its_key_back() -> None:
+    ex = example("idempotency_retry")
+    tm = ex.task_manager
+    async with serve(ex.app, tm) as client:
+        first = (await client.post("/orders/8/refund")).json()["task_id"]
+        await wait_record(tm, first, status_is(TaskStatus.FAILED))
+        assert await tm.store.afind_by_key("refund-8") is None  # FAILED released it
+
+        retried = await client.post(f"/tasks/api/tasks/{first}/retry")
+        assert retried.status_code == 200, retried.text
+        # The request sent again finds the retried task, pending, running or done.
+        again = (await client.post("/orders/8/refund")).json()["task_id"]
+        assert again == first
+        await wait_record(tm, first, status_is(TaskStatus.SUCCESS))
+        assert (await client.post("/orders/8/refund")).json()["task_id"] == first
+        assert ex.refunded == [8], "the order was refunded more than once"
+        assert ex.attempts == [8, 8]
+
+
 # -- tags-and-context.md --------------------------------------------------------------
 
 
