@@ -81,8 +81,9 @@ def _running(
 ) -> LiveRecord:
     """What the attempt needs of a record it started without reading it back (a start
     answered ``APPLIED``): the RUNNING record as this instance wrote it, from what the
-    invocation holds of it. Never handed out (``created_at`` is not known here: events,
-    which need the whole record, read the start back)."""
+    invocation holds of it. Its ``created_at`` is not known here (``started_at`` stands
+    in): it is never stored or handed out, and an event built from it (a listener that
+    arrived while the start was being written) carries none of the fields it lacks."""
     return LiveRecord(
         task_id,
         invocation.func_name,
