@@ -410,7 +410,7 @@ class ToyBackend:
             for priority, _, _, task_id in due[:limit]:
                 del entries[task_id]
                 record = self._state.tasks.get(task_id)
-                if record is not None and record.status in ACTIVE_STATUSES:
+                if record is not None and record.status is TaskStatus.PENDING:
                     self._state.tasks[task_id] = record.model_copy(update={"owner": owner})
                 claims.append(Claim(task_id=task_id, queue=queue, priority=priority))
             return claims

@@ -270,8 +270,11 @@ class Backend(Protocol):
         priorities the earliest due time first (``not_before``, or the enqueue time when
         there is none), then enqueue order. A claimed task leaves the queue; no task is
         ever handed to two claimers. In the same atomic step the claimed task's record,
-        if it exists and is active, gets ``owner`` as its owner (so the task is recovered
-        if the claimer dies before it starts). Returns an empty list when nothing is due.
+        if it exists and is PENDING, gets ``owner`` as its owner (so the task is recovered
+        if the claimer dies before it starts). A record in any other status keeps its
+        owner: a RUNNING task found on a queue (an enqueue retried after its reply was
+        lost, say) belongs to the instance running it, whose death must still be noticed,
+        and the claimer does not run it. Returns an empty list when nothing is due.
         """
         ...
 

@@ -362,17 +362,14 @@ class MemoryStore:
             return self._set_owner_locked(record, new_owner).to_record()
 
     def _hand_over(self, task_ids: Sequence[str], owner: str) -> None:
-        """Make ``owner`` the owner of the active records among ``task_ids`` (for
-        :meth:`MemoryCoordination.claim`; ``updated_at`` is left alone, as by adopt)."""
+        """Make ``owner`` the owner of the PENDING records among ``task_ids`` (for
+        :meth:`MemoryCoordination.claim`; ``updated_at`` is left alone, as by adopt; a
+        RUNNING record stays its runner's)."""
         with self._state.lock:
             records = self._state.records
             for task_id in task_ids:
                 record = records.get(task_id)
-                if (
-                    record is not None
-                    and record.owner != owner
-                    and record.status in ACTIVE_STATUSES
-                ):
+                if record is not None and record.owner != owner and record.status is _PENDING:
                     self._set_owner_locked(record, owner)
 
     def _set_owner_locked(self, record: LiveRecord, owner: str | None) -> LiveRecord:

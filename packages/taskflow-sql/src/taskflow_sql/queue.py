@@ -15,7 +15,7 @@ from .dialect import insert_if_absent, locked, upsert
 from .executor import Executor
 from .queries import chunks
 from .rows import key_hash
-from .statements import ACTIVE, enqueue_statement, pg_claim
+from .statements import PENDING, enqueue_statement, pg_claim
 
 __all__ = ["SQLQueue", "enqueue_in"]
 
@@ -78,10 +78,11 @@ class SQLQueue:
         ``SELECT … ORDER BY neg_priority, due_at, id LIMIT n FOR UPDATE SKIP LOCKED`` on
         PostgreSQL and MySQL/MariaDB, so concurrent claimers take different rows without
         waiting; on SQLite the same SELECT runs inside ``BEGIN IMMEDIATE`` (one writer).
-        The claimed rows are deleted, and their active task records handed to ``owner``
-        (``owner`` and ``active_owner``; status and ``updated_at`` unchanged), in the same
-        transaction. On PostgreSQL the three steps are one statement
-        (:func:`taskflow_sql.statements.pg_claim`): one round trip per claim.
+        The claimed rows are deleted, and their PENDING task records handed to ``owner``
+        (``owner`` and ``active_owner``; status and ``updated_at`` unchanged; a RUNNING
+        record stays its runner's), in the same transaction. On PostgreSQL the three
+        steps are one statement (:func:`taskflow_sql.statements.pg_claim`): one round
+        trip per claim.
         """
         if limit < 1:
             return []
@@ -105,7 +106,7 @@ class SQLQueue:
             for part in chunks(sorted({row.task_id for row in rows})):
                 await tx.conn.execute(
                     update(tasks)
-                    .where(tasks.c.task_id.in_(part), tasks.c.status.in_(ACTIVE))
+                    .where(tasks.c.task_id.in_(part), tasks.c.status == PENDING)
                     .values(owner=owner, active_owner=owner)
                 )
             return [

@@ -29,10 +29,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fastapi_taskflow.models import ACTIVE_STATUSES
+from fastapi_taskflow.models import ACTIVE_STATUSES, TaskStatus
 
 __all__ = [
     "ACTIVE",
+    "PENDING",
     "enqueue_statement",
     "owner_value",
     "pg_claim",
@@ -105,6 +106,9 @@ def owner_value(tasks: Table, fields: tuple[str, ...], rule: str) -> Any:
 
 ACTIVE = tuple(sorted(status.value for status in ACTIVE_STATUSES))
 """The active statuses' values, sorted."""
+
+PENDING = TaskStatus.PENDING.value
+"""The status a claim hands over (see ``Backend.claim``)."""
 
 
 def _counter_upsert(counters: Table, rows: Any) -> Any:
@@ -244,7 +248,7 @@ def pg_claim(queue: Table, tasks: Table) -> Any:
     ``WITH picked AS (SELECT … FROM queue WHERE queue = :q AND due_at <= :now ORDER BY
     neg_priority, due_at, id LIMIT :n FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM
     queue USING picked … RETURNING …), handed AS (UPDATE tasks SET owner = :owner,
-    active_owner = :owner FROM gone WHERE … AND status IN ('pending', 'running'))
+    active_owner = :owner FROM gone WHERE … AND status = 'pending')
     SELECT task_id, neg_priority FROM gone ORDER BY neg_priority, due_at, id``.
     """
     q = queue.c
@@ -268,7 +272,7 @@ def pg_claim(queue: Table, tasks: Table) -> Any:
     owner = bindparam("p_owner", type_=tasks.c.owner.type)
     handed = (
         update(tasks)
-        .where(tasks.c.task_id == gone.c.task_id, tasks.c.status.in_(ACTIVE))
+        .where(tasks.c.task_id == gone.c.task_id, tasks.c.status == PENDING)
         .values(owner=owner, active_owner=owner)
         .cte("handed")
     )

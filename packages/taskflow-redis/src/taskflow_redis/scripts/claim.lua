@@ -1,6 +1,7 @@
 --@ uses: queues hand_over
--- Take up to limit due tasks off a queue and hand them to the claimer: an active task's
--- record gets the claimer as its owner in the same step.
+-- Take up to limit due tasks off a queue and hand them to the claimer: a PENDING task's
+-- record gets the claimer as its owner in the same step (a RUNNING one stays its
+-- runner's).
 --
 -- A reply can be lost after the script ran (the server stops before sending it): its
 -- tasks would be owned by a live claimer and on no queue, so nobody would run them. So
@@ -77,7 +78,7 @@ if n < limit then
     if v then prio = string.match(v, '^(%-?%d+)|') end
     redis.call('ZREM', ready, member)
     redis.call('HDEL', items, id)
-    hand_over(id, owner, owner_json)
+    hand_over(id, owner, owner_json, true)
     out[#out + 1] = id
     out[#out + 1] = prio
     logged[#logged + 1] = member

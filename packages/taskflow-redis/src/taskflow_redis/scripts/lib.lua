@@ -124,12 +124,13 @@ end
 --@ hand_over: deferred statuses
 -- Give an active task a new owner (nil: none): raw 'o' (for the index) and the JSON
 -- 'owner' field. Returns true when the task exists, holds a record and is active.
-local function hand_over(id, new_o, new_json)
+local function hand_over(id, new_o, new_json, pending_only)
   local key = task_key(id)
   local v = redis.pcall('HMGET', key, 's', 'm', 'o')
   if type(v) == 'table' and v.err then return false end
   local s, m, o = v[1], v[2], v[3]
   if not s or not ACTIVE[s] then return false end
+  if pending_only and s ~= 'pending' then return false end
   if new_o then
     redis.call('HSET', key, 'o', new_o, 'owner', new_json)
   else

@@ -352,30 +352,51 @@ class LivenessTests(RacingBase):
     async def test_claim_gives_the_record_to_the_claimer(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
-        """Claiming a PENDING or RUNNING task makes the claimer its owner, in the same
-        step; the status stays and unclaimed tasks keep their owner.
+        """Claiming a PENDING task makes the claimer its owner, in the same step; the
+        status stays and unclaimed tasks keep their owner.
 
         If this fails, check that claim() writes ``owner`` on the task's record
         atomically with taking it off the queue (one transaction, one script).
         """
-        pending, running, later = await stored_ids(backend, clock, 3)
-        await backend.transition(
-            running, expected=[PENDING], new=RUNNING, update=TaskUpdate(owner="old")
-        )
+        pending, later = await stored_ids(backend, clock, 2)
+        await backend.update(pending, TaskUpdate(owner="old"))
         await backend.update(later, TaskUpdate(owner="old"))
         await backend.enqueue(pending, queue=Q, priority=2)
-        await backend.enqueue(running, queue=Q, priority=1)
         await backend.enqueue(later, queue=Q, not_before=clock.now() + seconds(60))
         claims = await backend.claim(queue=Q, owner="w1", limit=10)
-        assert [c.task_id for c in claims] == [pending, running]
-        for task_id, status in ((pending, PENDING), (running, RUNNING)):
-            stored = await backend.get(task_id)
-            assert stored is not None
-            assert (stored.status, stored.owner) == (status, "w1")
+        assert [c.task_id for c in claims] == [pending]
+        stored = await backend.get(pending)
+        assert stored is not None
+        assert (stored.status, stored.owner) == (PENDING, "w1")
         untouched = await backend.get(later)
         assert untouched is not None and untouched.owner == "old"
         assert await backend.owners() == {"w1", "old"}
-        assert set(await backend.owned("w1")) == {pending, running}
+        assert await backend.owned("w1") == [pending]
+
+    async def test_claim_leaves_a_running_record_to_its_runner(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """A RUNNING task found on a queue (an enqueue retried after its reply was lost,
+        while another instance claimed and started the task) is taken off the queue, but
+        its record keeps its owner: the instance running it, whose death recovery must
+        still notice. The claimer does not run it (only a PENDING task starts).
+
+        If this fails, check that claim() sets the owner only where the record is
+        PENDING (SQL: ``AND status = 'pending'`` in the claim's UPDATE).
+        """
+        (running,) = await stored_ids(backend, clock, 1)
+        await backend.transition(
+            running, expected=[PENDING], new=RUNNING, update=TaskUpdate(owner="runner")
+        )
+        await backend.enqueue(running, queue=Q)
+        claims = await backend.claim(queue=Q, owner="w1", limit=10)
+        assert [c.task_id for c in claims] == [running]
+        stored = await backend.get(running)
+        assert stored is not None
+        assert (stored.status, stored.owner) == (RUNNING, "runner")
+        assert await backend.owned("w1") == []
+        assert await backend.owned("runner") == [running]
+        assert await backend.owners() == {"runner"}
 
     async def test_claim_leaves_finished_and_missing_records_alone(
         self, backend: TaskBackend, clock: ManualClock
