@@ -13,9 +13,9 @@ import traceback
 __all__ = ["format_traceback"]
 
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _UNNAMED = frozenset({"builtins", "__main__"})
 """Modules whose exception types are shown without the module's name."""
-_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
 def format_traceback(exc: BaseException) -> str:

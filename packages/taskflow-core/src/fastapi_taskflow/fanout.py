@@ -48,7 +48,8 @@ class EventHub:
         self.listening = False
         """True when someone receives events: observers, other instances or a stream.
         Events are built only then. An attribute, not a property: it is read once per
-        attempt of every task, and kept current by whatever changes it."""
+        attempt of every task, and refreshed when an observer is added or a stream
+        opens or closes (``publish`` is fixed at construction)."""
         observers.on_change = self._refresh
         self._refresh()
 
@@ -56,11 +57,6 @@ class EventHub:
     def publish(self) -> bool:
         """Events are published for the other instances (a shared backend)."""
         return self._publish
-
-    @publish.setter
-    def publish(self, value: bool) -> None:
-        self._publish = value
-        self._refresh()
 
     def _refresh(self) -> None:
         self.listening = bool(self.observers.observers or self._publish or self._streams)

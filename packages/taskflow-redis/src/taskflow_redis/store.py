@@ -232,10 +232,10 @@ class RedisStore(RedisBase):
 
     async def _change_taking_key(self, item: _Change) -> TaskRecord | None:
         """Run ``take_key.lua`` for one change read back (see :meth:`transition`)."""
-        task_id, expected, new, update, _ = item
-        fin, owner, fields = encode_update(update, '"' + iso_utc(self.clock.now()) + '"')
-        sets = dumps_compact([task_id, expected, new, fin, owner, "", len(fields) // 2, *fields])
-        cutoff = self._retention_cutoff(self.clock.now())
+        task_id = item[0]
+        now = self.clock.now()
+        sets = dumps_compact(_encoded_change(item, '"' + iso_utc(now) + '"'))
+        cutoff = self._retention_cutoff(now)
         reply = await self._run(
             "take_key", [cutoff, AUTO_PURGE, sets], f"retrying task {task_id} with its key"
         )
@@ -325,11 +325,8 @@ class RedisStore(RedisBase):
             sets = ""
             if chunk:
                 items: list[str | int] = []
-                for task_id, expected, new, update, read_back in chunk:
-                    fin, owner, fields = encode_update(update, stamp)
-                    quiet = "" if read_back else "1"
-                    items += [task_id, expected, new, fin, owner, quiet, len(fields) // 2]
-                    items += fields
+                for change in chunk:
+                    items += _encoded_change(change, stamp)
                 sets = dumps_compact(items)
             reply = await self._run("write", [cutoff, AUTO_PURGE, inserts, sets], action)
             if batch:
@@ -560,3 +557,11 @@ class RedisStore(RedisBase):
             self._retention_cutoff(self.clock.now()),
         ]
         return int(await self._run("purge", args, "purging finished tasks"))
+
+
+def _encoded_change(change: _Change, stamp: str) -> list[str | int]:
+    """One change as an item of ``transition_batch`` (``write.lua``, ``take_key.lua``);
+    ``stamp`` is the JSON of its ``updated_at``."""
+    task_id, expected, new, update, read_back = change
+    fin, owner, fields = encode_update(update, stamp)
+    return [task_id, expected, new, fin, owner, "" if read_back else "1", len(fields) // 2, *fields]

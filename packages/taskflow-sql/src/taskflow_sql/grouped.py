@@ -48,7 +48,7 @@ from .context import Tx
 from .mysql_raw import bound, driver_for
 from .mysql_raw import read as read_row
 from .rows import fast_record, record_columns, sqlite_reader, update_values
-from .sqlite_create import sqlite_binder
+from .sqlite_create import processed_cells, sqlite_binder
 from .sqlite_sync import SyncTxConnection
 from .types import UTCDateTime
 
@@ -214,14 +214,7 @@ def _sqlite_shape(
         cells = plan.cells
         processed = plan.processed
         for _, item in part:
-            row = cells(item)
-            if processed:
-                row = list(row)
-                for position, process in processed:
-                    value = row[position]
-                    if value is not None:
-                        row[position] = process(value)
-            values.extend(row)
+            values.extend(processed_cells(cells(item), processed) if processed else cells(item))
         values.extend(plan.padding[: (size - len(part)) * plan.width])
         values.append(shape.new)
         values.append(plan.stamp(now))

@@ -53,12 +53,20 @@ class _InsertPlan:
 
     def bind(self, row: dict[str, Any]) -> list[Any]:
         """``row``'s parameters for :attr:`sql`."""
-        cells = list(self.cells(row))
-        for position, process in self.processed:
-            value = cells[position]
-            if value is not None:
-                cells[position] = process(value)
-        return cells
+        return processed_cells(self.cells(row), self.processed)
+
+
+def processed_cells(
+    cells: Sequence[Any], processed: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> list[Any]:
+    """``cells`` with the value at each of ``processed``'s positions (when not None) put
+    through its bind processor: a row of values for one of the writer's raw statements."""
+    row = list(cells)
+    for position, process in processed:
+        value = row[position]
+        if value is not None:
+            row[position] = process(value)
+    return row
 
 
 @lru_cache(maxsize=16)

@@ -398,7 +398,7 @@ class SQLStore:
                     take_key=True,
                 )
             except IntegrityError as exc:
-                raise _KeyTakenMeanwhile(task_id, status, hashed) from exc
+                raise _KeyTakenMeanwhile(task_id, status, key) from exc
             if row is None:
                 return None
             tx.move(row.func_name, task_id, row.prev_status, new.value)
@@ -411,26 +411,14 @@ class SQLStore:
             except (IdempotencyKeyHeldError, InvalidOperationError) as refused:
                 raise refused from None  # raised by the op itself: no driver error behind it
             except _KeyTakenMeanwhile as race:
-                holder = await self._key_holder_id(race.hashed)
-                if holder is not None and holder != task_id:
-                    raise IdempotencyKeyHeldError(task_id, race.status, holder) from None
+                holder = await self.find_by_key(race.key)  # a transaction of its own
+                if holder is not None and holder.task_id != task_id:
+                    raise IdempotencyKeyHeldError(task_id, race.status, holder.task_id) from None
                 # The holder released the key (or was purged) meanwhile: try again.
         raise SQLBackendError(
             f"could not change task {task_id!r} and take its idempotency key back: the key "
             "kept being taken by tasks that then released it; try again"
         )
-
-    async def _key_holder_id(self, hashed: str) -> str | None:
-        """The id of the task whose ``active_key`` is ``hashed``, read in a transaction
-        of its own (so it sees what committed since an aborted one)."""
-        tasks = self._ctx.tables.tasks
-        stmt = select(tasks.c.task_id).where(tasks.c.active_key == hashed)
-
-        async def op(conn: AsyncConnection) -> str | None:
-            found: str | None = await conn.scalar(stmt)
-            return found
-
-        return await self._exec.read("finding the holder of an idempotency key", op)
 
     async def update(self, task_id: str, update: TaskUpdate) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.update`."""
@@ -529,10 +517,10 @@ class _KeyTakenMeanwhile(TaskflowError):
     look-up. Raised inside the transaction (so it is rolled back) and caught by
     :meth:`SQLStore._transition_taking_key`, which then reads the holder."""
 
-    def __init__(self, task_id: str, status: str, hashed: str) -> None:
+    def __init__(self, task_id: str, status: str, key: str) -> None:
         super().__init__(f"the idempotency key of task {task_id} was taken meanwhile")
         self.status = status
-        self.hashed = hashed
+        self.key = key
 
 
 async def _select_for_change(tx: Tx, task_id: str) -> tuple[str, str | None] | None:
