@@ -514,17 +514,33 @@ def new_task_id() -> str:
 
 
 _ID_BATCH = 256
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+_CANONICAL = 37
+"""Characters per id in a batch: the 36 of the canonical form and a separator."""
+
+_HEX_PLACES = tuple(h + (h >= 8) + (h >= 12) + (h >= 16) + (h >= 20) for h in range(32))
+"""Where each of the 32 hex digits of a UUID goes in its canonical form (the other four
+places hold dashes)."""
+
+_VERSION_DIGIT, _VARIANT_DIGIT = 12, 16
+_TO_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+"""A random hex digit to the RFC 4122 variant digit (``10xx`` in binary)."""
 
 
 def _uuid4_strings(count: int) -> list[str]:
-    raw = os.urandom(16 * count).hex()
-    variant = _VARIANT
-    return [
-        f"{raw[i : i + 8]}-{raw[i + 8 : i + 12]}-4{raw[i + 13 : i + 16]}-"
-        f"{variant[raw[i + 16]]}{raw[i + 17 : i + 20]}-{raw[i + 20 : i + 32]}"
-        for i in range(0, 32 * count, 32)
-    ]
+    """``count`` version-4 UUID strings, built a digit place at a time over the whole
+    batch (32 slice assignments in C, no per-id Python work)."""
+    digits = os.urandom(16 * count).hex().encode()
+    text = bytearray(b"-" * (_CANONICAL * count))
+    for digit, place in enumerate(_HEX_PLACES):
+        column = digits[digit::32]
+        if digit == _VERSION_DIGIT:
+            column = b"4" * count
+        elif digit == _VARIANT_DIGIT:
+            column = column.translate(_TO_VARIANT)
+        text[place::_CANONICAL] = column
+    text[_CANONICAL - 1 :: _CANONICAL] = b" " * count
+    return text.decode().split()
 
 
 def _refill_ids() -> None:
