@@ -56,6 +56,19 @@ class Case:
     met: Callable[[Results], bool | None] = field(default=lambda r: None)
     once: bool = False  # a fresh process, one round (RSS)
 
+    @property
+    def in_process(self) -> bool:
+        """Timed in CPU seconds of one process (everything on ``memory`` but RSS): the
+        cases repeated within a round, after the machine settles."""
+        return not self.once and (
+            self.key in ("s1", "s1_def", "s3") or self.key.endswith("_memory")
+        )
+
+    @property
+    def lower_is_better(self) -> bool:
+        """A time or a size (µs/task, ms, MiB), not a rate (req/s, tasks/s)."""
+        return not self.unit.endswith("/s")
+
     def __post_init__(self) -> None:
         if "taskflow" in self.runs:  # the older taskflow runs what this one runs
             self.runs.setdefault("before", self.runs["taskflow"])
@@ -211,6 +224,16 @@ def cases(args: argparse.Namespace) -> list[Case]:
     return out
 
 
+def _better(case: Case, kept: dict[str, Any] | None, answer: dict[str, Any]) -> dict[str, Any]:
+    """The better of two answers of one implementation in one round (the lower time,
+    the higher rate; an error only when there is nothing else)."""
+    if kept is None or "value" not in answer:
+        return answer  # the first answer, or a failure (the round reports it)
+    if case.lower_is_better:
+        return answer if answer["value"] < kept["value"] else kept
+    return answer if answer["value"] > kept["value"] else kept
+
+
 def _no_target(results: Results) -> bool | None:
     return None
 
@@ -244,7 +267,10 @@ class Worker:
         self.log = open(RESULTS / f"worker-{impl}.log", "a")  # noqa: SIM115
         env = dict(os.environ)
         if path:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+            # not PYTHONPATH: the worker puts these folders where this checkout's are in
+            # sys.path, so every worker has as many entries (an import that fails, as
+            # httpx's of sniffio per request, walks them all)
+            env["BENCH_TASKFLOW_SOURCES"] = path
         self.proc = subprocess.Popen(
             [python, str(HERE / "bench_worker.py"), "taskflow" if impl == "before" else impl],
             env=env,
@@ -287,6 +313,36 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+
+
+def _cpu_busy(window: float) -> float:
+    """The share of the machine's CPU time that was busy over the next ``window``
+    seconds (all processes, from ``/proc/stat``); 0.0 where there is no ``/proc``."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy_before, total_before = sample()
+        time.sleep(window)
+        busy_after, total_after = sample()
+    except OSError:
+        return 0.0
+    return (busy_after - busy_before) / max(total_after - total_before, 1)
+
+
+def settle(limit: float, timeout: float) -> float:
+    """Wait until the machine is at most ``limit`` busy (the database servers done with
+    what the previous scenario left them: checkpoints, purges, autovacuum), or
+    ``timeout`` seconds passed; return the last busy share seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = _cpu_busy(0.25)
+        if busy <= limit or time.monotonic() >= deadline:
+            return busy
 
 
 def _fmt(value: float | None) -> str:
@@ -350,6 +406,21 @@ def hardware() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="in-process (memory) cases: runs per implementation and round, interleaved; "
+        "the round keeps each implementation's best (as timeit does)",
+    )
+    parser.add_argument(
+        "--settle-busy",
+        type=float,
+        default=0.15,
+        help="before an in-process case, wait until the machine's CPUs are at most this "
+        "busy (0-1) ...",
+    )
+    parser.add_argument("--settle-timeout", type=float, default=15.0, help="... or this long")
     parser.add_argument("--only", default="", help=f"comma-separated groups: {','.join(GROUPS)}")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="for S2 and E")
     parser.add_argument("--get-backends", default="sqlite,postgres", help="for get and idem")
@@ -431,10 +502,25 @@ def main() -> None:
                     and set(errors[case.key]) >= set(case.runs) & set(workers)
                 ):
                     continue
-                for impl in order:
-                    if impl in case.runs and not errors.get(case.key, {}).get(impl):
+                repeats = 1
+                if case.in_process:
+                    repeats = args.repeats
+                    busy = settle(args.settle_busy, args.settle_timeout)
+                    if busy > args.settle_busy:
+                        print(f"  (machine still {busy:.0%} busy after settling)", flush=True)
+                best: dict[str, dict[str, Any]] = {}
+                for _ in range(repeats):  # interleaved: impl A, B, C, then A, B, C again
+                    for impl in order:
+                        if impl not in case.runs or errors.get(case.key, {}).get(impl):
+                            continue
+                        if impl in best and "value" not in best[impl]:
+                            continue  # it failed this round: reported once, below
                         scenario, params = case.runs[impl]
-                        record(case, impl, workers[impl].run(scenario, params, args.timeout))
+                        answer = workers[impl].run(scenario, params, args.timeout)
+                        best[impl] = _better(case, best.get(impl), answer)
+                for impl in order:
+                    if impl in best:
+                        record(case, impl, best[impl])
     finally:
         for worker in workers.values():
             worker.close()

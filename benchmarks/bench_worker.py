@@ -20,8 +20,22 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+def use_sources(folders: str) -> None:
+    """Import taskflow from ``folders`` (os.pathsep-separated ``packages/*/src``), put in
+    ``sys.path`` where this checkout's source folders are (editable installs), so this
+    worker has as many entries as the others (an import that fails walks them all)."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = os.path.join(checkout, "packages") + os.sep
+    wanted = [f for f in folders.split(os.pathsep) if f]
+    at = next((i for i, p in enumerate(sys.path) if p.startswith(ours)), len(sys.path))
+    sys.path[:] = [p for p in sys.path if not p.startswith(ours)]
+    sys.path[at:at] = wanted
+
+
 def main() -> None:
     impl = sys.argv[1]
+    if os.environ.get("BENCH_TASKFLOW_SOURCES"):
+        use_sources(os.environ["BENCH_TASKFLOW_SOURCES"])
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr  # library prints must not mix with answers
     logging.basicConfig(level=logging.WARNING)
