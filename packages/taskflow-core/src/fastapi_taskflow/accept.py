@@ -142,7 +142,8 @@ def accept(
     args_json: list[Any] | None
     kwargs_json: dict[str, Any] | None
     if plain:  # what encode_arguments returns for str, int, float, bool and None
-        args_json, kwargs_json = list(args), {}
+        # (an in-process store keeps the call's own tuple: no list of them to build)
+        args_json, kwargs_json = (None if create_now is not None else list(args)), {}
     else:
         try:
             args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
