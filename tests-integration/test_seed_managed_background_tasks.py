@@ -22,6 +22,7 @@ import anyio
 import fastapi
 import httpx
 import pytest
+from starlette.background import BackgroundTask as StarletteBackgroundTask
 from starlette.background import BackgroundTasks
 
 from fastapi_taskflow import ManagedBackgroundTasks, MemoryObserver, TaskRecord, TaskStatus
@@ -329,6 +330,11 @@ def test_direct_construction_task_waits_until_awaited(load_seed_app: Loader) -> 
     task_id = assert_task_id(seed.task_id)
     assert isinstance(managed, BackgroundTasks)
     assert len(managed.tasks) == 1
+    # The entry shows the call as FastAPI's own entry would (a test of the app that
+    # looks at .func/.args/.kwargs keeps working after the upgrade).
+    (entry,) = managed.tasks
+    assert isinstance(entry, StarletteBackgroundTask)
+    assert (entry.func, entry.args, entry.kwargs) == (seed.my_func, ("hello",), {})
 
     record = tm.store.get(task_id)
     assert record is not None and record.status is TaskStatus.PENDING

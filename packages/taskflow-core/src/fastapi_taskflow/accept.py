@@ -198,7 +198,9 @@ def accept(
             return holder  # the key's task exists: a duplicate needs no room
         _reject(engine, record, loop)
     task_id = record.task_id
-    engine.register_invocation(record, func, args, kwargs, config, route, is_async=entry.is_async)
+    invocation = engine.register_invocation(
+        record, func, args, kwargs, config, route, is_async=entry.is_async
+    )
     if idempotency_key is not None:
         if create_now is not None:
             existing = create_now(record)
@@ -225,7 +227,7 @@ def accept(
         accepted.add(task_id)
     if route == BACKGROUND:
         assert sink is not None
-        sink.append(engine.background_task(task_id))
+        sink.append(invocation)
     elif route == QUEUED:
         engine.tasks.wait_in_queue(task_id, queue)
         engine.submit_soon(loop, task_id, queue, record.priority)

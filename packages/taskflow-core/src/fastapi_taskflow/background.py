@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import BackgroundTasks
 
 from .accept import accept
-from .engine import RunTask
 from .executor import execute
+from .invocation import Invocation
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -108,7 +108,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
             while index < len(tasks):  # a task may add tasks to this list: run those too
                 task = tasks[index]
                 index += 1
-                if type(task) is RunTask and task.engine is engine:
+                if type(task) is Invocation and task.runner is engine:
                     if in_process:
                         runtime = engine.current_runtime
                         if runtime is None or not runtime.is_current():

@@ -22,8 +22,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from starlette.background import BackgroundTask
-
 from .accept import accept
 from .bridge import BlockingBridge
 from .clock import Clock
@@ -370,28 +368,28 @@ class Engine:
         route: str,
         *,
         is_async: bool | None = None,
-    ) -> None:
-        """Remember how to run an accepted task in this process (``is_async``: whether
-        ``func`` returns a coroutine, when the caller knows it already)."""
+    ) -> Invocation:
+        """Remember how to run an accepted task in this process and return it (the
+        entry of a request's background task list for a task run after the response;
+        ``is_async``: whether ``func`` returns a coroutine, when the caller knows it)."""
         invocation = Invocation(
             func,
             args,
             kwargs,
             config,
+            record.task_id,
+            self,
+            self.registry.is_async(func) if is_async is None else is_async,
             record.queue,
             record.priority,
             route,
-            is_async=self.registry.is_async(func) if is_async is None else is_async,
         )
         if self.start_now is None:  # a shared store: a start need not be read back
             invocation.func_name = record.func_name
             invocation.tags = record.tags or None
             invocation.requeue_on_interrupt = record.requeue_on_interrupt
         self.tasks.add(record.task_id, invocation)
-
-    def background_task(self, task_id: str) -> BackgroundTask:
-        """The entry appended to a request's background task list for ``task_id``."""
-        return RunTask(self, task_id)
+        return invocation
 
     def queue_config(self, queue: str) -> QueueConfig:
         """Return the configuration of ``queue`` (defaults for an unconfigured one)."""
@@ -756,38 +754,6 @@ class Engine:
         self._runtime_backend = None
         self._unopened = None
         self._group_commit = None
-
-
-class RunTask(BackgroundTask):
-    """A background task list entry that runs one accepted task.
-
-    A ``BackgroundTask`` (Starlette awaits it like any other), built without the
-    per-instance ``inspect`` of the function that ``BackgroundTask.__init__`` does:
-    ``func`` is always a coroutine function here.
-    """
-
-    __slots__ = ("engine", "task_id")
-
-    # Class-level and never written: an entry is two references, no per-entry dict.
-    args: tuple[Any, ...] = ()  # type: ignore[assignment]
-    kwargs: dict[str, Any] = {}  # type: ignore[assignment]  # noqa: RUF012
-    is_async = True
-
-    def __init__(self, engine: Engine, task_id: str) -> None:
-        self.engine = engine
-        self.task_id = task_id
-
-    @property
-    def func(self) -> Callable[[], Coroutine[Any, Any, None]]:  # type: ignore[override]
-        """The coroutine function Starlette would call: :meth:`run`."""
-        return self.run
-
-    async def run(self) -> None:
-        """Run the task (what awaiting this entry does)."""
-        await self.engine.run_now(self.task_id)
-
-    async def __call__(self) -> None:
-        await self.engine.run_now(self.task_id)
 
 
 async def _cannot_rehydrate(claim: Claim) -> Invocation | None:

@@ -37,7 +37,6 @@ from .models import (
     log_entry,
     log_line,
 )
-from .registry import is_async_callable
 from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -205,8 +204,6 @@ async def execute(
         succeeded: Changes | None = None
         try:
             is_async = invocation.is_async
-            if is_async is None:
-                is_async = invocation.is_async = is_async_callable(invocation.func)
             token = task_context.bind(ctx)
             # Timeout, cancellation and progress of the attempt: see supervision.py
             # (inline here: no coroutine frame of its own). What the call raised is
