@@ -122,7 +122,7 @@ def accept(
         raise InvalidTaskError(f"eager must be True, False or None, got {eager!r}")
     if priority is not None:
         check_priority(priority)
-    clean_tags = check_tags(tags) if tags is not None else {}
+    clean_tags = check_tags(tags) if tags is not None else None
     availability = engine.availability
     if not availability.available:
         availability.check()
@@ -142,8 +142,9 @@ def accept(
     args_json: list[Any] | None
     kwargs_json: dict[str, Any] | None
     if plain:  # what encode_arguments returns for str, int, float, bool and None
-        # (an in-process store keeps the call's own tuple: no list of them to build)
-        args_json, kwargs_json = (None if create_now is not None else list(args)), {}
+        # (an in-process store keeps the call's own tuple and no empty dict: nothing to
+        # build)
+        args_json, kwargs_json = (None, None) if create_now is not None else (list(args), {})
     else:
         try:
             args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=durable)
@@ -158,7 +159,8 @@ def accept(
         # new_record() for a store in this process (``InProcessStore``): the LiveRecord
         # it keeps as it is. The positional arguments are kept as a tuple (the store
         # hands out a list), which the garbage collector can leave alone: the call's
-        # own when they are plain values (immutable), else their JSON form's.
+        # own when they are plain values (immutable), else their JSON form's. No tags
+        # and no keyword arguments: the record's are one shared empty mapping.
         record = LiveRecord(
             new_task_id(),
             config.name,
@@ -178,7 +180,7 @@ def accept(
             config,
             args_json,
             kwargs_json,
-            tags=clean_tags,
+            tags=clean_tags if clean_tags is not None else {},
             priority=effective_priority,
             idempotency_key=idempotency_key,
         )

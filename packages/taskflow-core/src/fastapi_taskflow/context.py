@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -57,7 +57,7 @@ class TaskContext:
         task_id: str,
         func_name: str,
         attempt: int,
-        tags: dict[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
         cancel_requested: bool = False,
         _clock: Clock | None = None,
         _on_log: Callable[[TaskContext, LogEntry], None] | None = None,

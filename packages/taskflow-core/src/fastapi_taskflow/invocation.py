@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,7 +54,7 @@ class Invocation(BackgroundTask):
     func_name: str = ""
     """The name its record is stored under (set for a shared store only: see
     ``executor._running``)."""
-    tags: dict[str, str] | None = None
+    tags: Mapping[str, str] | None = None
     """Its record's tags (None: none; set for a shared store only)."""
     requeue_on_interrupt: bool = False
     """Its record's ``requeue_on_interrupt`` (set for a shared store only)."""
