@@ -4,8 +4,9 @@ Implementations: plain FastAPI ``BackgroundTasks`` (the floor), taskflow (this c
 and the competitor, fastapi-taskflow 0.12.1, installed by the nox session into a
 virtualenv of its own. Each implementation runs in an interpreter of its own
 (``bench_worker.py``); rounds alternate the order of the implementations so drift on a
-shared machine cancels, and every figure is the median of the rounds. It prints one
-table of ratios and writes ``benchmarks/results/latest.json``.
+shared machine cancels, and every figure is the median of the rounds (an in-process
+case runs ``--repeats`` times per round, interleaved, and the round keeps the best).
+It prints one table of ratios and writes ``benchmarks/results/latest.json``.
 
     python benchmarks/bench.py [--rounds 3] [--only s1,s3] [--backends memory,sqlite]
         [--competitor-python PATH] [--rows 1000,1000000] [--s1-tasks 20000] ...
@@ -548,7 +549,8 @@ def main() -> None:
     elapsed = time.monotonic() - started
     print(
         f"\n{info.get('cpu', '?')}, {info['cpus']} CPUs, Python {info['python']}, "
-        f"FastAPI {info.get('fastapi', '?')}; median of {args.rounds} rounds; {elapsed:.0f} s; "
+        f"FastAPI {info.get('fastapi', '?')}; median of {args.rounds} rounds (in-process: "
+        f"best of {args.repeats} each); {elapsed:.0f} s; "
         + (
             "in-process scenarios in CPU time, the rest in wall time"
             if args.clock == "auto"
