@@ -8,12 +8,15 @@ raises ``BackendUnavailableError`` and a new subscription works.
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import SAWarning
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.events import LifecycleEvent
@@ -70,5 +73,36 @@ async def test_subscription_raises_when_its_connection_is_killed(postgres_place:
             stream = events.__aiter__()
             await backend.publish(_event("after"))
             assert (await asyncio.wait_for(stream.__anext__(), 5)).task_id == "after"
+    finally:
+        await backend.close()
+
+
+async def test_a_subscription_cancelled_while_it_starts_returns_its_connection(
+    postgres_place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """subscribe() cancelled between checking out its LISTEN connection and listening
+    returns the connection to the pool, rather than leaving it checked out for the
+    garbage collector to find (SQLAlchemy then terminates it with a warning)."""
+    backend = SQLBackend(
+        postgres_place.url, table_prefix=postgres_place.prefix, schema=postgres_place.schema
+    )
+    await backend.open()
+    try:
+        pool = backend.engine.sync_engine.pool
+        before = pool.checkedout()
+
+        async def cancelled(self: AsyncConnection) -> Any:
+            raise asyncio.CancelledError
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with monkeypatch.context() as patch:
+                patch.setattr(AsyncConnection, "get_raw_connection", cancelled)
+                with pytest.raises(asyncio.CancelledError):
+                    async with backend.subscribe():
+                        pass
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, SAWarning)] == []
+        assert pool.checkedout() == before
     finally:
         await backend.close()

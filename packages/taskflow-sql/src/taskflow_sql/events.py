@@ -151,9 +151,12 @@ class SQLEvents:
                 )
             await driver.add_listener(self._channel, on_notify)
             driver.add_termination_listener(on_terminate)
-        except Exception as exc:
-            await conn.close()
-            raise wrap_error("subscribing to events", exc) from exc
+        except BaseException as exc:  # cancelled too: the connection goes back to the pool
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if isinstance(exc, Exception):
+                raise wrap_error("subscribing to events", exc) from exc
+            raise
 
         async def events() -> AsyncIterator[Event]:
             while True:

@@ -61,7 +61,12 @@ class KeptConnection:
                 await self._drop()
             if self._kept is None:
                 kept = await connect(self._ctx, write=False)
-                self._driver = (await kept.get_raw_connection()).driver_connection
+                try:
+                    self._driver = (await kept.get_raw_connection()).driver_connection
+                except BaseException:  # cancelled, say: the checkout is not kept, so return it
+                    with contextlib.suppress(Exception):
+                        await kept.close()
+                    raise
                 self._kept, self._since = kept, time.monotonic()
             try:
                 yield self._driver
