@@ -11,16 +11,19 @@ Isolation: SQLite tests get a file in ``tmp_path``; PostgreSQL tests a fresh sch
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import uuid
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import SAWarning
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.testing.services import service_missing
@@ -154,3 +157,28 @@ def place(request: pytest.FixtureRequest) -> Place:
     """An isolated place on each engine in turn."""
     fixture: Place = request.getfixturevalue(f"{request.param}_place")
     return fixture
+
+
+@pytest.fixture
+def cancelled_at_the_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]]:
+    """Await a call in which reaching a pooled connection's driver connection is
+    cancelled (the call must end in ``CancelledError``), then check that no connection
+    was left checked out for the garbage collector to find (SQLAlchemy then terminates
+    it with a "non-checked-in connection" warning)."""
+
+    async def cancelled(self: AsyncConnection) -> Any:
+        raise asyncio.CancelledError
+
+    async def run(call: Callable[[], Awaitable[Any]]) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with monkeypatch.context() as patch:
+                patch.setattr(AsyncConnection, "get_raw_connection", cancelled)
+                with pytest.raises(asyncio.CancelledError):
+                    await call()
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, SAWarning)] == []
+
+    return run

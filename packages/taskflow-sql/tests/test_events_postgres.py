@@ -8,15 +8,13 @@ raises ``BackendUnavailableError`` and a new subscription works.
 from __future__ import annotations
 
 import asyncio
-import gc
-import warnings
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import SAWarning
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.events import LifecycleEvent
@@ -78,7 +76,8 @@ async def test_subscription_raises_when_its_connection_is_killed(postgres_place:
 
 
 async def test_a_subscription_cancelled_while_it_starts_returns_its_connection(
-    postgres_place: Any, monkeypatch: pytest.MonkeyPatch
+    postgres_place: Any,
+    cancelled_at_the_driver: Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]],
 ) -> None:
     """subscribe() cancelled between checking out its LISTEN connection and listening
     returns the connection to the pool, rather than leaving it checked out for the
@@ -91,18 +90,11 @@ async def test_a_subscription_cancelled_while_it_starts_returns_its_connection(
         pool = backend.engine.sync_engine.pool
         before = pool.checkedout()
 
-        async def cancelled(self: AsyncConnection) -> Any:
-            raise asyncio.CancelledError
+        async def subscribe() -> None:
+            async with backend.subscribe():
+                pass
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with monkeypatch.context() as patch:
-                patch.setattr(AsyncConnection, "get_raw_connection", cancelled)
-                with pytest.raises(asyncio.CancelledError):
-                    async with backend.subscribe():
-                        pass
-            gc.collect()
-        assert [str(w.message) for w in caught if issubclass(w.category, SAWarning)] == []
+        await cancelled_at_the_driver(subscribe)
         assert pool.checkedout() == before
     finally:
         await backend.close()

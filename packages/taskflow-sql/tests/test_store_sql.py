@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import SAWarning
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.events import LogEvent
@@ -259,7 +256,8 @@ async def test_postgres_get_survives_losing_its_kept_connection(postgres_place: 
 
 
 async def test_postgres_get_cancelled_while_keeping_its_connection_returns_it(
-    postgres_place: Any, monkeypatch: pytest.MonkeyPatch
+    postgres_place: Any,
+    cancelled_at_the_driver: Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]],
 ) -> None:
     """A get() cancelled between checking out the connection it keeps and reaching its
     driver returns the connection to the pool, rather than leaving it checked out for
@@ -270,18 +268,7 @@ async def test_postgres_get_cancelled_while_keeping_its_connection_returns_it(
     try:
         pool = backend.engine.sync_engine.pool
         assert pool.checkedout() == 0
-
-        async def cancelled(self: AsyncConnection) -> Any:
-            raise asyncio.CancelledError
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with monkeypatch.context() as patch:
-                patch.setattr(AsyncConnection, "get_raw_connection", cancelled)
-                with pytest.raises(asyncio.CancelledError):
-                    await backend.get("any")
-            gc.collect()
-        assert [str(w.message) for w in caught if issubclass(w.category, SAWarning)] == []
+        await cancelled_at_the_driver(lambda: backend.get("any"))
         assert pool.checkedout() == 0
         assert await backend.get("any") is None  # and the next get() keeps one as usual
         assert pool.checkedout() == 1
