@@ -274,3 +274,37 @@ async def test_postgres_get_cancelled_while_keeping_its_connection_returns_it(
         assert pool.checkedout() == 1
     finally:
         await backend.close()
+
+
+async def test_postgres_kept_connection_checked_out_while_closing_is_returned(
+    postgres_place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write or get() still checking out the connection it keeps when the backend
+    closes (a shutdown racing the last group-commit write) returns it when done,
+    instead of keeping it after close() and leaving it to the garbage collector."""
+    from taskflow_sql import pg_kept
+
+    clock = ManualClock()
+    backend = postgres_place.backend(clock)
+    await backend.open()
+    try:
+        pool = backend.engine.sync_engine.pool
+        kept = backend._pg_kept
+        assert kept is not None and pool.checkedout() == 0
+        checking_out, go_on = asyncio.Event(), asyncio.Event()
+        real_connect = pg_kept.connect
+
+        async def slow_connect(ctx: Any, *, write: bool) -> Any:
+            checking_out.set()
+            await go_on.wait()
+            return await real_connect(ctx, write=write)
+
+        monkeypatch.setattr(pg_kept, "connect", slow_connect)
+        reading = asyncio.ensure_future(backend.get("any"))
+        await asyncio.wait_for(checking_out.wait(), 5)
+        await kept.close()  # what backend.close() does first
+        go_on.set()
+        assert await asyncio.wait_for(reading, 5) is None
+        assert pool.checkedout() == 0
+    finally:
+        await backend.close()

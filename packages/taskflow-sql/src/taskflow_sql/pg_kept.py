@@ -36,6 +36,7 @@ class KeptConnection:
         self._driver: Any = None
         self._since = 0.0
         self._busy = False
+        self._closed = False
         recycle = getattr(ctx.engine.sync_engine.pool, "_recycle", -1)
         self._recycle = float(recycle) if recycle and recycle > 0 else float("inf")
 
@@ -75,6 +76,9 @@ class KeptConnection:
                 raise
         finally:
             self._busy = False
+            if self._closed:  # close() ran while this call held it: give it back now
+                with contextlib.suppress(Exception):
+                    await self.close()
 
     async def _drop(self) -> None:
         kept, self._kept, self._driver = self._kept, None, None
@@ -84,7 +88,9 @@ class KeptConnection:
                 await kept.close()
 
     async def close(self) -> None:
-        """Return the kept connection to the pool."""
+        """Return the kept connection to the pool; a call holding it when this runs
+        (checking it out, say) returns it when it is done, instead of keeping it."""
+        self._closed = True
         kept, self._kept, self._driver = self._kept, None, None
         if kept is not None:
             await kept.close()
