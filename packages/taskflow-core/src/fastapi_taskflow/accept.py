@@ -180,7 +180,7 @@ def accept(
             config,
             args_json,
             kwargs_json,
-            tags=clean_tags if clean_tags is not None else {},
+            tags=clean_tags or {},  # a dict of its own: observers get this record
             priority=effective_priority,
             idempotency_key=idempotency_key,
         )
