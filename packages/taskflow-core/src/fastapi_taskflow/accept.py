@@ -89,6 +89,8 @@ def new_record(
 request_tasks: ContextVar[set[str] | None] = ContextVar("taskflow_request_tasks", default=None)
 """The ids accepted during the current request (set by ``install()``'s middleware)."""
 
+_PENDING = TaskStatus.PENDING
+
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 """Argument types whose JSON form is the value itself."""
 
@@ -161,18 +163,21 @@ def accept(
         # hands out a list), which the garbage collector can leave alone: the call's
         # own when they are plain values (immutable), else their JSON form's. No tags
         # and no keyword arguments: the record's are one shared empty mapping.
+        # By position (see LiveRecord): every parameter up to requeue_on_interrupt.
         record = LiveRecord(
             new_task_id(),
             config.name,
             engine.clock.now(),
-            queue=config.queue or DEFAULT_QUEUE,
-            priority=effective_priority or 0,
-            args=args if plain else tuple(args_json or ()),
-            kwargs=kwargs_json,
-            tags=clean_tags,
-            idempotency_key=idempotency_key,
-            max_retries=config.retries,
-            requeue_on_interrupt=config.requeue_on_interrupt,
+            _PENDING,  # status
+            config.queue or DEFAULT_QUEUE,  # queue
+            effective_priority or 0,  # priority
+            args if plain else tuple(args_json or ()),  # args
+            kwargs_json,  # kwargs
+            clean_tags,  # tags
+            idempotency_key,  # idempotency_key
+            0,  # attempt
+            config.retries,  # max_retries
+            config.requeue_on_interrupt,  # requeue_on_interrupt
         )
     else:
         record = new_record(
