@@ -14,6 +14,7 @@ from .invocation import Invocation
 
 if TYPE_CHECKING:
     from .manager import TaskManager
+    from .runtime import Runtime
 
 __all__ = ["ManagedBackgroundTasks", "make_background_func"]
 
@@ -103,6 +104,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         # for, so a task runs without ``run_now``'s coroutine around it.
         in_process = engine.create_now is not None
         current: asyncio.Task[Any] | None = None
+        runtime: Runtime | None = None
         try:
             index = 0
             while index < len(tasks):  # a task may add tasks to this list: run those too
@@ -110,16 +112,16 @@ class ManagedBackgroundTasks(BackgroundTasks):
                 index += 1
                 if type(task) is Invocation and task.runner is engine:
                     if in_process:
-                        runtime = engine.current_runtime
-                        if runtime is None or not runtime.is_current():
-                            runtime = await engine.started()
-                        if current is None:
+                        if runtime is None or engine.current_runtime is not runtime:
+                            # first task, or the engine stopped since the last one
+                            runtime = engine.current_runtime
+                            if runtime is None or not runtime.is_current():
+                                runtime = await engine.started()
                             current = asyncio.current_task(runtime.loop)
                             assert current is not None
-                        invocation = engine.tasks.get(task.task_id)
-                        if invocation is not None:  # else it ran already
+                        if not task.attempts:  # else it ran already (awaited by hand)
                             await execute(
-                                engine, task.task_id, invocation, claimed=False, current=current
+                                engine, task.task_id, task, claimed=False, current=current
                             )
                         continue
                     # The last task has no next start to share its write with.

@@ -63,6 +63,7 @@ _RUNNING = frozenset({TaskStatus.RUNNING})
 _RUNNING_STATUS = TaskStatus.RUNNING
 _PENDING_STATUS = TaskStatus.PENDING
 _SUCCESS = TaskStatus.SUCCESS
+_NO_ARGS: tuple[Any, ...] = ()
 
 Changes = dict[str, Any]
 """The fields a status change sets (the keys of :class:`~fastapi_taskflow.models.TaskUpdate`)."""
@@ -83,19 +84,22 @@ def _running(
     invocation holds of it. Its ``created_at`` is not known here (``started_at`` stands
     in): it is never stored or handed out, and an event built from it (a listener that
     arrived while the start was being written) carries none of the fields it lacks."""
-    return LiveRecord(
+    return LiveRecord(  # by position, every parameter (see LiveRecord)
         task_id,
         invocation.func_name,
-        started_at,
-        status=_RUNNING_STATUS,
-        queue=invocation.queue,
-        priority=invocation.priority,
-        tags=invocation.tags,
-        attempt=attempt,
-        max_retries=invocation.config.retries,
-        requeue_on_interrupt=invocation.requeue_on_interrupt,
-        updated_at=started_at,
-        owner=owner,
+        started_at,  # created_at
+        _RUNNING_STATUS,  # status
+        invocation.queue,  # queue
+        invocation.priority,  # priority
+        _NO_ARGS,  # args
+        None,  # kwargs
+        invocation.tags,  # tags
+        None,  # idempotency_key
+        attempt,  # attempt
+        invocation.config.retries,  # max_retries
+        invocation.requeue_on_interrupt,  # requeue_on_interrupt
+        started_at,  # updated_at
+        owner,  # owner
     )
 
 
@@ -189,27 +193,28 @@ async def execute(
             snapshot = _snapshot(record)
             await engine.emit_lifecycle(snapshot)
             on_log = engine.log_emitter(snapshot)
-        ctx = task_context.TaskContext(
+        is_async = invocation.is_async
+        ctx = supervision.Attempt(
             task_id,
             record.func_name,
             attempt,
             record.tags,
-            False,
             clock,
             on_log,
             engine.progress_wiring,
             loop,
+            current,
+            is_async,
         )
         again = False
         succeeded: Changes | None = None
         try:
-            is_async = invocation.is_async
             token = task_context.bind(ctx)
             # Timeout, cancellation and progress of the attempt: see supervision.py
             # (inline here: no coroutine frame of its own). What the call raised is
             # dispatched below, outside the ``except``: no re-raise.
             scopes = engine.cancel_scopes
-            scope = supervision.enter(scopes, ctx, current, is_async, invocation.config.timeout)
+            supervision.enter(scopes, ctx, invocation.config.timeout)
             raised: BaseException | None = None
             try:
                 result = await (
@@ -218,11 +223,9 @@ async def execute(
                     else _call_in_thread(engine, invocation)
                 )
             except BaseException as exc:
-                raised = supervision.failure(scope, exc) or exc
-            else:
-                scope.settle()
+                raised = supervision.failure(ctx, exc) or exc
             finally:
-                supervision.leave(scopes, scope)
+                supervision.leave(scopes, ctx)
                 task_context.unbind(token)
                 if ctx._reporter is not None:  # it reported: write what is unwritten
                     await progress.close(ctx)

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from .clock import Clock
 from .context import TaskContext
 from .errors import TaskCancelledError, TaskTimeoutError
+from .models import LogEntry
 
-__all__ = ["CancelScopes", "Scope", "enter", "failure", "leave"]
+__all__ = ["Attempt", "CancelScopes", "enter", "failure", "leave"]
 
 CANCEL, TIMEOUT = "cancel", "timeout"
 
@@ -34,69 +37,89 @@ _REMEMBER_SECONDS = 120.0
 """How long a cancellation request for a task not (yet) running here is remembered."""
 
 
-class Scope:
-    """One running attempt that can be interrupted (by its deadline or by a cancel)."""
+class Attempt(TaskContext):
+    """One attempt of a task: the context it sees (``get_task_context()``) and what
+    supervises it (its deadline, its cancellation).
 
-    __slots__ = (
-        "_cancelled_task",
-        "active",
-        "ctx",
-        "is_async",
-        "reason",
-        "task",
-        "timeout",
-        "timer",
-    )
+    One object per attempt for both jobs: the task function gets it as its
+    :class:`~fastapi_taskflow.context.TaskContext`, and the attempt's supervision is
+    kept in its private slots, which nothing outside this module reads.
 
-    def __init__(self, ctx: TaskContext, task: asyncio.Task[Any], is_async: bool):
-        self.ctx = ctx
-        self.task = task
-        self.is_async = is_async
-        self.active = True
-        self.reason: str | None = None
+    Args:
+        task: the asyncio task the attempt runs in (what an interruption cancels).
+        is_async: the task function runs on the loop (a sync one runs on a thread,
+            which cannot be stopped from outside).
+        The others: those of :class:`~fastapi_taskflow.context.TaskContext`.
+    """
+
+    __slots__ = ("_cancelled_task", "_is_async", "_open", "_reason", "_task", "_timeout", "_timer")
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        attempt: int,
+        tags: Mapping[str, str] | None,
+        clock: Clock,
+        on_log: Callable[[TaskContext, LogEntry], None] | None,
+        wiring: Any,
+        loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[Any],
+        is_async: bool,
+    ) -> None:
+        TaskContext.__init__(
+            self, task_id, func_name, attempt, tags, False, clock, on_log, wiring, loop
+        )
+        self._task: asyncio.Task[Any] | None = task
+        self._is_async = is_async
+        self._open = True
+        """The attempt can still be interrupted (until ``settle``/``leave``)."""
+        self._reason: str | None = None
         self._cancelled_task = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.timeout: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout: float | None = None
 
-    def interrupt(self, reason: str) -> None:
+    def _interrupt(self, reason: str) -> None:
         """Stop the attempt for ``reason`` (call on the task's loop)."""
-        if not self.active:
+        if not self._open:
             return
         if reason == CANCEL:
-            self.ctx.cancel_requested = True
-            if not self.is_async:
+            self.cancel_requested = True
+            if not self._is_async:
                 return  # a thread cannot be stopped: the task sees cancel_requested
-        if self.reason is None:
-            self.reason = reason
-        if not self._cancelled_task:
+        if self._reason is None:
+            self._reason = reason
+        task = self._task
+        if not self._cancelled_task and task is not None:
             self._cancelled_task = True
-            self.task.cancel(f"taskflow: {reason}")
+            task.cancel(f"taskflow: {reason}")
 
-    def settle(self) -> str | None:
+    def _settle(self) -> str | None:
         """End the attempt's interruptible span; return why it was interrupted, or None
         when the ``CancelledError`` (if any) came from elsewhere too (a shutdown)."""
-        self.active = False
+        self._open = False
         if not self._cancelled_task:
-            return self.reason
-        uncancel = getattr(self.task, "uncancel", None)  # Python >= 3.11
+            return self._reason
+        task = self._task
+        uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
         if uncancel is not None and uncancel() > 0:
             return None  # someone else cancelled the task as well
-        return self.reason
+        return self._reason
 
 
 class CancelScopes:
     """The attempts running on this instance, by task id, and early cancel requests."""
 
     def __init__(self) -> None:
-        self.scopes: dict[str, Scope] = {}
+        self.scopes: dict[str, Attempt] = {}
         self.requested: dict[str, float] = {}
 
     def request(self, task_id: str) -> bool:
         """Cancel ``task_id`` if it runs here (True); else remember the request for a
         while, in case its attempt is just starting. Call on the engine's loop."""
-        scope = self.scopes.get(task_id)
-        if scope is not None:
-            scope.interrupt(CANCEL)
+        attempt = self.scopes.get(task_id)
+        if attempt is not None:
+            attempt._interrupt(CANCEL)
             return True
         now = time.monotonic()
         if len(self.requested) > 1000:
@@ -106,61 +129,57 @@ class CancelScopes:
         return False
 
 
-def enter(
-    scopes: CancelScopes,
-    ctx: TaskContext,
-    task: asyncio.Task[Any],
-    is_async: bool,
-    timeout: float | None,
-) -> Scope:
-    """Open the supervised span of one attempt running in ``task`` (``is_async``: it
-    runs on the loop, not on a thread): its cancellation, and its deadline when
+def enter(scopes: CancelScopes, attempt: Attempt, timeout: float | None) -> None:
+    """Open the supervised span of ``attempt``: its cancellation, and its deadline when
     ``timeout`` is set. The caller awaits the call, hands whatever it raised to
     :func:`failure`, and ends the span with :func:`leave`."""
-    scope = Scope(ctx, task, is_async)
     # registered, and a cancel request that came first applied (inline: every
     # attempt passes here)
-    scopes.scopes[ctx.task_id] = scope
-    if scopes.requested and scopes.requested.pop(ctx.task_id, None) is not None:
-        scope.interrupt(CANCEL)
+    task_id = attempt.task_id
+    scopes.scopes[task_id] = attempt
+    if scopes.requested and scopes.requested.pop(task_id, None) is not None:
+        attempt._interrupt(CANCEL)
     if timeout is not None:
-        scope.timer = task.get_loop().call_later(timeout, scope.interrupt, TIMEOUT)
-        scope.timeout = timeout
-    return scope
+        attempt._timer = attempt._loop.call_later(timeout, attempt._interrupt, TIMEOUT)
+        attempt._timeout = timeout
 
 
-def failure(scope: Scope, exc: BaseException) -> BaseException | None:
-    """What the attempt of ``scope`` raises instead of ``exc`` (None: ``exc`` itself);
-    see the module docstring. Call in the ``except`` clause that caught ``exc``, and
-    raise what it returns there."""
+def failure(attempt: Attempt, exc: BaseException) -> BaseException | None:
+    """What ``attempt`` raises instead of ``exc`` (None: ``exc`` itself); see the
+    module docstring. Call in the ``except`` clause that caught ``exc``, and raise what
+    it returns there."""
     if isinstance(exc, asyncio.CancelledError):
-        reason = scope.settle()
+        reason = attempt._settle()
         error: BaseException
         if reason == TIMEOUT:
-            assert scope.timeout is not None
-            error = TaskTimeoutError(scope.timeout, sync=not scope.is_async)
+            assert attempt._timeout is not None
+            error = TaskTimeoutError(attempt._timeout, sync=not attempt._is_async)
         elif reason == CANCEL:
-            error = TaskCancelledError(f"task {scope.ctx.task_id} was cancelled")
+            error = TaskCancelledError(f"task {attempt.task_id} was cancelled")
         else:
             return None
         error.__suppress_context__ = True  # raise ... from None
         return error
     if isinstance(exc, Exception):
-        scope.settle()
-        if scope.ctx.cancel_requested and not isinstance(exc, TaskCancelledError):
-            cancelled = TaskCancelledError(f"task {scope.ctx.task_id} was cancelled")
+        attempt._settle()
+        if attempt.cancel_requested and not isinstance(exc, TaskCancelledError):
+            cancelled = TaskCancelledError(f"task {attempt.task_id} was cancelled")
             cancelled.__cause__ = exc
             return cancelled
     return None
 
 
-def leave(scopes: CancelScopes, scope: Scope) -> None:
-    """End the supervised span of an attempt (its deadline no longer applies)."""
-    scope.active = False
-    timer = scope.timer
+def leave(scopes: CancelScopes, attempt: Attempt) -> None:
+    """End the supervised span of ``attempt`` (its deadline no longer applies, and it
+    no longer holds its asyncio task). A call that returned although the attempt was
+    interrupted leaves no cancellation behind on the asyncio task."""
+    if attempt._open:  # the call returned (``failure`` settled the others)
+        attempt._settle()
+    attempt._task = None
+    timer = attempt._timer
     if timer is not None:
         timer.cancel()
     # forgotten (unless a later attempt of the task registered since)
-    task_id = scope.ctx.task_id
-    if scopes.scopes.get(task_id) is scope:
+    task_id = attempt.task_id
+    if scopes.scopes.get(task_id) is attempt:
         del scopes.scopes[task_id]
