@@ -85,9 +85,13 @@ class MemoryStore:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.create_now`: a
         ``LiveRecord`` is kept as it is (it is the engine's, handed over)."""
         live = record if isinstance(record, LiveRecord) else LiveRecord.from_record(record)
-        with self._state.lock:
+        lock = self._state.lock
+        lock.acquire()  # not ``with``: see start_now
+        try:
             holder = self._create_locked(live)
-            return None if holder is None else holder.to_record()
+        finally:
+            lock.release()
+        return None if holder is None else holder.to_record()
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
@@ -243,7 +247,12 @@ class MemoryStore:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.start_now` (the kept
         record itself, as ``transition_now`` returns it)."""
         state = self._state
-        with state.lock:
+        lock = state.lock
+        # acquire/release rather than ``with``: a ``with`` block looks its lock's
+        # ``__enter__`` and ``__exit__`` up as two new bound methods, ~85 ns more on
+        # each of a task's three status changes (create, start, finish)
+        lock.acquire()
+        try:
             record = state.records.get(task_id)
             if record is None or record.status is not _PENDING:
                 return None
@@ -257,6 +266,8 @@ class MemoryStore:
             by_func[_PENDING] -= 1
             by_func[_RUNNING] += 1
             return record
+        finally:
+            lock.release()
 
     def finish_now(
         self,
@@ -270,7 +281,9 @@ class MemoryStore:
         """See :meth:`fastapi_taskflow.protocols.InProcessStore.finish_now` (the kept
         record itself, as ``transition_now`` returns it)."""
         state = self._state
-        with state.lock:
+        lock = state.lock
+        lock.acquire()  # not ``with``: see start_now
+        try:
             record = state.records.get(task_id)
             if record is None or record.status is not _RUNNING:
                 return None
@@ -284,6 +297,8 @@ class MemoryStore:
             by_func[status] += 1
             self._status_moved_locked(record, status)
             return record
+        finally:
+            lock.release()
 
     def _transition(
         self,
