@@ -162,20 +162,21 @@ def place(request: pytest.FixtureRequest) -> Place:
 @pytest.fixture
 def cancelled_at_the_driver(
     monkeypatch: pytest.MonkeyPatch,
-) -> Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]]:
+) -> Callable[..., Awaitable[None]]:
     """Await a call in which reaching a pooled connection's driver connection is
     cancelled (the call must end in ``CancelledError``), then check that no connection
     was left checked out for the garbage collector to find (SQLAlchemy then terminates
-    it with a "non-checked-in connection" warning)."""
+    it with a "non-checked-in connection" warning). ``step=`` names another
+    ``AsyncConnection`` coroutine method to cancel instead (``execution_options``)."""
 
-    async def cancelled(self: AsyncConnection) -> Any:
+    async def cancelled(self: AsyncConnection, *args: Any, **kwargs: Any) -> Any:
         raise asyncio.CancelledError
 
-    async def run(call: Callable[[], Awaitable[Any]]) -> None:
+    async def run(call: Callable[[], Awaitable[Any]], step: str = "get_raw_connection") -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with monkeypatch.context() as patch:
-                patch.setattr(AsyncConnection, "get_raw_connection", cancelled)
+                patch.setattr(AsyncConnection, step, cancelled)
                 with pytest.raises(asyncio.CancelledError):
                     await call()
             gc.collect()

@@ -77,7 +77,7 @@ async def test_subscription_raises_when_its_connection_is_killed(postgres_place:
 
 async def test_a_subscription_cancelled_while_it_starts_returns_its_connection(
     postgres_place: Any,
-    cancelled_at_the_driver: Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]],
+    cancelled_at_the_driver: Callable[..., Awaitable[None]],
 ) -> None:
     """subscribe() cancelled between checking out its LISTEN connection and listening
     returns the connection to the pool, rather than leaving it checked out for the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -190,6 +191,59 @@ async def test_a_failing_operation_does_not_fail_its_batch(sqlite_place: Any) ->
         await backend.close()
 
 
+async def test_sqlite_open_cancelled_while_setting_up_its_write_connection_returns_it(
+    sqlite_place: Any,
+    cancelled_at_the_driver: Callable[..., Awaitable[None]],
+) -> None:
+    """An open() cancelled (an app's startup cancelled, say) just after the schema
+    check checked out its write connection, while SQLite's write mode is set on it,
+    returns that connection to the pool instead of leaving it checked out for the
+    garbage collector to find; the backend then opens as usual."""
+    backend = SQLBackend(sqlite_place.url, clock=ManualClock())
+    await cancelled_at_the_driver(backend.open, step="execution_options")
+    backend = SQLBackend(sqlite_place.url, clock=ManualClock())
+    await backend.open()
+    try:
+        assert await backend.get("any") is None
+    finally:
+        await backend.close()
+
+
+async def test_sqlite_open_that_fails_after_starting_its_writer_leaves_nothing_running(
+    sqlite_place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open() that fails after its writer started (the fast reader cannot open the
+    file, say) stops the writer's task and thread before raising, and a later open()
+    works."""
+    from taskflow_sql import backend as backend_module
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("the reader cannot open the file")
+
+    def writers() -> tuple[list[str], list[str]]:
+        tasks = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+        threads = [t.name for t in threading.enumerate()]
+        return (
+            [name for name in tasks if name == "taskflow-sqlite-writer"],
+            [name for name in threads if name == "taskflow-sqlite-writer"],
+        )
+
+    before = writers()
+    backend = SQLBackend(sqlite_place.url, clock=ManualClock())
+    with monkeypatch.context() as patch:
+        patch.setattr(backend_module, "SQLiteReader", unreadable)
+        with pytest.raises(OSError, match="cannot open"):
+            await backend.open()
+    assert writers() == before
+    await backend.open()
+    try:
+        assert await backend.get("any") is None
+        assert writers() != before
+    finally:
+        await backend.close()
+    assert writers() == before
+
+
 async def test_close_finishes_queued_writes(sqlite_place: Any) -> None:
     clock = ManualClock()
     backend = SQLBackend(sqlite_place.url, clock=clock)
@@ -257,7 +311,7 @@ async def test_postgres_get_survives_losing_its_kept_connection(postgres_place: 
 
 async def test_postgres_get_cancelled_while_keeping_its_connection_returns_it(
     postgres_place: Any,
-    cancelled_at_the_driver: Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]],
+    cancelled_at_the_driver: Callable[..., Awaitable[None]],
 ) -> None:
     """A get() cancelled between checking out the connection it keeps and reaching its
     driver returns the connection to the pool, rather than leaving it checked out for

@@ -201,7 +201,14 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
             window=self._settings["sqlite_batch_window"],
         )
         self._exec_value.start()
-        self._start_fast_get(engine)
+        try:
+            self._start_fast_get(engine)
+        except BaseException:  # nothing of this open() is left running
+            await self._exec_value.stop()
+            self._exec_value = self._ctx_value = None
+            if self._owns_engine:
+                await engine.dispose()
+            raise
         self._opened = True
 
     def _start_fast_get(self, engine: AsyncEngine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
@@ -30,7 +31,12 @@ async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
     except Exception as exc:
         raise (unknown_option(exc, ctx.engine.url) or unavailable("connecting", exc)) from exc
     if write and ctx.kind == "sqlite":
-        conn = await conn.execution_options(taskflow_write=True)
+        try:
+            conn = await conn.execution_options(taskflow_write=True)
+        except BaseException:  # cancelled, say: nobody else would return the checkout
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
     return conn
 
 
