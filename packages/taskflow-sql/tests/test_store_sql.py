@@ -244,6 +244,43 @@ async def test_sqlite_open_that_fails_after_starting_its_writer_leaves_nothing_r
     assert writers() == before
 
 
+async def test_a_read_cancelled_while_returning_its_connection_returns_it(
+    place: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read cancelled while its connection goes back to the pool (a shutdown
+    cancelling the recovery loop in the middle of a scan) still returns it, and nothing
+    is logged: cancelled inside SQLAlchemy's return of a connection, the pool logs
+    "Exception during reset or similar" with a traceback and drops the connection."""
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    backend = place.backend(ManualClock())
+    await backend.open()
+    try:
+        pool = backend.engine.sync_engine.pool
+        returning, go_on = asyncio.Event(), asyncio.Event()
+        real_close = AsyncConnection.close
+
+        async def slow_close(self: AsyncConnection) -> None:
+            returning.set()
+            await go_on.wait()
+            await real_close(self)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(AsyncConnection, "close", slow_close)
+            read = asyncio.ensure_future(backend.heartbeats())
+            await returning.wait()
+            read.cancel()
+            await asyncio.sleep(0)  # the cancellation lands while the connection returns
+            go_on.set()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+        assert pool.checkedout() == 0
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        assert await backend.heartbeats() == {}  # and the pool serves the next read
+    finally:
+        await backend.close()
+
+
 async def test_close_finishes_queued_writes(sqlite_place: Any) -> None:
     clock = ManualClock()
     backend = SQLBackend(sqlite_place.url, clock=clock)

@@ -28,7 +28,7 @@ from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
 
 from .context import SQLContext, Tx
 from .errors import SQLBackendError, unavailable, wrap_error
-from .executor import Executor, connect
+from .executor import Executor, connect, release
 
 __all__ = ["SQLEvents"]
 
@@ -153,7 +153,7 @@ class SQLEvents:
             driver.add_termination_listener(on_terminate)
         except BaseException as exc:  # cancelled too: the connection goes back to the pool
             with contextlib.suppress(Exception):
-                await conn.close()
+                await release(conn)
             if isinstance(exc, Exception):
                 raise wrap_error("subscribing to events", exc) from exc
             raise
@@ -182,7 +182,7 @@ class SQLEvents:
                 await driver.remove_listener(self._channel, on_notify)
             except Exception:  # the connection may be gone; it is discarded below
                 await conn.invalidate()
-            await conn.close()
+            await release(conn)
 
     @asynccontextmanager
     async def _poll(self) -> AsyncIterator[AsyncIterator[Event]]:

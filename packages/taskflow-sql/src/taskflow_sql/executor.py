@@ -16,7 +16,7 @@ from .errors import retried, unavailable, unknown_option, wrap_error
 from .sqlite_sync import SQLiteBatchRunner
 from .sqlite_writer import SQLiteWriter
 
-__all__ = ["Executor", "connect"]
+__all__ = ["Executor", "connect", "release"]
 
 T = TypeVar("T")
 
@@ -35,9 +35,31 @@ async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
             conn = await conn.execution_options(taskflow_write=True)
         except BaseException:  # cancelled, say: nobody else would return the checkout
             with contextlib.suppress(Exception):
-                await conn.close()
+                await release(conn)
             raise
     return conn
+
+
+RELEASE_SECONDS = 5.0
+"""How long a cancelled caller waits for its connection to be returned to the pool."""
+
+
+async def release(conn: AsyncConnection) -> None:
+    """Return ``conn`` to its pool, also when the caller is cancelled meanwhile.
+
+    Returning a connection awaits the driver (the pool rolls back what is left of its
+    transaction). Cancelled at that moment, SQLAlchemy logs "Exception during reset or
+    similar" with a traceback and drops the connection: what a shutdown did when it
+    cancelled a loop in the middle of a read. So the return runs as a task of its own,
+    and a caller cancelled meanwhile waits for it (at most :data:`RELEASE_SECONDS`)
+    before its cancellation goes on.
+    """
+    closing = asyncio.ensure_future(conn.close())
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait([closing], timeout=RELEASE_SECONDS)
+        raise
 
 
 async def run_transaction(ctx: SQLContext, ops: Sequence[WriteOp[Any]]) -> list[Any]:
@@ -51,7 +73,7 @@ async def run_transaction(ctx: SQLContext, ops: Sequence[WriteOp[Any]]) -> list[
                 await add_counts(tx)
         return results
     finally:
-        await conn.close()
+        await release(conn)
 
 
 class Executor:
@@ -133,7 +155,7 @@ class Executor:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return await op(conn)
                 finally:
-                    await conn.close()
+                    await release(conn)
 
             return await retried(autocommit)
         except Exception as exc:
@@ -147,6 +169,6 @@ class Executor:
                 async with conn.begin():
                     return await op(conn)
             finally:
-                await conn.close()
+                await release(conn)
         except Exception as exc:
             raise wrap_error(what, exc) from exc

@@ -35,7 +35,7 @@ from fastapi_taskflow.models import LogEntry, TaskRecord
 
 from .context import SQLContext
 from .engine import SQLiteSettings
-from .executor import connect
+from .executor import connect, release
 from .pg_kept import KeptConnection
 from .rows import record_columns, row_to_log, row_to_record
 from .schema import Tables
@@ -184,7 +184,7 @@ class PostgresGet:
             fresh: Any = (await conn.get_raw_connection()).driver_connection
             return self.record(await fresh.fetchrow(self.sql, task_id))
         finally:
-            await conn.close()
+            await release(conn)
 
     def record(self, row: Mapping[str, Any] | None) -> TaskRecord | None:
         """Build the record (with its logs) from the statement's row."""

@@ -49,7 +49,7 @@ from fastapi_taskflow.models import ACTIVE_STATUSES
 
 from .context import SQLContext
 from .errors import SchemaVersionError
-from .executor import connect
+from .executor import connect, release
 from .schema import Tables
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "current_version", "migrate"]
@@ -200,7 +200,7 @@ async def migrate(ctx: SQLContext, migrations: Sequence[Migration] = MIGRATIONS)
                     await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{ctx.tables.schema}"'))
             return await _apply(conn, ctx, migrations)
     finally:
-        await conn.close()
+        await release(conn)
 
 
 async def _migrate_mysql(

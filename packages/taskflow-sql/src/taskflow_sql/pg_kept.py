@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import SQLContext
-from .executor import connect
+from .executor import connect, release
 
 __all__ = ["KeptConnection"]
 
@@ -52,7 +52,7 @@ class KeptConnection:
                 await _invalidate(conn)
                 raise
             finally:
-                await conn.close()
+                await release(conn)
             return
         self._busy = True
         try:
@@ -66,7 +66,7 @@ class KeptConnection:
                     self._driver = (await kept.get_raw_connection()).driver_connection
                 except BaseException:  # cancelled, say: the checkout is not kept, so return it
                     with contextlib.suppress(Exception):
-                        await kept.close()
+                        await release(kept)
                     raise
                 self._kept, self._since = kept, time.monotonic()
             try:
@@ -85,7 +85,7 @@ class KeptConnection:
         if kept is not None:
             await _invalidate(kept)
             with contextlib.suppress(Exception):
-                await kept.close()
+                await release(kept)
 
     async def close(self) -> None:
         """Return the kept connection to the pool; a call holding it when this runs
@@ -93,7 +93,7 @@ class KeptConnection:
         self._closed = True
         kept, self._kept, self._driver = self._kept, None, None
         if kept is not None:
-            await kept.close()
+            await release(kept)
 
 
 async def _invalidate(conn: AsyncConnection) -> None:
