@@ -73,7 +73,7 @@ class Attempt(TaskContext):
         self._task: asyncio.Task[Any] | None = task
         self._is_async = is_async
         self._open = True
-        """The attempt can still be interrupted (until ``settle``/``leave``)."""
+        """The attempt can still be interrupted (until its call returned or failed)."""
         self._reason: str | None = None
         self._cancelled_task = False
         self._timer: asyncio.TimerHandle | None = None

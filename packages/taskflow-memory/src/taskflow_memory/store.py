@@ -89,9 +89,9 @@ class MemoryStore:
         lock.acquire()  # not ``with``: see start_now
         try:
             holder = self._create_locked(live)
+            return None if holder is None else holder.to_record()  # a snapshot under the lock
         finally:
             lock.release()
-        return None if holder is None else holder.to_record()
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`."""
