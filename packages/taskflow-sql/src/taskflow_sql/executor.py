@@ -58,8 +58,15 @@ async def release(conn: AsyncConnection) -> None:
     try:
         await asyncio.shield(closing)
     except asyncio.CancelledError:
+        # what the return raises, if anything, is not the cancelled caller's to see
+        closing.add_done_callback(_retrieve)
         await asyncio.wait([closing], timeout=RELEASE_SECONDS)
         raise
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def run_transaction(ctx: SQLContext, ops: Sequence[WriteOp[Any]]) -> list[Any]:
