@@ -27,6 +27,9 @@ TEST_DEPS = [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "httpx>=0.27",
+    # Starlette's TestClient runs on httpx2 when it is installed (with httpx alone it
+    # warns that this is deprecated); the tests' own clients stay on httpx
+    "httpx2>=2.17",
     "uvicorn>=0.29",
     "hypothesis>=6",
     "python-multipart>=0.0.9",  # the upload tests (UploadFile arguments)
