@@ -281,6 +281,49 @@ async def test_a_read_cancelled_while_returning_its_connection_returns_it(
         await backend.close()
 
 
+async def test_a_read_whose_loop_is_torn_down_while_it_returns_its_connection_returns_it(
+    sqlite_place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop torn down while a read returns its connection cancels every task it has,
+    the return's own task too (asyncio.run() does): the connection still goes back to
+    the pool, rather than being left checked out for the garbage collector (SQLAlchemy's
+    "non-checked-in connection" warning)."""
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    backend = SQLBackend(sqlite_place.url, clock=ManualClock())
+    await backend.open()
+    try:
+        pool = backend.engine.sync_engine.pool
+        returning, go_on = asyncio.Event(), asyncio.Event()
+        real_close = AsyncConnection.close
+
+        async def slow_close(self: AsyncConnection) -> None:
+            returning.set()
+            await go_on.wait()
+            await real_close(self)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(AsyncConnection, "close", slow_close)
+            read = asyncio.ensure_future(backend.heartbeats())
+            await returning.wait()
+            returns = [
+                task
+                for task in asyncio.all_tasks()
+                if "slow_close" in getattr(task.get_coro(), "__qualname__", "")
+            ]
+            assert len(returns) == 1
+            others = [read, *returns]
+            for task in others:  # what a loop's teardown does to every task it has
+                task.cancel()
+            await asyncio.sleep(0)
+            go_on.set()
+            await asyncio.wait(others, timeout=10)
+            assert read.cancelled()
+        assert pool.checkedout() == 0
+    finally:
+        await backend.close()
+
+
 async def test_close_finishes_queued_writes(sqlite_place: Any) -> None:
     clock = ManualClock()
     backend = SQLBackend(sqlite_place.url, clock=clock)

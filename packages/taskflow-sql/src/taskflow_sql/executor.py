@@ -61,6 +61,13 @@ async def release(conn: AsyncConnection) -> None:
         # what the return raises, if anything, is not the cancelled caller's to see
         closing.add_done_callback(_retrieve)
         await asyncio.wait([closing], timeout=RELEASE_SECONDS)
+        if closing.cancelled():
+            # cancelled with its caller: a loop being torn down cancels every task it
+            # has (asyncio.run() does), then runs them to their end; a return started
+            # now is not among them and runs (closing twice is harmless)
+            again = asyncio.ensure_future(conn.close())
+            again.add_done_callback(_retrieve)
+            await asyncio.wait([again], timeout=RELEASE_SECONDS)
         raise
 
 
