@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.events import LogEvent
@@ -244,6 +246,44 @@ async def test_sqlite_open_that_fails_after_starting_its_writer_leaves_nothing_r
     assert writers() == before
 
 
+class HeldReturns:
+    """Connections' returns to the pool, each held until :attr:`go_on` is set (while
+    patched in by :func:`held_returns`)."""
+
+    def __init__(self) -> None:
+        self.returning = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self._real_close = AsyncConnection.close
+
+    async def close(self, conn: AsyncConnection) -> None:
+        self.returning.set()
+        await self.go_on.wait()
+        await self._real_close(conn)
+
+    async def read_being_returned(self, backend: SQLBackend) -> asyncio.Task[Any]:
+        """Start a read on ``backend``; return it once its connection's return is held."""
+        read = asyncio.ensure_future(backend.heartbeats())
+        await self.returning.wait()
+        return read
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The asyncio tasks whose coroutine is a held return."""
+        return [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "") == "HeldReturns.close"
+        ]
+
+
+@contextlib.contextmanager
+def held_returns(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldReturns]:
+    """Hold every connection's return to the pool (see :class:`HeldReturns`)."""
+    held = HeldReturns()
+    with monkeypatch.context() as patch:
+        patch.setattr(AsyncConnection, "close", lambda conn: held.close(conn))
+        yield held
+
+
 async def test_a_read_cancelled_while_returning_its_connection_returns_it(
     place: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -251,30 +291,17 @@ async def test_a_read_cancelled_while_returning_its_connection_returns_it(
     cancelling the recovery loop in the middle of a scan) still returns it, and nothing
     is logged: cancelled inside SQLAlchemy's return of a connection, the pool logs
     "Exception during reset or similar" with a traceback and drops the connection."""
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     backend = place.backend(ManualClock())
     await backend.open()
     try:
-        pool = backend.engine.sync_engine.pool
-        returning, go_on = asyncio.Event(), asyncio.Event()
-        real_close = AsyncConnection.close
-
-        async def slow_close(self: AsyncConnection) -> None:
-            returning.set()
-            await go_on.wait()
-            await real_close(self)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(AsyncConnection, "close", slow_close)
-            read = asyncio.ensure_future(backend.heartbeats())
-            await returning.wait()
+        with held_returns(monkeypatch) as held:
+            read = await held.read_being_returned(backend)
             read.cancel()
             await asyncio.sleep(0)  # the cancellation lands while the connection returns
-            go_on.set()
+            held.go_on.set()
             with pytest.raises(asyncio.CancelledError):
                 await read
-        assert pool.checkedout() == 0
+        assert backend.engine.sync_engine.pool.checkedout() == 0
         assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
         assert await backend.heartbeats() == {}  # and the pool serves the next read
     finally:
@@ -288,38 +315,21 @@ async def test_a_read_whose_loop_is_torn_down_while_it_returns_its_connection_re
     the return's own task too (asyncio.run() does): the connection still goes back to
     the pool, rather than being left checked out for the garbage collector (SQLAlchemy's
     "non-checked-in connection" warning)."""
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     backend = SQLBackend(sqlite_place.url, clock=ManualClock())
     await backend.open()
     try:
-        pool = backend.engine.sync_engine.pool
-        returning, go_on = asyncio.Event(), asyncio.Event()
-        real_close = AsyncConnection.close
-
-        async def slow_close(self: AsyncConnection) -> None:
-            returning.set()
-            await go_on.wait()
-            await real_close(self)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(AsyncConnection, "close", slow_close)
-            read = asyncio.ensure_future(backend.heartbeats())
-            await returning.wait()
-            returns = [
-                task
-                for task in asyncio.all_tasks()
-                if "slow_close" in getattr(task.get_coro(), "__qualname__", "")
-            ]
+        with held_returns(monkeypatch) as held:
+            read = await held.read_being_returned(backend)
+            returns = held.tasks()
             assert len(returns) == 1
-            others = [read, *returns]
-            for task in others:  # what a loop's teardown does to every task it has
+            torn_down = [read, *returns]
+            for task in torn_down:  # what a loop's teardown does to every task it has
                 task.cancel()
             await asyncio.sleep(0)
-            go_on.set()
-            await asyncio.wait(others, timeout=10)
+            held.go_on.set()
+            await asyncio.wait(torn_down, timeout=10)
             assert read.cancelled()
-        assert pool.checkedout() == 0
+        assert backend.engine.sync_engine.pool.checkedout() == 0
     finally:
         await backend.close()
 
