@@ -217,7 +217,9 @@ class Store(Protocol):
         both ``started_at`` and ``finished_at`` are set; its duration is
         ``finished_at - started_at`` in seconds. Percentiles are nearest-rank
         (``models.nearest_rank``). A store may bound the work to each function's most
-        recently finished tasks, keeping at least ``models.DURATION_WINDOW`` of them.
+        recent finished tasks (by finish or by creation time), keeping at least
+        ``models.DURATION_WINDOW`` of them; it should, so that the cost does not grow
+        with the history it keeps.
         Functions without such a task are absent; ``func_names`` (None: all) limits the
         result to those names.
         """

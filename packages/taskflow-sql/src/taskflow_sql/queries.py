@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     and_,
+    bindparam,
     cast,
     delete,
     exists,
@@ -24,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fastapi_taskflow.models import (
     DURATION_STATUSES,
+    DURATION_WINDOW,
     PERCENTILES,
     TERMINAL_STATUSES,
     DurationStats,
@@ -48,10 +50,6 @@ _TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
 _FINISHED = sorted(status.value for status in DURATION_STATUSES)
 _CHUNK = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-DURATION_SCAN = 5000
-"""Each function's most recently finished tasks that ``durations()`` ranks (>= the
-protocol's ``DURATION_WINDOW``), so the cost stays flat as history grows."""
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
@@ -156,36 +154,35 @@ class SQLQueries:
     ) -> dict[str, DurationStats]:
         """See :meth:`fastapi_taskflow.protocols.Store.durations`.
 
-        One query over each function's ``DURATION_SCAN`` most recently finished tasks
-        (``ROW_NUMBER()`` by ``finished_at``). PostgreSQL ranks them with
-        ``percentile_disc``; SQLite and MySQL/MariaDB (no percentile functions) number
-        them by duration with ``ROW_NUMBER()`` and keep the rows whose number is a
-        nearest rank (the ordered-offset rule, for every function in one pass).
+        One query per function that has finished tasks (the ``counters`` table names
+        them), over its ``DURATION_WINDOW`` (1,000) most recently created finished
+        tasks: a walk of its ``(func_name, created_at)`` index that stops there, so the
+        cost does not grow with the history kept. PostgreSQL ranks them with ``percentile_disc``;
+        SQLite and MySQL/MariaDB (no percentile functions) number them by duration with
+        ``ROW_NUMBER()`` and keep the rows whose number is a nearest rank (the
+        ordered-offset rule).
         """
         tables = self._ctx.tables
         kind = self._ctx.kind
-        stmt = _durations_query(tables, kind, func_names)
+        counters = tables.counters
+        named = (
+            select(counters.c.func_name)
+            .where(counters.c.status.in_(_FINISHED))
+            .group_by(counters.c.func_name)
+            .having(func.sum(counters.c.n) > 0)
+        )
+        if func_names is not None:
+            named = named.where(counters.c.func_name.in_(sorted(set(func_names)) or [""]))
+        stmt = _durations_query(tables, kind)
 
         async def op(conn: AsyncConnection) -> dict[str, DurationStats]:
-            rows = (await conn.execute(stmt)).all()
-            if kind == "postgresql":
-                return {
-                    str(row[0]): DurationStats(
-                        count=int(row[1]), p50=float(row[2]), p95=float(row[3]), p99=float(row[4])
-                    )
-                    for row in rows
-                }
-            picked: dict[str, dict[int, float]] = {}
-            counts: dict[str, int] = {}
-            for name, count, rank, started, finished in rows:
-                seconds = (_aware(finished) - _aware(started)).total_seconds()
-                picked.setdefault(str(name), {})[int(rank) - 1] = seconds
-                counts[str(name)] = int(count)
+            names = sorted(str(name) for name in (await conn.execute(named)).scalars())
             found = {}
-            for name, by_rank in picked.items():
-                n = counts[name]
-                p50, p95, p99 = (by_rank[nearest_rank(n, f)] for f in PERCENTILES)
-                found[name] = DurationStats(count=n, p50=p50, p95=p95, p99=p99)
+            for name in names:
+                rows = (await conn.execute(stmt, {"func_name": name})).all()
+                stats = _duration_stats(kind, rows)
+                if stats is not None:
+                    found[name] = stats
             return found
 
         return await self._exec.read("computing task durations", op)
@@ -206,7 +203,7 @@ class SQLQueries:
             .where(
                 tasks.c.finished_at >= since,
                 tasks.c.finished_at < until,
-                tasks.c.status.in_(_FINISHED),
+                _status_in(self._ctx.kind, tasks, _FINISHED),
             )
             .group_by(bucket, tasks.c.status)
         )
@@ -230,7 +227,7 @@ class SQLQueries:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`.
 
         One short transaction per call: picks up to ``batch_size`` finished tasks by the
-        ``finished_at`` index (``SKIP LOCKED`` where available, so concurrent purgers
+        ``finished_at`` index (the oldest first, a walk that stops there) (``SKIP LOCKED`` where available, so concurrent purgers
         split the work), deletes them with their tags and logs, and adjusts the counters.
         """
         if batch_size < 1:
@@ -241,7 +238,10 @@ class SQLQueries:
             tasks = tables.tasks
             pick = (
                 select(tasks.c.task_id, tasks.c.func_name, tasks.c.status)
-                .where(tasks.c.finished_at < finished_before, tasks.c.status.in_(_TERMINAL))
+                .where(
+                    tasks.c.finished_at < finished_before,
+                    _status_in(tx.ctx.kind, tasks, _TERMINAL),
+                )
                 .order_by(tasks.c.finished_at)
                 .limit(batch_size)
             )
@@ -299,48 +299,54 @@ def _epoch_seconds(kind: str, column: Any, width: int) -> ColumnElement[Any]:
     return cast(func.strftime("%s", column), Integer) / width
 
 
-def _durations_query(tables: Any, kind: str, func_names: Collection[str] | None) -> Select[Any]:
+def _status_in(kind: str, tasks: Any, statuses: Sequence[str]) -> ColumnElement[bool]:
+    """``status`` is one of ``statuses``, written so that the planner walks the narrow
+    range the query is about (one function's newest rows, a finish-time range) rather
+    than the status index, which holds every finished task however old: on SQLite and
+    MySQL/MariaDB the status is wrapped in an expression no index serves (their
+    planners otherwise take the status index and read every finished task);
+    PostgreSQL's planner weighs the column's statistics (and misjudges the expression),
+    so there it stays the column."""
+    status = tasks.c.status if kind == "postgresql" else func.coalesce(tasks.c.status, "")
+    return status.in_(statuses)
+
+
+def _durations_query(tables: Any, kind: str) -> Select[Any]:
+    """The percentiles of one function's (bound parameter ``func_name``) most recently
+    created ``DURATION_WINDOW`` finished tasks: on PostgreSQL one row (count, p50, p95,
+    p99), elsewhere the rows at the nearest ranks (``n``, ``rn``, ``started_at``,
+    ``finished_at``)."""
     tasks = tables.tasks
-    where = [
-        tasks.c.status.in_(_FINISHED),
-        tasks.c.started_at.is_not(None),
-        tasks.c.finished_at.is_not(None),
-    ]
-    if func_names is not None:
-        where.append(tasks.c.func_name.in_(sorted(set(func_names)) or [""]))
-    recency = func.row_number().over(
-        partition_by=tasks.c.func_name, order_by=tasks.c.finished_at.desc()
-    )
-    windowed = (
+    recent = (
         select(
             tasks.c.task_id,
-            tasks.c.func_name,
             tasks.c.started_at,
             tasks.c.finished_at,
             _duration_expr(kind, tasks).label("duration"),
-            recency.label("recency"),
         )
-        .where(*where)
-        .subquery("windowed")
+        .where(
+            tasks.c.func_name == bindparam("func_name"),
+            _status_in(kind, tasks, _FINISHED),
+            tasks.c.started_at.is_not(None),
+            tasks.c.finished_at.is_not(None),
+        )
+        .order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc())
+        .limit(DURATION_WINDOW)
+        .subquery("recent")
     )
-    recent = select(windowed).where(windowed.c.recency <= DURATION_SCAN).subquery("recent")
     if kind == "postgresql":
         return select(
-            recent.c.func_name,
             func.count(),
             *(
                 func.percentile_disc(fraction).within_group(recent.c.duration)
                 for fraction in PERCENTILES
             ),
-        ).group_by(recent.c.func_name)
+        )
     ranked = select(
-        recent.c.func_name,
         recent.c.started_at,
         recent.c.finished_at,
-        func.count().over(partition_by=recent.c.func_name).label("n"),
-        func.row_number()
-        .over(partition_by=recent.c.func_name, order_by=(recent.c.duration, recent.c.task_id))
-        .label("rn"),
+        func.count().over().label("n"),
+        func.row_number().over(order_by=(recent.c.duration, recent.c.task_id)).label("rn"),
     ).subquery("ranked")
     # rn is the nearest rank ceil(p * n) of some percentile: rn*S >= P*n > (rn-1)*S.
     picks = [
@@ -350,9 +356,28 @@ def _durations_query(tables: Any, kind: str, func_names: Collection[str] | None)
         )
         for fraction in PERCENTILES
     ]
-    return select(
-        ranked.c.func_name, ranked.c.n, ranked.c.rn, ranked.c.started_at, ranked.c.finished_at
-    ).where(or_(*picks))
+    return select(ranked.c.n, ranked.c.rn, ranked.c.started_at, ranked.c.finished_at).where(
+        or_(*picks)
+    )
+
+
+def _duration_stats(kind: str, rows: Sequence[Any]) -> DurationStats | None:
+    """What :func:`_durations_query` answered for one function, as its stats (None: it
+    has no finished task with both times)."""
+    if kind == "postgresql":
+        count, p50, p95, p99 = rows[0]
+        if not count:
+            return None
+        return DurationStats(count=int(count), p50=float(p50), p95=float(p95), p99=float(p99))
+    if not rows:
+        return None
+    by_rank = {
+        int(rank) - 1: (_aware(finished) - _aware(started)).total_seconds()
+        for _, rank, started, finished in rows
+    }
+    n = int(rows[0][0])
+    p50, p95, p99 = (by_rank[nearest_rank(n, fraction)] for fraction in PERCENTILES)
+    return DurationStats(count=n, p50=p50, p95=p95, p99=p99)
 
 
 def _aware(value: Any) -> datetime:
