@@ -226,9 +226,10 @@ class SQLQueries:
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`.
 
-        One short transaction per call: picks up to ``batch_size`` finished tasks by the
-        ``finished_at`` index (the oldest first, a walk that stops there) (``SKIP LOCKED`` where available, so concurrent purgers
-        split the work), deletes them with their tags and logs, and adjusts the counters.
+        One short transaction per call: picks up to ``batch_size`` finished tasks, the
+        oldest first, by a walk of the ``finished_at`` index that stops there (``SKIP
+        LOCKED`` where available, so concurrent purgers split the work), deletes them
+        with their tags and logs, and adjusts the counters.
         """
         if batch_size < 1:
             return 0
