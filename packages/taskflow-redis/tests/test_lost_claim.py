@@ -228,7 +228,8 @@ async def test_a_successful_claim_deletes_the_log_of_the_previous_one(
     client = backend.client
 
     async def logs() -> int:
-        return len([k async for k in client.scan_iter(match=backend._keys.base + "claim:*")])
+        # a set: SCAN may return a key twice (see test_retention.index_members)
+        return len({k async for k in client.scan_iter(match=backend._keys.base + "claim:*")})
 
     await queued(backend, clock, "ab")
     assert await claim(backend, 1) == ["a"]
