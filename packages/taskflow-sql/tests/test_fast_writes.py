@@ -262,3 +262,54 @@ def test_the_writers_datetime_text_is_the_columns_own(moment: datetime) -> None:
         column.process_bind_param(moment, dialect)
     )
     assert sqlite_stamp(moment) == expected
+
+
+async def test_sqlite_writer_stores_empty_and_boolean_values_as_given(sqlite_place: Any) -> None:
+    """The writer binds booleans as 1/0 and fills a batch of status changes up to its
+    statement's size with rows that match no task: records with different empty and
+    boolean values, created in one batch, read back exactly as given, and three status
+    changes in a statement sized four change only their own tasks."""
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock)
+    await backend.open()
+    try:
+        now = clock.now()
+        batch = [
+            _record(clock, "bare"),
+            _record(
+                clock,
+                "full",
+                status=S,
+                args=[1, None, True],
+                kwargs={"flag": False},
+                tags={"tenant": "t1"},
+                idempotency_key="key-full",
+                attempt=2,
+                max_retries=3,
+                requeue_on_interrupt=True,
+                started_at=now,
+                finished_at=now + timedelta(seconds=2),
+                error="RuntimeError: boom",
+                result={"ok": False},
+                progress=0.5,
+                cancel_requested=True,
+                owner="instance-a",
+            ),
+            _record(clock, "keyed", idempotency_key="key-2", requeue_on_interrupt=False),
+            _record(clock, "bare2", result=[1, 2]),
+        ]
+        created = await backend.create_many(batch)
+        assert [result.created for result in created] == [True] * 4
+        for record in batch:
+            stored = await backend.get(record.task_id)
+            assert stored == record.model_copy(update={"logs": []})
+        moved = await backend.transition_many(  # three rows: a statement sized four
+            [
+                Transition(task_id, frozenset({P}), R, TaskUpdate(started_at=now, attempt=1))
+                for task_id in ("bare", "keyed", "bare2")
+            ]
+        )
+        assert all(record is not None and record.status is R for record in moved)
+        assert (await backend.stats()).by_status == {R: 3, S: 1}
+    finally:
+        await backend.close()

@@ -91,8 +91,11 @@ def sqlite_binder(tasks: Table, name: str) -> Callable[[Any], Any] | None:
     column_type = tasks.c[name].type
     if isinstance(column_type, UTCDateTime):
         return sqlite_stamp
-    if isinstance(column_type, Boolean):  # the driver binds True/False as 1/0 itself
-        return None
+    if isinstance(column_type, Boolean):
+        # the driver binds True/False as 1/0 too, but several times slower than an int:
+        # Python 3.11's sqlite3 looks for an adapter for any other type than int, float,
+        # str and bytearray, and formats an AttributeError when it finds none
+        return int
     dialect: Dialect = sqlite.dialect(paramstyle="qmark")
     return column_type.dialect_impl(dialect).bind_processor(dialect)
 
