@@ -157,10 +157,10 @@ class SQLQueries:
         One query per function that has finished tasks (the ``counters`` table names
         them), over its ``DURATION_WINDOW`` (1,000) most recently created finished
         tasks: a walk of its ``(func_name, created_at)`` index that stops there, so the
-        cost does not grow with the history kept. PostgreSQL ranks them with ``percentile_disc``;
-        SQLite and MySQL/MariaDB (no percentile functions) number them by duration with
-        ``ROW_NUMBER()`` and keep the rows whose number is a nearest rank (the
-        ordered-offset rule).
+        cost does not grow with the history kept. PostgreSQL ranks them with
+        ``percentile_disc``; SQLite and MySQL/MariaDB (no percentile functions) number
+        them by duration with ``ROW_NUMBER()`` and keep the rows whose number is a
+        nearest rank (the ordered-offset rule).
         """
         tables = self._ctx.tables
         kind = self._ctx.kind
