@@ -553,13 +553,16 @@ class MemoryStore:
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`."""
         with self._state.lock:
-            doomed = [
-                record
-                for record in self._state.records.values()
-                if record.status in TERMINAL_STATUSES
-                and record.finished_at is not None
-                and record.finished_at < finished_before
-            ][:batch_size]
+            doomed: list[LiveRecord] = []
+            for record in self._state.records.values() if batch_size > 0 else ():
+                if (
+                    record.status in TERMINAL_STATUSES
+                    and record.finished_at is not None
+                    and record.finished_at < finished_before
+                ):
+                    doomed.append(record)
+                    if len(doomed) == batch_size:
+                        break  # read no further than a batch
             for record in doomed:
                 self._delete_locked(record)
         return len(doomed)
