@@ -1,9 +1,11 @@
-"""The admin's figures on SQL stores cost the same however much history is kept.
+"""The admin's figures and the retention purge on SQL stores cost the same however much
+history is kept.
 
 ``durations()`` walks each function's newest finished tasks (``DURATION_WINDOW`` of
-them) and ``throughput()`` the finish-time range asked for: neither reads every finished
-task, which made ``GET /api/stats`` take seconds once a table held a few hundred
-thousand of them.
+them), ``throughput()`` the finish-time range asked for, and a purge batch the oldest
+finished tasks up to its size: none reads every finished task, which made ``GET
+/api/stats`` take seconds once a table held a few hundred thousand of them, and made
+each purge batch on SQLite hold the writer while it read them all.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def _finished(
 
 
 async def test_durations_rank_each_functions_newest_finished_tasks(place: Any) -> None:
+    """Each function's figures come from its ``DURATION_WINDOW`` newest finished tasks
+    (older, slower runs are left out), and a function whose finished tasks are all old
+    still has figures."""
     backend = SQLBackend(
         place.url, table_prefix=place.prefix, schema=place.schema, clock=ManualClock()
     )
