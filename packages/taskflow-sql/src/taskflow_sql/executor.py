@@ -58,17 +58,20 @@ async def release(conn: AsyncConnection) -> None:
     try:
         await asyncio.shield(closing)
     except asyncio.CancelledError:
-        # what the return raises, if anything, is not the cancelled caller's to see
-        closing.add_done_callback(_retrieve)
-        await asyncio.wait([closing], timeout=RELEASE_SECONDS)
+        await _outwait(closing)
         if closing.cancelled():
             # cancelled with its caller: a loop being torn down cancels every task it
             # has (asyncio.run() does), then runs them to their end; a return started
             # now is not among them and runs (closing twice is harmless)
-            again = asyncio.ensure_future(conn.close())
-            again.add_done_callback(_retrieve)
-            await asyncio.wait([again], timeout=RELEASE_SECONDS)
+            await _outwait(asyncio.ensure_future(conn.close()))
         raise
+
+
+async def _outwait(closing: asyncio.Future[None]) -> None:
+    """Wait for a return of a cancelled caller (at most :data:`RELEASE_SECONDS`); what
+    it raises, if anything, is not that caller's to see."""
+    closing.add_done_callback(_retrieve)
+    await asyncio.wait([closing], timeout=RELEASE_SECONDS)
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:
