@@ -552,9 +552,11 @@ class MemoryStore:
 
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`."""
+        if batch_size < 1:
+            return 0
         with self._state.lock:
             doomed: list[LiveRecord] = []
-            for record in self._state.records.values() if batch_size > 0 else ():
+            for record in self._state.records.values():
                 if (
                     record.status in TERMINAL_STATUSES
                     and record.finished_at is not None
