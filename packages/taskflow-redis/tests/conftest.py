@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -36,6 +37,12 @@ _unavailable = service_missing
 def unique_prefix() -> str:
     """A key prefix no other test uses."""
     return f"tftest-{uuid.uuid4().hex[:12]}"
+
+
+async def keys_matching(client: Any, pattern: str) -> set[bytes]:
+    """The keys matching ``pattern``, each once: a SCAN may return a key twice while the
+    server resizes its key table (other tests write to the same server meanwhile)."""
+    return {key async for key in client.scan_iter(match=pattern)}
 
 
 def record(clock: ManualClock, task_id: str, status: TaskStatus = TaskStatus.PENDING) -> TaskRecord:

@@ -11,7 +11,7 @@ from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import TaskQuery, TaskRecord, TaskStatus, TaskUpdate
 from taskflow_redis import RedisBackend
 
-from .conftest import opened, unique_prefix
+from .conftest import keys_matching, opened, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -47,9 +47,7 @@ async def finish(
 
 async def index_members(backend: RedisBackend) -> int:
     """Count the entries left in every index set of the backend."""
-    # a set: SCAN may return a key twice when the server resizes its key table during
-    # the scan (other tests write to the same server meanwhile)
-    keys = {key async for key in backend.client.scan_iter(match=backend._keys.pattern)}
+    keys = await keys_matching(backend.client, backend._keys.pattern)
     return sum([int(await backend.client.zcard(key)) for key in keys if b":idx:" in key])
 
 
