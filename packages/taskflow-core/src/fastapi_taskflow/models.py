@@ -24,6 +24,7 @@ __all__ = [
     "APPLIED",
     "DURATION_STATUSES",
     "DURATION_WINDOW",
+    "EPOCH",
     "KEY_RELEASING_STATUSES",
     "LIVE_FIELDS",
     "PERCENTILES",
@@ -619,7 +620,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError(f"malformed task list cursor {cursor!r}") from exc
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""1970-01-01 UTC: throughput buckets are aligned on multiples of their width since it."""
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -669,9 +671,9 @@ def bucket_start(moment: datetime, bucket_seconds: int) -> datetime:
 
     Buckets are aligned on multiples of ``bucket_seconds`` since the Unix epoch (UTC).
     """
-    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
     width = bucket_seconds * 1_000_000
-    return _EPOCH + timedelta(microseconds=micros - micros % width)
+    return EPOCH + timedelta(microseconds=micros - micros % width)
 
 
 every_field(TaskRecord)  # records and log lines built by construct() share one fields set each

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi_taskflow.clock import Clock
@@ -15,6 +15,8 @@ from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     APPLIED,
     DURATION_STATUSES,
+    DURATION_WINDOW,
+    EPOCH,
     KEY_RELEASING_STATUSES,
     TERMINAL_STATUSES,
     Applied,
@@ -31,20 +33,22 @@ from fastapi_taskflow.models import (
     TaskUpdate,
     ThroughputBucket,
     Transition,
-    bucket_start,
     construct,
     decode_cursor,
     duration_stats,
     encode_cursor,
     log_entry,
     log_line,
-    matches_text,
 )
+
+from .listing import NEWEST_FIRST, CreationOrder, page_filter
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
 
 _PENDING = TaskStatus.PENDING
 _RUNNING = TaskStatus.RUNNING
+_SUCCESS = TaskStatus.SUCCESS
+_FAILED = TaskStatus.FAILED
 
 DEFAULT_MAX_RECORDS = 10_000
 """How many task records a memory backend keeps before it drops the oldest finished ones."""
@@ -67,6 +71,8 @@ class MemoryState:
         self.key_holders: dict[str, str] = {}
         self.func_counts: dict[str, dict[TaskStatus, int]] = {}
         """Function name -> tasks by status (every status a key, counts may be 0)."""
+        self.order = CreationOrder()
+        """How far ``records``' order strays from creation order (for task lists)."""
 
 
 class MemoryStore:
@@ -474,26 +480,35 @@ class MemoryStore:
             state.logs[task_id] = kept + lines if kept else lines
 
     async def query(self, query: TaskQuery) -> TaskPage:
-        """See :meth:`fastapi_taskflow.protocols.Store.query`."""
+        """See :meth:`fastapi_taskflow.protocols.Store.query`: a walk from the newest
+        arrival backwards that stops once no record further back can belong to the page
+        (see ``listing``); a filter that few records match walks further."""
         after = decode_cursor(query.cursor) if query.cursor else None
-        statuses = set(query.statuses) if query.statuses else None
+        matches = page_filter(query)
+        limit = query.limit
+        found: list[LiveRecord] = []
         with self._state.lock:
-            matches = [
-                record
-                for record in self._state.records.values()
-                if (statuses is None or record.status in statuses)
-                and (query.func_name is None or record.func_name == query.func_name)
-                and (query.queue is None or record.queue == query.queue)
-                and (not query.tags or all(record.tags.get(k) == v for k, v in query.tags.items()))
-                and (query.created_after is None or record.created_at >= query.created_after)
-                and (query.created_before is None or record.created_at < query.created_before)
-                and (after is None or (record.created_at, record.task_id) < after)
-                and matches_text(record, query.q)
-            ]
-            matches.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
-            page = [r.to_record() for r in matches[: query.limit]]
+            records = self._state.records
+            lag = self._state.order.lag(records)
+            stop_before: datetime | None = None
+            for record in reversed(records.values()):
+                created = record.created_at
+                if stop_before is not None and created < stop_before:
+                    break  # every record further back is older than the page's last
+                if after is not None and (created, record.task_id) >= after:
+                    continue
+                if matches is not None and not matches(record):
+                    continue
+                found.append(record)
+                if stop_before is None and len(found) > limit:
+                    # limit + 1 found: one further back can only come before the
+                    # (limit + 1)-th newest of them if it is at most ``lag`` older
+                    found.sort(key=NEWEST_FIRST, reverse=True)
+                    stop_before = found[limit].created_at - lag
+            found.sort(key=NEWEST_FIRST, reverse=True)
+            page = [r.to_record() for r in found[:limit]]
         next_cursor = None
-        if len(matches) > query.limit:
+        if len(found) > limit:
             last = page[-1]
             next_cursor = encode_cursor(last.created_at, last.task_id)
         return TaskPage(items=page, next_cursor=next_cursor)
@@ -516,39 +531,58 @@ class MemoryStore:
     async def durations(
         self, *, func_names: Collection[str] | None = None
     ) -> dict[str, DurationStats]:
-        """See :meth:`fastapi_taskflow.protocols.Store.durations` (over every task)."""
+        """See :meth:`fastapi_taskflow.protocols.Store.durations`: over each function's
+        ``DURATION_WINDOW`` newest finished tasks, walked newest first in the order they
+        were stored (their creation order, but for late arrivals); the counters say
+        how many each function has, so the walk stops once every function has its
+        window."""
         wanted = set(func_names) if func_names is not None else None
-        per_func: dict[str, list[float]] = defaultdict(list)
-        with self._state.lock:
-            for record in self._state.records.values():
-                if (
-                    record.status in DURATION_STATUSES
-                    and record.started_at is not None
-                    and record.finished_at is not None
-                    and (wanted is None or record.func_name in wanted)
-                ):
-                    seconds = (record.finished_at - record.started_at).total_seconds()
-                    per_func[record.func_name].append(seconds)
-        return {name: duration_stats(values) for name, values in per_func.items()}
+        state = self._state
+        with state.lock:
+            window = {
+                name: min(counts[_SUCCESS] + counts[_FAILED], DURATION_WINDOW)
+                for name, counts in state.func_counts.items()
+                if (wanted is None or name in wanted) and (counts[_SUCCESS] or counts[_FAILED])
+            }
+            per_func: dict[str, list[float]] = {name: [] for name in window}
+            filling = dict(per_func)  # the functions whose window is not full yet
+            for record in reversed(state.records.values()) if filling else ():
+                if record.status not in DURATION_STATUSES:
+                    continue
+                name = record.func_name
+                values = filling.get(name)
+                started, finished = record.started_at, record.finished_at
+                if values is None or started is None or finished is None:
+                    continue
+                values.append((finished - started).total_seconds())
+                if len(values) == window[name]:
+                    del filling[name]
+                    if not filling:
+                        break
+        return {name: duration_stats(values) for name, values in per_func.items() if values}
 
     async def throughput(
         self, *, since: datetime, until: datetime, bucket_seconds: int
     ) -> list[ThroughputBucket]:
         """See :meth:`fastapi_taskflow.protocols.Store.throughput`."""
-        buckets: dict[datetime, dict[str, Any]] = {}
+        width = timedelta(seconds=bucket_seconds)
+        succeeded: list[int] = []  # bucket numbers since the epoch, one per task
+        failed: list[int] = []
         with self._state.lock:
             for record in self._state.records.values():
                 finished = record.finished_at
-                if (
-                    record.status in DURATION_STATUSES
-                    and finished is not None
-                    and since <= finished < until
-                ):
-                    start = bucket_start(finished, bucket_seconds)
-                    entry = buckets.setdefault(start, {"succeeded": 0, "failed": 0})
-                    key = "succeeded" if record.status is TaskStatus.SUCCESS else "failed"
-                    entry[key] += 1
-        return [ThroughputBucket(bucket_start=k, **v) for k, v in sorted(buckets.items())]
+                if finished is None or not since <= finished < until:
+                    continue
+                status = record.status
+                if status is _SUCCESS:
+                    succeeded.append((finished - EPOCH) // width)
+                elif status is _FAILED:
+                    failed.append((finished - EPOCH) // width)
+        ok, bad = Counter(succeeded), Counter(failed)
+        return [
+            ThroughputBucket(bucket_start=EPOCH + width * n, succeeded=ok[n], failed=bad[n])
+            for n in sorted(ok.keys() | bad.keys())
+        ]
 
     async def purge(self, *, finished_before: datetime, batch_size: int = 1000) -> int:
         """See :meth:`fastapi_taskflow.protocols.Store.purge`."""

@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from fastapi_taskflow.models import (
     DURATION_STATUSES,
     DURATION_WINDOW,
+    EPOCH,
     PERCENTILES,
     TERMINAL_STATUSES,
     DurationStats,
@@ -49,7 +50,6 @@ __all__ = ["SQLQueries", "chunks"]
 _TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
 _FINISHED = sorted(status.value for status in DURATION_STATUSES)
 _CHUNK = 500
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
@@ -216,7 +216,7 @@ class SQLQueries:
                 per[key] += int(count)
             return [
                 ThroughputBucket(
-                    bucket_start=_EPOCH + timedelta(seconds=index * width), **counts[index]
+                    bucket_start=EPOCH + timedelta(seconds=index * width), **counts[index]
                 )
                 for index in sorted(counts)
             ]

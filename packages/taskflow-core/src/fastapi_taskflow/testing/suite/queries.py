@@ -257,6 +257,44 @@ class QueryTests(ConformanceBase):
         assert len(seen) == len(set(seen)), "a task appeared on two pages"
         assert seen == newest_first([*original, late_old])
 
+    async def test_order_is_creation_order_not_arrival_order(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """Tasks stored out of creation order (late arrivals, records handed over with
+        an older ``created_at``) still list newest ``created_at`` first, on every page,
+        with and without a filter.
+
+        If this fails, check that query() orders by ``(created_at, task_id)`` and not by
+        when a record was stored, and that a walk over the stored order that stops early
+        looks far enough back for records that arrived late.
+        """
+        base = clock.now()
+        # arrival order: the newest first, then mostly in creation order, with
+        # stragglers up to a minute late
+        offsets = [200, 0, 10, 20, 5, 30, 40, -60, 50, 45, 60, 70, 1, 80, 90, 85, 100, 110, -30]
+        records = []
+        for i, offset in enumerate(offsets):
+            status = FAILED if i % 4 == 0 else SUCCESS
+            records.append(
+                await create_task(backend, clock, status=status, created_at=base + seconds(offset))
+            )
+        pages = await walk(backend, TaskQuery(limit=4))
+        assert [r.task_id for p in pages for r in p] == newest_first(records)
+        failed = await walk(backend, TaskQuery(statuses=[FAILED], limit=2))
+        assert [r.task_id for p in failed for r in p] == newest_first(
+            r for r in records if r.status is FAILED
+        )
+        first = await backend.query(TaskQuery(limit=3))
+        assert [r.task_id for r in first.items] == newest_first(records)[:3]
+        # more arrive after those reads: again the newest first, and one far later
+        # than any before
+        for offset in (300, 120, 105, -600, 115, 121, 122, 123, 124):
+            records.append(await create_task(backend, clock, created_at=base + seconds(offset)))
+        first = await backend.query(TaskQuery(limit=3))
+        assert [r.task_id for r in first.items] == newest_first(records)[:3]
+        pages = await walk(backend, TaskQuery(limit=5))
+        assert [r.task_id for p in pages for r in p] == newest_first(records)
+
     async def test_cursor_is_encode_cursor(self, backend: TaskBackend, clock: ManualClock) -> None:
         """A cursor built with ``models.encode_cursor`` is accepted: the page starts after it.
 
