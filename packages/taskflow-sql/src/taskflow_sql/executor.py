@@ -25,7 +25,26 @@ async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
     """Check a connection out of the pool; unreachable database → BackendUnavailableError.
 
     ``write=True`` makes SQLite start its transactions with ``BEGIN IMMEDIATE``.
+
+    The checkout runs as a task of its own, which a cancellation of the caller (a
+    shutdown stopping a worker or a heartbeat) does not cut short: a checkout may be
+    making a new connection, and a connect cancelled half way can leave the driver's
+    own futures failing with nobody to await them (asyncpg: cancelled after its socket
+    connected but before ``create_connection()`` returned, the future of the server's
+    answer to its SSL request fails with "unexpected connection_lost() call" and is
+    logged as "Future exception was never retrieved"). A cancelled caller waits for the
+    checkout (at most :data:`RELEASE_SECONDS`), returns the connection to the pool, then
+    its cancellation goes on.
     """
+    checkout = asyncio.ensure_future(_checkout(ctx, write=write))
+    try:
+        return await asyncio.shield(checkout)
+    except asyncio.CancelledError:
+        await _give_back(checkout)
+        raise
+
+
+async def _checkout(ctx: SQLContext, *, write: bool) -> AsyncConnection:
     try:
         conn = await ctx.engine.connect()
     except Exception as exc:
@@ -38,6 +57,35 @@ async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
                 await release(conn)
             raise
     return conn
+
+
+async def _give_back(checkout: asyncio.Future[AsyncConnection]) -> None:
+    """Let the checkout of a cancelled caller finish and return its connection; one
+    still under way after :data:`RELEASE_SECONDS` (or when the caller is cancelled
+    again meanwhile) returns its connection by itself once it has one."""
+    try:
+        await _outwait(checkout)
+    except BaseException:  # cancelled again: the checkout returns its connection itself
+        checkout.add_done_callback(_release_when_made)
+        raise
+    if not checkout.done():
+        checkout.add_done_callback(_release_when_made)
+        return
+    if not checkout.cancelled() and checkout.exception() is None:
+        with contextlib.suppress(Exception):
+            await release(checkout.result())
+
+
+_returning: set[asyncio.Task[None]] = set()
+"""Returns started by :func:`_release_when_made`, kept referenced until they end."""
+
+
+def _release_when_made(checkout: asyncio.Future[AsyncConnection]) -> None:
+    if checkout.cancelled() or checkout.exception() is not None:
+        return
+    returning = checkout.get_loop().create_task(release(checkout.result()))
+    _returning.add(returning)
+    returning.add_done_callback(_returning.discard)
 
 
 RELEASE_SECONDS = 5.0
@@ -67,14 +115,14 @@ async def release(conn: AsyncConnection) -> None:
         raise
 
 
-async def _outwait(closing: asyncio.Future[None]) -> None:
+async def _outwait(closing: asyncio.Future[Any]) -> None:
     """Wait for a return of a cancelled caller (at most :data:`RELEASE_SECONDS`); what
     it raises, if anything, is not that caller's to see."""
     closing.add_done_callback(_retrieve)
     await asyncio.wait([closing], timeout=RELEASE_SECONDS)
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 

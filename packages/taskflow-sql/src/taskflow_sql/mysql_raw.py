@@ -17,12 +17,15 @@ Only the asyncmy and aiomysql drivers (whose cursors are ``async``) take this pa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import Tx
 
@@ -34,11 +37,23 @@ _DRIVERS = ("asyncmy", "aiomysql")
 
 
 class MySQLDriver:
-    """The driver connection of a transaction, and the dialect's value processors."""
+    """The driver connection of a transaction, and the dialect's value processors.
 
-    def __init__(self, connection: Any, dialect: Dialect) -> None:
+    A statement cancelled half way (a shutdown, a timeout) leaves the driver connection
+    unusable: asyncmy fails every later call on it with "Cancelled during execution".
+    The rollback SQLAlchemy runs as the cancellation leaves the transaction failed that
+    way, and its error replaced the ``CancelledError`` (coming out as
+    ``BackendUnavailableError``, as if the store were down). SQLAlchemy invalidates a
+    connection whose statement it sees cancelled; a statement sent here bypasses it, so
+    the connection is invalidated here, and the cancellation goes on.
+    """
+
+    def __init__(self, connection: Any, dialect: Dialect, owner: AsyncConnection) -> None:
         self.connection = connection
         self.dialect = dialect
+        self._owner = owner
+        self.dropped = False
+        """True once a cancelled statement made the connection be discarded."""
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (none for DML)."""
@@ -46,16 +61,30 @@ class MySQLDriver:
         try:
             await cursor.execute(sql, args)
             return list(await cursor.fetchall() or ())
+        except asyncio.CancelledError:
+            await self._invalidate()
+            raise
         finally:
-            await _close(cursor)
+            if not self.dropped:
+                await _close(cursor)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run an ``INSERT … VALUES`` for ``rows``: the driver sends one multi-row INSERT."""
         cursor = self.connection.cursor()
         try:
             await cursor.executemany(sql, rows)
+        except asyncio.CancelledError:
+            await self._invalidate()
+            raise
         finally:
-            await _close(cursor)
+            if not self.dropped:
+                await _close(cursor)
+
+    async def _invalidate(self) -> None:
+        """Discard the connection (the transaction's rollback then sends nothing)."""
+        self.dropped = True
+        with contextlib.suppress(Exception):
+            await self._owner.invalidate()
 
     def binds(self, table: Table, names: Sequence[str]) -> tuple[Processor, ...]:
         """The bind processors of ``table``'s columns ``names``."""
@@ -80,7 +109,7 @@ async def driver_for(tx: Tx) -> MySQLDriver | None:
     if dialect.driver not in _DRIVERS or dialect.paramstyle != "format":
         return None
     fairy = await tx.conn.get_raw_connection()
-    return MySQLDriver(fairy.driver_connection, dialect)
+    return MySQLDriver(fairy.driver_connection, dialect, tx.conn)
 
 
 def bound(values: Sequence[Any], processors: Sequence[Processor]) -> list[Any]:
