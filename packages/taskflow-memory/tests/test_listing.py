@@ -124,29 +124,24 @@ async def test_pages_stay_in_creation_order_while_old_records_are_trimmed() -> N
 async def test_durations_read_each_functions_window_of_newest_finished_tasks() -> None:
     backend = MemoryBackend(max_records=None)
     many = 5 * DURATION_WINDOW
+
+    def ran(n: int, func_name: str, status: TaskStatus, took: float) -> None:
+        start = BASE + timedelta(seconds=n)
+        finished = start + timedelta(seconds=took)
+        keep(
+            backend,
+            n,
+            start,
+            func_name=func_name,
+            status=status,
+            started_at=start,
+            finished_at=finished,
+        )
+
     for n in range(many):  # app.busy: the newest finished took 2 s, older ones 1 s
-        took = 2.0 if n >= many - DURATION_WINDOW else 1.0
-        start = BASE + timedelta(seconds=n)
-        keep(
-            backend,
-            n,
-            start,
-            func_name="app.busy",
-            status=TaskStatus.SUCCESS,
-            started_at=start,
-            finished_at=start + timedelta(seconds=took),
-        )
+        ran(n, "app.busy", TaskStatus.SUCCESS, 2.0 if n >= many - DURATION_WINDOW else 1.0)
     for n in range(many, many + 3):
-        start = BASE + timedelta(seconds=n)
-        keep(
-            backend,
-            n,
-            start,
-            func_name="app.rare",
-            status=TaskStatus.FAILED,
-            started_at=start,
-            finished_at=start + timedelta(seconds=3),
-        )
+        ran(n, "app.rare", TaskStatus.FAILED, 3.0)
     Counted.reads = 0
     stats = await backend.durations()
     assert stats["app.busy"].count == DURATION_WINDOW
