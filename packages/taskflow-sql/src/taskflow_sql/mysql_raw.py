@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -52,39 +52,35 @@ class MySQLDriver:
         self.connection = connection
         self.dialect = dialect
         self._owner = owner
-        self.dropped = False
+        self._dropped = False
         """True once a cancelled statement made the connection be discarded."""
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (none for DML)."""
-        cursor = self.connection.cursor()
-        try:
+        async with self._cursor() as cursor:
             await cursor.execute(sql, args)
             return list(await cursor.fetchall() or ())
-        except asyncio.CancelledError:
-            await self._invalidate()
-            raise
-        finally:
-            if not self.dropped:
-                await _close(cursor)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run an ``INSERT … VALUES`` for ``rows``: the driver sends one multi-row INSERT."""
+        async with self._cursor() as cursor:
+            await cursor.executemany(sql, rows)
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[Any]:
+        """A cursor for one statement, closed after it; a statement cancelled half way
+        discards the connection instead (see the class)."""
         cursor = self.connection.cursor()
         try:
-            await cursor.executemany(sql, rows)
+            yield cursor
         except asyncio.CancelledError:
-            await self._invalidate()
+            self._dropped = True
+            with contextlib.suppress(Exception):
+                await self._owner.invalidate()  # the rollback then sends nothing
             raise
         finally:
-            if not self.dropped:
+            if not self._dropped:
                 await _close(cursor)
-
-    async def _invalidate(self) -> None:
-        """Discard the connection (the transaction's rollback then sends nothing)."""
-        self.dropped = True
-        with contextlib.suppress(Exception):
-            await self._owner.invalidate()
 
     def binds(self, table: Table, names: Sequence[str]) -> tuple[Processor, ...]:
         """The bind processors of ``table``'s columns ``names``."""
