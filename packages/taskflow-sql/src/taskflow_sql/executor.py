@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import QueuePool
 
 from .context import ReadOp, SingleOp, SQLContext, Tx, WriteOp
 from .dialect import add_counts
@@ -34,8 +35,13 @@ async def connect(ctx: SQLContext, *, write: bool) -> AsyncConnection:
     answer to its SSL request fails with "unexpected connection_lost() call" and is
     logged as "Future exception was never retrieved"). A cancelled caller waits for the
     checkout (at most :data:`RELEASE_SECONDS`), returns the connection to the pool, then
-    its cancellation goes on.
+    its cancellation goes on. When the pool has an idle connection, no connection is
+    made, and the checkout runs in the caller's task (a task per checkout costs more
+    than the checkout itself).
     """
+    pool = ctx.engine.sync_engine.pool
+    if isinstance(pool, QueuePool) and pool.checkedin():
+        return await _checkout(ctx, write=write)
     checkout = asyncio.ensure_future(_checkout(ctx, write=write))
     try:
         return await asyncio.shield(checkout)
