@@ -138,6 +138,9 @@ class Engine:
         """The runtime's backend while it could not be opened yet (store down at boot)."""
         self._control_backend: TaskBackend | None = None
         self._deferred: list[tuple[str, str, int]] = []
+        self._starting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        """The loop the engine is (or was last) started on, and the lock its first
+        callers take in turn (see ``started``)."""
         self._base_used = False
         self._shut_down = False
         self._lock = threading.Lock()
@@ -198,11 +201,27 @@ class Engine:
             return self.app_loop()
 
     async def started(self) -> Runtime:
-        """Return the runtime of the running loop, starting the engine on it if needed."""
+        """Return the runtime of the running loop, starting the engine on it if needed.
+
+        Callers that arrive while the engine is starting on their loop (a startup
+        handler's task, its flush and a read, all at once) wait for that start and share
+        its runtime: the store is opened once, and every background loop runs once.
+        """
         loop = asyncio.get_running_loop()
         runtime = self._runtime
         if runtime is not None and runtime.loop is loop:
             return runtime
+        starting = self._starting
+        if starting is None or starting[0] is not loop:
+            starting = self._starting = (loop, asyncio.Lock())
+        async with starting[1]:
+            runtime = self._runtime
+            if runtime is not None and runtime.loop is loop:
+                return runtime  # started by the caller this one waited for
+            return await self._start(loop)
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> Runtime:
+        """Open a backend for ``loop`` and start the engine's runtime on it."""
         backend = self.base_backend if not self._base_used else self.base_backend.fork()
         self._base_used = True
         try:
