@@ -239,6 +239,13 @@ class Engine:
             return runtime
         return await self._start_loops(runtime, backend)
 
+    async def drain_writes(self, timeout: float) -> None:
+        """Let the group commit's writes in flight end (at most ``timeout`` seconds, then
+        they are cancelled): what a shutdown does before it closes the store."""
+        group = self._group_here()
+        if group is not None:
+            await group.drain(timeout)
+
     def _group_here(self) -> GroupCommit | None:
         """The group commit of the running loop (durable backends), else None."""
         group = self._group_commit

@@ -141,6 +141,8 @@ class GroupCommit:
         """Tasks a write in flight sends and has not had answered: no other write sends
         a change for them (two connections keep no order between them)."""
         self._kick_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        """The tasks of the writes not over yet (kept referenced; see ``drain``)."""
         self.batches_written = 0
         """How many writes were made (for tests and benchmarks)."""
 
@@ -181,7 +183,25 @@ class GroupCommit:
         self._gathering = True
         write = _Write(self.loop)
         self._writes.append(write)
-        self.loop.create_task(self._write(write), name="taskflow-group-commit")
+        task = self.loop.create_task(self._write(write), name="taskflow-group-commit")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the writes in flight, then cancel those
+        still running and wait for them to end (a shutdown, before the store is closed).
+
+        A write outlives the callers that gave up on it (a task cancelled while its
+        outcome was being written): without this, it would run on after its store is
+        closed, or be destroyed with the loop inside a transaction.
+        """
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     def _ready(self) -> bool:
         """True when a change waits that the next write may send."""

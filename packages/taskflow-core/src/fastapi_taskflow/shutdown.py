@@ -47,6 +47,8 @@ async def shutdown(engine: Engine, timeout: float) -> None:
     await asyncio.gather(*runtime.background, return_exceptions=True)
     if engine.durable:
         await _forget_me(engine)
+    # Writes whose callers gave up (tasks cancelled above) end before the store closes.
+    await engine.drain_writes(timeout=max(timeout, 1.0))
     engine.bridge.close()
     await engine.close_control()
     await engine.backend.close()

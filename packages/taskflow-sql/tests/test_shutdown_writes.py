@@ -1,0 +1,99 @@
+"""A shutdown ends the group commit's writes before it closes the store.
+
+A task's outcome goes to the store in a write shared with other tasks (the group
+commit). When a shutdown gives up on a running task (its ``timeout`` ran out while the
+task's outcome was being written behind another transaction's row lock), the write
+itself used to go on with nobody waiting for it: past ``shutdown()``, after the store
+was closed, or destroyed with the event loop inside an open transaction, whose locks
+then held up the next one to touch the table (a ``DROP TABLE`` waiting a day on MariaDB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
+from fastapi_taskflow.clock import SystemClock
+
+pytestmark = pytest.mark.anyio
+
+_WAITING = {
+    "postgresql": (
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :table"
+    ),
+    "mysql": (
+        "SELECT COUNT(*) FROM information_schema.innodb_trx "
+        "WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE :table"
+    ),
+}
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def server_place(request: pytest.FixtureRequest) -> Any:
+    """An isolated place on PostgreSQL, then on MySQL/MariaDB."""
+    return request.getfixturevalue(f"{request.param}_place")
+
+
+async def wait_for_lock_wait(observer: Any, table: str, timeout: float = 10.0) -> None:
+    """Return once a statement on ``table`` waits for a lock (the server says so)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with observer.engine.connect() as conn:
+        while True:
+            waiting = await conn.scalar(text(_WAITING[observer.kind]), {"table": f"%{table}%"})
+            await conn.rollback()
+            if waiting:
+                return
+            assert asyncio.get_running_loop().time() < deadline, "no write waited"
+            await asyncio.sleep(0.02)
+
+
+def group_writes() -> list[asyncio.Task[Any]]:
+    """The group commit's writes not over yet on this loop."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name() == "taskflow-group-commit" and not task.done()
+    ]
+
+
+async def test_shutdown_ends_a_write_nobody_waits_for(server_place: Any) -> None:
+    manager = TaskManager(server_place.manager_url())
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    @manager.task(name="held_back")
+    async def held_back() -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    observer = server_place.backend(SystemClock())
+    await observer.open()
+    await manager.startup()
+    running: asyncio.Future[None] | None = None
+    try:
+        tasks = ManagedBackgroundTasks(manager)
+        task_id = tasks.add_task(held_back)
+        running = asyncio.ensure_future(tasks())
+        await asyncio.wait_for(started.wait(), 10)
+        table = observer.tables.tasks
+        async with observer.engine.connect() as other:
+            # Another transaction holds the task's row: its SUCCESS write waits for it.
+            await other.execute(select(table).where(table.c.task_id == task_id).with_for_update())
+            release.set()
+            await wait_for_lock_wait(observer, table.name)
+            await manager.shutdown(timeout=0.2)
+            assert group_writes() == []  # ended before shutdown() returned
+            await other.rollback()
+        await asyncio.gather(running, return_exceptions=True)
+        record = await observer.get(task_id)
+        assert record is not None and record.status is TaskStatus.RUNNING  # nothing written
+    finally:
+        await manager.shutdown()
+        if running is not None:
+            running.cancel()
+        await observer.close()
