@@ -183,3 +183,45 @@ def cancelled_at_the_driver(
         assert [str(w.message) for w in caught if issubclass(w.category, SAWarning)] == []
 
     return run
+
+
+_BLOCKED = {
+    # a statement of another session waiting for a lock
+    "postgresql": (
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND pid <> pg_backend_pid() AND query LIKE :statement"
+    ),
+    # a statement of another session that has not finished: the test holds the rows
+    # it needs, so it is waiting for them. (``innodb_trx`` is not asked: MariaDB's can
+    # show such a statement's transaction as RUNNING, with no query, for seconds.)
+    "mysql": (
+        "SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Query' "
+        "AND id <> CONNECTION_ID() AND info LIKE :statement"
+    ),
+}
+
+
+@pytest.fixture
+def statement_blocked() -> Callable[..., Awaitable[None]]:
+    """``await statement_blocked(backend, like)`` returns once the server runs a
+    statement matching the SQL ``LIKE`` pattern ``like`` that waits for a lock the test
+    holds (asked on a connection outside the backend's pool, which the statement may
+    have exhausted); fails the test after ``timeout`` seconds."""
+
+    async def blocked(backend: Any, like: str, timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        watcher = create_async_engine(backend.engine.url)
+        try:
+            async with watcher.connect() as conn:
+                while True:
+                    found = await conn.scalar(text(_BLOCKED[backend.kind]), {"statement": like})
+                    await conn.rollback()
+                    if found:
+                        return
+                    assert loop.time() < deadline, f"no statement like {like!r} waited"
+                    await asyncio.sleep(0.02)
+        finally:
+            await watcher.dispose()
+
+    return blocked

@@ -13,6 +13,7 @@ the cancellation goes on.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,34 +25,9 @@ from taskflow_sql.rows import record_values
 pytestmark = pytest.mark.anyio
 
 
-async def waiting_for_lock(backend: Any, table: str, timeout: float = 10.0) -> None:
-    """Return once a statement on ``table`` waits for a row lock (the server says so;
-    asked on a connection of its own, not one of the backend's pool)."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    deadline = asyncio.get_running_loop().time() + timeout
-    watcher = create_async_engine(backend.engine.url)
-    try:
-        async with watcher.connect() as conn:
-            while True:
-                waiting = await conn.scalar(
-                    text(
-                        "SELECT COUNT(*) FROM information_schema.innodb_trx "
-                        "WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE :table"
-                    ),
-                    {"table": f"%{table}%"},
-                )
-                await conn.rollback()
-                if waiting:
-                    return
-                assert asyncio.get_running_loop().time() < deadline, "the INSERT never waited"
-                await asyncio.sleep(0.02)
-    finally:
-        await watcher.dispose()
-
-
-async def test_create_many_cancelled_in_a_raw_statement_is_cancelled(mysql_place: Any) -> None:
+async def test_create_many_cancelled_in_a_raw_statement_is_cancelled(
+    mysql_place: Any, statement_blocked: Callable[..., Awaitable[None]]
+) -> None:
     clock = ManualClock()
     backend = mysql_place.backend(clock)
     await backend.open()
@@ -62,7 +38,7 @@ async def test_create_many_cancelled_in_a_raw_statement_is_cancelled(mysql_place
             # (sent to the driver) waits for its row lock.
             await other.execute(backend.tables.tasks.insert(), [record_values(records[0])])
             creating = asyncio.ensure_future(backend.create_many(records))
-            await waiting_for_lock(backend, backend.tables.tasks.name)
+            await statement_blocked(backend, f"INSERT INTO {backend.tables.tasks.name} %")
             assert not creating.done()
             creating.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -11,44 +11,22 @@ then held up the next one to touch the table (a ``DROP TABLE`` waiting a day on 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
 from fastapi_taskflow.clock import SystemClock
 
 pytestmark = pytest.mark.anyio
 
-_WAITING = {
-    "postgresql": (
-        "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :table"
-    ),
-    "mysql": (
-        "SELECT COUNT(*) FROM information_schema.innodb_trx "
-        "WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE :table"
-    ),
-}
-
 
 @pytest.fixture(params=["postgres", "mysql"])
 def server_place(request: pytest.FixtureRequest) -> Any:
     """An isolated place on PostgreSQL, then on MySQL/MariaDB."""
     return request.getfixturevalue(f"{request.param}_place")
-
-
-async def wait_for_lock_wait(observer: Any, table: str, timeout: float = 10.0) -> None:
-    """Return once a statement on ``table`` waits for a lock (the server says so)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with observer.engine.connect() as conn:
-        while True:
-            waiting = await conn.scalar(text(_WAITING[observer.kind]), {"table": f"%{table}%"})
-            await conn.rollback()
-            if waiting:
-                return
-            assert asyncio.get_running_loop().time() < deadline, "no write waited"
-            await asyncio.sleep(0.02)
 
 
 def group_writes() -> list[asyncio.Task[Any]]:
@@ -60,7 +38,9 @@ def group_writes() -> list[asyncio.Task[Any]]:
     ]
 
 
-async def test_shutdown_ends_a_write_nobody_waits_for(server_place: Any) -> None:
+async def test_shutdown_ends_a_write_nobody_waits_for(
+    server_place: Any, statement_blocked: Callable[..., Awaitable[None]]
+) -> None:
     manager = TaskManager(server_place.manager_url())
     release = asyncio.Event()
     started = asyncio.Event()
@@ -85,7 +65,11 @@ async def test_shutdown_ends_a_write_nobody_waits_for(server_place: Any) -> None
             # Another transaction holds the task's row: its SUCCESS write waits for it.
             await other.execute(select(table).where(table.c.task_id == task_id).with_for_update())
             release.set()
-            await wait_for_lock_wait(observer, table.name)
+            # PostgreSQL: the grouped UPDATE; MySQL: the SELECT ... FOR UPDATE before it
+            await statement_blocked(
+                observer,
+                f"%{table.name}%FOR UPDATE" if observer.kind == "mysql" else f"%{table.name}%",
+            )
             await manager.shutdown(timeout=0.2)
             assert group_writes() == []  # ended before shutdown() returned
             await other.rollback()
