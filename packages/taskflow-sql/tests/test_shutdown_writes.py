@@ -42,42 +42,57 @@ async def test_shutdown_ends_a_write_nobody_waits_for(
     server_place: Any, statement_blocked: Callable[..., Awaitable[None]]
 ) -> None:
     manager = TaskManager(server_place.manager_url())
-    release = asyncio.Event()
-    started = asyncio.Event()
+    started = {"held_back": asyncio.Event(), "behind": asyncio.Event()}
+    release = {"held_back": asyncio.Event(), "behind": asyncio.Event()}
+    returned = asyncio.Event()
 
     @manager.task(name="held_back")
     async def held_back() -> str:
-        started.set()
-        await release.wait()
+        started["held_back"].set()
+        await release["held_back"].wait()
+        return "done"
+
+    @manager.task(name="behind")
+    async def behind() -> str:
+        started["behind"].set()
+        await release["behind"].wait()
+        returned.set()
         return "done"
 
     observer = server_place.backend(SystemClock())
     await observer.open()
     await manager.startup()
-    running: asyncio.Future[None] | None = None
+    running: list[asyncio.Future[None]] = []
     try:
-        tasks = ManagedBackgroundTasks(manager)
-        task_id = tasks.add_task(held_back)
-        running = asyncio.ensure_future(tasks())
-        await asyncio.wait_for(started.wait(), 10)
+        ids = {}
+        for function in (held_back, behind):
+            tasks = ManagedBackgroundTasks(manager)
+            ids[function.__name__] = tasks.add_task(function)
+            running.append(asyncio.ensure_future(tasks()))
+        for event in started.values():
+            await asyncio.wait_for(event.wait(), 10)
         table = observer.tables.tasks
         async with observer.engine.connect() as other:
-            # Another transaction holds the task's row: its SUCCESS write waits for it.
-            await other.execute(select(table).where(table.c.task_id == task_id).with_for_update())
-            release.set()
+            # Another transaction holds the first task's row: its SUCCESS write waits.
+            held = table.c.task_id == ids["held_back"]
+            await other.execute(select(table).where(held).with_for_update())
+            release["held_back"].set()
             # PostgreSQL: the grouped UPDATE; MySQL: the SELECT ... FOR UPDATE before it
             await statement_blocked(
                 observer,
                 f"%{table.name}%FOR UPDATE" if observer.kind == "mysql" else f"%{table.name}%",
             )
+            # The second task's outcome waits for the next write (one at a time here).
+            release["behind"].set()
+            await asyncio.wait_for(returned.wait(), 10)
             await manager.shutdown(timeout=0.2)
-            assert group_writes() == []  # ended before shutdown() returned
+            assert group_writes() == []  # ended before shutdown() returned, none after
             await other.rollback()
-        await asyncio.gather(running, return_exceptions=True)
-        record = await observer.get(task_id)
+        await asyncio.gather(*running, return_exceptions=True)
+        record = await observer.get(ids["held_back"])
         assert record is not None and record.status is TaskStatus.RUNNING  # nothing written
     finally:
         await manager.shutdown()
-        if running is not None:
-            running.cancel()
+        for future in running:
+            future.cancel()
         await observer.close()

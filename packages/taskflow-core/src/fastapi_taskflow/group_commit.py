@@ -143,6 +143,8 @@ class GroupCommit:
         self._kick_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         """The tasks of the writes not over yet (kept referenced; see ``drain``)."""
+        self._stopped = False
+        """Set by a ``drain`` that ran out of time: no write starts any more."""
         self.batches_written = 0
         """How many writes were made (for tests and benchmarks)."""
 
@@ -175,7 +177,8 @@ class GroupCommit:
     def _kick(self) -> None:
         self._kick_scheduled = False
         if (
-            self._gathering
+            self._stopped
+            or self._gathering
             or self._sending >= self.writes_at_once
             or not (self._flushes or self._ready())
         ):
@@ -195,13 +198,23 @@ class GroupCommit:
         outcome was being written): without this, it would run on after its store is
         closed, or be destroyed with the loop inside a transaction.
         """
+        loop = self.loop
+        deadline = loop.time() + timeout
+        # A write that ends starts the next one when more waits: wait for those too.
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
         if not self._tasks:
             return
-        _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
+        self._stopped = True  # no write starts any more: what is left is cancelled
+        while self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(set(self._tasks))
+        for _, waiter in self._changes:
+            waiter.cancel()
+        for done in self._flushes:
+            done.cancel()
+        self._changes, self._flushes = [], []
 
     def _ready(self) -> bool:
         """True when a change waits that the next write may send."""
