@@ -75,6 +75,8 @@ async def test_first_uses_at_once_open_the_store_once(
         task_id = tasks.add_task(first_use)  # schedules its flush: one more first use
         # The task's run and three reads, all at once, as in a startup handler.
         await asyncio.gather(tasks(), *(manager.store.aquery() for _ in range(3)))
+        beating = [task for task in asyncio.all_tasks() if task.get_name() == "taskflow-heartbeat"]
+        assert len(beating) == 1  # one set of background loops
         record = await manager.store.aget(task_id)
         assert record is not None and record.status is TaskStatus.SUCCESS
         assert record.result == "done"
