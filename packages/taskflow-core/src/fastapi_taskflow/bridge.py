@@ -6,12 +6,18 @@ route). This module runs the backend's coroutine where it can run:
 * from a thread with no event loop while the application's loop runs elsewhere (a sync
   route in the thread pool): on the application's loop, with its backend and pool;
 * otherwise (inside the loop thread, or with no application loop at all): on a private
-  daemon thread with its own loop and a ``fork()`` of the backend.
+  daemon thread with its own loop and a ``fork()`` of the backend (a ``_Portal``).
+
+The manager's shutdown closes the portal. One opened again after that (a read after
+shutdown, in a script or a test) is closed when the interpreter exits: its backend ends
+cleanly (connections closed, the SQLite writer stopped) instead of being destroyed with
+the daemon thread ("Task was destroyed but it is pending!").
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -43,9 +49,7 @@ class BlockingBridge:
         self._loop_getter = loop_getter
         self._backend_getter = backend_getter
         self._lock = threading.Lock()
-        self._portal_loop: asyncio.AbstractEventLoop | None = None
-        self._portal_backend: TaskBackend | None = None
-        self._portal_thread: threading.Thread | None = None
+        self._open_portal: _Portal | None = None
 
     def run(self, call: Callable[[TaskBackend], Awaitable[T]], timeout: float = 30.0) -> T:
         """Run ``call`` against a backend and return its result, blocking this thread."""
@@ -59,38 +63,79 @@ class BlockingBridge:
                 _on_app_loop(call, self._backend_getter), app_loop
             )
             return future.result(timeout)
-        loop, backend = self._portal()
-        return asyncio.run_coroutine_threadsafe(_call(call, backend), loop).result(timeout)
+        portal = self._portal()
+        return asyncio.run_coroutine_threadsafe(_call(call, portal.backend), portal.loop).result(
+            timeout
+        )
 
-    def _portal(self) -> tuple[asyncio.AbstractEventLoop, TaskBackend]:
+    def _portal(self) -> _Portal:
         with self._lock:
-            if self._portal_loop is None or self._portal_backend is None:
-                loop = asyncio.new_event_loop()
-                ready: Future[None] = Future()
-                thread = threading.Thread(
-                    target=_serve, args=(loop, ready), name="taskflow-bridge", daemon=True
-                )
-                thread.start()
-                ready.result()
-                backend = self._backend.fork()
-                asyncio.run_coroutine_threadsafe(backend.open(), loop).result(30)
-                self._portal_loop, self._portal_backend = loop, backend
-                self._portal_thread = thread
-            return self._portal_loop, self._portal_backend
+            if self._open_portal is None:
+                self._open_portal = _Portal.open(self._backend.fork())
+            return self._open_portal
 
     def close(self) -> None:
         """Close the private loop and its backend fork, if they were started."""
         with self._lock:
-            loop, backend, thread = self._portal_loop, self._portal_backend, self._portal_thread
-            self._portal_loop = self._portal_backend = self._portal_thread = None
-        if loop is None or backend is None or thread is None:
-            return
+            portal, self._open_portal = self._open_portal, None
+        if portal is not None:
+            portal.close()
+
+
+class _Portal:
+    """A private daemon thread running an event loop, with a backend open on it."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, backend: TaskBackend
+    ) -> None:
+        self.loop = loop
+        self.thread = thread
+        self.backend = backend
+
+    @classmethod
+    def open(cls, backend: TaskBackend) -> _Portal:
+        """Start the thread and its loop, and open ``backend`` on it."""
+        loop = asyncio.new_event_loop()
+        ready: Future[None] = Future()
+        thread = threading.Thread(
+            target=_serve, args=(loop, ready), name="taskflow-bridge", daemon=True
+        )
+        thread.start()
+        ready.result()
+        portal = cls(loop, thread, backend)
         try:
-            asyncio.run_coroutine_threadsafe(backend.close(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(backend.open(), loop).result(30)
+        except BaseException:
+            portal._stop()
+            raise
+        _open_portals.add(portal)
+        return portal
+
+    def close(self) -> None:
+        """Close the backend, then stop the loop and its thread."""
+        _open_portals.discard(self)
+        try:
+            asyncio.run_coroutine_threadsafe(self.backend.close(), self.loop).result(10)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
+            self._stop()
+
+    def _stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+_open_portals: set[_Portal] = set()
+"""The portals not closed yet, whoever held them (closed at interpreter exit)."""
+
+
+@atexit.register
+def _close_open_portals() -> None:
+    for portal in list(_open_portals):
+        try:
+            portal.close()
+        except Exception:  # exiting anyway: close the others
+            continue
 
 
 async def _on_app_loop(
