@@ -52,8 +52,6 @@ class MySQLDriver:
         self.connection = connection
         self.dialect = dialect
         self._owner = owner
-        self._dropped = False
-        """True once a cancelled statement made the connection be discarded."""
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (none for DML)."""
@@ -71,15 +69,16 @@ class MySQLDriver:
         """A cursor for one statement, closed after it; a statement cancelled half way
         discards the connection instead (see the class)."""
         cursor = self.connection.cursor()
+        discarded = False
         try:
             yield cursor
         except asyncio.CancelledError:
-            self._dropped = True
+            discarded = True
             with contextlib.suppress(Exception):
                 await self._owner.invalidate()  # the rollback then sends nothing
             raise
         finally:
-            if not self._dropped:
+            if not discarded:
                 await _close(cursor)
 
     def binds(self, table: Table, names: Sequence[str]) -> tuple[Processor, ...]:
