@@ -36,10 +36,10 @@ from .models import (
     TaskStatus,
     construct,
     copy_with,
-    new_task_id,
 )
 from .protocols import TaskBackend
 from .registry import unrecoverable_reason
+from .task_ids import new_task_id
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -46,7 +45,6 @@ __all__ = [
     "ThroughputBucket",
     "bucket_start",
     "construct",
-    "new_task_id",
     "decode_cursor",
     "encode_cursor",
     "every_field",
@@ -508,62 +506,6 @@ def from_fields(model: type[M], data: dict[str, Any], fields_set: set[str]) -> M
 
 
 _set_state = object.__setattr__
-
-
-def new_task_id() -> str:
-    """Return a new random task id: a version-4 UUID in its canonical string form
-    (what ``str(uuid.uuid4())`` returns, at a fraction of its cost).
-
-    The random bits come from ``os.urandom``, read for :data:`_ID_BATCH` ids at once:
-    one system call per batch instead of one per id. Each process draws its own (a
-    forked child starts a new batch).
-    """
-    task_id = next(_ids, None)
-    while task_id is None:
-        _refill_ids()
-        task_id = next(_ids, None)
-    return task_id
-
-
-_ID_BATCH = 256
-
-_CANONICAL = 37
-"""Characters per id in a batch: the 36 of the canonical form and a separator."""
-
-_HEX_PLACES = tuple(h + (h >= 8) + (h >= 12) + (h >= 16) + (h >= 20) for h in range(32))
-"""Where each of the 32 hex digits of a UUID goes in its canonical form (the other four
-places hold dashes)."""
-
-_VERSION_DIGIT, _VARIANT_DIGIT = 12, 16
-_TO_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
-"""A random hex digit to the RFC 4122 variant digit (``10xx`` in binary)."""
-
-
-def _uuid4_strings(count: int) -> list[str]:
-    """``count`` version-4 UUID strings, built a digit place at a time over the whole
-    batch (32 slice assignments in C, no per-id Python work)."""
-    digits = os.urandom(16 * count).hex().encode()
-    text = bytearray(b"-" * (_CANONICAL * count))
-    for digit, place in enumerate(_HEX_PLACES):
-        column = digits[digit::32]
-        if digit == _VERSION_DIGIT:
-            column = b"4" * count
-        elif digit == _VARIANT_DIGIT:
-            column = column.translate(_TO_VARIANT)
-        text[place::_CANONICAL] = column
-    text[_CANONICAL - 1 :: _CANONICAL] = b" " * count
-    return text.decode().split()
-
-
-def _refill_ids() -> None:
-    """A new batch of ids. Taking one (``next()`` on a list iterator) is atomic, so
-    threads never share an id; two threads refilling at once only waste a batch."""
-    global _ids
-    _ids = iter(_uuid4_strings(_ID_BATCH))
-
-
-_ids: Iterator[str] = iter(())
-os.register_at_fork(after_in_child=lambda: globals().__setitem__("_ids", iter(())))
 
 
 def copy_with(record: M, changes: Mapping[str, Any]) -> M:

@@ -1,0 +1,105 @@
+"""Task ids are version-7 UUIDs that grow over time: unique across threads and forked
+processes, strictly increasing in the order one thread takes them (so a SQL store's
+primary-key index grows at its end), and carrying the time they were made."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, task_ids
+from fastapi_taskflow.task_ids import new_task_id
+
+MANY = 3 * 16 * task_ids.BATCH  # three milliseconds' worth of batches, and more
+
+
+def _millisecond(task_id: str) -> int:
+    return int(task_id[:8] + task_id[9:13], 16)
+
+
+def test_ids_are_canonical_version_7_uuids() -> None:
+    ids = [new_task_id() for _ in range(MANY)]
+    assert len(set(ids)) == MANY
+    for task_id in ids:
+        parsed = uuid.UUID(task_id)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == task_id
+
+
+def test_ids_increase_and_carry_the_time_they_were_made() -> None:
+    task_ids._refill()  # the ids taken from here on are made from here on
+    before = time.time_ns() // 1_000_000
+    ids = [new_task_id() for _ in range(MANY)]
+    after = time.time_ns() // 1_000_000
+    assert ids == sorted(ids) and len(set(ids)) == MANY
+    # a millisecond holds 16 batches: a faster caller borrows the next milliseconds
+    borrowed = MANY // (16 * task_ids.BATCH) + 1
+    assert before <= _millisecond(ids[0]) <= _millisecond(ids[-1]) <= after + borrowed
+
+
+def test_ids_keep_increasing_when_the_clock_goes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    task_ids._refill()
+    earlier = [new_task_id() for _ in range(task_ids.BATCH)]
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    monkeypatch.setattr(task_ids.time, "time_ns", lambda: an_hour_ago)
+    later = [new_task_id() for _ in range(MANY)]
+    assert earlier + later == sorted(earlier + later)
+    assert len(set(earlier + later)) == len(earlier) + MANY
+
+
+def test_threads_never_share_an_id_and_each_takes_increasing_ones() -> None:
+    taken: list[list[str]] = [[] for _ in range(4)]
+    start = threading.Barrier(len(taken))
+
+    def take(into: list[str]) -> None:
+        start.wait()
+        for _ in range(MANY):
+            into.append(new_task_id())
+
+    threads = [threading.Thread(target=take, args=(into,)) for into in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [task_id for ids in taken for task_id in ids]
+    assert len(set(every)) == len(every) == 4 * MANY
+    for ids in taken:
+        assert ids == sorted(ids)
+
+
+def _child_ids(queue: Any) -> None:
+    queue.put([new_task_id() for _ in range(100)])
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    new_task_id()  # a batch is half taken when the process forks
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_ids, args=(queue,))
+    child.start()
+    from_child = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    here = [new_task_id() for _ in range(100)]
+    assert not set(from_child) & set(here)
+
+
+@pytest.mark.anyio
+async def test_tasks_added_one_after_another_get_increasing_ids() -> None:
+    tm = TaskManager()
+
+    @tm.task()
+    async def job(n: int) -> None:
+        return None
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        ids = [tasks.add_task(job, n) for n in range(2 * task_ids.BATCH)]
+        await tasks()
+        assert ids == sorted(ids)
+        assert all(uuid.UUID(task_id).version == 7 for task_id in ids)
