@@ -11,7 +11,8 @@ It prints one table of ratios and writes ``benchmarks/results/latest.json``.
     python benchmarks/bench.py [--rounds 3] [--only s1,s3] [--backends memory,sqlite]
         [--competitor-python PATH] [--rows 1000,1000000] [--s1-tasks 20000] ...
 
-Scenario groups (``--only``): s1, s1_def, s2, s3, e, s1_sqlite, get, idem, rss.
+Scenario groups (``--only``): s1, s1_def, s2, s3, e, e_stored, s1_sqlite, get, idem,
+rss.
 
 ``--before-path`` adds a fourth implementation, "before": taskflow imported from other
 source folders (an older commit's ``packages/*/src``), run with taskflow's scenarios in
@@ -38,7 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 IMPLS = ("plain", "taskflow", "competitor", "before")
-GROUPS = ("s1", "s1_def", "s2", "s3", "e", "s1_sqlite", "get", "idem", "rss")
+GROUPS = ("s1", "s1_def", "s2", "s3", "e", "e_stored", "s1_sqlite", "get", "idem", "rss")
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql")
 E_TARGETS = {"sqlite": 10_000, "redis": 10_000, "postgres": 5_000, "mysql": 3_000}
 
@@ -173,6 +174,19 @@ def cases(args: argparse.Namespace) -> list[Case]:
                     (lambda r, k=f"e_{backend}", g=goal: (v >= g) if (v := _tf(r, k)) else None)
                     if goal
                     else (lambda r: None),
+                )
+            )
+    if "e_stored" in only:
+        for backend in [b for b in args.e_stored_backends.split(",") if b]:
+            n, stored = args.e_durable_tasks, args.e_stored_rows
+            params = {"tasks": n, "concurrency": 50, "backend": backend, "stored": stored}
+            out.append(
+                Case(
+                    f"e_stored_{backend}",
+                    f"E {n:,} tasks as above, on a store already holding {stored:,} "
+                    f"finished tasks ({backend})",
+                    "tasks/s",
+                    {"taskflow": ("e", params)},
                 )
             )
     if "s1_sqlite" in only:
@@ -434,6 +448,13 @@ def main() -> None:
     parser.add_argument("--s3-tasks", type=int, default=20_000)
     parser.add_argument("--e-tasks", type=int, default=5_000)
     parser.add_argument("--e-durable-tasks", type=int, default=5_000)
+    parser.add_argument("--e-stored-backends", default="sqlite", help="for e_stored (SQL backends)")
+    parser.add_argument(
+        "--e-stored-rows",
+        type=int,
+        default=1_000_000,
+        help="e_stored: finished tasks in the store before E runs on it",
+    )
     parser.add_argument("--s1-sqlite-tasks", type=int, default=500)
     parser.add_argument("--rss-tasks", type=int, default=1_000_000)
     parser.add_argument(

@@ -1,6 +1,7 @@
 """Task ids are version-7 UUIDs that grow over time: unique across threads and forked
 processes, strictly increasing in the order one thread takes them (so a SQL store's
-primary-key index grows at its end), and carrying the time they were made."""
+primary-key index grows at its end), and carrying the time they were taken (to within
+``FRESH_FOR``)."""
 
 from __future__ import annotations
 
@@ -46,10 +47,22 @@ def test_ids_keep_increasing_when_the_clock_goes_back(monkeypatch: pytest.Monkey
     task_ids._refill()
     earlier = [new_task_id() for _ in range(task_ids.BATCH)]
     an_hour_ago = time.time_ns() - 3600 * 10**9
-    monkeypatch.setattr(task_ids.time, "time_ns", lambda: an_hour_ago)
+    monkeypatch.setattr(task_ids, "_time_ns", lambda: an_hour_ago)
+    task_ids._refill()
     later = [new_task_id() for _ in range(MANY)]
     assert earlier + later == sorted(earlier + later)
     assert len(set(earlier + later)) == len(earlier) + MANY
+
+
+def test_an_id_taken_after_a_quiet_spell_carries_the_time_it_was_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task_ids._refill()
+    first = new_task_id()  # the rest of its batch stays unused
+    an_hour_later = time.time_ns() + 3600 * 10**9
+    monkeypatch.setattr(task_ids, "_time_ns", lambda: an_hour_later)
+    second = new_task_id()
+    assert _millisecond(second) == an_hour_later // 1_000_000 > _millisecond(first)
 
 
 def test_threads_never_share_an_id_and_each_takes_increasing_ones() -> None:

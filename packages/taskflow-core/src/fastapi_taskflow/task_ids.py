@@ -10,11 +10,12 @@ of one process grow, and those of several processes grow together.
 Layout (RFC 9562, section 5.7): 48 bits of milliseconds, the version (7), 12 bits
 ``rand_a`` used as a counter within the millisecond (section 6.2, method 1: its high 4
 bits number the batch, its low 8 bits the id within it), the variant (``10``) and 62
-random bits from ``os.urandom``. The ids one process makes are strictly increasing: a
+random bits from ``os.urandom``. The ids one thread takes are strictly increasing: a
 batch made within the millisecond of the previous one continues its counter, and when
 a millisecond's 16 batches are used up (4,096 ids), or the clock went back, the next
 batch takes the following millisecond. Ids of different processes are told apart by
-their random bits.
+their random bits. A batch serves for at most a second (``FRESH_FOR``), so the time in
+an id is the time it was taken, to within a second.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ __all__ = ["new_task_id"]
 
 def new_task_id() -> str:
     """Return a new task id: a version-7 UUID in its canonical string form, later than
-    every id this process made before.
+    every id this thread took before, whose time is at most :data:`FRESH_FOR` seconds
+    before now (unless the clock jumped back).
 
     Ids are made :data:`BATCH` at a time (one ``os.urandom`` call and a few slice
     assignments in C for the whole batch); taking one is a ``next()`` on a list
-    iterator. A forked child starts a batch of its own.
+    iterator, unless the batch is older than :data:`FRESH_FOR`. A forked child starts
+    a batch of its own.
     """
+    if _time_ns() > _stale_at:
+        _refill()
     task_id = next(_ids, None)
     while task_id is None:
         _refill()
@@ -44,6 +49,11 @@ def new_task_id() -> str:
 
 BATCH = 256
 """Ids made at once: the low 8 bits of ``rand_a``."""
+
+FRESH_FOR = 1.0
+"""Seconds a batch is used for: an id taken later comes from a new batch, so the time
+an id carries is never much older than the id (a quiet process would otherwise hand
+out an hour-old batch's ids)."""
 
 _BATCHES_PER_MS = 16
 """Batches one millisecond holds: the high 4 bits of ``rand_a``."""
@@ -120,10 +130,12 @@ def _refill() -> None:
     other in increasing order. Taking an id (``next()`` on a list iterator) is atomic:
     threads never share one, and the ids one thread takes are strictly increasing;
     two threads refilling at once only waste a batch."""
-    global _ids, _last
+    global _ids, _last, _stale_at
     with _lock:
-        _last = _next_batch(time.time_ns() // 1_000_000)
+        now = _time_ns()
+        _last = _next_batch(now // 1_000_000)
         _ids = iter(_uuid7_strings(*_last))
+        _stale_at = now + int(FRESH_FOR * 1e9)
 
 
 def _forget_in_child() -> None:
@@ -131,5 +143,8 @@ def _forget_in_child() -> None:
     _ids = iter(())
 
 
+_time_ns = time.time_ns
 _ids: Iterator[str] = iter(())
+_stale_at = 0
+"""When the current batch is stale (``time.time_ns()``)."""
 os.register_at_fork(after_in_child=_forget_in_child)
