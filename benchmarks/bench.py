@@ -489,10 +489,10 @@ def main() -> None:
     pythons = {"plain": sys.executable, "taskflow": sys.executable}
     if args.competitor_python:
         pythons["competitor"] = args.competitor_python
-    if args.before_path:
-        pythons["before"] = sys.executable
     else:
         print("no --competitor-python: the competitor column stays empty", file=sys.stderr)
+    if args.before_path:
+        pythons["before"] = sys.executable
     selected = cases(args)
     samples: dict[str, dict[str, list[float]]] = {c.key: {} for c in selected}
     errors: dict[str, dict[str, str]] = {}
