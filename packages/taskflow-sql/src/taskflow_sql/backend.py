@@ -135,6 +135,8 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
         self._published = 0
         self._wakers: set[asyncio.Event] = set()
         self._opened = False
+        self._opening = asyncio.Lock()
+        """Held by the one ``open()`` at work: callers at the same time wait for it."""
         self._closed = False
         self._owns_engine = self._given_engine is None
         self._ctx_value: SQLContext | None = None
@@ -162,7 +164,9 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
         return self._ctx.engine
 
     async def open(self) -> None:
-        """Connect, create or upgrade the schema, start the SQLite writer. Idempotent.
+        """Connect, create or upgrade the schema, start the SQLite writer. Idempotent,
+        also when called again before the first call is done: later callers wait for
+        it, and open again only if it failed.
 
         Raises:
             BackendUnavailableError: the database cannot be reached.
@@ -170,6 +174,11 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
         """
         if self._opened:
             return
+        async with self._opening:
+            if not self._opened:
+                await self._open()
+
+    async def _open(self) -> None:
         if self._closed:
             raise RuntimeError("this SQL backend was closed; create a new one or fork()")
         if self._given_engine is not None:
