@@ -251,6 +251,11 @@ def test_the_page_loads_and_lists_tasks(watched: Watched, server: Server) -> Non
         expect(row.locator(".badge")).to_have_text("success")
         expect(row.locator(".func")).to_have_text("send_welcome_email")
         expect(row.locator(".tags")).to_contain_text("tenant=acme")
+        # The id column shows the random tail of the id (its first digits are the time
+        # it was made: the same for all three), the whole id on hover.
+        expect(row.locator(".task-id")).to_have_text(f"…{task_id[-8:]}")
+        expect(row.locator(".task-id")).to_have_attribute("title", task_id)
+    assert len({task_id[-8:] for task_id in ids}) == len(ids)
     # Newest first, and a page of 50 with a "load more" that uses the cursor.
     first = page.locator("#task-rows tr").first
     expect(first).to_have_attribute("data-task-id", ids[-1])

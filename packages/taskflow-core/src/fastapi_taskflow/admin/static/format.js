@@ -61,6 +61,8 @@ export function json(value) {
   }
 }
 
+// The tail of a long id: task ids are version-7 UUIDs, whose first digits are the time
+// they were made (the same for every task of a minute) and whose last ones are random.
 export function shortId(id) {
-  return id.length > 12 ? `${id.slice(0, 8)}…` : id;
+  return id.length > 12 ? `…${id.slice(-8)}` : id;
 }
