@@ -176,10 +176,11 @@ async def s3(tasks: int, backend: str = "memory") -> float:
 async def e(tasks: int, concurrency: int, backend: str = "memory", stored: int = 0) -> float:
     """tasks/s: ``concurrency`` request-like containers in flight, one task each, no
     HTTP and no explicit flush (each task's run writes its record first). ``stored``:
-    run on a store already holding that many finished tasks, with ids of this
-    implementation's own making (see :func:`_store_with_own_ids`)."""
+    run on a store already holding that many finished tasks whose ids this
+    implementation made, as weeks of use leave a task table (where a new task's id
+    lands in the primary-key index depends on how ids are made)."""
     if stored:
-        store = await _store_with_own_ids(backend, stored)
+        store = await _filled_store(backend, stored, own_ids=True)
         # the stored rows are old: keep them
         return await _e(tasks, concurrency, store, manager(store.url, retention=None))
     async with Backend(backend) as store:
@@ -262,13 +263,6 @@ async def _filled_store(backend: str, rows: int, own_ids: bool = False) -> Backe
         await sql.close()
     _filled[(backend, rows, own_ids)] = store
     return store
-
-
-async def _store_with_own_ids(backend: str, rows: int) -> Backend:
-    """A store holding ``rows`` finished tasks whose ids this implementation made: the
-    state of a task table after weeks of use, where a new id lands in the
-    primary-key index depends on how ids are made."""
-    return await _filled_store(backend, rows, own_ids=True)
 
 
 async def get(rows: int, backend: str, calls: int = 300) -> float:
