@@ -59,8 +59,10 @@ def test_an_id_taken_after_a_quiet_spell_carries_the_time_it_was_taken(
 ) -> None:
     task_ids._refill()
     first = new_task_id()  # the rest of its batch stays unused
-    an_hour_later = time.time_ns() + 3600 * 10**9
+    an_hour = 3600 * 10**9
+    an_hour_later = time.time_ns() + an_hour
     monkeypatch.setattr(task_ids, "_time_ns", lambda: an_hour_later)
+    monkeypatch.setattr(task_ids, "_monotonic_ns", lambda: time.monotonic_ns() + an_hour)
     second = new_task_id()
     assert _millisecond(second) == an_hour_later // 1_000_000 > _millisecond(first)
 

@@ -38,7 +38,7 @@ def new_task_id() -> str:
     iterator, unless the batch is older than :data:`FRESH_FOR`. A forked child starts
     a batch of its own.
     """
-    if _time_ns() > _stale_at:
+    if _monotonic_ns() > _stale_at:
         _refill()
     task_id = next(_ids, None)
     while task_id is None:
@@ -132,10 +132,9 @@ def _refill() -> None:
     two threads refilling at once only waste a batch."""
     global _ids, _last, _stale_at
     with _lock:
-        now = _time_ns()
-        _last = _next_batch(now // 1_000_000)
+        _last = _next_batch(_time_ns() // 1_000_000)
         _ids = iter(_uuid7_strings(*_last))
-        _stale_at = now + int(FRESH_FOR * 1e9)
+        _stale_at = _monotonic_ns() + int(FRESH_FOR * 1e9)
 
 
 def _forget_in_child() -> None:
@@ -144,7 +143,11 @@ def _forget_in_child() -> None:
 
 
 _time_ns = time.time_ns
+"""The wall clock an id's time is read from."""
+_monotonic_ns = time.monotonic_ns
+"""The clock a batch's age is measured on (cheaper to read than the wall clock, and
+unmoved when the wall clock is set)."""
 _ids: Iterator[str] = iter(())
 _stale_at = 0
-"""When the current batch is stale (``time.time_ns()``)."""
+"""When the current batch is stale (``_monotonic_ns()``)."""
 os.register_at_fork(after_in_child=_forget_in_child)
