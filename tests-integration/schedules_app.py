@@ -64,10 +64,13 @@ async def record(label: str) -> str:
 @task_manager.task(name="schedules.long")
 async def long(label: str) -> None:
     note("start", label)
-    for _ in range(600):
-        await asyncio.sleep(0.1)
-        note("step", label)
-    note("end", label)
+    try:
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            note("step", label)
+        note("end", label)
+    finally:
+        note("stopped", label)  # also when cancelled: the loop was left
 
 
 @task_manager.task(name="schedules.hang", timeout=1)
