@@ -104,6 +104,21 @@ def test_a_forked_child_makes_ids_of_its_own() -> None:
     assert not set(from_child) & set(here)
 
 
+def test_a_child_forked_while_a_batch_is_being_made_still_makes_ids() -> None:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    with task_ids._lock:  # as if a thread were making a batch at the fork
+        child = context.Process(target=_child_ids, args=(queue,))
+        child.start()
+    try:
+        from_child = queue.get(timeout=10)
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+    assert len(set(from_child)) == 100
+
+
 @pytest.mark.anyio
 async def test_tasks_added_one_after_another_get_increasing_ids() -> None:
     tm = TaskManager()

@@ -138,8 +138,11 @@ def _refill() -> None:
 
 
 def _forget_in_child() -> None:
-    global _ids
+    """In a forked child: a batch of its own, and a lock no thread of the parent holds
+    (one refilling at the fork would have left the child's copy locked for good)."""
+    global _ids, _lock
     _ids = iter(())
+    _lock = threading.Lock()
 
 
 _time_ns = time.time_ns
