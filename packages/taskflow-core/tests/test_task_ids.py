@@ -33,8 +33,8 @@ def test_ids_are_canonical_version_7_uuids() -> None:
 
 
 def test_ids_increase_and_carry_the_time_they_were_made() -> None:
-    task_ids._refill()  # the ids taken from here on are made from here on
     before = time.time_ns() // 1_000_000
+    task_ids._refill()  # the ids taken from here on are made from here on
     ids = [new_task_id() for _ in range(MANY)]
     after = time.time_ns() // 1_000_000
     assert ids == sorted(ids) and len(set(ids)) == MANY
