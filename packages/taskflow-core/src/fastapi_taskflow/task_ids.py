@@ -31,7 +31,8 @@ __all__ = ["new_task_id"]
 def new_task_id() -> str:
     """Return a new task id: a version-7 UUID in its canonical string form, later than
     every id this thread took before, whose time is at most :data:`FRESH_FOR` seconds
-    before now (unless the clock jumped back).
+    before now (later than now only after the clock went back, or when more than 4,096
+    ids were made within a millisecond).
 
     Ids are made :data:`BATCH` at a time (one ``os.urandom`` call and a few slice
     assignments in C for the whole batch); taking one is a ``next()`` on a list
