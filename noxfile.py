@@ -285,7 +285,7 @@ def bench(session: nox.Session) -> None:
     taskflow and the competitor (fastapi-taskflow 0.12.1, installed here into a
     virtualenv of its own, since its import name is ours), one table of ratios.
 
-    ``nox -s bench`` runs the default sizes (a few minutes on 2 cores);
+    ``nox -s bench`` runs the default sizes (about ten minutes on 2 cores);
     ``nox -s bench -- --only s1,s3 --rounds 5`` passes options to benchmarks/bench.py;
     ``nox -s bench -- benchmarks/sql_store.py --rows 1000000`` runs one older script.
     """
