@@ -20,6 +20,9 @@ once instead of becoming the tail. Without xdist this file changes nothing.
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -78,3 +81,42 @@ else:
         if config.getvalue("dist") == "loadgroup":
             return GroupScheduling(config, log)
         return None
+
+
+_REAL_STDERR = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep a copy of the process's stderr from before any test runs: while a test runs,
+    pytest's capture puts a temporary file in its place, lost with a crashed process."""
+    config.stash[_REAL_STDERR] = os.dup(sys.stderr.fileno())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    os.close(config.stash[_REAL_STDERR])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """A backstop behind pytest-timeout: a test still running at twice its timeout has a
+    hang the timeout could not break (a thread a test left running that the event loop's
+    shutdown waits for, a catch-all around a wait), so every thread's stack is printed and
+    its process exits; pytest-xdist reports the test as crashed and carries on with a new
+    worker, instead of the whole run stalling until CI gives up on it."""
+    timeout = float(item.config.getini("timeout") or 0) if _HAS_TIMEOUT else 0.0
+    if timeout > 0:
+        stderr = item.config.stash[_REAL_STDERR]
+        faulthandler.dump_traceback_later(2 * timeout, exit=True, file=stderr)
+    try:
+        yield
+    finally:
+        if timeout > 0:
+            faulthandler.cancel_dump_traceback_later()
+
+
+try:
+    import pytest_timeout  # noqa: F401
+except ImportError:  # pragma: no cover - the suite without pytest-timeout
+    _HAS_TIMEOUT = False
+else:
+    _HAS_TIMEOUT = True

@@ -95,10 +95,14 @@ async def test_a_running_sync_task_sees_cancel_requested(eventually: Any) -> Non
         ctx = get_task_context()
         assert ctx is not None
         started.set()
-        while True:
+        # A deadline, not `while True`: a thread cannot be stopped from outside, and one
+        # left looping after a failed assertion would hold up the process's exit.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             checks.append(ctx.cancel_requested)
             ctx.raise_if_cancelled()
             time.sleep(0.01)
+        return "never saw the cancellation"
 
     async with tm:
         task_id = tm.add_task(sync_job)

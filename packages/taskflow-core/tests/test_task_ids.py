@@ -5,7 +5,11 @@ primary-key index grows at its end), and carrying the time they were taken (to w
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -89,36 +93,68 @@ def test_threads_never_share_an_id_and_each_takes_increasing_ones() -> None:
         assert ids == sorted(ids)
 
 
-def _child_ids(queue: Any) -> None:
-    queue.put([new_task_id() for _ in range(100)])
+# The forks happen in a fresh interpreter of their own, never in the test process: a
+# pytest-xdist worker runs threads of its own (and of earlier tests) whose locks a forked
+# child would inherit, and a child left alive there would hold up the worker's exit
+# (multiprocessing joins its children at exit).
+FORKING = """
+import json, multiprocessing, sys
+from fastapi_taskflow import task_ids
+
+def child_ids(queue):
+    queue.put([task_ids.new_task_id() for _ in range(100)])
+
+context = multiprocessing.get_context("fork")
+queue = context.Queue()
+task_ids.new_task_id()  # a batch is half taken when the process forks
+if sys.argv[1] == "while-a-batch-is-made":
+    task_ids._lock.acquire()  # as if a thread were making a batch at the fork
+child = context.Process(target=child_ids, args=(queue,))
+child.start()
+if sys.argv[1] == "while-a-batch-is-made":
+    task_ids._lock.release()
+try:
+    from_child = queue.get(timeout=20)
+finally:
+    child.join(timeout=5)
+    if child.is_alive():
+        child.kill()
+here = [task_ids.new_task_id() for _ in range(100)]
+print(json.dumps({"child": from_child, "parent": here, "exitcode": child.exitcode}))
+"""
+
+
+def _fork_and_take_ids(when: str) -> dict[str, Any]:
+    """Run ``FORKING`` in a new interpreter; what its parent and forked child took."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", FORKING, when],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:  # the interpreter and any child it forked, when the deadline passed
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, err
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def test_a_forked_child_makes_ids_of_its_own() -> None:
-    new_task_id()  # a batch is half taken when the process forks
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_child_ids, args=(queue,))
-    child.start()
-    from_child = queue.get(timeout=30)
-    child.join(timeout=30)
-    assert child.exitcode == 0
-    here = [new_task_id() for _ in range(100)]
-    assert not set(from_child) & set(here)
+    taken = _fork_and_take_ids("after-a-batch-is-made")
+    assert taken["exitcode"] == 0
+    assert len(set(taken["child"])) == 100
+    assert not set(taken["child"]) & set(taken["parent"])
 
 
 def test_a_child_forked_while_a_batch_is_being_made_still_makes_ids() -> None:
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    with task_ids._lock:  # as if a thread were making a batch at the fork
-        child = context.Process(target=_child_ids, args=(queue,))
-        child.start()
-    try:
-        from_child = queue.get(timeout=10)
-    finally:
-        child.join(timeout=5)
-        if child.is_alive():
-            child.kill()
-    assert len(set(from_child)) == 100
+    taken = _fork_and_take_ids("while-a-batch-is-made")
+    assert len(set(taken["child"])) == 100
+    assert not set(taken["child"]) & set(taken["parent"])
 
 
 @pytest.mark.anyio
