@@ -134,3 +134,15 @@ async def test_memory_cap_skips_a_task_that_became_active_again() -> None:
     await backend.create(_record(clock, 2, TaskStatus.SUCCESS))
     kept = {r.task_id for r in (await backend.query(TaskQuery(limit=10))).items}
     assert kept == {"t0000", "t0002"}
+
+
+async def test_memory_cap_counts_a_task_that_finished_again_from_its_last_finish() -> None:
+    clock = ManualClock()
+    backend = MemoryBackend(clock=clock, max_records=2)
+    await backend.create(_record(clock, 0, TaskStatus.FAILED))
+    await backend.create(_record(clock, 1, TaskStatus.SUCCESS))
+    await backend.transition("t0000", expected=[TaskStatus.FAILED], new=TaskStatus.PENDING)
+    await backend.transition("t0000", expected=[TaskStatus.PENDING], new=TaskStatus.SUCCESS)
+    await backend.create(_record(clock, 2, TaskStatus.SUCCESS))  # t0001 finished longest ago
+    kept = {r.task_id for r in (await backend.query(TaskQuery(limit=10))).items}
+    assert kept == {"t0000", "t0002"}

@@ -41,6 +41,7 @@ from fastapi_taskflow.models import (
     log_line,
 )
 
+from .finished import FinishedOrder
 from .listing import NEWEST_FIRST, CreationOrder, page_filter
 
 __all__ = ["DEFAULT_MAX_RECORDS", "MemoryState", "MemoryStore"]
@@ -63,7 +64,7 @@ class MemoryState:
         self.records: dict[str, LiveRecord] = {}
         """Task id -> its record, kept as one slotted object changed in place; the
         ``Store`` methods hand out :meth:`LiveRecord.to_record` snapshots."""
-        self.finished: dict[str, None] = {}
+        self.finished = FinishedOrder()
         """Ids of finished tasks in the order they finished (oldest first)."""
         self.logs: dict[str, tuple[LogLine, ...]] = {}
         """Task id -> its log lines: a tuple of :data:`LogLine` tuples, replaced by a
@@ -136,7 +137,7 @@ class MemoryStore:
             by_func = state.func_counts[record.func_name] = dict.fromkeys(TaskStatus, 0)
         by_func[status] += 1
         if status in TERMINAL_STATUSES:
-            state.finished[task_id] = None
+            state.finished.add(task_id)
             self._trim_locked()
         return None
 
@@ -149,18 +150,20 @@ class MemoryStore:
         cap = state.max_records
         if cap is None:
             return
-        while len(state.records) > cap and state.finished:
-            task_id = next(iter(state.finished))
+        while len(state.records) > cap:
+            task_id = state.finished.oldest()
+            if task_id is None:
+                return
             record = state.records.get(task_id)
             if record is None or record.status not in TERMINAL_STATUSES:
-                del state.finished[task_id]
+                state.finished.discard(task_id)
             else:
                 self._delete_locked(record)
 
     def _delete_locked(self, record: LiveRecord) -> None:
         state = self._state
         del state.records[record.task_id]
-        state.finished.pop(record.task_id, None)
+        state.finished.discard(record.task_id)
         state.logs.pop(record.task_id, None)
         self._count(record, -1)
         key = record.idempotency_key
@@ -445,12 +448,12 @@ class MemoryStore:
                 and state.key_holders.get(key) == task_id
             ):
                 del state.key_holders[key]
-            state.finished[task_id] = None
+            state.finished.add(task_id)
             cap = state.max_records
             if cap is not None and len(state.records) > cap:
                 self._trim_locked()
         else:
-            state.finished.pop(task_id, None)
+            state.finished.discard(task_id)
 
     def _count(self, record: LiveRecord, delta: int) -> None:
         state = self._state
