@@ -11,8 +11,8 @@ It prints one table of ratios and writes ``benchmarks/results/latest.json``.
     python benchmarks/bench.py [--rounds 3] [--only s1,s3] [--backends memory,sqlite]
         [--competitor-python PATH] [--rows 1000,1000000] [--s1-tasks 20000] ...
 
-Scenario groups (``--only``): s1, s1_def, s2, s3, e, e_stored, s1_sqlite, get, idem,
-rss.
+Scenario groups (``--only``): s1, s1_def, s1_cap, s2, s3, e, e_stored, s1_sqlite, get,
+idem, rss.
 
 ``--before-path`` adds a fourth implementation, "before": taskflow imported from other
 source folders (an older commit's ``packages/*/src``), run with taskflow's scenarios in
@@ -39,7 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 IMPLS = ("plain", "taskflow", "competitor", "before")
-GROUPS = ("s1", "s1_def", "s2", "s3", "e", "e_stored", "s1_sqlite", "get", "idem", "rss")
+GROUPS = ("s1", "s1_def", "s1_cap", "s2", "s3", "e", "e_stored", "s1_sqlite", "get", "idem", "rss")
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql")
 E_TARGETS = {"sqlite": 10_000, "redis": 10_000, "postgres": 5_000, "mysql": 3_000}
 
@@ -63,7 +63,7 @@ class Case:
         """Timed in CPU seconds of one process (everything on ``memory`` but RSS): the
         cases repeated within a round, after the machine settles."""
         return not self.once and (
-            self.key in ("s1", "s1_def", "s3") or self.key.endswith("_memory")
+            self.key in ("s1", "s1_def", "s1_cap", "s3") or self.key.endswith("_memory")
         )
 
     @property
@@ -110,6 +110,16 @@ def cases(args: argparse.Namespace) -> list[Case]:
                 f"S1 {args.s1_def_tasks:,} no-op `def` tasks in one container (memory)",
                 "µs/task",
                 {i: ("s1", params) for i in IMPLS},
+            )
+        )
+    if "s1_cap" in only:
+        params = {"tasks": args.s1_tasks, "per_container": 10}
+        out.append(
+            Case(
+                "s1_cap",
+                f"S1 {args.s1_tasks:,} tasks, 10 to a container, on a memory store at its cap",
+                "µs/task",
+                {i: ("s1_cap", params) for i in ("plain", "taskflow")},
             )
         )
     if "s2" in only:

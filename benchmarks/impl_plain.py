@@ -27,6 +27,18 @@ async def s1(tasks: int, sync: bool = False) -> float:
     return t.seconds / tasks * 1e6
 
 
+async def s1_cap(tasks: int, per_container: int) -> float:
+    """µs per task: ``tasks`` no-op tasks, ``per_container`` to a container (plain
+    keeps nothing, so there is no cap to be at)."""
+    with timer(cpu=True) as t:
+        for _ in range(tasks // per_container):
+            container = BackgroundTasks()
+            for _ in range(per_container):
+                container.add_task(noop)
+            await container()
+    return t.seconds / tasks * 1e6
+
+
 async def s2(requests: int, inflight: int) -> float:
     """req/s: POSTs that each add one no-op task."""
     app = FastAPI()

@@ -132,6 +132,28 @@ async def s1(tasks: int, sync: bool = False, backend: str = "memory") -> float:
     return t.seconds / tasks * 1e6
 
 
+async def s1_cap(tasks: int, per_container: int) -> float:
+    """µs per task: ``tasks`` no-op tasks, ``per_container`` to a container (a
+    request's worth), on a memory store already holding as many finished tasks as its
+    cap: the state of any process that has run that many, where every finished task
+    makes the store drop its oldest."""
+    tm = manager("memory://")
+    job = tm.task()(noop)
+    async with tm:
+        filler = ManagedBackgroundTasks(tm)
+        for _ in range(DEFAULT_MAX_RECORDS):
+            filler.add_task(job)
+        await filler()
+        with timer(cpu=True) as t:
+            for _ in range(tasks // per_container):
+                container = ManagedBackgroundTasks(tm)
+                for _ in range(per_container):
+                    container.add_task(job)
+                await container()
+        await _check(tm, DEFAULT_MAX_RECORDS)
+    return t.seconds / tasks * 1e6
+
+
 async def s2(requests: int, inflight: int, backend: str = "memory") -> float:
     """req/s: POSTs that each add one no-op task (``install()``ed app)."""
     async with Backend(backend) as store:

@@ -3,7 +3,7 @@ ago, in constant time per task, and ids that left it leave nothing behind."""
 
 from __future__ import annotations
 
-from taskflow_memory.finished import FinishedOrder
+from taskflow_memory.finished import CHECK_EVERY, FinishedOrder
 
 
 def test_the_oldest_finish_comes_first_and_a_new_finish_moves_an_id_to_the_end() -> None:
@@ -29,7 +29,7 @@ def test_places_left_behind_do_not_pile_up() -> None:
     for _ in range(1_000):  # finished again and again
         order.add("again")
     assert len(order) == 2
-    assert len(order._ids) == len(order._marks) <= 2 * len(order) + 65
+    assert len(order._ids) == len(order._marks) <= 2 * len(order) + 2 * CHECK_EVERY
     assert order.oldest() == "kept"
     order.discard("kept")
     assert order.oldest() == "again"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["FinishedOrder"]
+__all__ = ["CHECK_EVERY", "FinishedOrder"]
+
+CHECK_EVERY = 1024
+"""How many finishes apart the queue is checked for places to drop."""
 
 
 class FinishedOrder:
@@ -47,13 +50,14 @@ class FinishedOrder:
         self._of[task_id] = mark
         self._ids.append(task_id)
         self._marks.append(mark)
-        if len(self._ids) > 2 * len(self._of) + 64:
+        # Only adds lengthen the queue: checking every CHECK_EVERY-th keeps the queue
+        # within twice the ids finished plus 2 * CHECK_EVERY places.
+        if not mark % CHECK_EVERY and len(self._ids) > 2 * len(self._of) + CHECK_EVERY:
             self._compact()
 
     def discard(self, task_id: str) -> None:
         """``task_id`` is no longer finished (it will run again) or no longer kept."""
-        if self._of.pop(task_id, None) is not None and len(self._ids) > 2 * len(self._of) + 64:
-            self._compact()
+        self._of.pop(task_id, None)
 
     def oldest(self) -> str | None:
         """The id that finished longest ago, or None when none is finished."""
