@@ -103,7 +103,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     shutdown waits for, a catch-all around a wait), so every thread's stack is printed and
     its process exits; pytest-xdist reports the test as crashed and carries on with a new
     worker, instead of the whole run stalling until CI gives up on it."""
-    timeout = float(item.config.getini("timeout") or 0) if _HAS_TIMEOUT else 0.0
+    timeout = _timeout_of(item) if _HAS_TIMEOUT else 0.0
     if timeout > 0:
         stderr = item.config.stash[_REAL_STDERR]
         faulthandler.dump_traceback_later(2 * timeout, exit=True, file=stderr)
@@ -112,6 +112,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     finally:
         if timeout > 0:
             faulthandler.cancel_dump_traceback_later()
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    """The item's pytest-timeout limit: its ``timeout`` mark's, else the ini file's."""
+    mark = item.get_closest_marker("timeout")
+    if mark is not None and mark.args:
+        return float(mark.args[0] or 0)
+    return float(item.config.getini("timeout") or 0)
 
 
 try:
