@@ -103,7 +103,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     shutdown waits for, a catch-all around a wait), so every thread's stack is printed and
     its process exits; pytest-xdist reports the test as crashed and carries on with a new
     worker, instead of the whole run stalling until CI gives up on it."""
-    timeout = _timeout_of(item) if _HAS_TIMEOUT else 0.0
+    timeout = _timeout_of(item) if item.config.pluginmanager.hasplugin("timeout") else 0.0
     if timeout > 0:
         stderr = item.config.stash[_REAL_STDERR]
         faulthandler.dump_traceback_later(2 * timeout, exit=True, file=stderr)
@@ -120,11 +120,3 @@ def _timeout_of(item: pytest.Item) -> float:
     if mark is not None and mark.args:
         return float(mark.args[0] or 0)
     return float(item.config.getini("timeout") or 0)
-
-
-try:
-    import pytest_timeout  # noqa: F401
-except ImportError:  # pragma: no cover - the suite without pytest-timeout
-    _HAS_TIMEOUT = False
-else:
-    _HAS_TIMEOUT = True
