@@ -146,6 +146,14 @@ def test_raw_mysql_driver_errors_are_classified() -> None:
         assert isinstance(wrap_error("changing tasks' status", gone), BackendUnavailableError)
     assert is_retryable(errors.OperationalError(1213, "Deadlock found"))
     assert is_retryable(errors.OperationalError(1205, "Lock wait timeout exceeded"))
+    # as the server sends them, with a SQLSTATE beside the number (HY000 for most)
+    for number, sqlstate in ((1205, "HY000"), (1213, "40001")):
+        sent = errors.OperationalError(number, "from the server")
+        sent.sqlstate = sqlstate
+        assert is_retryable(sent), number
+    shutdown = errors.OperationalError(1053, "Server shutdown in progress")
+    shutdown.sqlstate = "08S01"
+    assert is_unavailable(shutdown)
     duplicate = errors.IntegrityError(1062, "Duplicate entry")
     assert not is_unavailable(duplicate) and not is_retryable(duplicate)
     assert isinstance(wrap_error("creating tasks", duplicate), SQLBackendError)

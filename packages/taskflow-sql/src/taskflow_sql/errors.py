@@ -16,6 +16,7 @@ import importlib
 import inspect
 import re
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -128,14 +129,18 @@ def _short(exc: BaseException) -> str:
 
 
 def _driver_code(exc: BaseException) -> object:
+    """The driver's code for ``exc``: MySQL's error number (a server error carries a
+    SQLSTATE too, but most share ``HY000``: a lock wait timeout's and a lost
+    connection's alike), else the SQLSTATE (PostgreSQL), else None."""
     orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    number = args[0] if args and isinstance(args[0], int) else None
+    if number is not None and type(orig).__module__.startswith(_MYSQL_DRIVERS):
+        return number
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate:
         return str(sqlstate)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0]
-    return None
+    return number
 
 
 # SQLSTATEs of a connection that is gone or refused (class 08) or a server shutting down.
@@ -201,15 +206,32 @@ RETRIES = 5
 """How many times a write is tried in all when it meets a deadlock or serialization
 failure."""
 
+RETRY_WINDOW = 2.0
+"""Seconds from a write's first try within which a retryable failure is tried again.
 
-async def retried(call: Callable[[], Awaitable[T]]) -> T:
+A deadlock or serialization failure is reported at once and is worth another try. A
+MySQL lock wait timeout (1205) comes only after the server waited for a lock for
+``innodb_lock_wait_timeout`` (50 s by default): a lock held that long is not about to be
+released, and trying again would hold the caller for that long each time (five tries:
+over four minutes). It is tried again only when the server's wait is set shorter than
+this window."""
+
+
+async def retried(call: Callable[[], Awaitable[T]], *, window: float = RETRY_WINDOW) -> T:
     """Await ``call()``, again (up to :data:`RETRIES` tries in all, with a short backoff)
-    while it fails with a deadlock or serialization failure (:func:`is_retryable`)."""
+    while it fails with a deadlock, a serialization failure or a lock wait timeout
+    (:func:`is_retryable`) within ``window`` seconds of the first try (see
+    :data:`RETRY_WINDOW`)."""
+    first_try = time.monotonic()
     for attempt in range(RETRIES):
         try:
             return await call()
         except Exception as exc:
-            if attempt + 1 < RETRIES and is_retryable(exc):
+            if (
+                attempt + 1 < RETRIES
+                and is_retryable(exc)
+                and time.monotonic() - first_try < window
+            ):
                 await asyncio.sleep(0.005 * 2**attempt)
                 continue
             raise
