@@ -6,12 +6,16 @@ task's outcome was being written behind another transaction's row lock), the wri
 itself used to go on with nobody waiting for it: past ``shutdown()``, after the store
 was closed, or destroyed with the event loop inside an open transaction, whose locks
 then held up the next one to touch the table (a ``DROP TABLE`` waiting a day on MariaDB).
+
+A shutdown of a manager whose store never answered does not try to write at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +100,19 @@ async def test_shutdown_ends_a_write_nobody_waits_for(
         for future in running:
             future.cancel()
         await observer.close()
+
+
+async def test_a_store_that_never_answered_is_shut_down_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A durable store unreachable from startup to shutdown (here a SQLite file in a
+    folder that does not exist) holds nothing of this instance's: every task was
+    refused. The shutdown then neither hands tasks back nor deletes a heartbeat, and
+    logs no error with a traceback for trying."""
+    caplog.set_level(logging.DEBUG, logger="fastapi_taskflow")
+    task_manager = TaskManager(backend=f"sqlite:///{tmp_path / 'missing' / 'tasks.db'}")
+    async with task_manager:
+        assert "unreachable at startup" in caplog.text
+    assert "could not hand" not in caplog.text
+    with_traceback = [record.getMessage() for record in caplog.records if record.exc_info]
+    assert with_traceback == []

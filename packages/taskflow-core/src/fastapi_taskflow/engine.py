@@ -300,9 +300,14 @@ class Engine:
         runtime.spawn(open_when_reachable(), name="taskflow-open")
         return runtime
 
+    @property
+    def store_opened(self) -> bool:
+        """False while the current runtime's store has not answered since boot."""
+        return self._unopened is None or self._unopened is not self._runtime_backend
+
     def check_opened(self) -> None:
         """Raise ``BackendUnavailableError`` while the store has not answered since boot."""
-        if self._unopened is not None and self._unopened is self._runtime_backend:
+        if not self.store_opened:
             raise BackendUnavailableError(
                 "the task store has been unreachable since startup; retry later"
             )

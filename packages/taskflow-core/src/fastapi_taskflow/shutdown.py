@@ -27,6 +27,9 @@ async def shutdown(engine: Engine, timeout: float) -> None:
         engine.bridge.close()
         return
     runtime.stopping = True
+    # A store that never answered since boot holds nothing of this instance's: every
+    # task was refused, and there is no heartbeat to delete.
+    opened = engine.store_opened
     for worker in list(runtime.workers.values()):
         await worker.stop()
     try:
@@ -40,12 +43,12 @@ async def shutdown(engine: Engine, timeout: float) -> None:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=5)
-    if engine.durable:
+    if engine.durable and opened:
         await _hand_back(engine)
     for task in list(runtime.background):
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)
-    if engine.durable:
+    if engine.durable and opened:
         await _forget_me(engine)
     # Writes whose callers gave up (tasks cancelled above) end before the store closes.
     await engine.drain_writes(timeout=max(timeout, 1.0))
