@@ -203,8 +203,8 @@ def is_unavailable(exc: BaseException) -> bool:
 T = TypeVar("T")
 
 RETRIES = 5
-"""How many times a write is tried in all when it meets a deadlock or serialization
-failure."""
+"""How many times a write is tried in all when it meets a deadlock, a serialization
+failure or (within :data:`RETRY_WINDOW`) a lock wait timeout."""
 
 RETRY_WINDOW = 2.0
 """Seconds from a write's first try within which a retryable failure is tried again.
