@@ -3,6 +3,7 @@ reading source files."""
 
 from __future__ import annotations
 
+import sys
 import traceback
 from typing import Any
 
@@ -81,3 +82,100 @@ def test_same_text_as_the_standard_library_where_no_source_is_shown() -> None:
     exc = namespace["catch"]()
     assert isinstance(exc, RuntimeError)
     assert format_traceback(exc) == "".join(traceback.format_exception(exc))
+
+
+if sys.version_info >= (3, 11):
+    from builtins import ExceptionGroup
+
+needs_groups = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="exception groups are built in from Python 3.11"
+)
+
+GROUPS = compile(
+    "def fail(kind, n):\n"
+    "    raise kind(f'member {n}')\n"
+    "def caught(kind, n):\n"
+    "    try:\n"
+    "        fail(kind, n)\n"
+    "    except Exception as exc:\n"
+    "        return exc\n"
+    "def chained(n):\n"
+    "    try:\n"
+    "        fail(KeyError, n)\n"
+    "    except KeyError as exc:\n"
+    "        try:\n"
+    "            raise RuntimeError(f'lookup {n} failed') from exc\n"
+    "        except RuntimeError as effect:\n"
+    "            return effect\n"
+    "def group(message, members):\n"
+    "    try:\n"
+    "        raise ExceptionGroup(message, members)\n"
+    "    except ExceptionGroup as exc:\n"
+    "        return exc\n",
+    "<generated>",
+    "exec",
+)
+
+
+def _generated() -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    exec(GROUPS, namespace)
+    return namespace
+
+
+@needs_groups
+def test_an_exception_group_shows_every_member_as_the_standard_library_does() -> None:
+    """``asyncio.TaskGroup`` and anyio raise exception groups: the text shows each
+    member (its frames, its cause, groups nested in it) in Python's layout, the same
+    text as the standard library's where no source is shown."""
+    g = _generated()
+    inner = g["group"]("inner", [g["caught"](TypeError, 3), ValueError("no traceback")])
+    inner.add_note("a note on the inner group")
+    outer = g["group"]("outer", [g["caught"](ValueError, 1), g["chained"](2), inner])
+    text = format_traceback(outer)
+    assert text == "".join(traceback.format_exception(outer))
+    for shown in ("ValueError: member 1", "KeyError: 'member 2'", "TypeError: member 3"):
+        assert shown in text
+    assert "RuntimeError: lookup 2 failed" in text and "in fail\n" in text
+
+
+@needs_groups
+def test_a_wide_or_deep_group_is_cut_where_the_standard_library_cuts_it() -> None:
+    g = _generated()
+    wide = g["group"]("wide", [g["caught"](ValueError, n) for n in range(20)])
+    assert format_traceback(wide) == "".join(traceback.format_exception(wide))
+    assert "and 5 more exceptions" in format_traceback(wide)
+    deep: BaseException = ValueError("bottom")
+    for level in range(13):
+        deep = ExceptionGroup(f"level {level}", [deep])
+    assert format_traceback(deep) == "".join(traceback.format_exception(deep))
+    assert "max_group_depth" in format_traceback(deep)
+    caused = g["group"]("caused", [ValueError("x")])
+    caused.__cause__ = g["chained"](4)
+    assert format_traceback(caused) == "".join(traceback.format_exception(caused))
+
+
+@pytest.mark.anyio
+@needs_groups
+async def test_a_task_failing_in_a_task_group_records_why(eventually: Any) -> None:
+    import asyncio
+
+    tm = TaskManager(poll_interval=0.01)
+
+    async def fetch(key: str) -> None:
+        _load(key)
+
+    @tm.task()
+    async def sync_all() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(fetch("u7"))
+
+    async with tm:
+        task_id = tm.add_task(sync_all)
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.FAILED)  # type: ignore[union-attr]
+    record = tm.store.get(task_id)
+    assert record is not None
+    [entry] = [e for e in record.logs if e.level == "error"]
+    text = entry.extra["traceback"]
+    assert "ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception)" in text
+    assert "    | KeyError: 'u7'\n" in text and "in _load\n" in text

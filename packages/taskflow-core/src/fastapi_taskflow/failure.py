@@ -8,7 +8,13 @@ needs to find the code — without touching the source files.
 
 from __future__ import annotations
 
+import sys
 import traceback
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # Python 3.10: the backport anyio depends on there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["format_traceback"]
 
@@ -18,14 +24,55 @@ _UNNAMED = frozenset({"builtins", "__main__"})
 """Modules whose exception types are shown without the module's name."""
 
 
+MAX_GROUP_WIDTH = 15
+"""How many members of an exception group are shown; the rest are counted (as Python's
+``traceback`` does)."""
+
+MAX_GROUP_DEPTH = 10
+"""How deep exception groups nested in groups are shown (as Python's ``traceback``)."""
+
+
 def format_traceback(exc: BaseException) -> str:
     """Return ``exc``'s traceback as text, like ``traceback.format_exception`` but
     without source lines; chained causes and contexts come first, as Python prints
-    them."""
-    if exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__):
-        return _one(exc)  # no chain: the common case
+    them, and an exception group shows each of its members (an ``asyncio.TaskGroup``'s
+    failures, say) in Python's layout."""
+    if (
+        exc.__cause__ is None
+        and (exc.__context__ is None or exc.__suppress_context__)
+        and not isinstance(exc, BaseExceptionGroup)
+    ):
+        return _frames(exc) + _exception_only(exc)  # no chain, no group: the common case
+    printer = _Printer()
+    _chain(exc, printer, set())
+    return "".join(printer.parts)
+
+
+class _Printer:
+    """The text being made, and where in nested exception groups it is (the margin
+    every line gets inside a group)."""
+
+    __slots__ = ("depth", "need_close", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.depth = 0
+        self.need_close = False
+
+    def indent(self) -> str:
+        return " " * (2 * self.depth)
+
+    def emit(self, text: str, margin: str = "|") -> None:
+        if not self.depth:
+            self.parts.append(text)
+            return
+        prefix = f"{self.indent()}{margin} "
+        self.parts.extend(prefix + line for line in text.splitlines(keepends=True))
+
+
+def _chain(exc: BaseException, printer: _Printer, seen: set[int]) -> None:
+    """``exc`` with the exceptions chained to it, the earliest first."""
     chain: list[tuple[BaseException, str]] = []
-    seen: set[int] = set()
     current: BaseException | None = exc
     link = ""
     while current is not None and id(current) not in seen:
@@ -37,20 +84,70 @@ def format_traceback(exc: BaseException) -> str:
             current, link = current.__context__, _CONTEXT
         else:
             current = None
-    return "".join(_one(error) + link for error, link in reversed(chain))
+    for error, link in reversed(chain):
+        if isinstance(error, BaseExceptionGroup):
+            _group(error, printer, seen)
+        else:
+            frames = _frames(error)
+            if frames:
+                printer.emit(frames)
+            printer.emit(_exception_only(error))
+        if link:
+            printer.emit(link)
 
 
-def _one(error: BaseException) -> str:
-    """The traceback of ``error`` alone (no chained exception)."""
+def _group(group: BaseExceptionGroup[BaseException], printer: _Printer, seen: set[int]) -> None:
+    """An exception group: its own traceback, then each member's, framed and indented."""
+    if printer.depth > MAX_GROUP_DEPTH:
+        printer.emit(f"... (max_group_depth is {MAX_GROUP_DEPTH})\n")
+        return
+    top = printer.depth == 0
+    if top:
+        printer.depth += 1
+    frames = _frames(group, "Exception Group Traceback (most recent call last):\n")
+    if frames:
+        header, _, rest = frames.partition("\n")
+        printer.emit(header + "\n", margin="+" if top else "|")
+        printer.emit(rest)
+    printer.emit(_exception_only(group))
+    members = group.exceptions
+    shown = min(len(members), MAX_GROUP_WIDTH + 1)
+    printer.need_close = False
+    for index in range(shown):
+        last = index == shown - 1
+        if last:
+            printer.need_close = True  # unless a nested group closes the frame itself
+        cut = index >= MAX_GROUP_WIDTH
+        title = "..." if cut else str(index + 1)
+        corner = "+-" if index == 0 else "  "
+        printer.parts.append(
+            f"{printer.indent()}{corner}+---------------- {title} ----------------\n"
+        )
+        printer.depth += 1
+        if cut:
+            more = len(members) - MAX_GROUP_WIDTH
+            printer.emit(f"and {more} more exception{'s' if more > 1 else ''}\n")
+        else:
+            _chain(members[index], printer, seen)
+        if last and printer.need_close:
+            printer.parts.append(f"{printer.indent()}+------------------------------------\n")
+            printer.need_close = False
+        printer.depth -= 1
+    if top:
+        printer.depth = 0
+
+
+def _frames(error: BaseException, header: str = "Traceback (most recent call last):\n") -> str:
+    """``header`` and file, line and function of every frame of ``error``'s traceback;
+    empty when it has none."""
     tb = error.__traceback__
     if tb is None:
-        return _exception_only(error)
-    parts = ["Traceback (most recent call last):\n"]
+        return ""
+    parts = [header]
     while tb is not None:
         code = tb.tb_frame.f_code
         parts.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
         tb = tb.tb_next
-    parts.append(_exception_only(error))
     return "".join(parts)
 
 
