@@ -104,11 +104,12 @@ def _group(group: BaseExceptionGroup[BaseException], printer: _Printer, seen: se
     top = printer.depth == 0
     if top:
         printer.depth += 1
-    frames = _frames(group, "Exception Group Traceback (most recent call last):\n")
+    frames = _frames(group, header="")
     if frames:
-        header, _, rest = frames.partition("\n")
-        printer.emit(header + "\n", margin="+" if top else "|")
-        printer.emit(rest)
+        printer.emit(
+            "Exception Group Traceback (most recent call last):\n", margin="+" if top else "|"
+        )
+        printer.emit(frames)
     printer.emit(_exception_only(group))
     members = group.exceptions
     shown = min(len(members), MAX_GROUP_WIDTH + 1)
