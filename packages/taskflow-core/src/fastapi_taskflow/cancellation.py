@@ -44,8 +44,9 @@ logger = logging.getLogger("fastapi_taskflow")
 
 async def cancel(engine: Engine, task_id: str) -> TaskRecord:
     """Cancel ``task_id``; see :meth:`fastapi_taskflow.TaskManager.cancel`."""
+    backend = await engine.started_backend()  # or BackendUnavailableError
     await engine.flush()  # a task accepted a moment ago is in the store
-    return await _cancel_with(engine, engine.backend, task_id)
+    return await _cancel_with(engine, backend, task_id)
 
 
 def cancel_sync(engine: Engine, task_id: str) -> TaskRecord:

@@ -82,7 +82,7 @@ async def schedule_once(
     if run_key is not None and (not isinstance(run_key, str) or not run_key):
         raise ScheduleError(f"run_key must be a non-empty string or None, got {run_key!r}")
     clean_tags = check_tags(tags)
-    await engine.started()
+    await engine.started_backend()  # the store has answered, or BackendUnavailableError
     when = _due_time(engine, run_at, delay)
     config = engine.registry.resolve(func).config
     args_json, kwargs_json = encode_arguments(func, args, kwargs, strict=engine.durable)
@@ -112,14 +112,14 @@ async def cancel_scheduled(engine: Engine, run_key: str) -> bool:
     """Cancel the pending firing named ``run_key``; True if there was one."""
     if not isinstance(run_key, str) or not run_key:
         raise ScheduleError(f"run_key must be a non-empty string, got {run_key!r}")
-    await engine.started()
+    await engine.started_backend()
     async with _key_lock(engine, run_key):
         return await _cancel_keyed(engine, run_key) > 0
 
 
 async def list_scheduled(engine: Engine) -> list[ScheduledTask]:
     """Every pending one-off firing, soonest first."""
-    await engine.started()
+    await engine.started_backend()
     await engine.flush()
     found: list[ScheduledTask] = []
     cursor: str | None = None
