@@ -542,18 +542,25 @@ def test_a_postgres_schema_without_tables_is_refused_and_left_alone() -> None:
     assert not asyncio.run(exists())  # nothing was created
 
 
-def test_no_password_is_ever_printed() -> None:
+def test_no_password_and_no_address_is_ever_printed_in_an_error() -> None:
     secret = "s3cr3t-Pa55"
-    for url in (
-        f"redis://:{secret}@127.0.0.1:1/0",
-        f"postgresql://bob:{secret}@127.0.0.1:1/db",
-        f"mysql://bob:{secret}@127.0.0.1:1/db",
+    for url, address in (
+        (f"redis://:{secret}@127.0.0.1:1/0", "127.0.0.1"),
+        (f"postgresql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
+        (f"mysql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
+        (f"mysql://bob:{secret}@taskflow-db.invalid:3306/db", "taskflow-db"),
+        (f"redis://:{secret}@taskflow-cache.invalid:6379/0", "taskflow-cache"),
     ):
         for args in (("check",), ("list",), ("check", "--json"), ("show", "x", "--json")):
             result = invoke(*args, "-b", url)
             assert result.exit_code == ExitCode.UNAVAILABLE, (url, args, result.output)
             assert secret not in result.output, (url, args)
             assert secret not in result.stderr, (url, args)
+            assert address not in result.stderr, (url, args, result.stderr)
+        report = as_json(invoke("check", "--json", "-b", url))
+        failed = [check["detail"] for check in report["checks"] if not check["ok"]]
+        assert failed and not any(address in detail for detail in failed), failed
+    # where the store is named as output (not an error), only the password is hidden
     masked = as_json(invoke("check", "--json", "-b", f"redis://:{secret}@127.0.0.1:1/0"))
     assert masked["backend"]["url"] == "redis://:***@127.0.0.1:1/0"
 

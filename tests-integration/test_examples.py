@@ -762,6 +762,24 @@ async def test_error_handlers() -> None:
         assert "b.csv" not in ex.imported
 
 
+def test_store_down_names_no_password_and_no_address() -> None:
+    """examples/store_down.py as a user runs it: refused, logged, nothing secret."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "store_down.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "refused: the task store is unreachable, so no task was accepted" in result.stdout
+    logged = result.stderr
+    assert "WARNING fastapi_taskflow: the task store is unreachable at startup" in logged
+    assert "Connect call failed ('<host>', 9)" in logged  # the driver's reason, masked
+    for secret in ("s3cret", "127.0.0.1"):
+        assert secret not in result.stdout + logged
+
+
 def test_configuration_errors() -> None:
     with pytest.raises(BackendNotFoundError) as not_found:
         TaskManager(backend="nosuch://host")

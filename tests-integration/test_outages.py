@@ -246,7 +246,17 @@ async def _restart_under_load(app: App, server: StoreServer) -> tuple[LoadResult
                 await asyncio.sleep(0.2)
         assert not todo, f"not terminal: {Counter(statuses.get(i) for i in todo)}"
         assert Counter(statuses.values()) == Counter({"success": len(ids)})
+    _assert_no_address_logged(app)
     return result, load_time
+
+
+def _assert_no_address_logged(app: App) -> None:
+    """The outage was logged, and no line of the app's log names the store's address
+    (uvicorn's own line, the app's address, is the only one allowed to)."""
+    log = "".join(app.log)
+    assert "unreachable" in log, log
+    named = [line for line in app.log if "127.0.0.1" in line and "Uvicorn running" not in line]
+    assert not named, "".join(named)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -311,3 +321,4 @@ def test_a_store_down_at_boot_is_waited_for_without_a_restart(kind: str, tmp_pat
                 assert client.get("/pid").json()["pid"] == pid
                 assert app.runs_by_id() == Counter({task_id: 1})
             assert "taskflow engine task failed" not in "".join(app.log)
+            _assert_no_address_logged(app)

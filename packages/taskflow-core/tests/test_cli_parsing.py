@@ -81,12 +81,17 @@ def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
-def test_scrub_removes_the_password_however_it_is_quoted() -> None:
-    url = "postgresql://u:p%40ss@db/app?token=t0k3n"
-    message = f"could not use {url}: auth failed for p@ss / p%40ss (token t0k3n)"
+def test_scrub_removes_the_password_and_the_address_however_they_are_quoted() -> None:
+    url = "postgresql://u:p%40ss@tasks-db/app?token=t0k3n"
+    message = (
+        f"could not use {url}: auth failed for p@ss / p%40ss (token t0k3n) "
+        "on server 'tasks-db' at 10.1.2.3"
+    )
     cleaned = scrub(message, url)
     assert "p@ss" not in cleaned and "p%40ss" not in cleaned and "t0k3n" not in cleaned
-    assert "postgresql://u:***@db/app" in cleaned
+    assert "postgresql://u:***@<host>/app" in cleaned
+    assert "tasks-db" not in cleaned and "10.1.2.3" not in cleaned
+    assert "on server '<host>' at <host>" in cleaned
 
 
 def test_exit_codes() -> None:

@@ -105,7 +105,7 @@ def test_a_third_party_scheme_points_at_the_entry_point_group() -> None:
 
 def test_taskflow_backend_variable_selects_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKFLOW_BACKEND", "nosuch://from-env")
-    with pytest.raises(BackendNotFoundError, match="nosuch-from-env|from-env"):
+    with pytest.raises(BackendNotFoundError, match="no backend is installed for nosuch://"):
         TaskManager()
 
 

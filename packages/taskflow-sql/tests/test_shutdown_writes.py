@@ -114,5 +114,5 @@ async def test_a_store_that_never_answered_is_shut_down_quietly(
     async with task_manager:
         assert "unreachable at startup" in caplog.text
     assert "could not hand" not in caplog.text
-    with_traceback = [record.getMessage() for record in caplog.records if record.exc_info]
+    with_traceback = [r.getMessage() for r in caplog.records if r.exc_info or r.exc_text]
     assert with_traceback == []

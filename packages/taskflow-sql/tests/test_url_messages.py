@@ -60,7 +60,8 @@ async def test_an_unknown_server_url_option_is_named_with_the_valid_ones(
             pass
     message = str(info.value)
     assert "unknown option 'prefx'" in message
-    assert "prefx=x" in message and "@127.0.0.1:1/app?" in message  # the query is kept
+    assert "prefx=x" in message and "@<host>:1/app?" in message  # the query is kept
+    assert "127.0.0.1" not in message  # the address is not
     assert "table_prefix" in message and driver_option in message
     assert SECRET not in message and "TypeError" not in message
 
@@ -84,4 +85,4 @@ async def test_a_missing_sqlite_directory_says_so_and_not_server(tmp_path: Path)
 
 def test_the_repr_masks_the_password() -> None:
     backend = SQLBackend(f"postgresql://app:{SECRET}@db/app")
-    assert SECRET not in repr(backend) and "app:***@db" in repr(backend)
+    assert SECRET not in repr(backend) and "app:***@<host>" in repr(backend)

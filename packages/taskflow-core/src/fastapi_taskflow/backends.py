@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from .clock import Clock, SystemClock
 from .errors import BackendNotFoundError, BackendURLError
 from .protocols import BackendFactory, TaskBackend
-from .redaction import mask_secrets
+from .redaction import hide_hosts_of, mask_secrets
 
 __all__ = ["DEFAULT_BACKEND_URL", "ENV_VAR", "open_backend", "registered_schemes"]
 
@@ -72,6 +72,7 @@ def open_backend(url: str | None = None, *, clock: Clock | None = None) -> TaskB
         )
     url = url or os.environ.get(ENV_VAR) or DEFAULT_BACKEND_URL
     scheme = _scheme_of(url)
+    hide_hosts_of(url)  # whichever backend serves it, its server is never named
     found = [ep for ep in entry_points(group="taskflow.backends") if ep.name == scheme]
     if not found:
         hint = _PACKAGE_FOR_SCHEME.get(scheme)

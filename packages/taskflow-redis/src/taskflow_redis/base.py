@@ -10,6 +10,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from fastapi_taskflow.clock import Clock
+from fastapi_taskflow.redaction import mask_log_records
 
 from .connection import DRIVER_ERRORS, AnyRedis, Connector, translated
 from .keys import KeySpace, micros
@@ -18,7 +19,7 @@ from .scripts import SHAS, source
 
 __all__ = ["RedisBase", "logger"]
 
-logger = logging.getLogger("taskflow_redis")
+logger = mask_log_records(logging.getLogger("taskflow_redis"))
 
 ArgT = str | int | float | bytes
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from fastapi_taskflow.models import LogEntry, TaskRecord, TaskStatus, TaskUpdate, fold_text
+from fastapi_taskflow.redaction import mask_log_records
 
 from .errors import RedisBackendError
 from .keys import KeySpace, micros, padded
@@ -48,7 +49,7 @@ __all__ = [
     "validate_record",
 ]
 
-logger = logging.getLogger("taskflow_redis")
+logger = mask_log_records(logging.getLogger("taskflow_redis"))
 
 MUTABLE_FIELDS = (
     "attempt",

@@ -13,6 +13,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from fastapi_taskflow.errors import BackendUnavailableError
+from fastapi_taskflow.redaction import hide_hosts, mask_secrets
 
 from .errors import RedisBackendError
 from .urls import redact
@@ -64,23 +65,26 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
 def translated(exc: BaseException, action: str, where: str) -> Exception | None:
     """The taskflow error for a redis-py error, or None when ``exc`` is not one.
 
+    The message quotes the driver's, with passwords and the server's address masked.
+
     Args:
         exc: what the driver raised.
         action: what was being done, for the message ("claiming from queue 'default'").
         where: the server, for the message.
     """
+    said = mask_secrets(str(exc))
     if isinstance(exc, UNAVAILABLE):
         return BackendUnavailableError(
-            f"Redis at {where} is unreachable while {action} ({exc}); check that the "
+            f"Redis at {where} is unreachable while {action} ({said}); check that the "
             "server is running and the URL is right, then retry"
         )
     if isinstance(exc, rx.RedisClusterException):
         return BackendUnavailableError(
-            f"Redis Cluster at {where} is not usable while {action} ({exc}); check that "
+            f"Redis Cluster at {where} is not usable while {action} ({said}); check that "
             "every node is up and the cluster state is ok"
         )
     if isinstance(exc, rx.RedisError):
-        return RedisBackendError(f"Redis at {where} refused a command while {action}: {exc}")
+        return RedisBackendError(f"Redis at {where} refused a command while {action}: {said}")
     return None
 
 
@@ -206,14 +210,20 @@ def _cluster_twin(client: RedisCluster) -> Callable[[], AnyRedis]:
 
 
 def _describe_pool(pool: ConnectionPool) -> str:
+    """The server of a caller's pool, for messages: its address masked (and hidden in
+    the driver's texts from now on)."""
     kw: dict[str, Any] = pool.connection_kwargs
     if "path" in kw:
         return f"unix://{kw['path']}"
-    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+    hide_hosts([kw.get("host", "localhost")])
+    return mask_secrets(
+        f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+    )
 
 
 def _describe(client: AnyRedis) -> str:
     if isinstance(client, RedisCluster):
         nodes = client.get_nodes() or client.startup_nodes
-        return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes[:3])
+        hide_hosts(n.host for n in nodes)
+        return "cluster " + mask_secrets(",".join(f"redis://{n.host}:{n.port}" for n in nodes[:3]))
     return _describe_pool(client.connection_pool)

@@ -19,7 +19,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from fastapi_taskflow.errors import BackendURLError
-from fastapi_taskflow.redaction import mask_secrets
+from fastapi_taskflow.redaction import hide_hosts_of, mask_secrets
 
 __all__ = ["SCHEMES", "RedisURL", "parse_redis_url", "redact"]
 
@@ -53,8 +53,8 @@ _UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(?P<name>[^']+)'
 
 
 def redact(url: str) -> str:
-    """Return ``url`` with its password masked (query kept, secrets in it masked), for
-    messages; see :func:`fastapi_taskflow.redaction.mask_secrets`."""
+    """Return ``url`` with its password and host masked (query kept, secrets in it
+    masked), for messages; see :func:`fastapi_taskflow.redaction.mask_secrets`."""
     return mask_secrets(url)
 
 
@@ -70,6 +70,7 @@ def parse_redis_url(url: str) -> RedisURL:
     """
     if not isinstance(url, str) or "://" not in url:
         raise _fail(str(url), "expected 'scheme://...'")
+    hide_hosts_of(url)
     try:
         parts = urlsplit(url)
         port = parts.port

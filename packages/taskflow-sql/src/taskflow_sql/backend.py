@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
 from fastapi_taskflow.errors import BackendURLError
-from fastapi_taskflow.redaction import mask_secrets
+from fastapi_taskflow.redaction import hide_hosts_of, mask_secrets
 
 from .combined import SQLCombinedWrite
 from .context import SQLContext
@@ -112,6 +112,7 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
         if isinstance(url_or_engine, AsyncEngine):
             self._target: SQLTarget | None = None
             self._url = url_or_engine.url.render_as_string(hide_password=False)
+            hide_hosts_of(self._url)
             self._given_engine: AsyncEngine | None = url_or_engine
             kind = kind_of(url_or_engine.dialect.name)
         else:

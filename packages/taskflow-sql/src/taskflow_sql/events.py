@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
+from fastapi_taskflow.redaction import mask_log_records
 
 from .context import SQLContext, Tx
 from .errors import SQLBackendError, unavailable, wrap_error
@@ -34,7 +35,7 @@ __all__ = ["SQLEvents"]
 
 Event = LifecycleEvent | LogEvent
 
-logger = logging.getLogger("taskflow_sql")
+logger = mask_log_records(logging.getLogger("taskflow_sql"))
 
 _NOTIFY_LIMIT = 7900
 _TRIM_EVERY = 100

@@ -23,6 +23,7 @@ from fastapi_taskflow.models import (
     construct,
     copy_with,
 )
+from fastapi_taskflow.redaction import mask_log_records
 
 from .schema import TAG_LENGTH, Tables
 
@@ -41,7 +42,7 @@ __all__ = [
     "update_values",
 ]
 
-logger = logging.getLogger("taskflow_sql")
+logger = mask_log_records(logging.getLogger("taskflow_sql"))
 
 _JSON_FIELDS = ("args", "kwargs", "result")
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from fastapi_taskflow.errors import BackendURLError
-from fastapi_taskflow.redaction import mask_secrets
+from fastapi_taskflow.redaction import hide_hosts_of, mask_secrets
 
 __all__ = [
     "DEFAULT_DRIVERS",
@@ -105,6 +105,8 @@ def parse_url(url: str) -> SQLTarget:
             SQLite database (use ``memory://`` for that), or has an unknown SQLite option.
             Messages show the URL with its password masked.
     """
+    if isinstance(url, str):
+        hide_hosts_of(url)
     shown = mask_secrets(str(url))
     if not isinstance(url, str) or "://" not in url:
         raise BackendURLError(

@@ -1,9 +1,9 @@
 """Which backend a command talks to, and opening it safely.
 
 The URL comes from ``--backend`` or ``TASKFLOW_BACKEND``. It is never printed as given:
-:func:`mask_url` hides its password (and secret-looking query values), and
-:func:`scrub` removes the password from any message before it is shown, since a
-driver's error may quote the URL.
+:func:`mask_url` hides its password (and secret-looking query values) where the
+store is named in output, and :func:`scrub` removes the password and the server's
+address from any error before it is shown, since a driver's error may quote them.
 
 Before a SQL store is opened (which would create its tables), :func:`preflight` checks
 that the SQLite file exists and that the database holds taskflow's tables at a schema
@@ -24,6 +24,7 @@ from ..backends import ENV_VAR, open_backend
 from ..clock import Clock, SystemClock
 from ..errors import TaskflowError
 from ..protocols import TaskBackend
+from ..redaction import hide_hosts_of, mask_secrets
 from .errors import CLIError, ExitCode
 
 __all__ = [
@@ -116,14 +117,14 @@ def _secrets(url: str) -> list[str]:
 
 
 def scrub(message: str, url: str | None) -> str:
-    """Remove ``url``'s password (and secret query values) from ``message``."""
-    if not url:
-        return message
-    if url in message:
-        message = message.replace(url, mask_url(url))
-    for secret in _secrets(url):
-        message = message.replace(secret, "***")
-    return message
+    """Remove ``url``'s password (and secret query values) and the server's address
+    from ``message``, an error about to be shown (see
+    :func:`fastapi_taskflow.redaction.mask_secrets`)."""
+    if url:
+        hide_hosts_of(url)
+        for secret in _secrets(url):
+            message = message.replace(secret, "***")
+    return mask_secrets(message)
 
 
 @dataclass(frozen=True)
