@@ -1,7 +1,8 @@
-"""A request that fails after ``add_task()`` on the in-process store: its task was
-stored at ``add_task()``, Starlette never runs it (the response that goes out is an
-error, without the route's background tasks), so the middleware starts it: it runs
-once and ends SUCCESS, never left PENDING."""
+"""A request whose response does not run its background tasks, on the in-process
+store: its task was stored at ``add_task()``, Starlette never runs it (the response
+that goes out is an error made from an exception, or a response the route returned
+with a ``background`` of its own), so the middleware starts it: it runs once and ends
+SUCCESS, never left PENDING."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ import pytest
 from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from starlette.background import BackgroundTask
 
 from fastapi_taskflow import TaskManager, TaskStatus
 
 
-@pytest.mark.parametrize("path", ["/add-then-500", "/add-then-crash"])
-def test_the_stored_task_of_a_failed_request_runs_once(path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/add-then-500", 500),
+        ("/add-then-crash", 500),
+        ("/add-then-404", 404),
+        ("/add-then-own-background", 200),
+    ],
+)
+def test_the_stored_task_the_response_did_not_run_runs_once(path: str, status: int) -> None:
     task_manager = TaskManager()
     ran: list[int] = []
 
@@ -39,8 +49,19 @@ def test_the_stored_task_of_a_failed_request_runs_once(path: str) -> None:
         background_tasks.add_task(job, 1)
         raise RuntimeError("boom")
 
+    @app.post("/add-then-404")
+    def add_then_404(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(job, 1)
+        raise HTTPException(status_code=404, detail="no such order")
+
+    @app.post("/add-then-own-background")
+    def add_then_own_background(background_tasks: BackgroundTasks) -> JSONResponse:
+        background_tasks.add_task(job, 1)
+        # FastAPI attaches the route's tasks only to a response without a background
+        return JSONResponse({}, background=BackgroundTask(print, "the response's own"))
+
     with TestClient(app, raise_server_exceptions=False) as client:
-        assert client.post(path).status_code == 500
+        assert client.post(path).status_code == status
         deadline = time.monotonic() + 5
         while True:
             records = task_manager.store.query().items

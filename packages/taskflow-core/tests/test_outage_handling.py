@@ -110,6 +110,11 @@ def flaky_app() -> Iterator[tuple[TestClient, FlakyBackend, TaskManager, list[in
         background_tasks.add_task(work, n)
         raise RuntimeError("boom")
 
+    @app.post("/add-then-409")
+    def add_then_409(n: int, background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(work, n)
+        raise HTTPException(status_code=409, detail="already done")
+
     # a keyed add_task() writes its record at once: stored before the request fails
     @app.post("/add-keyed-then-fail")
     def add_keyed_then_fail(n: int, background_tasks: BackgroundTasks) -> None:
@@ -200,6 +205,21 @@ def test_written_tasks_of_a_failed_request_run_exactly_once(
     starts the stored ones, so none is left PENDING forever."""
     client, _backend, task_manager, ran = flaky_app
     assert client.post(path, params={"n": 1}).status_code >= 500
+    _settled(task_manager._engine)
+    stored = task_manager.store.query().items
+    assert [record.status.value for record in stored] == ["success"]
+    assert ran == [1]
+
+
+def test_the_written_task_of_a_4xx_answer_made_from_an_exception_runs_once(
+    flaky_app: tuple[TestClient, FlakyBackend, TaskManager, list[int]],
+) -> None:
+    """A 4xx acknowledges what add_task() accepted: the write buffer is written before
+    the answer goes out. FastAPI gives the route's background tasks only to a response
+    the route returns, so Starlette never runs this one; the middleware starts it
+    instead of leaving it PENDING on a live instance, where nothing would adopt it."""
+    client, _backend, task_manager, ran = flaky_app
+    assert client.post("/add-then-409", params={"n": 1}).status_code == 409
     _settled(task_manager._engine)
     stored = task_manager.store.query().items
     assert [record.status.value for record in stored] == ["success"]

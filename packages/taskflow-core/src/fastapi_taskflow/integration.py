@@ -74,8 +74,11 @@ class TaskflowMiddleware:
       an error response acknowledges nothing.
 
     Tasks already written (by an earlier write of the buffer, or a keyed ``add_task()``,
-    which writes at once) stay accepted and run whatever the response: when the request
-    fails, its background tasks, which Starlette then never runs, are started here.
+    which writes at once) stay accepted and run whatever the response: the stored
+    background tasks the response did not run are started here once it is sent — those
+    of a failed request, of an answer made from an ``HTTPException`` (FastAPI gives the
+    route's background tasks only to a response the route returns), and of a response
+    returned with a ``background`` of its own.
     """
 
     def __init__(self, app: ASGIApp, task_manager: TaskManager) -> None:
@@ -98,16 +101,14 @@ class TaskflowMiddleware:
         ids_token = request_tasks.set(accepted)
         refused = False
         started = False
-        failed = False
 
         async def send_after_flush(message: Message) -> None:
-            nonlocal refused, started, failed
+            nonlocal refused, started
             if refused:
                 return  # the app's response was replaced: swallow the rest of it
             if message["type"] == "http.response.start":
                 started = True
                 if int(message.get("status", 200)) >= 500:
-                    failed = True
                     _drop_unwritten(engine, accepted)
                 elif buffered and any(task_id in engine.pending for task_id in accepted):
                     try:
@@ -134,17 +135,15 @@ class TaskflowMiddleware:
             # acknowledged
             if started:
                 raise
-            failed = True
             _drop_unwritten(engine, accepted)
             await _send_refusal(send, exc, about_tasks=bool(accepted) or exc.task_refused)
         except BaseException:
             if not started:
-                failed = True
                 _drop_unwritten(engine, accepted)
             raise
         finally:
             request_tasks.reset(ids_token)
-            if failed and not refused:
+            if accepted and not refused:
                 _run_stored_background_tasks(engine, accepted)
 
 
@@ -164,10 +163,10 @@ def _drop_unwritten(engine: Engine, task_ids: set[str]) -> list[str]:
 
 
 def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
-    """Start the stored background tasks of a failed request that never started (running
-    one twice is a no-op: its PENDING → RUNNING compare-and-set admits one executor).
-    One that ran already (an error answer carries the route's background tasks too)
-    and waits for a later retry is left to its queue."""
+    """Start the stored background tasks of a request that its response did not run
+    (running one twice is a no-op: its PENDING → RUNNING compare-and-set admits one
+    executor). Those the response ran are finished and forgotten, or, when one waits
+    for a later retry, left to its queue; unwritten ones were dropped."""
     loop = asyncio.get_running_loop()
     for task_id in task_ids:
         invocation = engine.tasks.get(task_id)
