@@ -167,11 +167,10 @@ def _run_stored_background_tasks(engine: Engine, task_ids: set[str]) -> None:
     (running one twice is a no-op: its PENDING → RUNNING compare-and-set admits one
     executor). Those the response ran are finished and forgotten, or, when one waits
     for a later retry, left to its queue; unwritten ones were dropped."""
-    loop = asyncio.get_running_loop()
     for task_id in task_ids:
-        invocation = engine.tasks.get(task_id)
+        invocation = engine.tasks.get(task_id)  # None once finished: the common case
         if invocation is not None and invocation.route == BACKGROUND and not invocation.attempts:
-            engine.spawn_on(loop, engine.run_now(task_id))
+            engine.spawn_on(asyncio.get_running_loop(), engine.run_now(task_id))
 
 
 async def _send_refusal(send: Send, exc: BaseException, *, about_tasks: bool = True) -> None:
