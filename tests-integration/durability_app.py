@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -127,12 +128,20 @@ async def flaky(label: str) -> str:
     return label
 
 
+@task_manager.task(name="durability.exit")
+async def exit_app(label: str) -> None:
+    """Calls ``sys.exit()``, as a reused command-line entry point would."""
+    note("start", label)
+    sys.exit(2)
+
+
 TASKS: dict[str, Any] = {
     "record": record,
     "record_requeue": record_requeue,
     "block": block,
     "block_requeue": block_requeue,
     "flaky": flaky,
+    "exit": exit_app,
 }
 
 

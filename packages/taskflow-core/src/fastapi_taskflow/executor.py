@@ -250,8 +250,12 @@ async def execute(
                     else:
                         await _finish(engine, record, ctx, _SUCCESS, done)
                         engine.forget(task_id)
-                elif isinstance(raised, asyncio.CancelledError):
+                elif isinstance(raised, asyncio.CancelledError) and _stopped(current):
+                    # a shutdown, or whoever runs the container, stopped the task
                     await _interrupted(engine, record, ctx)
+                    raise raised
+                elif isinstance(raised, KeyboardInterrupt):
+                    await _interrupted(engine, record, ctx)  # never RUNNING forever
                     raise raised
                 elif isinstance(raised, TaskCancelledError):
                     # task_manager.cancel(): CANCELLED, never retried
@@ -262,10 +266,14 @@ async def execute(
                     }
                     await _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled)
                     engine.forget(task_id)
-                elif isinstance(raised, Exception):
-                    again = await _failed(engine, record, invocation, ctx, raised)
                 else:
-                    raise raised  # KeyboardInterrupt, SystemExit, ...
+                    # An exception, or what else the task's own code raised: SystemExit
+                    # (sys.exit(), argparse), a CancelledError nobody asked for (a child
+                    # task cancelled and awaited), a library's BaseException. A failure
+                    # of this task, retried as any other: it does not end the app's
+                    # event loop (asyncio would stop on a SystemExit leaving a task),
+                    # nor the tasks after it.
+                    again = await _failed(engine, record, invocation, ctx, raised)
             finally:
                 raised = None  # the traceback holds this frame: no cycle left behind
         except OutcomeNotWritten:
@@ -286,6 +294,14 @@ async def execute(
             finishing.append(writing)
         if not again:
             return
+
+
+def _stopped(current: asyncio.Task[Any]) -> bool:
+    """True when the asyncio task running an attempt was asked to stop (a shutdown,
+    a server cancelling the request's task). A ``CancelledError`` raised while nobody
+    asked is the task's own doing (Python >= 3.11 can tell; 3.10 takes it as a stop)."""
+    cancelling = getattr(current, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _success(finished_at: datetime, result: Any) -> Changes:
@@ -343,7 +359,7 @@ async def _failed(
     record: Kept,
     invocation: Invocation,
     ctx: task_context.TaskContext,
-    exc: Exception,
+    exc: BaseException,
 ) -> bool:
     """Record a failed attempt: PENDING again for a retry, else FAILED. True when the
     retry is due at once and runs in place (not while shutting down)."""
