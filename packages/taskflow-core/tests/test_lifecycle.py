@@ -117,6 +117,37 @@ async def test_shutdown_gives_running_tasks_time_then_interrupts_them() -> None:
     assert record.finished_at is not None
 
 
+async def test_a_sync_task_cut_off_by_shutdown_is_asked_to_stop() -> None:
+    """Python cannot interrupt a thread: a ``def`` task still running at the shutdown
+    deadline is told through ``cancel_requested`` (what ``raise_if_cancelled()``
+    checks), so a task that checks between steps stops instead of running on (and
+    keeping the process from exiting); it ends INTERRUPTED, as every task the deadline
+    cuts off."""
+    tm = TaskManager(shutdown_timeout=0.2)
+    running = threading.Event()
+    stopped = threading.Event()
+
+    @tm.task()
+    def crunch() -> None:
+        ctx = get_task_context()
+        assert ctx is not None
+        running.set()
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            if ctx.cancel_requested:
+                stopped.set()
+                return
+            time.sleep(0.01)
+
+    await tm.startup()
+    task_id = ManagedBackgroundTasks(tm).add_task(crunch, eager=True)
+    assert await asyncio.to_thread(running.wait, 5)
+    await tm.shutdown()
+    assert await asyncio.to_thread(stopped.wait, 5), "the thread was never asked to stop"
+    record = await tm.store.aget(task_id)
+    assert record is not None and record.status is TaskStatus.INTERRUPTED
+
+
 async def test_a_fresh_loop_gets_a_fresh_runtime() -> None:
     """A manager outlives event loops (a test client may open one per test): each new
     loop gets its own runtime, bound to that loop, and the task runs on it."""

@@ -32,9 +32,10 @@ class TaskContext:
         attempt: which attempt this is, starting at 1.
         tags: the tags given to ``add_task()``.
         cancel_requested: True once ``task_manager.cancel()`` was called for this task
-            (from any instance). An async task is cancelled at its next ``await``; a
-            sync one cannot be, so it should check this (or call
-            :meth:`raise_if_cancelled`) between steps and stop.
+            (from any instance), and, for a sync task, once a shutdown's
+            ``shutdown_timeout`` has run out while it runs. An async task is cancelled
+            at its next ``await``; a sync one cannot be, so it should check this (or
+            call :meth:`raise_if_cancelled`) between steps and stop.
     """
 
     __slots__ = (

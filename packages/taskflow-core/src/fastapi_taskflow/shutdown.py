@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from . import supervision
 from .models import TaskStatus
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ async def shutdown(engine: Engine, timeout: float) -> None:
     running = list(runtime.running.values())
     if running:
         _, late = await asyncio.wait(running, timeout=timeout)
+        if late:
+            supervision.stop_threads(engine.cancel_scopes)
         for task in late:
             task.cancel()
         if late:

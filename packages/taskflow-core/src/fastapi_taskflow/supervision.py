@@ -129,6 +129,16 @@ class CancelScopes:
         return False
 
 
+def stop_threads(scopes: CancelScopes) -> None:
+    """Ask every running sync attempt to stop: a shutdown's deadline passed. Its thread
+    cannot be interrupted, so it sees ``cancel_requested`` (what ``raise_if_cancelled()``
+    checks) and can stop itself; the attempt still ends INTERRUPTED, as every attempt
+    the deadline cuts off. Async attempts are cancelled by the shutdown itself."""
+    for attempt in scopes.scopes.values():
+        if not attempt._is_async:
+            attempt.cancel_requested = True
+
+
 def enter(scopes: CancelScopes, attempt: Attempt, timeout: float | None) -> None:
     """Open the supervised span of ``attempt``: its cancellation, and its deadline when
     ``timeout`` is set. The caller awaits the call, hands whatever it raised to
