@@ -22,10 +22,10 @@ from fastapi_taskflow import TaskManager, TaskStatus
 @pytest.mark.parametrize(
     ("path", "status"),
     [
-        ("/add-then-500", 500),
-        ("/add-then-crash", 500),
-        ("/add-then-404", 404),
-        ("/add-then-own-background", 200),
+        ("/add-then/500", 500),
+        ("/add-then/crash", 500),
+        ("/add-then/404", 404),
+        ("/add-then/own-background", 200),
     ],
 )
 def test_the_stored_task_the_response_did_not_run_runs_once(path: str, status: int) -> None:
@@ -39,24 +39,15 @@ def test_the_stored_task_the_response_did_not_run_runs_once(path: str, status: i
     app = FastAPI()
     task_manager.install(app)
 
-    @app.post("/add-then-500")
-    def add_then_500(background_tasks: BackgroundTasks) -> None:
+    @app.post("/add-then/{ending}")
+    def add_then(ending: str, background_tasks: BackgroundTasks) -> JSONResponse:
         background_tasks.add_task(job, 1)
-        raise HTTPException(status_code=500, detail="boom")
-
-    @app.post("/add-then-crash")
-    def add_then_crash(background_tasks: BackgroundTasks) -> None:
-        background_tasks.add_task(job, 1)
-        raise RuntimeError("boom")
-
-    @app.post("/add-then-404")
-    def add_then_404(background_tasks: BackgroundTasks) -> None:
-        background_tasks.add_task(job, 1)
-        raise HTTPException(status_code=404, detail="no such order")
-
-    @app.post("/add-then-own-background")
-    def add_then_own_background(background_tasks: BackgroundTasks) -> JSONResponse:
-        background_tasks.add_task(job, 1)
+        if ending == "500":
+            raise HTTPException(status_code=500, detail="boom")
+        if ending == "crash":
+            raise RuntimeError("boom")
+        if ending == "404":
+            raise HTTPException(status_code=404, detail="no such order")
         # FastAPI attaches the route's tasks only to a response without a background
         return JSONResponse({}, background=BackgroundTask(print, "the response's own"))
 
