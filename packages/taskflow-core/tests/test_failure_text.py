@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fastapi_taskflow import TaskManager, TaskStatus
-from fastapi_taskflow.failure import format_traceback
+from fastapi_taskflow.failure import describe, format_traceback
 
 
 class LookupFailed(Exception):
@@ -179,3 +179,23 @@ async def test_a_task_failing_in_a_task_group_records_why(eventually: Any) -> No
     text = entry.extra["traceback"]
     assert "ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception)" in text
     assert "    | KeyError: 'u7'\n" in text and "in _load\n" in text
+    # the one-line error (the dashboard's, the log line's) names the error inside too
+    expected = "ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception) [KeyError: 'u7']"
+    assert record.error == expected
+    assert entry.message == f"attempt 1 failed: {expected}"
+
+
+@needs_groups
+def test_the_error_line_of_a_group_names_the_errors_in_it() -> None:
+    assert describe(ValueError("bad row")) == "ValueError: bad row"
+    nested = ExceptionGroup(
+        "outer", [ValueError("bad row"), ExceptionGroup("inner", [KeyError("id")])]
+    )
+    assert describe(nested) == (
+        "ExceptionGroup: outer (2 sub-exceptions) [ValueError: bad row; KeyError: 'id']"
+    )
+    wide = ExceptionGroup("wide", [ValueError(n) for n in range(5)])
+    assert describe(wide) == (
+        "ExceptionGroup: wide (5 sub-exceptions) "
+        "[ValueError: 0; ValueError: 1; ValueError: 2; 2 more]"
+    )

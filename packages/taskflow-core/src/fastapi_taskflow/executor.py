@@ -22,7 +22,7 @@ from . import progress, supervision
 from .encoding import encode_result
 from .errors import BackendUnavailableError, TaskCancelledError
 from .events import LogEvent
-from .failure import format_traceback
+from .failure import describe, format_traceback
 from .limits import clean_text, storable_changes, storable_entries
 from .models import (
     APPLIED,
@@ -363,7 +363,7 @@ async def _failed(
 ) -> bool:
     """Record a failed attempt: PENDING again for a retry, else FAILED. True when the
     retry is due at once and runs in place (not while shutting down)."""
-    error = f"{type(exc).__name__}: {exc}"
+    error = describe(exc)
     attempt = ctx.attempt
     config = invocation.config
     retrying = attempt <= config.retries

@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the backport anyio depends on there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["format_traceback"]
+__all__ = ["describe", "format_traceback"]
 
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
@@ -30,6 +30,40 @@ MAX_GROUP_WIDTH = 15
 
 MAX_GROUP_DEPTH = 10
 """How deep exception groups nested in groups are shown (as Python's ``traceback``)."""
+
+
+GROUP_MEMBERS_NAMED = 3
+"""How many errors inside an exception group :func:`describe` names; the rest are
+counted."""
+
+
+def describe(exc: BaseException) -> str:
+    """The one line recorded as a failed attempt's ``error``: ``Type: message``.
+
+    An exception group's own message says only how many errors it holds ("unhandled
+    errors in a TaskGroup (1 sub-exception)"), so the errors in it (those of nested
+    groups too) follow in brackets, the first :data:`GROUP_MEMBERS_NAMED` of them:
+    ``ExceptionGroup: unhandled errors in a TaskGroup (2 sub-exceptions) [ValueError:
+    bad row; KeyError: 'id']``.
+    """
+    line = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, BaseExceptionGroup):
+        return line
+    leaves = _leaves(exc)
+    named = "; ".join(f"{type(e).__name__}: {e}" for e in leaves[:GROUP_MEMBERS_NAMED])
+    more = len(leaves) - GROUP_MEMBERS_NAMED
+    return f"{line} [{named}{f'; {more} more' if more > 0 else ''}]"
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The errors in ``group`` that are not groups themselves, depth first."""
+    found: list[BaseException] = []
+    for member in group.exceptions:
+        if isinstance(member, BaseExceptionGroup):
+            found += _leaves(member)
+        else:
+            found.append(member)
+    return found
 
 
 def format_traceback(exc: BaseException) -> str:
