@@ -1,7 +1,9 @@
 """Periodic and one-off schedules.
 
 * ``refresh_rates`` runs every second (each firing is an ordinary task: record, retries,
-  logs, events). ``nightly_report`` runs at 02:00 Paris time.
+  logs, events). ``nightly_report`` runs at 02:00 Paris time. ``sync_inventory`` takes
+  longer than its interval; with ``overlap=False`` the ticks in between are skipped, so
+  one sync runs at a time.
 * ``POST /reminders/{user}`` schedules a one-off reminder ``delay`` seconds from now under
   the run key ``reminder:{user}``: posting again for the same user *moves* the pending
   reminder instead of adding a second one. ``DELETE`` calls it off; ``GET /reminders``
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +26,7 @@ task_manager.install(app)
 
 rates: list[str] = []
 sent: list[str] = []
+syncs: list[str] = []
 
 
 # Every instance runs the timer; each tick fires once in total.
@@ -35,6 +39,14 @@ async def refresh_rates() -> None:
 @task_manager.schedule(cron="0 2 * * *", timezone="Europe/Paris", name="nightly_report")
 def nightly_report() -> None:
     print("building the nightly report")
+
+
+# Takes 1.2 s, ticks every 0.5 s: without overlap=False, three would run at once.
+@task_manager.schedule(every=timedelta(seconds=0.5), overlap=False, name="sync_inventory")
+async def sync_inventory() -> None:
+    syncs.append("start")
+    await asyncio.sleep(1.2)
+    syncs.append("end")
 
 
 @task_manager.task(retries=3, delay=1)

@@ -6,7 +6,9 @@ Configuration from the environment (shared by every instance of one test):
 * ``DURABILITY_RUN_LOG``: a file each execution step appends one line to
   (``<event> <label> <instance> <unix time>``, one ``write`` per line);
 * ``DURABILITY_INSTANCE``: this instance's name (also its instance id);
-* ``SCHEDULES_PERIODIC``: ``1`` to run the ``every=1 s`` schedule ``schedules.tick``.
+* ``SCHEDULES_PERIODIC``: ``1`` to run the ``every=1 s`` schedule ``schedules.tick``;
+* ``SCHEDULES_SLOW``: ``1`` to run ``schedules.slow``, ``every=1 s`` with
+  ``overlap=False``, whose firings take 2.5 s.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ if os.environ.get("SCHEDULES_PERIODIC") == "1":
         ctx = get_task_context()
         assert ctx is not None
         note("tick", ctx.tags["taskflow.tick"])
+
+
+if os.environ.get("SCHEDULES_SLOW") == "1":
+
+    @task_manager.schedule(every=timedelta(seconds=1), overlap=False, name="schedules.slow")
+    async def slow() -> None:
+        ctx = get_task_context()
+        assert ctx is not None
+        note("slow-start", ctx.tags["taskflow.tick"])
+        await asyncio.sleep(2.5)
+        note("slow-end", ctx.tags["taskflow.tick"])
 
 
 @task_manager.task(name="schedules.record")

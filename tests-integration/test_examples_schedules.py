@@ -65,10 +65,13 @@ async def test_schedules_example() -> None:
         assert (await client.delete("/reminders/bob")).json() == {"cancelled": True}
         await until(client, "/reminders", lambda body: body == [])
         deadline = time.monotonic() + 10
-        while not (ex.sent and len(ex.rates) >= 2):
-            assert time.monotonic() < deadline, (ex.sent, ex.rates)
+        while not (ex.sent and len(ex.rates) >= 2 and ex.syncs.count("end") >= 2):
+            assert time.monotonic() < deadline, (ex.sent, ex.rates, ex.syncs)
             await asyncio.sleep(0.02)
     assert ex.sent == ["ada: hello"]
+    # one sync at a time: every start is followed by its end before the next start
+    ended = ex.syncs[: len(ex.syncs) // 2 * 2]
+    assert ended == ["start", "end"] * (len(ended) // 2), ex.syncs
     record = ex.task_manager.store.get(first["task_id"])
     assert record is not None and record.status == "cancelled"
 

@@ -4,7 +4,8 @@
 ``schedules_app`` runs in 3 uvicorn processes sharing one isolated backend:
 
 * an ``every=1 s`` schedule fires 10 ± 1 times over 10 s in total (not per instance),
-  and no tick runs twice;
+  and no tick runs twice; with ``overlap=False`` and 2.5 s firings, one runs at a time
+  across the instances;
 * 100 ``schedule_once`` firings armed through all 3 instances each run exactly once; a
   moved firing runs only at its new time; a cancelled one never runs;
 * firings armed by an instance that is then SIGKILLed still run, once, on another;
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -100,6 +102,35 @@ def test_an_every_second_schedule_fires_once_per_tick_in_total(durable_backend: 
     print(f"{durable_backend.kind}: {sum(ticks.values())} firings in 10 s; by instance {where}")
     assert 9 <= sum(ticks.values()) <= 11, ticks
     assert set(ticks.values()) == {1}, f"a tick fired more than once: {ticks}"
+
+
+@SHARED
+def test_overlap_false_runs_one_firing_at_a_time_across_instances(
+    durable_backend: Backend,
+) -> None:
+    fleet = instances.start(durable_backend, "A", "B", "C", app=APP, SCHEDULES_SLOW="1")
+    try:
+        instances.poll(
+            lambda: sum(ev == "slow-end" for ev, _, _, _ in _lines(durable_backend)) >= 3,
+            40,
+            "three slow firings ended",
+        )
+    finally:
+        _stop(fleet)
+    steps = sorted(
+        (at, ev, lab) for ev, lab, _, at in _lines(durable_backend) if ev.startswith("slow-")
+    )
+    running = 0
+    for _, event, _ in steps:  # in time order: never two firings at once
+        running += 1 if event == "slow-start" else -1
+        assert running <= 1, steps
+    starts = [lab for _, ev, lab in steps if ev == "slow-start"]
+    assert len(starts) == len(set(starts)) >= 3  # each tick at most once, ticks skipped
+    gaps = [
+        (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+        for a, b in itertools.pairwise(starts)
+    ]
+    assert all(gap >= 2 for gap in gaps), gaps  # the ticks in between were skipped
 
 
 @SHARED

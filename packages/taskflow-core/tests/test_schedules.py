@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 
 from fastapi_taskflow import (
@@ -107,6 +108,45 @@ async def test_a_failing_firing_is_retried(eventually: Any) -> None:
         await eventually(retried, timeout=5)
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+async def test_overlap_false_skips_ticks_while_a_firing_is_unfinished(
+    overlap: bool, eventually: Any
+) -> None:
+    """A job slower than its interval: by default each tick fires (firings overlap);
+    with ``overlap=False`` a tick is skipped while a firing is PENDING or RUNNING, on
+    any of the managers sharing the store, so one runs at a time."""
+    backend = MemoryBackend()
+    managers = [TaskManager(backend=b, poll_interval=0.02) for b in (backend, backend.fork())]
+    running = 0
+    peak = 0
+    ends: list[str] = []
+    for tm in managers:
+
+        @tm.schedule(every=timedelta(seconds=0.1), overlap=overlap, name="slow")
+        async def slow() -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await anyio.sleep(0.35)
+            running -= 1
+            ends.append("end")
+
+    for tm in managers:
+        await tm.startup()
+    try:
+        await eventually(lambda: len(ends) >= 3, timeout=10)
+    finally:
+        for tm in managers:
+            await tm.shutdown()
+    if overlap:
+        assert peak >= 3  # 0.35 s jobs every 0.1 s
+    else:
+        assert peak == 1
+        records = _ticks(managers[0], "slow")
+        # never two unfinished firings at once: the skipped ticks left no record
+        assert sum(r.status is not TaskStatus.SUCCESS for r in records) <= 1, records
+
+
 async def test_run_on_startup_fires_the_latest_tick_once(eventually: Any) -> None:
     backend = MemoryBackend()
     runs: list[str] = []
@@ -183,6 +223,7 @@ def test_interval_ticks_are_absolute() -> None:
         ({"cron": "61 * * * *"}, "invalid cron expression"),
         ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"every": 1, "run_on_startup": "yes"}, "run_on_startup"),
+        ({"every": 1, "overlap": "no"}, "overlap"),
     ],
 )
 def test_bad_schedule_settings_fail_at_decoration(kwargs: dict[str, Any], fragment: str) -> None:

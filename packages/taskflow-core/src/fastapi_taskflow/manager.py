@@ -224,6 +224,7 @@ class TaskManager:
         cron: str | None = None,
         timezone: str | None = None,
         run_on_startup: bool = False,
+        overlap: bool = True,
         name: str | None = None,
         retries: int = 0,
         delay: float = 0.0,
@@ -246,6 +247,8 @@ class TaskManager:
             timezone: the IANA zone ``cron`` is read in (default UTC).
             run_on_startup: also fire the latest tick when the manager starts, unless
                 some instance already fired it.
+            overlap: False to skip a tick while an earlier firing of the schedule has
+                not finished (PENDING, a retry waiting, or RUNNING, on any instance).
             name: the schedule's and the task's name (default ``module.qualname``).
             retries: retries of a failing firing.
             delay: seconds before the first retry.
@@ -267,7 +270,12 @@ class TaskManager:
             timeout=timeout,
         )
         Schedule.build(  # validate now, so a bad decorator fails at import time
-            name or "_", every=every, cron=cron, timezone=timezone, run_on_startup=run_on_startup
+            name or "_",
+            every=every,
+            cron=cron,
+            timezone=timezone,
+            run_on_startup=run_on_startup,
+            overlap=overlap,
         )
 
         def register(target: F) -> F:
@@ -279,6 +287,7 @@ class TaskManager:
                 cron=cron,
                 timezone=timezone,
                 run_on_startup=run_on_startup,
+                overlap=overlap,
             )
             self._scheduler.add(plan, target, entry.config)
             return target

@@ -13,7 +13,8 @@ ticks at whole multiples of its interval since the Unix epoch (``every=timedelta
 fires on the hour, UTC); a ``cron=`` schedule ticks at the expression's times in its
 ``timezone`` (daylight-saving changes handled by ``cronsim``). A tick that passes while no
 instance runs is not fired later (no catch-up); ``run_on_startup=True`` fires the latest
-tick at startup if nobody fired it yet.
+tick at startup if nobody fired it yet. With ``overlap=False`` a tick whose schedule
+still has an unfinished firing (PENDING or RUNNING, on any instance) is skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .arming import arm
 from .config import DEFAULT_QUEUE, TaskConfig
 from .errors import ScheduleError
-from .models import TaskRecord
+from .models import TaskQuery, TaskRecord, TaskStatus
 from .runtime import Runtime, reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Schedule:
         cron: the cron expression (5 fields), when it is a cron schedule.
         timezone: the zone ``cron`` is read in.
         run_on_startup: fire the latest tick at startup if nobody fired it.
+        overlap: False to skip a tick while an earlier firing has not finished.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Schedule:
     cron: str | None = None
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     run_on_startup: bool = False
+    overlap: bool = True
 
     @classmethod
     def build(
@@ -75,6 +78,7 @@ class Schedule:
         cron: str | None,
         timezone: str | ZoneInfo | None,
         run_on_startup: bool,
+        overlap: bool = True,
     ) -> Schedule:
         """Validate the decorator's settings and return the schedule.
 
@@ -89,6 +93,8 @@ class Schedule:
         zone = _zone(timezone)
         if not isinstance(run_on_startup, bool):
             raise ScheduleError(f"run_on_startup must be True or False, got {run_on_startup!r}")
+        if not isinstance(overlap, bool):
+            raise ScheduleError(f"overlap must be True or False, got {overlap!r}")
         if every is not None:
             if isinstance(every, (int, float)) and not isinstance(every, bool):
                 every = timedelta(seconds=every)
@@ -96,10 +102,14 @@ class Schedule:
                 raise ScheduleError(
                     f"every= must be a positive timedelta (or seconds), got {every!r}"
                 )
-            return cls(name, every=every, timezone=zone, run_on_startup=run_on_startup)
+            return cls(
+                name, every=every, timezone=zone, run_on_startup=run_on_startup, overlap=overlap
+            )
         if not isinstance(cron, str):
             raise ScheduleError(f"cron= must be a string such as '0 2 * * *', got {cron!r}")
-        schedule = cls(name, cron=cron, timezone=zone, run_on_startup=run_on_startup)
+        schedule = cls(
+            name, cron=cron, timezone=zone, run_on_startup=run_on_startup, overlap=overlap
+        )
         schedule.next_after(EPOCH + timedelta(days=20000))  # validates the expression
         return schedule
 
@@ -218,11 +228,23 @@ class Scheduler:
                 exc_info=True,
             )
 
-    async def fire(self, entry: _Entry, tick: datetime) -> str:
-        """Arm the task of ``tick`` (once across instances); return its task id."""
+    async def fire(self, entry: _Entry, tick: datetime) -> str | None:
+        """Arm the task of ``tick`` (once across instances); return its task id, or
+        None when the tick is skipped (``overlap=False`` and a firing is unfinished)."""
         engine, name, config = self.engine, entry.schedule.name, entry.config
         stamp = tick.astimezone(timezone.utc).isoformat()
         task_id = str(uuid.uuid5(_NAMESPACE, f"{name}\n{stamp}"))
+        if not entry.schedule.overlap:
+            unfinished = await self._unfinished(name)
+            if unfinished is not None and unfinished.task_id != task_id:
+                logger.info(
+                    "schedule %r skips its %s tick: its firing %s (%s) has not finished",
+                    name,
+                    stamp,
+                    unfinished.task_id,
+                    unfinished.status.value,
+                )
+                return None
         now = engine.clock.now()
         record = TaskRecord(
             task_id=task_id,
@@ -241,3 +263,15 @@ class Scheduler:
         )
         await arm(engine, record, None)
         return task_id
+
+    async def _unfinished(self, name: str) -> TaskRecord | None:
+        """A firing of schedule ``name`` still PENDING (a retry waiting, too) or RUNNING,
+        on any instance; None when there is none."""
+        engine = self.engine
+        await engine.flush()  # this instance's firings just accepted are in the store
+        query = TaskQuery(statuses=_UNFINISHED, tags={SCHEDULE_TAG: name}, limit=1)
+        page = await engine.availability.call(lambda: engine.backend.query(query))
+        return page.items[0] if page.items else None
+
+
+_UNFINISHED = [TaskStatus.PENDING, TaskStatus.RUNNING]
