@@ -12,6 +12,7 @@ import pytest
 
 from fastapi_taskflow import (
     BaseObserver,
+    InvalidOperationError,
     LifecycleEvent,
     ManagedBackgroundTasks,
     MemoryObserver,
@@ -226,3 +227,32 @@ async def test_an_observer_failing_on_every_event_logs_one_traceback_then_counts
     assert tm.observers.failures[id(exploding)] == 20  # running + success, 10 tasks
     counted = [r for r in failed if "has failed on 10 events" in r.getMessage()]
     assert len(counted) == 1 and len(failed) <= 3
+
+
+async def test_an_events_stream_nobody_reads_holds_its_backlog_and_drops_the_oldest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reader that stops reading (a stuck client of an SSE route built on
+    ``events()``) must not grow the process's memory without bound: the stream holds
+    ``backlog`` unread events, drops the oldest past that, and says so when it starts
+    dropping and, with the count, when the stream ends."""
+    observer = MemoryObserver()
+    tm = TaskManager(observers=[observer])
+
+    async def job() -> None:
+        pass
+
+    with pytest.raises(InvalidOperationError, match="backlog"):
+        tm.events(backlog=0)
+    caplog.set_level(logging.WARNING, logger="fastapi_taskflow")
+    async with tm, tm.events(backlog=5) as stream:
+        tasks = ManagedBackgroundTasks(tm)
+        for _ in range(20):
+            tasks.add_task(job)
+        await tasks()  # 40 lifecycle events (running, success), none read
+        read = [await stream.__anext__() for _ in range(5)]
+    assert read == observer.lifecycle_events[-5:]  # the newest five, the rest dropped
+    assert len(observer.lifecycle_events) == 40
+    warned = [r.getMessage() for r in caplog.records if "events() stream" in r.getMessage()]
+    assert len(warned) == 2 and "the oldest are dropped" in warned[0]
+    assert "dropped 35 events" in warned[1]

@@ -28,6 +28,11 @@ logger = logging.getLogger("fastapi_taskflow")
 
 Event = LifecycleEvent | LogEvent
 
+STREAM_BACKLOG = 10_000
+"""How many events an ``events()`` stream holds for a reader that falls behind; past
+that the oldest are dropped (and a warning says so), so a stuck reader cannot grow
+the process's memory without bound."""
+
 
 class EventHub:
     """Delivers events to observers and to ``events()`` streams; publishes and listens."""
@@ -99,9 +104,10 @@ class EventHub:
                 await asyncio.sleep(1.0)
 
     @asynccontextmanager
-    async def stream(self) -> AsyncIterator[AsyncIterator[Event]]:
-        """Open a stream of every instance's events (from now on)."""
-        inbox = _Inbox()
+    async def stream(self, backlog: int = STREAM_BACKLOG) -> AsyncIterator[AsyncIterator[Event]]:
+        """Open a stream of every instance's events (from now on), holding at most
+        ``backlog`` unread ones (the oldest are dropped past that)."""
+        inbox = _Inbox(backlog)
         self._streams.add(inbox)
         self._refresh()
         try:
@@ -109,6 +115,11 @@ class EventHub:
         finally:
             self._streams.discard(inbox)
             self._refresh()
+            if inbox.dropped:
+                logger.warning(
+                    "an events() stream dropped %d events its reader was too slow for",
+                    inbox.dropped,
+                )
 
 
 class _Inbox:
@@ -119,13 +130,26 @@ class _Inbox:
     where ``Queue.get`` would try to schedule a callback on the closed loop.
     """
 
-    def __init__(self) -> None:
-        self._items: deque[Event] = deque()
+    def __init__(self, backlog: int) -> None:
+        self._items: deque[Event] = deque(maxlen=backlog)
         self._ready = asyncio.Event()
+        self.dropped = 0
+        """Events dropped, unread, because ``backlog`` were waiting."""
 
     def put(self, event: Event) -> None:
-        """Add an event (on the loop the stream is read on)."""
-        self._items.append(event)
+        """Add an event (on the loop the stream is read on); past the backlog the
+        oldest unread one is dropped."""
+        items = self._items
+        if len(items) == items.maxlen:
+            self.dropped += 1
+            if self.dropped == 1:  # once; the stream's end tells how many in all
+                logger.warning(
+                    "an events() stream's reader is %d events behind: the oldest are "
+                    "dropped from now on; read the stream promptly, or pass a larger "
+                    "events(backlog=...)",
+                    len(items),
+                )
+        items.append(event)
         self._ready.set()
 
     async def events(self) -> AsyncIterator[Event]:

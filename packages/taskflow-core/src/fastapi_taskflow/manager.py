@@ -18,8 +18,9 @@ from .background import ManagedBackgroundTasks
 from .clock import Clock, SystemClock
 from .config import QueueConfig, TaskConfig
 from .engine import Engine
-from .errors import InvalidTaskError
+from .errors import InvalidOperationError, InvalidTaskError
 from .events import LifecycleEvent, LogEvent
+from .fanout import STREAM_BACKLOG
 from .models import TaskRecord
 from .observers import ObserverChain
 from .one_off import ScheduledTask
@@ -444,12 +445,26 @@ class TaskManager:
         await self._engine.flush()
         return await self._engine.retention.purge(backend, keep)
 
-    def events(self) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
+    def events(
+        self, *, backlog: int = STREAM_BACKLOG
+    ) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
         """Stream every task event from now on, from every instance on a shared backend.
 
         ``async with task_manager.events() as stream: async for event in stream: ...``
+
+        Args:
+            backlog: how many unread events the stream holds for a reader that falls
+                behind; past that the oldest are dropped, with a warning (a stuck
+                reader must not grow the process's memory without bound).
+
+        Raises:
+            InvalidOperationError: ``backlog`` is not a positive integer.
         """
-        return self._engine.hub.stream()
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
+            raise InvalidOperationError(
+                f"events(backlog=...) must be a positive integer, got {backlog!r}"
+            )
+        return self._engine.hub.stream(backlog)
 
     # -- lifecycle --------------------------------------------------------------------
 
