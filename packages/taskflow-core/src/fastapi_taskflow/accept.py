@@ -208,27 +208,26 @@ def accept(
     invocation = engine.register_invocation(
         record, func, args, kwargs, config, route, is_async=entry.is_async
     )
-    if idempotency_key is not None:
+    if idempotency_key is not None or (create_now is None and loop is None):
+        existing: TaskRecord | LiveRecord | None
         if create_now is not None:
             existing = create_now(record)
         else:
+            # Written before add_task() returns: a keyed create needs the store's answer,
+            # and with no event loop to write the buffer (a script, code run before the
+            # manager starts) so does an id that must name a stored task (a queued one
+            # on its queue, for any instance) even if this process ends next.
             assert isinstance(record, TaskRecord)
-            keyed = record
-            queued = route == QUEUED and durable
-            result = engine.bridge.run(
-                lambda backend: _create_keyed(engine, backend, keyed, queued)
-            )
-            existing = None if result.created else result.record
+            existing = _create_now(engine, record, queued=route == QUEUED and durable)
         if existing is not None:
             engine.forget(task_id)
             return existing.task_id
     elif create_now is not None:
         create_now(record)
     else:
-        assert isinstance(record, TaskRecord)
+        assert isinstance(record, TaskRecord) and loop is not None
         engine.pending.add(record)
-        if loop is not None:
-            engine.schedule_flush(loop)
+        engine.schedule_flush(loop)
     accepted = request_tasks.get()  # the current request's, if install() tracks it
     if accepted is not None:
         accepted.add(task_id)
@@ -242,6 +241,18 @@ def accept(
         assert loop is not None
         engine.spawn_on(loop, engine.run_now(task_id))
     return task_id
+
+
+def _create_now(engine: Engine, record: TaskRecord, *, queued: bool) -> TaskRecord | None:
+    """Create ``record`` through the bridge before ``add_task()`` returns; return the
+    task that already holds its key, if one does. If the store cannot take it, the task
+    is forgotten (nothing of it stays accepted) and the error propagates."""
+    try:
+        result = engine.bridge.run(lambda backend: _create_keyed(engine, backend, record, queued))
+    except BaseException:
+        engine.forget(record.task_id)
+        raise
+    return None if result.created else result.record
 
 
 async def _create_keyed(
