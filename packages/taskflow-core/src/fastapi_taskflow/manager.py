@@ -410,8 +410,13 @@ class TaskManager:
 
         The task goes to its queue and starts as soon as a worker slot is free on the
         running event loop; if no loop runs yet, it starts when the manager starts
-        (``async with task_manager`` or the app's lifespan). Returns the task id.
+        (``async with task_manager`` or the app's lifespan). On a shared store, with no
+        event loop at all (a script), the record is written before this returns, so any
+        instance runs it even if the script exits right after. Returns the task id.
         Arguments as for :meth:`ManagedBackgroundTasks.add_task`.
+
+        Raises:
+            BackendUnavailableError: the store cannot be reached (nothing was accepted).
         """
         return self._engine.accept(
             func,
