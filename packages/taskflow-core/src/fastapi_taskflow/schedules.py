@@ -267,8 +267,7 @@ class Scheduler:
     async def _unfinished(self, name: str) -> TaskRecord | None:
         """A firing of schedule ``name`` still PENDING (a retry waiting, too) or RUNNING,
         on any instance; None when there is none."""
-        engine = self.engine
-        await engine.flush()  # this instance's firings just accepted are in the store
+        engine = self.engine  # firings are armed straight into the store: nothing buffered
         query = TaskQuery(statuses=_UNFINISHED, tags={SCHEDULE_TAG: name}, limit=1)
         page = await engine.availability.call(lambda: engine.backend.query(query))
         return page.items[0] if page.items else None
