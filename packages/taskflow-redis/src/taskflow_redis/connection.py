@@ -13,7 +13,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from fastapi_taskflow.errors import BackendUnavailableError
-from fastapi_taskflow.redaction import hide_hosts, mask_secrets
+from fastapi_taskflow.redaction import HOST_MASK, hide_hosts, mask_secrets
 
 from .errors import RedisBackendError
 from .urls import redact
@@ -216,14 +216,12 @@ def _describe_pool(pool: ConnectionPool) -> str:
     if "path" in kw:
         return f"unix://{kw['path']}"
     hide_hosts([kw.get("host", "localhost")])
-    return mask_secrets(
-        f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
-    )
+    return f"{HOST_MASK}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
 def _describe(client: AnyRedis) -> str:
     if isinstance(client, RedisCluster):
         nodes = client.get_nodes() or client.startup_nodes
         hide_hosts(n.host for n in nodes)
-        return "cluster " + mask_secrets(",".join(f"redis://{n.host}:{n.port}" for n in nodes[:3]))
+        return "cluster " + ",".join(f"{HOST_MASK}:{n.port}" for n in nodes[:3])
     return _describe_pool(client.connection_pool)
