@@ -132,11 +132,9 @@ class Engine:
         self._sync_workers = sync_workers
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
-        self._runtime_backend: TaskBackend | None = None
+        """The runtime of the loop the engine last started on (it holds that loop's
+        backends)."""
         self._group_commit: GroupCommit | None = None
-        self._unopened: TaskBackend | None = None
-        """The runtime's backend while it could not be opened yet (store down at boot)."""
-        self._control_backend: TaskBackend | None = None
         self._deferred: list[tuple[str, str, int]] = []
         self._starting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         """The loop the engine is (or was last) started on, and the lock its first
@@ -163,8 +161,9 @@ class Engine:
     @property
     def backend(self) -> TaskBackend:
         """The backend opened on the current runtime's loop."""
-        assert self._runtime_backend is not None, "engine used before started()"
-        return self._runtime_backend
+        runtime = self._runtime
+        assert runtime is not None, "engine used before started()"
+        return runtime.backend
 
     @property
     def thread_pool(self) -> ThreadPoolExecutor:
@@ -229,10 +228,12 @@ class Engine:
         except BackendUnavailableError as exc:
             if self.require_backend_at_startup or self._shut_down:
                 raise
-            return self._start_unopened(loop, backend, exc)
-        runtime = Runtime(loop)
-        self._runtime, self._runtime_backend = runtime, backend
+            runtime = self._start_unopened(loop, backend, exc)
+            await runtime.on_loop_end(self._loop_ended)
+            return runtime
+        runtime = self._runtime = Runtime(loop, backend)
         self._group_commit = self._new_group_commit(backend, loop)
+        await runtime.on_loop_end(self._loop_ended)
         if self._shut_down:
             # Reading the store after shutdown() opens the backend, nothing more: no
             # background loops that nobody would stop. startup() resumes fully.
@@ -280,8 +281,7 @@ class Engine:
         after startup (``availability`` down, new tasks refused but for probes), plus a
         background task that opens the backend once the store answers, then starts the
         engine's loops. ``require_backend_at_startup=True`` fails instead."""
-        runtime = Runtime(loop)
-        self._runtime, self._runtime_backend, self._unopened = runtime, backend, backend
+        runtime = self._runtime = Runtime(loop, backend, opened=False)
         self._group_commit = self._new_group_commit(backend, loop)
         logger.warning(
             "the task store is unreachable at startup (%s); starting anyway: new tasks "
@@ -294,7 +294,7 @@ class Engine:
         async def open_when_reachable() -> None:
             await self.availability.persist(backend.open)
             if self._runtime is runtime and not runtime.stopping:
-                self._unopened = None
+                runtime.opened = True
                 await self._start_loops(runtime, backend)
 
         runtime.spawn(open_when_reachable(), name="taskflow-open")
@@ -303,7 +303,8 @@ class Engine:
     @property
     def store_opened(self) -> bool:
         """False while the current runtime's store has not answered since boot."""
-        return self._unopened is None or self._unopened is not self._runtime_backend
+        runtime = self._runtime
+        return runtime is None or runtime.opened
 
     def check_opened(self) -> None:
         """Raise ``BackendUnavailableError`` while the store has not answered since boot."""
@@ -316,7 +317,7 @@ class Engine:
         """Start the background loops of a runtime whose backend is open."""
         loop = runtime.loop
         if self.durable:
-            self._control_backend = await open_control_backend(backend)
+            runtime.control = await open_control_backend(backend)
             runtime.spawn(
                 beat_forever(
                     self.control_backend,
@@ -348,11 +349,16 @@ class Engine:
     def control_backend(self) -> TaskBackend:
         """The backend the heartbeat and recovery use: a fork with a pool of its own on
         shared backends, so heartbeats never queue behind request traffic."""
-        return self._control_backend or self.backend
+        runtime = self._runtime
+        control = runtime.control if runtime is not None else None
+        return control or self.backend
 
     async def close_control(self) -> None:
         """Close the heartbeat's backend fork, if there is one."""
-        control, self._control_backend = self._control_backend, None
+        runtime = self._runtime
+        if runtime is None:
+            return
+        control, runtime.control = runtime.control, None
         if control is not None:
             try:
                 await control.close()
@@ -770,10 +776,40 @@ class Engine:
             passive = self._runtime
             if passive is not None and passive.loop is asyncio.get_running_loop():
                 # The runtime that served reads after shutdown: replace it by a full one.
-                if self._runtime_backend is not None:
-                    await self._runtime_backend.close()
-                self._runtime = self._runtime_backend = None
+                passive.released = True
+                await passive.backend.close()
+                self._runtime = None
         return await self.started()
+
+    async def _loop_ended(self, runtime: Runtime) -> None:
+        """Release ``runtime`` as its loop ends without a shutdown (see
+        ``Runtime.on_loop_end``): its tasks stopped, its backends' connections closed
+        on the loop they belong to.
+
+        Nothing else changes: accepted tasks not written yet stay in the write buffer
+        for the next loop, and the instance keeps its tasks and its heartbeat (a test
+        client's next request starts the engine again, on its own loop)."""
+        runtime.stopping = True
+        runtime.released = True
+        for task in list(runtime.background):
+            task.cancel()
+        await asyncio.gather(*runtime.background, return_exceptions=True)
+        current = self._runtime is runtime
+        if current:
+            await self.drain_writes(timeout=1.0)
+        control, runtime.control = runtime.control, None
+        for backend in (control, runtime.backend):
+            if backend is None:
+                continue
+            try:
+                await backend.close()
+            except Exception:
+                logger.debug(
+                    "closing the store's connections as their loop ended failed", exc_info=True
+                )
+        if current:
+            self._runtime = None
+            self._group_commit = None
 
     def stopped(self) -> None:
         """Forget the runtime after a shutdown; later reads open the backend only."""
@@ -781,9 +817,9 @@ class Engine:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self._runtime is not None:
+            self._runtime.released = True  # its backends were closed by the shutdown
         self._runtime = None
-        self._runtime_backend = None
-        self._unopened = None
         self._group_commit = None
 
 

@@ -3,7 +3,9 @@
 asyncio objects (tasks, events, timers) are bound to the loop that made them. A
 ``TaskManager`` can outlive a loop (a test client opens one per test), so everything
 loop-bound lives in a :class:`Runtime`, made on first use in a loop and replaced when
-the manager finds itself on a new loop after the old one closed.
+the manager finds itself on a new loop after the old one closed. The store's backend
+for a loop is the runtime's too (its connections belong to the loop): closed by a
+shutdown, or, when the loop ends without one, by the runtime on that loop as it ends.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .protocols import TaskBackend
 
 __all__ = ["Runtime", "reraise_if_cancelled"]
 
@@ -33,17 +38,48 @@ def reraise_if_cancelled() -> None:
 
 
 class Runtime:
-    """Tasks and timers of the engine on one event loop."""
+    """Tasks, timers and store connections of the engine on one event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Build it on ``loop``'s own thread (the engine does, on the running loop)."""
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, backend: TaskBackend, *, opened: bool = True
+    ) -> None:
+        """Build it on ``loop``'s own thread (the engine does, on the running loop).
+
+        ``backend`` is the store's backend for this loop (its connections belong to
+        the loop); ``opened=False``: it could not be opened yet (store down at boot).
+        """
         self.loop = loop
         self.thread = threading.get_ident()
         """The thread ``loop`` runs on."""
+        self.backend = backend
+        """The backend every store call made on this loop goes to."""
+        self.opened = opened
+        """False while ``backend`` has not been opened (the store has not answered)."""
+        self.control: TaskBackend | None = None
+        """A fork of ``backend`` for the heartbeat and recovery, when they have one."""
         self.stopping = False
+        self.released = False
+        """Its backends are closed (a shutdown, or its loop ended): it serves nothing."""
         self.background: set[asyncio.Task[Any]] = set()
         self.running: dict[str, asyncio.Task[Any]] = {}
         self.workers: dict[str, Any] = {}
+        self._loop_end: AsyncIterator[None] | None = None
+
+    async def on_loop_end(self, release: Callable[[Runtime], Awaitable[None]]) -> None:
+        """Have ``release(self)`` run on this loop when the loop shuts down.
+
+        ``asyncio.run()``, ``anyio.run()`` (Starlette's ``TestClient`` runs one per
+        request when used without ``with``) and pytest's event loops end by cancelling
+        every task and then finalising the async generators still open
+        (``loop.shutdown_asyncgens()``), on the loop, before closing it. An async
+        generator held open by this runtime is how it hears of that: its ``finally``
+        awaits ``release``, which closes the connections the loop's tasks left open.
+        Without it they would be closed later by the garbage collector, off their loop
+        (SQLAlchemy logs an error for each), and SQLite's threads would live on.
+        """
+        watch = _until_loop_end(self, release)
+        await watch.__anext__()  # registers it with the loop (its first iteration)
+        self._loop_end = watch  # a strong reference: the loop holds only a weak one
 
     def is_current(self) -> bool:
         """True when called on this runtime's loop: what ``asyncio.get_running_loop() is
@@ -74,3 +110,14 @@ class Runtime:
         self.background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("taskflow engine task failed", exc_info=task.exception())
+
+
+async def _until_loop_end(
+    runtime: Runtime, release: Callable[[Runtime], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """Suspended until the loop finalises it (see ``Runtime.on_loop_end``)."""
+    try:
+        yield
+    finally:
+        if not runtime.released:
+            await release(runtime)

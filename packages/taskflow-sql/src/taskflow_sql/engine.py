@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from fastapi_taskflow.errors import BackendURLError
 from fastapi_taskflow.redaction import mask_secrets
 
+from .pool_log import POOL_LOGGING_NAME, quiet_cancelled_resets
 from .urls import SQLTarget
 
 __all__ = ["SQLiteSettings", "configure_sqlite", "make_engine"]
@@ -42,6 +43,7 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
 
     MySQL/MariaDB sessions use READ COMMITTED (what ``SKIP LOCKED`` claims and
     insert-if-absent expect); pools are recycled hourly against server timeouts. The
+    pool is named ``taskflow`` (see :mod:`taskflow_sql.pool_log`). The
     pool's size comes from ``?pool_size=&max_overflow=`` in the URL, else SQLAlchemy's
     defaults (5 + 10 overflow: on a small machine more connections only add contention,
     as every write is one statement and round trip), and ``engine_options`` wins.
@@ -49,7 +51,7 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
     Raises:
         BackendURLError: the driver is not installed or is not an async driver.
     """
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"pool_logging_name": POOL_LOGGING_NAME}
     if target.kind == "mysql":
         options.update(isolation_level="READ COMMITTED", pool_recycle=3600)
     elif target.kind == "postgresql":
@@ -60,13 +62,15 @@ def make_engine(target: SQLTarget, engine_options: dict[str, Any] | None = None)
                 options[name] = int(target.options[name])
     options.update(engine_options or {})
     try:
-        return create_async_engine(target.url, **options)
+        engine = create_async_engine(target.url, **options)
     except (NoSuchModuleError, ArgumentError, InvalidRequestError, ImportError) as exc:
         extra = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}[target.kind]
         raise BackendURLError(
             f"cannot use {target.url.drivername!r}: {mask_secrets(str(exc))}. Use an async "
             f'driver; the default one is installed with: pip install "taskflow-core[{extra}]"'
         ) from exc
+    quiet_cancelled_resets(engine)
+    return engine
 
 
 def configure_sqlite(engine: AsyncEngine | Engine, settings: SQLiteSettings) -> None:

@@ -97,11 +97,17 @@ class SQLiteWriter:
         return list(results)
 
     async def stop(self) -> None:
-        """Finish the operations already submitted, then stop the writer task."""
+        """Finish the operations already submitted, then stop the writer task.
+
+        A writer task that was cancelled already (its event loop ending: every task is
+        cancelled before the loop's async generators close the backend) is taken as
+        stopped."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            await asyncio.wait([self._task])
+            if not self._task.cancelled() and self._task.exception() is not None:
+                raise self._task.exception()  # type: ignore[misc]
 
     async def _loop(self) -> None:
         while True:
