@@ -162,6 +162,15 @@ async def test_fork_is_unopened_with_same_settings(sqlite_place: Any) -> None:
     assert fork.tables.tasks.name == "pfx_tasks"
     with pytest.raises(RuntimeError, match="not open"):
         await fork.get("x")
+    # a fork (one per event loop) reuses the tables and so every statement compiled
+    # for them; another prefix has tables of its own
+    assert fork.tables is backend.tables
+    assert SQLBackend(sqlite_place.url, table_prefix="other_").tables is not backend.tables
+
+
+def test_a_schema_that_is_not_text_is_refused() -> None:
+    with pytest.raises(BackendURLError, match="schema must be a string"):
+        SQLBackend("postgresql://u@h/db", schema=42)  # type: ignore[arg-type]
 
 
 async def test_datetimes_round_trip_as_aware_utc(place: Any) -> None:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, select
@@ -68,6 +69,28 @@ def _convert(row: tuple[Any, ...], processors: list[tuple[str, Processor]]) -> d
     }
 
 
+@lru_cache(maxsize=16)
+def _sqlite_reads(
+    tables: Tables,
+) -> tuple[str, str, list[tuple[str, Processor]], list[tuple[str, Processor]]]:
+    """The SQL of a task's row and of its log lines, and their columns' processors
+    (compiled once per set of tables: a reader is made per event loop)."""
+    dialect: Dialect = sqlite.dialect()
+    columns = record_columns(tables)
+    task = select(*columns).where(tables.tasks.c.task_id == bindparam("id"))
+    logs = tables.logs
+    log_columns = [logs.c.timestamp, logs.c.level, logs.c.message, logs.c.attempt]
+    log_columns.append(logs.c.extra)
+    entries = select(*log_columns).where(logs.c.task_id == bindparam("id"))
+    entries = entries.order_by(logs.c.id)
+    return (
+        str(task.compile(dialect=dialect)),
+        str(entries.compile(dialect=dialect)),
+        _processors(columns, dialect),
+        _processors(log_columns, dialect),
+    )
+
+
 class SQLiteReader:
     """Runs ``get`` on one thread with a stdlib ``sqlite3`` connection to the file.
 
@@ -78,18 +101,7 @@ class SQLiteReader:
     """
 
     def __init__(self, database: str, tables: Tables, settings: SQLiteSettings) -> None:
-        dialect: Dialect = sqlite.dialect()
-        columns = record_columns(tables)
-        task = select(*columns).where(tables.tasks.c.task_id == bindparam("id"))
-        logs = tables.logs
-        log_columns = [logs.c.timestamp, logs.c.level, logs.c.message, logs.c.attempt]
-        log_columns.append(logs.c.extra)
-        entries = select(*log_columns).where(logs.c.task_id == bindparam("id"))
-        entries = entries.order_by(logs.c.id)
-        self._task_sql = str(task.compile(dialect=dialect))
-        self._logs_sql = str(entries.compile(dialect=dialect))
-        self._task_proc = _processors(columns, dialect)
-        self._log_proc = _processors(log_columns, dialect)
+        self._task_sql, self._logs_sql, self._task_proc, self._log_proc = _sqlite_reads(tables)
         self._database = database
         self._timeout = settings.busy_timeout_ms / 1000
         self._local = threading.local()
@@ -139,6 +151,30 @@ class SQLiteReader:
         self._conns.clear()
 
 
+@lru_cache(maxsize=16)
+def _postgres_read(tables: Tables) -> tuple[str, list[tuple[str, Processor]]]:
+    """The SQL of a task's row with its log lines, and its columns' processors
+    (compiled once per set of tables: a reader is made per event loop)."""
+    dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    columns = record_columns(tables)
+    tasks, logs = tables.tasks, tables.logs
+    entry = func.json_build_array(
+        logs.c.timestamp, logs.c.level, logs.c.message, logs.c.attempt, logs.c.extra
+    )
+    aggregated = (
+        select(
+            func.coalesce(
+                func.json_agg(aggregate_order_by(entry, logs.c.id)),
+                literal_column("'[]'::json"),
+            )
+        )
+        .where(logs.c.task_id == tasks.c.task_id)
+        .scalar_subquery()
+    )
+    stmt = select(*columns, aggregated.label("logs")).where(tasks.c.task_id == literal_column("$1"))
+    return str(stmt.compile(dialect=dialect)), _processors(columns, dialect)
+
+
 class PostgresGet:
     """The task and its logs in one prepared statement on the asyncpg driver.
 
@@ -150,27 +186,7 @@ class PostgresGet:
 
     def __init__(self, tables: Tables, kept: KeptConnection) -> None:
         self._kept = kept
-        dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-        columns = record_columns(tables)
-        tasks, logs = tables.tasks, tables.logs
-        entry = func.json_build_array(
-            logs.c.timestamp, logs.c.level, logs.c.message, logs.c.attempt, logs.c.extra
-        )
-        aggregated = (
-            select(
-                func.coalesce(
-                    func.json_agg(aggregate_order_by(entry, logs.c.id)),
-                    literal_column("'[]'::json"),
-                )
-            )
-            .where(logs.c.task_id == tasks.c.task_id)
-            .scalar_subquery()
-        )
-        stmt = select(*columns, aggregated.label("logs")).where(
-            tasks.c.task_id == literal_column("$1")
-        )
-        self.sql = str(stmt.compile(dialect=dialect))
-        self._proc = _processors(columns, dialect)
+        self.sql, self._proc = _postgres_read(tables)
 
     async def fetch(self, ctx: SQLContext, task_id: str) -> TaskRecord | None:
         """Read the task with its logs (raises the driver's errors)."""
