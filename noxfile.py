@@ -36,6 +36,7 @@ TEST_DEPS = [
     "playwright>=1.44",
     "schemathesis>=4.0",
     "pytest-xdist>=3.5",  # the suite on several workers (groups: ./conftest.py)
+    "gunicorn>=22",  # test_preload_workers: workers forked from a master that imported the app
     "pip>=23",  # test_the_wheel_ships_the_dashboard_assets builds a wheel (uv venvs have none)
 ]
 # `nox -s tests` with no arguments: the whole suite on 3 workers. Most of its time is spent

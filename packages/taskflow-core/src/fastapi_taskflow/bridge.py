@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -126,7 +127,9 @@ class _Portal:
 
 
 _open_portals: set[_Portal] = set()
-"""The portals not closed yet, whoever held them (closed at interpreter exit)."""
+"""The portals not closed yet, whoever held them (closed at interpreter exit). A forked
+child has none: its parent's threads and their loops do not exist in it."""
+os.register_at_fork(after_in_child=_open_portals.clear)
 
 
 @atexit.register

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -110,26 +111,42 @@ class Engine:
         self.queues = queues
         self.liveness_seconds = liveness_seconds
         self.poll_interval = poll_interval
-        self.instance_id = (
-            instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        )
-        self.pending = PendingCreates()
-        self.refused = RefusedTasks()
+        self._named_here = instance_id is None
+        self.instance_id = instance_id or _new_instance_id()
+        """This instance's name in heartbeats and as its tasks' owner: one per process
+        when taskflow names it (a forked child takes a new one, see ``_forked``)."""
         self.retention = Retention(clock, retention)
-        self.tasks = LocalTasks()
-        """The in-process state of every task accepted here and not finished."""
         self.availability = Availability()
-        self.cancel_scopes = CancelScopes()
-        """The attempts running here that a deadline or a cancel request can interrupt."""
         self.hub = EventHub(
             observers,
-            self.instance_id,
+            lambda: self.instance_id,
             lambda: self.backend,
             publish=self.durable if publish_events is None else publish_events,
         )
         self.progress_wiring = ProgressWiring(self.hub, clock, lambda: self.backend)
-        self.bridge = BlockingBridge(backend, self.app_loop, self.started_backend)
         self._sync_workers = sync_workers
+        self._base_used = False
+        self._shut_down = False
+        self.warned_names: set[str] = set()
+        self._process_state()
+        _engines.add(self)
+        self.rehydrate: Callable[[Claim], Awaitable[Invocation | None]] = _cannot_rehydrate
+        """Rebuilds the invocation of a claimed task this process did not accept (the
+        manager sets it: see ``rehydrate``)."""
+        self.start_hooks: list[Callable[[Runtime], None]] = []
+        """Called with each full runtime the engine starts (periodic schedules, the
+        cancellation watcher: see ``schedules`` and ``cancellation``)."""
+
+    def _process_state(self) -> None:
+        """Set up what belongs to this process: the tasks it accepted and runs, its
+        threads and locks, the runtime of its event loop (see ``_forked``)."""
+        self.pending = PendingCreates()
+        self.refused = RefusedTasks()
+        self.tasks = LocalTasks()
+        """The in-process state of every task accepted here and not finished."""
+        self.cancel_scopes = CancelScopes()
+        """The attempts running here that a deadline or a cancel request can interrupt."""
+        self.bridge = BlockingBridge(self.base_backend, self.app_loop, self.started_backend)
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
         """The runtime of the loop the engine last started on (it holds that loop's
@@ -139,22 +156,30 @@ class Engine:
         self._starting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         """The loop the engine is (or was last) started on, and the lock its first
         callers take in turn (see ``started``)."""
-        self._base_used = False
-        self._shut_down = False
         self._lock = threading.Lock()
         self._flush_scheduled = False
-        self.warned_names: set[str] = set()
         self._holding: Counter[str] = Counter()
         """Tasks between a store write and the enqueue that follows it (see holding)."""
         self._parked: set[str] = set()
         """Queued tasks this instance could not release: they may wait for a later due
         time under its ownership (see release)."""
-        self.rehydrate: Callable[[Claim], Awaitable[Invocation | None]] = _cannot_rehydrate
-        """Rebuilds the invocation of a claimed task this process did not accept (the
-        manager sets it: see ``rehydrate``)."""
-        self.start_hooks: list[Callable[[Runtime], None]] = []
-        """Called with each full runtime the engine starts (periodic schedules, the
-        cancellation watcher: see ``schedules`` and ``cancellation``)."""
+
+    def _forked(self) -> None:
+        """Become the engine of a child process forked from this one (gunicorn's
+        ``--preload`` forks its workers from a process that imported the app; a
+        ``multiprocessing`` pool forks the app's process).
+
+        A child is another instance: it takes a name of its own (unless one was given),
+        or its heartbeat and its tasks' owner would be its parent's and siblings' — a
+        killed worker's tasks would never be adopted while one of them lived, and a
+        worker shutting down would delete the heartbeat they all share. It starts with
+        nothing of its parent's: no accepted tasks (its parent's to write and run), no
+        event loop runtime (its connections are the parent's sockets: dropped, not
+        closed), no threads (a thread pool and the bridge's loop do not survive a
+        fork), fresh locks."""
+        if self._named_here:
+            self.instance_id = _new_instance_id()
+        self._process_state()
 
     # -- loop and backend -------------------------------------------------------------
 
@@ -827,6 +852,22 @@ async def _cannot_rehydrate(claim: Claim) -> Invocation | None:
     logger.warning("task %s was claimed, but this engine cannot run stored tasks", claim.task_id)
     return None
 
+
+def _new_instance_id() -> str:
+    """A name for this process's instance: host, process id and 8 random hex digits."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""Every engine of this process (see ``Engine._forked``)."""
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_engines):
+        engine._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _keep_alive: set[asyncio.Task[Any]] = set()
 

@@ -40,13 +40,13 @@ class EventHub:
     def __init__(
         self,
         observers: ObserverChain,
-        instance_id: str,
+        instance_id: Callable[[], str],
         backend: Callable[[], TaskBackend],
         *,
         publish: bool,
     ) -> None:
         self.observers = observers
-        self.instance_id = instance_id
+        self._instance_id = instance_id
         self._backend = backend
         self._publish = publish
         self._streams: set[_Inbox] = set()
@@ -57,6 +57,11 @@ class EventHub:
         opens or closes (``publish`` is fixed at construction)."""
         observers.on_change = self._refresh
         self._refresh()
+
+    @property
+    def instance_id(self) -> str:
+        """The name of the instance whose events this hub sends (the engine's)."""
+        return self._instance_id()
 
     @property
     def publish(self) -> bool:
@@ -91,7 +96,7 @@ class EventHub:
                 async with self._backend().subscribe() as events:
                     async for event in events:
                         reraise_if_cancelled()
-                        if event.instance_id == self.instance_id:
+                        if event.instance_id == self._instance_id():
                             continue
                         await self.observers.emit_remote(event)
                         for stream in list(self._streams):

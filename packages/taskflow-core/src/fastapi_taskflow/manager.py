@@ -60,7 +60,9 @@ class TaskManager:
         poll_interval: how often idle queue workers look for tasks from other instances.
         clock: the time source (tests inject ``ManualClock``).
         instance_id: this instance's name in heartbeats and as its tasks' owner;
-            generated when None.
+            generated when None, once per process (a worker forked from the process
+            that made the manager takes a new one). One given must differ in every
+            process.
         publish_events: publish every task event through the backend so every instance
             sees every instance's events (default: on for shared backends).
         require_backend_at_startup: fail the app's startup when the store cannot be

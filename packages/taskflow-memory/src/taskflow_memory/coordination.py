@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -82,6 +84,8 @@ class CoordinationState:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        """A forked child gets a lock of its own (see ``_forked_child``)."""
+        _states.add(self)
         self.queues: dict[str, _Queue] = {}
         self.seq = itertools.count()
         self.heartbeats: dict[str, datetime] = {}
@@ -89,6 +93,20 @@ class CoordinationState:
         self.locks: dict[str, tuple[str, datetime]] = {}
         self.run_keys: set[str] = set()
         self.subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = []
+
+
+_states: weakref.WeakSet[CoordinationState] = weakref.WeakSet()
+
+
+def _forked_child() -> None:
+    """In a forked child: fresh locks (a thread of the parent may have held one at the
+    fork), and none of the parent's event subscribers (their loops run there)."""
+    for state in list(_states):
+        state.lock = threading.Lock()
+        state.subscribers = []
+
+
+os.register_at_fork(after_in_child=_forked_child)
 
 
 class MemoryCoordination:

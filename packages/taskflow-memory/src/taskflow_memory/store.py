@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -59,6 +61,9 @@ class MemoryState:
 
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         self.lock = threading.Lock()
+        """Held by every read and write (a forked child gets a lock of its own: a
+        thread of the parent may have held this one at the fork)."""
+        _states.add(self)
         self.max_records = max_records
         self.records: dict[str, LiveRecord] = {}
         """Task id -> its record, kept as one slotted object changed in place; the
@@ -77,6 +82,17 @@ class MemoryState:
         """Function name -> tasks by status (every status a key, counts may be 0)."""
         self.order = CreationOrder()
         """How far ``records``' order strays from creation order (for task lists)."""
+
+
+_states: weakref.WeakSet[MemoryState] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for state in list(_states):
+        state.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class MemoryStore:
