@@ -20,7 +20,7 @@ from pathlib import Path
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, json, os, sys, time
+    import asyncio, json, os, signal, sys, time
     from fastapi_taskflow import ManagedBackgroundTasks, TaskManager
 
     tm = TaskManager(backend=sys.argv[1])
@@ -43,6 +43,7 @@ SCRIPT = textwrap.dedent(
 
     child = os.fork()
     if child == 0:
+        signal.alarm(45)  # a child that hangs ends by itself (the test fails, nothing stays)
         began = time.monotonic()
         second = asyncio.run(run_one(4))
         record = tm.store.get(second)

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
+from fastapi_taskflow.errors import InvalidOperationError
 
 pytestmark = pytest.mark.anyio
 
@@ -43,3 +44,23 @@ def test_unknown_ids_are_none_and_reads_work_without_any_loop() -> None:
     assert record is not None and record.status is TaskStatus.PENDING
     assert record.to_dict()["status"] == "pending"
     assert tm.store.stats().by_status == {TaskStatus.PENDING: 1}
+
+
+async def test_a_filter_query_does_not_have_is_an_error_not_an_unfiltered_list() -> None:
+    tm = TaskManager()
+
+    @tm.task()
+    async def job() -> None:
+        return None
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        tasks.add_task(job)
+        await tasks()
+        # ``status=`` (for ``statuses=``) used to be ignored: every task came back
+        with pytest.raises(InvalidOperationError, match=r"status: .*the filters are statuses="):
+            tm.store.query(status="failed")
+        with pytest.raises(InvalidOperationError, match="limit"):
+            await tm.store.aquery(limit=0)
+        assert tm.store.query(statuses=[TaskStatus.FAILED]).items == []
+        assert len((await tm.store.aquery(statuses=[TaskStatus.SUCCESS])).items) == 1

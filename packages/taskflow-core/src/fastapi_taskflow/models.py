@@ -358,8 +358,11 @@ class TaskQuery(BaseModel):
     """A filter over the task list, newest first, keyset-paginated.
 
     All filters combine with AND; ``tags`` matches tasks carrying every given pair.
-    ``cursor`` is the ``next_cursor`` of the previous page.
+    ``cursor`` is the ``next_cursor`` of the previous page. A field it does not have is
+    an error (``status=`` for ``statuses=`` would otherwise filter nothing).
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     statuses: list[TaskStatus] | None = None
     func_name: str | None = None

@@ -4,9 +4,10 @@
 a refusal here means the store refused something those checks did not foresee. The
 refused task leaves the write buffer (later flushes never retry it), this process
 forgets it (it never runs), and a FAILED record saying why is written in its place
-(with what the store cannot hold replaced), so ``store.get(task_id)`` tells the caller
-what happened. The request that accepted it, if any, is answered with an error by
-``install()``'s middleware; other requests are unaffected.
+(with what the store cannot hold replaced; without its arguments when the store refuses
+those too), so ``store.get(task_id)`` tells the caller what happened. The request that
+accepted it, if any, is answered with an error by ``install()``'s middleware; other
+requests are unaffected.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .runtime import reraise_if_cancelled
 __all__ = ["RefusedTasks", "record_refusals"]
 
 logger = logging.getLogger("fastapi_taskflow")
+
+_UNSTORED = "its arguments could not be stored either"
 
 
 class RefusedTasks:
@@ -86,7 +89,16 @@ async def record_refusals(
         )
         failed = failed_copy(record, error)
         try:
-            await backend.create(failed)
+            try:
+                await backend.create(failed)
+            except Exception:
+                reraise_if_cancelled()
+                # What the store refused may be the arguments themselves (too large):
+                # the FAILED record then goes without them.
+                failed = failed.model_copy(
+                    update={"args": None, "kwargs": None, "error": f"{error}; {_UNSTORED}"}
+                )
+                await backend.create(failed)
         except Exception:
             reraise_if_cancelled()
             logger.exception("storing refused task %s as FAILED failed too", task_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidTaskError
+from pydantic import ValidationError
+
+from .errors import InvalidOperationError, InvalidTaskError
 from .models import TaskPage, TaskQuery, TaskRecord, TaskStats
 from .protocols import TaskBackend
 
@@ -63,14 +65,16 @@ class TaskStore:
 
         Raises:
             InvalidTaskError: ``func_name`` is a short name shared by several tasks.
+            InvalidOperationError: a keyword that is not a filter (``status=`` for
+                ``statuses=``), or a value a filter does not take (``limit=0``).
         """
-        q = query or TaskQuery(**filters)
+        q = query or _task_query(filters)
         self._flush_blocking()
         return self._engine.bridge.run(lambda backend: self._query(backend, q))
 
     async def aquery(self, query: TaskQuery | None = None, **filters: Any) -> TaskPage:
         """Awaitable :meth:`query`."""
-        q = query or TaskQuery(**filters)
+        q = query or _task_query(filters)
         await self._engine.flush()
         return await self._query(self._engine.backend, q)
 
@@ -129,3 +133,19 @@ class TaskStore:
                     backend, on_refused=engine.refusal_handler(backend)
                 )
             )
+
+
+def _task_query(filters: dict[str, Any]) -> TaskQuery:
+    """The :class:`TaskQuery` of ``query()``'s keyword filters, or an error naming what
+    is wrong with them."""
+    try:
+        return TaskQuery(**filters)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        known = ", ".join(f"{name}=" for name in TaskQuery.model_fields)
+        raise InvalidOperationError(
+            f"bad task query ({problems}); the filters are {known}"
+        ) from None

@@ -13,6 +13,7 @@ from .backend import SQLBackend
 from .bulk import bulk_insert_tasks
 from .errors import SchemaVersionError, SQLBackendError
 from .migrations import SCHEMA_VERSION
+from .oversized import ValueTooLargeError
 from .schema import DEFAULT_PREFIX
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "SQLBackend",
     "SQLBackendError",
     "SchemaVersionError",
+    "ValueTooLargeError",
     "bulk_insert_tasks",
     "from_url",
 ]

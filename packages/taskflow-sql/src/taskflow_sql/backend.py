@@ -23,6 +23,7 @@ from .fastget import PostgresGet, SQLiteReader
 from .instances import SQLInstances
 from .locks import SQLLocks
 from .migrations import migrate
+from .oversized import read_max_packet
 from .pg_kept import KeptConnection
 from .pg_writes import PostgresWrites
 from .queries import SQLQueries
@@ -199,6 +200,8 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
         )
         try:
             await migrate(ctx)
+            if ctx.kind == "mysql":
+                ctx.max_packet = await read_max_packet(ctx)
         except BaseException:
             if self._owns_engine:
                 await engine.dispose()

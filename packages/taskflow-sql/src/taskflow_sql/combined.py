@@ -22,6 +22,7 @@ slot; here it is one:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from fastapi_taskflow.models import (
@@ -34,6 +35,7 @@ from fastapi_taskflow.models import (
 
 from .context import Tx
 from .grouped import Moved, pg_transitions, run_transitions
+from .oversized import record_texts, sized, transition_texts
 from .ownership import SQLOwnership
 from .pg_writes import CREATE_CHUNK
 from .store import SQLStore, _rows, _simple_batch
@@ -89,7 +91,12 @@ class SQLCombinedWrite(SQLStore, SQLOwnership):
                 moved = await run_transitions(tx, items, now)
             return made, moved
 
-        return await self._exec.write("writing tasks", op, rows=_rows(creates) + len(items))
+        write = self._exec.write("writing tasks", op, rows=_rows(creates) + len(items))
+        return await sized(
+            self._ctx,
+            write,
+            lambda: itertools.chain(record_texts(creates), transition_texts(items)),
+        )
 
 
 def _one_statement(creates: Sequence[TaskRecord], transitions: Sequence[Transition]) -> bool:

@@ -30,6 +30,9 @@ class SQLContext:
         tables: the tables for this prefix/schema.
         clock: where every timestamp comes from.
         counter_slots: rows per ``(func_name, status)`` counter (1 on SQLite).
+        max_packet: MySQL/MariaDB's ``max_allowed_packet``, read when the backend
+            opened (None elsewhere, or when it could not be read): see
+            :mod:`taskflow_sql.oversized`.
     """
 
     engine: AsyncEngine
@@ -37,6 +40,7 @@ class SQLContext:
     tables: Tables
     clock: Clock
     counter_slots: int
+    max_packet: int | None = None
 
     @property
     def row_locks(self) -> bool:

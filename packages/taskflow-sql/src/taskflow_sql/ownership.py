@@ -22,6 +22,7 @@ from fastapi_taskflow.models import TaskRecord, Transition
 from .context import SQLContext, Tx
 from .executor import Executor
 from .grouped import Moved, pg_transitions, run_transitions
+from .oversized import sized, transition_texts
 from .pg_writes import PostgresWrites
 from .rows import record_columns, row_to_record
 
@@ -86,7 +87,8 @@ class SQLOwnership:
                 return await pg_transitions(conn, ctx.tables, ctx.counter_slots, items, now)
 
             return await self._exec.single("changing tasks' status", single)
-        return await self._exec.write("changing tasks' status", op, rows=len(items))
+        write = self._exec.write("changing tasks' status", op, rows=len(items))
+        return await sized(self._ctx, write, lambda: transition_texts(items))
 
     async def owners(self) -> set[str]:
         """See :meth:`fastapi_taskflow.protocols.Store.owners`.

@@ -30,6 +30,7 @@ from .dialect import insert_if_absent
 from .errors import SQLBackendError, wrap_error
 from .executor import Executor
 from .fastget import PostgresGet, SQLiteReader
+from .oversized import entry_texts, record_texts, sized, update_texts
 from .pg_writes import PostgresWrites
 from .rows import (
     fast_record,
@@ -68,9 +69,8 @@ class SQLStore:
         Atomicity comes from the database: the task id is the primary key and the
         idempotency key's hash sits in ``active_key`` under a UNIQUE index.
         """
-        return await self._exec.write(
-            "creating a task", self._create_op(record), rows=_rows([record])
-        )
+        write = self._exec.write("creating a task", self._create_op(record), rows=_rows([record]))
+        return await sized(self._ctx, write, lambda: record_texts([record]))
 
     async def create_many(self, records: Sequence[TaskRecord]) -> list[CreateResult]:
         """See :meth:`fastapi_taskflow.protocols.Store.create_many`.
@@ -90,7 +90,8 @@ class SQLStore:
                 create_batch_op(records[i : i + _SQLITE_BATCH], self._create_op)
                 for i in range(0, len(records), _SQLITE_BATCH)
             ]
-            parts = await self._exec.write_many("creating tasks", batches, rows=_rows(records))
+            writes = self._exec.write_many("creating tasks", batches, rows=_rows(records))
+            parts = await sized(self._ctx, writes, lambda: record_texts(records))
             return [result for part in parts for result in part]
         if self._pg_write is not None and _simple_batch(records):
             return await self._create_pg(self._pg_write, records)
@@ -101,7 +102,9 @@ class SQLStore:
                 chunk = records[i : i + _FAST_BATCH]
                 results += await self._create_fast(chunk, ops[i : i + _FAST_BATCH])
             return results
-        return await self._exec.write_many("creating tasks", ops)
+        return await sized(
+            self._ctx, self._exec.write_many("creating tasks", ops), lambda: record_texts(records)
+        )
 
     async def _create_pg(
         self, fast: PostgresWrites, records: Sequence[TaskRecord]
@@ -317,7 +320,8 @@ class SQLStore:
         release = new in KEY_RELEASING_STATUSES
         rule = "follow" if new in ACTIVE_STATUSES else "clear"
         if take_key:
-            return await self._transition_taking_key(task_id, statuses, new, values, rule)
+            taking = self._transition_taking_key(task_id, statuses, new, values, rule)
+            return await sized(self._ctx, taking, lambda: update_texts([(task_id, update)]))
 
         async def op(tx: Tx) -> TaskRecord | None:
             params = _change_params(values, task_id, new, statuses, self.clock.now())
@@ -349,7 +353,8 @@ class SQLStore:
                 return None if row is None else row_to_record(row._mapping)
 
             return await self._exec.single("changing a task's status", single)
-        return await self._exec.write("changing a task's status", op, rows=1)
+        write = self._exec.write("changing a task's status", op, rows=1)
+        return await sized(self._ctx, write, lambda: update_texts([(task_id, update)]))
 
     async def _transition_taking_key(
         self,
@@ -455,7 +460,8 @@ class SQLStore:
             if exists is not None:
                 await tx.conn.execute(tables.logs.insert(), rows)
 
-        await self._exec.write("appending task logs", op, rows=len(rows))
+        write = self._exec.write("appending task logs", op, rows=len(rows))
+        await sized(self._ctx, write, lambda: entry_texts(task_id, entries))
 
 
 _FAST_BATCH = 64
