@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from .errors import BackendUnavailableError
 from .limits import clean_json, clean_text
 from .models import TaskRecord, TaskStatus
 from .protocols import TaskBackend
@@ -91,6 +92,8 @@ async def record_refusals(
         try:
             try:
                 await backend.create(failed)
+            except BackendUnavailableError:
+                raise
             except Exception:
                 reraise_if_cancelled()
                 # What the store refused may be the arguments themselves (too large):
