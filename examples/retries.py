@@ -47,6 +47,22 @@ def sync_crm(account_id: int) -> None:
     raise ConnectionError("CRM is down")
 
 
+# Retry what may pass (the gateway down, a timeout), not what will fail again: a
+# refused card is FAILED after its first attempt. The waits grow 1s, 4s, 16s, then stay
+# at 30s (max_delay) for the retries after.
+@task_manager.task(
+    retries=8,
+    delay=1,
+    backoff=4,
+    max_delay=30,
+    retry_on=(ConnectionError, TimeoutError),
+)
+def refund(order_id: int) -> str:
+    if order_id < 0:
+        raise ValueError(f"no order {order_id}: nothing to refund")
+    return gateway.charge(order_id)
+
+
 def audit(order_id: int) -> None:
     """Not registered: runs once, no retries."""
     raise RuntimeError(f"audit of order {order_id} failed")
@@ -60,6 +76,11 @@ def charge(order_id: int, background_tasks: ManagedBackgroundTasks) -> dict[str,
 @app.post("/accounts/{account_id}/sync")
 def sync(account_id: int, background_tasks: ManagedBackgroundTasks) -> dict[str, str]:
     return {"task_id": background_tasks.add_task(sync_crm, account_id)}
+
+
+@app.post("/orders/{order_id}/refund")
+def start_refund(order_id: int, background_tasks: ManagedBackgroundTasks) -> dict[str, str]:
+    return {"task_id": background_tasks.add_task(refund, order_id)}
 
 
 @app.post("/orders/{order_id}/audit")

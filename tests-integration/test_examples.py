@@ -486,6 +486,22 @@ async def test_unregistered_function_runs_once() -> None:
         assert record.error == "RuntimeError: audit of order 5 failed"
 
 
+@async_test
+async def test_retry_on_fails_at_once_what_it_does_not_name() -> None:
+    ex = example("retries")
+    tm = ex.task_manager
+    async with serve(ex.app, tm) as client:
+        task_id = (await client.post("/orders/-3/refund")).json()["task_id"]
+        record = await wait_record(tm, task_id, status_is(TaskStatus.FAILED))
+        assert record.attempt == 1  # retries=8, but a ValueError is not retried
+        assert record.error == "ValueError: no order -3: nothing to refund"
+        assert "not retried: retry_on takes only ConnectionError, TimeoutError" in (
+            record.logs[0].message
+        )
+        config = tm.registry.by_name(record.func_name).config
+        assert [config.retry_delay(n) for n in range(1, 7)] == [1, 4, 16, 30, 30, 30]
+
+
 # -- idempotency.md -------------------------------------------------------------------
 
 

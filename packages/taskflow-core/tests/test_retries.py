@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from fastapi_taskflow import ManagedBackgroundTasks, MemoryObserver, TaskManager, TaskStatus
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.config import TaskConfig
+from fastapi_taskflow.errors import InvalidTaskError, TaskTimeoutError
 
 pytestmark = pytest.mark.anyio
 
@@ -17,6 +19,52 @@ def test_backoff_formula() -> None:
     config = TaskConfig(name="t", retries=4, delay=2, backoff=3)
     assert [config.retry_delay(n) for n in (1, 2, 3, 4)] == [2, 6, 18, 54]
     assert TaskConfig(name="t", retries=2, delay=1.5).retry_delay(2) == 1.5
+
+
+def test_max_delay_caps_the_backoff() -> None:
+    config = TaskConfig(name="t", retries=6, delay=1, backoff=10, max_delay=60)
+    assert [config.retry_delay(n) for n in range(1, 6)] == [1, 10, 60, 60, 60]
+
+
+@pytest.mark.parametrize("bad", ["ConnectionError", (), (ValueError, int), 3])
+def test_retry_on_takes_exception_classes_only(bad: Any) -> None:
+    tm = TaskManager()
+    with pytest.raises(InvalidTaskError, match=r"retry_on must be an exception class"):
+        tm.task(retries=1, retry_on=bad)
+    with pytest.raises(InvalidTaskError, match="max_delay"):
+        tm.task(retries=1, max_delay=0)
+
+
+async def test_retry_on_retries_only_the_failures_it_names() -> None:
+    tm = TaskManager()
+    calls: dict[str, int] = {"bad_input": 0, "flaky": 0, "slow": 0}
+
+    @tm.task(retries=3, retry_on=ConnectionError)
+    async def bad_input() -> None:
+        calls["bad_input"] += 1
+        raise ValueError("no such user")
+
+    @tm.task(retries=3, retry_on=(ConnectionError, TaskTimeoutError))
+    async def flaky() -> str:
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise ConnectionRefusedError("down")  # a subclass counts
+        return "ok"
+
+    @tm.task(retries=2, timeout=0.01, retry_on=ConnectionError)
+    async def slow() -> None:
+        calls["slow"] += 1
+        await asyncio.sleep(5)  # a timeout is retried only when retry_on names it
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        ids = [tasks.add_task(bad_input), tasks.add_task(flaky), tasks.add_task(slow)]
+        await tasks()
+        records = [await tm.store.aget(task_id) for task_id in ids]
+    statuses = [(r.status, r.attempt) for r in records if r is not None]
+    assert statuses == [(TaskStatus.FAILED, 1), (TaskStatus.SUCCESS, 3), (TaskStatus.FAILED, 1)]
+    assert calls == {"bad_input": 1, "flaky": 3, "slow": 1}
+    assert records[2] is not None and (records[2].error or "").startswith("TaskTimeoutError")
 
 
 async def test_failed_attempts_are_retried_until_success(eventually: Any) -> None:

@@ -31,6 +31,11 @@ class TaskConfig:
             it dies, instead of marking it ``INTERRUPTED``.
         timeout: seconds one attempt may run; longer is a failed attempt raising
             ``TaskTimeoutError`` (None: no limit). See ``timeouts``.
+        retry_on: the exception classes a failed attempt is retried for (an instance
+            of one of them); any other failure ends the task FAILED at once. None: every
+            failure is retried.
+        max_delay: the longest wait between attempts, in seconds, however many retries
+            ``backoff`` has grown the delay over (None: no cap).
     """
 
     name: str
@@ -42,8 +47,15 @@ class TaskConfig:
     queue: str | None = None
     requeue_on_interrupt: bool = False
     timeout: float | None = None
+    retry_on: tuple[type[BaseException], ...] | None = None
+    max_delay: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "retry_on", _exception_classes(self.retry_on))
+        if self.max_delay is not None and (not _is_number(self.max_delay) or self.max_delay <= 0):
+            raise InvalidTaskError(
+                f"max_delay must be a number of seconds > 0 or None, got {self.max_delay!r}"
+            )
         if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
             raise InvalidTaskError(
                 f"timeout must be a number of seconds > 0 or None, got {self.timeout!r}"
@@ -74,9 +86,15 @@ class TaskConfig:
     def retry_delay(self, failed_attempts: int) -> float:
         """Seconds to wait before the next attempt after ``failed_attempts`` failures.
 
-        ``delay * backoff ** (failed_attempts - 1)``: the first retry waits ``delay``.
+        ``delay * backoff ** (failed_attempts - 1)``, at most ``max_delay``: the first
+        retry waits ``delay``.
         """
-        return float(self.delay * self.backoff ** max(failed_attempts - 1, 0))
+        grown = float(self.delay * self.backoff ** max(failed_attempts - 1, 0))
+        return grown if self.max_delay is None else min(grown, float(self.max_delay))
+
+    def retries_for(self, exc: BaseException) -> bool:
+        """True when a failed attempt that raised ``exc`` is one ``retry_on`` retries."""
+        return self.retry_on is None or isinstance(exc, self.retry_on)
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,22 @@ class QueueConfig:
             raise InvalidTaskError(
                 f"QueueConfig.max_size must be an integer >= 1 or None, got {self.max_size!r}"
             )
+
+
+def _exception_classes(value: Any) -> tuple[type[BaseException], ...] | None:
+    """``retry_on`` as a tuple of exception classes (one class is a tuple of one), or
+    ``InvalidTaskError`` naming what is wrong."""
+    if value is None:
+        return None
+    classes = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not classes or not all(
+        isinstance(cls, type) and issubclass(cls, BaseException) for cls in classes
+    ):
+        raise InvalidTaskError(
+            "retry_on must be an exception class or a tuple of them, for example "
+            f"retry_on=(ConnectionError, TimeoutError), got {value!r}"
+        )
+    return classes
 
 
 def check_priority(priority: Any) -> None:

@@ -367,8 +367,11 @@ async def _failed(
     attempt = ctx.attempt
     config = invocation.config
     retrying = attempt <= config.retries
-    delay = config.retry_delay(attempt) if retrying else 0.0
     failed_line = f"attempt {attempt} failed: {error}"
+    if retrying and config.retry_on is not None and not config.retries_for(exc):
+        retrying = False
+        failed_line += f" (not retried: retry_on takes only {_class_names(config.retry_on)})"
+    delay = config.retry_delay(attempt) if retrying else 0.0
     traceback = format_traceback(exc)
     retry_line = f"retrying in {delay:g}s (retry {attempt} of {config.retries})"
     if ctx._on_log is not None:  # someone listens: announced as task_log() lines are
@@ -402,6 +405,10 @@ async def _failed(
     await _finish(engine, record, ctx, TaskStatus.FAILED, failed)
     engine.forget(record.task_id)
     return False
+
+
+def _class_names(classes: tuple[type[BaseException], ...]) -> str:
+    return ", ".join(cls.__name__ for cls in classes)
 
 
 async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskContext) -> None:

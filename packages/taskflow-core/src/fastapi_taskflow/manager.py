@@ -163,6 +163,8 @@ class TaskManager:
         queue: str | None = None,
         requeue_on_interrupt: bool = False,
         timeout: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        max_delay: float | None = None,
     ) -> Callable[[F], F]:
         """Register a task function: ``@task_manager.task(retries=3, delay=1, backoff=2)``.
 
@@ -181,6 +183,11 @@ class TaskManager:
                 once) instead of becoming INTERRUPTED.
             timeout: seconds one attempt may run; a longer one fails with
                 ``TaskTimeoutError`` (and is retried if retries remain).
+            retry_on: retry only failures that are instances of these exception
+                classes (one class, or a tuple); any other ends the task FAILED at once.
+                Default: every failure is retried.
+            max_delay: the longest wait between attempts in seconds, however far
+                ``backoff`` has grown it (default: no cap).
 
         Raises:
             InvalidTaskError: bad settings, or a non-callable.
@@ -201,6 +208,8 @@ class TaskManager:
                 queue=queue,
                 requeue_on_interrupt=requeue_on_interrupt,
                 timeout=timeout,
+                retry_on=retry_on,  # type: ignore[arg-type]  # normalised to a tuple
+                max_delay=max_delay,
             )
             self.registry.register(target, config)
             return target
@@ -215,6 +224,8 @@ class TaskManager:
             queue=queue,
             requeue_on_interrupt=requeue_on_interrupt,
             timeout=timeout,
+            retry_on=retry_on,  # type: ignore[arg-type]
+            max_delay=max_delay,
         )
         return register
 
