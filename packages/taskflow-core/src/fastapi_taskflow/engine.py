@@ -378,18 +378,6 @@ class Engine:
         control = runtime.control if runtime is not None else None
         return control or self.backend
 
-    async def close_control(self) -> None:
-        """Close the heartbeat's backend fork, if there is one."""
-        runtime = self._runtime
-        if runtime is None:
-            return
-        control, runtime.control = runtime.control, None
-        if control is not None:
-            try:
-                await control.close()
-            except Exception:
-                logger.debug("closing the heartbeat backend failed", exc_info=True)
-
     async def started_backend(self) -> TaskBackend:
         """Start the engine on the running loop if needed and return its backend.
 
@@ -822,16 +810,12 @@ class Engine:
         current = self._runtime is runtime
         if current:
             await self.drain_writes(timeout=1.0)
-        control, runtime.control = runtime.control, None
-        for backend in (control, runtime.backend):
-            if backend is None:
-                continue
-            try:
-                await backend.close()
-            except Exception:
-                logger.debug(
-                    "closing the store's connections as their loop ended failed", exc_info=True
-                )
+        try:
+            await runtime.close_backends()
+        except Exception:
+            logger.debug(
+                "closing the store's connections as their loop ended failed", exc_info=True
+            )
         if current:
             self._runtime = None
             self._group_commit = None

@@ -81,6 +81,17 @@ class Runtime:
         await watch.__anext__()  # registers it with the loop (its first iteration)
         self._loop_end = watch  # a strong reference: the loop holds only a weak one
 
+    async def close_backends(self) -> None:
+        """Close the heartbeat's fork (a failure is logged: the heartbeat only), then the
+        backend (a failure raises)."""
+        control, self.control = self.control, None
+        if control is not None:
+            try:
+                await control.close()
+            except Exception:
+                logger.debug("closing the heartbeat backend failed", exc_info=True)
+        await self.backend.close()
+
     def is_current(self) -> bool:
         """True when called on this runtime's loop: what ``asyncio.get_running_loop() is
         self.loop`` says, without the system call Python 3.11 makes for it (``getpid``,

@@ -26,7 +26,7 @@ from fastapi_taskflow.models import LogEntry, TaskRecord, TaskUpdate, Transition
 from .context import SQLContext
 from .errors import SQLBackendError
 from .executor import connect, release
-from .rows import dumps
+from .rows import log_values, record_values, update_values
 
 __all__ = [
     "ValueTooLargeError",
@@ -98,15 +98,17 @@ async def read_max_packet(ctx: SQLContext) -> int | None:
     return int(value) if value is not None else None
 
 
+_LARGE_FIELDS = ("args", "kwargs", "tags", "result", "error")
+"""The stored fields of a task row that can be large."""
+
+
 def record_texts(records: Sequence[TaskRecord]) -> Iterable[tuple[str, str | None]]:
-    """The stored texts of new records that can be large."""
+    """The stored texts of new records that can be large (as ``record_values`` stores
+    them)."""
     for record in records:
-        task = f"task {record.task_id}'s"
-        yield f"{task} args", dumps(record.args)
-        yield f"{task} kwargs", dumps(record.kwargs)
-        yield f"{task} tags", dumps(record.tags)
-        yield f"{task} result", dumps(record.result)
-        yield f"{task} error", record.error
+        values = record_values(record)
+        for name in _LARGE_FIELDS:
+            yield f"task {record.task_id}'s {name}", values[name]
 
 
 def update_texts(
@@ -115,8 +117,10 @@ def update_texts(
     """The stored texts of status changes (``(task id, update)``) that can be large."""
     for task_id, update in changes:
         if update is not None:
-            yield f"task {task_id}'s result", dumps(update.result)
-            yield f"task {task_id}'s error", update.error
+            values = update_values(update.changes())
+            for name in _LARGE_FIELDS:
+                if name in values:
+                    yield f"task {task_id}'s {name}", values[name]
 
 
 def transition_texts(transitions: Sequence[Transition]) -> Iterable[tuple[str, str | None]]:
@@ -125,7 +129,8 @@ def transition_texts(transitions: Sequence[Transition]) -> Iterable[tuple[str, s
 
 
 def entry_texts(task_id: str, entries: Sequence[LogEntry]) -> Iterable[tuple[str, str | None]]:
-    """The stored texts of log lines that can be large."""
+    """The stored texts of log lines that can be large (as ``log_values`` stores them)."""
     for entry in entries:
-        yield f"a log line of task {task_id}", entry.message
-        yield f"a log line of task {task_id}", dumps(entry.extra) if entry.extra else None
+        values = log_values(task_id, entry)
+        yield f"a log line of task {task_id}", values["message"]
+        yield f"a log line of task {task_id}", values["extra"]

@@ -104,10 +104,11 @@ class SQLiteWriter:
         stopped."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            await asyncio.wait([self._task])
-            if not self._task.cancelled() and self._task.exception() is not None:
-                raise self._task.exception()  # type: ignore[misc]
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.result()  # what the writer task raised, if anything
 
     async def _loop(self) -> None:
         while True:
