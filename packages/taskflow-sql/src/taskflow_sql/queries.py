@@ -297,7 +297,9 @@ def _epoch_seconds(kind: str, column: Any, width: int) -> ColumnElement[Any]:
             literal_column("SECOND"), literal_column("'1970-01-01 00:00:00'"), column
         )
         return func.floor(seconds / width)
-    return cast(func.strftime("%s", column), Integer) / width
+    # ``//``: SQLAlchemy renders ``/`` of two integers as true division (``/ (? + 0.0)``),
+    # which would make a bucket of every distinct second.
+    return cast(func.strftime("%s", column), Integer) // width
 
 
 def _status_in(kind: str, tasks: Any, statuses: Sequence[str]) -> ColumnElement[bool]:
