@@ -179,7 +179,7 @@ async def test_throughput_groups_by_bucket_in_the_store(
     """Tasks that finished in 1,500 different seconds of one bucket cost the store what
     tasks that finished in the same second do: the store hands back one row per bucket
     (a bucket index computed by true division made a group of every distinct second,
-    each sent to Python: 7× slower at 300,000 tasks)."""
+    each sent to Python: seven times slower at 300,000 tasks)."""
     backend, steps = counted
     hour = _START + timedelta(days=30)
 
