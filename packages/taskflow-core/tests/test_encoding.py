@@ -5,12 +5,14 @@ from __future__ import annotations
 import enum
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from fastapi_taskflow import ManagedBackgroundTasks, TaskArgumentError, TaskManager
+from fastapi_taskflow import ManagedBackgroundTasks, TaskArgumentError, TaskManager, TaskStatus
 from fastapi_taskflow.encoding import decode_arguments, encode_arguments
 from taskflow_memory import MemoryBackend
 
@@ -18,6 +20,11 @@ from taskflow_memory import MemoryBackend
 class Plan(enum.Enum):
     FREE = "free"
     PRO = "pro"
+
+
+class User(BaseModel):
+    name: str
+    joined: datetime
 
 
 class Order(BaseModel):
@@ -72,3 +79,49 @@ def test_in_process_backends_accept_any_argument() -> None:
     task_id = ManagedBackgroundTasks(tm).add_task(handler, threading.Lock())
     record = tm.store.get(task_id)
     assert record is not None and record.args == [{"__taskflow_unstored__": "lock"}]
+
+
+@pytest.mark.anyio
+async def test_a_result_is_recorded_without_running_what_the_task_returned() -> None:
+    """A task that returns a generator (or data holding an iterator) gets its ``repr``
+    as result, and what it returned is left unread: recording it ran it to its end (an
+    endless one, ``itertools.count()``, held the event loop for ever; this generator's
+    side effects ran). Data is recorded as JSON, as before."""
+    tm = TaskManager()
+    sent: list[int] = []
+
+    def send_all() -> Iterator[int]:
+        for n in range(3):
+            sent.append(n)
+            yield n
+
+    @tm.task()
+    async def lazily() -> Iterator[int]:
+        return send_all()
+
+    ids_left = iter([1, 2])
+
+    @tm.task()
+    async def held() -> dict[str, Any]:
+        return {"ids": ids_left}
+
+    @tm.task()
+    async def data() -> dict[str, Any]:
+        when = datetime(2030, 1, 2, tzinfo=timezone.utc)
+        return {"user": User(name="ann", joined=when), "tags": {"a"}, "raw": b"\xff"}
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        ids = [tasks.add_task(lazily), tasks.add_task(held), tasks.add_task(data)]
+        await tasks()
+        lazy, holding, plain = [tm.store.get(task_id) for task_id in ids]
+    assert lazy is not None and holding is not None and plain is not None
+    assert lazy.status is TaskStatus.SUCCESS and sent == []
+    assert isinstance(lazy.result, str) and lazy.result.startswith("<generator object ")
+    assert holding.status is TaskStatus.SUCCESS and holding.result == repr({"ids": ids_left})
+    assert list(ids_left) == [1, 2]
+    assert plain.result == {
+        "user": {"name": "ann", "joined": "2030-01-02T00:00:00Z"},
+        "tags": ["a"],
+        "raw": {"__taskflow_bytes__": "/w=="},
+    }

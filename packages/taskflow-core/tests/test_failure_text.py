@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from fastapi_taskflow import TaskManager, TaskStatus
+from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
 from fastapi_taskflow.failure import describe, format_traceback
+from fastapi_taskflow.limits import ERROR_TEXT_MAX
 
 
 class LookupFailed(Exception):
@@ -199,3 +200,74 @@ def test_the_error_line_of_a_group_names_the_errors_in_it() -> None:
         "ExceptionGroup: wide (5 sub-exceptions) "
         "[ValueError: 0; ValueError: 1; ValueError: 2; 2 more]"
     )
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot be printed")
+
+
+class NotText(Exception):
+    def __str__(self) -> Any:
+        return 42
+
+
+@pytest.mark.anyio
+async def test_an_exception_that_cannot_be_printed_fails_its_task_and_no_other() -> None:
+    """An exception whose ``__str__`` raises (or returns something that is not text) is
+    recorded as Python's own traceback prints it; the task ends FAILED (it stayed
+    RUNNING for ever) and the tasks after it in the same request still run (the
+    request's whole list was abandoned)."""
+    tm = TaskManager()
+    ran: list[str] = []
+
+    @tm.task(retries=1)
+    async def unprintable() -> None:
+        raise Unprintable()
+
+    @tm.task()
+    async def not_text() -> None:
+        raise NotText()
+
+    @tm.task()
+    async def after() -> None:
+        ran.append("after")
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        ids = [tasks.add_task(unprintable), tasks.add_task(not_text), tasks.add_task(after)]
+        await tasks()
+        first, second, third = [tm.store.get(task_id) for task_id in ids]
+    assert first is not None and second is not None and third is not None
+    assert (first.status, first.attempt) == (TaskStatus.FAILED, 2)
+    assert first.error == "Unprintable: <exception str() failed>"
+    assert second.status is TaskStatus.FAILED
+    assert second.error == "NotText: <exception str() failed>"
+    [*_, entry] = [e for e in first.logs if e.level == "error"]
+    assert entry.extra["traceback"].endswith(f"{__name__}.Unprintable: <exception str() failed>\n")
+    assert third.status is TaskStatus.SUCCESS and ran == ["after"]
+
+
+@pytest.mark.anyio
+async def test_a_huge_exception_message_is_recorded_cut() -> None:
+    """A message of a megabyte (a payload or an HTML page put in an exception) is cut at
+    ``ERROR_TEXT_MAX`` characters in the error, the log line and the traceback, saying
+    how much was left out: every task list carries the error."""
+    tm = TaskManager()
+    message = "x" * 1_000_000
+
+    @tm.task()
+    async def upload() -> None:
+        raise ValueError(message)
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        task_id = tasks.add_task(upload)
+        await tasks()
+    record = tm.store.get(task_id)
+    assert record is not None and record.error is not None
+    left_out = f"... [{1_000_000 - ERROR_TEXT_MAX} more characters not recorded]"
+    assert record.error == f"ValueError: {'x' * ERROR_TEXT_MAX}{left_out}"
+    [entry] = [e for e in record.logs if e.level == "error"]
+    assert entry.message == f"attempt 1 failed: {record.error}"
+    assert entry.extra["traceback"].endswith(f"ValueError: {'x' * ERROR_TEXT_MAX}{left_out}\n")

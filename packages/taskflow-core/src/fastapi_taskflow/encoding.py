@@ -111,10 +111,15 @@ def encode_arguments(
 
 
 def encode_result(value: Any) -> Any:
-    """Return a task's return value as JSON data, or its ``repr`` when it has none."""
+    """Return a task's return value as JSON data, or its ``repr`` when it has none.
+
+    As for arguments, nothing is consumed: a generator, an iterator or a stream
+    returned by a task (or held in what it returned) makes the result its ``repr``
+    rather than being run to its end (an endless one would hold the event loop for
+    ever, one with side effects would have them run by taskflow)."""
     try:
-        return to_jsonable_python(value)
-    except (PydanticSerializationError, TypeError, ValueError):
+        return _to_json(value)
+    except _Unstorable:
         return repr(value)
 
 

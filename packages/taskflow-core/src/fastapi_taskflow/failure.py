@@ -11,12 +11,14 @@ from __future__ import annotations
 import sys
 import traceback
 
+from .limits import ERROR_TEXT_MAX
+
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
 else:  # Python 3.10: the backport anyio depends on there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["describe", "format_traceback"]
+__all__ = ["describe", "exception_text", "format_traceback"]
 
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
@@ -46,13 +48,33 @@ def describe(exc: BaseException) -> str:
     ``ExceptionGroup: unhandled errors in a TaskGroup (2 sub-exceptions) [ValueError:
     bad row; KeyError: 'id']``.
     """
-    line = f"{type(exc).__name__}: {exc}"
+    line = f"{type(exc).__name__}: {exception_text(exc)}"
     if not isinstance(exc, BaseExceptionGroup):
         return line
     leaves = _leaves(exc)
-    named = "; ".join(f"{type(e).__name__}: {e}" for e in leaves[:GROUP_MEMBERS_NAMED])
+    named = "; ".join(
+        f"{type(e).__name__}: {exception_text(e)}" for e in leaves[:GROUP_MEMBERS_NAMED]
+    )
     more = len(leaves) - GROUP_MEMBERS_NAMED
     return f"{line} [{named}{f'; {more} more' if more > 0 else ''}]"
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``<exception str() failed>`` (as Python's ``traceback`` prints it)
+    when the exception's own ``__str__`` raises or returns something that is not text:
+    the failure of a task is recorded whatever its exception does. A message longer than
+    :data:`~fastapi_taskflow.limits.ERROR_TEXT_MAX` characters (a payload or a whole
+    HTML page put in an exception) is cut there, saying how much was left out: it is
+    recorded in the task's error, its log line and its traceback, and every task list
+    (dashboard, API, CLI) carries the error."""
+    try:
+        text = str(exc)
+    except Exception:
+        return "<exception str() failed>"
+    if len(text) > ERROR_TEXT_MAX:
+        cut = len(text) - ERROR_TEXT_MAX
+        return f"{text[:ERROR_TEXT_MAX]}... [{cut} more characters not recorded]"
+    return text
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -198,10 +220,7 @@ def _exception_only(error: BaseException) -> str:
     kind = type(error)
     module = kind.__module__
     name = kind.__qualname__ if module in _UNNAMED else f"{module}.{kind.__qualname__}"
-    try:
-        text = str(error)
-    except Exception:
-        text = "<exception str() failed>"
+    text = exception_text(error)
     last = f"{name}: {text}\n" if text else f"{name}\n"
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, (list, tuple)):

@@ -17,6 +17,8 @@ The limits (documented in ``docs/guarantees.md``):
   ``TEXT`` column holds 64 KiB);
 * an idempotency key: 1 to :data:`IDEMPOTENCY_KEY_MAX` characters;
 * a task or queue name: 1 to :data:`NAME_MAX` characters;
+* an exception's message, as a failed attempt records it: its first
+  :data:`ERROR_TEXT_MAX` characters (see ``failure.exception_text``);
 * arguments on a durable backend: no lone surrogate in any string, key or value (they
   are stored as UTF-8 JSON; a NUL is fine there, JSON escapes it).
 """
@@ -34,6 +36,7 @@ from .errors import InvalidTaskError, TaskArgumentError
 from .models import LogEntry
 
 __all__ = [
+    "ERROR_TEXT_MAX",
     "IDEMPOTENCY_KEY_MAX",
     "NAME_MAX",
     "PRIORITY_MAX",
@@ -68,6 +71,10 @@ IDEMPOTENCY_KEY_MAX = 1024
 
 NAME_MAX = 255
 """Longest task name or queue name, in characters."""
+
+ERROR_TEXT_MAX = 10_000
+"""Most characters of an exception's message a failed attempt records (in its error,
+its log line and its traceback); the rest is cut, and the cut says how much."""
 
 UNKNOWN_TASK_GRACE = timedelta(minutes=10)
 """How long a stored task whose function no running instance has registered waits
