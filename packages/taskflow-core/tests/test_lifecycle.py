@@ -13,6 +13,7 @@ import pytest
 from fastapi_taskflow import (
     BaseObserver,
     InvalidOperationError,
+    InvalidTaskError,
     LifecycleEvent,
     ManagedBackgroundTasks,
     MemoryObserver,
@@ -21,6 +22,7 @@ from fastapi_taskflow import (
     get_task_context,
     task_log,
 )
+from fastapi_taskflow.manager import DEFAULT_SYNC_WORKERS
 
 pytestmark = pytest.mark.anyio
 
@@ -91,6 +93,30 @@ async def test_sync_functions_run_in_a_bounded_pool(eventually: Any) -> None:
             lambda: all(tm.store.get(i).status is TaskStatus.SUCCESS for i in ids)  # type: ignore[union-attr]
         )
     assert peak == 2
+
+
+async def test_by_default_as_many_blocking_tasks_run_at_once_as_plain_background_tasks() -> None:
+    """40 requests' ``def`` tasks, each blocked until all 40 have started, all finish:
+    the default pool has Starlette's 40 threads (it had ``cpus + 4``, 6 on two cores, so
+    a migrated app's blocking tasks ran a few at a time and queued behind each other)."""
+    tm = TaskManager()
+    all_started = threading.Barrier(DEFAULT_SYNC_WORKERS, timeout=10)
+
+    @tm.task()
+    def send_email() -> None:
+        all_started.wait()
+
+    async with tm:
+        requests = [ManagedBackgroundTasks(tm) for _ in range(DEFAULT_SYNC_WORKERS)]
+        ids = [request.add_task(send_email) for request in requests]
+        await asyncio.gather(*(request() for request in requests))
+        assert {tm.store.get(i).status for i in ids} == {TaskStatus.SUCCESS}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_sync_workers_must_be_a_whole_number_of_threads(bad: object) -> None:
+    with pytest.raises(InvalidTaskError, match="sync_workers must be a whole number"):
+        TaskManager(sync_workers=bad)  # type: ignore[arg-type]
 
 
 async def test_shutdown_gives_running_tasks_time_then_interrupts_them() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
@@ -37,6 +36,11 @@ __all__ = ["TaskManager"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DEFAULT_SYNC_WORKERS = 40
+"""Threads for ``def`` task functions unless ``sync_workers=`` says otherwise: as many as
+plain ``BackgroundTasks`` may use at once (Starlette runs them through anyio's default
+thread limiter, 40 threads), so blocking tasks run as many at a time as before."""
+
 
 class TaskManager:
     """The hub of taskflow: one per application.
@@ -49,7 +53,9 @@ class TaskManager:
         observers: receivers of every task's lifecycle and log events.
         queues: limits per named queue (``{"emails": QueueConfig(concurrency=2)}``);
             unnamed queues get ``QueueConfig()``.
-        sync_workers: size of the thread pool that runs sync task functions.
+        sync_workers: size of the thread pool that runs sync (``def``) task functions;
+            default :data:`DEFAULT_SYNC_WORKERS` (40, as many threads as plain
+            ``BackgroundTasks`` use).
         shutdown_timeout: seconds running tasks get to finish at shutdown before they
             are INTERRUPTED.
         liveness_seconds: how long another instance's heartbeat must stay unchanged,
@@ -106,7 +112,7 @@ class TaskManager:
             registry=self.registry,
             observers=self.observers,
             queues=dict(queues or {}),
-            sync_workers=sync_workers or min(32, (os.cpu_count() or 1) + 4),
+            sync_workers=_check_sync_workers(sync_workers),
             liveness_seconds=_check_liveness(liveness_seconds),
             poll_interval=poll_interval,
             instance_id=instance_id,
@@ -515,6 +521,17 @@ class TaskManager:
         """A lifespan for ``FastAPI(lifespan=task_manager.lifespan)`` when not installing."""
         async with self:
             yield
+
+
+def _check_sync_workers(sync_workers: object) -> int:
+    if sync_workers is None:
+        return DEFAULT_SYNC_WORKERS
+    if isinstance(sync_workers, bool) or not isinstance(sync_workers, int) or sync_workers < 1:
+        raise InvalidTaskError(
+            f"sync_workers must be a whole number of threads, at least 1 (default "
+            f"{DEFAULT_SYNC_WORKERS}), got {sync_workers!r}"
+        )
+    return sync_workers
 
 
 def _check_liveness(liveness_seconds: object) -> float:
