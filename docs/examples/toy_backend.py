@@ -494,6 +494,11 @@ class ToyBackend:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(inbox.put_nowait, event)
 
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Hand each event to every subscriber, in order."""
+        for event in events:
+            await self.publish(event)
+
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
         """Listen from now on; leaving the ``async with`` stops listening."""

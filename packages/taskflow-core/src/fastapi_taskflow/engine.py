@@ -810,6 +810,7 @@ class Engine:
         current = self._runtime is runtime
         if current:
             await self.drain_writes(timeout=1.0)
+            await self.hub.drain(timeout=1.0)
         try:
             await runtime.close_backends()
         except Exception:

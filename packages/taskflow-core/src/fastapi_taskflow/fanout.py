@@ -4,6 +4,12 @@ Observers receive the events of tasks run by this instance. On a durable backend
 event is also published, and every instance listens: remote events reach the observers
 that ask for them (``remote_events = True``) and every ``task_manager.events()`` stream,
 so a dashboard on any instance is live for the whole fleet.
+
+Publication is off the tasks' path: an event goes to an outbox, and one asyncio task
+per event loop publishes what the outbox holds with one ``publish_many`` (one write),
+the next batch gathering while a write is on its way. A task does not wait for its
+events to reach the store (publication is best effort either way), and a task that
+logs a line in a loop costs the store one write per batch, not one per line.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ logger = logging.getLogger("fastapi_taskflow")
 
 Event = LifecycleEvent | LogEvent
 
+PUBLISH_BACKLOG = 10_000
+"""How many events wait for publication at most (while the store is slow or down); past
+that the oldest are dropped, and a warning says so."""
+
 STREAM_BACKLOG = 10_000
 """How many events an ``events()`` stream holds for a reader that falls behind; past
 that the oldest are dropped (and a warning says so), so a stuck reader cannot grow
@@ -50,6 +60,7 @@ class EventHub:
         self._backend = backend
         self._publish = publish
         self._streams: set[_Inbox] = set()
+        self._outbox: _Outbox | None = None
         self.listening = False
         """True when someone receives events: observers, other instances or a stream.
         Events are built only then. An attribute, not a property: it is read once per
@@ -83,11 +94,44 @@ class EventHub:
         for stream in list(self._streams):
             stream.put(event)
         if self._publish:
-            try:
-                await self._backend().publish(event)
-            except Exception:
-                reraise_if_cancelled()
-                logger.debug("publishing a task event failed", exc_info=True)
+            self._to_publish(event)
+
+    def _to_publish(self, event: Event) -> None:
+        """Put ``event`` in the running loop's outbox; start its sender if it rests."""
+        loop = asyncio.get_running_loop()
+        outbox = self._outbox
+        if outbox is None or outbox.loop is not loop:  # a new loop (a test client's)
+            outbox = self._outbox = _Outbox(loop)
+        outbox.put(event)
+        if outbox.sender is None:
+            outbox.sender = loop.create_task(self._send(outbox), name="taskflow-publish")
+
+    async def _send(self, outbox: _Outbox) -> None:
+        """Publish what ``outbox`` holds, one batch per write, until it is empty."""
+        try:
+            while outbox.events:
+                batch = outbox.take()
+                try:
+                    await self._backend().publish_many(batch)
+                except Exception:
+                    reraise_if_cancelled()
+                    logger.debug("publishing %d task events failed", len(batch), exc_info=True)
+        finally:
+            outbox.sender = None
+
+    async def drain(self, timeout: float) -> None:
+        """Publish the events still waiting on this loop (at most ``timeout`` seconds):
+        what a shutdown, or a loop's end, does before it closes the store."""
+        outbox = self._outbox
+        if outbox is None or outbox.loop is not asyncio.get_running_loop():
+            return
+        sender = outbox.sender
+        if sender is None and outbox.events:  # its sender was cancelled (a loop's end)
+            sender = outbox.sender = asyncio.create_task(self._send(outbox))
+        if sender is not None:
+            _, late = await asyncio.wait([sender], timeout=timeout)
+            for task in late:
+                task.cancel()
 
     async def listen(self) -> None:
         """Relay events published by other instances; runs until cancelled."""
@@ -125,6 +169,39 @@ class EventHub:
                     "an events() stream dropped %d events its reader was too slow for",
                     inbox.dropped,
                 )
+
+
+class _Outbox:
+    """This instance's events waiting for publication, on the loop that emitted them."""
+
+    __slots__ = ("dropped", "events", "loop", "sender")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.events: deque[Event] = deque(maxlen=PUBLISH_BACKLOG)
+        self.sender: asyncio.Task[None] | None = None
+        """The task publishing them, while there are any."""
+        self.dropped = 0
+
+    def put(self, event: Event) -> None:
+        """Add an event; past the backlog the oldest waiting one is dropped."""
+        events = self.events
+        if len(events) == events.maxlen:
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning(
+                    "task events are published slower than they happen (%d waiting): "
+                    "the oldest are dropped from now on; other instances' dashboards "
+                    "and streams miss them (the store's records are complete)",
+                    len(events),
+                )
+        events.append(event)
+
+    def take(self) -> list[Event]:
+        """Every waiting event, in order; the outbox is left empty."""
+        batch = list(self.events)
+        self.events.clear()
+        return batch
 
 
 class _Inbox:

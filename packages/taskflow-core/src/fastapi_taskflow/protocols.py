@@ -338,6 +338,12 @@ class Backend(Protocol):
         """Send an event to every subscriber on every instance (best effort)."""
         ...
 
+    async def publish_many(self, events: Sequence[LifecycleEvent | LogEvent]) -> None:
+        """:meth:`publish` each of ``events``, in their order, in one write where the
+        backend can (one statement, one pipeline): the engine sends the events of its
+        tasks this way, a batch at a time, off the tasks' own path."""
+        ...
+
     def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
         """Open a subscription to published events.
 

@@ -241,6 +241,11 @@ class MemoryCoordination:
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(inbox.put_nowait, event)
 
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.publish_many`."""
+        for event in events:
+            await self.publish(event)
+
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
         """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`."""

@@ -8,7 +8,7 @@ disconnected misses what was published meanwhile (the store stays the truth).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,6 +37,14 @@ class RedisEvents(RedisBase):
         payload = bus_event_adapter.dump_json(event)
         with driver_errors("publishing an event", self._where()):
             await client.publish(self._keys.channel, payload)
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.publish_many`; one script call
+        that publishes each event (one round trip, on a cluster too)."""
+        if not events:
+            return
+        payloads = [bus_event_adapter.dump_json(event) for event in events]
+        await self._run("publish", (self._keys.channel, *payloads), "publishing events")
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:

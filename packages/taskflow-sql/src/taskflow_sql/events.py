@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
@@ -42,6 +42,11 @@ _TRIM_EVERY = 100
 _GAP_GRACE = 5.0
 _MAX_GAP = 10_000
 _POLL_BATCH = 500
+_NOTIFY_EACH = text(
+    "SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) "
+    "WITH ORDINALITY AS batch(p, n) ORDER BY n"
+)
+"""One notification per payload, in the batch's order, in one statement."""
 
 
 def _decode(payload: str) -> Event | None:
@@ -75,29 +80,47 @@ class SQLEvents:
 
     async def publish(self, event: Event) -> None:
         """See :meth:`fastapi_taskflow.protocols.Backend.publish`."""
-        payload = bus_event_adapter.dump_json(event).decode()
-        self._published += 1
-        trim = self._published % _TRIM_EVERY == 0
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.publish_many`: one transaction;
+        on PostgreSQL one ``pg_notify`` statement for the batch (a payload above the
+        NOTIFY limit is stored and notified as ``@<id>``), elsewhere one multi-row
+        insert into the events table."""
+        if not events:
+            return
+        payloads = [bus_event_adapter.dump_json(event).decode() for event in events]
+        before, self._published = self._published, self._published + len(payloads)
+        trim = before // _TRIM_EVERY != self._published // _TRIM_EVERY
         notify = self._ctx.kind == "postgresql"
         channel = self._channel if notify else ""
+        now = self.clock.now()
 
         async def op(tx: Tx) -> None:
-            if notify and len(payload.encode()) <= _NOTIFY_LIMIT:
-                await tx.conn.execute(select(func.pg_notify(channel, payload)))
-                return
-            events = tx.ctx.tables.events
-            result = await tx.conn.execute(
-                events.insert().values(payload=payload, created_at=self.clock.now())
-            )
-            new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            table = tx.ctx.tables.events
+            stored = not notify
             if notify:
-                await tx.conn.execute(select(func.pg_notify(channel, f"@{new_id}")))
-            if trim:
-                await tx.conn.execute(
-                    delete(events).where(events.c.id <= new_id - self._event_retention)
-                )
+                notes: list[str] = []
+                for payload in payloads:
+                    if len(payload.encode()) <= _NOTIFY_LIMIT:
+                        notes.append(payload)
+                        continue
+                    result = await tx.conn.execute(
+                        table.insert().values(payload=payload, created_at=now)
+                    )
+                    notes.append(f"@{int(result.inserted_primary_key[0])}")  # type: ignore[index]
+                    stored = True
+                await tx.conn.execute(_NOTIFY_EACH, {"channel": channel, "payloads": notes})
+            else:
+                rows = [{"payload": payload, "created_at": now} for payload in payloads]
+                await tx.conn.execute(table.insert(), rows)
+            if trim and stored:
+                newest = await tx.conn.scalar(select(func.max(table.c.id)))
+                if newest is not None:
+                    keep_from = int(newest) - self._event_retention
+                    await tx.conn.execute(delete(table).where(table.c.id <= keep_from))
 
-        await self._exec.write("publishing an event", op)
+        await self._exec.write("publishing events", op)
         for waker in list(self._wakers):
             waker.set()
 

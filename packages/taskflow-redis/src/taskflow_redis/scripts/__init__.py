@@ -35,6 +35,7 @@ SCRIPT_NAMES = (
     "acquire_lock",
     "release_lock",
     "migrate",
+    "publish",
 )
 """Every script, by file name without ``.lua``."""
 

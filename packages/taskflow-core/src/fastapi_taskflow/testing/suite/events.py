@@ -84,6 +84,35 @@ class EventTests(ConformanceBase):
         assert got == sent
         assert [type(e) for e in got] == [type(e) for e in sent]
 
+    async def test_a_batch_arrives_whole_and_in_order(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """``publish_many`` delivers every event of a batch, in the batch's order, between
+        the events published before and after it; a large event (a long log line) among
+        them too.
+
+        If this fails, check that ``publish_many`` publishes each event as ``publish``
+        does (in one write where the backend can) and keeps their order.
+        """
+        task_id = new_id()
+        first, *batch, last = sample_events(clock, task_id, 7)
+        long_line = LogEvent(
+            task_id=task_id,
+            func_name="app.tasks.report",
+            attempt=1,
+            timestamp=clock.now(),
+            message="x" * 20_000,
+        )
+        batch.insert(2, long_line)
+        with anyio.fail_after(self.event_timeout):
+            async with backend.subscribe() as stream:
+                await backend.publish(first)
+                await backend.publish_many(batch)
+                await backend.publish_many([])
+                await backend.publish(last)
+                got = await receive(stream, task_id, len(batch) + 2)
+        assert got == [first, *batch, last]
+
     async def test_every_subscriber_gets_every_event(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
