@@ -52,6 +52,23 @@ class LogTests(ConformanceBase):
         assert stored is not None
         assert [e.message for e in stored.logs] == [e.message for e in entries]
 
+    async def test_one_call_appends_tens_of_thousands_of_lines(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """20,000 entries in one ``append_logs`` (a task that logged a line per row of
+        an import: the engine stores an attempt's lines in one call) are all stored, in
+        order.
+
+        If this fails, check for a limit on how many values one statement or script
+        takes (Lua's ``unpack()`` fails past ~8,000: append in chunks).
+        """
+        task = await create_task(backend, clock)
+        entries = [LogEntry(timestamp=clock.now(), message=f"row {i}") for i in range(20_000)]
+        await backend.append_logs(task.task_id, entries)
+        stored = await backend.get(task.task_id)
+        assert stored is not None
+        assert [e.message for e in stored.logs] == [e.message for e in entries]
+
     async def test_logs_belong_to_their_task(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
