@@ -141,7 +141,13 @@ def start_watcher(engine: Engine, runtime: Runtime) -> None:
 async def _watch(engine: Engine) -> None:
     scopes = engine.cancel_scopes
     if engine.hub.publish:
-        async with engine.hub.stream() as events:
+
+        def concerns_cancellation(event: LifecycleEvent | LogEvent) -> bool:
+            if isinstance(event, LogEvent):
+                return bool(event.extra.get(CANCEL_MARK))
+            return event.status in _TAKEN_ELSEWHERE and event.instance_id != engine.instance_id
+
+        async with engine.hub.stream(only=concerns_cancellation) as events:
             async for event in events:
                 if isinstance(event, LogEvent) and event.extra.get(CANCEL_MARK):
                     scopes.request(event.task_id)

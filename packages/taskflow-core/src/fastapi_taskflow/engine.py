@@ -772,10 +772,16 @@ class Engine:
             return None
         loop = asyncio.get_running_loop()
         instance_id = self.instance_id
+        hub = self.hub
 
         def emit(ctx: TaskContext, entry: LogEntry) -> None:
             event: LifecycleEvent | LogEvent = log_event(ctx, entry, instance_id)
-            self.spawn_on(loop, self.hub.emit(event))
+            if hub.observers.observers:  # observers are awaited: a task of its own
+                self.spawn_on(loop, hub.emit(event))
+            elif asyncio._get_running_loop() is loop:  # no task per line, none waits
+                hub.deliver(event)
+            else:  # a sync task's thread
+                loop.call_soon_threadsafe(hub.deliver, event)
 
         return emit
 

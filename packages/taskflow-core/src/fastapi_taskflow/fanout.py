@@ -34,9 +34,12 @@ logger = logging.getLogger("fastapi_taskflow")
 
 Event = LifecycleEvent | LogEvent
 
-PUBLISH_BACKLOG = 10_000
-"""How many events wait for publication at most (while the store is slow or down); past
-that the oldest are dropped, and a warning says so."""
+PUBLISH_BACKLOG = 100_000
+"""How many events wait for publication at most; past that the oldest are dropped, and a
+warning says so. A task that logs in a loop without awaiting anything fills the outbox
+before its sender runs (a line per row of an import), so the bound is far above what a
+turn of the loop makes in ordinary use; a store that is down loses the batches it
+refuses (publication is best effort), so an outage does not fill it."""
 
 STREAM_BACKLOG = 10_000
 """How many events an ``events()`` stream holds for a reader that falls behind; past
@@ -91,6 +94,15 @@ class EventHub:
         """Deliver an event of this instance; publish it for the others."""
         if self.observers.observers:
             await self.observers.emit(event)
+        for stream in list(self._streams):
+            stream.put(event)
+        if self._publish:
+            self._to_publish(event)
+
+    def deliver(self, event: Event) -> None:
+        """:meth:`emit` without observers (which are awaited), on the hub's loop: the
+        event goes to the ``events()`` streams and the outbox, in order with the
+        events emitted before it, and nothing waits."""
         for stream in list(self._streams):
             stream.put(event)
         if self._publish:
@@ -153,10 +165,14 @@ class EventHub:
                 await asyncio.sleep(1.0)
 
     @asynccontextmanager
-    async def stream(self, backlog: int = STREAM_BACKLOG) -> AsyncIterator[AsyncIterator[Event]]:
+    async def stream(
+        self, backlog: int = STREAM_BACKLOG, *, only: Callable[[Event], bool] | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         """Open a stream of every instance's events (from now on), holding at most
-        ``backlog`` unread ones (the oldest are dropped past that)."""
-        inbox = _Inbox(backlog)
+        ``backlog`` unread ones (the oldest are dropped past that); with ``only``, of
+        the events it accepts (the rest never reach the stream: the engine's own
+        watchers look for a few events among every task's)."""
+        inbox = _Inbox(backlog, only)
         self._streams.add(inbox)
         self._refresh()
         try:
@@ -212,15 +228,18 @@ class _Inbox:
     where ``Queue.get`` would try to schedule a callback on the closed loop.
     """
 
-    def __init__(self, backlog: int) -> None:
+    def __init__(self, backlog: int, only: Callable[[Event], bool] | None = None) -> None:
         self._items: deque[Event] = deque(maxlen=backlog)
+        self._only = only
         self._ready = asyncio.Event()
         self.dropped = 0
         """Events dropped, unread, because ``backlog`` were waiting."""
 
     def put(self, event: Event) -> None:
-        """Add an event (on the loop the stream is read on); past the backlog the
-        oldest unread one is dropped."""
+        """Add an event (on the loop the stream is read on) unless the stream does not
+        take it; past the backlog the oldest unread one is dropped."""
+        if self._only is not None and not self._only(event):
+            return
         items = self._items
         if len(items) == items.maxlen:
             self.dropped += 1

@@ -6,7 +6,8 @@ table and the notification carries ``@<id>``. SQLite and MySQL/MariaDB subscribe
 the events table by id (a publish on the same backend object wakes its subscribers at
 once). Ids are allocated before commit, so on MySQL an id can become visible after a
 higher one: a poller remembers such gaps for a few seconds and picks them up late
-rather than losing them. Old rows are trimmed by the publishers.
+rather than losing them. Old rows are trimmed by the publishers: all but the newest
+``event_retention``, and none younger than a minute.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,6 +44,9 @@ _TRIM_EVERY = 100
 _GAP_GRACE = 5.0
 _MAX_GAP = 10_000
 _POLL_BATCH = 500
+_UNREAD_GRACE = timedelta(seconds=60)
+"""Rows younger than this are never trimmed, however many there are: a burst larger
+than ``event_retention`` (a task logging a line per row) is read by the pollers first."""
 _NOTIFY_EACH = text(
     "SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) "
     "WITH ORDINALITY AS batch(p, n) ORDER BY n"
@@ -118,7 +123,11 @@ class SQLEvents:
                 newest = await tx.conn.scalar(select(func.max(table.c.id)))
                 if newest is not None:
                     keep_from = int(newest) - self._event_retention
-                    await tx.conn.execute(delete(table).where(table.c.id <= keep_from))
+                    await tx.conn.execute(
+                        delete(table).where(
+                            table.c.id <= keep_from, table.c.created_at < now - _UNREAD_GRACE
+                        )
+                    )
 
         await self._exec.write("publishing events", op)
         for waker in list(self._wakers):
