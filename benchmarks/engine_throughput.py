@@ -34,7 +34,7 @@ async def noop(n: int) -> int:
 
 
 async def run(url: str, tasks: int, concurrency: int) -> float:
-    tm = TaskManager(backend=url, publish_events=False)
+    tm = TaskManager(backend=url)  # the defaults (events published on shared stores)
     job = tm.task(name="bench.noop")(noop)
     sem = asyncio.Semaphore(concurrency)
 

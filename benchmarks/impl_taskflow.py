@@ -107,7 +107,9 @@ class Backend:
 
 
 def manager(url: str, **options: Any) -> TaskManager:
-    return TaskManager(backend=url, publish_events=False, **options)
+    """A manager as a user makes one: the defaults, among them ``publish_events`` (on
+    for shared stores: every event is published for the other instances)."""
+    return TaskManager(backend=url, **options)
 
 
 async def _check(tm: TaskManager, expected: int) -> None:

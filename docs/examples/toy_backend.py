@@ -500,7 +500,9 @@ class ToyBackend:
             await self.publish(event)
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+    async def subscribe(
+        self, *, skip_instance: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         """Listen from now on; leaving the ``async with`` stops listening."""
         inbox: asyncio.Queue[Event] = asyncio.Queue()
         subscriber = (asyncio.get_running_loop(), inbox)
@@ -509,7 +511,9 @@ class ToyBackend:
 
         async def events() -> AsyncIterator[Event]:
             while True:
-                yield await inbox.get()
+                event = await inbox.get()
+                if skip_instance is None or event.instance_id != skip_instance:
+                    yield event
 
         try:
             yield events()

@@ -19,6 +19,8 @@ __all__ = [
     "LogEvent",
     "TaskEvent",
     "bus_event_adapter",
+    "decode_bus_event",
+    "encode_bus_event",
     "lifecycle_event",
 ]
 
@@ -78,3 +80,28 @@ def lifecycle_event(record: TaskRecord, instance_id: str) -> LifecycleEvent:
         priority=record.priority,
         progress=record.progress,
     )
+
+
+def encode_bus_event(event: LifecycleEvent | LogEvent) -> str:
+    """The form an event travels in between instances: the id of the instance that
+    published it, a newline, then its JSON (``bus_event_adapter``). A subscriber can
+    so leave out its own instance's events without decoding them (see
+    :func:`decode_bus_event`)."""
+    return f"{event.instance_id or ''}\n{bus_event_adapter.dump_json(event).decode()}"
+
+
+def decode_bus_event(
+    payload: str | bytes, skip_instance: str | None = None
+) -> LifecycleEvent | LogEvent | None:
+    """The event ``payload`` carries (:func:`encode_bus_event`'s form, or bare JSON), or
+    None when ``skip_instance`` published it (nothing is decoded then).
+
+    Raises:
+        pydantic.ValidationError: ``payload`` is not a taskflow event.
+    """
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    if not text.startswith("{"):
+        publisher, _, text = text.partition("\n")
+        if skip_instance is not None and publisher == skip_instance:
+            return None
+    return bus_event_adapter.validate_json(text)

@@ -149,10 +149,11 @@ class EventHub:
         """Relay events published by other instances; runs until cancelled."""
         while True:
             try:
-                async with self._backend().subscribe() as events:
+                me = self._instance_id()
+                async with self._backend().subscribe(skip_instance=me) as events:
                     async for event in events:
                         reraise_if_cancelled()
-                        if event.instance_id == self._instance_id():
+                        if event.instance_id == me:  # a backend may deliver them
                             continue
                         await self.observers.emit_remote(event)
                         for stream in list(self._streams):

@@ -344,12 +344,17 @@ class Backend(Protocol):
         tasks this way, a batch at a time, off the tasks' own path."""
         ...
 
-    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
+    def subscribe(
+        self, *, skip_instance: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:
         """Open a subscription to published events.
 
         ``async with backend.subscribe() as events: async for event in events: ...``.
         Every event published after the ``async with`` is entered is delivered, in
-        publication order per publisher.
+        publication order per publisher, except those whose ``instance_id`` is
+        ``skip_instance`` (an instance listening for the others' events: its own are
+        left out, without being decoded where the backend can tell from the wire
+        form, :func:`~fastapi_taskflow.events.encode_bus_event`).
         """
         ...
 

@@ -247,7 +247,9 @@ class MemoryCoordination:
             await self.publish(event)
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+    async def subscribe(
+        self, *, skip_instance: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`."""
         inbox: asyncio.Queue[Event] = asyncio.Queue()
         subscriber = (asyncio.get_running_loop(), inbox)
@@ -256,7 +258,9 @@ class MemoryCoordination:
 
         async def events() -> AsyncIterator[Event]:
             while True:
-                yield await inbox.get()
+                event = await inbox.get()
+                if skip_instance is None or event.instance_id != skip_instance:
+                    yield event
 
         try:
             yield events()

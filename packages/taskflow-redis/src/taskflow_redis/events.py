@@ -1,6 +1,6 @@
 """Event fan-out over Redis pub/sub on the channel ``{prefix}:events``.
 
-Events are JSON (``bus_event_adapter``). On Redis Cluster a plain ``PUBLISH`` reaches
+Events travel in ``encode_bus_event``'s form (the publisher's id, then JSON). On Redis Cluster a plain ``PUBLISH`` reaches
 subscribers on every node. Delivery is best effort, as pub/sub is: a subscriber that is
 disconnected misses what was published meanwhile (the store stays the truth).
 """
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fastapi_taskflow.errors import BackendUnavailableError
-from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
+from fastapi_taskflow.events import LifecycleEvent, LogEvent, decode_bus_event, encode_bus_event
 
 from .base import RedisBase, logger
 from .connection import driver_errors
@@ -34,7 +34,7 @@ class RedisEvents(RedisBase):
     async def publish(self, event: Event) -> None:
         """See :meth:`fastapi_taskflow.protocols.Backend.publish`; one ``PUBLISH``."""
         client = self._redis()
-        payload = bus_event_adapter.dump_json(event)
+        payload = encode_bus_event(event)
         with driver_errors("publishing an event", self._where()):
             await client.publish(self._keys.channel, payload)
 
@@ -43,11 +43,13 @@ class RedisEvents(RedisBase):
         that publishes each event (one round trip, on a cluster too)."""
         if not events:
             return
-        payloads = [bus_event_adapter.dump_json(event) for event in events]
+        payloads = [encode_bus_event(event) for event in events]
         await self._run("publish", (self._keys.channel, *payloads), "publishing events")
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+    async def subscribe(
+        self, *, skip_instance: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`.
 
         The context is entered only once the server has confirmed the subscription,
@@ -61,7 +63,7 @@ class RedisEvents(RedisBase):
             with driver_errors("subscribing to events", self._where()):
                 await pubsub.subscribe(channel)
                 await self._confirmed(pubsub)
-            yield self._events(pubsub)
+            yield self._events(pubsub, skip_instance)
         finally:
             try:
                 await pubsub.aclose()
@@ -79,7 +81,7 @@ class RedisEvents(RedisBase):
             f"{SUBSCRIBE_TIMEOUT:.0f}s; check the server's load and network"
         )
 
-    async def _events(self, pubsub: Any) -> AsyncIterator[Event]:
+    async def _events(self, pubsub: Any, skip_instance: str | None) -> AsyncIterator[Event]:
         while True:
             with driver_errors("receiving events", self._where()):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
@@ -87,10 +89,13 @@ class RedisEvents(RedisBase):
                 continue
             data = message["data"]
             try:
-                yield bus_event_adapter.validate_json(data)
+                event = decode_bus_event(data, skip_instance)
             except ValidationError:
                 logger.warning(
                     "skipped a message on %s that is not a taskflow event: %.200r",
                     self._keys.channel,
                     data,
                 )
+                continue
+            if event is not None:
+                yield event

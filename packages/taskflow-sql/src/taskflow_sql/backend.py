@@ -135,7 +135,7 @@ class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks,
         self._poll_interval = event_poll_interval
         self._event_retention = event_retention
         self._published = 0
-        self._wakers: set[asyncio.Event] = set()
+        self._wakers: dict[asyncio.Event, str | None] = {}
         self._opened = False
         self._opening = asyncio.Lock()
         """Held by the one ``open()`` at work: callers at the same time wait for it."""

@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastapi_taskflow.clock import Clock
-from fastapi_taskflow.events import LifecycleEvent, LogEvent, bus_event_adapter
+from fastapi_taskflow.events import LifecycleEvent, LogEvent, decode_bus_event, encode_bus_event
 from fastapi_taskflow.redaction import mask_log_records
 
 from .context import SQLContext, Tx
@@ -54,9 +54,10 @@ _NOTIFY_EACH = text(
 """One notification per payload, in the batch's order, in one statement."""
 
 
-def _decode(payload: str) -> Event | None:
+def _decode(payload: str, skip_instance: str | None = None) -> Event | None:
+    """The event in ``payload``; None for one of ``skip_instance``'s or a malformed one."""
     try:
-        return bus_event_adapter.validate_json(payload)
+        return decode_bus_event(payload, skip_instance)
     except ValidationError as exc:
         logger.error("skipping a malformed event: %s", exc)
         return None
@@ -71,7 +72,8 @@ class SQLEvents:
     _poll_interval: float
     _event_retention: int
     _published: int
-    _wakers: set[asyncio.Event]
+    _wakers: dict[asyncio.Event, str | None]
+    """The pollers on this backend object, each with the instance it leaves out."""
 
     @property
     def _channel(self) -> str:
@@ -94,7 +96,7 @@ class SQLEvents:
         insert into the events table."""
         if not events:
             return
-        payloads = [bus_event_adapter.dump_json(event).decode() for event in events]
+        payloads = [encode_bus_event(event) for event in events]
         before, self._published = self._published, self._published + len(payloads)
         trim = before // _TRIM_EVERY != self._published // _TRIM_EVERY
         notify = self._ctx.kind == "postgresql"
@@ -130,11 +132,15 @@ class SQLEvents:
                     )
 
         await self._exec.write("publishing events", op)
-        for waker in list(self._wakers):
-            waker.set()
+        publishers = {event.instance_id for event in events}
+        for waker, skipped in list(self._wakers.items()):
+            if publishers != {skipped}:  # a poller that leaves them all out waits its turn
+                waker.set()
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[AsyncIterator[Event]]:
+    async def subscribe(
+        self, *, skip_instance: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         """See :meth:`fastapi_taskflow.protocols.Backend.subscribe`.
 
         On PostgreSQL the subscription holds one pooled connection for LISTEN; if that
@@ -143,13 +149,13 @@ class SQLEvents:
         subscribe again.
         """
         if self._ctx.kind == "postgresql":
-            async with self._listen() as events:
+            async with self._listen(skip_instance) as events:
                 yield events
         else:
-            async with self._poll() as events:
+            async with self._poll(skip_instance) as events:
                 yield events
 
-    async def _fetch_stored(self, event_id: int) -> Event | None:
+    async def _fetch_stored(self, event_id: int, skip_instance: str | None) -> Event | None:
         table = self._ctx.tables.events
 
         async def op(conn: AsyncConnection) -> str | None:
@@ -157,10 +163,10 @@ class SQLEvents:
             return None if value is None else str(value)
 
         payload = await self._exec.read("reading an event", op)
-        return None if payload is None else _decode(payload)
+        return None if payload is None else _decode(payload, skip_instance)
 
     @asynccontextmanager
-    async def _listen(self) -> AsyncIterator[AsyncIterator[Event]]:
+    async def _listen(self, skip_instance: str | None) -> AsyncIterator[AsyncIterator[Event]]:
         conn = await connect(self._ctx, write=False)
         inbox: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -198,10 +204,10 @@ class SQLEvents:
                     raise unavailable(
                         "receiving events", ConnectionError("the LISTEN connection was closed")
                     )
-                if payload.startswith("@"):
-                    event = await self._fetch_stored(int(payload[1:]))
+                if payload.startswith("@") and payload[1:].isdigit():
+                    event = await self._fetch_stored(int(payload[1:]), skip_instance)
                 else:
-                    event = _decode(payload)
+                    event = _decode(payload, skip_instance)
                 if event is not None:
                     yield event
 
@@ -218,7 +224,7 @@ class SQLEvents:
             await release(conn)
 
     @asynccontextmanager
-    async def _poll(self) -> AsyncIterator[AsyncIterator[Event]]:
+    async def _poll(self, skip_instance: str | None) -> AsyncIterator[AsyncIterator[Event]]:
         table = self._ctx.tables.events
 
         async def newest(conn: AsyncConnection) -> int:
@@ -226,13 +232,15 @@ class SQLEvents:
 
         start = await self._exec.read("subscribing to events", newest)
         waker = asyncio.Event()
-        self._wakers.add(waker)
+        self._wakers[waker] = skip_instance
         try:
-            yield self._poll_events(start, waker)
+            yield self._poll_events(start, waker, skip_instance)
         finally:
-            self._wakers.discard(waker)
+            self._wakers.pop(waker, None)
 
-    async def _poll_events(self, start: int, waker: asyncio.Event) -> AsyncIterator[Event]:
+    async def _poll_events(
+        self, start: int, waker: asyncio.Event, skip_instance: str | None
+    ) -> AsyncIterator[Event]:
         table = self._ctx.tables.events
         loop = asyncio.get_running_loop()
         last = start
@@ -254,7 +262,7 @@ class SQLEvents:
                     if 1 < event_id - last <= _MAX_GAP:
                         gaps.update(dict.fromkeys(range(last + 1, event_id), now + _GAP_GRACE))
                     last = event_id
-                event = _decode(payload)
+                event = _decode(payload, skip_instance)
                 if event is not None:
                     yield event
             if not rows:

@@ -113,6 +113,29 @@ class EventTests(ConformanceBase):
                 got = await receive(stream, task_id, len(batch) + 2)
         assert got == [first, *batch, last]
 
+    async def test_a_subscriber_can_leave_out_one_instances_events(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """``subscribe(skip_instance=...)`` delivers every event but those published by
+        that instance (an instance listening for the others'), in order.
+
+        If this fails, check that events are encoded with
+        ``events.encode_bus_event`` (the publisher's id comes first) and decoded with
+        ``events.decode_bus_event(payload, skip_instance)``.
+        """
+        task_id = new_id()
+        sent = sample_events(clock, task_id, 6)
+        mine = [event.model_copy(update={"instance_id": "instance-b"}) for event in sent[::2]]
+        with anyio.fail_after(self.event_timeout):
+            async with backend.subscribe(skip_instance="instance-b") as stream:
+                await backend.publish_many([*mine[:2], *sent, mine[2]])
+                got = await receive(stream, task_id, len(sent))
+                assert got == sent
+                marker = sample_events(clock, new_id(), 1)[0]
+                await backend.publish(mine[0])
+                await backend.publish(marker)
+                assert await anext(stream) == marker
+
     async def test_every_subscriber_gets_every_event(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
