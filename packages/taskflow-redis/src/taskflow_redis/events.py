@@ -1,7 +1,7 @@
 """Event fan-out over Redis pub/sub on the channel ``{prefix}:events``.
 
-Events travel in ``encode_bus_event``'s form (the publisher's id, then JSON). On Redis Cluster a plain ``PUBLISH`` reaches
-subscribers on every node. Delivery is best effort, as pub/sub is: a subscriber that is
+Events travel in ``encode_bus_event``'s form (the publisher's id, then JSON). On Redis
+Cluster a plain ``PUBLISH`` reaches subscribers on every node. Delivery is best effort, as pub/sub is: a subscriber that is
 disconnected misses what was published meanwhile (the store stays the truth).
 """
 
