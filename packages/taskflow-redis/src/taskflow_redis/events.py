@@ -1,8 +1,9 @@
 """Event fan-out over Redis pub/sub on the channel ``{prefix}:events``.
 
 Events travel in ``encode_bus_event``'s form (the publisher's id, then JSON). On Redis
-Cluster a plain ``PUBLISH`` reaches subscribers on every node. Delivery is best effort, as pub/sub is: a subscriber that is
-disconnected misses what was published meanwhile (the store stays the truth).
+Cluster a plain ``PUBLISH`` reaches subscribers on every node. Delivery is best effort,
+as pub/sub is: a subscriber that is disconnected misses what was published meanwhile
+(the store stays the truth).
 """
 
 from __future__ import annotations
