@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
+
+from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskRecord
 
 
 @pytest.fixture
@@ -27,3 +30,21 @@ async def poll_until(predicate: Callable[[], object], timeout: float = 5.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await anyio.sleep(0.005)
+
+
+@pytest.fixture
+def one_request() -> Callable[..., object]:
+    """The :func:`run_one_request` helper, as a fixture."""
+    return run_one_request
+
+
+async def run_one_request(tm: TaskManager, *functions: Callable[..., Any]) -> list[TaskRecord]:
+    """Add each of ``functions`` (no arguments) to one request's task list, run the
+    list as Starlette does after the response, and return the tasks' records."""
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        ids = [tasks.add_task(function) for function in functions]
+        await tasks()
+        records = [tm.store.get(task_id) for task_id in ids]
+    assert all(record is not None for record in records)
+    return records  # type: ignore[return-value]

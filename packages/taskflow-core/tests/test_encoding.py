@@ -82,7 +82,9 @@ def test_in_process_backends_accept_any_argument() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_result_is_recorded_without_running_what_the_task_returned() -> None:
+async def test_a_result_is_recorded_without_running_what_the_task_returned(
+    one_request: Any,
+) -> None:
     """A task that returns a generator (or data holding an iterator) gets its ``repr``
     as result, and what it returned is left unread: recording it ran it to its end (an
     endless one, ``itertools.count()``, held the event loop for ever; this generator's
@@ -110,12 +112,7 @@ async def test_a_result_is_recorded_without_running_what_the_task_returned() -> 
         when = datetime(2030, 1, 2, tzinfo=timezone.utc)
         return {"user": User(name="ann", joined=when), "tags": {"a"}, "raw": b"\xff"}
 
-    async with tm:
-        tasks = ManagedBackgroundTasks(tm)
-        ids = [tasks.add_task(lazily), tasks.add_task(held), tasks.add_task(data)]
-        await tasks()
-        lazy, holding, plain = [tm.store.get(task_id) for task_id in ids]
-    assert lazy is not None and holding is not None and plain is not None
+    lazy, holding, plain = await one_request(tm, lazily, held, data)
     assert lazy.status is TaskStatus.SUCCESS and sent == []
     assert isinstance(lazy.result, str) and lazy.result.startswith("<generator object ")
     assert holding.status is TaskStatus.SUCCESS and holding.result == repr({"ids": ids_left})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
+from fastapi_taskflow import TaskManager, TaskStatus
 from fastapi_taskflow.failure import describe, format_traceback
 from fastapi_taskflow.limits import ERROR_TEXT_MAX
 
@@ -213,7 +213,9 @@ class NotText(Exception):
 
 
 @pytest.mark.anyio
-async def test_an_exception_that_cannot_be_printed_fails_its_task_and_no_other() -> None:
+async def test_an_exception_that_cannot_be_printed_fails_its_task_and_no_other(
+    one_request: Any,
+) -> None:
     """An exception whose ``__str__`` raises (or returns something that is not text) is
     recorded as Python's own traceback prints it; the task ends FAILED (it stayed
     RUNNING for ever) and the tasks after it in the same request still run (the
@@ -233,12 +235,7 @@ async def test_an_exception_that_cannot_be_printed_fails_its_task_and_no_other()
     async def after() -> None:
         ran.append("after")
 
-    async with tm:
-        tasks = ManagedBackgroundTasks(tm)
-        ids = [tasks.add_task(unprintable), tasks.add_task(not_text), tasks.add_task(after)]
-        await tasks()
-        first, second, third = [tm.store.get(task_id) for task_id in ids]
-    assert first is not None and second is not None and third is not None
+    first, second, third = await one_request(tm, unprintable, not_text, after)
     assert (first.status, first.attempt) == (TaskStatus.FAILED, 2)
     assert first.error == "Unprintable: <exception str() failed>"
     assert second.status is TaskStatus.FAILED
@@ -249,7 +246,7 @@ async def test_an_exception_that_cannot_be_printed_fails_its_task_and_no_other()
 
 
 @pytest.mark.anyio
-async def test_a_huge_exception_message_is_recorded_cut() -> None:
+async def test_a_huge_exception_message_is_recorded_cut(one_request: Any) -> None:
     """A message of a megabyte (a payload or an HTML page put in an exception) is cut at
     ``ERROR_TEXT_MAX`` characters in the error, the log line and the traceback, saying
     how much was left out: every task list carries the error."""
@@ -260,12 +257,8 @@ async def test_a_huge_exception_message_is_recorded_cut() -> None:
     async def upload() -> None:
         raise ValueError(message)
 
-    async with tm:
-        tasks = ManagedBackgroundTasks(tm)
-        task_id = tasks.add_task(upload)
-        await tasks()
-    record = tm.store.get(task_id)
-    assert record is not None and record.error is not None
+    [record] = await one_request(tm, upload)
+    assert record.error is not None
     left_out = f"... [{1_000_000 - ERROR_TEXT_MAX} more characters not recorded]"
     assert record.error == f"ValueError: {'x' * ERROR_TEXT_MAX}{left_out}"
     [entry] = [e for e in record.logs if e.level == "error"]
