@@ -771,6 +771,7 @@ class Engine:
         if not self.listening:
             return None
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
         instance_id = self.instance_id
         hub = self.hub
 
@@ -778,7 +779,7 @@ class Engine:
             event: LifecycleEvent | LogEvent = log_event(ctx, entry, instance_id)
             if hub.observers.observers:  # observers are awaited: a task of its own
                 self.spawn_on(loop, hub.emit(event))
-            elif asyncio._get_running_loop() is loop:  # no task per line, none waits
+            elif threading.get_ident() == loop_thread:  # no task per line, none waits
                 hub.deliver(event)
             else:  # a sync task's thread
                 loop.call_soon_threadsafe(hub.deliver, event)

@@ -94,15 +94,13 @@ class EventHub:
         """Deliver an event of this instance; publish it for the others."""
         if self.observers.observers:
             await self.observers.emit(event)
-        for stream in list(self._streams):
-            stream.put(event)
-        if self._publish:
-            self._to_publish(event)
+        self.deliver(event)
 
     def deliver(self, event: Event) -> None:
-        """:meth:`emit` without observers (which are awaited), on the hub's loop: the
-        event goes to the ``events()`` streams and the outbox, in order with the
-        events emitted before it, and nothing waits."""
+        """What :meth:`emit` does after the observers (which are awaited), on the hub's
+        loop: the event goes to the ``events()`` streams and the outbox, in order with
+        the events before it, and nothing waits. Called alone when there is no
+        observer (a ``task_log()`` line: no task per line)."""
         for stream in list(self._streams):
             stream.put(event)
         if self._publish:
