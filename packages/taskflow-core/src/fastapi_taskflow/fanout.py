@@ -41,6 +41,12 @@ before its sender runs (a line per row of an import), so the bound is far above 
 turn of the loop makes in ordinary use; a store that is down loses the batches it
 refuses (publication is best effort), so an outage does not fill it."""
 
+PUBLISH_INTERVAL = 0.05
+"""Seconds between two publication writes of one event loop at least: the events of
+that time go in one write. Other instances see an event at most this much later; the
+store (SQLite's single writer above all, which the tasks' own writes wait for) takes
+at most 20 publication writes a second from an instance however busy it is."""
+
 STREAM_BACKLOG = 10_000
 """How many events an ``events()`` stream holds for a reader that falls behind; past
 that the oldest are dropped (and a warning says so), so a stuck reader cannot grow
@@ -117,9 +123,15 @@ class EventHub:
             outbox.sender = loop.create_task(self._send(outbox), name="taskflow-publish")
 
     async def _send(self, outbox: _Outbox) -> None:
-        """Publish what ``outbox`` holds, one batch per write, until it is empty."""
+        """Publish what ``outbox`` holds, one batch per write (at most one write every
+        :data:`PUBLISH_INTERVAL`), until it is empty."""
+        loop = outbox.loop
         try:
             while outbox.events:
+                wait = outbox.sent_at + PUBLISH_INTERVAL - loop.time()
+                if wait > 0 and not outbox.draining:
+                    await asyncio.sleep(wait)
+                outbox.sent_at = loop.time()
                 batch = outbox.take()
                 try:
                     await self._backend().publish_many(batch)
@@ -135,6 +147,7 @@ class EventHub:
         outbox = self._outbox
         if outbox is None or outbox.loop is not asyncio.get_running_loop():
             return
+        outbox.draining = True  # no more waiting between writes
         sender = outbox.sender
         if sender is None and outbox.events:  # its sender was cancelled (a loop's end)
             sender = outbox.sender = asyncio.create_task(self._send(outbox))
@@ -142,6 +155,7 @@ class EventHub:
             _, late = await asyncio.wait([sender], timeout=timeout)
             for task in late:
                 task.cancel()
+        outbox.draining = False  # a resumed engine paces its writes again
 
     async def listen(self) -> None:
         """Relay events published by other instances; runs until cancelled."""
@@ -189,10 +203,14 @@ class EventHub:
 class _Outbox:
     """This instance's events waiting for publication, on the loop that emitted them."""
 
-    __slots__ = ("dropped", "events", "loop", "sender")
+    __slots__ = ("draining", "dropped", "events", "loop", "sender", "sent_at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.sent_at = -PUBLISH_INTERVAL
+        """When (loop time) the last write was sent: the first goes at once."""
+        self.draining = False
+        """A shutdown or a loop's end waits for the rest: sent without pause."""
         self.events: deque[Event] = deque(maxlen=PUBLISH_BACKLOG)
         self.sender: asyncio.Task[None] | None = None
         """The task publishing them, while there are any."""
