@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from fastapi_taskflow import (
     get_task_context,
     task_log,
 )
+from fastapi_taskflow.events import decode_bus_event, encode_bus_event
 from fastapi_taskflow.manager import DEFAULT_SYNC_WORKERS
 
 pytestmark = pytest.mark.anyio
@@ -282,3 +284,24 @@ async def test_an_events_stream_nobody_reads_holds_its_backlog_and_drops_the_old
     warned = [r.getMessage() for r in caplog.records if "events() stream" in r.getMessage()]
     assert len(warned) == 2 and "the oldest are dropped" in warned[0]
     assert "dropped 35 events" in warned[1]
+
+
+@pytest.mark.parametrize("instance_id", ["web-1", "", None, "two\nlines", "{odd}", "@12"])
+def test_an_event_travels_with_its_publisher_whatever_its_instance_id(
+    instance_id: str | None,
+) -> None:
+    """The wire form round-trips every event, and a subscriber leaves out the events of
+    the instance it names (an id that cannot lead the form travels as bare JSON, which
+    the hub skips after decoding)."""
+    event = LifecycleEvent(
+        task_id="t1",
+        func_name="app.send",
+        timestamp=datetime.now(timezone.utc),
+        instance_id=instance_id,
+        status=TaskStatus.RUNNING,
+    )
+    wire = encode_bus_event(event)
+    assert decode_bus_event(wire) == event
+    assert decode_bus_event(wire.encode(), skip_instance="someone-else") == event
+    if instance_id and "\n" not in instance_id and not instance_id.startswith("{"):
+        assert decode_bus_event(wire, skip_instance=instance_id) is None

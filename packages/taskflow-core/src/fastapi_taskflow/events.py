@@ -86,8 +86,13 @@ def encode_bus_event(event: LifecycleEvent | LogEvent) -> str:
     """The form an event travels in between instances: the id of the instance that
     published it, a newline, then its JSON (``bus_event_adapter``). A subscriber can
     so leave out its own instance's events without decoding them (see
-    :func:`decode_bus_event`)."""
-    return f"{event.instance_id or ''}\n{bus_event_adapter.dump_json(event).decode()}"
+    :func:`decode_bus_event`). An id that would break that form (a newline in it, or a
+    leading ``{``) leaves the JSON alone, which every subscriber still decodes."""
+    body = bus_event_adapter.dump_json(event).decode()
+    publisher = event.instance_id or ""
+    if "\n" in publisher or publisher.startswith("{"):
+        return body
+    return f"{publisher}\n{body}"
 
 
 def decode_bus_event(
