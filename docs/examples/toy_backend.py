@@ -70,6 +70,7 @@ class ToyState:
     heartbeats: dict[str, datetime] = field(default_factory=dict)  # instance id -> last beat
     locks: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # name -> owner, expiry
     run_keys: set[str] = field(default_factory=set)
+    readers: dict[str, datetime] = field(default_factory=dict)  # reader id -> expiry
     subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = field(
         default_factory=list
     )
@@ -469,6 +470,22 @@ class ToyBackend:
                 return False
             del self._state.locks[name]
             return True
+
+    async def announce_reader(self, reader_id: str, *, ttl_seconds: float) -> None:
+        """Record (or extend) a reader of the published events."""
+        with self._state.lock:
+            self._state.readers[reader_id] = self.clock.now() + timedelta(seconds=ttl_seconds)
+
+    async def withdraw_reader(self, reader_id: str) -> None:
+        """Forget a reader."""
+        with self._state.lock:
+            self._state.readers.pop(reader_id, None)
+
+    async def readers(self) -> set[str]:
+        """The readers whose announcement has not expired."""
+        now = self.clock.now()
+        with self._state.lock:
+            return {r for r, expires in self._state.readers.items() if expires > now}
 
     async def schedule_once(
         self, run_key: str, *, task_id: str, queue: str, run_at: datetime, priority: int = 0

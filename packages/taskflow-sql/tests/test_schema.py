@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, bindparam, inspect, select, text
+from sqlalchemy import Connection, bindparam, delete, inspect, select, text
 
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.errors import BackendURLError
@@ -40,7 +40,7 @@ async def test_open_creates_a_versioned_schema(place: Any) -> None:
         assert {table.name for table in backend.tables.all()} <= names
         async with backend.engine.connect() as conn:
             rows = (await conn.execute(select(backend.tables.version))).all()
-        assert [row.version for row in rows] == [1, SCHEMA_VERSION] == [1, 2]
+        assert [row.version for row in rows] == list(range(1, SCHEMA_VERSION + 1)) == [1, 2, 3]
         await backend.open()  # idempotent
     finally:
         await backend.close()
@@ -78,23 +78,23 @@ async def test_upgrade_applies_new_migrations_in_order_and_keeps_data(place: Any
         return (f'"{tables.schema}".' if tables.schema else "") + f"{tables.prefix}note"
 
     def add_note_table(sync: Connection, tables: Any) -> None:
-        applied.append(2)
+        applied.append(4)
         sync.execute(text(f"CREATE TABLE {note(tables)} (id INTEGER PRIMARY KEY)"))
 
     def add_note_index(sync: Connection, tables: Any) -> None:
-        applied.append(3)
+        applied.append(5)
         sync.execute(text(f"CREATE INDEX {tables.prefix}ix_note ON {note(tables)} (id)"))
 
     future = (
         *MIGRATIONS,
-        Migration(3, "add note table", add_note_table),
-        Migration(4, "index note", add_note_index),
+        Migration(4, "add note table", add_note_table),
+        Migration(5, "index note", add_note_index),
     )
     try:
-        assert await migrate(ctx, future) == 4
-        assert applied == [2, 3]
-        assert await migrate(ctx, future) == 4  # already there: nothing re-applied
-        assert applied == [2, 3]
+        assert await migrate(ctx, future) == 5
+        assert applied == [4, 5]
+        assert await migrate(ctx, future) == 5  # already there: nothing re-applied
+        assert applied == [4, 5]
         async with backend.engine.connect() as conn:
             versions = (
                 await conn.execute(
@@ -103,9 +103,9 @@ async def test_upgrade_applies_new_migrations_in_order_and_keeps_data(place: Any
                     )
                 )
             ).scalars()
-            assert list(versions) == [1, 2, 3, 4]
+            assert list(versions) == [1, 2, 3, 4, 5]
         assert await backend.get("keep") is not None
-        # Code that only knows version 2 refuses the newer schema.
+        # Code that only knows version 3 refuses the newer schema.
         newer = _backend(place)
         with pytest.raises(SchemaVersionError, match="upgrade taskflow-sql"):
             await newer.open()
@@ -241,7 +241,8 @@ async def _back_to_version_1(backend: SQLBackend) -> None:
         f"DROP TABLE {name('instances')}",
         f"CREATE TABLE {name('leases')} (task_id VARCHAR(255) PRIMARY KEY, "
         "owner VARCHAR(255) NOT NULL, expires_at VARCHAR(40) NOT NULL)",
-        f"DELETE FROM {name('schema_version')} WHERE version = 2",
+        f"DROP TABLE {name('readers')}",
+        f"DELETE FROM {name('schema_version')} WHERE version >= 2",
     ]
     async with backend.engine.begin() as conn:
         for statement in statements:
@@ -289,7 +290,7 @@ async def test_version_1_database_upgrades_to_heartbeats_and_owners(place: Any) 
                     "VALUES ('r-leased', 'lease-holder', 'x'), ('r-owned', 'other', 'x')"
                 )
             )
-        assert await migrate(backend._ctx) == SCHEMA_VERSION == 2
+        assert await migrate(backend._ctx) == SCHEMA_VERSION == 3
         names = await _table_names(backend)
         assert f"{tables.prefix}leases" not in names
         assert f"{tables.prefix}instances" in names
@@ -303,6 +304,28 @@ async def test_version_1_database_upgrades_to_heartbeats_and_owners(place: Any) 
         assert sorted(r.task_id for r in page.items) == sorted(r[0] for r in rows)
         await backend.beat("me")
         assert set(await backend.heartbeats()) == {"me"}
-        assert await migrate(backend._ctx) == 2  # nothing left to do
+        assert await migrate(backend._ctx) == 3  # nothing left to do
+    finally:
+        await backend.close()
+
+
+async def test_version_2_database_gets_the_readers_table(place: Any) -> None:
+    """Migration 3 adds ``readers``; the tasks and heartbeats stay as they were."""
+    backend = _backend(place)
+    await backend.open()
+    try:
+        tables = backend.tables
+        await backend.beat("alive")
+        where = f'"{tables.schema}".' if tables.schema else ""
+        quote = "`" if backend.kind == "mysql" else '"'
+        async with backend.engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE {where}{quote}{tables.readers.name}{quote}"))
+            await conn.execute(delete(tables.version).where(tables.version.c.version == 3))
+        assert tables.readers.name not in await _table_names(backend)
+        assert await migrate(backend._ctx) == SCHEMA_VERSION == 3
+        assert tables.readers.name in await _table_names(backend)
+        assert set(await backend.heartbeats()) == {"alive"}
+        await backend.announce_reader("dashboard", ttl_seconds=30)
+        assert await backend.readers() == {"dashboard"}
     finally:
         await backend.close()

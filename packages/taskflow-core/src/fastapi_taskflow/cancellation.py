@@ -102,7 +102,7 @@ async def _signal(engine: Engine, backend: TaskBackend, record: TaskRecord) -> N
 def _emit_soon(engine: Engine, event: LogEvent) -> None:
     runtime = engine.current_runtime
     if runtime is not None and runtime.usable:
-        runtime.spawn(engine.hub.emit(event))
+        runtime.spawn(engine.hub.emit(event, signal=True))
 
 
 def _forget_cancelled(engine: Engine, record: TaskRecord) -> None:
@@ -111,7 +111,7 @@ def _forget_cancelled(engine: Engine, record: TaskRecord) -> None:
     engine.forget(record.task_id)
     runtime = engine.current_runtime
     if runtime is not None and runtime.usable:
-        runtime.spawn(engine.emit_lifecycle(record))
+        runtime.spawn(engine.emit_lifecycle(record, signal=True))
 
 
 def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:
@@ -147,7 +147,7 @@ async def _watch(engine: Engine) -> None:
                 return bool(event.extra.get(CANCEL_MARK))
             return event.status in _TAKEN_ELSEWHERE and event.instance_id != engine.instance_id
 
-        async with engine.hub.stream(only=concerns_cancellation) as events:
+        async with engine.hub.stream(only=concerns_cancellation, watcher=True) as events:
             async for event in events:
                 if isinstance(event, LogEvent) and event.extra.get(CANCEL_MARK):
                     scopes.request(event.task_id)

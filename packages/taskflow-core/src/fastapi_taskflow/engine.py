@@ -356,6 +356,7 @@ class Engine:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
         if self.durable and self.hub.publish:
             runtime.spawn(self.hub.listen(), name="taskflow-events")
+            runtime.spawn(self.hub.watch_readers(), name="taskflow-readers")
         # On every backend (memory too): a task put on a queue from outside this engine
         # (``operations.retry_task`` from the admin API) is found at the next poll.
         for queue in self._known_queues():
@@ -717,9 +718,12 @@ class Engine:
         """Run a task a queue worker claimed (ours, a retry, or adopted)."""
         self.tasks.left_queue(claim.task_id, claim.queue)
         self._parked.discard(claim.task_id)
-        invocation = self.tasks.get(claim.task_id) or await self.rehydrate(claim)
+        invocation = self.tasks.get(claim.task_id)
+        taken_over = invocation is None  # accepted elsewhere (or in an earlier life)
+        if taken_over:
+            invocation = await self.rehydrate(claim)
         if invocation is not None:
-            await execute(self, claim.task_id, invocation, claimed=True)
+            await execute(self, claim.task_id, invocation, claimed=True, taken_over=taken_over)
 
     def forget(self, task_id: str) -> None:
         """Drop the in-process state of a task that finished or left this instance."""
@@ -761,21 +765,27 @@ class Engine:
         Events are built only then."""
         return self.hub.listening
 
-    async def emit_lifecycle(self, record: TaskRecord) -> None:
-        """Announce ``record``'s current status to observers and other instances."""
-        if self.listening:
-            await self.hub.emit(lifecycle_event(record, self.instance_id))
+    async def emit_lifecycle(self, record: TaskRecord, *, signal: bool = False) -> None:
+        """Announce ``record``'s current status to observers and other instances;
+        ``signal``: to the other instances even if nobody reads (see ``fanout``)."""
+        if self.listening or (signal and self.hub.publish):
+            await self.hub.emit(lifecycle_event(record, self.instance_id), signal=signal)
 
-    def log_emitter(self, record: TaskRecord) -> Callable[[TaskContext, LogEntry], None] | None:
-        """Return the callback ``task_log()`` uses to announce a line, or None."""
-        if not self.listening:
+    def log_emitter(self) -> Callable[[TaskContext, LogEntry], None] | None:
+        """Return the callback ``task_log()`` uses to announce a line, or None when
+        nobody can come to listen (no shared backend, no observer, no stream). On a
+        shared backend a reader may arrive while the task runs (``taskflow follow``):
+        each line then asks whether someone listens."""
+        hub = self.hub
+        if not (hub.listening or hub.publish):
             return None
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         instance_id = self.instance_id
-        hub = self.hub
 
         def emit(ctx: TaskContext, entry: LogEntry) -> None:
+            if not hub.listening:
+                return
             event: LifecycleEvent | LogEvent = log_event(ctx, entry, instance_id)
             if hub.observers.observers:  # observers are awaited: a task of its own
                 self.spawn_on(loop, hub.emit(event))

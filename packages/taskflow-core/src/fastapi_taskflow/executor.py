@@ -125,6 +125,7 @@ async def execute(
     claimed: bool,
     finishing: list[asyncio.Task[None]] | None = None,
     current: asyncio.Task[Any] | None = None,
+    taken_over: bool = False,
 ) -> None:
     """Run ``task_id`` if it is PENDING, and record what happened.
 
@@ -139,6 +140,9 @@ async def execute(
             and ``execute`` returns before that write commits: the next task's start
             then shares the write (group commit). The container awaits the list.
         current: the asyncio task this runs in, when the caller knows it already.
+        taken_over: the task was accepted by another instance (its record rebuilt
+            here): its start is announced to the others even if nobody reads events,
+            so the instance that accepted it lets go of it (see ``cancellation``).
 
     The PENDING → RUNNING compare-and-set makes this instance the task's owner and
     admits one starter, whoever else tries. A failed attempt whose retry is due at once
@@ -187,12 +191,11 @@ async def execute(
             return
         invocation.attempts = attempt
         running[task_id] = current
-        listening = hub.listening
-        on_log = None
-        if listening:
-            snapshot = _snapshot(record)
-            await engine.emit_lifecycle(snapshot)
-            on_log = engine.log_emitter(snapshot)
+        if hub.listening or taken_over:
+            await engine.emit_lifecycle(_snapshot(record), signal=taken_over)
+            taken_over = False  # a retry here needs no second word
+        # On a shared backend a reader may come while the task runs: lines ask then.
+        on_log = engine.log_emitter() if hub.listening or hub.publish else None
         is_async = invocation.is_async
         ctx = supervision.Attempt(
             task_id,

@@ -1,9 +1,21 @@
 """Events from every instance: local delivery, publication and the remote listener.
 
-Observers receive the events of tasks run by this instance. On a durable backend each
-event is also published, and every instance listens: remote events reach the observers
-that ask for them (``remote_events = True``) and every ``task_manager.events()`` stream,
-so a dashboard on any instance is live for the whole fleet.
+Observers receive the events of tasks run by this instance. On a durable backend every
+instance listens to the others, and publishes its own tasks' events while someone
+reads them: remote events reach the observers that ask for them (``remote_events =
+True``) and every ``task_manager.events()`` stream, so a dashboard on any instance is
+live for the whole fleet.
+
+Who reads is in the store: an instance with an open ``events()`` stream or a
+``remote_events`` observer announces itself as a reader (``Backend.announce_reader``,
+renewed while it reads), as ``taskflow watch`` does (:func:`announced_reader`), and
+every instance reads the list of readers every :data:`READERS_CHECK_INTERVAL`. While no
+other reader is announced, nothing is built or published for the tasks of an instance
+nobody watches: publication would otherwise cost a busy instance half its throughput
+on SQLite. A reader gets the other instances' events from at most about that interval
+after it is announced. The engine's own signals between instances (a cancel request, a
+task started or cancelled by an instance other than the one that accepted it) are
+published whether or not anyone reads (:meth:`EventHub.emit` with ``signal=True``).
 
 Publication is off the tasks' path: an event goes to an outbox, and one asyncio task
 per event loop publishes what the outbox holds with one ``publish_many`` (one write),
@@ -16,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from .events import LifecycleEvent, LogEvent
@@ -26,9 +39,9 @@ from .runtime import reraise_if_cancelled
 
 if TYPE_CHECKING:
     from .observers import ObserverChain
-    from .protocols import TaskBackend
+    from .protocols import Backend, TaskBackend
 
-__all__ = ["EventHub"]
+__all__ = ["READERS_CHECK_INTERVAL", "READER_TTL", "EventHub", "announced_reader"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -46,6 +59,16 @@ PUBLISH_INTERVAL = 0.05
 that time go in one write. Other instances see an event at most this much later; the
 store (SQLite's single writer above all, which the tasks' own writes wait for) takes
 at most 20 publication writes a second from an instance however busy it is."""
+
+READERS_CHECK_INTERVAL = 0.5
+"""Seconds between two reads of the store's readers (``Backend.readers``) by an
+instance: a reader announced now gets every instance's events at most about this
+much later, and an instance stops publishing about this long after the last reader
+withdrew."""
+
+READER_TTL = 15.0
+"""Seconds a reader's announcement lasts; a reader renews it every third of that. A
+reader that dies without withdrawing keeps the instances publishing this long."""
 
 STREAM_BACKLOG = 10_000
 """How many events an ``events()`` stream holds for a reader that falls behind; past
@@ -69,12 +92,21 @@ class EventHub:
         self._backend = backend
         self._publish = publish
         self._streams: set[_Inbox] = set()
+        self._reading_streams = 0
+        """Open streams of users (``events()``), not the engine's own watchers."""
         self._outbox: _Outbox | None = None
+        self._others_read = False
+        """Some reader other than this instance is announced in the store."""
+        self._announced = False
+        """This instance is announced as a reader (and should withdraw at its end)."""
+        self._wake: Callable[[], None] | None = None
+        """Wakes the readers watch (:meth:`watch_readers`) when this instance starts or
+        stops reading, so its announcement changes at once."""
         self.listening = False
-        """True when someone receives events: observers, other instances or a stream.
-        Events are built only then. An attribute, not a property: it is read once per
-        attempt of every task, and refreshed when an observer is added or a stream
-        opens or closes (``publish`` is fixed at construction)."""
+        """True when someone receives events: observers, a stream here, or a reader
+        elsewhere. Events are built only then. An attribute, not a property: it is
+        read once per attempt of every task, and refreshed when an observer is added,
+        a stream opens or closes, or the readers in the store change."""
         observers.on_change = self._refresh
         self._refresh()
 
@@ -89,27 +121,39 @@ class EventHub:
         return self._publish
 
     def _refresh(self) -> None:
-        self.listening = bool(self.observers.observers or self._publish or self._streams)
+        self.listening = bool(
+            self.observers.observers
+            or self._reading_streams
+            or (self._publish and self._others_read)
+        )
+        if self._wake is not None and self.reads_others != self._announced:
+            self._wake()
 
     @property
-    def has_streams(self) -> bool:
-        """True while at least one ``events()`` stream is open."""
-        return bool(self._streams)
+    def reads_others(self) -> bool:
+        """True when this instance wants the other instances' events: a stream is open
+        here, or an observer asks for remote events (shared backends only)."""
+        if not self._publish:
+            return False
+        return bool(self._reading_streams) or any(
+            getattr(observer, "remote_events", False) for observer in self.observers.observers
+        )
 
-    async def emit(self, event: Event) -> None:
-        """Deliver an event of this instance; publish it for the others."""
+    async def emit(self, event: Event, *, signal: bool = False) -> None:
+        """Deliver an event of this instance; publish it while others read.
+        ``signal``: published whether or not anyone reads (see the module's text)."""
         if self.observers.observers:
             await self.observers.emit(event)
-        self.deliver(event)
+        self.deliver(event, signal=signal)
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event, *, signal: bool = False) -> None:
         """What :meth:`emit` does after the observers (which are awaited), on the hub's
         loop: the event goes to the ``events()`` streams and the outbox, in order with
         the events before it, and nothing waits. Called alone when there is no
         observer (a ``task_log()`` line: no task per line)."""
         for stream in list(self._streams):
             stream.put(event)
-        if self._publish:
+        if self._publish and (self._others_read or signal):
             self._to_publish(event)
 
     def _to_publish(self, event: Event) -> None:
@@ -157,6 +201,54 @@ class EventHub:
                 task.cancel()
         outbox.draining = False  # a resumed engine paces its writes again
 
+    async def watch_readers(self) -> None:
+        """Keep this instance's view of the readers in the store current, and its own
+        announcement while it reads; runs until cancelled (a shared backend only)."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def wake_up() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        self._wake = wake_up
+        renewed = -READER_TTL
+        try:
+            while True:
+                wake.clear()
+                me = self._instance_id()
+                try:
+                    backend = self._backend()
+                    if self.reads_others:
+                        if not self._announced or loop.time() - renewed >= READER_TTL / 3:
+                            await backend.announce_reader(me, ttl_seconds=READER_TTL)
+                            self._announced, renewed = True, loop.time()
+                    elif self._announced:
+                        self._announced = False
+                        await backend.withdraw_reader(me)
+                    others = bool(await backend.readers() - {me})
+                    if others != self._others_read:
+                        self._others_read = others
+                        self._refresh()
+                except Exception:
+                    reraise_if_cancelled()
+                    logger.debug("reading the readers of events failed", exc_info=True)
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), READERS_CHECK_INTERVAL)
+        finally:
+            self._wake = None
+
+    async def withdraw(self, timeout: float) -> None:
+        """Withdraw this instance's announcement as a reader, if it made one (at most
+        ``timeout`` seconds; best effort): what a shutdown does."""
+        if not self._announced:
+            return
+        self._announced = False
+        try:
+            await asyncio.wait_for(self._backend().withdraw_reader(self._instance_id()), timeout)
+        except Exception:
+            reraise_if_cancelled()
+            logger.debug("withdrawing this instance as a reader failed", exc_info=True)
+
     async def listen(self) -> None:
         """Relay events published by other instances; runs until cancelled."""
         while True:
@@ -179,25 +271,71 @@ class EventHub:
 
     @asynccontextmanager
     async def stream(
-        self, backlog: int = STREAM_BACKLOG, *, only: Callable[[Event], bool] | None = None
+        self,
+        backlog: int = STREAM_BACKLOG,
+        *,
+        only: Callable[[Event], bool] | None = None,
+        watcher: bool = False,
     ) -> AsyncIterator[AsyncIterator[Event]]:
         """Open a stream of every instance's events (from now on), holding at most
         ``backlog`` unread ones (the oldest are dropped past that); with ``only``, of
-        the events it accepts (the rest never reach the stream: the engine's own
-        watchers look for a few events among every task's)."""
+        the events it accepts (the rest never reach the stream). ``watcher``: one of
+        the engine's own watchers, which look for a few signals among the events that
+        happen to flow: it does not make anyone build or publish events."""
         inbox = _Inbox(backlog, only)
         self._streams.add(inbox)
-        self._refresh()
+        counted = not watcher
+        if counted:
+            self._reading_streams += 1
+            self._refresh()
         try:
             yield inbox.events()
         finally:
             self._streams.discard(inbox)
-            self._refresh()
+            if counted:
+                self._reading_streams -= 1
+                self._refresh()
             if inbox.dropped:
                 logger.warning(
                     "an events() stream dropped %d events its reader was too slow for",
                     inbox.dropped,
                 )
+
+
+@asynccontextmanager
+async def announced_reader(backend: Backend, reader_id: str | None = None) -> AsyncIterator[str]:
+    """Announce a reader of ``backend``'s events for as long as the block runs
+    (renewed every third of :data:`READER_TTL`), then withdraw it: what a process
+    that reads ``backend.subscribe()`` without a task manager (``taskflow watch``)
+    does, so the instances publish their tasks' events. Yields the reader's id.
+
+    Raises:
+        BackendUnavailableError: the first announcement failed (the store is down).
+    """
+    reader = reader_id or f"reader-{uuid.uuid4().hex[:12]}"
+    await backend.announce_reader(reader, ttl_seconds=READER_TTL)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(READER_TTL / 3)
+            try:
+                await backend.announce_reader(reader, ttl_seconds=READER_TTL)
+            except Exception:
+                reraise_if_cancelled()
+                logger.debug("renewing a reader's announcement failed", exc_info=True)
+
+    renewing = asyncio.create_task(renew(), name="taskflow-reader")
+    try:
+        yield reader
+    finally:
+        renewing.cancel()
+        with suppress(asyncio.CancelledError):
+            await renewing
+        try:
+            await backend.withdraw_reader(reader)
+        except Exception:
+            reraise_if_cancelled()
+            logger.debug("withdrawing a reader failed", exc_info=True)
 
 
 class _Outbox:

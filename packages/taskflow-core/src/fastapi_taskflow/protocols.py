@@ -344,6 +344,23 @@ class Backend(Protocol):
         tasks this way, a batch at a time, off the tasks' own path."""
         ...
 
+    async def announce_reader(self, reader_id: str, *, ttl_seconds: float) -> None:
+        """Record that ``reader_id`` reads published events for the next
+        ``ttl_seconds`` (calling again extends it; the engine does while it reads).
+
+        Instances publish their tasks' events only while some reader is announced
+        (see :meth:`readers`): a subscription alone does not make them publish.
+        """
+        ...
+
+    async def withdraw_reader(self, reader_id: str) -> None:
+        """Delete the announcement of ``reader_id``. Unknown reader: no-op."""
+        ...
+
+    async def readers(self) -> set[str]:
+        """The ids of the readers whose announcement has not expired."""
+        ...
+
     def subscribe(
         self, *, skip_instance: str | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[LifecycleEvent | LogEvent]]:

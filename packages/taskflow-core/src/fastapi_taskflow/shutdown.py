@@ -56,6 +56,7 @@ async def shutdown(engine: Engine, timeout: float) -> None:
     # Writes whose callers gave up (tasks cancelled above) end before the store closes.
     await engine.drain_writes(timeout=max(timeout, 1.0))
     await engine.hub.drain(timeout=max(timeout, 1.0))
+    await engine.hub.withdraw(timeout=max(timeout, 1.0))
     engine.bridge.close()
     await runtime.close_backends()
     engine.stopped()

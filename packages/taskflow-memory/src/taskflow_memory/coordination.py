@@ -91,6 +91,8 @@ class CoordinationState:
         self.heartbeats: dict[str, datetime] = {}
         """Last heartbeat per instance id."""
         self.locks: dict[str, tuple[str, datetime]] = {}
+        self.readers: dict[str, datetime] = {}
+        """When each announced reader's announcement expires, by reader id."""
         self.run_keys: set[str] = set()
         self.subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = []
 
@@ -209,6 +211,27 @@ class MemoryCoordination:
                 return False
             del self._coord.locks[name]
             return True
+
+    async def announce_reader(self, reader_id: str, *, ttl_seconds: float) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.announce_reader`."""
+        expires = self.clock.now() + timedelta(seconds=ttl_seconds)
+        with self._coord.lock:
+            self._coord.readers[reader_id] = expires
+
+    async def withdraw_reader(self, reader_id: str) -> None:
+        """See :meth:`fastapi_taskflow.protocols.Backend.withdraw_reader`."""
+        with self._coord.lock:
+            self._coord.readers.pop(reader_id, None)
+
+    async def readers(self) -> set[str]:
+        """See :meth:`fastapi_taskflow.protocols.Backend.readers`; expired announcements
+        are dropped on the way."""
+        now = self.clock.now()
+        with self._coord.lock:
+            readers = self._coord.readers
+            for gone in [r for r, expires in readers.items() if expires <= now]:
+                del readers[gone]
+            return set(readers)
 
     async def schedule_once(
         self,

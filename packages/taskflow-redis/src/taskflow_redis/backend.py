@@ -19,6 +19,7 @@ from .keys import KeySpace
 from .liveness import RedisLiveness
 from .locks import RedisLocks
 from .queue import RedisQueues
+from .readers import RedisReaders
 from .scripts import SHAS, source
 from .store import RedisStore
 from .urls import parse_redis_url
@@ -42,8 +43,8 @@ class _Default:
 _DEFAULT: Final = _Default()
 
 
-class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisEvents):
-    """Durable tasks, queues, heartbeats, locks and events in Redis (standalone or Cluster).
+class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisReaders, RedisEvents):
+    """Durable tasks, queues, heartbeats, locks, readers and events in Redis (or a Cluster).
 
     Pass one of ``url``, ``client`` or ``connection_pool``; with none of them the
     backend connects to ``redis://localhost:6379/0``.

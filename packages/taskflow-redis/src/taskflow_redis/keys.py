@@ -55,6 +55,7 @@ class KeySpace:
         self.owners = self.base + "owners"
         self.beats = self.base + "beats"
         self.locks = self.base + "locks"
+        self.readers = self.base + "readers"
         self.runkeys = self.base + "runkeys"
         self.seq = self.base + "seq"
         self.channel = self.base + "events"

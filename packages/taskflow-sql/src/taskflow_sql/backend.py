@@ -28,6 +28,7 @@ from .pg_kept import KeptConnection
 from .pg_writes import PostgresWrites
 from .queries import SQLQueries
 from .queue import SQLQueue
+from .readers import SQLReaders
 from .schema import DEFAULT_PREFIX, Tables, build_tables
 from .urls import SQLTarget, kind_of, parse_url
 
@@ -44,7 +45,9 @@ def _check_sqlite_directory(target: SQLTarget) -> None:
         raise unavailable(f"opening {target.url.database!r}", missing) from missing
 
 
-class SQLBackend(SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks, SQLEvents):
+class SQLBackend(
+    SQLCombinedWrite, SQLQueries, SQLQueue, SQLInstances, SQLLocks, SQLReaders, SQLEvents
+):
     """Durable tasks in SQLite, PostgreSQL or MySQL/MariaDB.
 
     ``SQLBackend("sqlite:///tasks.db")``, ``SQLBackend("postgresql://user@host/db")``,

@@ -136,6 +136,12 @@ def _instances_and_owners(conn: Connection, tables: Tables) -> None:
     tables.instances.create(conn, checkfirst=True)
 
 
+def _readers(conn: Connection, tables: Tables) -> None:
+    """Version 3: the ``readers`` table (instances publish events only while a reader
+    is announced there). Safe to re-run."""
+    tables.readers.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -148,6 +154,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "and its index, leases dropped",
         _instances_and_owners,
     ),
+    Migration(3, "readers of the event fan-out: readers table", _readers),
 )
 """Every migration, oldest first."""
 

@@ -1,6 +1,6 @@
 """The tables of the SQL backend, built for one table prefix and (PostgreSQL) schema.
 
-Version 2 of the schema (see :mod:`taskflow_sql.migrations`). Every index here serves a
+Version 3 of the schema (see :mod:`taskflow_sql.migrations`). Every index here serves a
 query the backend runs:
 
 * ``tasks``: one row per task. ``active_key`` holds the SHA-256 of the idempotency key
@@ -21,6 +21,8 @@ query the backend runs:
   ``(neg_priority, due_at, id)`` is one ascending index scan on every engine.
 * ``instances``: one heartbeat row per live instance (``beat``/``heartbeats``).
 * ``locks``, ``run_keys``: rows with an owner and an expiry.
+* ``readers``: one row per announced reader of the events, with its expiry
+  (``announce_reader``/``readers``): instances publish only while one is there.
 * ``events``: the fan-out log polled by subscribers where LISTEN/NOTIFY is not available.
 * ``schema_version``: one row per applied migration (see :mod:`taskflow_sql.migrations`).
 """
@@ -50,7 +52,14 @@ from fastapi_taskflow.errors import BackendURLError
 
 from .types import AutoId, LongText, UTCDateTime
 
-__all__ = ["DEFAULT_PREFIX", "TAG_LENGTH", "Tables", "build_tables", "instances_table"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "TAG_LENGTH",
+    "Tables",
+    "build_tables",
+    "instances_table",
+    "readers_table",
+]
 
 DEFAULT_PREFIX = "taskflow_"
 """The table prefix used unless one is given."""
@@ -87,6 +96,7 @@ class Tables:
     queue: Table
     instances: Table
     locks: Table
+    readers: Table
     run_keys: Table
     events: Table
     version: Table
@@ -102,6 +112,7 @@ class Tables:
             self.queue,
             self.instances,
             self.locks,
+            self.readers,
             self.run_keys,
             self.events,
         ]
@@ -118,6 +129,17 @@ def instances_table(md: MetaData, prefix: str) -> Table:
         md,
         _id("instance_id", primary_key=True),
         Column("beat_at", UTCDateTime, nullable=False),
+        **_MYSQL,
+    )
+
+
+def readers_table(md: MetaData, prefix: str) -> Table:
+    """The ``<prefix>readers`` table: one row per announced reader (schema version 3)."""
+    return Table(
+        f"{prefix}readers",
+        md,
+        _id("reader_id", primary_key=True),
+        Column("expires_at", UTCDateTime, nullable=False),
         **_MYSQL,
     )
 
@@ -239,6 +261,7 @@ def _build_tables(prefix: str, schema: str | None) -> Tables:
         Column("expires_at", UTCDateTime, nullable=False),
         **_MYSQL,
     )
+    readers = readers_table(md, p)
     run_keys = Table(
         f"{p}run_keys",
         md,
@@ -276,6 +299,7 @@ def _build_tables(prefix: str, schema: str | None) -> Tables:
         queue=queue,
         instances=instances,
         locks=locks,
+        readers=readers,
         run_keys=run_keys,
         events=events,
         version=version,

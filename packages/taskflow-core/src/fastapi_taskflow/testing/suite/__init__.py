@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._base import ConformanceBase, create_task, make_record, new_id
 from ._threads import RacingBase, contend
 from .concurrency import ConcurrencyTests
-from .events import EventTests
+from .events import EventTests, ReaderTests
 from .group_write import GroupWriteTests
 from .guard import GuardTests, find_unmarked_overrides, standard_tests
 from .insights import DurationTests, TextSearchTests, ThroughputTests
@@ -45,6 +45,7 @@ __all__ = [
     "QueryTests",
     "QueueTests",
     "RacingBase",
+    "ReaderTests",
     "ScheduleTests",
     "StatsTests",
     "StoreCreateTests",
@@ -79,6 +80,7 @@ class BackendConformance(
     LockTests,
     ScheduleTests,
     EventTests,
+    ReaderTests,
     ConcurrencyTests,
     LimitTests,
 ):

@@ -13,7 +13,7 @@ from fastapi_taskflow.protocols import TaskBackend
 
 from ._base import ConformanceBase, new_id, seconds
 
-__all__ = ["EventTests", "sample_events"]
+__all__ = ["EventTests", "ReaderTests", "sample_events"]
 
 Event = LifecycleEvent | LogEvent
 
@@ -191,3 +191,53 @@ class EventTests(ConformanceBase):
                 [event] = sample_events(clock, task_id, 1)
                 await backend.publish(event)
                 assert await receive(stream, task_id, 1) == [event]
+
+
+class ReaderTests(ConformanceBase):
+    """``announce_reader``, ``withdraw_reader`` and ``readers``: who reads the fan-out."""
+
+    async def test_an_announced_reader_is_listed_until_its_ttl(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """A reader is listed from its announcement until ``ttl_seconds`` later; an
+        announcement again extends it; every fork sees the same readers.
+
+        If this fails, check that announce_reader() stores an expiry judged by the
+        injected clock (not a server TTL) and that readers() leaves out expired ones.
+        """
+        dashboard, cli = new_id(), new_id()
+        assert await backend.readers() == set()
+        await backend.announce_reader(dashboard, ttl_seconds=10)
+        await backend.announce_reader(cli, ttl_seconds=30)
+        fork = backend.fork()
+        await fork.open()
+        try:
+            assert await fork.readers() == {dashboard, cli}
+            clock.advance(8)
+            await fork.announce_reader(dashboard, ttl_seconds=10)  # now due at 18
+            clock.advance(8)  # 16: both live
+            assert await backend.readers() == {dashboard, cli}
+            clock.advance(3)  # 19: past the extended ttl
+            assert await backend.readers() == {cli}
+            clock.advance(12)  # 31
+            assert await fork.readers() == set()
+        finally:
+            await fork.close()
+
+    async def test_a_withdrawn_reader_is_gone(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """``withdraw_reader`` removes one announcement at once; an unknown one is a no-op.
+
+        If this fails, check that withdraw_reader() deletes by reader id only.
+        """
+        first, second = new_id(), new_id()
+        await backend.announce_reader(first, ttl_seconds=30)
+        await backend.announce_reader(second, ttl_seconds=30)
+        await backend.withdraw_reader(first)
+        await backend.withdraw_reader(new_id())  # never announced
+        assert await backend.readers() == {second}
+        await backend.withdraw_reader(second)
+        assert await backend.readers() == set()
+        await backend.announce_reader(first, ttl_seconds=30)  # again after withdrawing
+        assert await backend.readers() == {first}
