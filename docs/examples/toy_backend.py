@@ -471,22 +471,6 @@ class ToyBackend:
             del self._state.locks[name]
             return True
 
-    async def announce_reader(self, reader_id: str, *, ttl_seconds: float) -> None:
-        """Record (or extend) a reader of the published events."""
-        with self._state.lock:
-            self._state.readers[reader_id] = self.clock.now() + timedelta(seconds=ttl_seconds)
-
-    async def withdraw_reader(self, reader_id: str) -> None:
-        """Forget a reader."""
-        with self._state.lock:
-            self._state.readers.pop(reader_id, None)
-
-    async def readers(self) -> set[str]:
-        """The readers whose announcement has not expired."""
-        now = self.clock.now()
-        with self._state.lock:
-            return {r for r, expires in self._state.readers.items() if expires > now}
-
     async def schedule_once(
         self, run_key: str, *, task_id: str, queue: str, run_at: datetime, priority: int = 0
     ) -> bool:
@@ -537,6 +521,22 @@ class ToyBackend:
         finally:
             with self._state.lock:
                 self._state.subscribers.remove(subscriber)
+
+    async def announce_reader(self, reader_id: str, *, ttl_seconds: float) -> None:
+        """Record (or extend) a reader of the published events."""
+        with self._state.lock:
+            self._state.readers[reader_id] = self.clock.now() + timedelta(seconds=ttl_seconds)
+
+    async def withdraw_reader(self, reader_id: str) -> None:
+        """Forget a reader."""
+        with self._state.lock:
+            self._state.readers.pop(reader_id, None)
+
+    async def readers(self) -> set[str]:
+        """The readers whose announcement has not expired."""
+        now = self.clock.now()
+        with self._state.lock:
+            return {r for r, expires in self._state.readers.items() if expires > now}
 
     # --8<-- [end:events]
 

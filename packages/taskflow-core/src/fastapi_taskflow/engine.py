@@ -356,6 +356,7 @@ class Engine:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
         if self.durable and self.hub.publish:
             runtime.spawn(self.hub.listen(), name="taskflow-events")
+            await self.hub.check_readers()  # a reader there now sees the first task
             runtime.spawn(self.hub.watch_readers(), name="taskflow-readers")
         # On every backend (memory too): a task put on a queue from outside this engine
         # (``operations.retry_task`` from the admin API) is found at the next poll.

@@ -99,6 +99,8 @@ class EventHub:
         """Some reader other than this instance is announced in the store."""
         self._announced = False
         """This instance is announced as a reader (and should withdraw at its end)."""
+        self._renewed_at = 0.0
+        """When (loop time) this instance last announced itself."""
         self._wake: Callable[[], None] | None = None
         """Wakes the readers watch (:meth:`watch_readers`) when this instance starts or
         stops reading, so its announcement changes at once."""
@@ -201,9 +203,37 @@ class EventHub:
                 task.cancel()
         outbox.draining = False  # a resumed engine paces its writes again
 
+    async def check_readers(self) -> None:
+        """Read the readers in the store once (announcing, renewing or withdrawing this
+        instance first, as it reads or not); a failure is logged and changes nothing.
+        The engine calls it as it starts, so an instance that starts while a reader is
+        announced publishes from its first task, then :meth:`watch_readers` does."""
+        loop = asyncio.get_running_loop()
+        me = self._instance_id()
+        try:
+            backend = self._backend()
+            if self.reads_others:
+                if not self._announced or loop.time() - self._renewed_at >= READER_TTL / 3:
+                    await backend.announce_reader(me, ttl_seconds=READER_TTL)
+                    self._announced, self._renewed_at = True, loop.time()
+            elif self._announced:
+                self._announced = False
+                await backend.withdraw_reader(me)
+            others = bool(await backend.readers() - {me})
+            if others != self._others_read:
+                self._others_read = others
+                self._refresh()
+        except Exception:
+            reraise_if_cancelled()
+            logger.debug("reading the readers of events failed", exc_info=True)
+        # A driver may swallow a cancellation and answer (redis-py as a loop closes):
+        # stop here, not at the next cancellation, which never comes.
+        reraise_if_cancelled()
+
     async def watch_readers(self) -> None:
-        """Keep this instance's view of the readers in the store current, and its own
-        announcement while it reads; runs until cancelled (a shared backend only)."""
+        """:meth:`check_readers` every :data:`READERS_CHECK_INTERVAL`, and at once when
+        this instance starts or stops reading; runs until cancelled (a shared backend
+        only)."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
@@ -211,29 +241,17 @@ class EventHub:
             loop.call_soon_threadsafe(wake.set)
 
         self._wake = wake_up
-        renewed = -READER_TTL
         try:
             while True:
-                wake.clear()
-                me = self._instance_id()
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that
+                # comes as the wait ends (a loop closing as its last stream closes).
+                timer = loop.call_later(READERS_CHECK_INTERVAL, wake.set)
                 try:
-                    backend = self._backend()
-                    if self.reads_others:
-                        if not self._announced or loop.time() - renewed >= READER_TTL / 3:
-                            await backend.announce_reader(me, ttl_seconds=READER_TTL)
-                            self._announced, renewed = True, loop.time()
-                    elif self._announced:
-                        self._announced = False
-                        await backend.withdraw_reader(me)
-                    others = bool(await backend.readers() - {me})
-                    if others != self._others_read:
-                        self._others_read = others
-                        self._refresh()
-                except Exception:
-                    reraise_if_cancelled()
-                    logger.debug("reading the readers of events failed", exc_info=True)
-                with suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), READERS_CHECK_INTERVAL)
+                    await wake.wait()
+                finally:
+                    timer.cancel()
+                wake.clear()
+                await self.check_readers()
         finally:
             self._wake = None
 
@@ -281,7 +299,9 @@ class EventHub:
         ``backlog`` unread ones (the oldest are dropped past that); with ``only``, of
         the events it accepts (the rest never reach the stream). ``watcher``: one of
         the engine's own watchers, which look for a few signals among the events that
-        happen to flow: it does not make anyone build or publish events."""
+        happen to flow: it does not make anyone build or publish events. Any other
+        stream on a shared backend announces this instance as a reader before it is
+        entered (when no other stream here had)."""
         inbox = _Inbox(backlog, only)
         self._streams.add(inbox)
         counted = not watcher
@@ -289,6 +309,10 @@ class EventHub:
             self._reading_streams += 1
             self._refresh()
         try:
+            if counted and self.reads_others and not self._announced:
+                # Announced once this is entered: an instance that starts or reads
+                # the readers from now on publishes for this stream.
+                await self.check_readers()
             yield inbox.events()
         finally:
             self._streams.discard(inbox)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from ..events import LifecycleEvent, LogEvent
+from ..fanout import announced_reader
 from ..models import LogEntry
 from ..operations import get_task
 from ..protocols import TaskBackend
@@ -62,7 +63,7 @@ async def follow_logs(
     Raises:
         TaskNotFoundError: no task has this id.
     """
-    async with store.subscribe() as events:
+    async with announced_reader(store), store.subscribe() as events:
         record = await get_task(store, task_id)
         seen = {_key(e.timestamp, e.attempt, e.message) for e in record.logs}
         for entry in record.logs[-tail:] if tail else record.logs:

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import LifecycleEvent, LogEvent
+from ..fanout import announced_reader
 from ..models import TaskQuery, TaskRecord, TaskStats, TaskStatus
 from ..protocols import TaskBackend
 from .render import status_text, tasks_table, when
@@ -109,7 +110,7 @@ async def watch(
             output.out.print(view.render())
         return
     deadline = None if duration is None else time.monotonic() + duration
-    async with store.subscribe() as events:
+    async with announced_reader(store), store.subscribe() as events:
         inbox: asyncio.Queue[Event] = asyncio.Queue()
 
         async def pump() -> None:
