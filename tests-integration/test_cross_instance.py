@@ -4,7 +4,10 @@ Two uvicorn instances of ``durability_app`` share a backend (SQLite file, Postgr
 MySQL/MariaDB, Redis). Tasks accepted and run by A are read through B's
 ``task_manager.store.get`` (a sync route) while they are PENDING and RUNNING, and A's
 lifecycle events — ``running``, the ``pending`` of a retry, ``success`` — arrive on B's
-``task_manager.events()`` stream (served as server-sent events).
+``task_manager.events()`` stream (served as server-sent events). A publishes its
+tasks' events from about half a second after B's stream announced a reader (A reads
+the store's readers twice a second): the test waits until a probe task's events
+arrive, as a program that must not miss one reads the store after opening its stream.
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ class EventReader:
         self._thread.join(10)
 
 
+def _until_published(a: Instance, reader: EventReader) -> None:
+    """Add quick tasks on ``a`` until one's SUCCESS reaches ``reader`` (``a`` has seen
+    the reader); fail after 10 s."""
+
+    def probe() -> bool:
+        with a.client() as client:
+            response = client.post("/tasks", json={"items": [{"func": "record", "label": "p"}]})
+        (task_id,) = response.json()["ids"]
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            if any(status == "success" for status, _ in reader.lifecycle(task_id)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    instances.poll(probe, 10, "A publishes for B's stream")
+
+
 def _status(instance: Instance, task_id: str) -> dict[str, Any]:
     with instance.client() as client:
         response = client.get(f"/status/{task_id}")
@@ -73,6 +94,7 @@ def test_a_tasks_live_on_b(durable_backend: Backend) -> None:
     reader = EventReader(b)
     try:
         assert reader.ready.wait(10), "B's event stream did not open"
+        _until_published(a, reader)
         with a.client() as client:
             first = client.post(
                 "/tasks",
