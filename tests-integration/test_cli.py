@@ -479,7 +479,7 @@ def test_check_passes_on_a_working_store(filled: tuple[str, dict[str, str]]) -> 
     names = [c["name"] for c in report["checks"]]
     if url.startswith(("sqlite", "postgresql")):
         assert names == ["backend package", "connect", "schema", "read"]
-        assert "version 2 (current)" in report["checks"][2]["detail"]
+        assert "version 3 (current)" in report["checks"][2]["detail"]
     else:
         assert names == ["backend package", "ping", "read"]
         assert "server answers" in report["checks"][1]["detail"]

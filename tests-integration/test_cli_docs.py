@@ -26,7 +26,7 @@ def test_the_walkthrough_runs(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     ids = dict(line.split() for line in (tmp_path / "ids.txt").read_text().splitlines())
-    assert "schema" in out and "version 2 (current)" in out
+    assert "schema" in out and "version 3 (current)" in out
     assert f'"task_id": "{ids["charge"]}"' in out  # list --status failed --json
     assert "card declined for order 1042" in out  # show
     assert f"task {ids['sync']} is CANCELLED" in out

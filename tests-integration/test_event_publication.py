@@ -1,5 +1,5 @@
 """Events reach the other instances in batches, off the tasks' path, and none is lost
-at shutdown.
+at shutdown; they are published only while someone reads them.
 
 On a shared store every lifecycle event and every ``task_log()`` line is published for
 the other instances (their dashboards, ``events()`` streams, remote observers). Each
@@ -26,6 +26,7 @@ from fastapi_taskflow import (
     LifecycleEvent,
     LogEvent,
     ManagedBackgroundTasks,
+    QueueConfig,
     TaskManager,
     TaskStatus,
     task_log,
@@ -100,3 +101,112 @@ async def test_a_chatty_task_is_published_in_batches_and_whole(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert sum(writes) >= LINES + 1
     assert len(writes) <= 20, f"{len(writes)} writes for {sum(writes)} events"
+
+
+async def chatty(lines: int) -> None:
+    for line in range(lines):
+        task_log(f"line {line}")
+
+
+async def _run_on(manager: TaskManager, function: Any, *args: Any) -> str:
+    """Run one task on ``manager`` the request way; return its id."""
+    tasks = ManagedBackgroundTasks(manager)
+    task_id = tasks.add_task(function, *args)
+    await tasks()
+    return task_id
+
+
+async def _published_by_one_task(manager: TaskManager, function: Any, writes: list[int]) -> int:
+    """How many events ``manager`` published for one task it ran (its outbox sent)."""
+    before = sum(writes)
+    await _run_on(manager, function, 3)
+    await manager._engine.hub.drain(timeout=10)
+    return sum(writes) - before
+
+
+async def test_events_are_published_only_while_someone_reads(durable_url: str) -> None:
+    """With no reader anywhere, instance A publishes nothing for its tasks (no event is
+    built: a busy instance nobody watches pays nothing for publication). Once B opens
+    an ``events()`` stream, A's tasks reach it, every line and status, in order; once
+    B's stream closes, A stops publishing again."""
+    a = TaskManager(durable_url, instance_id="instance-a")
+    b = TaskManager(durable_url, instance_id="instance-b")
+    job = a.task(name="tests.publication.chatty")(chatty)
+    b.task(name="tests.publication.chatty")(chatty)
+    writes = count_publications(a.backend)
+    async with a, b:
+        assert await _published_by_one_task(a, job, writes) == 0
+        async with b.events() as stream:
+            with anyio.fail_after(10):  # A reads the readers twice a second
+                while not await _published_by_one_task(a, job, writes):
+                    pass
+            task_id = await _run_on(a, job, 3)
+            seen: list[tuple[str, str]] = []
+            with anyio.fail_after(20):
+                async for event in stream:
+                    if event.task_id != task_id:
+                        continue
+                    if isinstance(event, LogEvent):
+                        seen.append(("log", event.message))
+                    else:
+                        seen.append(("status", event.status.value))
+                        if event.status is TaskStatus.SUCCESS:
+                            break
+        assert seen == [
+            ("status", "running"),
+            ("log", "line 0"),
+            ("log", "line 1"),
+            ("log", "line 2"),
+            ("status", "success"),
+        ]
+        with anyio.fail_after(10):  # B withdrew; A sees it within a check or two
+            while await _published_by_one_task(a, job, writes):
+                pass
+        assert await b.backend.readers() == set()
+
+
+async def test_a_task_taken_over_by_another_instance_is_let_go_without_readers(
+    durable_url: str,
+) -> None:
+    """A task A accepted but could not start (its queue full on A) is claimed and run by
+    B. Nobody reads events, yet B announces that start (the one event it publishes for
+    the task), and A lets go of what it held for the task; without it, A kept the
+    task's function and arguments for ever."""
+    gate = anyio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def quick(n: int) -> int:
+        return n
+
+    limits = {"narrow": QueueConfig(concurrency=1)}
+    a = TaskManager(durable_url, instance_id="instance-a", queues=limits, poll_interval=0.05)
+    b = TaskManager(durable_url, instance_id="instance-b", queues=limits, poll_interval=0.05)
+    a_hold = a.task(name="tests.publication.hold", queue="narrow")(hold)
+    a_quick = a.task(name="tests.publication.quick", queue="narrow")(quick)
+    b.task(name="tests.publication.quick", queue="narrow")(quick)
+    writes = count_publications(b.backend)
+    async with a:
+        blocker = a.add_task(a_hold)
+        with anyio.fail_after(10):
+            while (record := await a.store.aget(blocker)) is None or (
+                record.status is not TaskStatus.RUNNING
+            ):
+                await anyio.sleep(0.02)
+        task_id = a.add_task(a_quick, 7)
+        await a._engine.flush()
+        assert task_id in a._engine.tasks
+        async with b:
+            with anyio.fail_after(10):
+                while (record := await b.store.aget(task_id)) is None or (
+                    record.status is not TaskStatus.SUCCESS
+                ):
+                    await anyio.sleep(0.02)
+            assert record.owner != "instance-a"  # A's queue is held: B ran it
+            with anyio.fail_after(10):
+                while task_id in a._engine.tasks:
+                    await anyio.sleep(0.02)
+            await b._engine.hub.drain(timeout=10)
+            assert sum(writes) == 1  # RUNNING, a signal; no SUCCESS: nobody reads
+        gate.set()
