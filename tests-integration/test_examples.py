@@ -30,6 +30,7 @@ from fastapi_taskflow import (
     BackendURLError,
     EagerDispatchError,
     InvalidTaskError,
+    LifecycleEvent,
     ManagedBackgroundTasks,
     QueueFullError,
     TaskflowError,
@@ -888,3 +889,42 @@ async def test_migrating_the_same_route_gets_ids_once_installed() -> None:
         )
         assert record.func_name.endswith("send_receipt") and record.args == [2]
     assert mod.sent == [1, 2]
+
+
+# -- durability.md: published while someone reads ---------------------------------------
+
+
+@async_test
+async def test_a_program_of_its_own_reads_every_instance_s_events(tmp_path: Path) -> None:
+    """examples/reading_events.py: the reader announces itself, so the app instance
+    publishes its tasks' events, and the reader sees a task run and succeed."""
+    ex = example("reading_events")
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    task_manager, app = ex.build_app(url)
+    state: dict[str, Any] = {"seen": [], "target": None}
+
+    def stop(seen: list[LifecycleEvent]) -> bool:
+        state["seen"] = seen
+        return any(e.task_id == state["target"] and e.status is TaskStatus.SUCCESS for e in seen)
+
+    async with serve(app, task_manager) as client:
+        await task_manager.store.astats()  # the store exists before the reader opens it
+        reader = asyncio.create_task(ex.watch_store(url, stop=stop))
+        # The instance publishes from its next read of the readers (twice a second):
+        # add reports until one is seen to succeed; the next one is then seen whole.
+        report = 0
+        while not any(e.status is TaskStatus.SUCCESS for e in state["seen"]):
+            await client.post(f"/reports/{report}")
+            report += 1
+            await asyncio.sleep(0.05)
+        response = await client.post("/reports/99")
+        state["target"] = response.json()["task_id"]
+        while not reader.done():  # its events may all be in: the next ones ask again
+            await client.post(f"/reports/{report}")
+            await asyncio.wait([reader], timeout=0.05)
+        seen = reader.result()
+    assert [e.status.value for e in seen if e.task_id == state["target"]] == [
+        "running",
+        "success",
+    ]
+    assert {e.func_name for e in seen} == {"reports.build"}

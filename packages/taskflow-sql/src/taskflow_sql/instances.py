@@ -16,7 +16,7 @@ from fastapi_taskflow.clock import Clock
 from .context import SQLContext, Tx
 from .dialect import upsert_statement
 from .executor import Executor
-from .schema import ID_LENGTH
+from .schema import check_id
 
 __all__ = ["SQLInstances"]
 
@@ -37,8 +37,7 @@ class SQLInstances:
         Raises:
             ValueError: ``instance_id`` is longer than 255 characters.
         """
-        if len(instance_id) > ID_LENGTH:
-            raise ValueError(f"instance ids are at most {ID_LENGTH} characters")
+        check_id(instance_id, "instance ids")
         table = self._ctx.tables.instances
         stmt = upsert_statement(self._ctx.kind, table, ("instance_id",), ("beat_at",))
 

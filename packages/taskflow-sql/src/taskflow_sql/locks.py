@@ -12,7 +12,7 @@ from fastapi_taskflow.clock import Clock
 from .context import SQLContext, Tx
 from .dialect import insert_if_absent
 from .executor import Executor
-from .schema import ID_LENGTH
+from .schema import check_id
 from .statements import take_upsert
 
 __all__ = ["SQLLocks"]
@@ -72,8 +72,7 @@ class SQLLocks:
         Raises:
             ValueError: ``name`` is longer than 255 characters.
         """
-        if len(name) > ID_LENGTH:
-            raise ValueError(f"lock names are at most {ID_LENGTH} characters: {name[:40]!r}…")
+        check_id(name, "lock names")
 
         async def op(tx: Tx) -> bool:
             now = self.clock.now()

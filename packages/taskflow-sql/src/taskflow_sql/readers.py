@@ -18,7 +18,7 @@ from fastapi_taskflow.clock import Clock
 from .context import SQLContext, Tx
 from .dialect import upsert_statement
 from .executor import Executor
-from .schema import ID_LENGTH
+from .schema import check_id
 
 __all__ = ["SQLReaders"]
 
@@ -36,8 +36,7 @@ class SQLReaders:
         Raises:
             ValueError: ``reader_id`` is longer than 255 characters.
         """
-        if len(reader_id) > ID_LENGTH:
-            raise ValueError(f"reader ids are at most {ID_LENGTH} characters")
+        check_id(reader_id, "reader ids")
         table = self._ctx.tables.readers
         upsert = upsert_statement(self._ctx.kind, table, ("reader_id",), ("expires_at",))
 

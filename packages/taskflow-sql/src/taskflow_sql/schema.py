@@ -57,8 +57,8 @@ __all__ = [
     "TAG_LENGTH",
     "Tables",
     "build_tables",
+    "check_id",
     "instances_table",
-    "readers_table",
 ]
 
 DEFAULT_PREFIX = "taskflow_"
@@ -118,6 +118,16 @@ class Tables:
         ]
 
 
+def check_id(value: str, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` when ``value`` does not fit an id column.
+
+    Raises:
+        ValueError: ``value`` is longer than :data:`ID_LENGTH` characters.
+    """
+    if len(value) > ID_LENGTH:
+        raise ValueError(f"{what} are at most {ID_LENGTH} characters: {value[:40]!r}…")
+
+
 def _id(name: str, **kw: bool) -> Column[str]:
     return Column(name, String(ID_LENGTH), **kw)  # type: ignore[arg-type]
 
@@ -129,17 +139,6 @@ def instances_table(md: MetaData, prefix: str) -> Table:
         md,
         _id("instance_id", primary_key=True),
         Column("beat_at", UTCDateTime, nullable=False),
-        **_MYSQL,
-    )
-
-
-def readers_table(md: MetaData, prefix: str) -> Table:
-    """The ``<prefix>readers`` table: one row per announced reader (schema version 3)."""
-    return Table(
-        f"{prefix}readers",
-        md,
-        _id("reader_id", primary_key=True),
-        Column("expires_at", UTCDateTime, nullable=False),
         **_MYSQL,
     )
 
@@ -261,7 +260,13 @@ def _build_tables(prefix: str, schema: str | None) -> Tables:
         Column("expires_at", UTCDateTime, nullable=False),
         **_MYSQL,
     )
-    readers = readers_table(md, p)
+    readers = Table(
+        f"{p}readers",
+        md,
+        _id("reader_id", primary_key=True),
+        Column("expires_at", UTCDateTime, nullable=False),
+        **_MYSQL,
+    )
     run_keys = Table(
         f"{p}run_keys",
         md,
