@@ -273,6 +273,9 @@ class EventHub:
             try:
                 me = self._instance_id()
                 async with self._backend().subscribe(skip_instance=me) as events:
+                    # A driver may swallow a cancellation that came while it subscribed
+                    # (redis-py waiting for the confirmation): stop now, not never.
+                    reraise_if_cancelled()
                     async for event in events:
                         reraise_if_cancelled()
                         if event.instance_id == me:  # a backend may deliver them

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from fastapi_taskflow.errors import BackendUnavailableError
 from fastapi_taskflow.events import LifecycleEvent, LogEvent, decode_bus_event, encode_bus_event
+from fastapi_taskflow.runtime import reraise_if_cancelled
 
 from .base import RedisBase, logger
 from .connection import driver_errors
@@ -77,6 +78,8 @@ class RedisEvents(RedisBase):
             message = await pubsub.get_message(timeout=deadline - time.monotonic())
             if message is not None and message.get("type") == "subscribe":
                 return
+            # redis-py may turn a cancellation into an empty answer: stop waiting then.
+            reraise_if_cancelled()
         raise BackendUnavailableError(
             f"Redis at {self._where()} did not confirm the event subscription within "
             f"{SUBSCRIBE_TIMEOUT:.0f}s; check the server's load and network"
