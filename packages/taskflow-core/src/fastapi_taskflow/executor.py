@@ -195,7 +195,7 @@ async def execute(
             await engine.emit_lifecycle(_snapshot(record), signal=taken_over)
             taken_over = False  # a retry here needs no second word
         # On a shared backend a reader may come while the task runs: lines ask then.
-        on_log = engine.log_emitter() if hub.listening or hub.publish else None
+        on_log = engine.log_emitter() if hub.publish or hub.listening else None
         is_async = invocation.is_async
         ctx = supervision.Attempt(
             task_id,

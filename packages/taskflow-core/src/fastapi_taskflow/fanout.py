@@ -90,7 +90,9 @@ class EventHub:
         self.observers = observers
         self._instance_id = instance_id
         self._backend = backend
-        self._publish = publish
+        self.publish = publish
+        """Events are published for the other instances (a shared backend); fixed. An
+        attribute: each task's attempt reads it."""
         self._streams: set[_Inbox] = set()
         self._reading_streams = 0
         """Open streams of users (``events()``), not the engine's own watchers."""
@@ -117,16 +119,11 @@ class EventHub:
         """The name of the instance whose events this hub sends (the engine's)."""
         return self._instance_id()
 
-    @property
-    def publish(self) -> bool:
-        """Events are published for the other instances (a shared backend)."""
-        return self._publish
-
     def _refresh(self) -> None:
         self.listening = bool(
             self.observers.observers
             or self._reading_streams
-            or (self._publish and self._others_read)
+            or (self.publish and self._others_read)
         )
         if self._wake is not None and self.reads_others != self._announced:
             self._wake()
@@ -135,7 +132,7 @@ class EventHub:
     def reads_others(self) -> bool:
         """True when this instance wants the other instances' events: a stream is open
         here, or an observer asks for remote events (shared backends only)."""
-        if not self._publish:
+        if not self.publish:
             return False
         return bool(self._reading_streams) or any(
             getattr(observer, "remote_events", False) for observer in self.observers.observers
@@ -155,7 +152,7 @@ class EventHub:
         observer (a ``task_log()`` line: no task per line)."""
         for stream in list(self._streams):
             stream.put(event)
-        if self._publish and (self._others_read or signal):
+        if self.publish and (self._others_read or signal):
             self._to_publish(event)
 
     def _to_publish(self, event: Event) -> None:
