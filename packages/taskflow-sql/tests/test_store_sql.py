@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -331,6 +332,36 @@ async def test_a_read_whose_loop_is_torn_down_while_it_returns_its_connection_re
             assert read.cancelled()
         assert backend.engine.sync_engine.pool.checkedout() == 0
     finally:
+        await backend.close()
+
+
+async def test_sqlite_get_that_finds_the_database_locked_waits_on_the_reader_thread(
+    sqlite_place: Any, tmp_path: Any
+) -> None:
+    """``get`` reads on the event loop's thread with a connection that never waits; one
+    that meets a lock (SQLITE_BUSY) is answered from the reader thread, whose connection
+    waits the busy timeout, instead of failing. The event loop's connection here is one
+    to a database really locked by another connection's exclusive transaction."""
+    clock = ManualClock()
+    backend = SQLBackend(sqlite_place.url, clock=clock)
+    await backend.open()
+    elsewhere = tmp_path / "locked.db"
+    holder = sqlite3.connect(elsewhere, isolation_level=None)
+    try:
+        await backend.create(_record(clock, "t1"))
+        reader = backend._reader
+        assert reader is not None
+        assert (await backend.get("t1")) is not None  # the loop's connection, made
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        reader._local.conn = sqlite3.connect(elsewhere, timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            reader._get("t1", waits=False)
+
+        found = await backend.get("t1")
+        assert found is not None and found.task_id == "t1"
+    finally:
+        holder.close()
         await backend.close()
 
 
