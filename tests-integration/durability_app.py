@@ -13,7 +13,7 @@ Configuration comes from the environment, so every instance of one test shares i
 
 Tasks: ``record`` (runs at once), ``record_requeue`` (the same, re-run if interrupted),
 ``block`` and ``block_requeue`` (run until the release file appears), ``flaky`` (fails
-its first attempt, then succeeds).
+its first attempt, then succeeds), ``chatty`` (logs a line, then blocks).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from fastapi_taskflow import TaskManager
+from fastapi_taskflow import TaskManager, task_log
 
 INSTANCE = os.environ.get("DURABILITY_INSTANCE", f"pid{os.getpid()}")
 RUN_LOG = os.environ["DURABILITY_RUN_LOG"]
@@ -135,6 +135,15 @@ async def exit_app(label: str) -> None:
     sys.exit(2)
 
 
+@task_manager.task(name="durability.chatty")
+async def chatty(label: str) -> str:
+    """Logs a line, then runs until the release file appears."""
+    task_log(f"working on {label}")
+    note("start", label)
+    await _wait_for_release()
+    return label
+
+
 TASKS: dict[str, Any] = {
     "record": record,
     "record_requeue": record_requeue,
@@ -142,6 +151,7 @@ TASKS: dict[str, Any] = {
     "block_requeue": block_requeue,
     "flaky": flaky,
     "exit": exit_app,
+    "chatty": chatty,
 }
 
 
@@ -197,6 +207,15 @@ def status(task_id: str) -> dict[str, Any]:
     if found is None:
         raise HTTPException(404, f"no task {task_id}")
     return found.model_dump(mode="json", exclude={"logs"})
+
+
+@app.get("/logs/{task_id}")
+def logs(task_id: str) -> list[str]:
+    """The messages of the task's stored log lines, oldest first."""
+    found = task_manager.store.get(task_id)
+    if found is None:
+        raise HTTPException(404, f"no task {task_id}")
+    return [entry.message for entry in found.logs]
 
 
 class Ids(BaseModel):

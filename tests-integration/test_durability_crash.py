@@ -10,6 +10,9 @@ For each shared backend (SQLite file, PostgreSQL, MySQL/MariaDB, Redis), with
 * ``test_sigkill_right_after_response``: A is killed right after the 200 response that
   carries the task ids, before it starts them; the next instance finds every id and runs
   the tasks.
+* ``test_a_killed_instance_s_running_task_keeps_its_log_lines``: what a long task logged
+  is in the store while it runs (read on another instance), and stays with the task
+  after its instance is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -181,3 +184,29 @@ def test_sigkill_right_after_response(durable_backend: Backend) -> None:
             b.kill()
             b.stop()
     print(f"\n[{durable_backend.kind}] kill after response: {time.monotonic() - started:.1f}s")
+
+
+def test_a_killed_instance_s_running_task_keeps_its_log_lines(durable_backend: Backend) -> None:
+    a, b = instances.start(durable_backend, "A", "B")
+    try:
+        with a.client() as client:
+            response = client.post("/tasks", json={"items": [{"func": "chatty", "label": "c"}]})
+            response.raise_for_status()
+        (task_id,) = response.json()["ids"]
+        with b.client() as client:
+            instances.poll(
+                lambda: client.get(f"/logs/{task_id}").json() == ["working on c"],
+                30,
+                "A's running task's line readable on B",
+            )
+            assert instances.statuses(b, [task_id]) == {task_id: "running"}
+            a.kill()
+            instances.poll(
+                lambda: instances.all_terminal(b, [task_id]), RECOVERY_DEADLINE, "A found dead"
+            )
+            assert instances.statuses(b, [task_id]) == {task_id: "interrupted"}
+            assert client.get(f"/logs/{task_id}").json()[0] == "working on c"
+    finally:
+        for instance in (a, b):
+            instance.kill()
+            instance.stop()

@@ -31,12 +31,13 @@ from .context import TaskContext
 from .dispatcher import QueueWorker
 from .errors import BackendUnavailableError
 from .events import LifecycleEvent, LogEvent, lifecycle_event
-from .executor import execute, log_event
+from .executor import execute, log_event, write_running_lines
 from .fanout import EventHub
 from .group_commit import GroupCommit
 from .invocation import Invocation
 from .liveness import beat_forever, open_control_backend
 from .local_tasks import LocalTasks
+from .log_flush import LogFlusher
 from .lost_claims import LostClaims
 from .models import (
     Applied,
@@ -146,6 +147,8 @@ class Engine:
         """The in-process state of every task accepted here and not finished."""
         self.cancel_scopes = CancelScopes()
         """The attempts running here that a deadline or a cancel request can interrupt."""
+        self.log_flusher = LogFlusher(self.cancel_scopes, partial(write_running_lines, self))
+        """Writes the log lines of long attempts while they run."""
         self.bridge = BlockingBridge(self.base_backend, self.app_loop, self.started_backend)
         self._pool: ThreadPoolExecutor | None = None
         self._runtime: Runtime | None = None
@@ -354,6 +357,7 @@ class Engine:
             )
         if self.retention.keep is not None:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
+        runtime.spawn(self.log_flusher.run(), name="taskflow-log-lines")
         if self.durable and self.hub.publish:
             runtime.spawn(self.hub.listen(), name="taskflow-events")
             await self.hub.check_readers()  # a reader there now sees the first task

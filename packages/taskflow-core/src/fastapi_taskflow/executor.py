@@ -12,7 +12,7 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .invocation import Invocation
 
-__all__ = ["OutcomeNotWritten", "execute"]
+__all__ = ["OutcomeNotWritten", "execute", "write_running_lines"]
 
 
 def __getattr__(name: str) -> Any:
@@ -456,6 +456,19 @@ def _prepare(
     return lines, changes
 
 
+def write_running_lines(engine: Engine, ctx: task_context.TaskContext) -> Awaitable[None] | None:
+    """Write the unwritten log lines of ``ctx``, an attempt still running (what the
+    engine's ``log_flush.LogFlusher`` calls): at once on a store in this process, else
+    the coroutine that writes them (None: nothing to write)."""
+    lines, _ = _prepare(engine, ctx, {})
+    if not lines:
+        return None
+    if engine.append_now is not None:
+        engine.append_now(ctx.task_id, lines)
+        return None
+    return _append_logs(engine, ctx.task_id, [log_entry(line) for line in lines])
+
+
 def _finish_now(
     engine: Engine,
     in_process: TransitionNow,
@@ -525,6 +538,8 @@ async def _finish(
         if done is None:
             return None
     else:
+        if engine.log_flusher.writing:  # this attempt's earlier lines land first
+            await engine.log_flusher.settled(record.task_id)
         lines, changes = _prepare(engine, ctx, changes)
         if lines:
             await _append_logs(engine, record.task_id, [log_entry(line) for line in lines])

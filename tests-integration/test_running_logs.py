@@ -1,0 +1,106 @@
+"""A long attempt's ``task_log()`` lines are written while it runs, not only at its end.
+
+Every ``LOG_FLUSH_INTERVAL`` (1 s) the engine writes the lines of the attempts that were
+already running at its previous round: ``store.get()`` shows a long task's lines so far,
+on every backend, and the lines of one attempt end up stored once each, in order,
+however its writes fall between those rounds and its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from durable_stores import DURABLE, isolated_url
+
+from fastapi_taskflow import TaskManager, TaskStatus, task_log
+
+pytestmark = pytest.mark.anyio
+
+Wait = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture(params=["memory", *DURABLE])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+    else:
+        yield from isolated_url(request.param, tmp_path)
+
+
+async def test_a_long_attempt_s_lines_can_be_read_while_it_runs(
+    any_url: str, wait_for: Wait
+) -> None:
+    tm = TaskManager(any_url)
+    release = asyncio.Event()
+
+    @tm.task(name="long_job")
+    async def long_job() -> str:
+        task_log("downloading", part=1)
+        task_log("still downloading", level="debug")
+        await release.wait()
+        task_log("done")
+        return "ok"
+
+    async with tm:
+        task_id = tm.add_task(long_job)
+
+        async def lines_so_far() -> Any:
+            record = await tm.store.aget(task_id)
+            return record if record is not None and record.logs else None
+
+        running = await wait_for(lines_so_far, timeout=15)
+        assert running.status is TaskStatus.RUNNING
+        assert [(e.message, e.level) for e in running.logs] == [
+            ("downloading", "info"),
+            ("still downloading", "debug"),
+        ]
+        assert running.logs[0].extra == {"part": 1}
+
+        release.set()
+
+        async def finished() -> Any:
+            record = await tm.store.aget(task_id)
+            return record if record is not None and record.status.is_terminal else None
+
+        done = await wait_for(finished, timeout=15)
+        assert done.status is TaskStatus.SUCCESS
+        assert [e.message for e in done.logs] == ["downloading", "still downloading", "done"]
+
+
+async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(
+    any_url: str, wait_for: Wait
+) -> None:
+    """Lines written in every state of the rounds: some taken by a round while the
+    attempt logs on, the rest with the outcome; a second attempt's after the first's."""
+    tm = TaskManager(any_url)
+
+    @tm.task(name="chatty_job", retries=1, delay=0)
+    async def chatty_job() -> None:
+        ctx_attempt = 1 if not seen else 2
+        seen.append(ctx_attempt)
+        for n in range(120):
+            task_log(f"attempt {ctx_attempt} line {n}")
+            await asyncio.sleep(0.02)
+        if ctx_attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    seen: list[int] = []
+    async with tm:
+        task_id = tm.add_task(chatty_job)
+
+        async def finished() -> Any:
+            record = await tm.store.aget(task_id)
+            return record if record is not None and record.status.is_terminal else None
+
+        done = await wait_for(finished, timeout=60)
+    assert done.status is TaskStatus.SUCCESS
+    own = [e.message for e in done.logs if " line " in e.message]
+    expected = [f"attempt {a} line {n}" for a in (1, 2) for n in range(120)]
+    assert own == expected
+    # the engine's own line about the failure sits between the two attempts' lines
+    failure = next(i for i, e in enumerate(done.logs) if e.message.startswith("attempt 1 failed"))
+    assert done.logs[failure - 1].message == "attempt 1 line 119"
