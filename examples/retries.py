@@ -49,12 +49,14 @@ def sync_crm(account_id: int) -> None:
 
 # Retry what may pass (the gateway down, a timeout), not what will fail again: a
 # refused card is FAILED after its first attempt. The waits grow 1s, 4s, 16s, then stay
-# at 30s (max_delay) for the retries after.
+# at 30s (max_delay) for the retries after; jitter=1 draws each one at random between
+# 0 and that, so refunds that failed together do not all come back at once.
 @task_manager.task(
     retries=8,
     delay=1,
     backoff=4,
     max_delay=30,
+    jitter=1,
     retry_on=(ConnectionError, TimeoutError),
 )
 def refund(order_id: int) -> str:

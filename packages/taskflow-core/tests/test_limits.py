@@ -6,6 +6,7 @@ The per-call limits (priority, tags, keys, arguments) are in the conformance sui
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -56,6 +57,33 @@ def test_clean_text_and_json_replace_only_what_no_store_holds() -> None:
 
 def _module_level() -> None:
     pass
+
+
+async def _send(to: str, subject: str) -> None:
+    pass
+
+
+@pytest.mark.anyio
+async def test_a_partial_is_named_after_its_function_and_warned_about(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``functools.partial`` is named after the function it wraps (partials of
+    different functions are told apart in stats and on the dashboard), and on a durable
+    backend accepted with a warning: its bound arguments are not stored with the task,
+    so no other instance could run it."""
+    tm = TaskManager(backend=f"sqlite:///{tmp_path}/tasks.db")
+    async with tm:
+        with caplog.at_level(logging.WARNING, logger="fastapi_taskflow"):
+            sent = tm.add_task(functools.partial(_send, "a@example.com"), "hi")
+            nested = tm.add_task(functools.partial(functools.partial(_module_level)))
+        sent_record = await tm.store.aget(sent)
+        nested_record = await tm.store.aget(nested)
+    assert sent_record is not None and nested_record is not None
+    assert sent_record.func_name == f"functools.partial({__name__}._send)"
+    assert nested_record.func_name == f"functools.partial({__name__}._module_level)"
+    warnings = [r.getMessage() for r in caplog.records if "cannot be recovered" in r.getMessage()]
+    assert len(warnings) == 2
+    assert all("bound arguments are not stored" in w for w in warnings)
 
 
 @pytest.mark.anyio

@@ -26,6 +26,46 @@ def test_max_delay_caps_the_backoff() -> None:
     assert [config.retry_delay(n) for n in range(1, 6)] == [1, 10, 60, 60, 60]
 
 
+def test_jitter_draws_each_wait_between_its_share_and_the_computed_wait() -> None:
+    config = TaskConfig(name="t", retries=6, delay=1, backoff=2, max_delay=5, jitter=0.5)
+    for failed, computed in [(1, 1), (2, 2), (3, 4), (4, 5), (5, 5)]:
+        draws = [config.retry_delay(failed) for _ in range(200)]
+        assert all(computed * 0.5 <= d <= computed for d in draws), (failed, draws)
+        assert len(set(draws)) > 100  # spread, not one value
+    full = TaskConfig(name="t", retries=1, delay=10, jitter=1)
+    draws = [full.retry_delay(1) for _ in range(500)]
+    assert min(draws) < 2 and max(draws) > 8 and all(0 <= d <= 10 for d in draws)
+    assert TaskConfig(name="t", retries=1, delay=3, jitter=0).retry_delay(1) == 3
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.5", True, float("nan")])
+def test_jitter_is_a_fraction_from_0_to_1(bad: Any) -> None:
+    with pytest.raises(InvalidTaskError, match=r"jitter must be a number from 0 to 1"):
+        TaskManager().task(retries=1, jitter=bad)
+
+
+async def test_a_jittered_retry_waits_and_says_the_wait_drawn(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.01)
+    calls: list[float] = []
+
+    @tm.task(retries=1, delay=0.2, jitter=1)
+    async def flaky() -> str:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    async with tm:
+        task_id = tm.add_task(flaky)
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.SUCCESS)  # type: ignore[union-attr]
+        record = await tm.store.aget(task_id)
+    assert record is not None and record.result == "ok"
+    [said] = [e.message for e in record.logs if e.message.startswith("retrying in ")]
+    waited = float(said.removeprefix("retrying in ").split("s ", 1)[0])
+    assert 0 <= waited <= 0.2
+    assert calls[1] - calls[0] >= waited - 0.01
+
+
 @pytest.mark.parametrize("bad", ["ConnectionError", (), (ValueError, int), 3])
 def test_retry_on_takes_exception_classes_only(bad: Any) -> None:
     tm = TaskManager()

@@ -108,6 +108,38 @@ async def test_a_failing_firing_is_retried(eventually: Any) -> None:
         await eventually(retried, timeout=5)
 
 
+async def test_a_firing_is_retried_as_the_schedule_s_retry_settings_say(eventually: Any) -> None:
+    """``schedule()`` takes every retry setting ``task()`` takes: ``retry_on`` (a failure
+    it does not name is not retried), ``max_delay`` and ``jitter``."""
+    tm = TaskManager(poll_interval=0.02)
+
+    @tm.schedule(
+        every=timedelta(seconds=0.2),
+        retries=3,
+        delay=1,
+        backoff=4,
+        max_delay=2,
+        jitter=0.5,
+        retry_on=ConnectionError,
+        name="picky",
+    )
+    def picky() -> None:
+        raise ValueError("bad data: retrying will not help")
+
+    entry = tm.registry.by_name("picky")
+    assert entry is not None
+    assert entry.config.retry_on == (ConnectionError,)
+    assert all(1 <= entry.config.retry_delay(3) <= 2 for _ in range(50))
+    async with tm:
+
+        def failed_once() -> bool:
+            return any(r.status is TaskStatus.FAILED for r in _ticks(tm, "picky"))
+
+        await eventually(failed_once, timeout=5)
+        failed = [r for r in _ticks(tm, "picky") if r.status is TaskStatus.FAILED]
+        assert failed[0].attempt == 1
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 async def test_overlap_false_skips_ticks_while_a_firing_is_unfinished(
     overlap: bool, eventually: Any

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ class TaskConfig:
             failure is retried.
         max_delay: the longest wait between attempts, in seconds, however many retries
             ``backoff`` has grown the delay over (None: no cap).
+        jitter: the share of each wait left to chance, from 0 (none) to 1: each wait is
+            drawn between ``(1 - jitter)`` times the computed wait and the computed wait.
     """
 
     name: str
@@ -49,9 +52,15 @@ class TaskConfig:
     timeout: float | None = None
     retry_on: tuple[type[BaseException], ...] | None = None
     max_delay: float | None = None
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "retry_on", _exception_classes(self.retry_on))
+        if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
+            raise InvalidTaskError(
+                f"jitter must be a number from 0 to 1, got {self.jitter!r}; e.g. jitter=1 "
+                "to draw each wait between 0 and the computed one, 0 for exact waits"
+            )
         if self.max_delay is not None and (not _is_number(self.max_delay) or self.max_delay <= 0):
             raise InvalidTaskError(
                 f"max_delay must be a number of seconds > 0 or None, got {self.max_delay!r}"
@@ -87,10 +96,14 @@ class TaskConfig:
         """Seconds to wait before the next attempt after ``failed_attempts`` failures.
 
         ``delay * backoff ** (failed_attempts - 1)``, at most ``max_delay``: the first
-        retry waits ``delay``.
+        retry waits ``delay``. With ``jitter``, a wait drawn at random between
+        ``(1 - jitter)`` times that and that.
         """
         grown = float(self.delay * self.backoff ** max(failed_attempts - 1, 0))
-        return grown if self.max_delay is None else min(grown, float(self.max_delay))
+        wait = grown if self.max_delay is None else min(grown, float(self.max_delay))
+        if self.jitter:
+            wait -= wait * self.jitter * random.random()
+        return wait
 
     def retries_for(self, exc: BaseException) -> bool:
         """True when a failed attempt that raised ``exc`` is one ``retry_on`` retries."""

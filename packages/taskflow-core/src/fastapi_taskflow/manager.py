@@ -171,6 +171,7 @@ class TaskManager:
         timeout: float | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         max_delay: float | None = None,
+        jitter: float = 0.0,
     ) -> Callable[[F], F]:
         """Register a task function: ``@task_manager.task(retries=3, delay=1, backoff=2)``.
 
@@ -194,6 +195,10 @@ class TaskManager:
                 Default: every failure is retried.
             max_delay: the longest wait between attempts in seconds, however far
                 ``backoff`` has grown it (default: no cap).
+            jitter: the share of each wait left to chance, from 0 (default: exact
+                waits) to 1: each wait is drawn between ``(1 - jitter)`` times the
+                computed wait and the computed wait, so tasks that failed together do
+                not all retry at the same moment.
 
         Raises:
             InvalidTaskError: bad settings, or a non-callable.
@@ -216,6 +221,7 @@ class TaskManager:
                 timeout=timeout,
                 retry_on=retry_on,  # type: ignore[arg-type]  # normalised to a tuple
                 max_delay=max_delay,
+                jitter=jitter,
             )
             self.registry.register(target, config)
             return target
@@ -232,6 +238,7 @@ class TaskManager:
             timeout=timeout,
             retry_on=retry_on,  # type: ignore[arg-type]
             max_delay=max_delay,
+            jitter=jitter,
         )
         return register
 
@@ -252,6 +259,9 @@ class TaskManager:
         priority: int | None = None,
         queue: str | None = None,
         timeout: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        max_delay: float | None = None,
+        jitter: float = 0.0,
     ) -> Callable[[F], F]:
         """Run a function periodically: ``@task_manager.schedule(cron="0 2 * * *")``.
 
@@ -276,6 +286,11 @@ class TaskManager:
             priority: the firings' queue priority.
             queue: the named queue the firings run on.
             timeout: seconds one attempt of a firing may run.
+            retry_on: retry only failures that are instances of these exception classes.
+            max_delay: the longest wait between attempts in seconds.
+            jitter: the share of each wait left to chance, from 0 to 1.
+
+            The retry settings work as for :meth:`task`.
 
         Raises:
             ScheduleError: not exactly one of ``every``/``cron``, or bad values.
@@ -288,6 +303,9 @@ class TaskManager:
             priority=priority,
             queue=queue,
             timeout=timeout,
+            retry_on=retry_on,
+            max_delay=max_delay,
+            jitter=jitter,
         )
         Schedule.build(  # validate now, so a bad decorator fails at import time
             name or "_",

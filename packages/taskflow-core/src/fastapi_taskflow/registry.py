@@ -44,7 +44,16 @@ def is_async_callable(func: Any) -> bool:
 
 
 def default_name(func: Callable[..., Any]) -> str:
-    """Return ``module.qualname`` of ``func``: the name a task is registered under."""
+    """Return ``module.qualname`` of ``func``: the name a task is registered under.
+
+    A ``functools.partial`` is named after the function it wraps:
+    ``functools.partial(module.qualname)``.
+    """
+    if isinstance(func, functools.partial):
+        inner = func.func
+        while isinstance(inner, functools.partial):
+            inner = inner.func
+        return f"functools.partial({default_name(inner)})"
     module = getattr(func, "__module__", None) or "__main__"
     qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     if qualname is None:
@@ -55,6 +64,11 @@ def default_name(func: Callable[..., Any]) -> str:
 def unrecoverable_reason(name: str) -> str | None:
     """Say why no process can ever find a function named ``name`` by its name (a lambda,
     a closure, a function of ``__main__``), or return None."""
+    if name.startswith("functools.partial("):
+        return (
+            "it is a functools.partial, whose bound arguments are not stored with the "
+            "task (pass them to add_task() instead)"
+        )
     if "<lambda>" in name:
         return "it is a lambda"
     if "<locals>" in name:
