@@ -286,11 +286,12 @@ class TaskManager:
             priority: the firings' queue priority.
             queue: the named queue the firings run on.
             timeout: seconds one attempt of a firing may run.
-            retry_on: retry only failures that are instances of these exception classes.
-            max_delay: the longest wait between attempts in seconds.
-            jitter: the share of each wait left to chance, from 0 to 1.
-
-            The retry settings work as for :meth:`task`.
+            retry_on: retry only failures that are instances of these exception
+                classes (as for :meth:`task`).
+            max_delay: the longest wait between attempts in seconds (as for
+                :meth:`task`).
+            jitter: the share of each wait left to chance, from 0 to 1 (as for
+                :meth:`task`).
 
         Raises:
             ScheduleError: not exactly one of ``every``/``cron``, or bad values.
