@@ -1,7 +1,12 @@
-"""Tags, the task context and structured task logs."""
+"""Tags, the task context and structured task logs.
+
+``export_invoices`` runs for seconds: its lines so far can be read while it runs
+(``GET /tasks/{id}/logs``), as they are written every second, not only at its end.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -32,6 +37,19 @@ def process_invoice(user_id: int) -> dict[str, Any]:
         "attempt": ctx.attempt if ctx else None,
         "amount": amount,
     }
+
+
+@task_manager.task()
+async def export_invoices(batches: int) -> int:
+    for batch in range(1, batches + 1):
+        await asyncio.sleep(0.5)  # export one batch
+        task_log("exported batch", batch=batch, of=batches)
+    return batches
+
+
+@app.post("/exports")
+def start_export(background_tasks: ManagedBackgroundTasks, batches: int = 6) -> dict[str, str]:
+    return {"task_id": background_tasks.add_task(export_invoices, batches)}
 
 
 @app.post("/invoice")

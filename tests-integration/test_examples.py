@@ -600,6 +600,40 @@ async def test_tags_context_and_logs() -> None:
         )
 
 
+@async_test
+async def test_a_long_task_s_logs_can_be_read_while_it_runs() -> None:
+    ex = example("tags_and_context")
+    tm = ex.task_manager
+    async with serve(ex.app, tm) as client:
+        # httpx's in-process transport answers once the request's background tasks are
+        # done: the request goes on in an asyncio task while the test reads the logs
+        request = asyncio.ensure_future(client.post("/exports", params={"batches": 6}))
+
+        async def running() -> list[Any]:
+            return (await tm.store.aquery(func_name="export_invoices")).items
+
+        [task] = await eventually(running, lambda items: len(items) == 1)
+        task_id = task.task_id
+
+        async def logs() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = (await client.get(f"/tasks/{task_id}/logs")).json()
+            return found
+
+        so_far = await eventually(logs, lambda lines: len(lines) >= 1, within=10)
+        record = await tm.store.aget(task_id)
+        assert record is not None and record.status is TaskStatus.RUNNING
+        assert so_far[0] == {
+            "level": "info",
+            "message": "exported batch",
+            "attempt": 1,
+            "batch": 1,
+            "of": 6,
+        }
+        assert (await request).json() == {"task_id": task_id}
+        await wait_record(tm, task_id, status_is(TaskStatus.SUCCESS))
+        assert [line["batch"] for line in await logs()] == [1, 2, 3, 4, 5, 6]
+
+
 def test_context_outside_a_task() -> None:
     ex = example("tags_and_context")
     assert get_task_context() is None
