@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from durable_stores import DURABLE, isolated_url
+from store_servers import private_redis
 
 from fastapi_taskflow import TaskManager, TaskStatus, task_log
 
@@ -104,3 +105,36 @@ async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(
     # the engine's own line about the failure sits between the two attempts' lines
     failure = next(i for i, e in enumerate(done.logs) if e.message.startswith("attempt 1 failed"))
     assert done.logs[failure - 1].message == "attempt 1 line 119"
+
+
+async def test_a_shutdown_during_an_outage_leaves_no_write_of_lines_behind(wait_for: Wait) -> None:
+    """The store goes down while a long task logs: the writes retried while the store
+    is away (its lines so far, then its outcome as the shutdown interrupts it) end with
+    the shutdown: they are cancelled once the running tasks had their time, so nothing
+    of the instance writes after ``shutdown()`` returns."""
+    with private_redis(start=True) as server:
+        tm = TaskManager(f"{server.url}?prefix=flush", shutdown_timeout=1.0)
+
+        @tm.task(name="chatty_forever")
+        async def chatty_forever() -> None:
+            n = 0
+            while True:
+                n += 1
+                task_log(f"line {n}")
+                await asyncio.sleep(0.01)
+
+        before = asyncio.all_tasks()
+        await tm.startup()
+        task_id = tm.add_task(chatty_forever)
+
+        async def lines_stored() -> Any:
+            record = await tm.store.aget(task_id)
+            return record is not None and record.logs
+
+        await wait_for(lines_stored, timeout=15)
+        server.stop()
+        flusher = tm._engine.log_flusher
+        await wait_for(lambda: flusher.writing, timeout=15)  # a write waits for the store
+        await tm.shutdown()
+        left = asyncio.all_tasks() - before
+        assert left == set(), [task.get_stack(limit=1) for task in left]

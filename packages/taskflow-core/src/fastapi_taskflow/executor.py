@@ -12,10 +12,10 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import context as task_context
 from . import progress, supervision
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from .invocation import Invocation
 
 __all__ = ["OutcomeNotWritten", "execute", "write_running_lines"]
+
+_T = TypeVar("_T")
 
 
 def __getattr__(name: str) -> Any:
@@ -418,14 +420,26 @@ async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskConte
     error = "interrupted by shutdown"
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
-        again = await asyncio.shield(
-            _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error}, read_back=True)
+        again = await _last_write(
+            engine,
+            _finish(engine, record, ctx, TaskStatus.PENDING, {"error": error}, read_back=True),
         )
         if again is not None:
-            await asyncio.shield(engine.requeue(_snapshot(again)))
+            await _last_write(engine, engine.requeue(_snapshot(again)))
         return
     interrupted = {"finished_at": engine.clock.now(), "error": error}
-    await asyncio.shield(_finish(engine, record, ctx, TaskStatus.INTERRUPTED, interrupted))
+    await _last_write(engine, _finish(engine, record, ctx, TaskStatus.INTERRUPTED, interrupted))
+
+
+async def _last_write(engine: Engine, write: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``write``, an interrupted task's last write, shielded from the task's own
+    cancellation (which is what interrupted it) but as a task of the runtime: a
+    shutdown cancels it with the runtime's other background tasks once the running
+    tasks had their time (a store that stays unreachable would have it retried for
+    ever), so nothing of the instance writes after ``shutdown()`` returns."""
+    task = asyncio.get_running_loop().create_task(write)
+    engine.runtime().adopt(task, awaited=True)
+    return await asyncio.shield(task)
 
 
 def _prepare(
@@ -456,7 +470,9 @@ def _prepare(
     return lines, changes
 
 
-def write_running_lines(engine: Engine, ctx: task_context.TaskContext) -> Awaitable[None] | None:
+def write_running_lines(
+    engine: Engine, ctx: task_context.TaskContext
+) -> Coroutine[Any, Any, None] | None:
     """Write the unwritten log lines of ``ctx``, an attempt still running (what the
     engine's ``log_flush.LogFlusher`` calls): at once on a store in this process, else
     the coroutine that writes them (None: nothing to write)."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 from .context import TaskContext
 from .supervision import CancelScopes
@@ -30,9 +31,12 @@ logger = logging.getLogger("fastapi_taskflow")
 LOG_FLUSH_INTERVAL = 1.0
 """Seconds between two writes of a running attempt's log lines."""
 
-WriteLines = Callable[[TaskContext], Awaitable[None] | None]
+WriteLines = Callable[[TaskContext], Coroutine[Any, Any, None] | None]
 """Takes the attempt's unwritten lines and writes them (a coroutine on a shared store,
 done on return on a store in this process)."""
+
+Adopt = Callable[["asyncio.Task[Any]"], None]
+"""Keeps a task until it ends, and cancels it at shutdown (``Runtime.adopt``)."""
 
 
 class LogFlusher:
@@ -50,12 +54,19 @@ class LogFlusher:
         self._scopes = scopes
         self._write = write
         self.interval = interval
-        self.writing: dict[str, asyncio.Future[None]] = {}
+        self.writing: dict[str, asyncio.Task[None]] = {}
         """The attempts whose lines are being written now, by task id."""
         self._seen: set[TaskContext] = set()
+        self._adopt: Adopt | None = None
 
-    async def run(self) -> None:
-        """Write the lines of long attempts every interval; runs until cancelled."""
+    async def run(self, adopt: Adopt) -> None:
+        """Write the lines of long attempts every interval; runs until cancelled.
+
+        ``adopt`` keeps each write until it ends: a shutdown cancels it with the
+        runtime's other background tasks, after the running tasks ended or were
+        interrupted, so nothing writes after the shutdown.
+        """
+        self._adopt = adopt
         while True:
             await asyncio.sleep(self.interval)
             await self.flush()
@@ -74,14 +85,16 @@ class LogFlusher:
         if written is None:
             return
         task_id = ctx.task_id
-        writing = asyncio.ensure_future(written)
+        writing = asyncio.get_running_loop().create_task(written)
         self.writing[task_id] = writing
         writing.add_done_callback(partial(self._written, task_id))
-        # shielded: a shutdown cancelling this loop lets the write of lines already
-        # taken from the attempt end (the attempt's outcome waits for it)
+        if self._adopt is not None:
+            self._adopt(writing)
+        # shielded: cancelling this loop lets the write of lines already taken from the
+        # attempt end (the attempt's outcome waits for it)
         await asyncio.shield(writing)
 
-    def _written(self, task_id: str, writing: asyncio.Future[None]) -> None:
+    def _written(self, task_id: str, writing: asyncio.Task[None]) -> None:
         if self.writing.get(task_id) is writing:
             del self.writing[task_id]
         if not writing.cancelled() and writing.exception() is not None:

@@ -112,10 +112,13 @@ class Runtime:
         self.adopt(task)
         return task
 
-    def adopt(self, task: asyncio.Task[Any]) -> None:
-        """Keep a reference to ``task`` until it ends (and cancel it at shutdown)."""
+    def adopt(self, task: asyncio.Task[Any], *, awaited: bool = False) -> None:
+        """Keep a reference to ``task`` until it ends (and cancel it at shutdown).
+
+        ``awaited``: someone awaits ``task`` and handles its error, so an error is not
+        logged here as well."""
         self.background.add(task)
-        task.add_done_callback(self._forget)
+        task.add_done_callback(self.background.discard if awaited else self._forget)
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)
