@@ -107,6 +107,34 @@ async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(
     assert done.logs[failure - 1].message == "attempt 1 line 119"
 
 
+async def test_many_long_attempts_each_keep_their_own_lines_in_order(
+    any_url: str, wait_for: Wait
+) -> None:
+    """Twenty long tasks log at once: each round writes all their lines together, and
+    every task ends with exactly its own lines, in order."""
+    tm = TaskManager(any_url)
+
+    @tm.task(name="worker_job")
+    async def worker_job(n: int) -> None:
+        for step in range(80):
+            task_log(f"job {n} step {step}")
+            await asyncio.sleep(0.03)
+
+    async with tm:
+        ids = [tm.add_task(worker_job, n) for n in range(20)]
+
+        async def all_done() -> Any:
+            records = [await tm.store.aget(task_id) for task_id in ids]
+            if all(r is not None and r.status.is_terminal for r in records):
+                return records
+            return None
+
+        records = await wait_for(all_done, timeout=60)
+    for n, record in enumerate(records):
+        assert record.status is TaskStatus.SUCCESS
+        assert [e.message for e in record.logs] == [f"job {n} step {s}" for s in range(80)]
+
+
 async def test_a_shutdown_during_an_outage_leaves_no_write_of_lines_behind(wait_for: Wait) -> None:
     """The store goes down while a long task logs: the writes retried while the store
     is away (its lines so far, then its outcome as the shutdown interrupts it) end with

@@ -357,7 +357,9 @@ class Engine:
             )
         if self.retention.keep is not None:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
-        runtime.spawn(self.log_flusher.run(runtime.adopt), name="taskflow-log-lines")
+        runtime.spawn(
+            self.log_flusher.run(partial(runtime.adopt, awaited=True)), name="taskflow-log-lines"
+        )
         if self.durable and self.hub.publish:
             runtime.spawn(self.hub.listen(), name="taskflow-events")
             await self.hub.check_readers()  # a reader there now sees the first task

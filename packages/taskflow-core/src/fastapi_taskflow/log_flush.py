@@ -9,8 +9,9 @@ holds at most an interval's worth of them.
 
 Every interval the flusher takes the unwritten lines of the attempts that were already
 running at the previous one (short attempts are left to their outcome's write) and
-writes each attempt's lines in one call. An attempt's writes stay in order: its
-outcome's write waits for a write of its lines still in flight (:meth:`LogFlusher.settled`).
+writes each attempt's lines in one call, all attempts' at once. An attempt's writes
+stay in order: its outcome's write waits for a write of its lines still in flight
+(:meth:`LogFlusher.settled`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ WriteLines = Callable[[TaskContext], Coroutine[Any, Any, None] | None]
 done on return on a store in this process)."""
 
 Adopt = Callable[["asyncio.Task[Any]"], None]
-"""Keeps a task until it ends, and cancels it at shutdown (``Runtime.adopt``)."""
+"""Keeps a task until it ends, and cancels it at shutdown (``Runtime.adopt``; the
+flusher logs a failed write itself)."""
 
 
 class LogFlusher:
@@ -73,26 +75,30 @@ class LogFlusher:
 
     async def flush(self) -> None:
         """One round: the unwritten lines of every attempt that was running at the
-        previous round and still is."""
+        previous round and still is, written concurrently (a store that groups writes
+        takes them as one); returns when they are written."""
         running: set[TaskContext] = set(self._scopes.scopes.values())
         long_ones = [ctx for ctx in running & self._seen if ctx._entries]
         self._seen = running
-        for ctx in long_ones:
-            await self._flush_one(ctx)
+        writes = [writing for ctx in long_ones if (writing := self._start(ctx)) is not None]
+        if writes:
+            # a cancelled wait leaves the writes running: lines already taken from their
+            # attempts are still written (each attempt's outcome waits for its own)
+            await asyncio.wait(writes)
 
-    async def _flush_one(self, ctx: TaskContext) -> None:
+    def _start(self, ctx: TaskContext) -> asyncio.Task[None] | None:
+        """Take ``ctx``'s unwritten lines and start writing them (None: written at once,
+        or nothing to write)."""
         written = self._write(ctx)
         if written is None:
-            return
+            return None
         task_id = ctx.task_id
         writing = asyncio.get_running_loop().create_task(written)
         self.writing[task_id] = writing
         writing.add_done_callback(partial(self._written, task_id))
         if self._adopt is not None:
             self._adopt(writing)
-        # shielded: cancelling this loop lets the write of lines already taken from the
-        # attempt end (the attempt's outcome waits for it)
-        await asyncio.shield(writing)
+        return writing
 
     def _written(self, task_id: str, writing: asyncio.Task[None]) -> None:
         if self.writing.get(task_id) is writing:
