@@ -15,6 +15,7 @@ from fastapi_taskflow import (
     QueueFullError,
     TaskManager,
     TaskStatus,
+    get_task_context,
 )
 
 pytestmark = pytest.mark.anyio
@@ -122,3 +123,44 @@ async def test_task_manager_add_task_before_start_runs_when_started(eventually: 
     async with tm:
         await eventually(done.is_set)
         await eventually(lambda: tm.store.get(task_id).status is TaskStatus.SUCCESS)  # type: ignore[union-attr]
+
+
+async def test_a_queued_task_interrupted_by_a_shutdown_runs_again_on_the_next_instance(
+    tmp_path: Any, eventually: Any
+) -> None:
+    """``requeue_on_interrupt``: the task goes back on its queue for another instance.
+    The instance shutting down does not claim it again (it ran it twice more, then
+    left a queue worker polling after ``shutdown()`` returned)."""
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    starts: list[tuple[str, int]] = []
+    blocking = [True]
+
+    def instance(name: str) -> tuple[TaskManager, Any]:
+        tm = TaskManager(url, poll_interval=0.02, shutdown_timeout=0.2, instance_id=name)
+
+        @tm.task(name="reindex", requeue_on_interrupt=True, priority=1)
+        async def reindex() -> str:
+            ctx = get_task_context()
+            assert ctx is not None
+            starts.append((name, ctx.attempt))
+            if blocking[0]:
+                await anyio.sleep(3600)
+            return "done"
+
+        return tm, reindex
+
+    first, reindex = instance("a")
+    async with first:
+        task_id = first.add_task(reindex)
+        await eventually(lambda: starts == [("a", 1)], timeout=10)
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith("taskflow-")]
+    assert left == []
+    assert starts == [("a", 1)]
+    blocking[0] = False
+    second, _ = instance("b")
+    async with second:
+        await eventually(
+            lambda: second.store.get(task_id).status is TaskStatus.SUCCESS,  # type: ignore[union-attr]
+            timeout=10,
+        )
+    assert starts == [("a", 1), ("b", 2)]

@@ -140,6 +140,45 @@ async def test_a_firing_is_retried_as_the_schedule_s_retry_settings_say(eventual
         assert failed[0].attempt == 1
 
 
+async def test_a_firing_interrupted_by_a_shutdown_runs_again_with_requeue_on_interrupt(
+    tmp_path: Any, eventually: Any
+) -> None:
+    """A nightly job cut short by a deploy runs again on the next instance, instead of
+    ending INTERRUPTED (its tick would be lost: a tick passes only once)."""
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    starts: list[tuple[str, int]] = []
+    blocking = [True]
+
+    def instance(name: str) -> TaskManager:
+        tm = TaskManager(url, poll_interval=0.02, shutdown_timeout=0.2, instance_id=name)
+
+        @tm.schedule(
+            every=timedelta(hours=1), run_on_startup=True, requeue_on_interrupt=True, name="nightly"
+        )
+        async def nightly() -> None:
+            ctx = get_task_context()
+            assert ctx is not None
+            starts.append((name, ctx.attempt))
+            if blocking[0]:
+                await anyio.sleep(3600)
+
+        return tm
+
+    async with instance("a"):
+        await eventually(lambda: starts == [("a", 1)], timeout=10)
+    assert starts == [("a", 1)]  # not claimed again by the instance shutting down
+    blocking[0] = False
+    second = instance("b")
+    async with second:
+
+        def done() -> bool:
+            return any(r.status is TaskStatus.SUCCESS for r in _ticks(second, "nightly"))
+
+        await eventually(done, timeout=10)
+        assert len(_ticks(second, "nightly")) == 1  # the same firing, not a new tick
+    assert starts == [("a", 1), ("b", 2)]
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 async def test_overlap_false_skips_ticks_while_a_firing_is_unfinished(
     overlap: bool, eventually: Any

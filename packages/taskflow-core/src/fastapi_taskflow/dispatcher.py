@@ -59,7 +59,14 @@ class QueueWorker:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the worker loop on the current runtime (idempotent)."""
+        """Start the worker loop on the current runtime (idempotent).
+
+        Not while the runtime stops: a task put (back) on the queue during a shutdown
+        (one interrupted with ``requeue_on_interrupt``) waits there for another
+        instance, instead of being claimed again by the one shutting down.
+        """
+        if self.runtime.stopping:
+            return
         if self._task is None or self._task.done():
             self._task = self.runtime.spawn(self._run(), name=f"taskflow-queue-{self.queue}")
 

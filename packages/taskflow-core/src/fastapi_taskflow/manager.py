@@ -262,6 +262,7 @@ class TaskManager:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         max_delay: float | None = None,
         jitter: float = 0.0,
+        requeue_on_interrupt: bool = False,
     ) -> Callable[[F], F]:
         """Run a function periodically: ``@task_manager.schedule(cron="0 2 * * *")``.
 
@@ -292,6 +293,8 @@ class TaskManager:
                 :meth:`task`).
             jitter: the share of each wait left to chance, from 0 to 1 (as for
                 :meth:`task`).
+            requeue_on_interrupt: run a firing again (at least once) when the instance
+                running it shuts down or dies, instead of marking it INTERRUPTED.
 
         Raises:
             ScheduleError: not exactly one of ``every``/``cron``, or bad values.
@@ -307,6 +310,7 @@ class TaskManager:
             retry_on=retry_on,
             max_delay=max_delay,
             jitter=jitter,
+            requeue_on_interrupt=requeue_on_interrupt,
         )
         Schedule.build(  # validate now, so a bad decorator fails at import time
             name or "_",
