@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,17 @@ async def double(n: int) -> int:
     return n * 2
 
 
-def _threads() -> int:
-    return threading.active_count()
+def _threads() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+def _no_thread_but(before: set[threading.Thread]) -> None:
+    """Wait until every thread not in ``before`` has ended (a thread told to stop, a
+    driver's, may take a moment to exit); fail naming those still alive after 5 s."""
+    deadline = time.monotonic() + 5
+    while (left := _threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not left, sorted(thread.name for thread in left)
 
 
 def test_each_asyncio_run_closes_what_it_opened(tmp_path: Path) -> None:
@@ -45,7 +55,7 @@ def test_each_asyncio_run_closes_what_it_opened(tmp_path: Path) -> None:
     before = _threads()
     ids = [asyncio.run(one_task(n)) for n in range(5)]
     # no thread left per run (each run opened a writer thread and driver threads)
-    assert _threads() <= before
+    _no_thread_but(before)
     assert task_manager._engine.current_runtime is None  # released with its loop
 
     async def read_all() -> list[object]:
@@ -53,7 +63,7 @@ def test_each_asyncio_run_closes_what_it_opened(tmp_path: Path) -> None:
         return [(r.status, r.result) if r is not None else None for r in records]
 
     assert asyncio.run(read_all()) == [(TaskStatus.SUCCESS, n * 2) for n in range(5)]
-    assert _threads() <= before
+    _no_thread_but(before)
 
 
 def _cancelled_reset_record(logger: logging.Logger) -> logging.LogRecord:
