@@ -358,7 +358,7 @@ class Engine:
         if self.retention.keep is not None:
             runtime.spawn(self.retention.run(backend), name="taskflow-retention")
         runtime.spawn(
-            self.log_flusher.run(partial(runtime.adopt, awaited=True)), name="taskflow-log-lines"
+            self.log_flusher.run(partial(runtime.spawn, awaited=True)), name="taskflow-log-lines"
         )
         if self.durable and self.hub.publish:
             runtime.spawn(self.hub.listen(), name="taskflow-events")

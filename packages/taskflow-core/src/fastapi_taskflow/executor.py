@@ -437,9 +437,7 @@ async def _last_write(engine: Engine, write: Coroutine[Any, Any, _T]) -> _T:
     shutdown cancels it with the runtime's other background tasks once the running
     tasks had their time (a store that stays unreachable would have it retried for
     ever), so nothing of the instance writes after ``shutdown()`` returns."""
-    task = asyncio.get_running_loop().create_task(write)
-    engine.runtime().adopt(task, awaited=True)
-    return await asyncio.shield(task)
+    return await asyncio.shield(engine.runtime().spawn(write, awaited=True))
 
 
 def _prepare(

@@ -36,8 +36,8 @@ WriteLines = Callable[[TaskContext], Coroutine[Any, Any, None] | None]
 """Takes the attempt's unwritten lines and writes them (a coroutine on a shared store,
 done on return on a store in this process)."""
 
-Adopt = Callable[["asyncio.Task[Any]"], None]
-"""Keeps a task until it ends, and cancels it at shutdown (``Runtime.adopt``; the
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+"""Starts a task kept until it ends and cancelled at shutdown (``Runtime.spawn``; the
 flusher logs a failed write itself)."""
 
 
@@ -59,45 +59,40 @@ class LogFlusher:
         self.writing: dict[str, asyncio.Task[None]] = {}
         """The attempts whose lines are being written now, by task id."""
         self._seen: set[TaskContext] = set()
-        self._adopt: Adopt | None = None
 
-    async def run(self, adopt: Adopt) -> None:
+    async def run(self, spawn: Spawn) -> None:
         """Write the lines of long attempts every interval; runs until cancelled.
 
-        ``adopt`` keeps each write until it ends: a shutdown cancels it with the
-        runtime's other background tasks, after the running tasks ended or were
+        ``spawn`` starts each write as a task of the runtime: a shutdown cancels it with
+        the runtime's other background tasks, after the running tasks ended or were
         interrupted, so nothing writes after the shutdown.
         """
-        self._adopt = adopt
         while True:
             await asyncio.sleep(self.interval)
-            await self.flush()
+            await self.flush(spawn)
 
-    async def flush(self) -> None:
+    async def flush(self, spawn: Spawn) -> None:
         """One round: the unwritten lines of every attempt that was running at the
         previous round and still is, written concurrently (a store that groups writes
         takes them as one); returns when they are written."""
         running: set[TaskContext] = set(self._scopes.scopes.values())
         long_ones = [ctx for ctx in running & self._seen if ctx._entries]
         self._seen = running
-        writes = [writing for ctx in long_ones if (writing := self._start(ctx)) is not None]
+        writes = [w for ctx in long_ones if (w := self._start(ctx, spawn)) is not None]
         if writes:
             # a cancelled wait leaves the writes running: lines already taken from their
             # attempts are still written (each attempt's outcome waits for its own)
             await asyncio.wait(writes)
 
-    def _start(self, ctx: TaskContext) -> asyncio.Task[None] | None:
+    def _start(self, ctx: TaskContext, spawn: Spawn) -> asyncio.Task[None] | None:
         """Take ``ctx``'s unwritten lines and start writing them (None: written at once,
         or nothing to write)."""
         written = self._write(ctx)
         if written is None:
             return None
         task_id = ctx.task_id
-        writing = asyncio.get_running_loop().create_task(written)
-        self.writing[task_id] = writing
+        writing = self.writing[task_id] = spawn(written)
         writing.add_done_callback(partial(self._written, task_id))
-        if self._adopt is not None:
-            self._adopt(writing)
         return writing
 
     def _written(self, task_id: str, writing: asyncio.Task[None]) -> None:

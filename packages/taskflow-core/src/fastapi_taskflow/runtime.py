@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .protocols import TaskBackend
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["Runtime", "reraise_if_cancelled"]
 
 logger = logging.getLogger("fastapi_taskflow")
+
+T = TypeVar("T")
 
 
 def reraise_if_cancelled() -> None:
@@ -105,11 +107,12 @@ class Runtime:
         return not self.loop.is_closed() and not self.stopping
 
     def spawn(
-        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
-    ) -> asyncio.Task[Any]:
-        """Start ``coro`` as a task this runtime keeps a reference to until it ends."""
+        self, coro: Coroutine[Any, Any, T], *, name: str | None = None, awaited: bool = False
+    ) -> asyncio.Task[T]:
+        """Start ``coro`` as a task this runtime keeps a reference to until it ends
+        (``awaited``: see :meth:`adopt`)."""
         task = self.loop.create_task(coro, name=name)
-        self.adopt(task)
+        self.adopt(task, awaited=awaited)
         return task
 
     def adopt(self, task: asyncio.Task[Any], *, awaited: bool = False) -> None:
