@@ -32,6 +32,7 @@ __all__ = [
     "SQLBackendError",
     "SchemaVersionError",
     "is_retryable",
+    "sqlite_locked",
     "unavailable",
     "unknown_option",
     "wrap_error",
@@ -42,6 +43,16 @@ _MYSQL_DISCONNECTS = frozenset({1040, 1045, 1049, 1053, 2002, 2003, 2005, 2006, 
 _MYSQL_RETRYABLE = frozenset({1205, 1213})  # lock wait timeout, deadlock
 _PG_RETRYABLE = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _SQLITE_UNAVAILABLE = ("unable to open database", "database is locked", "disk i/o error")
+_SQLITE_BUSY_OR_LOCKED = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (named in sqlite3 from 3.11)
+
+
+def sqlite_locked(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` (the stdlib driver's) says the database was busy or locked by
+    another connection: worth waiting for, on a connection that waits."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in _SQLITE_BUSY_OR_LOCKED
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class SQLBackendError(TaskflowError):

@@ -40,6 +40,7 @@ from fastapi_taskflow.models import LogEntry, TaskRecord
 
 from .context import SQLContext
 from .engine import SQLiteSettings
+from .errors import sqlite_locked
 from .executor import connect, release
 from .pg_kept import KeptConnection
 from .rows import record_columns, row_to_log, row_to_record
@@ -48,8 +49,6 @@ from .schema import Tables
 __all__ = ["PostgresGet", "SQLiteReader"]
 
 Processor = Callable[[Any], Any] | None
-
-_BUSY_OR_LOCKED = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (named in sqlite3 from Python 3.11)
 
 
 def _processors(columns: list[Any], dialect: Dialect) -> list[tuple[str, Processor]]:
@@ -153,7 +152,7 @@ class SQLiteReader:
         try:
             return self._get(task_id, waits=False)
         except sqlite3.OperationalError as exc:
-            if not _locked(exc):
+            if not sqlite_locked(exc):
                 raise
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._get, task_id)
@@ -164,14 +163,6 @@ class SQLiteReader:
         for conn in self._conns:
             conn.close()
         self._conns.clear()
-
-
-def _locked(exc: sqlite3.OperationalError) -> bool:
-    """Whether ``exc`` says the database was busy or locked (worth waiting for)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in _BUSY_OR_LOCKED
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 @lru_cache(maxsize=16)

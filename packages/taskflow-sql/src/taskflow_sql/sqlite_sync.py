@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Dialect, Result
 
 from .context import SQLContext, Tx, WriteOp
 from .engine import SQLiteSettings, configure_sqlite
+from .errors import sqlite_locked
 
 __all__ = ["SQLiteBatchRunner", "SyncTxConnection", "add_counts_raw", "drive"]
 
@@ -197,7 +198,7 @@ class SQLiteBatchRunner:
             try:
                 driver.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+                if sqlite_locked(exc):
                     raise _Busy from exc
                 raise
         elif self._inline:
