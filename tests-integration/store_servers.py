@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -93,8 +94,20 @@ class RedisServer:
         )
         wait_port(self.port, 10)
 
+    def freeze(self) -> None:
+        """Stop the server's process without ending it (SIGSTOP): connections are still
+        accepted by the kernel, but no command is ever answered until :meth:`thaw`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT); no-op when it is not running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Shut it down (the AOF is flushed); no-op when it is not running."""
+        self.thaw()  # a frozen server would not take the SIGTERM
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

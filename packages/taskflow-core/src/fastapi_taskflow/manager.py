@@ -57,7 +57,9 @@ class TaskManager:
             default :data:`DEFAULT_SYNC_WORKERS` (40, as many threads as plain
             ``BackgroundTasks`` use).
         shutdown_timeout: seconds running tasks get to finish at shutdown before they
-            are INTERRUPTED.
+            are INTERRUPTED; ``shutdown()`` returns at most
+            :data:`~fastapi_taskflow.shutdown.CLEANUP_SECONDS` (5 s) after that, whatever
+            the store does.
         liveness_seconds: how long another instance's heartbeat must stay unchanged,
             while this one watches without interruption, before its tasks are adopted.
             Each instance beats every fifth of it, so a dead instance's tasks move on
@@ -524,7 +526,12 @@ class TaskManager:
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop taking work, give running tasks ``timeout`` seconds (default
-        ``shutdown_timeout``), then mark the rest INTERRUPTED and release resources."""
+        ``shutdown_timeout``), then mark the rest INTERRUPTED and release resources.
+
+        Returns within ``timeout`` + :data:`~fastapi_taskflow.shutdown.CLEANUP_SECONDS`
+        seconds even when the store does not answer: what still waits for it then is
+        cancelled, and what this instance still owns is adopted by another instance
+        after ``liveness_seconds``."""
         await shutdown(self._engine, self.shutdown_timeout if timeout is None else timeout)
 
     async def __aenter__(self) -> TaskManager:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from . import supervision
 from .models import TaskStatus
@@ -12,9 +13,14 @@ from .models import TaskStatus
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["shutdown"]
+__all__ = ["CLEANUP_SECONDS", "shutdown"]
 
 logger = logging.getLogger("fastapi_taskflow")
+
+CLEANUP_SECONDS = 5.0
+"""How long a shutdown takes at most after the running tasks' time (``timeout``): for
+the interrupted tasks' outcomes, handing the unstarted tasks back, deleting the
+heartbeat and the writes still in flight, all together."""
 
 _PAGE = 100
 """How many owned tasks ``_hand_back`` lists at first."""
@@ -22,11 +28,24 @@ _PAGE = 100
 
 async def shutdown(engine: Engine, timeout: float) -> None:
     """Stop taking work, give running tasks ``timeout`` seconds, interrupt the rest,
-    hand unstarted tasks back to the queue, and release resources."""
+    hand unstarted tasks back to the queue, and release resources.
+
+    Returns within ``timeout`` + :data:`CLEANUP_SECONDS` seconds, whatever the store
+    does: every step after the running tasks' time (their outcomes, the hand-back, the
+    heartbeat, the writes in flight) shares the cleanup time, and what is still waiting
+    for the store when it runs out is cancelled."""
     runtime = engine.current_runtime
     if runtime is None or runtime.loop is not asyncio.get_running_loop():
         engine.bridge.close()
         return
+    loop = runtime.loop
+    started_at = loop.time()
+    deadline = started_at + max(timeout, 0.0)
+    end = deadline + CLEANUP_SECONDS
+
+    def left(until: float) -> float:
+        return max(until - loop.time(), 0.0)
+
     runtime.stopping = True
     # A store that never answered since boot holds nothing of this instance's: every
     # task was refused, and there is no heartbeat to delete.
@@ -34,32 +53,45 @@ async def shutdown(engine: Engine, timeout: float) -> None:
     for worker in list(runtime.workers.values()):
         await worker.stop()
     try:
-        await asyncio.wait_for(engine.flush(), timeout=max(timeout, 1.0))
+        # the running tasks go on meanwhile: this is their time too
+        await asyncio.wait_for(engine.flush(), timeout=left(max(deadline, started_at + 1.0)))
     except Exception:
         logger.exception("could not write accepted tasks at shutdown")
     running = list(runtime.running.values())
     if running:
-        _, late = await asyncio.wait(running, timeout=timeout)
+        _, late = await asyncio.wait(running, timeout=left(deadline))
         if late:
             supervision.stop_threads(engine.cancel_scopes)
         for task in late:
             task.cancel()
         if late:
-            await asyncio.wait(late, timeout=5)
+            await asyncio.wait(late, timeout=left(end))
     if engine.durable and opened:
-        await _hand_back(engine)
+        await _within(left(end), _hand_back(engine), "handing the unstarted tasks back")
     for task in list(runtime.background):
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)
     if engine.durable and opened:
-        await _forget_me(engine)
+        await _within(left(end), _forget_me(engine), "deleting this instance's heartbeat")
     # Writes whose callers gave up (tasks cancelled above) end before the store closes.
-    await engine.drain_writes(timeout=max(timeout, 1.0))
-    await engine.hub.drain(timeout=max(timeout, 1.0))
-    await engine.hub.withdraw(timeout=max(timeout, 1.0))
+    await engine.drain_writes(timeout=left(end))
+    await engine.hub.drain(timeout=left(end))
+    await engine.hub.withdraw(timeout=left(end))
     engine.bridge.close()
     await runtime.close_backends()
     engine.stopped()
+
+
+async def _within(seconds: float, step: Coroutine[Any, Any, None], what: str) -> None:
+    """Run ``step`` for at most ``seconds``, then cancel it."""
+    try:
+        await asyncio.wait_for(step, timeout=seconds)
+    except asyncio.TimeoutError:
+        logger.warning(
+            "shutdown: gave up %s when the cleanup time ran out; other instances adopt "
+            "what this instance still owns after liveness_seconds",
+            what,
+        )
 
 
 async def _hand_back(engine: Engine) -> None:
