@@ -18,6 +18,7 @@ from durable_stores import DURABLE, isolated_url
 from store_servers import private_redis
 
 from fastapi_taskflow import TaskManager, TaskStatus, task_log
+from fastapi_taskflow.limits import LOG_MESSAGE_MAX
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +71,40 @@ async def test_a_long_attempt_s_lines_can_be_read_while_it_runs(
         done = await wait_for(finished, timeout=15)
         assert done.status is TaskStatus.SUCCESS
         assert [e.message for e in done.logs] == ["downloading", "still downloading", "done"]
+
+
+async def test_a_huge_line_is_recorded_cut_and_its_neighbours_whole(
+    any_url: str, wait_for: Wait
+) -> None:
+    """A payload logged by mistake (here 20 MB: more than a MySQL server takes in one
+    write) is recorded as its first ``LOG_MESSAGE_MAX`` characters and how many more
+    there were; the lines around it, and the outcome, are stored as ever."""
+    tm = TaskManager(any_url)
+    huge = "x" * 20_000_000
+
+    @tm.task(name="logs_a_payload")
+    async def logs_a_payload() -> str:
+        task_log("before")
+        task_log(huge, payload=True)
+        task_log("after")
+        return "ok"
+
+    async with tm:
+        task_id = tm.add_task(logs_a_payload)
+
+        async def finished() -> Any:
+            record = await tm.store.aget(task_id)
+            return record if record is not None and record.status.is_terminal else None
+
+        done = await wait_for(finished, timeout=30)
+    assert done.status is TaskStatus.SUCCESS
+    assert done.result == "ok"
+    before, cut, after = done.logs
+    assert (before.message, after.message) == ("before", "after")
+    assert cut.message == "x" * LOG_MESSAGE_MAX + (
+        f"... [{20_000_000 - LOG_MESSAGE_MAX} more characters not recorded]"
+    )
+    assert cut.extra == {"payload": True}
 
 
 async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(

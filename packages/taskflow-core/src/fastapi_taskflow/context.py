@@ -9,6 +9,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import TaskCancelledError
+from .limits import LOG_MESSAGE_MAX, cut_text
 from .models import LogEntry, LogLine, construct, log_entry, log_line
 
 __all__ = ["ENTRIES_LOCK", "LEVELS", "TaskContext", "get_task_context", "task_log"]
@@ -118,7 +119,7 @@ class TaskContext:
 
     def log(self, message: str, level: str = "info", **extra: Any) -> LogEntry:
         """Record a log line for this task; see :func:`task_log`."""
-        line = self.line(message, level, extra)
+        line = self.line(cut_text(str(message), LOG_MESSAGE_MAX), level, extra)
         entry = construct(  # every value is of its field's type already: no validation
             LogEntry,
             timestamp=line[0],
@@ -194,7 +195,9 @@ def task_log(message: str, level: str = "info", **extra: Any) -> None:
     that log can also be called directly.
 
     Args:
-        message: the text of the line.
+        message: the text of the line; its first
+            :data:`~fastapi_taskflow.limits.LOG_MESSAGE_MAX` characters (10,000) are
+            recorded, followed by how many more were cut.
         level: one of ``debug``, ``info``, ``warning``, ``error``, ``critical``.
         **extra: structured fields (JSON-encodable), e.g. ``user_id=42``.
     """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from .limits import ERROR_TEXT_MAX
+from .limits import ERROR_TEXT_MAX, cut_text
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
@@ -71,10 +71,7 @@ def exception_text(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         return "<exception str() failed>"
-    if len(text) > ERROR_TEXT_MAX:
-        cut = len(text) - ERROR_TEXT_MAX
-        return f"{text[:ERROR_TEXT_MAX]}... [{cut} more characters not recorded]"
-    return text
+    return cut_text(text, ERROR_TEXT_MAX)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -19,6 +19,7 @@ The limits (documented in ``docs/guarantees.md``):
 * a task or queue name: 1 to :data:`NAME_MAX` characters;
 * an exception's message, as a failed attempt records it: its first
   :data:`ERROR_TEXT_MAX` characters (see ``failure.exception_text``);
+* a ``task_log()`` message: its first :data:`LOG_MESSAGE_MAX` characters;
 * arguments on a durable backend: no lone surrogate in any string, key or value (they
   are stored as UTF-8 JSON; a NUL is fine there, JSON escapes it).
 """
@@ -38,6 +39,7 @@ from .models import LogEntry
 __all__ = [
     "ERROR_TEXT_MAX",
     "IDEMPOTENCY_KEY_MAX",
+    "LOG_MESSAGE_MAX",
     "NAME_MAX",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
@@ -52,6 +54,7 @@ __all__ = [
     "check_text",
     "clean_json",
     "clean_text",
+    "cut_text",
     "storable_changes",
     "storable_entries",
     "surrogate_error",
@@ -75,6 +78,21 @@ NAME_MAX = 255
 ERROR_TEXT_MAX = 10_000
 """Most characters of an exception's message a failed attempt records (in its error,
 its log line and its traceback); the rest is cut, and the cut says how much."""
+
+LOG_MESSAGE_MAX = 10_000
+"""Most characters of a ``task_log()`` message a task records (a whole payload or page
+logged by mistake); the rest is cut, and the cut says how much. One such line would
+otherwise be stored with every line of its write, and a MySQL server refuses a write
+larger than its ``max_allowed_packet``: the neighbours would be lost with it."""
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` when it has at most ``limit`` characters, else its first ``limit``
+    followed by how many more were not recorded."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters not recorded]"
+
 
 UNKNOWN_TASK_GRACE = timedelta(minutes=10)
 """How long a stored task whose function no running instance has registered waits
