@@ -565,6 +565,27 @@ def test_no_password_and_no_address_is_ever_printed_in_an_error() -> None:
     assert masked["backend"]["url"] == "redis://:***@127.0.0.1:1/0"
 
 
+def test_a_password_with_unencoded_url_characters_is_never_printed() -> None:
+    """SQLAlchemy connects with a password holding '/', '?' or '#' unencoded (a
+    generated base64 password has '/'); none of its pieces is printed, in an error or
+    where the store is named, and errors do not name the server."""
+    pieces = ("Xq7", "Zk9", "Wm3", "Rt5")
+    secret = "Xq7/Zk9?Wm3#Rt5"
+    for url, address in (
+        (f"postgresql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
+        (f"mysql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
+        (f"mysql://bob:{secret}@taskflow-db.invalid:3306/db", "taskflow-db"),
+    ):
+        for args in (("check",), ("list",), ("check", "--json"), ("show", "x", "--json")):
+            result = invoke(*args, "-b", url)
+            assert result.exit_code == ExitCode.UNAVAILABLE, (url, args, result.output)
+            shown = result.output + result.stderr
+            assert not any(piece in shown for piece in pieces), (url, args, shown)
+            assert address not in result.stderr, (url, args, result.stderr)
+        masked = as_json(invoke("check", "--json", "-b", url))
+        assert masked["backend"]["url"] == url.replace(secret, "***")
+
+
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
     no_backend = invoke("list", env={"TASKFLOW_BACKEND": ""})
     assert no_backend.exit_code == ExitCode.USAGE == 2

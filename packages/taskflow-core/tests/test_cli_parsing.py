@@ -75,6 +75,9 @@ def test_moments() -> None:
         ("sqlite:///tasks.db", "sqlite:///tasks.db"),
         ("redis://host/0?password=pw&prefix=p", "redis://host/0?password=***&prefix=p"),
         ("postgresql://u:p%40ss@db/app", "postgresql://u:***@db/app"),
+        ("postgresql://u:p/s?s#1@db/app?token=t", "postgresql://u:***@db/app?token=***"),
+        ("redis://:p/ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("mysql://root:p@ss@db/app", "mysql://root:***@db/app"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "hide_hosts_of",
     "mask_log_records",
     "mask_secrets",
+    "password_span",
 ]
 
 MASK = "***"
@@ -42,9 +43,19 @@ MASK = "***"
 HOST_MASK = "<host>"
 """What a server's address (host name or IP address) is replaced with."""
 
+# A scheme starts where no scheme character precedes it: a long run of letters is then
+# tried once, not from each of its characters (which took seconds for 40,000 of them).
+_SCHEME = r"(?<![A-Za-z0-9+.\-])(?P<scheme>(?:[A-Za-z][A-Za-z0-9+.\-]*)?://)"
+# user:password@ as SQLAlchemy reads it: the password runs to the last '@' before the
+# host, whatever it holds ('/', '?', '#' unencoded included: SQLAlchemy connects with
+# them). Bounded, so that many '://' in one long word still cost linear time.
+_USERINFO = r"(?P<user>[^/?#\s'\"@:]{0,256}):(?P<password>[^\s'\"]{0,512})@"
+_PASSWORD = re.compile(_SCHEME + _USERINFO)
 # scheme://[userinfo@]host... up to the end of the authority (the userinfo may hold '@'
 # when unencoded; the last '@' before the path ends it, as URL parsers read it).
-_AUTHORITY = re.compile(r"(?P<scheme>(?:[A-Za-z][A-Za-z0-9+.\-]*)?://)(?P<authority>[^/?#\s'\"]*)")
+_AUTHORITY = re.compile(
+    _SCHEME + r"(?P<authority>[^/?#\s'\"@:]{0,256}:[^\s'\"]{0,512}@[^/?#\s'\"@]*|[^/?#\s'\"]*)"
+)
 _SECRET_PARAMS = re.compile(
     r"(?P<name>[?&;](?:password|passwd|pwd|secret|token|api_key|apikey|access_key)=)"
     r"(?P<value>[^&#\s'\"]*)",
@@ -73,6 +84,9 @@ def hide_hosts_of(url: str) -> None:
     Called by whatever parses a backend URL (``open_backend`` and the backends' own
     parsers); a URL that cannot be parsed registers nothing.
     """
+    span = password_span(url)  # a password may hold what ends a netloc ('/', '?', '#')
+    if span is not None:
+        url = f"{url[: span[0]]}{MASK}{url[span[1] :]}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -112,6 +126,14 @@ def _host_name(host_port: str) -> str:
     if host_port.startswith("["):
         return host_port[1:].split("]", 1)[0]
     return host_port.rsplit(":", 1)[0] if host_port.count(":") == 1 else host_port
+
+
+def password_span(url: str) -> tuple[int, int] | None:
+    """Where the password of ``url`` is (start and end index), read as leniently as
+    SQLAlchemy reads it (``postgresql://app:p/ss?#1@db/app`` has the password
+    ``p/ss?#1``); None when it has none."""
+    match = _PASSWORD.match(url)
+    return match.span("password") if match else None
 
 
 def mask_secrets(text: str) -> str:

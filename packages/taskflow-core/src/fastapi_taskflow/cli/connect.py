@@ -18,13 +18,13 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from ..backends import ENV_VAR, open_backend
 from ..clock import Clock, SystemClock
 from ..errors import TaskflowError
 from ..protocols import TaskBackend
-from ..redaction import hide_hosts_of, mask_secrets
+from ..redaction import MASK, hide_hosts_of, mask_secrets, password_span
 from .errors import CLIError, ExitCode
 
 __all__ = [
@@ -76,32 +76,31 @@ def scheme_of(url: str) -> str:
 
 
 def _password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    span = password_span(url)
+    return url[span[0] : span[1]] if span is not None else None
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (if any) replaced by ***."""
+    span = password_span(url)
+    return url if span is None else f"{url[: span[0]]}{MASK}{url[span[1] :]}"
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password and secret-looking query values replaced by ***."""
+    """Return ``url`` with its password and secret-looking query values replaced by ***
+    (the password read as leniently as the drivers read it: see
+    :func:`~fastapi_taskflow.redaction.password_span`)."""
     if "://" not in url:
         return url
-    scheme, rest = url.split("://", 1)
-    location, sep, query = rest.partition("?")
-    netloc, slash, path = location.partition("/")
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
+    location, sep, query = _without_password(url).partition("?")
     if sep:
         pairs = []
         for name, value in parse_qsl(query, keep_blank_values=True):
             if any(secret in name.lower() for secret in _SECRET_PARAMS):
-                value = "***"
+                value = MASK
             pairs.append(f"{name}={value}")
         query = "&".join(pairs)
-    return f"{scheme}://{netloc}{slash}{path}{sep}{query}"
+    return f"{location}{sep}{query}"
 
 
 def _secrets(url: str) -> list[str]:
@@ -109,8 +108,9 @@ def _secrets(url: str) -> list[str]:
     password = _password(url)
     if password:
         found += [password, unquote(password)]
-    if "?" in url:
-        for name, value in parse_qsl(url.split("?", 1)[1], keep_blank_values=True):
+    _, sep, query = _without_password(url).partition("?")
+    if sep:
+        for name, value in parse_qsl(query, keep_blank_values=True):
             if value and any(secret in name.lower() for secret in _SECRET_PARAMS):
                 found.append(value)
     return sorted({s for s in found if s}, key=len, reverse=True)
