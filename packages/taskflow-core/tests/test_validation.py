@@ -40,6 +40,41 @@ def test_bad_decorator_options_fail_at_decoration(
         tm.task(**options)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        # read from an environment variable and not converted: failed the app's
+        # shutdown (TypeError), after its running tasks had been left unattended
+        ({"shutdown_timeout": "30"}, "shutdown_timeout must be a number of seconds, 0 or more"),
+        ({"shutdown_timeout": -1}, "shutdown_timeout must be a number of seconds, 0 or more"),
+        ({"shutdown_timeout": float("nan")}, "shutdown_timeout must be a number of seconds"),
+        # 0 made every idle queue worker poll the store without pause
+        ({"poll_interval": 0}, "poll_interval must be a positive number of seconds"),
+        (
+            {"poll_interval": "1"},
+            r"poll_interval must be a positive number of seconds \(default 1.0\)",
+        ),
+        ({"liveness_seconds": 0}, "liveness_seconds must be a positive number of seconds"),
+        ({"sync_workers": 0}, "sync_workers"),
+    ],
+)
+def test_bad_manager_settings_fail_at_construction(
+    options: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(InvalidTaskError, match=fragment):
+        TaskManager(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_bad_shutdown_timeout_is_refused_before_anything_stops() -> None:
+    tm = TaskManager()
+    async with tm:
+        with pytest.raises(InvalidTaskError, match="timeout must be a number of seconds"):
+            await tm.shutdown(timeout="5")  # type: ignore[arg-type]
+        assert tm.add_task(noop)  # still running: nothing was stopped
+    assert TaskManager(shutdown_timeout=0).shutdown_timeout == 0.0
+
+
 def test_decorating_a_non_callable_fails() -> None:
     tm = TaskManager()
     with pytest.raises(InvalidTaskError, match="must decorate a function"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
@@ -65,7 +66,8 @@ class TaskManager:
             Each instance beats every fifth of it, so a dead instance's tasks move on
             within about 1.5 times ``liveness_seconds`` (default 5 s: under 10 s). Raise it if
             your event loop can block for seconds (long sync code in ``async def``).
-        poll_interval: how often idle queue workers look for tasks from other instances.
+        poll_interval: how often idle queue workers look for tasks from other instances
+            (seconds, above 0).
         clock: the time source (tests inject ``ManualClock``).
         instance_id: this instance's name in heartbeats and as its tasks' owner;
             generated when None, once per process (a worker forked from the process
@@ -107,7 +109,9 @@ class TaskManager:
         self.backend: TaskBackend = backend
         self.registry = TaskRegistry()
         self.observers = ObserverChain(observers)
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = _check_seconds(
+            "shutdown_timeout", shutdown_timeout, 30.0, zero=True
+        )
         self._engine = Engine(
             backend,
             clock=clock,
@@ -115,8 +119,8 @@ class TaskManager:
             observers=self.observers,
             queues=dict(queues or {}),
             sync_workers=_check_sync_workers(sync_workers),
-            liveness_seconds=_check_liveness(liveness_seconds),
-            poll_interval=poll_interval,
+            liveness_seconds=_check_seconds("liveness_seconds", liveness_seconds, 5.0),
+            poll_interval=_check_seconds("poll_interval", poll_interval, 1.0),
             instance_id=instance_id,
             publish_events=publish_events,
             require_backend_at_startup=require_backend_at_startup,
@@ -532,7 +536,11 @@ class TaskManager:
         seconds even when the store does not answer: what still waits for it then is
         cancelled, and what this instance still owns is adopted by another instance
         after ``liveness_seconds``."""
-        await shutdown(self._engine, self.shutdown_timeout if timeout is None else timeout)
+        if timeout is None:
+            timeout = self.shutdown_timeout
+        else:
+            timeout = _check_seconds("timeout", timeout, self.shutdown_timeout, zero=True)
+        await shutdown(self._engine, timeout)
 
     async def __aenter__(self) -> TaskManager:
         await self.startup()
@@ -564,14 +572,16 @@ def _check_sync_workers(sync_workers: object) -> int:
     return sync_workers
 
 
-def _check_liveness(liveness_seconds: object) -> float:
+def _check_seconds(name: str, value: object, default: float, *, zero: bool = False) -> float:
+    # ``value`` as a float when it is a finite number of seconds above zero (or zero,
+    # when ``zero``); else an error naming the setting, at construction rather than
+    # when it is first used (a ``shutdown_timeout`` given as text failed the shutdown).
     if (
-        isinstance(liveness_seconds, bool)
-        or not isinstance(liveness_seconds, int | float)
-        or not liveness_seconds > 0
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not (value >= 0 if zero else value > 0)
     ):
-        raise InvalidTaskError(
-            f"liveness_seconds must be a positive number of seconds (default 5.0), got "
-            f"{liveness_seconds!r}"
-        )
-    return float(liveness_seconds)
+        kind = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+        raise InvalidTaskError(f"{name} must be {kind} (default {default}), got {value!r}")
+    return float(value)
