@@ -109,9 +109,8 @@ class TaskManager:
         self.backend: TaskBackend = backend
         self.registry = TaskRegistry()
         self.observers = ObserverChain(observers)
-        self.shutdown_timeout = _check_seconds(
-            "shutdown_timeout", shutdown_timeout, 30.0, zero=True
-        )
+        shutdown_timeout = _check_seconds("shutdown_timeout", shutdown_timeout, 30.0, zero=True)
+        self.shutdown_timeout = shutdown_timeout
         self._engine = Engine(
             backend,
             clock=clock,
