@@ -7,9 +7,12 @@ import pytest
 from fastapi_taskflow import (
     BackendNotFoundError,
     BackendURLError,
+    BaseObserver,
     EagerDispatchError,
     InvalidTaskError,
+    LogEvent,
     ManagedBackgroundTasks,
+    QueueConfig,
     TaskflowError,
     TaskManager,
 )
@@ -17,6 +20,11 @@ from fastapi_taskflow import (
 
 def noop() -> None:
     pass
+
+
+class SyncObserver(BaseObserver):
+    def on_log(self, event: LogEvent) -> None:  # type: ignore[override]
+        pass
 
 
 @pytest.mark.parametrize(
@@ -56,6 +64,19 @@ def test_bad_decorator_options_fail_at_decoration(
         ),
         ({"liveness_seconds": 0}, "liveness_seconds must be a positive number of seconds"),
         ({"sync_workers": 0}, "sync_workers"),
+        # failed at the first add_task() to that queue with an AttributeError
+        ({"queues": {"emails": 2}}, r"queues\['emails'\] must be a QueueConfig"),
+        ({"queues": [("emails", QueueConfig())]}, "queues must map queue names to QueueConfig"),
+        ({"queues": {"": QueueConfig()}}, "a queue name must be a non-empty string"),
+        ({"queues": {"q" * 300: QueueConfig()}}, "is 300 characters; the limit is 255"),
+        # failed on every event, logged only
+        ({"observers": [BaseObserver]}, r"pass BaseObserver\(\), not the class"),
+        ({"observers": [object()]}, r"object is not an observer: it has no on_lifecycle\(\)"),
+        ({"observers": [SyncObserver()]}, "SyncObserver.on_log must be 'async def'"),
+        # written as the owner of every task and the heartbeat's key
+        ({"instance_id": 7}, "instance_id must be a string"),
+        ({"instance_id": "w" * 256}, "instance_id is 256 characters; the limit is 255"),
+        ({"instance_id": "web\x001"}, "instance_id contains a NUL character"),
     ],
 )
 def test_bad_manager_settings_fail_at_construction(
@@ -73,6 +94,13 @@ async def test_a_bad_shutdown_timeout_is_refused_before_anything_stops() -> None
             await tm.shutdown(timeout="5")  # type: ignore[arg-type]
         assert tm.add_task(noop)  # still running: nothing was stopped
     assert TaskManager(shutdown_timeout=0).shutdown_timeout == 0.0
+
+
+def test_an_observer_added_later_is_checked_too() -> None:
+    tm = TaskManager()
+    with pytest.raises(InvalidTaskError, match="pass BaseObserver"):
+        tm.observers.add(BaseObserver)  # type: ignore[arg-type]
+    assert tm.observers.observers == []
 
 
 def test_decorating_a_non_callable_fails() -> None:

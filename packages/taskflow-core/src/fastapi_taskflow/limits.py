@@ -169,9 +169,10 @@ def check_idempotency_key(key: str) -> None:
 def check_name(field: str, name: str) -> None:
     """Raise ``InvalidTaskError`` unless a task or queue name fits every store."""
     if len(name) > NAME_MAX:
+        how = " (@task_manager.task(name=...))" if field == "task name" else ""
         raise InvalidTaskError(
             f"{field} {_short(name)} is {len(name)} characters; the limit is {NAME_MAX}. "
-            "Give it a shorter name (@task_manager.task(name=...))."
+            f"Give it a shorter name{how}."
         )
     check_text(f"{field} {_short(name)}", name)
 

@@ -21,6 +21,7 @@ from .engine import Engine
 from .errors import InvalidOperationError, InvalidTaskError
 from .events import LifecycleEvent, LogEvent
 from .fanout import STREAM_BACKLOG
+from .limits import NAME_MAX, check_name, check_text
 from .models import TaskRecord
 from .observers import ObserverChain
 from .one_off import ScheduledTask
@@ -116,11 +117,11 @@ class TaskManager:
             clock=clock,
             registry=self.registry,
             observers=self.observers,
-            queues=dict(queues or {}),
+            queues=_check_queues(queues),
             sync_workers=_check_sync_workers(sync_workers),
             liveness_seconds=_check_seconds("liveness_seconds", liveness_seconds, 5.0),
             poll_interval=_check_seconds("poll_interval", poll_interval, 1.0),
-            instance_id=instance_id,
+            instance_id=_check_instance_id(instance_id),
             publish_events=publish_events,
             require_backend_at_startup=require_backend_at_startup,
             retention=retention,
@@ -569,6 +570,44 @@ def _check_sync_workers(sync_workers: object) -> int:
             f"{DEFAULT_SYNC_WORKERS}), got {sync_workers!r}"
         )
     return sync_workers
+
+
+def _check_queues(queues: object) -> dict[str, QueueConfig]:
+    if queues is None:
+        return {}
+    if not isinstance(queues, Mapping):
+        raise InvalidTaskError(
+            f"queues must map queue names to QueueConfig, e.g. "
+            f"queues={{'emails': QueueConfig(concurrency=2)}}, got {type(queues).__name__}"
+        )
+    checked: dict[str, QueueConfig] = {}
+    for name, config in queues.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidTaskError(f"a queue name must be a non-empty string, got {name!r}")
+        check_name("queue name", name)
+        if not isinstance(config, QueueConfig):
+            raise InvalidTaskError(
+                f"queues[{name!r}] must be a QueueConfig, e.g. QueueConfig(concurrency=2), "
+                f"got {type(config).__name__}"
+            )
+        checked[name] = config
+    return checked
+
+
+def _check_instance_id(instance_id: object) -> str | None:
+    if instance_id is None or instance_id == "":
+        return None  # one is generated per process
+    if not isinstance(instance_id, str):
+        raise InvalidTaskError(
+            f"instance_id must be a string (or None to generate one), got "
+            f"{type(instance_id).__name__}"
+        )
+    if len(instance_id) > NAME_MAX:
+        raise InvalidTaskError(
+            f"instance_id is {len(instance_id)} characters; the limit is {NAME_MAX}"
+        )
+    check_text("instance_id", instance_id)
+    return instance_id
 
 
 def _check_seconds(name: str, value: object, default: float, *, zero: bool = False) -> float:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 
+from ..errors import InvalidTaskError
 from ..events import LifecycleEvent, LogEvent
 from ..protocols import Observer
 
-__all__ = ["BaseObserver", "ObserverChain"]
+__all__ = ["BaseObserver", "ObserverChain", "check_observer"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -30,6 +32,34 @@ class BaseObserver:
         """Called when a task writes a log line."""
 
 
+def check_observer(observer: object) -> None:
+    """Raise ``InvalidTaskError`` unless ``observer`` is an observer: an instance with
+    ``async def on_lifecycle`` and ``async def on_log`` (see :class:`BaseObserver`).
+
+    Checked when it is given, not at the first event: a class passed for an instance,
+    or a plain ``def`` method, would otherwise fail on every event, after the method
+    had run (a ``def`` one), with only a logged error to say so.
+    """
+    if isinstance(observer, type):
+        name = observer.__name__
+        raise InvalidTaskError(
+            f"observers take instances: pass {name}(), not the class {name} itself"
+        )
+    for method in ("on_lifecycle", "on_log"):
+        found = getattr(observer, method, None)
+        if not callable(found):
+            raise InvalidTaskError(
+                f"{type(observer).__name__} is not an observer: it has no {method}() "
+                "method. Subclass fastapi_taskflow.BaseObserver and override the methods "
+                "you need."
+            )
+        if not inspect.iscoroutinefunction(found):
+            raise InvalidTaskError(
+                f"{type(observer).__name__}.{method} must be 'async def' (it is awaited "
+                "for every event); do blocking work in a thread from there"
+            )
+
+
 class ObserverChain:
     """Calls each observer in order; an observer that raises is logged and skipped.
 
@@ -43,14 +73,19 @@ class ObserverChain:
     """
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        """Raises ``InvalidTaskError`` for anything that is not an observer (see
+        :func:`check_observer`)."""
         self.observers: list[Observer] = list(observers)
+        for observer in self.observers:
+            check_observer(observer)
         self.failures: dict[int, int] = {}
         self._reported: set[tuple[int, type[BaseException]]] = set()
         self.on_change: Callable[[], None] | None = None
         """Called after :meth:`add` (the event hub keeps its ``listening`` current)."""
 
     def add(self, observer: Observer) -> None:
-        """Append an observer to the chain."""
+        """Append an observer to the chain (checked as :func:`check_observer` does)."""
+        check_observer(observer)
         self.observers.append(observer)
         if self.on_change is not None:
             self.on_change()
