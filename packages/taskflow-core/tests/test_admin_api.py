@@ -281,3 +281,12 @@ async def test_router_usable_alone_and_bad_path(caplog: pytest.LogCaptureFixture
             TaskAdmin(None, tm, path=bad)
     with pytest.raises(AdminConfigError, match="dependency"):
         TaskAdmin(None, tm, auth="secret")  # type: ignore[arg-type]
+    # "false" from an environment variable is truthy: it would show every argument
+    with pytest.raises(AdminConfigError, match="display_args must be True or False"):
+        TaskAdmin(None, tm, display_args="false")  # type: ignore[arg-type]
+    with pytest.raises(AdminConfigError, match="needs the app's TaskManager"):
+        TaskAdmin(None, "tm")  # type: ignore[arg-type]
+    with pytest.raises(AdminConfigError, match="title must be a string"):
+        TaskAdmin(None, tm, title=None)  # type: ignore[arg-type]
+    with pytest.raises(AdminConfigError, match="path must be a string"):
+        TaskAdmin(None, tm, path=None)  # type: ignore[arg-type]

@@ -234,4 +234,12 @@ def test_basic_login_validates_its_settings() -> None:
         BasicLogin(username="a", password="x", secret="")
     with pytest.raises(AdminAuthError, match="max_age"):
         BasicLogin(username="a", password="x", max_age=0)
+    # read from the environment and not converted: a TypeError, or a login that could
+    # never succeed (an int compared with the text a browser sends)
+    with pytest.raises(AdminAuthError, match="max_age must be a whole number of seconds"):
+        BasicLogin(username="a", password="x", max_age="3600")  # type: ignore[arg-type]
+    with pytest.raises(AdminAuthError, match="username and password"):
+        BasicLogin(username="a", password=1234)  # type: ignore[arg-type]
+    with pytest.raises(AdminAuthError, match="secret must be a non-empty string"):
+        BasicLogin(username="a", password="x", secret=42)  # type: ignore[arg-type]
     assert "pw-9f2" not in repr(BasicLogin(username="a", password="pw-9f2"))

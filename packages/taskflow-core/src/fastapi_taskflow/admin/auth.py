@@ -60,7 +60,8 @@ class BasicLogin:
         clock: the time source for issuing and expiring sessions (tests inject one).
 
     Raises:
-        AdminAuthError: an empty username, password or secret, or ``max_age`` below 1.
+        AdminAuthError: an empty username, password or secret (or one that is not
+            text), or ``max_age`` not a whole number of seconds of at least 1.
     """
 
     def __init__(
@@ -72,18 +73,26 @@ class BasicLogin:
         max_age: int = 12 * 3600,
         clock: Clock | None = None,
     ) -> None:
-        if not username or not password:
+        if (
+            not isinstance(username, str)
+            or not isinstance(password, str)
+            or not username
+            or not password
+        ):
             raise AdminAuthError(
-                "BasicLogin needs a non-empty username and password, for example "
+                "BasicLogin needs a non-empty username and password (strings), for example "
                 "BasicLogin(username='admin', password=os.environ['TASKFLOW_ADMIN_PASSWORD'])"
             )
-        if secret is not None and not secret:
+        if secret is not None and (not isinstance(secret, str | bytes) or not secret):
             raise AdminAuthError(
-                "BasicLogin secret must not be empty: pass a long random string shared by "
-                "every instance (e.g. secrets.token_urlsafe(32)), or None for a random one"
+                "BasicLogin secret must be a non-empty string (or bytes): pass a long random "
+                "one shared by every instance (e.g. secrets.token_urlsafe(32)), or None for "
+                "a random one"
             )
-        if max_age < 1:
-            raise AdminAuthError(f"BasicLogin max_age must be at least 1 second, got {max_age}")
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1:
+            raise AdminAuthError(
+                f"BasicLogin max_age must be a whole number of seconds, at least 1, got {max_age!r}"
+            )
         self.username = username
         self._password = password
         self.max_age = max_age

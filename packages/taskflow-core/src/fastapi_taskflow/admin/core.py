@@ -26,12 +26,29 @@ class AdminConfigError(TaskflowError, ValueError):
 
 
 def _check_path(path: str) -> str:
+    if not isinstance(path, str):
+        raise AdminConfigError(f"TaskAdmin path must be a string such as '/tasks', got {path!r}")
     if not path.startswith("/") or path.endswith("/") or "//" in path or len(path) < 2:
         raise AdminConfigError(
             f"TaskAdmin path {path!r} must start with '/' and not end with one, for "
             "example '/tasks' or '/admin/tasks'"
         )
     return path
+
+
+def _check_options(task_manager: object, title: object, display_args: object) -> None:
+    if not isinstance(task_manager, TaskManager):
+        raise AdminConfigError(
+            f"TaskAdmin needs the app's TaskManager as its second argument "
+            f"(TaskAdmin(app, task_manager)), got {type(task_manager).__name__}"
+        )
+    if not isinstance(title, str):
+        raise AdminConfigError(f"TaskAdmin title must be a string, got {title!r}")
+    if not isinstance(display_args, bool):
+        # "false" read from an environment variable is true: it would show arguments
+        raise AdminConfigError(
+            f"TaskAdmin display_args must be True or False, got {display_args!r}"
+        )
 
 
 class TaskAdmin:
@@ -72,6 +89,7 @@ class TaskAdmin:
         # Plain names on the right: the API reference shows these values, and must not
         # show private names.
         path = _check_path(path)
+        _check_options(task_manager, title, display_args)
         self.path = path
         self.task_manager = task_manager
         self.title = title
