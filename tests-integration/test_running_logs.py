@@ -85,7 +85,7 @@ async def test_a_huge_line_is_recorded_cut_and_its_neighbours_whole(
     @tm.task(name="logs_a_payload")
     async def logs_a_payload() -> str:
         task_log("before")
-        task_log(huge, payload=True)
+        task_log(huge, payload=True, body=huge)
         task_log("after")
         return "ok"
 
@@ -104,7 +104,7 @@ async def test_a_huge_line_is_recorded_cut_and_its_neighbours_whole(
     assert cut.message == "x" * LOG_MESSAGE_MAX + (
         f"... [{20_000_000 - LOG_MESSAGE_MAX} more characters not recorded]"
     )
-    assert cut.extra == {"payload": True}
+    assert cut.extra == {"payload": True, "body": cut.message}
 
 
 async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(

@@ -119,6 +119,9 @@ class TaskContext:
 
     def log(self, message: str, level: str = "info", **extra: Any) -> LogEntry:
         """Record a log line for this task; see :func:`task_log`."""
+        for name, value in extra.items():  # ``extra`` is this call's own dict
+            if type(value) is str and len(value) > LOG_MESSAGE_MAX:
+                extra[name] = cut_text(value, LOG_MESSAGE_MAX)
         line = self.line(cut_text(str(message), LOG_MESSAGE_MAX), level, extra)
         entry = construct(  # every value is of its field's type already: no validation
             LogEntry,
@@ -197,7 +200,8 @@ def task_log(message: str, level: str = "info", **extra: Any) -> None:
     Args:
         message: the text of the line; its first
             :data:`~fastapi_taskflow.limits.LOG_MESSAGE_MAX` characters (10,000) are
-            recorded, followed by how many more were cut.
+            recorded, followed by how many more were cut (so are those of a text
+            value of ``extra``).
         level: one of ``debug``, ``info``, ``warning``, ``error``, ``critical``.
         **extra: structured fields (JSON-encodable), e.g. ``user_id=42``.
     """
