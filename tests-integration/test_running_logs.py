@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,18 @@ import pytest
 from durable_stores import DURABLE, isolated_url
 from store_servers import private_redis
 
-from fastapi_taskflow import TaskManager, TaskStatus, task_log
+from fastapi_taskflow import TaskManager, TaskRecord, TaskStatus, task_log
 from fastapi_taskflow.limits import LOG_MESSAGE_MAX
 
 pytestmark = pytest.mark.anyio
 
 Wait = Callable[..., Awaitable[Any]]
+
+
+async def _finished(tm: TaskManager, task_id: str) -> TaskRecord | None:
+    """The task's record once it has ended, else None."""
+    record = await tm.store.aget(task_id)
+    return record if record is not None and record.status.is_terminal else None
 
 
 @pytest.fixture(params=["memory", *DURABLE])
@@ -64,11 +71,7 @@ async def test_a_long_attempt_s_lines_can_be_read_while_it_runs(
 
         release.set()
 
-        async def finished() -> Any:
-            record = await tm.store.aget(task_id)
-            return record if record is not None and record.status.is_terminal else None
-
-        done = await wait_for(finished, timeout=15)
+        done = await wait_for(partial(_finished, tm, task_id), timeout=15)
         assert done.status is TaskStatus.SUCCESS
         assert [e.message for e in done.logs] == ["downloading", "still downloading", "done"]
 
@@ -92,11 +95,7 @@ async def test_a_huge_line_is_recorded_cut_and_its_neighbours_whole(
     async with tm:
         task_id = tm.add_task(logs_a_payload)
 
-        async def finished() -> Any:
-            record = await tm.store.aget(task_id)
-            return record if record is not None and record.status.is_terminal else None
-
-        done = await wait_for(finished, timeout=30)
+        done = await wait_for(partial(_finished, tm, task_id), timeout=30)
     assert done.status is TaskStatus.SUCCESS
     assert done.result == "ok"
     before, cut, after = done.logs
@@ -128,11 +127,7 @@ async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(
     async with tm:
         task_id = tm.add_task(chatty_job)
 
-        async def finished() -> Any:
-            record = await tm.store.aget(task_id)
-            return record if record is not None and record.status.is_terminal else None
-
-        done = await wait_for(finished, timeout=60)
+        done = await wait_for(partial(_finished, tm, task_id), timeout=60)
     assert done.status is TaskStatus.SUCCESS
     own = [e.message for e in done.logs if " line " in e.message]
     expected = [f"attempt {a} line {n}" for a in (1, 2) for n in range(120)]
