@@ -18,8 +18,15 @@ import pytest
 from durable_stores import DURABLE, isolated_url
 from store_servers import private_redis
 
-from fastapi_taskflow import TaskManager, TaskRecord, TaskStatus, task_log
-from fastapi_taskflow.limits import LOG_MESSAGE_MAX
+from fastapi_taskflow import (
+    BaseObserver,
+    LogEvent,
+    TaskManager,
+    TaskRecord,
+    TaskStatus,
+    task_log,
+)
+from fastapi_taskflow.limits import LOG_LINES_MAX, LOG_MESSAGE_MAX
 
 pytestmark = pytest.mark.anyio
 
@@ -104,6 +111,41 @@ async def test_a_huge_line_is_recorded_cut_and_its_neighbours_whole(
         f"... [{20_000_000 - LOG_MESSAGE_MAX} more characters not recorded]"
     )
     assert cut.extra == {"payload": True, "body": cut.message}
+
+
+async def test_an_attempt_stores_its_first_lines_and_says_when_it_stopped(
+    any_url: str, wait_for: Wait
+) -> None:
+    """A task logging a line per row of a large job: its attempt stores the first
+    ``LOG_LINES_MAX`` lines and a warning saying the later ones are not stored (the
+    store does not grow by a row a line for ever, and reading the task stays cheap);
+    observers receive every line."""
+    heard: list[str] = []
+
+    class Listener(BaseObserver):
+        async def on_log(self, event: LogEvent) -> None:
+            heard.append(event.message)
+
+    tm = TaskManager(any_url, observers=[Listener()])
+    rows = LOG_LINES_MAX + 50
+
+    @tm.task(name="logs_every_row")
+    async def logs_every_row() -> str:
+        for n in range(rows):
+            task_log(f"row {n}")
+        return "ok"
+
+    async with tm:
+        task_id = tm.add_task(logs_every_row)
+        done = await wait_for(partial(_finished, tm, task_id), timeout=60)
+        await wait_for(lambda: len(heard) == rows, timeout=30)
+    assert done.status is TaskStatus.SUCCESS
+    messages = [e.message for e in done.logs]
+    assert messages[:LOG_LINES_MAX] == [f"row {n}" for n in range(LOG_LINES_MAX)]
+    assert len(messages) == LOG_LINES_MAX + 1
+    assert done.logs[-1].level == "warning"
+    assert messages[-1].startswith("this attempt logged more than 10,000 lines")
+    assert heard == [f"row {n}" for n in range(rows)]
 
 
 async def test_a_chatty_long_attempt_s_lines_are_stored_once_each_in_order(

@@ -9,7 +9,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import TaskCancelledError
-from .limits import LOG_MESSAGE_MAX, cut_text
+from .limits import LOG_LINES_MAX, LOG_MESSAGE_MAX, cut_text
 from .models import LogEntry, LogLine, construct, log_entry, log_line
 
 __all__ = ["ENTRIES_LOCK", "LEVELS", "TaskContext", "get_task_context", "task_log"]
@@ -42,6 +42,7 @@ class TaskContext:
     __slots__ = (
         "_clock",
         "_entries",
+        "_logged",
         "_loop",
         "_on_log",
         "_own_tags",
@@ -77,6 +78,9 @@ class TaskContext:
         self._clock = _clock
         self._on_log = _on_log
         self._entries: list[LogLine] | None = None
+        self._logged = 0
+        """How many lines this attempt logged through :meth:`log` (the first
+        :data:`~fastapi_taskflow.limits.LOG_LINES_MAX` are stored)."""
         self._wiring = _wiring
         """Where progress reports go (a ``progress.ProgressWiring``), None: nowhere."""
         self._loop = _loop
@@ -122,7 +126,16 @@ class TaskContext:
         for name, value in extra.items():  # ``extra`` is this call's own dict
             if type(value) is str and len(value) > LOG_MESSAGE_MAX:
                 extra[name] = cut_text(value, LOG_MESSAGE_MAX)
-        line = self.line(cut_text(str(message), LOG_MESSAGE_MAX), level, extra)
+        self._logged += 1
+        keep = self._logged <= LOG_LINES_MAX
+        if not keep and self._logged == LOG_LINES_MAX + 1:
+            self.line(
+                f"this attempt logged more than {LOG_LINES_MAX:,} lines: the later ones "
+                "are not stored (observers still receive them)",
+                "warning",
+                {},
+            )
+        line = self.line(cut_text(str(message), LOG_MESSAGE_MAX), level, extra, keep=keep)
         entry = construct(  # every value is of its field's type already: no validation
             LogEntry,
             timestamp=line[0],
@@ -135,14 +148,18 @@ class TaskContext:
             self._on_log(self, entry)
         return entry
 
-    def line(self, message: str, level: str, extra: dict[str, Any]) -> LogLine:
-        """Record a log line without announcing it; return it (engine use: the
-        engine's own lines, and what :meth:`log` builds on)."""
+    def line(
+        self, message: str, level: str, extra: dict[str, Any], *, keep: bool = True
+    ) -> LogLine:
+        """Record a log line without announcing it (only make it, when not ``keep``);
+        return it (engine use: the engine's own lines, and what :meth:`log` builds
+        on)."""
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
         assert self._clock is not None
         line = log_line(self._clock.now(), level, str(message), self.attempt, extra)
-        self.add_line(line)
+        if keep:
+            self.add_line(line)
         return line
 
     def add_line(self, line: LogLine) -> None:
@@ -201,7 +218,9 @@ def task_log(message: str, level: str = "info", **extra: Any) -> None:
         message: the text of the line; its first
             :data:`~fastapi_taskflow.limits.LOG_MESSAGE_MAX` characters (10,000) are
             recorded, followed by how many more were cut (so are those of a text
-            value of ``extra``).
+            value of ``extra``). An attempt stores its first
+            :data:`~fastapi_taskflow.limits.LOG_LINES_MAX` lines (10,000) and a warning
+            line saying the later ones are not stored; observers receive every line.
         level: one of ``debug``, ``info``, ``warning``, ``error``, ``critical``.
         **extra: structured fields (JSON-encodable), e.g. ``user_id=42``.
     """

@@ -19,7 +19,8 @@ The limits (documented in ``docs/guarantees.md``):
 * a task or queue name: 1 to :data:`NAME_MAX` characters;
 * an exception's message, as a failed attempt records it: its first
   :data:`ERROR_TEXT_MAX` characters (see ``failure.exception_text``);
-* a ``task_log()`` message: its first :data:`LOG_MESSAGE_MAX` characters;
+* a ``task_log()`` message: its first :data:`LOG_MESSAGE_MAX` characters; an
+  attempt's ``task_log()`` lines: its first :data:`LOG_LINES_MAX`;
 * arguments on a durable backend: no lone surrogate in any string, key or value (they
   are stored as UTF-8 JSON; a NUL is fine there, JSON escapes it).
 """
@@ -39,6 +40,7 @@ from .models import LogEntry
 __all__ = [
     "ERROR_TEXT_MAX",
     "IDEMPOTENCY_KEY_MAX",
+    "LOG_LINES_MAX",
     "LOG_MESSAGE_MAX",
     "NAME_MAX",
     "PRIORITY_MAX",
@@ -84,6 +86,13 @@ LOG_MESSAGE_MAX = 10_000
 logged by mistake); the rest is cut, and the cut says how much. One such line would
 otherwise be stored with every line of its write, and a MySQL server refuses a write
 larger than its ``max_allowed_packet``: the neighbours would be lost with it."""
+
+
+LOG_LINES_MAX = 10_000
+"""Most ``task_log()`` lines an attempt stores; a warning line says when later ones
+were not stored. A task that logs in a tight loop would otherwise write every line
+(the store grows by a row a line, and reading the task returns them all); observers
+still receive every line."""
 
 
 def cut_text(text: str, limit: int) -> str:
