@@ -303,6 +303,22 @@ def test_bad_schedule_settings_fail_at_decoration(kwargs: dict[str, Any], fragme
         tm.schedule(**kwargs)
 
 
+def test_a_scheduled_function_that_needs_arguments_is_refused_at_decoration() -> None:
+    """A firing calls the function with none: it failed at every tick (TypeError)."""
+    tm = TaskManager()
+
+    async def report(day: str, *, to: str, cc: str = "") -> None: ...
+
+    with pytest.raises(ScheduleError, match="with no arguments, but it needs day, to"):
+        tm.schedule(every=60)(report)
+    assert tm.registry.names() == []  # nothing was registered
+
+    @tm.schedule(every=60)
+    async def daily(day: str = "today", *more: str, **options: str) -> None: ...
+
+    assert tm.registry.names() == [f"{__name__}.{daily.__qualname__}"]
+
+
 def test_two_schedules_with_one_name_are_refused() -> None:
     tm = TaskManager()
 

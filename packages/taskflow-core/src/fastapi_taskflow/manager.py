@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,7 +19,7 @@ from .background import ManagedBackgroundTasks
 from .clock import Clock, SystemClock
 from .config import QueueConfig, TaskConfig
 from .engine import Engine
-from .errors import InvalidOperationError, InvalidTaskError
+from .errors import InvalidOperationError, InvalidTaskError, ScheduleError
 from .events import LifecycleEvent, LogEvent
 from .fanout import STREAM_BACKLOG
 from .limits import NAME_MAX, check_name, check_text
@@ -328,6 +329,7 @@ class TaskManager:
         )
 
         def register(target: F) -> F:
+            _check_takes_no_arguments(target)
             register_task(target)
             entry = self.registry.resolve(target)
             plan = Schedule.build(
@@ -570,6 +572,30 @@ def _check_sync_workers(sync_workers: object) -> int:
             f"{DEFAULT_SYNC_WORKERS}), got {sync_workers!r}"
         )
     return sync_workers
+
+
+def _check_takes_no_arguments(target: Callable[..., Any]) -> None:
+    # A firing calls the function with no arguments: one that needs some would fail
+    # at every tick instead of at import time.
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin): the firing will tell
+    try:
+        signature.bind()
+    except TypeError:
+        needed = [
+            name
+            for name, parameter in signature.parameters.items()
+            if parameter.default is parameter.empty
+            and parameter.kind
+            in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        ]
+        raise ScheduleError(
+            f"a schedule calls {getattr(target, '__qualname__', target)!r} with no "
+            f"arguments, but it needs {', '.join(needed)}: give them defaults, or schedule "
+            "a function that takes none and calls it"
+        ) from None
 
 
 def _check_queues(queues: object) -> dict[str, QueueConfig]:
