@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -209,14 +210,74 @@ def install_from_repo(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy --strict on every package's src/."""
-    _install_packages(session, "ruff>=0.17,<0.18", "mypy>=1.10", "pytest>=8")
+    """ruff (lint + format check) and mypy --strict on every package's src/, for the
+    newest Python and for the oldest the packages declare (an API only a newer Python
+    has fails here, not on a user's machine)."""
+    _install_packages(
+        session,
+        "ruff>=0.17,<0.18",
+        "mypy>=1.10",
+        "pytest>=8",
+        # what the code imports on the oldest Python only (backports)
+        "exceptiongroup>=1.2",
+        "async-timeout>=4",
+    )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     for name in PACKAGES:
         src = ROOT / "packages" / name / "src"
         if src.exists():
             session.run("mypy", "--strict", str(src.relative_to(ROOT)))
+            session.run(
+                "mypy", "--strict", "--python-version", OLDEST_PYTHON, str(src.relative_to(ROOT))
+            )
+
+
+OLDEST_PYTHON = "3.10"
+"""The oldest Python the packages declare (``requires-python``)."""
+
+
+def _interpreter(version: str) -> str | None:
+    """A working Python ``version`` on this machine: on PATH, or installed by pyenv."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(
+        str(path) for path in Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")
+    )
+    for candidate in candidates:
+        if (
+            candidate
+            and subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0
+        ):
+            return candidate
+    return None
+
+
+@nox.session
+def oldest_python(session: nox.Session) -> None:
+    """Every package's own tests on the oldest Python the packages declare (3.10), with
+    the newest dependencies that Python gets (some, such as cronsim, stop earlier there).
+
+    Skipped, saying so, when no such interpreter is on this machine; CI's has one."""
+    python = _interpreter(OLDEST_PYTHON)
+    if python is None:
+        session.skip(f"no Python {OLDEST_PYTHON} on this machine (PATH or ~/.pyenv)")
+    venv = Path(session.create_tmp()) / f"venv-{OLDEST_PYTHON}"
+    uv = shutil.which("uv")
+    if uv:
+        session.run(uv, "venv", "--quiet", "--clear", "--python", python, str(venv), external=True)
+        install = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")]
+    else:
+        session.run(python, "-m", "venv", "--clear", str(venv), external=True)
+        install = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    packages: list[str] = []
+    for name in PACKAGES:
+        packages += ["-e", f"packages/{name}{EXTRAS.get(name, '')}"]
+    # httpx2 (Starlette's TestClient transport) needs Python 3.11: the TestClient runs on
+    # httpx there, as it does for a user of that Python.
+    deps = [dep for dep in TEST_DEPS if not dep.startswith(("httpx2", "playwright"))]
+    session.run(*install, *packages, *deps, external=True)
+    args = session.posargs or ["packages", "-q", "-n", TEST_WORKERS, "--dist", "loadgroup"]
+    session.run(str(venv / "bin" / "python"), "-m", "pytest", *args, external=True)
 
 
 @nox.session

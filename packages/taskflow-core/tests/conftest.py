@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +25,15 @@ def eventually() -> Callable[..., object]:
 
 
 async def poll_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
+    """Poll ``predicate`` (a plain or an async function) until it is truthy; fail after
+    ``timeout`` seconds. (An async one was taken as true at once: its coroutine.)"""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await anyio.sleep(0.005)

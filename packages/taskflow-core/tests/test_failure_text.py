@@ -55,6 +55,7 @@ async def test_a_failed_attempt_logs_every_frame_and_the_cause(eventually: Any) 
     assert effect.rstrip().endswith(f"{__name__}.LookupFailed: no row for u1")
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11's")
 def test_same_text_as_the_standard_library_where_no_source_is_shown() -> None:
     """Code without a source file: the standard library prints no source lines either,
     so the two must agree exactly (chaining, context, notes included)."""

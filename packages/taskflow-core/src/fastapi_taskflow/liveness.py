@@ -56,9 +56,10 @@ async def beat_forever(
     patience = max(liveness_seconds / 2, interval)
     while True:
         reraise_if_cancelled()
-        try:
-            async with asyncio.timeout(patience):
-                await availability.call(lambda: backend.beat(instance_id))
+        try:  # wait_for, not asyncio.timeout: that is Python 3.11's
+            await asyncio.wait_for(
+                availability.call(lambda: backend.beat(instance_id)), timeout=patience
+            )
         except Exception:
             reraise_if_cancelled()
             logger.debug("heartbeat failed; will retry", exc_info=True)

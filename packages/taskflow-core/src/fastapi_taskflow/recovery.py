@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import BackendUnavailableError
@@ -87,10 +88,15 @@ class Recovery:
         tasks changed hands."""
         engine = self.engine
         control = engine.control_backend
-        try:
-            async with asyncio.timeout(max(engine.liveness_seconds / 2, 0.1)):
-                heartbeats = await engine.availability.call(control.heartbeats)
-                owners = await engine.availability.call(control.owners)
+
+        async def read() -> tuple[dict[str, datetime], set[str]]:
+            heartbeats = await engine.availability.call(control.heartbeats)
+            return heartbeats, await engine.availability.call(control.owners)
+
+        try:  # wait_for, not asyncio.timeout: that is Python 3.11's
+            heartbeats, owners = await asyncio.wait_for(
+                read(), timeout=max(engine.liveness_seconds / 2, 0.1)
+            )
         except Exception:
             self.watch.lost_contact()  # nothing seen: the evidence starts again
             raise

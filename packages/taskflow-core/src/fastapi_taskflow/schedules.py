@@ -125,7 +125,12 @@ class Schedule:
         if self.every is not None:
             n = (moment - EPOCH) // self.every
             return EPOCH + n * self.every
-        return _cron_step(self, moment + timedelta(microseconds=1), reverse=True)
+        latest = _cron_step(self, moment + timedelta(microseconds=1), reverse=True)
+        # Checked forwards: cronsim before 2.8 (the last for Python 3.10) steps back
+        # over a tick that a daylight-saving jump moved (02:00 fired at 03:00).
+        while (later := self.next_after(latest)) <= moment:
+            latest = later
+        return latest
 
 
 def _zone(value: str | ZoneInfo | None) -> ZoneInfo:
