@@ -261,7 +261,9 @@ def oldest_python(session: nox.Session) -> None:
     python = _interpreter(OLDEST_PYTHON)
     if python is None:
         session.skip(f"no Python {OLDEST_PYTHON} on this machine (PATH or ~/.pyenv)")
-    venv = Path(session.create_tmp()) / f"venv-{OLDEST_PYTHON}"
+    # Not under session.create_tmp(): that sets TMPDIR for the tests too, and a unix
+    # socket's path under it grows past the 107 characters a socket path may have.
+    venv = Path(session.virtualenv.location) / f"venv-{OLDEST_PYTHON}"
     uv = shutil.which("uv")
     if uv:
         session.run(uv, "venv", "--quiet", "--clear", "--python", python, str(venv), external=True)

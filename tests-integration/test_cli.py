@@ -544,46 +544,31 @@ def test_a_postgres_schema_without_tables_is_refused_and_left_alone() -> None:
 
 def test_no_password_and_no_address_is_ever_printed_in_an_error() -> None:
     secret = "s3cr3t-Pa55"
+    # SQLAlchemy connects with '/', '?' or '#' unencoded in a password (a generated
+    # base64 password has '/'): none of its pieces is printed either
+    odd = "Xq7/Zk9?Wm3#Rt5"
     for url, address in (
         (f"redis://:{secret}@127.0.0.1:1/0", "127.0.0.1"),
         (f"postgresql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
         (f"mysql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
         (f"mysql://bob:{secret}@taskflow-db.invalid:3306/db", "taskflow-db"),
         (f"redis://:{secret}@taskflow-cache.invalid:6379/0", "taskflow-cache"),
+        (f"postgresql://bob:{odd}@127.0.0.1:1/db", "127.0.0.1"),
+        (f"mysql://bob:{odd}@taskflow-db.invalid:3306/db", "taskflow-db"),
     ):
-        for args in (("check",), ("list",), ("check", "--json"), ("show", "x", "--json")):
-            result = invoke(*args, "-b", url)
-            assert result.exit_code == ExitCode.UNAVAILABLE, (url, args, result.output)
-            assert secret not in result.output, (url, args)
-            assert secret not in result.stderr, (url, args)
-            assert address not in result.stderr, (url, args, result.stderr)
-        report = as_json(invoke("check", "--json", "-b", url))
-        failed = [check["detail"] for check in report["checks"] if not check["ok"]]
-        assert failed and not any(address in detail for detail in failed), failed
-    # where the store is named as output (not an error), only the password is hidden
-    masked = as_json(invoke("check", "--json", "-b", f"redis://:{secret}@127.0.0.1:1/0"))
-    assert masked["backend"]["url"] == "redis://:***@127.0.0.1:1/0"
-
-
-def test_a_password_with_unencoded_url_characters_is_never_printed() -> None:
-    """SQLAlchemy connects with a password holding '/', '?' or '#' unencoded (a
-    generated base64 password has '/'); none of its pieces is printed, in an error or
-    where the store is named, and errors do not name the server."""
-    pieces = ("Xq7", "Zk9", "Wm3", "Rt5")
-    secret = "Xq7/Zk9?Wm3#Rt5"
-    for url, address in (
-        (f"postgresql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
-        (f"mysql://bob:{secret}@127.0.0.1:1/db", "127.0.0.1"),
-        (f"mysql://bob:{secret}@taskflow-db.invalid:3306/db", "taskflow-db"),
-    ):
+        password = odd if odd in url else secret
+        pieces = ("Xq7", "Zk9", "Wm3", "Rt5") if password == odd else (secret,)
         for args in (("check",), ("list",), ("check", "--json"), ("show", "x", "--json")):
             result = invoke(*args, "-b", url)
             assert result.exit_code == ExitCode.UNAVAILABLE, (url, args, result.output)
             shown = result.output + result.stderr
             assert not any(piece in shown for piece in pieces), (url, args, shown)
             assert address not in result.stderr, (url, args, result.stderr)
-        masked = as_json(invoke("check", "--json", "-b", url))
-        assert masked["backend"]["url"] == url.replace(secret, "***")
+        report = as_json(invoke("check", "--json", "-b", url))
+        failed = [check["detail"] for check in report["checks"] if not check["ok"]]
+        assert failed and not any(address in detail for detail in failed), failed
+        # where the store is named as output (not an error), only the password is hidden
+        assert report["backend"]["url"] == url.replace(password, "***")
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
