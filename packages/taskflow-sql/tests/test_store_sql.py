@@ -496,3 +496,21 @@ async def test_postgres_kept_connection_checked_out_while_closing_is_returned(
         assert pool.checkedout() == 0
     finally:
         await backend.close()
+
+
+async def test_log_times_are_read_back_whatever_their_fraction_of_a_second(
+    backend: SQLBackend,
+) -> None:
+    """PostgreSQL writes a log line's time in JSON with the trailing zeros of its
+    fraction dropped (``.81+00:00``): Python 3.10's ``fromisoformat`` refused that, so
+    reading a task failed whenever one of its lines had such a time (one in ten)."""
+    clock = ManualClock()
+    record = _record(clock, "frac-1")
+    assert (await backend.create(record)).created
+    base = clock.now().replace(microsecond=0)
+    moments = [base.replace(microsecond=us) for us in (0, 810000, 811430, 500, 999999)]
+    entries = [LogEntry(timestamp=moment, message=f"line {n}") for n, moment in enumerate(moments)]
+    await backend.append_logs("frac-1", entries)
+    found = await backend.get("frac-1")
+    assert found is not None
+    assert [entry.timestamp for entry in found.logs] == moments

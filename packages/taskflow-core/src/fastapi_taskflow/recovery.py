@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import BackendUnavailableError
@@ -30,7 +29,7 @@ from .models import TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend
 from .redaction import mask_secrets
 from .rehydrate import fail_unreadable
-from .runtime import Runtime, reraise_if_cancelled
+from .runtime import Runtime, reraise_if_cancelled, timeout
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -88,15 +87,10 @@ class Recovery:
         tasks changed hands."""
         engine = self.engine
         control = engine.control_backend
-
-        async def read() -> tuple[dict[str, datetime], set[str]]:
-            heartbeats = await engine.availability.call(control.heartbeats)
-            return heartbeats, await engine.availability.call(control.owners)
-
-        try:  # wait_for, not asyncio.timeout: that is Python 3.11's
-            heartbeats, owners = await asyncio.wait_for(
-                read(), timeout=max(engine.liveness_seconds / 2, 0.1)
-            )
+        try:
+            async with timeout(max(engine.liveness_seconds / 2, 0.1)):
+                heartbeats = await engine.availability.call(control.heartbeats)
+                owners = await engine.availability.call(control.owners)
         except Exception:
             self.watch.lost_contact()  # nothing seen: the evidence starts again
             raise

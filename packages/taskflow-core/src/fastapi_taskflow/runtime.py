@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+if sys.version_info >= (3, 11):
+    from asyncio import timeout
+else:  # the backport (a dependency on Python 3.10 only); same semantics
+    from async_timeout import timeout
+
 if TYPE_CHECKING:
     from .protocols import TaskBackend
 
-__all__ = ["Runtime", "reraise_if_cancelled"]
+__all__ = ["Runtime", "reraise_if_cancelled", "timeout"]
 
 logger = logging.getLogger("fastapi_taskflow")
 

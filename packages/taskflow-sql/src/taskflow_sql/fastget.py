@@ -27,7 +27,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import timezone
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 
+from fastapi_taskflow.isotime import parse_iso
 from fastapi_taskflow.models import LogEntry, TaskRecord
 
 from .context import SQLContext
@@ -231,7 +232,7 @@ class PostgresGet:
 
 
 def _log(item: list[Any]) -> LogEntry | None:
-    moment = datetime.fromisoformat(item[0])
+    moment = parse_iso(item[0])
     moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
     values = {
         "timestamp": moment.astimezone(timezone.utc),

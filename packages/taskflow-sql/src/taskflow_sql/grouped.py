@@ -34,6 +34,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
+from fastapi_taskflow.isotime import parse_iso
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     APPLIED,
@@ -227,7 +228,7 @@ def _sqlite_shape(
 
 
 def _sqlite_datetime(value: Any) -> Any:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    moment = parse_iso(value) if isinstance(value, str) else value
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
+from fastapi_taskflow.isotime import parse_iso
 from fastapi_taskflow.models import (
     DURATION_STATUSES,
     DURATION_WINDOW,
@@ -384,5 +385,5 @@ def _duration_stats(kind: str, rows: Sequence[Any]) -> DurationStats | None:
 
 
 def _aware(value: Any) -> datetime:
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    moment = value if isinstance(value, datetime) else parse_iso(str(value))
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from sqlalchemy import Table
 
+from fastapi_taskflow.isotime import parse_iso
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     KEY_RELEASING_STATUSES,
@@ -251,7 +252,7 @@ def _sqlite_moment(text: Any) -> datetime | None:
     """A stored SQLite datetime (naive UTC ISO text) as an aware UTC datetime."""
     if text is None:
         return None
-    moment = datetime.fromisoformat(text) if isinstance(text, str) else text
+    moment = parse_iso(text) if isinstance(text, str) else text
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 

@@ -10,6 +10,8 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from fastapi_taskflow.isotime import parse_iso
+
 __all__ = ["AutoId", "LongText", "UTCDateTime", "sqlite_stamp"]
 
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -55,7 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if not isinstance(value, datetime):  # pragma: no cover - defensive
-            value = datetime.fromisoformat(str(value))
+            value = parse_iso(str(value))
         moment: datetime = value
         if moment.tzinfo is None:
             return moment.replace(tzinfo=timezone.utc)

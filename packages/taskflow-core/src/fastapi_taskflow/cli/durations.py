@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+from ..isotime import parse_iso
 from .errors import CLIError, ExitCode
 
 __all__ = ["parse_duration", "parse_moment"]
@@ -60,7 +61,7 @@ def parse_moment(text: str, *, now: datetime, option: str) -> datetime:
         pass
     try:
         raw = text.strip()
-        moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith("Z") else raw)
+        moment = parse_iso(raw)
     except ValueError:
         raise CLIError(
             ExitCode.USAGE,

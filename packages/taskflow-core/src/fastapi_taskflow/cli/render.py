@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..isotime import parse_iso
 from ..models import LogEntry, TaskRecord, TaskStatus
 
 __all__ = [
@@ -201,7 +202,7 @@ def stats_view(data: Mapping[str, Any]) -> RenderableType:
         flow.add_column("SUCCEEDED", justify="right")
         flow.add_column("FAILED", justify="right")
         for bucket in data["throughput"]:
-            start = datetime.fromisoformat(bucket["bucket_start"])
+            start = parse_iso(bucket["bucket_start"])
             flow.add_row(when(start), str(bucket["succeeded"]), str(bucket["failed"]))
         parts.append(flow)
     queues = Table(title="queues (waiting)", header_style="bold")
