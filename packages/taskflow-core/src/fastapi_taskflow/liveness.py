@@ -27,7 +27,7 @@ from datetime import datetime
 
 from .protocols import TaskBackend
 from .resilience import Availability
-from .runtime import reraise_if_cancelled, timeout
+from .runtime import reraise_if_cancelled, within
 
 __all__ = ["DeathWatch", "beat_forever", "open_control_backend"]
 
@@ -56,9 +56,8 @@ async def beat_forever(
     patience = max(liveness_seconds / 2, interval)
     while True:
         reraise_if_cancelled()
-        try:  # in this task: a task of wait_for's own would outlive a loop's end
-            async with timeout(patience):
-                await availability.call(lambda: backend.beat(instance_id))
+        try:
+            await within(patience, availability.call(lambda: backend.beat(instance_id)))
         except Exception:
             reraise_if_cancelled()
             logger.debug("heartbeat failed; will retry", exc_info=True)

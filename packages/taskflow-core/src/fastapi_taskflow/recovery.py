@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import BackendUnavailableError
@@ -29,7 +30,7 @@ from .models import TaskRecord, TaskStatus, TaskUpdate
 from .protocols import TaskBackend
 from .redaction import mask_secrets
 from .rehydrate import fail_unreadable
-from .runtime import Runtime, reraise_if_cancelled, timeout
+from .runtime import Runtime, reraise_if_cancelled, within
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -87,10 +88,13 @@ class Recovery:
         tasks changed hands."""
         engine = self.engine
         control = engine.control_backend
+
+        async def read() -> tuple[dict[str, datetime], set[str]]:
+            heartbeats = await engine.availability.call(control.heartbeats)
+            return heartbeats, await engine.availability.call(control.owners)
+
         try:
-            async with timeout(max(engine.liveness_seconds / 2, 0.1)):
-                heartbeats = await engine.availability.call(control.heartbeats)
-                owners = await engine.availability.call(control.owners)
+            heartbeats, owners = await within(max(engine.liveness_seconds / 2, 0.1), read())
         except Exception:
             self.watch.lost_contact()  # nothing seen: the evidence starts again
             raise

@@ -17,19 +17,27 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout
-else:  # the backport (a dependency on Python 3.10 only); same semantics
-    from async_timeout import timeout
-
 if TYPE_CHECKING:
     from .protocols import TaskBackend
 
-__all__ = ["Runtime", "reraise_if_cancelled", "timeout"]
+__all__ = ["Runtime", "reraise_if_cancelled", "within"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
 T = TypeVar("T")
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising ``TimeoutError`` after ``seconds``.
+
+    In the calling task on Python 3.11+ (``asyncio.timeout``: a task of its own would
+    outlive a loop that ends); through ``asyncio.wait_for`` on 3.10, which has no
+    ``asyncio.timeout`` and whose backport can take a cancellation for its timeout.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def reraise_if_cancelled() -> None:
