@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import supervision
 from .models import TaskStatus
+from .runtime import within
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -85,8 +86,8 @@ async def shutdown(engine: Engine, timeout: float) -> None:
 async def _within(seconds: float, step: Coroutine[Any, Any, None], what: str) -> None:
     """Run ``step`` for at most ``seconds``, then cancel it."""
     try:
-        await asyncio.wait_for(step, timeout=seconds)
-    except asyncio.TimeoutError:
+        await within(seconds, step)
+    except (TimeoutError, asyncio.TimeoutError):
         logger.warning(
             "shutdown: gave up %s when the cleanup time ran out; other instances adopt "
             "what this instance still owns after liveness_seconds",
