@@ -3,7 +3,6 @@ managers sharing one backend, retries of a firing, cron and time zones, bad sett
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -141,11 +140,6 @@ async def test_a_firing_is_retried_as_the_schedule_s_retry_settings_say(eventual
         assert failed[0].attempt == 1
 
 
-@pytest.mark.skipif(
-    sys.version_info < (3, 11),
-    reason="hung once on Python 3.10 in CI (its shutdown did not end; 3.10 cannot tell a "
-    "cancellation a driver turned into an error): under investigation",
-)
 async def test_a_firing_interrupted_by_a_shutdown_runs_again_with_requeue_on_interrupt(
     tmp_path: Any, eventually: Any
 ) -> None:

@@ -66,6 +66,10 @@ __all__ = ["Engine", "Invocation"]  # Invocation re-exported
 
 logger = logging.getLogger("fastapi_taskflow")
 
+_LOOP_END_SECONDS = 1.0
+"""How long each step of releasing a runtime whose loop ends may take (its tasks'
+end, the writes in flight, the events to publish)."""
+
 
 class Engine:
     """Accepts, routes and runs tasks for one ``TaskManager``."""
@@ -828,13 +832,11 @@ class Engine:
         client's next request starts the engine again, on its own loop)."""
         runtime.stopping = True
         runtime.released = True
-        for task in list(runtime.background):
-            task.cancel()
-        await asyncio.gather(*runtime.background, return_exceptions=True)
+        await runtime.stop_background(timeout=_LOOP_END_SECONDS)
         current = self._runtime is runtime
         if current:
-            await self.drain_writes(timeout=1.0)
-            await self.hub.drain(timeout=1.0)
+            await self.drain_writes(timeout=_LOOP_END_SECONDS)
+            await self.hub.drain(timeout=_LOOP_END_SECONDS)
         try:
             await runtime.close_backends()
         except Exception:

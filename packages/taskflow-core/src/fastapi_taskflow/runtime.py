@@ -14,30 +14,56 @@ import asyncio
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .protocols import TaskBackend
 
-__all__ = ["Runtime", "reraise_if_cancelled", "within"]
+__all__ = ["Runtime", "reraise_if_cancelled", "stop", "within"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
 T = TypeVar("T")
+
+_RECANCEL_SECONDS = 0.1
+"""How long :meth:`Runtime.stop_background` waits before it cancels again a task that
+lost its cancellation."""
+
+_asked_to_stop: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+"""The tasks this package cancelled, for :func:`reraise_if_cancelled` on Python 3.10,
+which has no ``Task.cancelling()`` to ask."""
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """``await awaitable``, raising ``TimeoutError`` after ``seconds``.
 
     In the calling task on Python 3.11+ (``asyncio.timeout``: a task of its own would
-    outlive a loop that ends); through ``asyncio.wait_for`` on 3.10, which has no
-    ``asyncio.timeout`` and whose backport can take a cancellation for its timeout.
+    outlive a loop that ends). On 3.10, which has no ``asyncio.timeout``, in a task of its
+    own awaited through ``asyncio.wait``: 3.10's ``asyncio.wait_for`` returns the result
+    and drops the caller's cancellation when both come in the same loop iteration (a loop
+    that retries then outlives a shutdown), and the ``async-timeout`` backport can take a
+    cancellation for its timeout.
     """
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=seconds)
+    except BaseException:  # the caller was cancelled: so is the call
+        inner.cancel()
+        await asyncio.wait({inner})
+        if not inner.cancelled():
+            inner.exception()  # retrieved: nobody else will
+        raise
+    if not done:
+        inner.cancel()
+        await asyncio.wait({inner})
+        if inner.cancelled():
+            raise TimeoutError(f"gave up after {seconds:g} s")
+    return inner.result()
 
 
 def reraise_if_cancelled() -> None:
@@ -45,12 +71,33 @@ def reraise_if_cancelled() -> None:
 
     Call it in an ``except Exception`` block of a loop that retries: a driver that turns a
     cancellation into an ordinary error (some do, while tearing a connection down) would
-    otherwise make the loop outlive its cancellation and hang shutdown.
+    otherwise make the loop outlive its cancellation and hang shutdown. On Python 3.10
+    (no ``Task.cancelling()``) it knows of the cancellations made by :func:`stop`.
     """
     task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
-    if cancelling is not None and cancelling():
+    if task is None:
+        return
+    if sys.version_info >= (3, 11):
+        if task.cancelling():
+            raise asyncio.CancelledError
+    elif task in _asked_to_stop:
         raise asyncio.CancelledError
+
+
+def stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task``, remembering that it was asked to stop (see
+    :func:`reraise_if_cancelled`)."""
+    _asked_to_stop.add(task)
+    task.cancel()
+
+
+def _lost_its_cancellation(task: asyncio.Task[Any]) -> bool:
+    """True if ``task``, cancelled by :func:`stop`, may have swallowed the cancellation:
+    on Python 3.11+ when nothing is cancelling it any more; on 3.10, which cannot tell,
+    while it runs."""
+    if sys.version_info >= (3, 11):
+        return not task.done() and task.cancelling() == 0
+    return not task.done()
 
 
 class Runtime:
@@ -136,6 +183,33 @@ class Runtime:
         logged here as well."""
         self.background.add(task)
         task.add_done_callback(self.background.discard if awaited else self._forget)
+
+    async def stop_background(self, timeout: float) -> None:
+        """Cancel every background task and wait for them to end, at most ``timeout``
+        seconds.
+
+        A task that goes on after its cancellation (a driver that turned it into an
+        error, or Python 3.10's ``wait_for``, which can drop it) is cancelled again every
+        :data:`_RECANCEL_SECONDS`; one still running when the time is up is left behind,
+        with a warning, rather than holding up the loop's end or a shutdown."""
+        deadline = self.loop.time() + max(timeout, 0.0)
+        pending = set(self.background)
+        for task in pending:
+            stop(task)
+        while pending:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, _RECANCEL_SECONDS))
+            for task in pending:
+                if _lost_its_cancellation(task):
+                    stop(task)
+        if pending:
+            logger.warning(
+                "%d engine task(s) did not stop when cancelled: %s",
+                len(pending),
+                ", ".join(sorted(task.get_name() for task in pending)),
+            )
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)

@@ -69,9 +69,7 @@ async def shutdown(engine: Engine, timeout: float) -> None:
             await asyncio.wait(late, timeout=left(end))
     if engine.durable and opened:
         await _within(left(end), _hand_back(engine), "handing the unstarted tasks back")
-    for task in list(runtime.background):
-        task.cancel()
-    await asyncio.gather(*runtime.background, return_exceptions=True)
+    await runtime.stop_background(timeout=left(end))
     if engine.durable and opened:
         await _within(left(end), _forget_me(engine), "deleting this instance's heartbeat")
     # Writes whose callers gave up (tasks cancelled above) end before the store closes.
