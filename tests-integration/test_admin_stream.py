@@ -216,7 +216,7 @@ async def test_stream_shows_other_instances(tmp_path: Path) -> None:
 
 
 async def test_stream_refused_without_login() -> None:
-    auth = BasicLogin(username="admin", password="pw", secret="s")
+    auth = BasicLogin(username="admin", password="pw", secret="a secret of some length")
     app, _ = _build("memory://", auth=auth)
     with serving(app) as served:
         async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:

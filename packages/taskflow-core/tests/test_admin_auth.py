@@ -182,7 +182,9 @@ async def test_tampered_session_is_refused(
     if how == "flip-signature":
         token = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     elif how == "other-secret":
-        token = BasicLogin(username="admin", password="s3cret", secret="other", clock=clock).issue()
+        token = BasicLogin(
+            username="admin", password="s3cret", secret="another long secret", clock=clock
+        ).issue()
     elif how == "other-user":
         token = BasicLogin(username="root", password="x", secret=SECRET, clock=clock).issue()
     else:
@@ -242,4 +244,10 @@ def test_basic_login_validates_its_settings() -> None:
         BasicLogin(username="a", password=1234)  # type: ignore[arg-type]
     with pytest.raises(AdminAuthError, match="secret must be a non-empty string"):
         BasicLogin(username="a", password="x", secret=42)  # type: ignore[arg-type]
+    # a cookie signed with a short key can be forged by guessing the key
+    with pytest.raises(AdminAuthError, match="secret is 6 characters long, fewer than 16"):
+        BasicLogin(username="a", password="x", secret="s3cret")
+    with pytest.raises(AdminAuthError, match="secrets.token_urlsafe"):
+        BasicLogin(username="a", password="x", secret=b"short")
+    BasicLogin(username="a", password="x", secret="x" * 16)
     assert "pw-9f2" not in repr(BasicLogin(username="a", password="pw-9f2"))

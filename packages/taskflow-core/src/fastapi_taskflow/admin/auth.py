@@ -25,13 +25,18 @@ from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from ..clock import Clock, SystemClock
 from ..errors import TaskflowError
 
-__all__ = ["SESSION_COOKIE", "AdminAuthError", "BasicLogin"]
+__all__ = ["MIN_SECRET_LENGTH", "SESSION_COOKIE", "AdminAuthError", "BasicLogin"]
 
 SESSION_COOKIE: Final = "taskflow_session"
 """The name of the session cookie."""
 
 _SALT: Final = "fastapi-taskflow-admin-session"
 _MAX_FORM_BYTES: Final = 8192
+
+
+MIN_SECRET_LENGTH = 16
+"""The fewest characters (or bytes) ``BasicLogin`` takes for a ``secret``: the cookie's
+signature is only as hard to forge as its key is to guess."""
 
 
 class AdminAuthError(TaskflowError, ValueError):
@@ -61,7 +66,8 @@ class BasicLogin:
 
     Raises:
         AdminAuthError: an empty username, password or secret (or one that is not
-            text), or ``max_age`` not a whole number of seconds of at least 1.
+            text), a secret shorter than :data:`MIN_SECRET_LENGTH`, or ``max_age`` not
+            a whole number of seconds of at least 1.
     """
 
     def __init__(
@@ -88,6 +94,13 @@ class BasicLogin:
                 "BasicLogin secret must be a non-empty string (or bytes): pass a long random "
                 "one shared by every instance (e.g. secrets.token_urlsafe(32)), or None for "
                 "a random one"
+            )
+        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+            raise AdminAuthError(
+                f"BasicLogin secret is {len(secret)} characters long, fewer than "
+                f"{MIN_SECRET_LENGTH}: a short key lets a session cookie be forged by "
+                "guessing it. Pass a long random one shared by every instance (e.g. "
+                "secrets.token_urlsafe(32)), or None for a random one"
             )
         if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1:
             raise AdminAuthError(
