@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime
 from pathlib import Path
 
 import instances  # tests-integration/ is on sys.path (pytest's pythonpath option)
@@ -31,6 +30,7 @@ import pytest
 from store_servers import StoreServer, private_postgres, private_redis
 
 from fastapi_taskflow import TaskManager
+from fastapi_taskflow.isotime import parse_iso
 
 durable_backend = instances.durable_backend
 Backend = instances.Backend
@@ -90,7 +90,7 @@ def test_unstarted_tasks_of_a_killed_instance_run_elsewhere_within_10s(
         with b.client() as client:
             records = [client.get(f"/status/{task_id}").json() for task_id in ids]
         finished = [record["finished_at"] for record in records]
-        last_finish = max(datetime.fromisoformat(f).timestamp() for f in finished if f)
+        last_finish = max(parse_iso(f).timestamp() for f in finished if f)
         stored = last_finish - killed_wall
 
         problems = []

@@ -21,7 +21,7 @@ from .errors import BackendUnavailableError
 from .lost_claims import LostClaims
 from .models import Claim
 from .resilience import Availability
-from .runtime import Runtime, reraise_if_cancelled, stop
+from .runtime import Runtime, reraise_if_cancelled
 
 __all__ = ["QueueWorker"]
 
@@ -81,7 +81,7 @@ class QueueWorker:
     async def stop(self) -> None:
         """Stop claiming; tasks already running are left to the engine's shutdown."""
         if self._task is not None:
-            stop(self._task)
+            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 

@@ -14,14 +14,13 @@ import asyncio
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .protocols import TaskBackend
 
-__all__ = ["Runtime", "reraise_if_cancelled", "stop", "within"]
+__all__ = ["Runtime", "reraise_if_cancelled", "within"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -31,9 +30,46 @@ _RECANCEL_SECONDS = 0.1
 """How long :meth:`Runtime.stop_background` waits before it cancels again a task that
 lost its cancellation."""
 
-_asked_to_stop: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-"""The tasks this package cancelled, for :func:`reraise_if_cancelled` on Python 3.10,
-which has no ``Task.cancelling()`` to ask."""
+
+if sys.version_info >= (3, 11):
+
+    def _new_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], name: str | None
+    ) -> asyncio.Task[T]:
+        return loop.create_task(coro, name=name)
+
+else:
+
+    class _CountingTask(asyncio.Task):  # type: ignore[type-arg]
+        """An engine task on Python 3.10 that counts the requests to cancel it, as
+        3.11's ``Task.cancelling()`` and ``Task.uncancel()`` do.
+
+        Without it nothing on 3.10 says that a task was asked to stop once its
+        ``CancelledError`` is gone: a driver that turns one into an error (redis-py
+        tearing a subscription down) left an engine loop retrying for ever, and the end
+        of the event loop, which cancels every task once and waits for them (a bare
+        ``TestClient`` ends one per request), never came."""
+
+        _cancel_requests = 0
+
+        def cancel(self, msg: Any = None) -> bool:
+            if self.done():
+                return False
+            self._cancel_requests += 1
+            return super().cancel(msg)
+
+        def cancelling(self) -> int:
+            return self._cancel_requests
+
+        def uncancel(self) -> int:
+            if self._cancel_requests > 0:
+                self._cancel_requests -= 1
+            return self._cancel_requests
+
+    def _new_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], name: str | None
+    ) -> asyncio.Task[T]:
+        return _CountingTask(coro, loop=loop, name=name)
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:
@@ -49,11 +85,18 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
-    inner = asyncio.ensure_future(awaitable)
+    inner: asyncio.Future[T] = (
+        _new_task(asyncio.get_running_loop(), awaitable, None)
+        if asyncio.iscoroutine(awaitable)
+        else asyncio.ensure_future(awaitable)
+    )
     try:
         done, _ = await asyncio.wait({inner}, timeout=seconds)
-    except BaseException:  # the caller was cancelled: so is the call
-        inner.cancel()
+    except BaseException:  # the caller was cancelled: so is the call, once
+        # A loop's end cancels every task, the call's too: cancelling it again would
+        # interrupt its own clean-up (SQLAlchemy closing a connection it was using).
+        if not getattr(inner, "cancelling", lambda: 0)():
+            inner.cancel()
         await asyncio.wait({inner})
         if not inner.cancelled():
             inner.exception()  # retrieved: nobody else will
@@ -72,32 +115,20 @@ def reraise_if_cancelled() -> None:
     Call it in an ``except Exception`` block of a loop that retries: a driver that turns a
     cancellation into an ordinary error (some do, while tearing a connection down) would
     otherwise make the loop outlive its cancellation and hang shutdown. On Python 3.10
-    (no ``Task.cancelling()``) it knows of the cancellations made by :func:`stop`.
+    it knows of the cancellations of the tasks :meth:`Runtime.spawn` started.
     """
-    task = asyncio.current_task()
-    if task is None:
-        return
-    if sys.version_info >= (3, 11):
-        if task.cancelling():
-            raise asyncio.CancelledError
-    elif task in _asked_to_stop:
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    if cancelling is not None and cancelling():
         raise asyncio.CancelledError
 
 
-def stop(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task``, remembering that it was asked to stop (see
-    :func:`reraise_if_cancelled`)."""
-    _asked_to_stop.add(task)
-    task.cancel()
-
-
 def _lost_its_cancellation(task: asyncio.Task[Any]) -> bool:
-    """True if ``task``, cancelled by :func:`stop`, may have swallowed the cancellation:
-    on Python 3.11+ when nothing is cancelling it any more; on 3.10, which cannot tell,
-    while it runs."""
-    if sys.version_info >= (3, 11):
-        return not task.done() and task.cancelling() == 0
-    return not task.done()
+    """True if ``task``, cancelled, may have dropped the cancellation: when nothing is
+    cancelling it any more; always, for a task that cannot tell (Python 3.10)."""
+    if task.done():
+        return False
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() == 0
 
 
 class Runtime:
@@ -172,7 +203,7 @@ class Runtime:
     ) -> asyncio.Task[T]:
         """Start ``coro`` as a task this runtime keeps a reference to until it ends
         (``awaited``: see :meth:`adopt`)."""
-        task = self.loop.create_task(coro, name=name)
+        task = _new_task(self.loop, coro, name)
         self.adopt(task, awaited=awaited)
         return task
 
@@ -188,14 +219,14 @@ class Runtime:
         """Cancel every background task and wait for them to end, at most ``timeout``
         seconds.
 
-        A task that goes on after its cancellation (a driver that turned it into an
-        error, or Python 3.10's ``wait_for``, which can drop it) is cancelled again every
-        :data:`_RECANCEL_SECONDS`; one still running when the time is up is left behind,
-        with a warning, rather than holding up the loop's end or a shutdown."""
+        A task that dropped its cancellation (a driver turned it into an error that
+        nothing raised again) is cancelled again every :data:`_RECANCEL_SECONDS`; one
+        still running when the time is up is left behind, with a warning, rather than
+        holding up the loop's end or a shutdown."""
         deadline = self.loop.time() + max(timeout, 0.0)
         pending = set(self.background)
         for task in pending:
-            stop(task)
+            task.cancel()
         while pending:
             left = deadline - self.loop.time()
             if left <= 0:
@@ -203,7 +234,7 @@ class Runtime:
             _, pending = await asyncio.wait(pending, timeout=min(left, _RECANCEL_SECONDS))
             for task in pending:
                 if _lost_its_cancellation(task):
-                    stop(task)
+                    task.cancel()
         if pending:
             logger.warning(
                 "%d engine task(s) did not stop when cancelled: %s",
