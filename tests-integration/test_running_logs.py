@@ -9,6 +9,7 @@ however its writes fall between those rounds and its outcome.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -26,7 +27,7 @@ from fastapi_taskflow import (
     TaskStatus,
     task_log,
 )
-from fastapi_taskflow.limits import LOG_LINES_MAX, LOG_MESSAGE_MAX
+from fastapi_taskflow.limits import LOG_LINES_MAX, LOG_MESSAGE_MAX, cut_text
 
 pytestmark = pytest.mark.anyio
 
@@ -111,6 +112,37 @@ async def test_a_huge_line_is_recorded_cut_and_its_neighbours_whole(
         f"... [{20_000_000 - LOG_MESSAGE_MAX} more characters not recorded]"
     )
     assert cut.extra == {"payload": True, "body": cut.message}
+
+
+async def test_a_huge_list_or_object_in_a_line_s_extra_is_recorded_as_its_cut_json(
+    any_url: str, wait_for: Wait
+) -> None:
+    """A payload can hide in ``extra``'s lists and objects as well as in its text: what
+    is stored is the value's JSON text, cut as a long text is; small ones stay as they
+    are."""
+    tm = TaskManager(any_url)
+    rows = [{"id": n, "body": "y" * 100} for n in range(1_000)]
+
+    @tm.task(name="logs_rows")
+    async def logs_rows() -> str:
+        task_log("rows", rows=rows, page={"rows": rows}, small=[1, {"a": "b"}], n=1_000)
+        return "ok"
+
+    async with tm:
+        task_id = tm.add_task(logs_rows)
+
+        done = await wait_for(partial(_finished, tm, task_id), timeout=30)
+    assert done.status is TaskStatus.SUCCESS
+    (line,) = done.logs
+    text = json.dumps(rows, ensure_ascii=False)
+    assert line.extra == {
+        "rows": text[:LOG_MESSAGE_MAX]
+        + f"... [{len(text) - LOG_MESSAGE_MAX} more characters not recorded]",
+        "page": cut_text(json.dumps({"rows": rows}, ensure_ascii=False), LOG_MESSAGE_MAX),
+        "small": [1, {"a": "b"}],
+        "n": 1_000,
+    }
+    assert len(rows) == 1_000 and rows[0] == {"id": 0, "body": "y" * 100}  # untouched
 
 
 async def test_an_attempt_stores_its_first_lines_and_says_when_it_stopped(

@@ -218,7 +218,8 @@ def task_log(message: str, level: str = "info", **extra: Any) -> None:
         message: the text of the line; its first
             :data:`~fastapi_taskflow.limits.LOG_MESSAGE_MAX` characters (10,000) are
             recorded, followed by how many more were cut (so are those of a text
-            value of ``extra``). An attempt stores its first
+            value of ``extra``; a list or object of ``extra`` whose JSON text is longer
+            is stored as that text, cut). An attempt stores its first
             :data:`~fastapi_taskflow.limits.LOG_LINES_MAX` lines (10,000) and a warning
             line saying the later ones are not stored; observers receive every line.
         level: one of ``debug``, ``info``, ``warning``, ``error``, ``critical``.

@@ -19,7 +19,8 @@ The limits (documented in ``docs/guarantees.md``):
 * a task or queue name: 1 to :data:`NAME_MAX` characters;
 * an exception's message, as a failed attempt records it: its first
   :data:`ERROR_TEXT_MAX` characters (see ``failure.exception_text``);
-* a ``task_log()`` message: its first :data:`LOG_MESSAGE_MAX` characters; an
+* a ``task_log()`` message: its first :data:`LOG_MESSAGE_MAX` characters (a text value
+  of ``extra`` too, and a list or object whose JSON text is longer: that text, cut); an
   attempt's ``task_log()`` lines: its first :data:`LOG_LINES_MAX`;
 * arguments on a durable backend: no lone surrogate in any string, key or value (they
   are stored as UTF-8 JSON; a NUL is fine there, JSON escapes it).
@@ -315,12 +316,28 @@ def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
         extra = entry.extra
         if extra and not _plain_text(extra):
             extra, m = clean_json(to_jsonable_python(extra, fallback=repr))
+            extra = _cut_large_values(extra)
             n += m
         if n or extra is not entry.extra:
             entry = entry.model_copy(update={"message": message, "extra": extra})
         replaced += n
         out.append(entry)
     return out, replaced
+
+
+def _cut_large_values(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` (JSON values), with each list or object whose JSON text is longer than
+    :data:`LOG_MESSAGE_MAX` replaced by that text, cut (as a long text value already
+    is when it is logged); ``extra`` itself when none is."""
+    cut: dict[str, Any] | None = None
+    for key, value in extra.items():
+        if isinstance(value, list | dict):
+            text = json.dumps(value, ensure_ascii=False)
+            if len(text) > LOG_MESSAGE_MAX:
+                if cut is None:
+                    cut = dict(extra)
+                cut[key] = cut_text(text, LOG_MESSAGE_MAX)
+    return extra if cut is None else cut
 
 
 def _plain_text(extra: dict[str, Any]) -> bool:
