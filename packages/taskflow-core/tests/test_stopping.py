@@ -196,3 +196,21 @@ async def test_python_3_10_wait_for_does_drop_the_cancellation() -> None:
     answer.set_result(1)
     caller.cancel()
     assert await caller == 1
+
+
+async def test_with_no_time_left_the_engine_tasks_still_get_their_cancellation_s_step(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A shutdown whose cleanup time the store used up (a hand-back that timed out)
+    still lets the engine's tasks take their cancellation (one pass of the loop: most
+    end there), rather than closing the store under them and naming them as stuck."""
+    tm = TaskManager(backend=f"sqlite:///{tmp_path}/tasks.db")
+    caplog.set_level(logging.WARNING, logger="fastapi_taskflow")
+    async with tm:
+        runtime = tm._engine.current_runtime
+        assert runtime is not None
+        sleeper = runtime.spawn(asyncio.sleep(60), name="test-sleeper")
+        await asyncio.sleep(0)
+        await runtime.stop_background(timeout=0)
+        assert sleeper.cancelled()
+    assert "test-sleeper" not in caplog.text  # not named as a task that did not stop

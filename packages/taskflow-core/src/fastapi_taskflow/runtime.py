@@ -228,10 +228,11 @@ class Runtime:
         for task in pending:
             task.cancel()
         while pending:
-            left = deadline - self.loop.time()
-            if left <= 0:
-                break
+            left = max(deadline - self.loop.time(), 0.0)
+            # with no time left, still one pass of the loop: most end at their first step
             _, pending = await asyncio.wait(pending, timeout=min(left, _RECANCEL_SECONDS))
+            if not left:
+                break
             for task in pending:
                 if _lost_its_cancellation(task):
                     task.cancel()
