@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from .events import LifecycleEvent, LogEvent
-from .runtime import reraise_if_cancelled
+from .runtime import reraise_if_cancelled, within
 
 if TYPE_CHECKING:
     from .observers import ObserverChain
@@ -259,7 +259,7 @@ class EventHub:
             return
         self._announced = False
         try:
-            await asyncio.wait_for(self._backend().withdraw_reader(self._instance_id()), timeout)
+            await within(timeout, self._backend().withdraw_reader(self._instance_id()))
         except Exception:
             reraise_if_cancelled()
             logger.debug("withdrawing this instance as a reader failed", exc_info=True)

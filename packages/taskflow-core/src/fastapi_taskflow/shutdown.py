@@ -55,7 +55,7 @@ async def shutdown(engine: Engine, timeout: float) -> None:
         await worker.stop()
     try:
         # the running tasks go on meanwhile: this is their time too
-        await asyncio.wait_for(engine.flush(), timeout=left(max(deadline, started_at + 1.0)))
+        await within(left(max(deadline, started_at + 1.0)), engine.flush())
     except Exception:
         logger.exception("could not write accepted tasks at shutdown")
     running = list(runtime.running.values())
