@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .events import LifecycleEvent, LogEvent
+from .limits import check_lookup
 from .models import TaskRecord, TaskStatus
 from .operations import CANCEL_MARK, cancel_if_pending, cancel_request_event, cancel_task_with
 from .protocols import TaskBackend
@@ -44,6 +45,7 @@ logger = logging.getLogger("fastapi_taskflow")
 
 async def cancel(engine: Engine, task_id: str) -> TaskRecord:
     """Cancel ``task_id``; see :meth:`fastapi_taskflow.TaskManager.cancel`."""
+    check_lookup("task_id", task_id)
     backend = await engine.started_backend()  # or BackendUnavailableError
     await engine.flush()  # a task accepted a moment ago is in the store
     return await _cancel_with(engine, backend, task_id)
@@ -51,6 +53,7 @@ async def cancel(engine: Engine, task_id: str) -> TaskRecord:
 
 def cancel_sync(engine: Engine, task_id: str) -> TaskRecord:
     """Blocking :func:`cancel`, for ``def`` routes and scripts."""
+    check_lookup("task_id", task_id)
     if len(engine.pending):
         engine.bridge.run(engine.pending.flush)
     return engine.bridge.run(lambda backend: _cancel_with(engine, backend, task_id))

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from .errors import InvalidTaskError, TaskArgumentError
+from .errors import InvalidOperationError, InvalidTaskError, TaskArgumentError
 from .models import LogEntry
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "UNKNOWN_TASK_GRACE",
     "check_arguments",
     "check_idempotency_key",
+    "check_lookup",
     "check_name",
     "check_priority_range",
     "check_tags_size",
@@ -60,6 +61,7 @@ __all__ = [
     "cut_text",
     "storable_changes",
     "storable_entries",
+    "storable_text",
     "surrogate_error",
 ]
 
@@ -138,6 +140,28 @@ def check_text(field: str, text: str) -> None:
             f"{field} contains {bad}; task stores cannot hold it. Remove it or encode the "
             "value (for example with .encode('utf-8', 'surrogateescape').hex())."
         )
+
+
+def storable_text(text: str) -> bool:
+    """True when every store can hold ``text`` (no NUL, no lone surrogate).
+
+    No task can have an id or an idempotency key that is not: a store's ``get`` and
+    ``find_by_key`` answer None for one without asking their server (which would refuse
+    the value itself, each in its own way)."""
+    return _bad_char(text, nul=True) is None
+
+
+def check_lookup(field: str, value: object) -> None:
+    """Raise ``InvalidOperationError`` unless ``value``, a task id or an idempotency key
+    to look up, is a string.
+
+    Args:
+        field: how to name the value in the message (``"task_id"``).
+        value: the value given.
+    """
+    if not isinstance(value, str):
+        what = " (the id add_task() returned)" if field == "task_id" else ""
+        raise InvalidOperationError(f"{field} must be a string{what}, got {type(value).__name__}")
 
 
 def check_priority_range(priority: int | None) -> None:

@@ -413,6 +413,7 @@ class TaskManager:
         Raises:
             TaskNotFoundError: no task has this id.
             TaskStateError: the task already ended (SUCCESS, FAILED, ...).
+            InvalidOperationError: ``task_id`` is not a string.
         """
         return await cancellation.cancel(self._engine, task_id)
 

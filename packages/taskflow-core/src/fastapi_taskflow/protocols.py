@@ -70,13 +70,16 @@ class Store(Protocol):
         ...
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        """Return the record with its logs, or None when no task has this id."""
+        """Return the record with its logs, or None when no task has this id (also
+        for an id holding a NUL or a lone surrogate, which no task can have: see
+        ``limits.storable_text``)."""
         ...
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """Return the task that currently holds ``idempotency_key``, or None.
 
-        Tasks in ``KEY_RELEASING_STATUSES`` do not hold their key.
+        Tasks in ``KEY_RELEASING_STATUSES`` do not hold their key; no task holds a key
+        with a NUL or a lone surrogate (``add_task()`` refuses one).
         """
         ...
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import InvalidOperationError, InvalidTaskError
+from .limits import check_lookup
 from .models import TaskPage, TaskQuery, TaskRecord, TaskStats
 from .protocols import TaskBackend
 
@@ -29,7 +30,12 @@ class TaskStore:
         self._engine = engine
 
     def get(self, task_id: str) -> TaskRecord | None:
-        """Return the task's record (with its logs), or None when no task has this id."""
+        """Return the task's record (with its logs), or None when no task has this id.
+
+        Raises:
+            InvalidOperationError: ``task_id`` is not a string.
+        """
+        check_lookup("task_id", task_id)
         buffered = self._engine.pending.get(task_id)
         if buffered is not None:
             return buffered.model_copy()
@@ -37,6 +43,7 @@ class TaskStore:
 
     async def aget(self, task_id: str) -> TaskRecord | None:
         """Awaitable :meth:`get`."""
+        check_lookup("task_id", task_id)
         buffered = self._engine.pending.get(task_id)
         if buffered is not None:
             return buffered.model_copy()
@@ -44,11 +51,17 @@ class TaskStore:
         return await backend.get(task_id)
 
     def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
-        """Return the task holding ``idempotency_key`` (not FAILED/REJECTED), or None."""
+        """Return the task holding ``idempotency_key`` (not FAILED/REJECTED), or None.
+
+        Raises:
+            InvalidOperationError: ``idempotency_key`` is not a string.
+        """
+        check_lookup("idempotency_key", idempotency_key)
         return self._engine.bridge.run(lambda backend: backend.find_by_key(idempotency_key))
 
     async def afind_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """Awaitable :meth:`find_by_key`."""
+        check_lookup("idempotency_key", idempotency_key)
         backend = await self._engine.started_backend()
         return await backend.find_by_key(idempotency_key)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi_taskflow.errors import IdempotencyKeyHeldError
 from fastapi_taskflow.key_taking import check_take_key, keyless_error
+from fastapi_taskflow.limits import storable_text
 from fastapi_taskflow.models import (
     APPLIED,
     Applied,
@@ -182,6 +183,8 @@ class RedisStore(RedisBase):
         A value under the task's key that is not a taskflow record is reported with a
         warning and treated as absent.
         """
+        if not storable_text(task_id):  # no task has it; it cannot be sent as UTF-8
+            return None
         raw, logs = await self._run("get", [task_id], f"reading task {task_id}")
         if logs and not _is_marker(logs) and raw and not _is_marker(raw):
             whole = with_logs(raw, logs)  # one validation for the record and its logs
@@ -198,6 +201,8 @@ class RedisStore(RedisBase):
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
+        if not storable_text(idempotency_key):  # no task has it; it cannot be sent as UTF-8
+            return None
         reply = await self._run(
             "find_key", [idempotency_key], f"looking up idempotency key {idempotency_key!r}"
         )

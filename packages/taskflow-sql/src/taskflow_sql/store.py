@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fastapi_taskflow.clock import Clock
 from fastapi_taskflow.errors import IdempotencyKeyHeldError, InvalidOperationError, TaskflowError
 from fastapi_taskflow.key_taking import check_take_key, keyless_error
+from fastapi_taskflow.limits import storable_text
 from fastapi_taskflow.models import (
     ACTIVE_STATUSES,
     KEY_RELEASING_STATUSES,
@@ -242,6 +243,8 @@ class SQLStore:
         SQLite and PostgreSQL (asyncpg) take the fast path of
         :mod:`taskflow_sql.fastget`; other drivers run two cached statements.
         """
+        if not storable_text(task_id):  # no task has it; the server would refuse it
+            return None
         if self._reader is not None:
             try:
                 return await self._reader.get(task_id)
@@ -274,6 +277,8 @@ class SQLStore:
 
     async def find_by_key(self, idempotency_key: str) -> TaskRecord | None:
         """See :meth:`fastapi_taskflow.protocols.Store.find_by_key`."""
+        if not storable_text(idempotency_key):  # no task has it; hashing it would fail
+            return None
         tasks = self._ctx.tables.tasks
 
         async def op(conn: AsyncConnection) -> TaskRecord | None:

@@ -115,6 +115,26 @@ class LimitTests(ConformanceBase):
         stored = await backend.get(high.task_id)
         assert stored is not None and stored.result == {"out\x00": "a\x00b 😀"}
 
+    async def test_lookups_of_values_no_store_holds_find_nothing(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """``get`` and ``find_by_key`` of a value holding a NUL or a lone surrogate
+        answer None, as for any id or key no task has: no task can have one
+        (``add_task()`` refuses such a key), and the value comes from outside (a URL, a
+        command line).
+
+        If this fails, your server or driver refused the value itself: answer None
+        before sending it, when ``fastapi_taskflow.limits.storable_text(value)`` is
+        False.
+        """
+        stored = await create_task(backend, clock, idempotency_key="order-1")
+        for value in ("a\x00b", "\ud800", "k\udfff\x00", f"{stored.task_id}\x00", "order-1\x00"):
+            assert await backend.get(value) is None, repr(value)
+            assert await backend.find_by_key(value) is None, repr(value)
+        assert await backend.get(stored.task_id) == stored
+        found = await backend.find_by_key("order-1")
+        assert found is not None and found.task_id == stored.task_id
+
     async def test_priority_limits_order_claims(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:

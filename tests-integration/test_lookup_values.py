@@ -1,0 +1,113 @@
+"""Looking a task up by a value no task can have finds nothing, the same on every backend.
+
+An id or an idempotency key comes from outside: a URL (``/api/tasks/a%00b``), a command
+line, a client's header. One holding a NUL or a lone surrogate can belong to no task
+(``add_task()`` refuses such a key), yet PostgreSQL, MySQL, SQLite's and Redis' drivers
+each refused the value itself with an error of their own, where memory answered None. A
+value that is not a string is the caller's mistake: one clear error, before any backend
+sees it. Nothing already accepted is lost either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from durable_stores import DURABLE, isolated_url
+from fastapi import FastAPI
+
+from fastapi_taskflow import (
+    InvalidOperationError,
+    ManagedBackgroundTasks,
+    TaskManager,
+    TaskNotFoundError,
+    TaskStatus,
+)
+from fastapi_taskflow.admin import TaskAdmin
+
+pytestmark = pytest.mark.anyio
+
+UNHOLDABLE = ["a\x00b", "\ud800", "k\udfff\x00"]
+
+
+@pytest.fixture(params=["memory", *DURABLE])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+    else:
+        yield from isolated_url(request.param, tmp_path)
+
+
+async def test_an_id_or_key_no_store_can_hold_finds_no_task(any_url: str) -> None:
+    tm = TaskManager(any_url)
+
+    @tm.task(name="job")
+    async def job() -> str:
+        return "done"
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        task_id = tasks.add_task(job, idempotency_key="order-1")
+        await tasks()
+        for value in [*UNHOLDABLE, task_id + "\x00", "order-1\x00"]:
+            assert await tm.store.aget(value) is None
+            assert await tm.store.afind_by_key(value) is None
+            with pytest.raises(TaskNotFoundError):
+                await tm.cancel(value)
+        record = await tm.store.aget(task_id)
+        assert record is not None and record.status is TaskStatus.SUCCESS
+        found = await tm.store.afind_by_key("order-1")
+        assert found is not None and found.task_id == task_id
+
+
+async def test_an_id_or_key_that_is_not_a_string_is_refused_by_name(any_url: str) -> None:
+    tm = TaskManager(any_url)
+
+    @tm.task(name="job")
+    async def job() -> str:
+        return "done"
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        task_id = tasks.add_task(job)
+        for value in (5, None, b"order-1", [task_id]):
+            with pytest.raises(InvalidOperationError, match="task_id must be a string"):
+                await tm.store.aget(value)  # type: ignore[arg-type]
+            with pytest.raises(InvalidOperationError, match="idempotency_key must be a string"):
+                await tm.store.afind_by_key(value)  # type: ignore[arg-type]
+            with pytest.raises(InvalidOperationError, match="task_id must be a string"):
+                await tm.cancel(value)  # type: ignore[arg-type]
+        await tasks()  # accepted before the bad calls: still runs
+        record = await tm.store.aget(task_id)
+        assert record is not None and record.status is TaskStatus.SUCCESS
+
+
+def test_the_blocking_reads_refuse_and_find_alike(any_url: str) -> None:
+    tm = TaskManager(any_url)
+    with pytest.raises(InvalidOperationError, match="task_id must be a string"):
+        tm.store.get(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOperationError, match="idempotency_key must be a string"):
+        tm.store.find_by_key(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOperationError, match="task_id must be a string"):
+        tm.cancel_sync(5)  # type: ignore[arg-type]
+    for value in UNHOLDABLE:
+        assert tm.store.get(value) is None
+        assert tm.store.find_by_key(value) is None
+
+
+async def test_the_admin_api_answers_404_for_an_id_with_a_nul(any_url: str) -> None:
+    tm = TaskManager(any_url)
+    app = FastAPI(lifespan=tm.lifespan)
+    TaskAdmin(app, tm)
+    async with tm:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            for method, path in (
+                ("GET", "/tasks/api/tasks/a%00b"),
+                ("POST", "/tasks/api/tasks/a%00b/retry"),
+                ("POST", "/tasks/api/tasks/a%00b/cancel"),
+            ):
+                answer = await client.request(method, path)
+                assert answer.status_code == 404, (method, path, answer.text)
