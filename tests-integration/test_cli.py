@@ -231,6 +231,13 @@ def test_show_and_logs(filled: tuple[str, dict[str, str]]) -> None:
         assert error["kind"] == "not_found" and error["code"] == 3
         assert "no task has the id 'no-such-task'" in error["message"]
         assert "no task has the id" in invoke(command, "no-such-task", "-b", url).stderr
+    # an id no store can hold (a NUL; a byte that is not UTF-8 in argv arrives as a lone
+    # surrogate): not found, as any other, not an error of the driver
+    for command in ("show", "logs", "cancel", "retry"):
+        for bad in ("a\x00b", "\udcffab"):
+            missing = invoke(command, bad, "-b", url, "--json")
+            assert missing.exit_code == ExitCode.NOT_FOUND, (command, bad, missing.stdout)
+            assert as_json(missing)["error"]["kind"] == "not_found"
 
 
 # -- retry, cancel --------------------------------------------------------------------
