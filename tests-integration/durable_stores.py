@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import _drop_isolated, require_reachable
 
 POSTGRES = os.environ.get("TASKFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -37,6 +38,16 @@ def isolated_url(name: str, tmp_path: Path) -> Iterator[str]:
     yield url
     if uid in url:
         _drop_isolated(url, uid)
+
+
+@pytest.fixture(params=["memory", *DURABLE])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fixture: ``memory://``, then each durable backend isolated on its real server
+    (import it into a test module to use it)."""
+    if request.param == "memory":
+        yield "memory://"
+    else:
+        yield from isolated_url(request.param, tmp_path)
 
 
 async def refuse_pending(backend: object, marker: str) -> None:

@@ -10,12 +10,11 @@ sees it. Nothing already accepted is lost either way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
+import durable_stores
 import httpx
 import pytest
-from durable_stores import DURABLE, isolated_url
 from fastapi import FastAPI
 
 from fastapi_taskflow import (
@@ -29,24 +28,23 @@ from fastapi_taskflow.admin import TaskAdmin
 
 pytestmark = pytest.mark.anyio
 
+any_url = durable_stores.any_url  # memory://, then each durable backend
+
 UNHOLDABLE = ["a\x00b", "\ud800", "k\udfff\x00"]
 
 
-@pytest.fixture(params=["memory", *DURABLE])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-    else:
-        yield from isolated_url(request.param, tmp_path)
-
-
-async def test_an_id_or_key_no_store_can_hold_finds_no_task(any_url: str) -> None:
-    tm = TaskManager(any_url)
+def _manager(url: str) -> tuple[TaskManager, Callable[[], Awaitable[str]]]:
+    tm = TaskManager(url)
 
     @tm.task(name="job")
     async def job() -> str:
         return "done"
 
+    return tm, job
+
+
+async def test_an_id_or_key_no_store_can_hold_finds_no_task(any_url: str) -> None:
+    tm, job = _manager(any_url)
     async with tm:
         tasks = ManagedBackgroundTasks(tm)
         task_id = tasks.add_task(job, idempotency_key="order-1")
@@ -63,12 +61,7 @@ async def test_an_id_or_key_no_store_can_hold_finds_no_task(any_url: str) -> Non
 
 
 async def test_an_id_or_key_that_is_not_a_string_is_refused_by_name(any_url: str) -> None:
-    tm = TaskManager(any_url)
-
-    @tm.task(name="job")
-    async def job() -> str:
-        return "done"
-
+    tm, job = _manager(any_url)
     async with tm:
         tasks = ManagedBackgroundTasks(tm)
         task_id = tasks.add_task(job)

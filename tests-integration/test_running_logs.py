@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
+import durable_stores
 import pytest
-from durable_stores import DURABLE, isolated_url
 from store_servers import private_redis
 
 from fastapi_taskflow import (
@@ -31,6 +30,8 @@ from fastapi_taskflow.limits import LOG_LINES_MAX, LOG_MESSAGE_MAX, cut_text
 
 pytestmark = pytest.mark.anyio
 
+any_url = durable_stores.any_url  # memory://, then each durable backend
+
 Wait = Callable[..., Awaitable[Any]]
 
 
@@ -38,14 +39,6 @@ async def _finished(tm: TaskManager, task_id: str) -> TaskRecord | None:
     """The task's record once it has ended, else None."""
     record = await tm.store.aget(task_id)
     return record if record is not None and record.status.is_terminal else None
-
-
-@pytest.fixture(params=["memory", *DURABLE])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-    else:
-        yield from isolated_url(request.param, tmp_path)
 
 
 async def test_a_long_attempt_s_lines_can_be_read_while_it_runs(
