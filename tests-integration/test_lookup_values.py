@@ -1,4 +1,5 @@
-"""Looking a task up by a value no task can have finds nothing, the same on every backend.
+"""Looking a task up, or filtering the task list, by a value no task can have finds
+nothing, the same on every backend.
 
 An id or an idempotency key comes from outside: a URL (``/api/tasks/a%00b``), a command
 line, a client's header. One holding a NUL or a lone surrogate can belong to no task
@@ -90,7 +91,7 @@ def test_the_blocking_reads_refuse_and_find_alike(any_url: str) -> None:
         assert tm.store.find_by_key(value) is None
 
 
-async def test_the_admin_api_answers_404_for_an_id_with_a_nul(any_url: str) -> None:
+async def test_the_admin_api_finds_nothing_for_an_id_or_filter_with_a_nul(any_url: str) -> None:
     tm = TaskManager(any_url)
     app = FastAPI(lifespan=tm.lifespan)
     TaskAdmin(app, tm)
@@ -104,3 +105,7 @@ async def test_the_admin_api_answers_404_for_an_id_with_a_nul(any_url: str) -> N
             ):
                 answer = await client.request(method, path)
                 assert answer.status_code == 404, (method, path, answer.text)
+            for search in ("func=a%00b", "queue=%00", "tag=k:a%00", "tag=%00:v", "q=%00"):
+                answer = await client.get(f"/tasks/api/tasks?{search}")
+                assert answer.status_code == 200, (search, answer.text)
+                assert answer.json()["items"] == [], search

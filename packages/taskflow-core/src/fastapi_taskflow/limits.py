@@ -29,14 +29,14 @@ The limits (documented in ``docs/guarantees.md``):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
 from pydantic_core import to_jsonable_python
 
 from .errors import InvalidOperationError, InvalidTaskError, TaskArgumentError
-from .models import LogEntry
+from .models import LogEntry, TaskQuery
 
 __all__ = [
     "ERROR_TEXT_MAX",
@@ -61,8 +61,10 @@ __all__ = [
     "cut_text",
     "storable_changes",
     "storable_entries",
+    "storable_names",
     "storable_text",
     "surrogate_error",
+    "unmatchable",
 ]
 
 PRIORITY_MAX = 2**31 - 1
@@ -149,6 +151,23 @@ def storable_text(text: str) -> bool:
     ``find_by_key`` answer None for one without asking their server (which would refuse
     the value itself, each in its own way)."""
     return _bad_char(text, nul=True) is None
+
+
+def unmatchable(query: TaskQuery) -> bool:
+    """True when a text filter of ``query`` (function, queue, tag, ``q``) holds a NUL or
+    a lone surrogate: nothing a store holds contains one, so no task matches, and a
+    store answers an empty page without asking its server (which would refuse the
+    value)."""
+    texts = [query.func_name, query.queue, query.q]
+    for key, value in (query.tags or {}).items():
+        texts += (key, value)
+    return any(text is not None and not storable_text(text) for text in texts)
+
+
+def storable_names(names: Iterable[str]) -> list[str]:
+    """The names of ``names`` a store can hold, in order (a function name with a NUL
+    or a lone surrogate names no task)."""
+    return [name for name in names if storable_text(name)]
 
 
 def check_lookup(field: str, value: object) -> None:

@@ -18,6 +18,8 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import InvalidOperationError
+
 __all__ = [
     "ACTIVE_STATUSES",
     "APPLIED",
@@ -556,13 +558,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Decode a cursor made by :func:`encode_cursor`.
 
     Raises:
-        ValueError: the cursor was not made by ``encode_cursor``.
+        InvalidOperationError: (a ``ValueError``) the cursor was not made by
+            ``encode_cursor``.
     """
     try:
         created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(task_id)
+        if not isinstance(task_id, str) or "\x00" in task_id:
+            raise TypeError("not a task id")
+        task_id.encode("utf-8")  # a lone surrogate: no task id has one
+        return datetime.fromisoformat(created), task_id
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"malformed task list cursor {cursor!r}") from exc
+        raise InvalidOperationError(f"malformed task list cursor {cursor!r}") from exc
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

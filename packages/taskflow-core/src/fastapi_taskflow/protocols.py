@@ -199,7 +199,9 @@ class Store(Protocol):
         Ties on ``created_at`` are ordered by ``task_id`` descending. Pagination is keyset:
         ``next_cursor`` encodes the last item's ``(created_at, task_id)``
         (``models.encode_cursor``), so pages stay correct while tasks are added. Items
-        carry no logs. A malformed cursor raises ``ValueError``.
+        carry no logs. A malformed cursor raises ``InvalidOperationError`` (a
+        ``ValueError``); a text filter holding a NUL or a lone surrogate matches no task
+        (``limits.unmatchable``).
 
         ``query.q`` keeps tasks where it occurs in ``func_name``, ``task_id``, ``error``
         or a tag key or value, folding ASCII letters only

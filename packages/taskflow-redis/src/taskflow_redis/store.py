@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi_taskflow.errors import IdempotencyKeyHeldError
 from fastapi_taskflow.key_taking import check_take_key, keyless_error
-from fastapi_taskflow.limits import storable_text
+from fastapi_taskflow.limits import storable_names, storable_text, unmatchable
 from fastapi_taskflow.models import (
     APPLIED,
     Applied,
@@ -426,6 +426,8 @@ class RedisStore(RedisBase):
             bound = "(" + keys.member(created, last_id)
             if upper == "+" or bound < upper:
                 upper = bound
+        if unmatchable(query):  # it could not even be sent as UTF-8
+            return TaskPage(items=[])
         lower = "-" if query.created_after is None else "[" + padded(micros(query.created_after))
         statuses = sorted({TaskStatus(s).value for s in query.statuses or ()})
         ands = []
@@ -487,7 +489,7 @@ class RedisStore(RedisBase):
         Each finish script keeps the function's 1,000 most recent run times in a sorted
         set scored by duration; percentiles are read by rank (``ZRANGE i i``).
         """
-        names = ["*"] if func_names is None else list(func_names)
+        names = ["*"] if func_names is None else storable_names(func_names)
         if not names:
             return {}
         reply = await self._run("durations", names, "reading task durations")

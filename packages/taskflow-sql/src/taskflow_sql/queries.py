@@ -24,6 +24,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fastapi_taskflow.isotime import parse_iso
+from fastapi_taskflow.limits import storable_names, unmatchable
 from fastapi_taskflow.models import (
     DURATION_STATUSES,
     DURATION_WINDOW,
@@ -72,6 +73,8 @@ class SQLQueries:
         scan of ``limit`` rows. Tags are matched through ``task_tags``.
         """
         after = decode_cursor(query.cursor) if query.cursor else None
+        if unmatchable(query):  # the server would refuse the value itself
+            return TaskPage(items=[])
         tables = self._ctx.tables
         tasks = tables.tasks
         where: list[Any] = []
@@ -173,7 +176,8 @@ class SQLQueries:
             .having(func.sum(counters.c.n) > 0)
         )
         if func_names is not None:
-            named = named.where(counters.c.func_name.in_(sorted(set(func_names)) or [""]))
+            wanted = sorted(set(storable_names(func_names)))
+            named = named.where(counters.c.func_name.in_(wanted or [""]))
         stmt = _durations_query(tables, kind)
 
         async def op(conn: AsyncConnection) -> dict[str, DurationStats]:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import pytest
 
 from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.errors import InvalidOperationError
 from fastapi_taskflow.models import LogEntry, TaskQuery, TaskRecord, TaskStatus, encode_cursor
 from fastapi_taskflow.protocols import TaskBackend
 
@@ -312,17 +313,52 @@ class QueryTests(ConformanceBase):
 
     @pytest.mark.parametrize(
         "cursor",
-        ["not a cursor", base64.urlsafe_b64encode(b'{"a": 1}').decode(), "W10="],
-        ids=["garbage", "json-object", "empty-list"],
+        [
+            "not a cursor",
+            base64.urlsafe_b64encode(b'{"a": 1}').decode(),
+            "W10=",
+            base64.urlsafe_b64encode(b'["2030-01-01T00:00:00+00:00", "a\\u0000b"]').decode(),
+            base64.urlsafe_b64encode(b'["2030-01-01T00:00:00+00:00", "\\ud800"]').decode(),
+        ],
+        ids=["garbage", "json-object", "empty-list", "nul-in-id", "surrogate-in-id"],
     )
     async def test_malformed_cursor_raises_value_error(
         self, backend: TaskBackend, clock: ManualClock, cursor: str
     ) -> None:
-        """A cursor ``encode_cursor`` did not make raises ``ValueError``.
+        """A cursor ``encode_cursor`` did not make raises ``InvalidOperationError`` (a
+        ``ValueError``), also one naming a task id no task can have.
 
         If this fails, check that query() decodes with ``models.decode_cursor`` before
-        running anything and lets its ``ValueError`` through.
+        running anything and lets its error through.
         """
         await create_task(backend, clock)
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidOperationError, match="malformed task list cursor"):
             await backend.query(TaskQuery(cursor=cursor))
+
+    @pytest.mark.parametrize("text", ["a\x00b", "\ud800"], ids=["nul", "surrogate"])
+    async def test_a_filter_no_store_can_hold_matches_nothing(
+        self, backend: TaskBackend, clock: ManualClock, text: str
+    ) -> None:
+        """A function, queue or tag filter (and ``q``, for a NUL) holding a NUL or a lone
+        surrogate gives an empty page, as any filter no task matches: no stored text
+        holds one (a user typed it in a search box, or a URL carried ``%00``).
+        ``durations(func_names=...)`` leaves such a name out.
+
+        If this fails, your server or driver refused the value itself: answer the empty
+        page first when ``fastapi_taskflow.limits.unmatchable(query)`` is True (and
+        keep only ``limits.storable_names(func_names)``).
+        """
+        await create_task(backend, clock, tags={"k": "v"})
+        filters: list[dict[str, object]] = [
+            {"func_name": text},
+            {"queue": text},
+            {"tags": {"k": text}},
+            {"tags": {text: "v"}},
+        ]
+        if "\x00" in text:  # a lone surrogate in q is refused by TaskQuery itself
+            filters.append({"q": text})
+        for fields in filters:
+            page = await backend.query(TaskQuery(**fields))  # type: ignore[arg-type]
+            assert (page.items, page.next_cursor) == ([], None), fields
+        assert await backend.durations(func_names=[text]) == {}
+        assert len((await backend.query(TaskQuery())).items) == 1
