@@ -367,7 +367,8 @@ class TaskManager:
             *args: its positional arguments (JSON-encodable on shared backends).
             run_at: when to run (an aware ``datetime``).
             delay: or how long from now (a ``timedelta`` or seconds).
-            run_key: a name for the firing, to move it or ``cancel_scheduled()`` it.
+            run_key: a name for the firing, to move it or ``cancel_scheduled()`` it:
+                1 to 1,024 characters without a NUL or a lone surrogate.
             tags: tags of the task.
             **kwargs: its keyword arguments.
 

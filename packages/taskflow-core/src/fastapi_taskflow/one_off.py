@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +35,7 @@ from .config import check_tags
 from .encoding import encode_arguments
 from .errors import InvalidTaskError, ScheduleError, TaskStateError
 from .invocation import QUEUED
+from .limits import IDEMPOTENCY_KEY_MAX, NAME_MAX, storable_text
 from .models import TaskQuery, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
@@ -52,6 +54,10 @@ __all__ = [
 SCHEDULED_TAG = "taskflow.scheduled"
 RUN_AT_TAG = "taskflow.run_at"
 RUN_KEY_TAG = "taskflow.run_key"
+
+RUN_KEY_MAX = IDEMPOTENCY_KEY_MAX
+"""Longest ``run_key``, in characters (as an idempotency key)."""
+
 _LOCK_SECONDS = 30.0
 
 
@@ -79,8 +85,8 @@ async def schedule_once(
     """Arm a one-off firing; see :meth:`fastapi_taskflow.TaskManager.schedule_once`."""
     if not callable(func):
         raise InvalidTaskError(f"schedule_once() needs a callable first, got {func!r}")
-    if run_key is not None and (not isinstance(run_key, str) or not run_key):
-        raise ScheduleError(f"run_key must be a non-empty string or None, got {run_key!r}")
+    if run_key is not None:
+        _check_run_key(run_key, none="or None")
     clean_tags = check_tags(tags)
     await engine.started_backend()  # the store has answered, or BackendUnavailableError
     when = _due_time(engine, run_at, delay)
@@ -112,6 +118,8 @@ async def cancel_scheduled(engine: Engine, run_key: str) -> bool:
     """Cancel the pending firing named ``run_key``; True if there was one."""
     if not isinstance(run_key, str) or not run_key:
         raise ScheduleError(f"run_key must be a non-empty string, got {run_key!r}")
+    if len(run_key) > RUN_KEY_MAX or not storable_text(run_key):
+        return False  # schedule_once() refuses such a key: no firing has it
     await engine.started_backend()
     async with _key_lock(engine, run_key):
         return await _cancel_keyed(engine, run_key) > 0
@@ -191,11 +199,37 @@ async def _cancel_keyed(engine: Engine, run_key: str) -> int:
     return cancelled
 
 
+def _check_run_key(run_key: object, *, none: str = "") -> None:
+    """Raise ``ScheduleError`` unless ``run_key`` is 1 to ``RUN_KEY_MAX`` characters
+    every store can hold (``none``: what else the parameter takes, for the message)."""
+    if not isinstance(run_key, str) or not run_key:
+        raise ScheduleError(f"run_key must be a non-empty string {none}, got {run_key!r}")
+    if len(run_key) > RUN_KEY_MAX:
+        raise ScheduleError(
+            f"run_key must be 1 to {RUN_KEY_MAX} characters, got {len(run_key)}; hash a "
+            "longer key (for example with hashlib.sha256)"
+        )
+    if not storable_text(run_key):
+        raise ScheduleError(
+            f"run_key {run_key[:40]!r} contains a NUL character or a lone surrogate; task "
+            "stores cannot hold it. Remove it or encode the value."
+        )
+
+
+def _lock_name(run_key: str) -> str:
+    """The backend lock of ``run_key``: its text when the name fits a lock name
+    (``NAME_MAX`` characters), else its SHA-256."""
+    name = f"taskflow:run_key:{run_key}"
+    if len(name) <= NAME_MAX:
+        return name
+    return "taskflow:run_key#sha256:" + hashlib.sha256(run_key.encode()).hexdigest()
+
+
 @asynccontextmanager
 async def _key_lock(engine: Engine, run_key: str) -> AsyncIterator[None]:
     """Hold the backend lock of ``run_key`` (waiting while another instance holds it)."""
     backend = engine.backend
-    name = f"taskflow:run_key:{run_key}"
+    name = _lock_name(run_key)
     owner = f"{engine.instance_id}:{uuid.uuid4().hex}"
     deadline = time.monotonic() + _LOCK_SECONDS
     while not await engine.availability.call(
