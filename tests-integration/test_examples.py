@@ -663,7 +663,8 @@ async def test_invalid_log_level_is_rejected_inside_a_task() -> None:
     async with tm:
         task_id = tm.add_task(bad_level)
         record = await wait_record(tm, task_id, status_is(TaskStatus.FAILED))
-        assert record.error is not None and "unknown log level" in record.error
+        assert record.error is not None
+        assert record.error.startswith("InvalidTaskError: unknown log level 'verbose'")
 
 
 # -- observers.md ---------------------------------------------------------------------

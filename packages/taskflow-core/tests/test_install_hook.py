@@ -9,7 +9,7 @@ from fastapi import BackgroundTasks, FastAPI
 from fastapi.testclient import TestClient
 from starlette.background import BackgroundTasks as StarletteBackgroundTasks
 
-from fastapi_taskflow import TaskManager
+from fastapi_taskflow import AppInstallError, TaskflowError, TaskManager
 
 
 def make_app(task_manager: TaskManager) -> FastAPI:
@@ -48,3 +48,11 @@ def test_an_installed_app_recovers_when_the_hook_is_reset_later(
         task_id = client.post("/add").json()["task_id"]
         assert isinstance(task_id, str)
         assert task_manager.store.get(task_id) is not None
+
+
+def test_an_app_served_by_another_manager_is_refused_with_a_taskflow_error() -> None:
+    app = make_app(TaskManager())
+    with pytest.raises(AppInstallError, match=r"app\.state\.taskflow_manager") as refused:
+        TaskManager().install(app)
+    assert isinstance(refused.value, TaskflowError) and isinstance(refused.value, RuntimeError)
+    app.state.taskflow_manager.install(app)  # its own manager again: nothing to do

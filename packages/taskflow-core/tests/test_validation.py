@@ -9,6 +9,7 @@ from fastapi_taskflow import (
     BackendURLError,
     BaseObserver,
     EagerDispatchError,
+    InvalidOperationError,
     InvalidTaskError,
     LogEvent,
     ManagedBackgroundTasks,
@@ -16,6 +17,7 @@ from fastapi_taskflow import (
     TaskflowError,
     TaskManager,
 )
+from fastapi_taskflow.clock import ManualClock
 
 
 def noop() -> None:
@@ -182,3 +184,9 @@ def test_every_error_is_a_taskflow_error() -> None:
 
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), TaskflowError)
+
+
+def test_a_manual_clock_moved_backwards_raises_a_taskflow_error() -> None:
+    clock = ManualClock()
+    with pytest.raises(InvalidOperationError, match="only moves forward"):
+        clock.advance(-1)

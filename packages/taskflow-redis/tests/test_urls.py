@@ -104,3 +104,19 @@ def test_an_unknown_option_is_named_with_the_valid_ones_and_the_query_kept() -> 
     assert "'redis://:***@<host>:6379/0?prefx=x'" in message
     assert "prefix, cluster, retention" in message and "socket_timeout" in message
     assert "hunter2" not in message and "unexpected keyword" not in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"url": "redis://localhost/0", "connection_pool": object()}, "only one of"),
+        ({"url": "redis://localhost/0", "retention": 0}, "retention must be positive"),
+        ({"url": "redis://localhost/0", "retention": timedelta(seconds=-1)}, "positive"),
+    ],
+)
+def test_bad_constructor_arguments_raise_backend_url_error(
+    kwargs: dict[str, object], fragment: str
+) -> None:
+    """As SQLBackend's do: a TaskflowError (and still a ValueError) naming the fix."""
+    with pytest.raises(BackendURLError, match=fragment):
+        RedisBackend(**kwargs)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from .background import ManagedBackgroundTasks
 from .config import QueueConfig, TaskConfig
 from .context import TaskContext, get_task_context, task_log
 from .errors import (
+    AppInstallError,
     BackendNotFoundError,
     BackendUnavailableError,
     BackendURLError,
@@ -45,6 +46,7 @@ from .progress import task_progress
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppInstallError",
     "BackendNotFoundError",
     "BackendURLError",
     "BackendUnavailableError",

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Protocol, runtime_checkable
 
+from .errors import InvalidOperationError
+
 __all__ = ["Clock", "ManualClock", "SystemClock", "utcnow"]
 
 
@@ -69,7 +71,7 @@ class ManualClock:
         """
         step = timedelta(seconds=seconds, **delta)
         if step < timedelta(0):
-            raise ValueError("a ManualClock only moves forward; pass a positive amount")
+            raise InvalidOperationError("a ManualClock only moves forward; pass a positive amount")
         with self._lock:
             self._now += step
             return self._now

@@ -8,7 +8,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 from .clock import Clock
-from .errors import TaskCancelledError
+from .errors import InvalidTaskError, TaskCancelledError
 from .limits import LOG_LINES_MAX, LOG_MESSAGE_MAX, cut_text
 from .models import LogEntry, LogLine, construct, log_entry, log_line
 
@@ -155,7 +155,7 @@ class TaskContext:
         return it (engine use: the engine's own lines, and what :meth:`log` builds
         on)."""
         if level not in LEVELS:
-            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+            raise InvalidTaskError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
         assert self._clock is not None
         line = log_line(self._clock.now(), level, str(message), self.attempt, extra)
         if keep:

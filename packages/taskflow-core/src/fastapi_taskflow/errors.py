@@ -7,9 +7,10 @@ everything taskflow raises on purpose. Each message says what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "AppInstallError",
     "BackendNotFoundError",
-    "BackendUnavailableError",
     "BackendURLError",
+    "BackendUnavailableError",
     "EagerDispatchError",
     "IdempotencyKeyHeldError",
     "InvalidOperationError",
@@ -99,6 +100,15 @@ class EagerDispatchError(TaskflowError, RuntimeError):
     or from code running under ``async with task_manager``, or drop ``eager=True``.
     (Queued tasks — ``priority=``, named queues — never need one: they wait until the
     manager starts.)
+    """
+
+
+class AppInstallError(TaskflowError, RuntimeError):
+    """``task_manager.install(app)`` was called on an app another ``TaskManager`` serves.
+
+    One app is served by one manager (its middleware, its ``BackgroundTasks`` and its
+    lifespan): install the manager the app already has
+    (``app.state.taskflow_manager``), or give this manager an app of its own.
     """
 
 

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .accept import request_tasks
 from .background import ManagedBackgroundTasks
-from .errors import BackendUnavailableError, TaskStoreRefusedError
+from .errors import AppInstallError, BackendUnavailableError, TaskStoreRefusedError
 from .invocation import BACKGROUND
 from .redaction import mask_secrets
 
@@ -236,7 +236,11 @@ def install_app(task_manager: TaskManager, app: FastAPI) -> None:
     if getattr(app.state, "taskflow_manager", None) is not None:
         if app.state.taskflow_manager is task_manager:
             return
-        raise RuntimeError("this app already has a different TaskManager installed")
+        raise AppInstallError(
+            "this app already has a different TaskManager installed: one app is served by "
+            "one manager. Install the one it has (app.state.taskflow_manager) or give "
+            "this manager an app of its own."
+        )
     _patch_fastapi()
     app.state.taskflow_manager = task_manager
     app.add_middleware(TaskflowMiddleware, task_manager=task_manager)

@@ -9,6 +9,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.cluster import RedisCluster
 
 from fastapi_taskflow.clock import Clock, SystemClock
+from fastapi_taskflow.errors import BackendURLError
 
 from .base import logger
 from .claims import ClaimTokens
@@ -86,7 +87,7 @@ class RedisBackend(RedisStore, RedisQueues, RedisLiveness, RedisLocks, RedisRead
         retention: timedelta | float | _Default | None = _DEFAULT,
     ) -> None:
         if sum(x is not None for x in (url, client, connection_pool)) > 1:
-            raise ValueError("pass only one of url=, client= or connection_pool=")
+            raise BackendURLError("pass only one of url=, client= or connection_pool=")
         url_prefix, url_retention = None, None
         if client is not None:
             connector = Connector.from_client(client)
@@ -219,7 +220,7 @@ def _retention(
         return None
     value = given if isinstance(given, timedelta) else timedelta(seconds=given)
     if value <= timedelta(0):
-        raise ValueError("retention must be positive, or None to keep finished tasks")
+        raise BackendURLError("retention must be positive, or None to keep finished tasks")
     return value
 
 
