@@ -166,6 +166,11 @@ async def test_firings_run_exactly_once_across_managers_on_one_backend(eventuall
         ({"run_at": "2030-01-01"}, "must be a datetime"),
         ({"delay": -1}, ">= 0"),
         ({"delay": 1, "run_key": ""}, "run_key"),
+        # a bare ValueError / OverflowError before
+        ({"delay": float("nan")}, r"delay must be a timedelta \(or seconds\) >= 0, got nan"),
+        ({"delay": float("inf")}, r">= 0, got inf"),
+        ({"delay": 1e20}, r">= 0, got 1e\+20"),
+        ({"delay": timedelta(days=999_999_999)}, "past the last date a datetime holds"),
     ],
 )
 async def test_bad_one_off_settings_are_refused(kwargs: dict[str, Any], fragment: str) -> None:

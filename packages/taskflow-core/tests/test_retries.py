@@ -9,7 +9,7 @@ import pytest
 
 from fastapi_taskflow import ManagedBackgroundTasks, MemoryObserver, TaskManager, TaskStatus
 from fastapi_taskflow.clock import ManualClock
-from fastapi_taskflow.config import TaskConfig
+from fastapi_taskflow.config import RETRY_WAIT_MAX, TaskConfig
 from fastapi_taskflow.errors import InvalidTaskError, TaskTimeoutError
 
 pytestmark = pytest.mark.anyio
@@ -24,6 +24,37 @@ def test_backoff_formula() -> None:
 def test_max_delay_caps_the_backoff() -> None:
     config = TaskConfig(name="t", retries=6, delay=1, backoff=10, max_delay=60)
     assert [config.retry_delay(n) for n in range(1, 6)] == [1, 10, 60, 60, 60]
+
+
+def test_a_wait_grown_past_any_number_is_capped() -> None:
+    """The 1,025th wait of ``backoff=2`` is 2**1024 times ``delay``, more than a float
+    holds: it raised OverflowError, and the task stayed RUNNING for ever."""
+    capped = TaskConfig(name="t", retries=5000, delay=1, backoff=2, max_delay=60)
+    assert [capped.retry_delay(n) for n in (1, 1024, 1025, 5000)] == [1, 60, 60, 60]
+    uncapped = TaskConfig(name="t", retries=5000, delay=1, backoff=2)
+    assert uncapped.retry_delay(5000) == RETRY_WAIT_MAX
+    assert TaskConfig(name="t", retries=1, delay=1e300).retry_delay(1) == RETRY_WAIT_MAX
+
+
+async def test_a_task_retried_more_than_1024_times_still_ends(eventually: Any) -> None:
+    tm = TaskManager(poll_interval=0.001)
+    calls: list[int] = []
+
+    @tm.task(retries=1100, delay=0.0001, backoff=2, max_delay=0.001)
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 1050:
+            raise ConnectionError("try again")
+        return "done"
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        task_id = tasks.add_task(flaky)
+        await tasks()
+        await eventually(lambda: tm.store.get(task_id).status.is_terminal, timeout=60)  # type: ignore[union-attr]
+    record = tm.store.get(task_id)
+    assert record is not None
+    assert (record.status, record.attempt, len(calls)) == (TaskStatus.SUCCESS, 1050, 1050)
 
 
 def test_jitter_draws_each_wait_between_its_share_and_the_computed_wait() -> None:

@@ -291,6 +291,8 @@ def test_interval_ticks_are_absolute() -> None:
         ({"every": 1, "cron": "* * * * *"}, "exactly one of every"),
         ({"every": timedelta(0)}, "positive timedelta"),
         ({"every": "1s"}, "positive timedelta"),
+        ({"every": float("nan")}, r"positive timedelta \(or seconds\), got nan"),  # ValueError
+        ({"every": float("inf")}, r"got inf"),  # OverflowError before
         ({"cron": "61 * * * *"}, "invalid cron expression"),
         ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"every": 1, "run_on_startup": "yes"}, "run_on_startup"),

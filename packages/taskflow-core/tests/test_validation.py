@@ -40,6 +40,15 @@ class SyncObserver(BaseObserver):
         ({"priority": True}, "priority must be an integer"),
         ({"eager": "yes"}, "eager must be True or False"),
         ({"queue": ""}, "queue must be a non-empty string"),
+        # accepted before: a NaN deadline broke the order of the loop's timers, and an
+        # infinite wait failed the task's first retry
+        ({"timeout": float("nan")}, "timeout must be a number of seconds > 0"),
+        ({"timeout": float("inf")}, "timeout must be a number of seconds > 0"),
+        ({"delay": float("inf")}, "delay must be a number of seconds >= 0"),
+        ({"delay": float("nan")}, "delay must be a number of seconds >= 0"),
+        ({"max_delay": float("inf")}, "max_delay must be a number of seconds > 0"),
+        ({"backoff": float("inf")}, "backoff must be a number >= 1"),
+        ({"delay": 10**400}, "delay must be a number of seconds >= 0"),
     ],
 )
 def test_bad_decorator_options_fail_at_decoration(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -9,10 +10,23 @@ from typing import Any
 from .errors import InvalidTaskError
 from .limits import check_name, check_priority_range, check_tags_size
 
-__all__ = ["DEFAULT_QUEUE", "QueueConfig", "TaskConfig", "check_priority", "check_tags"]
+__all__ = [
+    "DEFAULT_QUEUE",
+    "RETRY_WAIT_MAX",
+    "QueueConfig",
+    "TaskConfig",
+    "check_priority",
+    "check_tags",
+]
 
 DEFAULT_QUEUE = "default"
 """The queue a task uses when it names none."""
+
+
+RETRY_WAIT_MAX = 365 * 24 * 3600.0
+"""The longest wait before a retry, in seconds (a year), whatever ``delay``, ``backoff``
+and ``max_delay`` say: a wait ``backoff`` grows without a ``max_delay`` would
+otherwise pass what a date can hold."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +109,17 @@ class TaskConfig:
     def retry_delay(self, failed_attempts: int) -> float:
         """Seconds to wait before the next attempt after ``failed_attempts`` failures.
 
-        ``delay * backoff ** (failed_attempts - 1)``, at most ``max_delay``: the first
-        retry waits ``delay``. With ``jitter``, a wait drawn at random between
-        ``(1 - jitter)`` times that and that.
+        ``delay * backoff ** (failed_attempts - 1)``, at most ``max_delay`` (and at most
+        :data:`RETRY_WAIT_MAX` whatever the settings): the first retry waits ``delay``.
+        With ``jitter``, a wait drawn at random between ``(1 - jitter)`` times that and
+        that.
         """
-        grown = float(self.delay * self.backoff ** max(failed_attempts - 1, 0))
-        wait = grown if self.max_delay is None else min(grown, float(self.max_delay))
+        try:
+            grown = float(self.delay) * float(self.backoff) ** max(failed_attempts - 1, 0)
+        except OverflowError:  # grown past any float: the cap below applies
+            grown = math.inf
+        cap = RETRY_WAIT_MAX if self.max_delay is None else min(self.max_delay, RETRY_WAIT_MAX)
+        wait = min(grown, float(cap))
         if self.jitter:
             wait -= wait * self.jitter * random.random()
         return wait
@@ -180,7 +199,13 @@ def check_tags(tags: Any) -> dict[str, str]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (not a bool): NaN and infinity are no number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _bad_int(value: Any) -> bool:

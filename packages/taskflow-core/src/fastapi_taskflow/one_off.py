@@ -176,11 +176,20 @@ def _due_time(engine: Engine, run_at: datetime | None, delay: timedelta | float 
                 "datetime.now(timezone.utc) + timedelta(hours=1)"
             )
         return run_at.astimezone(timezone.utc)
+    wanted = delay
     if isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        delay = timedelta(seconds=delay)
+        try:
+            delay = timedelta(seconds=delay)
+        except (ValueError, OverflowError):  # NaN, infinity, past any date
+            delay = None
     if not isinstance(delay, timedelta) or delay < timedelta(0):
-        raise ScheduleError(f"delay must be a timedelta (or seconds) >= 0, got {delay!r}")
-    return engine.clock.now() + delay
+        raise ScheduleError(f"delay must be a timedelta (or seconds) >= 0, got {wanted!r}")
+    try:
+        return engine.clock.now() + delay
+    except OverflowError:
+        raise ScheduleError(
+            f"delay={wanted!r} is past the last date a datetime holds; pass a shorter one"
+        ) from None
 
 
 async def _cancel_keyed(engine: Engine, run_key: str) -> int:

@@ -96,11 +96,15 @@ class Schedule:
         if not isinstance(overlap, bool):
             raise ScheduleError(f"overlap must be True or False, got {overlap!r}")
         if every is not None:
+            given = every
             if isinstance(every, (int, float)) and not isinstance(every, bool):
-                every = timedelta(seconds=every)
+                try:
+                    every = timedelta(seconds=every)
+                except (ValueError, OverflowError):  # NaN, infinity, past any date
+                    every = None
             if not isinstance(every, timedelta) or every <= timedelta(0):
                 raise ScheduleError(
-                    f"every= must be a positive timedelta (or seconds), got {every!r}"
+                    f"every= must be a positive timedelta (or seconds), got {given!r}"
                 )
             return cls(
                 name, every=every, timezone=zone, run_on_startup=run_on_startup, overlap=overlap
