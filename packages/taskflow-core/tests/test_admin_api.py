@@ -10,10 +10,12 @@ import anyio
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
+from pydantic import ValidationError
 
 from fastapi_taskflow import TaskManager, TaskStatus
 from fastapi_taskflow.admin import TaskAdmin
 from fastapi_taskflow.admin.core import AdminConfigError
+from fastapi_taskflow.admin.schemas import PurgeRequest
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import TaskRecord
 
@@ -290,3 +292,12 @@ async def test_router_usable_alone_and_bad_path(caplog: pytest.LogCaptureFixture
         TaskAdmin(None, tm, title=None)  # type: ignore[arg-type]
     with pytest.raises(AdminConfigError, match="path must be a string"):
         TaskAdmin(None, tm, path=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_purge_age_that_is_not_a_finite_number_is_refused(value: float) -> None:
+    """Python's JSON reader takes ``NaN`` and ``Infinity``: a purge given one reached
+    ``timedelta(seconds=nan)`` and failed with a ValueError. (FastAPI then cannot write
+    its own 422 answer, which echoes the value: that part is FastAPI's.)"""
+    with pytest.raises(ValidationError, match="finite"):
+        PurgeRequest(older_than_seconds=value)

@@ -190,7 +190,9 @@ class PurgeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    older_than_seconds: Annotated[float, Strict()] = Field(ge=0, le=100 * 365 * 86400)
+    older_than_seconds: Annotated[float, Strict()] = Field(
+        ge=0, le=100 * 365 * 86400, allow_inf_nan=False
+    )
 
 
 class PurgeResult(BaseModel):
