@@ -122,3 +122,49 @@ async def test_a_result_is_recorded_without_running_what_the_task_returned(
         "tags": ["a"],
         "raw": {"__taskflow_bytes__": "/w=="},
     }
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.anyio
+async def test_a_result_that_cannot_be_read_is_recorded_as_text(one_request: Any) -> None:
+    """A result holding itself (RecursionError), or whose ``repr()`` raises: the task
+    stayed RUNNING for ever and the request's next background tasks never ran (the
+    error left the container). It ends SUCCESS with a text saying what it was."""
+    tm = TaskManager()
+
+    @tm.task()
+    async def holds_itself() -> dict[str, Any]:
+        result: dict[str, Any] = {"id": 1}
+        result["self"] = result
+        return result
+
+    @tm.task()
+    async def unprintable() -> _Unprintable:
+        return _Unprintable()
+
+    @tm.task()
+    async def after() -> str:
+        return "ran"
+
+    cyclic, odd, last = await one_request(tm, holds_itself, unprintable, after)
+    assert (cyclic.status, cyclic.result) == (TaskStatus.SUCCESS, "{'id': 1, 'self': {...}}")
+    assert odd.status is TaskStatus.SUCCESS
+    assert odd.result == "<_Unprintable object; its repr() raised an exception>"
+    assert (last.status, last.result) == (TaskStatus.SUCCESS, "ran")
+
+
+def test_an_argument_holding_itself_is_named_not_a_recursion_error() -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    durable = ManagedBackgroundTasks(TaskManager(backend=DurableMemory()))
+    with pytest.raises(TaskArgumentError, match="a value that contains itself"):
+        durable.add_task(handler, cyclic)
+    assert durable.tasks == []
+    in_process = TaskManager()
+    task_id = ManagedBackgroundTasks(in_process).add_task(handler, cyclic)
+    record = in_process.store.get(task_id)
+    assert record is not None and record.args == [{"__taskflow_unstored__": "dict"}]

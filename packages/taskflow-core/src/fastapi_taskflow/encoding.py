@@ -118,9 +118,15 @@ def encode_result(value: Any) -> Any:
     rather than being run to its end (an endless one would hold the event loop for
     ever, one with side effects would have them run by taskflow)."""
     try:
-        return _to_json(value)
+        return _json_form(value)
     except _Unstorable:
+        pass
+    except Exception:  # the result's own code failed while it was read (a property ...)
+        pass
+    try:
         return repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object; its repr() raised an exception>"
 
 
 def has_unstored(args: list[Any] | None, kwargs: dict[str, Any] | None) -> bool:
@@ -157,7 +163,7 @@ def decode_arguments(
 def _encode_one(func: Callable[..., Any], where: int | str, value: Any, strict: bool) -> Any:
     """Encode one argument: ``where`` is its position (int) or keyword (str)."""
     try:
-        return _to_json(value)
+        return _json_form(value)
     except _Unstorable as exc:
         if not strict:
             return {UNSTORED_MARKER: exc.type_name}
@@ -175,6 +181,21 @@ def _encode_one(func: Callable[..., Any], where: int | str, value: Any, strict: 
             "datetimes, UUIDs, enums) or an id the task loads itself (for an upload: save "
             "it first and pass its path or id)."
         ) from None
+
+
+def _json_form(value: Any) -> Any:
+    """:func:`_to_json` of a whole value: one that holds itself (a dict in its own values)
+    or nests deeper than Python recurses is unstorable too, and so is one whose own code
+    fails while it is read (a property of a dataclass, a model's serializer)."""
+    try:
+        return _to_json(value)
+    except _Unstorable:
+        raise
+    except RecursionError:
+        raise _Unstorable(value, "a value that contains itself, or nests too deeply") from None
+    except Exception as exc:
+        what = f"an object whose conversion to JSON raised {type(exc).__name__}"
+        raise _Unstorable(value, what) from None
 
 
 def _to_json(value: Any) -> Any:

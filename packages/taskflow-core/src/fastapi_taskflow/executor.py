@@ -113,6 +113,8 @@ def _snapshot(record: Kept) -> TaskRecord:
 
 _NOT_RUNNING = "task %s was no longer RUNNING; its outcome was not recorded"
 
+_REFUSED = "the task store refused this task's outcome, so it is not known"
+
 
 class OutcomeNotWritten(Exception):
     """The store refused a task's outcome even without its result: the task is ended
@@ -287,6 +289,17 @@ async def execute(
             engine.forget(task_id)
             runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
             reraise_if_cancelled()
+        except Exception as exc:
+            # taskflow's own code failed around the call (what the call raised was
+            # caught above): a defect, yet never RUNNING forever, and the container's
+            # next tasks still run
+            logger.exception("recording the outcome of task %s failed", task_id)
+            engine.forget(task_id)
+            runtime.spawn(
+                end_unwritten(engine, record, error=_internal_error(exc)),
+                name=f"taskflow-unwritten-{task_id}",
+            )
+            reraise_if_cancelled()
         finally:
             running.pop(task_id, None)
         if succeeded is not None and finishing is not None:
@@ -333,7 +346,21 @@ async def _finish_later(
         engine.forget(record.task_id)
         await end_unwritten(engine, record)
         return
+    except Exception as exc:  # a defect: see execute
+        logger.exception("recording the outcome of task %s failed", record.task_id)
+        engine.forget(record.task_id)
+        await end_unwritten(engine, record, error=_internal_error(exc))
+        return
     engine.forget(record.task_id)
+
+
+def _internal_error(exc: Exception) -> str:
+    """The error of a task whose outcome taskflow failed to record (a defect)."""
+    reason = clean_text(f"{type(exc).__name__}: {exc}")[0][:500]
+    return (
+        f"taskflow failed to record this task's outcome ({reason}), so it is not known; "
+        "the application log has the traceback"
+    )
 
 
 def _stop_counting(
@@ -733,14 +760,11 @@ async def _transition(
     return done
 
 
-async def end_unwritten(engine: Engine, record: Kept) -> None:
-    """End a RUNNING task whose outcome the store refused: INTERRUPTED with a plain
-    error, retried with backoff until the store takes it (or the task is no longer
-    RUNNING)."""
-    update = TaskUpdate(
-        finished_at=engine.clock.now(),
-        error="the task store refused this task's outcome, so it is not known",
-    )
+async def end_unwritten(engine: Engine, record: Kept, *, error: str = _REFUSED) -> None:
+    """End a RUNNING task whose outcome the store refused (or taskflow failed to
+    record: ``error`` says which): INTERRUPTED with a plain error, retried with backoff
+    until the store takes it (or the task is no longer RUNNING)."""
+    update = TaskUpdate(finished_at=engine.clock.now(), error=error)
     delay = engine.availability.first_delay
     while True:
         try:
