@@ -121,8 +121,6 @@ def encode_result(value: Any) -> Any:
         return _json_form(value)
     except _Unstorable:
         pass
-    except Exception:  # the result's own code failed while it was read (a property ...)
-        pass
     try:
         return repr(value)
     except Exception:

@@ -283,20 +283,14 @@ async def execute(
                     again = await _failed(engine, record, invocation, ctx, raised)
             finally:
                 raised = None  # the traceback holds this frame: no cycle left behind
-        except OutcomeNotWritten:
-            # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store
-            # takes it.
-            engine.forget(task_id)
-            runtime.spawn(end_unwritten(engine, record), name=f"taskflow-unwritten-{task_id}")
-            reraise_if_cancelled()
         except Exception as exc:
-            # taskflow's own code failed around the call (what the call raised was
-            # caught above): a defect, yet never RUNNING forever, and the container's
-            # next tasks still run
-            logger.exception("recording the outcome of task %s failed", task_id)
+            # The store refused the outcome (OutcomeNotWritten), or taskflow's own code
+            # failed around the call (what the call raised was caught above: a defect).
+            # Never RUNNING forever: end it INTERRUPTED (a plain write) once the store
+            # takes it; the container's next tasks still run.
             engine.forget(task_id)
             runtime.spawn(
-                end_unwritten(engine, record, error=_internal_error(exc)),
+                end_unwritten(engine, record, error=_unwritten_error(task_id, exc)),
                 name=f"taskflow-unwritten-{task_id}",
             )
             reraise_if_cancelled()
@@ -342,20 +336,20 @@ async def _finish_later(
     """Write a successful outcome after ``execute`` returned (see its ``finishing``)."""
     try:
         await _finish(engine, record, ctx, _SUCCESS, changes)
-    except OutcomeNotWritten:
+    except Exception as exc:  # see execute
         engine.forget(record.task_id)
-        await end_unwritten(engine, record)
-        return
-    except Exception as exc:  # a defect: see execute
-        logger.exception("recording the outcome of task %s failed", record.task_id)
-        engine.forget(record.task_id)
-        await end_unwritten(engine, record, error=_internal_error(exc))
+        await end_unwritten(engine, record, error=_unwritten_error(record.task_id, exc))
         return
     engine.forget(record.task_id)
 
 
-def _internal_error(exc: Exception) -> str:
-    """The error of a task whose outcome taskflow failed to record (a defect)."""
+def _unwritten_error(task_id: str, exc: Exception) -> str:
+    """The error of a task whose outcome was not recorded: the store refused it
+    (``OutcomeNotWritten``), or taskflow's own code failed (a defect: logged here with
+    its traceback)."""
+    if isinstance(exc, OutcomeNotWritten):
+        return _REFUSED
+    logger.exception("recording the outcome of task %s failed", task_id)
     reason = clean_text(f"{type(exc).__name__}: {exc}")[0][:500]
     return (
         f"taskflow failed to record this task's outcome ({reason}), so it is not known; "
@@ -760,7 +754,7 @@ async def _transition(
     return done
 
 
-async def end_unwritten(engine: Engine, record: Kept, *, error: str = _REFUSED) -> None:
+async def end_unwritten(engine: Engine, record: Kept, *, error: str) -> None:
     """End a RUNNING task whose outcome the store refused (or taskflow failed to
     record: ``error`` says which): INTERRUPTED with a plain error, retried with backoff
     until the store takes it (or the task is no longer RUNNING)."""

@@ -86,7 +86,10 @@ async def schedule_once(
     if not callable(func):
         raise InvalidTaskError(f"schedule_once() needs a callable first, got {func!r}")
     if run_key is not None:
-        _check_run_key(run_key, none="or None")
+        _check_run_key_type(run_key, none=" or None")
+        problem = _run_key_problem(run_key)
+        if problem is not None:
+            raise ScheduleError(problem)
     clean_tags = check_tags(tags)
     await engine.started_backend()  # the store has answered, or BackendUnavailableError
     when = _due_time(engine, run_at, delay)
@@ -116,9 +119,8 @@ async def schedule_once(
 
 async def cancel_scheduled(engine: Engine, run_key: str) -> bool:
     """Cancel the pending firing named ``run_key``; True if there was one."""
-    if not isinstance(run_key, str) or not run_key:
-        raise ScheduleError(f"run_key must be a non-empty string, got {run_key!r}")
-    if len(run_key) > RUN_KEY_MAX or not storable_text(run_key):
+    _check_run_key_type(run_key)
+    if _run_key_problem(run_key) is not None:
         return False  # schedule_once() refuses such a key: no firing has it
     await engine.started_backend()
     async with _key_lock(engine, run_key):
@@ -208,21 +210,27 @@ async def _cancel_keyed(engine: Engine, run_key: str) -> int:
     return cancelled
 
 
-def _check_run_key(run_key: object, *, none: str = "") -> None:
-    """Raise ``ScheduleError`` unless ``run_key`` is 1 to ``RUN_KEY_MAX`` characters
-    every store can hold (``none``: what else the parameter takes, for the message)."""
+def _check_run_key_type(run_key: object, *, none: str = "") -> None:
+    """Raise ``ScheduleError`` unless ``run_key`` is a non-empty string (``none``: what
+    else the parameter takes, for the message)."""
     if not isinstance(run_key, str) or not run_key:
-        raise ScheduleError(f"run_key must be a non-empty string {none}, got {run_key!r}")
+        raise ScheduleError(f"run_key must be a non-empty string{none}, got {run_key!r}")
+
+
+def _run_key_problem(run_key: str) -> str | None:
+    """Why no firing can have ``run_key`` (longer than ``RUN_KEY_MAX`` characters, or
+    text no store holds), or None when one can."""
     if len(run_key) > RUN_KEY_MAX:
-        raise ScheduleError(
+        return (
             f"run_key must be 1 to {RUN_KEY_MAX} characters, got {len(run_key)}; hash a "
             "longer key (for example with hashlib.sha256)"
         )
     if not storable_text(run_key):
-        raise ScheduleError(
+        return (
             f"run_key {run_key[:40]!r} contains a NUL character or a lone surrogate; task "
             "stores cannot hold it. Remove it or encode the value."
         )
+    return None
 
 
 def _lock_name(run_key: str) -> str:
