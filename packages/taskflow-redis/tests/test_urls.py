@@ -91,9 +91,11 @@ def test_only_one_connection_source() -> None:
         RedisBackend("redis://localhost", connection_pool=pool)
 
 
-def test_prefix_with_braces_is_refused() -> None:
-    with pytest.raises(ValueError, match="prefix"):
-        RedisBackend("redis://localhost", prefix="a{b}")
+@pytest.mark.parametrize("prefix", ["a{b}", "}"])
+def test_prefix_with_braces_is_refused(prefix: str) -> None:
+    """A TaskflowError (and still a ValueError) naming the fix, as the URL's is."""
+    with pytest.raises(BackendURLError, match="without braces"):
+        RedisBackend("redis://localhost", prefix=prefix)
 
 
 def test_an_unknown_option_is_named_with_the_valid_ones_and_the_query_kept() -> None:

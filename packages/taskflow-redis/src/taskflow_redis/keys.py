@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from fastapi_taskflow.errors import BackendURLError
+
 __all__ = ["EPOCH", "KeySpace", "from_micros", "micros", "padded"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -41,7 +43,7 @@ class KeySpace:
 
     def __init__(self, prefix: str) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
-            raise ValueError(
+            raise BackendURLError(
                 f"invalid Redis key prefix {prefix!r}: use a non-empty name without braces, "
                 "for example 'taskflow' or 'myapp-tasks'"
             )
