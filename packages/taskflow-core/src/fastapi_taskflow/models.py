@@ -16,7 +16,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import InvalidOperationError
 
@@ -356,6 +357,10 @@ class CreateResult(BaseModel):
     created: bool
 
 
+SEARCH_MAX = 200
+"""The longest text search (:attr:`TaskQuery.q`), in characters."""
+
+
 class TaskQuery(BaseModel):
     """A filter over the task list, newest first, keyset-paginated.
 
@@ -372,12 +377,27 @@ class TaskQuery(BaseModel):
     tags: dict[str, str] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    q: str | None = Field(default=None, max_length=200)
+    q: str | None = None
     """Text search: keeps tasks where ``q`` occurs in the function name, the task id,
     the error, or a tag key or value (case-insensitive for ASCII letters; see
-    :func:`matches_text`). None or empty: no text filter."""
+    :func:`matches_text`); at most :data:`SEARCH_MAX` characters. None or empty: no
+    text filter."""
     limit: int = Field(default=50, ge=1, le=1000)
     cursor: str | None = None
+
+    @field_validator("q")
+    @classmethod
+    def _search_length(cls, value: str | None) -> str | None:
+        # Checked here rather than by ``Field(max_length=)``: pydantic's own check
+        # refuses a text holding a lone surrogate (argv decoded with surrogateescape)
+        # as "not a valid string", where every other text filter finds nothing.
+        if value is not None and len(value) > SEARCH_MAX:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": SEARCH_MAX},
+            )
+        return value
 
 
 class TaskPage(BaseModel):
