@@ -7,7 +7,8 @@ structured logs, priorities and named queues, on an in-process or shared backend
 
 from __future__ import annotations
 
-from .background import ManagedBackgroundTasks
+from typing import TYPE_CHECKING
+
 from .config import QueueConfig, TaskConfig
 from .context import TaskContext, get_task_context, task_log
 from .errors import (
@@ -31,7 +32,6 @@ from .errors import (
     TaskTimeoutError,
 )
 from .events import LifecycleEvent, LogEvent
-from .manager import TaskManager
 from .models import LogEntry, TaskPage, TaskQuery, TaskRecord, TaskStats, TaskStatus
 from .observers import (
     BaseObserver,
@@ -42,6 +42,16 @@ from .observers import (
 )
 from .one_off import ScheduledTask
 from .progress import task_progress
+
+if TYPE_CHECKING:
+    from .background import ManagedBackgroundTasks
+    from .manager import TaskManager
+else:  # imported on first use: the command line never needs FastAPI
+    from .lazy_exports import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {"ManagedBackgroundTasks": ".background", "TaskManager": ".manager"}
+    )
 
 __version__ = "0.1.0"
 
