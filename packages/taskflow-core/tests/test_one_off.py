@@ -199,3 +199,37 @@ async def test_task_context_of_a_firing_carries_its_schedule_tags(eventually: An
         await tm.schedule_once(job, delay=0, run_key="r", tags={"team": "a"})
         await eventually(lambda: tags)
     assert tags[0]["team"] == "a" and tags[0]["taskflow.run_key"] == "r"
+
+
+def _taskflow_tasks() -> list[str]:
+    """The names of taskflow's asyncio tasks still alive on this loop."""
+    return sorted(
+        name
+        for task in asyncio.all_tasks()
+        if not task.done() and (name := task.get_name()).startswith("taskflow-")
+    )
+
+
+async def test_a_firing_armed_after_shutdown_waits_for_the_next_startup(
+    eventually: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After shutdown, schedule_once() stores the firing and starts nothing: no queue
+    worker runs it (or outlives the manager's next shutdown, failing every 0.1 s)."""
+    tm = TaskManager(poll_interval=0.05)
+    ran: list[str] = []
+
+    @tm.task()
+    async def remind(user: str) -> None:
+        ran.append(user)
+
+    async with tm:
+        pass
+    task_id = await tm.schedule_once(remind, "ada", delay=0)
+    assert _taskflow_tasks() == []  # nothing would stop one
+    record = await tm.store.aget(task_id)
+    assert record is not None and record.status is TaskStatus.PENDING
+    async with tm:
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.SUCCESS)  # type: ignore[union-attr]
+    assert ran == ["ada"]
+    assert _taskflow_tasks() == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

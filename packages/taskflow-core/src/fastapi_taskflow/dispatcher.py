@@ -63,9 +63,11 @@ class QueueWorker:
 
         Not while the runtime stops: a task put (back) on the queue during a shutdown
         (one interrupted with ``requeue_on_interrupt``) waits there for another
-        instance, instead of being claimed again by the one shutting down.
+        instance, instead of being claimed again by the one shutting down. Nor on a
+        passive runtime (the store served after a shutdown): a task queued then waits
+        for the next startup or another instance.
         """
-        if self.runtime.stopping:
+        if self.runtime.stopping or self.runtime.passive:
             return
         if self._task is None or self._task.done():
             self._task = self.runtime.spawn(self._run(), name=f"taskflow-queue-{self.queue}")

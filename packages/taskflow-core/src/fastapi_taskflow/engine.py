@@ -268,7 +268,9 @@ class Engine:
         await runtime.on_loop_end(self._loop_ended)
         if self._shut_down:
             # Reading the store after shutdown() opens the backend, nothing more: no
-            # background loops that nobody would stop. startup() resumes fully.
+            # background loops that nobody would stop (not even a queue worker for a
+            # task armed now). startup() resumes fully.
+            runtime.passive = True
             return runtime
         return await self._start_loops(runtime, backend)
 

@@ -152,6 +152,10 @@ class Runtime:
         self.control: TaskBackend | None = None
         """A fork of ``backend`` for the heartbeat and recovery, when they have one."""
         self.stopping = False
+        self.passive = False
+        """It serves the store after a shutdown (reads, and writes such as
+        ``schedule_once()``): no queue worker starts on it, so nothing runs until the
+        manager starts again (or another instance runs the task)."""
         self.released = False
         """Its backends are closed (a shutdown, or its loop ended): it serves nothing."""
         self.background: set[asyncio.Task[Any]] = set()
