@@ -374,10 +374,33 @@ async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
     call = functools.partial(
         contextvars.copy_context().run, invocation.func, *invocation.args, **invocation.kwargs
     )
-    result = await asyncio.get_running_loop().run_in_executor(engine.thread_pool, call)
+    result, raised = await asyncio.get_running_loop().run_in_executor(
+        engine.thread_pool, _outcome_of, call
+    )
+    if raised is not None:
+        try:
+            raise raised  # here, in this coroutine's frame: the caller's ``except`` sees it
+        finally:
+            raised = None  # its traceback holds this frame: no cycle left behind
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+def _outcome_of(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """``call()``'s result, or what it raised, as a value (on the pool's thread).
+
+    What a sync task raises must not travel through the pool's future: a
+    ``StopIteration`` (``next()`` on an exhausted iterator) cannot be set on an asyncio
+    future at all (the await would never return: the task RUNNING for ever, its
+    request's next tasks never run), nor a ``GeneratorExit`` be thrown into the
+    awaiting coroutine. Raised again by the awaiting coroutine, a ``StopIteration``
+    becomes the ``RuntimeError`` an ``async def`` task raising it gets.
+    """
+    try:
+        return call(), None
+    except BaseException as exc:
+        return None, exc
 
 
 async def _failed(
