@@ -7,6 +7,10 @@ commonest way to meet one) cannot be set on an asyncio future, so the await neve
 returned and the task stayed RUNNING for ever with its request's later tasks never
 run; a ``GeneratorExit`` thrown into the awaiting coroutine left the task RUNNING on
 every durable backend.
+
+And what a task logs never costs it its outcome: a log line's value with no JSON form
+(``bytes`` that are not UTF-8, a dict holding itself, an object whose ``repr`` raises)
+is stored as its ``repr``, or a placeholder naming its type.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import durable_stores
 import pytest
 
-from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
+from fastapi_taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus, task_log
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +70,40 @@ async def test_an_odd_exception_fails_its_task_and_the_next_task_runs(
         done = await tm.store.aget(next_one)
         assert done is not None and done.status is TaskStatus.SUCCESS
         assert done.result == "ran"
+
+
+class Loop(dict[str, Any]):
+    """A dict holding itself."""
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+async def test_a_log_line_s_odd_values_never_cost_the_task_its_outcome(any_url: str) -> None:
+    """guarantees.md: an ``extra`` value with no JSON form is stored as its ``repr``.
+    ``bytes`` that are not UTF-8 (a file's first bytes) ended a successful task
+    INTERRUPTED ("taskflow failed to record this task's outcome") on every backend."""
+    tm = TaskManager(any_url)
+    loop = Loop()
+    loop["self"] = loop
+
+    @tm.task(name="digest")
+    async def digest(data: bytes) -> str:
+        task_log("hashed payload", head=data[:4], text=b"abcd", loop=loop, odd=BadRepr())
+        task_log("next line")
+        return "done"
+
+    async with tm:
+        tasks = ManagedBackgroundTasks(tm)
+        task_id = tasks.add_task(digest, b"\x89PNG\r\n")
+        await tasks()
+        record = await tm.store.aget(task_id)
+    assert record is not None and record.status is TaskStatus.SUCCESS, record
+    assert record.result == "done"
+    lines = {entry.message: entry.extra for entry in record.logs}
+    assert "next line" in lines
+    extra = lines["hashed payload"]
+    assert extra["head"] in (b"\x89PNG", repr(b"\x89PNG"))  # memory keeps the value
+    assert extra["text"] in (b"abcd", "abcd")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import to_jsonable_python
 
@@ -358,7 +358,7 @@ def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
         message, n = clean_text(entry.message)
         extra = entry.extra
         if extra and not _plain_text(extra):
-            extra, m = clean_json(to_jsonable_python(extra, fallback=repr))
+            extra, m = clean_json(_json_extra(extra))
             extra = _cut_large_values(extra)
             n += m
         if n or extra is not entry.extra:
@@ -366,6 +366,29 @@ def storable_entries(entries: list[LogEntry]) -> tuple[list[LogEntry], int]:
         replaced += n
         out.append(entry)
     return out, replaced
+
+
+def _json_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` as JSON data, ``repr`` standing for a value that has no JSON form.
+
+    Done per value when the whole fails: ``bytes`` that are not UTF-8 text (a file's
+    first bytes), a value holding itself, or one whose own code raises while it is read
+    would otherwise fail the line, and with it the task's outcome and its neighbours.
+    """
+    try:
+        return cast(dict[str, Any], to_jsonable_python(extra, fallback=repr))
+    except Exception:
+        return {key: _json_value(value) for key, value in extra.items()}
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        return to_jsonable_python(value, fallback=repr)
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<{type(value).__qualname__} object; its repr() raised an exception>"
 
 
 def _cut_large_values(extra: dict[str, Any]) -> dict[str, Any]:
