@@ -4,6 +4,7 @@ stop at their next await, sync ones see cancel_requested; CANCELLED is final."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any
@@ -211,3 +212,64 @@ async def test_a_cancel_requested_task_of_a_dead_instance_ends_cancelled(
     assert ran == []
     final = tm.store.get("t-dead-1")
     assert final is not None and "cancel requested" in (final.error or "")
+
+
+def _sync_task_ignoring_cancel(tm: TaskManager, ending: str, **options: Any) -> Any:
+    """A sync task that starts, then (once cancelled) stops as ``ending`` says: it
+    ignores the request until its timeout (``"timeout"``), ``sys.exit()``s
+    (``"exit"``), or keeps running through a shutdown (``"shutdown"``)."""
+    started = threading.Event()
+    runs: list[int] = []
+
+    @tm.task(name=f"ignores_cancel_{ending}", **options)
+    def ignores_cancel() -> str:
+        ctx = get_task_context()
+        assert ctx is not None
+        runs.append(ctx.attempt)
+        started.set()
+        deadline = time.monotonic() + 5  # never past the test: a thread cannot be stopped
+        while time.monotonic() < deadline:
+            if ending == "exit" and ctx.cancel_requested:
+                sys.exit(3)
+            time.sleep(0.01)
+        return "finished"
+
+    ignores_cancel.started = started  # type: ignore[attr-defined]
+    ignores_cancel.runs = runs  # type: ignore[attr-defined]
+    return ignores_cancel
+
+
+@pytest.mark.parametrize("ending", ["timeout", "exit"])
+async def test_a_cancelled_sync_task_is_never_retried_however_it_stops(
+    ending: str, eventually: Any
+) -> None:
+    """CANCELLED is final: a sync task that ignored the request until its timeout
+    passed, or stopped with ``sys.exit()``, was retried (and could end SUCCESS)."""
+    tm = TaskManager(poll_interval=0.02)
+    job = _sync_task_ignoring_cancel(tm, ending, retries=2, timeout=0.5)
+    async with tm:
+        task_id = tm.add_task(job)
+        await eventually(job.started.is_set)
+        await tm.cancel(task_id)
+        await eventually(lambda: tm.store.get(task_id).status.is_terminal, timeout=5)  # type: ignore[union-attr]
+        record = tm.store.get(task_id)
+    assert record is not None and record.status is TaskStatus.CANCELLED, record
+    assert record.attempt == 1 and job.runs == [1]
+    assert (record.error or "").startswith("TaskCancelledError")
+
+
+async def test_a_cancelled_sync_task_cut_off_by_a_shutdown_ends_cancelled(
+    eventually: Any,
+) -> None:
+    """Not INTERRUPTED (which a durable store's ``requeue_on_interrupt`` would run
+    again on another instance): the task was cancelled before the shutdown."""
+    tm = TaskManager(poll_interval=0.02, shutdown_timeout=0.2)
+    job = _sync_task_ignoring_cancel(tm, "shutdown", requeue_on_interrupt=True)
+    async with tm:
+        task_id = tm.add_task(job)
+        await eventually(job.started.is_set)
+        await tm.cancel(task_id)
+    record = await tm.store.aget(task_id)
+    assert record is not None and record.status is TaskStatus.CANCELLED, record
+    assert record.cancel_requested and "interrupted by shutdown" in (record.error or "")
+    assert job.runs == [1]

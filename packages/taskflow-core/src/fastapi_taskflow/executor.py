@@ -462,6 +462,15 @@ def _class_names(classes: tuple[type[BaseException], ...]) -> str:
 
 async def _interrupted(engine: Engine, record: Kept, ctx: task_context.TaskContext) -> None:
     error = "interrupted by shutdown"
+    if supervision.cancel_asked(ctx):
+        # cancelled before the shutdown cut it off: CANCELLED is final (never requeued)
+        cancelled = {
+            "finished_at": engine.clock.now(),
+            "error": f"TaskCancelledError: task {record.task_id} was cancelled ({error})",
+            "cancel_requested": True,
+        }
+        await _last_write(engine, _finish(engine, record, ctx, TaskStatus.CANCELLED, cancelled))
+        return
     if engine.durable and record.requeue_on_interrupt:
         # At least once: another instance runs it again.
         again = await _last_write(

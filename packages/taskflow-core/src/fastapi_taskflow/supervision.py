@@ -29,7 +29,7 @@ from .context import TaskContext
 from .errors import TaskCancelledError, TaskTimeoutError
 from .models import LogEntry
 
-__all__ = ["Attempt", "CancelScopes", "enter", "failure", "leave"]
+__all__ = ["Attempt", "CancelScopes", "cancel_asked", "enter", "failure", "leave"]
 
 CANCEL, TIMEOUT = "cancel", "timeout"
 
@@ -52,7 +52,16 @@ class Attempt(TaskContext):
         The others: those of :class:`~fastapi_taskflow.context.TaskContext`.
     """
 
-    __slots__ = ("_cancelled_task", "_is_async", "_open", "_reason", "_task", "_timeout", "_timer")
+    __slots__ = (
+        "_cancel_asked",
+        "_cancelled_task",
+        "_is_async",
+        "_open",
+        "_reason",
+        "_task",
+        "_timeout",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -76,6 +85,9 @@ class Attempt(TaskContext):
         """The attempt can still be interrupted (until its call returned or failed)."""
         self._reason: str | None = None
         self._cancelled_task = False
+        self._cancel_asked = False
+        """``task_manager.cancel()`` reached the attempt (a shutdown's request to a
+        thread only sets ``cancel_requested``)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timeout: float | None = None
 
@@ -85,6 +97,7 @@ class Attempt(TaskContext):
             return
         if reason == CANCEL:
             self.cancel_requested = True
+            self._cancel_asked = True
             if not self._is_async:
                 return  # a thread cannot be stopped: the task sees cancel_requested
         if self._reason is None:
@@ -164,19 +177,33 @@ def failure(attempt: Attempt, exc: BaseException) -> BaseException | None:
         if reason == TIMEOUT:
             assert attempt._timeout is not None
             error = TaskTimeoutError(attempt._timeout, sync=not attempt._is_async)
+            if attempt._cancel_asked:  # a sync task cancelled, then out of time: final
+                return _cancelled(attempt, error)
         elif reason == CANCEL:
             error = TaskCancelledError(f"task {attempt.task_id} was cancelled")
         else:
             return None
         error.__suppress_context__ = True  # raise ... from None
         return error
-    if isinstance(exc, Exception):
+    if not isinstance(exc, KeyboardInterrupt):  # an Exception, SystemExit, a library's
         attempt._settle()
         if attempt.cancel_requested and not isinstance(exc, TaskCancelledError):
-            cancelled = TaskCancelledError(f"task {attempt.task_id} was cancelled")
-            cancelled.__cause__ = exc
-            return cancelled
+            return _cancelled(attempt, exc)
     return None
+
+
+def _cancelled(attempt: Attempt, cause: BaseException) -> TaskCancelledError:
+    """The error ending a cancelled attempt that stopped by raising ``cause``."""
+    cancelled = TaskCancelledError(f"task {attempt.task_id} was cancelled")
+    cancelled.__cause__ = cause
+    return cancelled
+
+
+def cancel_asked(context: TaskContext) -> bool:
+    """True when ``task_manager.cancel()`` reached the attempt of ``context``: however
+    it ends now (a shutdown interrupting it included), it ends CANCELLED, never
+    retried nor run again."""
+    return isinstance(context, Attempt) and context._cancel_asked
 
 
 def leave(scopes: CancelScopes, attempt: Attempt) -> None:
