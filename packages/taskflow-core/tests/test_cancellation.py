@@ -273,3 +273,23 @@ async def test_a_cancelled_sync_task_cut_off_by_a_shutdown_ends_cancelled(
     assert record is not None and record.status is TaskStatus.CANCELLED, record
     assert record.cancel_requested and "interrupted by shutdown" in (record.error or "")
     assert job.runs == [1]
+
+
+async def test_a_running_task_s_logs_say_who_asked_to_cancel_it(eventually: Any) -> None:
+    """timeouts-and-cancellation.md: "its logs hold a warning line ``cancellation
+    requested (from instance ...)``" (observers got it; the stored logs did not)."""
+    tm = TaskManager(poll_interval=0.02)
+
+    @tm.task()
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    async with tm:
+        task_id = tm.add_task(forever)
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.RUNNING)  # type: ignore[union-attr]
+        await tm.cancel(task_id)
+        await eventually(lambda: tm.store.get(task_id).status is TaskStatus.CANCELLED)  # type: ignore[union-attr]
+        record = await tm.store.aget(task_id)
+    assert record is not None
+    warnings = [e.message for e in record.logs if e.level == "warning"]
+    assert warnings == [f"cancellation requested (from instance {tm.instance_id})"]

@@ -22,10 +22,17 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import TaskflowError
 from .events import LifecycleEvent, LogEvent
 from .limits import check_lookup
 from .models import TaskRecord, TaskStatus
-from .operations import CANCEL_MARK, cancel_if_pending, cancel_request_event, cancel_task_with
+from .operations import (
+    CANCEL_MARK,
+    cancel_if_pending,
+    cancel_request_event,
+    cancel_task_with,
+    log_cancel_request,
+)
 from .protocols import TaskBackend
 from .runtime import Runtime, reraise_if_cancelled
 
@@ -93,6 +100,10 @@ async def _signal(engine: Engine, backend: TaskBackend, record: TaskRecord) -> N
         sender=engine.instance_id,
         by=f"instance {engine.instance_id}",
     )
+    try:
+        await engine.availability.call(lambda: log_cancel_request(backend, event))
+    except TaskflowError:  # the flag on the record is what stops the task
+        logger.warning("the log line of task %s's cancellation was not stored", record.task_id)
     scopes = engine.cancel_scopes
     _on_engine_loop(engine, lambda: scopes.request(record.task_id))  # runs here?
     if engine.app_loop() is not None:

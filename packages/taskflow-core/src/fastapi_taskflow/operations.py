@@ -332,6 +332,20 @@ def cancel_request_event(
     )
 
 
+async def log_cancel_request(backend: TaskBackend, event: LogEvent) -> None:
+    """Store the warning line of a cancellation request (``event``, made by
+    :func:`cancel_request_event`) in its task's logs, as the docs promise: the task's
+    logs say who asked, whatever the fan-out delivers. A failure is left to the
+    caller: the flag on the record is what stops the task."""
+    entry = LogEntry(
+        timestamp=event.timestamp,
+        level=event.level,
+        message=event.message,
+        attempt=event.attempt,
+    )
+    await backend.append_logs(event.task_id, [entry])
+
+
 async def cancel_task_with(
     backend: TaskBackend,
     task_id: str,
@@ -491,6 +505,8 @@ async def cancel_task(
     async def running(record: TaskRecord) -> None:
         event = cancel_request_event(record, timestamp=clock.now(), sender=who)
         with contextlib.suppress(TaskflowError):  # the flag on the record is the truth
+            await log_cancel_request(backend, event)
+        with contextlib.suppress(TaskflowError):
             await backend.publish(event)
 
     return await cancel_task_with(backend, task_id, pending=pending, running=running)
