@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -12,10 +15,11 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import ValidationError
 
-from fastapi_taskflow import TaskManager, TaskStatus
+from fastapi_taskflow import TaskManager, TaskStatus, task_log, task_progress
 from fastapi_taskflow.admin import TaskAdmin
 from fastapi_taskflow.admin.core import AdminConfigError
 from fastapi_taskflow.admin.schemas import PurgeRequest
+from fastapi_taskflow.admin.stream import event_stream
 from fastapi_taskflow.clock import ManualClock
 from fastapi_taskflow.models import TaskRecord
 
@@ -297,7 +301,188 @@ async def test_router_usable_alone_and_bad_path(caplog: pytest.LogCaptureFixture
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_purge_age_that_is_not_a_finite_number_is_refused(value: float) -> None:
     """Python's JSON reader takes ``NaN`` and ``Infinity``: a purge given one reached
-    ``timedelta(seconds=nan)`` and failed with a ValueError. (FastAPI then cannot write
-    its own 422 answer, which echoes the value: that part is FastAPI's.)"""
+    ``timedelta(seconds=nan)`` and failed with a ValueError. (The route's 422 answer,
+    which echoes the value, is checked below.)"""
     with pytest.raises(ValidationError, match="finite"):
         PurgeRequest(older_than_seconds=value)
+
+
+def _cursor(created: object, task_id: str = "some-id") -> str:
+    """A hand-made cursor in the shape ``next_cursor`` has."""
+    return base64.urlsafe_b64encode(json.dumps([created, task_id]).encode()).decode()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_made_up_cursors_and_out_of_range_bounds_are_refused_alike(
+    backend: str, tmp_path: Path, eventually: Any
+) -> None:
+    """A cursor whose time has no offset (or is a date alone), or any time that leaves
+    the calendar once in UTC, is a 400 or a 422 on every backend, never a 500 (the
+    memory store compared naive with aware times; SQL stores could not bind the time)."""
+    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/tasks.db"
+    tm = TaskManager(url)
+
+    @tm.task(name="jobs.ok")
+    async def ok() -> None:
+        return None
+
+    app = FastAPI()
+    TaskAdmin(app, tm)
+    async with tm:
+        task_id = tm.add_task(ok)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await _settled(Harness(tm, client, []), task_id, eventually)
+            for created in [
+                "2030-01-01T00:00:00",
+                "2030-01-01",
+                "9999-12-31T23:59:59-23:59",
+                "0001-01-01T00:00:00+23:59",
+            ]:
+                r = await client.get("/tasks/api/tasks", params={"cursor": _cursor(created)})
+                assert r.status_code == 400, (created, r.text)
+                assert "next_cursor" in r.json()["detail"]
+            for bound in ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]:
+                for name in ("created_after", "created_before"):
+                    r = await client.get("/tasks/api/tasks", params={name: bound})
+                    assert r.status_code == 422, (name, bound, r.text)
+                    assert "out of range once converted to UTC" in r.text
+                    r = await client.post("/tasks/api/tasks/retry-failed", json={name: bound})
+                    assert r.status_code == 422, (name, bound, r.text)
+            # the extremes themselves are fine, and an offset is honoured
+            r = await client.get(
+                "/tasks/api/tasks",
+                params={
+                    "created_after": "0001-01-01T00:00:00Z",
+                    "created_before": "9999-12-31T23:59:59.999999Z",
+                },
+            )
+            assert [row["task_id"] for row in r.json()["items"]] == [task_id]
+            r = await client.get(
+                "/tasks/api/tasks", params={"cursor": _cursor("9999-12-31T23:59:59+00:00")}
+            )
+            assert [row["task_id"] for row in r.json()["items"]] == [task_id]
+
+
+@pytest.mark.parametrize("age", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_a_non_finite_purge_age_is_a_422_not_a_500(admin: Harness, age: str) -> None:
+    """FastAPI's 422 echoes the refused value, and JSON has no NaN or infinity: the
+    answer used to fail to encode (a 500). It is a 422 naming the field, as JSON."""
+    r = await admin.client.post(
+        "/tasks/api/purge",
+        content=f'{{"older_than_seconds": {age}}}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "older_than_seconds"] and error["type"] == "finite_number"
+
+
+async def test_a_search_with_a_lone_surrogate_is_an_empty_match(
+    admin: Harness, eventually: Any
+) -> None:
+    """``"q": "\\ud800"`` in a retry-failed body matches nothing, as ``func`` does,
+    instead of a 500; one too long is still a 422 that names the limit."""
+    task_id = await _run(admin, "flaky", "s")
+    await _settled(admin, task_id, eventually)
+    json_body = {"content-type": "application/json"}
+    for q in ("\\ud800", "ok\\udfff"):
+        r = await admin.client.post(
+            "/tasks/api/tasks/retry-failed", content=f'{{"q": "{q}"}}', headers=json_body
+        )
+        assert r.status_code == 200 and r.json() == {"task_ids": [], "stopped": None}
+    too_long = "x" * 200 + "\\ud800"
+    r = await admin.client.post(
+        "/tasks/api/tasks/retry-failed", content=f'{{"q": "{too_long}"}}', headers=json_body
+    )
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["type"] == "string_too_long" and error["loc"] == ["body", "q"]
+    assert error["msg"] == "String should have at most 200 characters"
+    r = await admin.client.post("/tasks/api/tasks/retry-failed", json={"q": "x" * 201})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "string_too_long"
+    assert (await admin.record(task_id)).status is TaskStatus.FAILED
+
+
+async def test_attempts_list_every_run_after_a_retry(admin: Harness, eventually: Any) -> None:
+    """A retry restarts the attempt count: the failed first run and the successful retry
+    are two entries (``run`` 1 and 2), and the success does not carry the old error."""
+    task_id = await _run(admin, "flaky", "r")
+    assert (await _settled(admin, task_id, eventually)).status is TaskStatus.FAILED
+    assert (await admin.client.post(f"/tasks/api/tasks/{task_id}/retry")).status_code == 200
+    assert (await _settled(admin, task_id, eventually)).status is TaskStatus.SUCCESS
+    attempts = (await admin.client.get(f"/tasks/api/tasks/{task_id}/attempts")).json()
+    assert [(a["run"], a["attempt"], a["status"]) for a in attempts] == [
+        (1, 1, "failed"),
+        (2, 1, "success"),
+    ]
+    first, second = attempts
+    assert first["error"] == "RuntimeError: first try fails: r" and first["traceback"]
+    assert second["error"] is None and second["traceback"] is None
+    assert second["finished_at"] is not None
+    detail = (await admin.client.get(f"/tasks/api/tasks/{task_id}")).json()
+    assert detail["attempts"] == attempts and detail["error"] is None
+
+
+async def test_a_run_ended_by_cancel_keeps_its_status_after_a_retry(
+    admin: Harness, eventually: Any
+) -> None:
+    """A run cancelled while it ran wrote no failure line: once retried, its attempt
+    shows CANCELLED (from the retry's ``was CANCELLED``), not ``running``."""
+    started = anyio.Event()
+    runs: list[int] = []
+
+    @admin.tm.task(name="jobs.slow_once")
+    async def slow_once() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            task_log("working")
+            started.set()
+            await anyio.sleep_forever()
+
+    task_id = admin.tm.add_task(slow_once)
+    with anyio.fail_after(10):
+        await started.wait()
+    assert (await admin.client.post(f"/tasks/api/tasks/{task_id}/cancel")).status_code == 200
+    assert (await _settled(admin, task_id, eventually)).status is TaskStatus.CANCELLED
+    assert (await admin.client.post(f"/tasks/api/tasks/{task_id}/retry")).status_code == 200
+    assert (await _settled(admin, task_id, eventually)).status is TaskStatus.SUCCESS
+    attempts = (await admin.client.get(f"/tasks/api/tasks/{task_id}/attempts")).json()
+    assert [(a["run"], a["attempt"], a["status"]) for a in attempts] == [
+        (1, 1, "cancelled"),
+        (2, 1, "success"),
+    ]
+
+
+async def test_the_event_stream_carries_a_running_tasks_progress() -> None:
+    """``task_progress()`` reports reach the admin's event stream as ``log`` messages
+    with ``progress`` set (the dashboard's row follows them); other lines have none."""
+    tm = TaskManager()
+    go_on = anyio.Event()
+
+    @tm.task(name="jobs.report")
+    async def report() -> None:
+        task_log("starting")
+        task_progress(0.25, "a quarter")
+        await go_on.wait()
+
+    progress: list[object] = []
+    plain: list[object] = []
+    async with tm:
+        stream = cast(AsyncGenerator[bytes, None], event_stream(tm))  # what the route streams
+        try:
+            assert (await anext(stream)).startswith(b"retry:")  # subscribed from here
+            tm.add_task(report)
+            with anyio.fail_after(10):
+                while not progress:
+                    chunk = (await anext(stream)).decode()
+                    if not chunk.startswith("event: log"):
+                        continue
+                    data = json.loads(chunk.split("data: ", 1)[1])
+                    (progress if data["message"] == "a quarter" else plain).append(
+                        data.get("progress", "absent")
+                    )
+        finally:
+            go_on.set()
+            await stream.aclose()
+    assert progress == [0.25] and plain == ["absent"]  # other lines keep their shape

@@ -251,3 +251,125 @@ def test_basic_login_validates_its_settings() -> None:
         BasicLogin(username="a", password="x", secret=b"short")
     BasicLogin(username="a", password="x", secret="x" * 16)
     assert "pw-9f2" not in repr(BasicLogin(username="a", password="pw-9f2"))
+
+
+async def test_login_refuses_a_large_body_without_reading_it(
+    login_app: tuple[FastAPI, BasicLogin],
+) -> None:
+    """The login form is open to anyone: a huge body is refused with 413 after reading
+    little more than the form's 8 KB limit, and a declared one before reading at all."""
+    app, _ = login_app
+    sent: list[int] = []
+
+    async def body(chunks: int) -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            sent.append(1)
+            yield b"a" * 65536
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    async with _client(app) as client:
+        streamed = await client.post("/tasks/login", content=body(200), headers=form)
+        assert streamed.status_code == 413 and SESSION_COOKIE not in streamed.cookies
+        assert len(sent) <= 2
+        sent.clear()
+        declared = await client.post(
+            "/tasks/login", content=body(200), headers={**form, "content-length": str(200 * 65536)}
+        )
+        assert declared.status_code == 413 and sent == []
+        ok = await client.post("/tasks/login", data={"username": "admin", "password": "s3cret"})
+        assert ok.status_code == 303 and SESSION_COOKIE in ok.cookies
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/tasks/../logout-everywhere",
+        "/tasks/%2e%2e/account/delete",
+        "/tasks/%2E%2E/%2E%2E/elsewhere",
+        "/tasks/..%2f..%2fapi/admin",
+        "/tasks/dashboard/../../elsewhere?x=1",
+        "/tasks/%2f%2fevil.example",
+        "/tasks/%5c%5cevil.example",
+    ],
+)
+async def test_login_next_cannot_climb_out_of_the_admin(
+    login_app: tuple[FastAPI, BasicLogin], target: str
+) -> None:
+    """A ``next=`` that starts with the admin path but climbs out of it with ``..``
+    (plain or percent-encoded) is ignored: the browser goes to the dashboard."""
+    app, _ = login_app
+    async with _client(app) as client:
+        ok = await client.post(
+            "/tasks/login", data={"username": "admin", "password": "s3cret", "next": target}
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == "/tasks/dashboard"
+
+
+async def test_login_brings_a_filtered_dashboard_link_back_with_its_filters(
+    login_app: tuple[FastAPI, BasicLogin],
+) -> None:
+    """A bookmarked ``/tasks/dashboard?status=failed&func=...`` opened without a session
+    comes back after the login with its filters (they live in the query string)."""
+    app, _ = login_app
+    page = "/tasks/dashboard?status=failed&func=charge_card"
+    async with _client(app) as client:
+        redirect = await client.get(page, headers={"accept": "text/html"})
+        assert redirect.status_code == 303
+        login = await client.get(redirect.headers["location"])
+        assert login.status_code == 200
+        hidden = httpx.QueryParams(redirect.headers["location"].partition("?")[2])["next"]
+        assert hidden == page and f'value="{page.replace("&", "&amp;")}"' in login.text
+        ok = await client.post(
+            "/tasks/login", data={"username": "admin", "password": "s3cret", "next": hidden}
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == page
+        assert (await client.get(page, headers={"accept": "text/html"})).status_code == 200
+
+
+async def _sign_in_like_a_browser(client: httpx.AsyncClient, page: str) -> httpx.Response:
+    """Open ``page`` without a session, follow the redirect to the login form, submit
+    it with the ``next`` the redirect carried; return the login's answer."""
+    redirect = await client.get(page, headers={"accept": "text/html"})
+    assert redirect.status_code == 303, redirect.text
+    location = redirect.headers["location"]
+    form = await client.get(location)
+    assert form.status_code == 200, location
+    path, _, query = location.partition("?")
+    target = httpx.QueryParams(query)["next"]
+    return await client.post(path, data={"username": "admin", "password": "s3cret", "next": target})
+
+
+@pytest.mark.parametrize("how", ["include-prefix", "root-path", "mounted-app"])
+async def test_login_works_wherever_the_admin_is_mounted(clock: ManualClock, how: str) -> None:
+    """Included under a prefix of the app's own, served behind a proxy prefix
+    (``root_path``) or inside a mounted sub-app, the admin is at ``/ops/tasks`` for the
+    browser: the login redirects, the cookie's path and ``next`` all follow it."""
+    tm = TaskManager(clock=clock)
+    auth = BasicLogin(username="admin", password="s3cret", secret=SECRET, clock=clock)
+    app = FastAPI()
+    root_path = ""
+    if how == "include-prefix":
+        app.include_router(TaskAdmin(None, tm, auth=auth).router, prefix="/ops")
+    elif how == "root-path":
+        TaskAdmin(app, tm, auth=auth)
+        root_path = "/ops"
+    else:
+        sub = FastAPI()
+        TaskAdmin(sub, tm, auth=auth)
+        app.mount("/ops", sub)
+    transport = httpx.ASGITransport(app=app, root_path=root_path)
+    async with tm, httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        ok = await _sign_in_like_a_browser(client, "/ops/tasks/dashboard")
+        assert ok.status_code == 303 and ok.headers["location"] == "/ops/tasks/dashboard"
+        assert "Path=/ops/tasks" in ok.headers["set-cookie"]
+        page = await client.get("/ops/tasks/dashboard", headers={"accept": "text/html"})
+        assert page.status_code == 200  # the cookie jar sent the cookie: its path fits
+        refused = await client.post(
+            "/ops/tasks/login",
+            data={"username": "admin", "password": "s3cret", "next": "/tasks/dashboard"},
+        )
+        assert refused.headers["location"] == "/ops/tasks/dashboard"
+        out = await client.post("/ops/tasks/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/ops/tasks/login"
+        assert "Path=/ops/tasks" in out.headers["set-cookie"]
+        assert (await client.get("/ops/tasks/api/tasks")).status_code == 401

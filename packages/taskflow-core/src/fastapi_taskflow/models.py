@@ -577,6 +577,12 @@ def encode_cursor(created_at: datetime, task_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Decode a cursor made by :func:`encode_cursor`.
 
+    The time comes back in UTC. A cursor's time always has an offset (``created_at``
+    is timezone-aware): one without (a naive time, a date alone) or one that leaves the
+    range of ``datetime`` once in UTC (``9999-12-31T23:59:59-23:59``) cannot have been
+    made by ``encode_cursor`` and is refused like any other made-up cursor, so every
+    backend answers it alike.
+
     Raises:
         InvalidOperationError: (a ``ValueError``) the cursor was not made by
             ``encode_cursor``.
@@ -586,9 +592,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if not isinstance(task_id, str) or "\x00" in task_id:
             raise TypeError("not a task id")
         task_id.encode("utf-8")  # a lone surrogate: no task id has one
-        return datetime.fromisoformat(created), task_id
-    except (ValueError, TypeError) as exc:
+        return _utc_cursor_time(created), task_id
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidOperationError(f"malformed task list cursor {cursor!r}") from exc
+
+
+def _utc_cursor_time(created: object) -> datetime:
+    """The cursor's time in UTC; TypeError, ValueError or OverflowError for anything but
+    an ISO 8601 time with an offset that stays in range in UTC."""
+    if not isinstance(created, str):
+        raise TypeError("not a time")
+    when = datetime.fromisoformat(created)
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("a cursor's time needs an offset")
+    return when.astimezone(timezone.utc)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -7,12 +7,15 @@ builds that router with its auth dependency, so every route here is guarded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 
 from .. import operations
 from ..errors import (
@@ -47,7 +50,7 @@ from .schemas import (
 )
 from .stream import event_stream
 
-__all__ = ["api_routes", "parse_tags"]
+__all__ = ["AdminRoute", "api_routes", "parse_tags"]
 
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": ErrorBody, "description": "No task has this id"}
@@ -74,6 +77,51 @@ _METRICS_DOC: Final[dict[int | str, dict[str, Any]]] = {
     }
 }
 MAX_BUCKETS: Final = 1000
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot carry made into text: ``NaN`` and infinities
+    (Python's JSON reader takes them) and strings holding a lone surrogate (``"\\ud800"``
+    in JSON) become their written form."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_json_safe(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_json_safe(item) for item in value)
+    return value
+
+
+class AdminRoute(APIRoute):
+    """The route class of the admin's routes: a request it refuses (422) is answered
+    even when the refused input cannot be written as JSON.
+
+    FastAPI's 422 answer echoes each refused value; a body holding ``NaN``,
+    ``Infinity``, ``1e400`` or a lone surrogate (all of which Python's JSON reader
+    accepts) then failed to encode and the client got a 500. The errors are made
+    JSON-safe (:func:`_json_safe`) and raised again, so the app's own handler for
+    ``RequestValidationError``, if it has one, still writes the answer.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, with its validation errors made JSON-safe."""
+        handler = super().get_route_handler()
+
+        async def safe_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise RequestValidationError(
+                    _json_safe(list(exc.errors())), body=_json_safe(exc.body)
+                ) from exc
+
+        return safe_handler
 
 
 def parse_tags(pairs: list[str] | None) -> dict[str, str] | None:

@@ -14,9 +14,11 @@ import base64
 import binascii
 import hmac
 import html
+import posixpath
 import secrets
-from typing import Final
-from urllib.parse import parse_qs, quote
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -116,7 +118,10 @@ class BasicLogin:
             signer=self._signer_class(),
         )
         self.cookie_path = "/"
-        self._login_url = "login"
+        self._path = ""
+        # Each admin route's endpoint -> how many path segments the route adds to the
+        # admin's own address (see _base and watch).
+        self._depths: dict[Callable[..., Any], int] = {}
 
     def __repr__(self) -> str:
         return f"BasicLogin(username={self.username!r}, max_age={self.max_age})"
@@ -174,17 +179,61 @@ class BasicLogin:
             user = self._basic_user(request.headers.get("authorization"))
         if user is not None:
             return user
+        base = self._base(request)
         if _wants_page(request):
-            login = self._login_url + "?next=" + quote(request.url.path, safe="/")
+            here = _browser_path(request)
+            if request.url.query:
+                here += "?" + request.url.query
+            # (relative when used on an app's own route without TaskAdmin, as before)
+            login = f"{base}/login" if base else "login"
+            login += "?next=" + quote(here, safe="/")
             raise HTTPException(status.HTTP_303_SEE_OTHER, "login required", {"Location": login})
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required: sign in at /login")
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"login required: sign in at {base}/login"
+        )
+
+    def _base(self, request: Request) -> str:
+        """Where the admin is, as the browser sees it: a proxy's prefix (the server's
+        ``root_path``), any prefix the admin router was included under, and its path.
+
+        Found from the address the request came in on, less the part the matched admin
+        route adds (``/dashboard``, ``/api/tasks/{task_id}``, ...); a route that is not
+        the admin's (the dependency used on an app's own route) falls back to the
+        configured path after ``root_path``.
+        """
+        root = str(request.scope.get("root_path") or "").rstrip("/")
+        route = request.scope.get("route")
+        endpoint = getattr(route, "endpoint", None) or request.scope.get("endpoint")
+        depth = self._depths.get(endpoint) if callable(endpoint) else None
+        if depth is not None:
+            parts = _browser_path(request).split("/")
+            if len(parts) > depth + 1:
+                return "/".join(parts[: len(parts) - depth])
+        return root + self._path
 
     # -- routes -----------------------------------------------------------------------
+
+    def watch(self, *routers: APIRouter) -> None:
+        """Note the admin's own routes: ``routers`` hold them with paths relative to the
+        admin path (``/dashboard``, ``/api/tasks``, ``/login``).
+
+        :class:`~fastapi_taskflow.admin.TaskAdmin` calls it as it builds its router.
+        Wherever that router is then included (``include_router(..., prefix="/ops")``,
+        an app served with ``root_path`` behind a proxy), the login redirects, the
+        allowed ``next=`` pages and the session cookie's path follow the address a
+        request came in on.
+        """
+        for router in routers:
+            for route in router.routes:
+                endpoint = getattr(route, "endpoint", None)
+                own = getattr(route, "path", None)
+                if callable(endpoint) and isinstance(own, str) and own.startswith("/"):
+                    self._depths[endpoint] = own.count("/")
 
     def routes(self, router: APIRouter, *, path: str, title: str) -> None:
         """Add ``GET/POST /login`` and ``POST /logout`` to the (unguarded) ``router``."""
         self.cookie_path = path or "/"
-        self._login_url = f"{path}/login"
+        self._path = path
 
         @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
         async def login_form(request: Request) -> HTMLResponse:
@@ -192,13 +241,14 @@ class BasicLogin:
 
         @router.post("/login", include_in_schema=False)
         async def login_submit(request: Request) -> Response:
-            body = await request.body()
-            if len(body) > _MAX_FORM_BYTES:
+            body = await _read_form(request)
+            if body is None:
                 return HTMLResponse(_login_page(title, "", "Request too large."), 413)
+            base = self._base(request)
             form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
             username = form.get("username", [""])[0]
             password = form.get("password", [""])[0]
-            target = _safe_next(form.get("next", [""])[0], path)
+            target = _safe_next(form.get("next", [""])[0], base)
             if not self.check_credentials(username, password):
                 page = _login_page(title, target, "Wrong username or password.")
                 return HTMLResponse(page, status.HTTP_401_UNAUTHORIZED)
@@ -207,7 +257,7 @@ class BasicLogin:
                 SESSION_COOKIE,
                 self.issue(),
                 max_age=self.max_age,
-                path=self.cookie_path,
+                path=base or "/",
                 httponly=True,
                 samesite="lax",
                 secure=request.url.scheme == "https",
@@ -215,10 +265,39 @@ class BasicLogin:
             return response
 
         @router.post("/logout", include_in_schema=False)
-        async def logout() -> Response:
-            response = RedirectResponse(f"{path}/login", status.HTTP_303_SEE_OTHER)
-            response.delete_cookie(SESSION_COOKIE, path=self.cookie_path)
+        async def logout(request: Request) -> Response:
+            base = self._base(request)
+            response = RedirectResponse(f"{base}/login", status.HTTP_303_SEE_OTHER)
+            response.delete_cookie(SESSION_COOKIE, path=base or "/")
             return response
+
+
+async def _read_form(request: Request) -> bytes | None:
+    """The login form's body, or None once it is larger than the form can be.
+
+    A ``Content-Length`` above the limit is refused before reading anything; otherwise
+    the body is read piece by piece and reading stops as soon as the limit is passed, so
+    a client cannot make the (unauthenticated) login hold a large body in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > _MAX_FORM_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            return None
+    return bytes(body)
+
+
+def _browser_path(request: Request) -> str:
+    """The request's path as the browser sent it: ``root_path`` included once."""
+    scope = request.scope
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path") or "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path
+    return root + path
 
 
 def _wants_page(request: Request) -> bool:
@@ -226,12 +305,20 @@ def _wants_page(request: Request) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
 
-def _safe_next(target: str, path: str) -> str:
-    """Only redirect inside the admin path (never to another site)."""
-    default = f"{path}/dashboard"
-    if not target.startswith(path + "/") or target.startswith("//") or "\\" in target:
+def _safe_next(target: str, base: str) -> str:
+    """Only redirect to a page under the admin's ``base`` (never to another site, nor,
+    through ``..`` or its percent-encoded form, elsewhere on this one).
+
+    The query string is kept (a filtered dashboard link stays filtered).
+    """
+    default = f"{base}/dashboard"
+    if target.startswith("//") or any(ch in target for ch in "\\\r\n"):
         return default
-    if any(ch in target for ch in "\r\n"):
+    end = min((i for i in (target.find("?"), target.find("#")) if i >= 0), default=len(target))
+    path = unquote(target[:end])
+    if any(ch in path for ch in "\\\r\n\x00") or ".." in path.split("/"):
+        return default
+    if posixpath.normpath(path) != path.rstrip("/") or not path.startswith(base + "/"):
         return default
     return target
 

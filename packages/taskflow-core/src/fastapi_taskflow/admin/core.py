@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from ..errors import TaskflowError
 from ..manager import TaskManager
-from .api import api_routes
+from .api import AdminRoute, api_routes
 from .auth import BasicLogin
 from .dashboard import dashboard_routes
 from .metrics import AdminMetrics
@@ -123,12 +123,15 @@ class TaskAdmin:
                 401: {"model": ErrorBody, "description": "Not signed in"},
                 403: {"model": ErrorBody, "description": "Not allowed"},
             }
-        guarded = APIRouter(dependencies=guard_deps, responses=guard_responses)
+        guarded = APIRouter(
+            dependencies=guard_deps, responses=guard_responses, route_class=AdminRoute
+        )
         api_routes(guarded, self.task_manager, display_args=self.display_args, metrics=self.metrics)
         dashboard_routes(guarded, title=self.title)
         router.include_router(guarded)
         if isinstance(self.auth, BasicLogin):
-            open_routes = APIRouter()
+            open_routes = APIRouter(route_class=AdminRoute)
             self.auth.routes(open_routes, path=self.path, title=self.title)
             router.include_router(open_routes)
+            self.auth.watch(guarded, open_routes)
         return router

@@ -6,14 +6,25 @@ JSON string or value here, never markup: the API never returns HTML built from t
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ..events import LifecycleEvent, LogEvent
-from ..models import LogEntry, TaskRecord, TaskStatus
+from ..models import SEARCH_MAX, LogEntry, TaskRecord, TaskStatus
+from ..progress import PROGRESS_FIELD
 
 __all__ = [
     "Attempt",
@@ -44,12 +55,13 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|
 
 
 def _rfc3339(value: Any) -> Any:
-    """Accept only a date-time with its offset (``2030-01-01T12:00:00Z``) or a datetime.
+    """Accept only a date-time with its offset (``2030-01-01T12:00:00Z``) or an aware
+    datetime.
 
     pydantic alone would also read a number as a Unix time, or a time without an offset
     as local: both are ambiguous in a filter, so they are refused with a clear message.
     """
-    if isinstance(value, datetime):
+    if isinstance(value, datetime) and value.utcoffset() is not None:
         return value
     if isinstance(value, str) and _RFC3339.fullmatch(value):
         return value
@@ -58,8 +70,20 @@ def _rfc3339(value: Any) -> Any:
     )
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
-"""A filter bound: an RFC 3339 date-time with its UTC offset."""
+def _in_utc(value: datetime) -> datetime:
+    """The bound in UTC, as every store compares it; one that leaves the range of a
+    datetime once in UTC (``9999-12-31T23:59:59-23:59``) is refused."""
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(
+            "date-time out of range once converted to UTC: expected one between "
+            "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        ) from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
+"""A filter bound: an RFC 3339 date-time with its UTC offset, converted to UTC."""
 
 
 class ErrorBody(BaseModel):
@@ -103,9 +127,14 @@ class Log(BaseModel):
 
 
 class Attempt(BaseModel):
-    """One run of a task: how it ended, with its error and traceback if it failed."""
+    """One attempt of a task: how it ended, with its error and traceback if it failed."""
 
-    attempt: int
+    attempt: int = Field(description="1, 2, ... within its run")
+    run: int = Field(
+        default=1,
+        description="1 for the task's first run; each retry (admin, command line) starts "
+        "the next, whose attempts count from 1 again",
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     status: str = Field(description="a task status, or 'failed' for a retried attempt")
@@ -170,7 +199,21 @@ class TaskFilter(BaseModel):
     tag: list[str] | None = Field(default=None, description="'key:value' pairs")
     created_after: Timestamp | None = None
     created_before: Timestamp | None = None
-    q: str | None = Field(default=None, max_length=200)
+    q: str | None = None
+
+    @field_validator("q")
+    @classmethod
+    def _search_length(cls, value: str | None) -> str | None:
+        # As TaskQuery checks it, rather than by ``Field(max_length=)``: pydantic's own
+        # check refuses a text holding a lone surrogate as "not a valid string", where
+        # every other text filter (``func``) finds nothing.
+        if value is not None and len(value) > SEARCH_MAX:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": SEARCH_MAX},
+            )
+        return value
 
 
 class RetryFailedRequest(TaskFilter):
@@ -226,6 +269,11 @@ class LogMessage(BaseModel):
     message: str
     attempt: int
     timestamp: datetime
+    progress: float | None = Field(
+        default=None,
+        description="the fraction done (0.0 to 1.0) this line reports (task_progress()); "
+        "absent from other lines on the event stream",
+    )
 
 
 def summary_of(record: TaskRecord) -> TaskSummary:
@@ -264,19 +312,54 @@ def _log(entry: LogEntry) -> Log:
     )
 
 
+def _retry_marker(entry: LogEntry) -> bool:
+    """The ``retried by ...`` line a retry (admin, command line) writes: the task's
+    attempt count restarts after it, so a new run begins."""
+    return entry.attempt < 1 and entry.message.startswith(_RETRY_PREFIX)
+
+
+_RETRY_PREFIX = "retried by "
+
+
+def _close_run(run: dict[int, Attempt], marker: LogEntry) -> None:
+    """A run ended by a retry: its last attempt, if no failure line ended it, takes the
+    status (and error) the retry found the task in (``was INTERRUPTED`` ...)."""
+    if not run:
+        return
+    last = run[max(run)]
+    previous = marker.extra.get("previous_status")
+    if last.status == "running" and previous in {s.value for s in TaskStatus}:
+        last.status = str(previous)
+        error = marker.extra.get("previous_error")
+        if last.error is None and isinstance(error, str):
+            last.error = error
+
+
 def attempts_of(record: TaskRecord) -> list[Attempt]:
-    """Every attempt of ``record``, from its logs and its current state.
+    """Every attempt of ``record``, run by run, from its logs and its current state.
 
     A failed attempt is the engine's ``attempt N failed: ...`` log entry (error and
-    traceback); the latest attempt takes the task's own status, times and error.
+    traceback). A retry (its ``retried by ...`` log entry) restarts the attempt count:
+    the attempts after it form a new run (``run`` 2, 3, ...), so an earlier run's error
+    never shows on a later one. The latest attempt of the latest run takes the task's own
+    status, times and error.
     """
-    found: dict[int, Attempt] = {}
+    runs: list[dict[int, Attempt]] = [{}]
     for entry in record.logs:
+        if _retry_marker(entry):
+            _close_run(runs[-1], entry)
+            runs.append({})
+            continue
         if entry.attempt < 1:
             continue
-        attempt = found.setdefault(
+        attempt = runs[-1].setdefault(
             entry.attempt,
-            Attempt(attempt=entry.attempt, started_at=entry.timestamp, status="running"),
+            Attempt(
+                attempt=entry.attempt,
+                run=len(runs),
+                started_at=entry.timestamp,
+                status="running",
+            ),
         )
         prefix = f"attempt {entry.attempt} failed: "
         if entry.level == "error" and entry.message.startswith(prefix):
@@ -285,8 +368,11 @@ def attempts_of(record: TaskRecord) -> list[Attempt]:
             attempt.error = entry.message[len(prefix) :]
             trace = entry.extra.get("traceback")
             attempt.traceback = trace if isinstance(trace, str) else None
+    current = runs[-1]
     if record.attempt >= 1:
-        last = found.setdefault(record.attempt, Attempt(attempt=record.attempt, status="running"))
+        last = current.setdefault(
+            record.attempt, Attempt(attempt=record.attempt, run=len(runs), status="running")
+        )
         if record.started_at is not None:
             last.started_at = record.started_at
         if record.status is not TaskStatus.PENDING or last.status == "running":
@@ -295,7 +381,7 @@ def attempts_of(record: TaskRecord) -> list[Attempt]:
             last.finished_at = record.finished_at
             if record.error is not None and last.error is None:
                 last.error = record.error
-    return [found[n] for n in sorted(found)]
+    return [run[n] for run in runs for n in sorted(run)]
 
 
 def detail_of(record: TaskRecord, *, display_args: bool) -> TaskDetail:
@@ -328,9 +414,18 @@ def lifecycle_message(event: LifecycleEvent) -> LifecycleMessage:
     )
 
 
+def _progress_of(extra: dict[str, Any]) -> float | None:
+    """The fraction a progress report carries in ``extra``; None for any other line."""
+    value = extra.get(PROGRESS_FIELD)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0.0 <= value <= 1.0 else None
+
+
 def log_message(event: LogEvent) -> LogMessage:
-    """What the event stream sends for a log line (no ``extra``: tracebacks stay in the
-    detail view)."""
+    """What the event stream sends for a log line: no ``extra`` (tracebacks stay in the
+    detail view) but the ``progress`` a ``task_progress()`` report carries, so a running
+    task's progress is live."""
     return LogMessage(
         task_id=event.task_id,
         func_name=event.func_name,
@@ -338,4 +433,5 @@ def log_message(event: LogEvent) -> LogMessage:
         message=event.message,
         attempt=event.attempt,
         timestamp=event.timestamp,
+        progress=_progress_of(event.extra),
     )

@@ -46,7 +46,10 @@ def encode_event(event: LifecycleEvent | LogEvent) -> bytes:
     if isinstance(event, LifecycleEvent):
         kind, data = "lifecycle", lifecycle_message(event).model_dump_json()
     else:
-        kind, data = "log", log_message(event).model_dump_json()
+        # ``progress`` only on a progress report: other log lines keep their shape
+        message = log_message(event)
+        omit = {"progress"} if message.progress is None else None
+        kind, data = "log", message.model_dump_json(exclude=omit)
     # model_dump_json never emits a raw newline (JSON escapes them), so one data line.
     return f"event: {kind}\ndata: {data}\n\n".encode()
 

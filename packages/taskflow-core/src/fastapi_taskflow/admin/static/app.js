@@ -317,6 +317,12 @@ function pumpEnrich() {
 }
 
 function onLog(ev) {
+  // A task_progress() report: the running row's progress, live. One from an earlier
+  // attempt than the row shows (a late message) is left out.
+  if (typeof ev.progress === "number") {
+    const task = table.get(ev.task_id);
+    if (task && !(ev.attempt < task.attempt)) table.update(ev.task_id, { progress: ev.progress });
+  }
   if (detail.openId === ev.task_id) detail.appendLog(ev);
 }
 

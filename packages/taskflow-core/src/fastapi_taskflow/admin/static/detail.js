@@ -116,7 +116,10 @@ export class DetailPanel {
   }
 
   #failure(t) {
-    const failedAttempts = (t.attempts || []).filter((a) => a.error || a.traceback);
+    // Only the latest run: after a retry, the earlier run's error is history.
+    const attempts = t.attempts || [];
+    const run = attempts.reduce((most, a) => Math.max(most, a.run || 1), 1);
+    const failedAttempts = attempts.filter((a) => (a.run || 1) === run && (a.error || a.traceback));
     const last = failedAttempts[failedAttempts.length - 1];
     const error = t.error || last?.error;
     if (!error) return null;
@@ -134,7 +137,8 @@ export class DetailPanel {
         const end = parseTime(a.finished_at);
         return h("li", { class: "attempt-item" },
           h("div", { class: "attempt-head" },
-            h("span", { class: "attempt-n" }, `#${a.attempt}`),
+            h("span", { class: "attempt-n" },
+              (a.run || 1) > 1 ? `run ${a.run} #${a.attempt}` : `#${a.attempt}`),
             h("span", { class: "badge", dataset: { status: a.status } }, a.status),
             h("span", { class: "muted" }, a.started_at ? shortTime(a.started_at) : ""),
             h("span", { class: "muted" },
