@@ -137,6 +137,8 @@ def test_two_functions_with_one_name_fail() -> None:
         (lambda m: m.add_task("not callable"), "needs a callable"),
         (lambda m: m.add_task(noop, tags={"user": 1}), r"tags must be a dict\[str, str\]"),
         (lambda m: m.add_task(noop, tags=["a"]), r"tags must be a dict\[str, str\]"),
+        # a firing's own tag, which list_scheduled() and overlap=False trusted
+        (lambda m: m.add_task(noop, tags={"taskflow.run_at": "x"}), "are taskflow's own"),
         (lambda m: m.add_task(noop, priority=2.5), "priority must be an integer"),
         (lambda m: m.add_task(noop, idempotency_key=5), "idempotency_key must be a string"),
         (lambda m: m.add_task(noop, eager="soon"), "eager must be True, False or None"),
@@ -199,3 +201,22 @@ def test_a_manual_clock_moved_backwards_raises_a_taskflow_error() -> None:
     clock = ManualClock()
     with pytest.raises(InvalidOperationError, match="only moves forward"):
         clock.advance(-1)
+
+
+@pytest.mark.anyio
+async def test_a_task_cannot_pass_for_a_scheduled_firing() -> None:
+    """A task tagged ``taskflow.run_at`` (tags copied from a firing, or taken from a
+    client) made list_scheduled() fail for everyone and ``overlap=False`` schedules skip
+    every tick; such tags are refused, by add_task() and by schedule_once()."""
+    tm = TaskManager()
+
+    @tm.task()
+    async def remind() -> None: ...
+
+    async with tm:
+        for tags in ({"taskflow.run_at": "tomorrow"}, {"taskflow.schedule": "remind"}):
+            with pytest.raises(InvalidTaskError, match="are taskflow's own"):
+                ManagedBackgroundTasks(tm).add_task(remind, tags=tags)
+            with pytest.raises(InvalidTaskError, match="are taskflow's own"):
+                await tm.schedule_once(remind, delay=60, tags=tags)
+        assert await tm.list_scheduled() == []

@@ -180,6 +180,11 @@ def check_priority(priority: Any) -> None:
     check_priority_range(priority)
 
 
+RESERVED_TAG_PREFIX = "taskflow."
+"""Tag names taskflow sets itself (``taskflow.schedule``, ``taskflow.run_at`` ...); a
+task's own tags may not start with it: one would pass for a schedule's firing."""
+
+
 def check_tags(tags: Any) -> dict[str, str]:
     """Return ``tags`` as a dict, or raise ``InvalidTaskError`` unless it is ``dict[str, str]``
     that every store can hold (see :mod:`fastapi_taskflow.limits`)."""
@@ -192,6 +197,11 @@ def check_tags(tags: Any) -> dict[str, str]:
             raise InvalidTaskError(
                 f"tags must be a dict[str, str]; tag {key!r}: {value!r} is not. Convert "
                 f"values with str(), e.g. tags={{{str(key)!r}: str(value)}}"
+            )
+        if key.startswith(RESERVED_TAG_PREFIX):
+            raise InvalidTaskError(
+                f"tag {key!r}: names starting with {RESERVED_TAG_PREFIX!r} are taskflow's "
+                "own (a schedule's firings carry them); choose another name"
             )
     clean = dict(tags)
     check_tags_size(clean)
