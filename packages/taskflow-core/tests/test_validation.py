@@ -12,6 +12,7 @@ from fastapi_taskflow import (
     InvalidOperationError,
     InvalidTaskError,
     LogEvent,
+    LoggingObserver,
     ManagedBackgroundTasks,
     QueueConfig,
     TaskflowError,
@@ -39,6 +40,7 @@ class SyncObserver(BaseObserver):
         ({"priority": "high"}, "priority must be an integer"),
         ({"priority": True}, "priority must be an integer"),
         ({"eager": "yes"}, "eager must be True or False"),
+        ({"requeue_on_interrupt": "y"}, "requeue_on_interrupt must be True or False"),
         ({"queue": ""}, "queue must be a non-empty string"),
         # accepted before: a NaN deadline broke the order of the loop's timers, and an
         # infinite wait failed the task's first retry
@@ -88,6 +90,12 @@ def test_bad_decorator_options_fail_at_decoration(
         ({"instance_id": 7}, "instance_id must be a string"),
         ({"instance_id": "w" * 256}, "instance_id is 256 characters; the limit is 255"),
         ({"instance_id": "web\x001"}, "instance_id contains a NUL character"),
+        # a TypeError / AttributeError from inside taskflow, or accepted and failing later
+        ({"observers": 5}, "observers must be a list of observers"),
+        ({"observers": LoggingObserver()}, "observers must be a list of observers"),
+        ({"backend": 5}, "backend must be a URL such as 'sqlite:///tasks.db'"),
+        ({"clock": 5}, r"clock must have a now\(\) method"),
+        ({"publish_events": "no"}, "publish_events must be True, False or None"),
     ],
 )
 def test_bad_manager_settings_fail_at_construction(

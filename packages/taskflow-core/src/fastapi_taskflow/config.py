@@ -100,6 +100,10 @@ class TaskConfig:
             )
         if not isinstance(self.eager, bool):
             raise InvalidTaskError(f"eager must be True or False, got {self.eager!r}")
+        if not isinstance(self.requeue_on_interrupt, bool):
+            raise InvalidTaskError(
+                f"requeue_on_interrupt must be True or False, got {self.requeue_on_interrupt!r}"
+            )
         check_priority(self.priority)
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise InvalidTaskError(f"queue must be a non-empty string, got {self.queue!r}")

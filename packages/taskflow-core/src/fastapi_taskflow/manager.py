@@ -105,11 +105,26 @@ class TaskManager:
         retention: timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         retention = check_retention(retention)
-        clock = clock or SystemClock()
+        clock = _check_clock(clock) or SystemClock()
+        if publish_events is not None and not isinstance(publish_events, bool):
+            raise InvalidTaskError(
+                f"publish_events must be True, False or None (the backend's default), got "
+                f"{publish_events!r}"
+            )
         if backend is None or isinstance(backend, str):
             backend = open_backend(backend, clock=clock)
+        elif not callable(getattr(backend, "open", None)):
+            raise InvalidTaskError(
+                "backend must be a URL such as 'sqlite:///tasks.db' (or None for "
+                f"memory://, or a backend object), got {type(backend).__name__}"
+            )
         self.backend: TaskBackend = backend
         self.registry = TaskRegistry()
+        if isinstance(observers, str | bytes) or not isinstance(observers, Iterable):
+            raise InvalidTaskError(
+                "observers must be a list of observers, e.g. observers=[LoggingObserver()], "
+                f"got {type(observers).__name__}"
+            )
         self.observers = ObserverChain(observers)
         shutdown_timeout = _check_seconds("shutdown_timeout", shutdown_timeout, 30.0, zero=True)
         self.shutdown_timeout = shutdown_timeout
@@ -620,6 +635,14 @@ def _check_queues(queues: object) -> dict[str, QueueConfig]:
             )
         checked[name] = config
     return checked
+
+
+def _check_clock(clock: object) -> Clock | None:
+    if clock is not None and not callable(getattr(clock, "now", None)):
+        raise InvalidTaskError(
+            f"clock must have a now() method (SystemClock, ManualClock), got {type(clock).__name__}"
+        )
+    return clock  # type: ignore[return-value]
 
 
 def _check_instance_id(instance_id: object) -> str | None:
