@@ -101,3 +101,35 @@ def test_a_bad_timeout_is_refused(bad: Any) -> None:
 def test_the_timeout_error_says_what_to_do() -> None:
     message = str(TaskTimeoutError(1.5))
     assert "1.5s" in message and "raise timeout=" in message
+
+
+async def test_a_sync_attempt_s_timeout_counts_from_when_its_thread_starts(
+    eventually: Any,
+) -> None:
+    """With every pool thread busy (a timed-out attempt keeps its thread, as
+    documented), a sync task waits for a thread; that wait is not its attempt's
+    time. It failed with TaskTimeoutError without its function ever being called."""
+    tm = TaskManager(sync_workers=1, poll_interval=0.02)
+    release = threading.Event()
+    called: list[str] = []
+
+    @tm.task(timeout=0.1)
+    def holds_the_thread() -> None:
+        release.wait(10)
+
+    @tm.task(timeout=0.5)
+    def quick() -> str:
+        called.append("quick")
+        return "done"
+
+    async with tm:
+        holder = tm.add_task(holds_the_thread)
+        await eventually(lambda: tm.store.get(holder).status is TaskStatus.FAILED)  # type: ignore[union-attr]
+        task_id = tm.add_task(quick)  # waits: the only thread is still held
+        await asyncio.sleep(0.8)  # longer than quick's timeout, spent waiting for a thread
+        assert tm.store.get(task_id).status is not TaskStatus.FAILED  # type: ignore[union-attr]
+        release.set()
+        await eventually(lambda: tm.store.get(task_id).status.is_terminal)  # type: ignore[union-attr]
+        record = tm.store.get(task_id)
+    assert record is not None and record.status is TaskStatus.SUCCESS, record
+    assert called == ["quick"] and record.result == "done"

@@ -8,6 +8,7 @@ overwrites a final status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -227,7 +228,7 @@ async def execute(
                 result = await (
                     invocation.func(*invocation.args, **invocation.kwargs)
                     if is_async
-                    else _call_in_thread(engine, invocation)
+                    else _call_in_thread(engine, invocation, ctx)
                 )
             except BaseException as exc:
                 raised = supervision.failure(ctx, exc) or exc
@@ -367,16 +368,22 @@ def _stop_counting(
         del running[task_id]
 
 
-async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
+async def _call_in_thread(
+    engine: Engine, invocation: Invocation, attempt: supervision.Attempt
+) -> Any:
     """Run a sync task function on the engine's thread pool, in a copy of the current
     context (so ``get_task_context()`` works there); await what it returns if that is
-    awaitable."""
+    awaitable. A timeout counts from when the thread starts the call."""
     call = functools.partial(
         contextvars.copy_context().run, invocation.func, *invocation.args, **invocation.kwargs
     )
-    result, raised = await asyncio.get_running_loop().run_in_executor(
-        engine.thread_pool, _outcome_of, call
+    loop = asyncio.get_running_loop()
+    started = (
+        None
+        if invocation.config.timeout is None
+        else functools.partial(loop.call_soon_threadsafe, supervision.thread_started, attempt)
     )
+    result, raised = await loop.run_in_executor(engine.thread_pool, _outcome_of, call, started)
     if raised is not None:
         try:
             raise raised  # here, in this coroutine's frame: the caller's ``except`` sees it
@@ -387,7 +394,9 @@ async def _call_in_thread(engine: Engine, invocation: Invocation) -> Any:
     return result
 
 
-def _outcome_of(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+def _outcome_of(
+    call: Callable[[], Any], started: Callable[[], object] | None = None
+) -> tuple[Any, BaseException | None]:
     """``call()``'s result, or what it raised, as a value (on the pool's thread).
 
     What a sync task raises must not travel through the pool's future: a
@@ -396,7 +405,12 @@ def _outcome_of(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
     request's next tasks never run), nor a ``GeneratorExit`` be thrown into the
     awaiting coroutine. Raised again by the awaiting coroutine, a ``StopIteration``
     becomes the ``RuntimeError`` an ``async def`` task raising it gets.
+
+    ``started`` is called first, on this thread (it tells the loop the call begins).
     """
+    if started is not None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+            started()
     try:
         return call(), None
     except BaseException as exc:

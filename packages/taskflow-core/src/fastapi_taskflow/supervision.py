@@ -29,7 +29,15 @@ from .context import TaskContext
 from .errors import TaskCancelledError, TaskTimeoutError
 from .models import LogEntry
 
-__all__ = ["Attempt", "CancelScopes", "cancel_asked", "enter", "failure", "leave"]
+__all__ = [
+    "Attempt",
+    "CancelScopes",
+    "cancel_asked",
+    "enter",
+    "failure",
+    "leave",
+    "thread_started",
+]
 
 CANCEL, TIMEOUT = "cancel", "timeout"
 
@@ -163,8 +171,19 @@ def enter(scopes: CancelScopes, attempt: Attempt, timeout: float | None) -> None
     if scopes.requested and scopes.requested.pop(task_id, None) is not None:
         attempt._interrupt(CANCEL)
     if timeout is not None:
-        attempt._timer = attempt._loop.call_later(timeout, attempt._interrupt, TIMEOUT)
         attempt._timeout = timeout
+        if attempt._is_async:
+            attempt._timer = attempt._loop.call_later(timeout, attempt._interrupt, TIMEOUT)
+        # a sync attempt's deadline starts with its thread (see thread_started): it may
+        # first wait for a free thread of the pool, and that wait is not the attempt's
+
+
+def thread_started(attempt: Attempt) -> None:
+    """The thread of a sync ``attempt`` began running the function: start its deadline.
+    Call on the attempt's loop (the thread hands it over with ``call_soon_threadsafe``);
+    nothing happens once the attempt has ended."""
+    if attempt._open and attempt._timeout is not None and attempt._timer is None:
+        attempt._timer = attempt._loop.call_later(attempt._timeout, attempt._interrupt, TIMEOUT)
 
 
 def failure(attempt: Attempt, exc: BaseException) -> BaseException | None:
