@@ -233,3 +233,25 @@ async def test_a_firing_armed_after_shutdown_waits_for_the_next_startup(
     assert ran == ["ada"]
     assert _taskflow_tasks() == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [
+        # aware dates whose UTC form is past year 9999 or before year 1
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(1, 1, 1, 5, tzinfo=timezone(timedelta(hours=9))),
+    ],
+)
+async def test_a_run_at_outside_the_datetime_range_in_utc_is_refused(run_at: datetime) -> None:
+    """It raised a bare OverflowError (converting it to UTC), not a ScheduleError."""
+    tm = TaskManager()
+
+    @tm.task()
+    def job() -> None: ...
+
+    async with tm:
+        with pytest.raises(ScheduleError, match="outside the range a datetime holds"):
+            await tm.schedule_once(job, run_at=run_at)
+        assert await tm.list_scheduled() == []
+

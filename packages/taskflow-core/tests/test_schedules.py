@@ -3,7 +3,10 @@ managers sharing one backend, retries of a firing, cron and time zones, bad sett
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +21,8 @@ from fastapi_taskflow import (
     TaskStatus,
     get_task_context,
 )
-from fastapi_taskflow.schedules import SCHEDULE_TAG, TICK_TAG, Schedule
+from fastapi_taskflow.clock import ManualClock
+from fastapi_taskflow.schedules import EVERY_MIN, SCHEDULE_TAG, TICK_TAG, Schedule
 from taskflow_memory import MemoryBackend
 
 pytestmark = pytest.mark.anyio
@@ -29,6 +33,34 @@ UTC = timezone.utc
 def _ticks(tm: TaskManager, name: str) -> list[Any]:
     page = tm.store.query(tags={SCHEDULE_TAG: name}, limit=1000)
     return page.items
+
+
+def _in_own_loop(scenario: Callable[[], Coroutine[Any, Any, None]], timeout: float = 10.0) -> None:
+    """Run ``scenario`` on an event loop of its own, in a thread, and fail if it has not
+    returned within ``timeout`` seconds: a loop blocked for ever (a timer that never
+    yields) fails the test instead of hanging the run. (The blocked thread is a daemon.)"""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="schedule-scenario", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the event loop was blocked for {timeout}s"
+    if errors:
+        raise errors[0]
+
+
+def _timer_locals(tm: TaskManager, name: str) -> dict[str, Any]:
+    """The local variables of schedule ``name``'s timer, where it is awaiting."""
+    (timer,) = [t for t in asyncio.all_tasks() if t.get_name() == f"taskflow-schedule-{name}"]
+    frame = timer.get_coro().cr_frame  # type: ignore[union-attr]
+    assert frame is not None, timer
+    return dict(frame.f_locals)
 
 
 async def test_an_interval_schedule_fires_each_tick_as_a_task(eventually: Any) -> None:
@@ -272,6 +304,99 @@ def test_cron_ticks_in_their_time_zone_across_daylight_saving() -> None:
     assert autumn == ["2026-10-25T02:00:00+02:00", "2026-10-26T02:00:00+01:00"]
 
 
+@pytest.mark.parametrize(
+    ("cron", "zone", "fall_back", "ticks"),
+    [
+        # Paris: 03:00 CEST -> 02:00 CET at 01:00 UTC on 27 October 2024
+        ("30 2 * * *", "Europe/Paris", datetime(2024, 10, 27, 1, tzinfo=UTC), ["00:30", "01:30"]),
+        ("0-59 2 * * *", "Europe/Paris", datetime(2024, 10, 27, 1, tzinfo=UTC), None),
+        # New York: 02:00 EDT -> 01:00 EST at 06:00 UTC on 3 November 2024
+        ("0,30 1 * * *", "America/New_York", datetime(2024, 11, 3, 6, tzinfo=UTC), None),
+    ],
+)
+def test_a_cron_tick_after_a_moment_in_a_repeated_hour_is_later_than_it(
+    cron: str, zone: str, fall_back: datetime, ticks: list[str] | None
+) -> None:
+    """From any moment of the night the clocks go back, the next tick is strictly
+    later and the latest is not (cronsim starts with the first pass of the repeated
+    hour: from its second pass those times were past, and the timer fired one again)."""
+    plan = Schedule.build("n", every=None, cron=cron, timezone=zone, run_on_startup=False)
+    for minutes in range(-90, 150):
+        moment = fall_back + timedelta(minutes=minutes, seconds=7)
+        after, latest = plan.next_after(moment), plan.latest_at_or_before(moment)
+        assert latest <= moment < after, (moment, latest, after)
+        assert plan.next_after(latest) == after, moment  # nothing between them
+    if ticks is not None:  # fires once that night, the next at the same time
+        moment = fall_back - timedelta(hours=3)
+        fired = []
+        for _ in range(len(ticks)):
+            moment = plan.next_after(moment)
+            fired.append(moment.strftime("%H:%M"))
+        assert fired == ticks
+
+
+def test_a_cron_schedule_started_in_the_repeated_hour_waits_for_the_next_day(
+    eventually: Any,
+) -> None:
+    """An instance that starts at 02:10 CET, the second pass of Paris's repeated hour,
+    40 minutes after the 02:30 CEST tick: it does not fire that past tick (it fired it
+    and then spun, blocking the loop on the memory backend), and its timer waits for
+    02:30 CET the next day."""
+    clock = ManualClock(datetime(2024, 10, 27, 1, 10, tzinfo=UTC))
+
+    async def scenario() -> None:
+        tm = TaskManager(clock=clock, poll_interval=0.02)
+
+        @tm.schedule(cron="30 2 * * *", timezone="Europe/Paris", name="nightly")
+        def nightly() -> None: ...
+
+        async with tm:
+            # the timer computed its tick and sleeps until then: it has done all it
+            # does before that tick (this polling needs a loop that runs, too)
+            await eventually(lambda: _timer_locals(tm, "nightly").get("wait", 0) > 0)
+            assert _timer_locals(tm, "nightly")["tick"] == datetime(2024, 10, 28, 1, 30, tzinfo=UTC)
+            assert _ticks(tm, "nightly") == []  # the 00:30 UTC tick is not fired late
+
+    _in_own_loop(scenario)
+
+
+def test_the_timer_lets_the_loop_run_when_the_next_tick_is_due_at_once(
+    eventually: Any,
+) -> None:
+    """A firing that takes longer than the interval (here: a clock an hour ahead at each
+    reading, with an hourly schedule): every next tick is due at once. The timer fires
+    it and still lets the loop run (on the memory backend nothing else awaited)."""
+
+    class RacingClock:
+        def __init__(self) -> None:
+            self.current = datetime(2030, 1, 1, tzinfo=UTC)
+
+        def now(self) -> datetime:
+            self.current += timedelta(hours=1)
+            return self.current
+
+    async def scenario() -> None:
+        tm = TaskManager(clock=RacingClock(), poll_interval=0.02)
+
+        @tm.schedule(every=timedelta(hours=1), name="hourly")
+        def hourly() -> None: ...
+
+        async with tm:
+            # polling needs the loop to run between the timer's firings
+            await eventually(lambda: len(_ticks(tm, "hourly")) >= 5)
+
+    _in_own_loop(scenario)
+
+
+def test_the_shortest_and_the_longest_intervals_are_taken() -> None:
+    """1 ms (``EVERY_MIN``) is the shortest interval; a very long one is taken as long
+    as its next tick is a date a datetime holds."""
+    for every in (EVERY_MIN, 0.001, timedelta(days=365 * 1000)):
+        plan = Schedule.build("i", every=every, cron=None, timezone=None, run_on_startup=False)
+        moment = datetime(2026, 1, 1, tzinfo=UTC)
+        assert plan.latest_at_or_before(moment) <= moment < plan.next_after(moment)
+
+
 def test_interval_ticks_are_absolute() -> None:
     plan = Schedule.build(
         "i", every=timedelta(minutes=15), cron=None, timezone=None, run_on_startup=False
@@ -293,6 +418,18 @@ def test_interval_ticks_are_absolute() -> None:
         ({"every": "1s"}, "positive timedelta"),
         ({"every": float("nan")}, r"positive timedelta \(or seconds\), got nan"),  # ValueError
         ({"every": float("inf")}, r"got inf"),  # OverflowError before
+        ({"every": timedelta(microseconds=1)}, "shorter than 1 ms"),  # blocked the loop
+        ({"every": EVERY_MIN / 2}, "shorter than 1 ms"),
+        # accepted, then the timer died at startup (OverflowError: past year 9999)
+        ({"every": 1e12}, "too long: its ticks fall past the last date"),
+        ({"every": timedelta(days=4_000_000)}, "too long"),
+        ({"every": timedelta.max}, "too long"),
+        # read as "second minute hour ...": '* * * * * *' fired every second
+        ({"cron": "* * * * * *"}, r"it has 6 fields; use 5 fields 'minute hour"),
+        ({"cron": "0 2 * * * 2030"}, "it has 6 fields"),
+        ({"cron": "0 2 * *"}, "it has 4 fields"),
+        ({"cron": "@daily"}, "it has 1 field .aliases such as '@daily' are not read"),
+        ({"cron": ""}, "it has 0 fields"),
         ({"cron": "61 * * * *"}, "invalid cron expression"),
         ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"every": 1, "run_on_startup": "yes"}, "run_on_startup"),

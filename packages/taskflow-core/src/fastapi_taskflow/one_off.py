@@ -177,7 +177,13 @@ def _due_time(engine: Engine, run_at: datetime | None, delay: timedelta | float 
                 "datetime(2030, 1, 1, 9, tzinfo=ZoneInfo('Europe/Paris')) or "
                 "datetime.now(timezone.utc) + timedelta(hours=1)"
             )
-        return run_at.astimezone(timezone.utc)
+        try:
+            return run_at.astimezone(timezone.utc)
+        except OverflowError:  # in UTC it falls before year 1 or after year 9999
+            raise ScheduleError(
+                f"run_at={run_at!r} is outside the range a datetime holds once converted "
+                "to UTC; pass a date between years 1 and 9999 in UTC"
+            ) from None
     wanted = delay
     if isinstance(delay, (int, float)) and not isinstance(delay, bool):
         try:

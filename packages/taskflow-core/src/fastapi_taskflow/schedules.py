@@ -37,7 +37,7 @@ from .runtime import Runtime, reraise_if_cancelled
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["Schedule", "Scheduler", "TICK_TAG", "SCHEDULE_TAG"]
+__all__ = ["EVERY_MIN", "Schedule", "Scheduler", "TICK_TAG", "SCHEDULE_TAG"]
 
 logger = logging.getLogger("fastapi_taskflow")
 
@@ -47,6 +47,18 @@ SCHEDULE_TAG = "taskflow.schedule"
 TICK_TAG = "taskflow.tick"
 """The tag holding a firing's tick time (ISO 8601, UTC)."""
 _NAMESPACE = uuid.UUID("8d3f3a52-43c6-4a1e-9a55-3f6f3cb0b7a1")
+EVERY_MIN = timedelta(milliseconds=1)
+"""The shortest ``every=`` interval a schedule takes: each tick is a task record, so a
+shorter one would only flood the store (and the event loop)."""
+_FAR = datetime(9000, 1, 1, tzinfo=timezone.utc)
+"""Every interval schedule must still have a next tick after this date: a longer
+interval would put it past the last date a ``datetime`` holds (year 9999)."""
+_CRON_STEPS_MAX = 2 * 24 * 60
+"""How many of cronsim's times :func:`_cron_step` reads past before giving up. From a
+wall time in the repeated hour of a daylight-saving fall-back cronsim starts with the
+times of that hour's first pass, already past; no zone's clocks went back by more than
+a day, and a 5-field expression ticks at most once a minute."""
+_CRON_FORMAT = "use 5 fields 'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'"
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,10 @@ class Schedule:
         """Validate the decorator's settings and return the schedule.
 
         Raises:
-            ScheduleError: not exactly one of ``every``/``cron``, a bad interval, an
-                invalid cron expression, an unknown time zone, or no cron parser.
+            ScheduleError: not exactly one of ``every``/``cron``, a bad interval (not
+                positive, shorter than ``EVERY_MIN``, or with ticks past year 9999), a
+                cron expression that is invalid or has not exactly 5 fields, an unknown
+                time zone, or no cron parser.
         """
         if (every is None) == (cron is None):
             raise ScheduleError(
@@ -106,11 +120,34 @@ class Schedule:
                 raise ScheduleError(
                     f"every= must be a positive timedelta (or seconds), got {given!r}"
                 )
-            return cls(
+            if every < EVERY_MIN:
+                raise ScheduleError(
+                    f"every={given!r} is shorter than 1 ms, the shortest interval a schedule "
+                    "takes; pass every=timedelta(milliseconds=1) or longer"
+                )
+            schedule = cls(
                 name, every=every, timezone=zone, run_on_startup=run_on_startup, overlap=overlap
             )
+            try:
+                schedule.next_after(_FAR)
+            except OverflowError:
+                raise ScheduleError(
+                    f"every={given!r} is too long: its ticks fall past the last date a "
+                    "datetime holds (year 9999); pass a shorter interval (or use cron=...)"
+                ) from None
+            return schedule
         if not isinstance(cron, str):
             raise ScheduleError(f"cron= must be a string such as '0 2 * * *', got {cron!r}")
+        fields = len(cron.split())
+        if fields != 5:
+            # cronsim would read 6 fields as "second minute hour ...", shifting each one.
+            alias = (
+                " (aliases such as '@daily' are not read)" if cron.strip().startswith("@") else ""
+            )
+            raise ScheduleError(
+                f"invalid cron expression {cron!r}: it has {fields} field"
+                f"{'' if fields == 1 else 's'}{alias}; {_CRON_FORMAT}"
+            )
         schedule = cls(
             name, cron=cron, timezone=zone, run_on_startup=run_on_startup, overlap=overlap
         )
@@ -163,13 +200,22 @@ def _cron_step(schedule: Schedule, moment: datetime, *, reverse: bool) -> dateti
     assert schedule.cron is not None
     local = moment.astimezone(schedule.timezone)
     try:
-        found = next(iter(CronSim(schedule.cron, local, reverse=reverse)))
+        times = iter(CronSim(schedule.cron, local, reverse=reverse))
+        # cronsim reads wall times and returns the first pass of a repeated hour
+        # (fold=0): from the second pass its first times are already past. Skip them.
+        for _ in range(_CRON_STEPS_MAX):
+            found = next(times).astimezone(timezone.utc)
+            if (found < moment) if reverse else (found > moment):
+                return found
     except (CronSimError, StopIteration) as exc:
         raise ScheduleError(
-            f"invalid cron expression {schedule.cron!r}: {exc}; use 5 fields "
-            "'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'"
+            f"invalid cron expression {schedule.cron!r}: {exc}; {_CRON_FORMAT}"
         ) from exc
-    return found.astimezone(timezone.utc)
+    raise ScheduleError(
+        f"cron expression {schedule.cron!r} in {schedule.timezone}: no tick "
+        f"{'before' if reverse else 'after'} {moment.isoformat()} within "
+        f"{_CRON_STEPS_MAX} steps"
+    )
 
 
 @dataclass
@@ -223,7 +269,18 @@ class Scheduler:
                 await asyncio.sleep(wait)
                 continue  # woke early (or the clock moved): check again
             await self._fire_logged(entry, tick)
-            tick = schedule.next_after(max(tick, clock.now()))  # late: skip missed ticks
+            # Let the loop run even when the next tick is due already (a firing that
+            # took longer than the interval; a clock moved by hand).
+            await asyncio.sleep(0)
+            fired, tick = tick, schedule.next_after(max(tick, clock.now()))  # late: skip
+            if tick <= fired:  # pragma: no cover - never: next_after is strictly later
+                logger.error(
+                    "schedule %r: its tick after %s is %s, not later; its timer stops",
+                    schedule.name,
+                    fired.isoformat(),
+                    tick.isoformat(),
+                )
+                return
 
     async def _fire_logged(self, entry: _Entry, tick: datetime) -> None:
         try:
