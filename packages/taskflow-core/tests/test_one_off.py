@@ -254,4 +254,3 @@ async def test_a_run_at_outside_the_datetime_range_in_utc_is_refused(run_at: dat
         with pytest.raises(ScheduleError, match="outside the range a datetime holds"):
             await tm.schedule_once(job, run_at=run_at)
         assert await tm.list_scheduled() == []
-
