@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from .errors import InvalidOperationError
@@ -361,6 +361,24 @@ SEARCH_MAX = 200
 """The longest text search (:attr:`TaskQuery.q`), in characters."""
 
 
+def _within_search_max(value: str) -> str:
+    # Checked here rather than by ``Field(max_length=)``: pydantic's own check refuses
+    # a text holding a lone surrogate (argv decoded with surrogateescape) as "not a
+    # valid string", where every other text filter finds nothing.
+    if len(value) > SEARCH_MAX:
+        raise PydanticCustomError(
+            "string_too_long",
+            "String should have at most {max_length} characters",
+            {"max_length": SEARCH_MAX},
+        )
+    return value
+
+
+SearchText = Annotated[str, AfterValidator(_within_search_max)]
+"""A text search of at most :data:`SEARCH_MAX` characters (``TaskQuery.q``, the admin
+API's ``q``)."""
+
+
 class TaskQuery(BaseModel):
     """A filter over the task list, newest first, keyset-paginated.
 
@@ -377,27 +395,13 @@ class TaskQuery(BaseModel):
     tags: dict[str, str] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    q: str | None = None
+    q: SearchText | None = None
     """Text search: keeps tasks where ``q`` occurs in the function name, the task id,
     the error, or a tag key or value (case-insensitive for ASCII letters; see
     :func:`matches_text`); at most :data:`SEARCH_MAX` characters. None or empty: no
     text filter."""
     limit: int = Field(default=50, ge=1, le=1000)
     cursor: str | None = None
-
-    @field_validator("q")
-    @classmethod
-    def _search_length(cls, value: str | None) -> str | None:
-        # Checked here rather than by ``Field(max_length=)``: pydantic's own check
-        # refuses a text holding a lone surrogate (argv decoded with surrogateescape)
-        # as "not a valid string", where every other text filter finds nothing.
-        if value is not None and len(value) > SEARCH_MAX:
-            raise PydanticCustomError(
-                "string_too_long",
-                "String should have at most {max_length} characters",
-                {"max_length": SEARCH_MAX},
-            )
-        return value
 
 
 class TaskPage(BaseModel):

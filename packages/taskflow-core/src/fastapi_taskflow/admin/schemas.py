@@ -18,12 +18,10 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
-    field_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from ..events import LifecycleEvent, LogEvent
-from ..models import SEARCH_MAX, LogEntry, TaskRecord, TaskStatus
+from ..models import LogEntry, SearchText, TaskRecord, TaskStatus
 from ..progress import PROGRESS_FIELD
 
 __all__ = [
@@ -199,21 +197,7 @@ class TaskFilter(BaseModel):
     tag: list[str] | None = Field(default=None, description="'key:value' pairs")
     created_after: Timestamp | None = None
     created_before: Timestamp | None = None
-    q: str | None = None
-
-    @field_validator("q")
-    @classmethod
-    def _search_length(cls, value: str | None) -> str | None:
-        # As TaskQuery checks it, rather than by ``Field(max_length=)``: pydantic's own
-        # check refuses a text holding a lone surrogate as "not a valid string", where
-        # every other text filter (``func``) finds nothing.
-        if value is not None and len(value) > SEARCH_MAX:
-            raise PydanticCustomError(
-                "string_too_long",
-                "String should have at most {max_length} characters",
-                {"max_length": SEARCH_MAX},
-            )
-        return value
+    q: SearchText | None = None
 
 
 class RetryFailedRequest(TaskFilter):
