@@ -117,7 +117,6 @@ class BasicLogin:
             salt=_SALT,
             signer=self._signer_class(),
         )
-        self.cookie_path = "/"
         self._path = ""
         # Each admin route's endpoint -> how many path segments the route adds to the
         # admin's own address (see _base and watch).
@@ -232,7 +231,6 @@ class BasicLogin:
 
     def routes(self, router: APIRouter, *, path: str, title: str) -> None:
         """Add ``GET/POST /login`` and ``POST /logout`` to the (unguarded) ``router``."""
-        self.cookie_path = path or "/"
         self._path = path
 
         @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
