@@ -10,6 +10,10 @@
   stop itself. Without fan-out (``publish_events=False``) each instance polls the records
   of the tasks it runs instead.
 
+The same watcher forgets the tasks accepted here that another instance started or
+cancelled (they no longer wait in this instance's queue count): on their events, or
+without fan-out by polling the records of the tasks waiting here.
+
 ``CANCELLED`` is final: never retried, never re-run after a crash. A cancelled task
 keeps its idempotency key (only ``FAILED`` and ``REJECTED`` release one), so adding the
 same key again returns the cancelled task's id: use a new key to run the work after all.
@@ -144,6 +148,8 @@ def _on_engine_loop(engine: Engine, call: Callable[[], Any]) -> None:
 
 
 _TAKEN_ELSEWHERE = frozenset({TaskStatus.CANCELLED, TaskStatus.RUNNING})
+WAITING_POLL_SLICE = 100
+"""Without fan-out, how many waiting tasks' records the watcher reads per round."""
 
 
 def start_watcher(engine: Engine, runtime: Runtime) -> None:
@@ -175,16 +181,44 @@ async def _watch(engine: Engine) -> None:
                     # instance: nothing of it is left to run here.
                     engine.forget(event.task_id)
         return
-    # No fan-out: poll the records of the attempts running here.
+    # No fan-out: poll the records of the attempts running here, and of the tasks
+    # accepted here that wait on a queue (a slice per round): another instance may have
+    # run or cancelled one, and only its record says so (they would hold their place in
+    # a bounded queue, and their invocations, for good).
     interval = max(engine.poll_interval, 0.5)
+    offset = 0
     while True:
         await asyncio.sleep(interval)
         for task_id in list(scopes.scopes):
-            try:
-                record = await engine.backend.get(task_id)
-            except Exception:
-                reraise_if_cancelled()
-                logger.debug("polling for cancellation of %s failed", task_id, exc_info=True)
-                continue
-            if record is not None and record.cancel_requested:
+            found, record = await _read(engine, task_id)
+            if found and record is not None and record.cancel_requested:
                 scopes.request(task_id)
+        waiting = engine.tasks.waiting_ids()
+        if not waiting:
+            continue
+        offset %= len(waiting)
+        chunk = waiting[offset : offset + WAITING_POLL_SLICE]
+        offset += len(chunk)
+        for task_id in chunk:
+            found, record = await _read(engine, task_id)
+            if found and _left_this_instance(engine, task_id, record):
+                engine.forget(task_id)
+
+
+async def _read(engine: Engine, task_id: str) -> tuple[bool, TaskRecord | None]:
+    """``(True, record or None)``; ``(False, None)`` when the store did not answer."""
+    try:
+        return True, await engine.backend.get(task_id)
+    except Exception:
+        reraise_if_cancelled()
+        logger.debug("polling the record of %s failed", task_id, exc_info=True)
+        return False, None
+
+
+def _left_this_instance(engine: Engine, task_id: str, record: TaskRecord | None) -> bool:
+    """True when a task accepted here and waiting on a queue is no longer this
+    instance's to run: gone, claimed or adopted by another instance, or finished
+    (cancelled) while not running here."""
+    if record is None or record.owner != engine.instance_id:
+        return True
+    return record.status.is_terminal and task_id not in engine.cancel_scopes.scopes

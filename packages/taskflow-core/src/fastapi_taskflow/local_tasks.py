@@ -31,7 +31,7 @@ class LocalTasks:
 
     def __init__(self) -> None:
         self._invocations: dict[str, Invocation] = {}
-        self._waiting: dict[str, set[str]] = {}
+        self._waiting: dict[str, dict[str, None]] = {}  # queue -> ids, in order
         self._enqueued: set[str] = set()
         self._on_queue: set[str] = set()
 
@@ -51,11 +51,16 @@ class LocalTasks:
 
     def wait_in_queue(self, task_id: str, queue: str) -> None:
         """Count ``task_id`` as waiting on ``queue`` until it is claimed or forgotten."""
-        self._waiting.setdefault(queue, set()).add(task_id)
+        self._waiting.setdefault(queue, {})[task_id] = None
 
     def waiting_in(self, queue: str) -> int:
         """How many tasks accepted here wait on ``queue``."""
         return len(self._waiting.get(queue, ()))
+
+    def waiting_ids(self) -> list[str]:
+        """The ids of the tasks accepted here that wait on a queue, in each queue's
+        order of acceptance."""
+        return [task_id for waiting in self._waiting.values() for task_id in waiting]
 
     def put_on_queue(self, task_id: str) -> None:
         """This instance has put ``task_id`` (accepted here) on its queue: from now on
@@ -74,7 +79,7 @@ class LocalTasks:
         self._on_queue.discard(task_id)
         waiting = self._waiting.get(queue)
         if waiting:
-            waiting.discard(task_id)
+            waiting.pop(task_id, None)
 
     def mark_enqueued(self, task_ids: Iterable[str]) -> None:
         """These tasks were put on their queues with their records."""
