@@ -45,6 +45,12 @@ TEST_DEPS = [
 # Tests that must not run beside each other share an xdist group (see ./conftest.py).
 TEST_WORKERS = os.environ.get("TASKFLOW_TEST_WORKERS", "3")
 
+# The test sessions let Python cache modules' bytecode even where the environment says
+# PYTHONDONTWRITEBYTECODE (this machine's does): the suite starts hundreds of processes
+# (uvicorn instances, the `taskflow` command, scripts), and each would compile FastAPI,
+# pydantic and SQLAlchemy from source again -- about half of a process's start-up.
+WRITE_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
+
 # conformance -- NAME  runs packages/*/tests/test_conformance_NAME*.py
 CONFORMANCE = {
     "memory": ["packages/taskflow-memory/tests/test_conformance_memory.py"],
@@ -94,7 +100,10 @@ def tests(session: nox.Session) -> None:
     The reference-page examples run once per backend (``TASKFLOW_SEED_BACKENDS``).
     """
     _install_packages(session, *TEST_DEPS)
-    env = {"TASKFLOW_SEED_BACKENDS": os.environ.get("TASKFLOW_SEED_BACKENDS", _seed_backends())}
+    env = {
+        "TASKFLOW_SEED_BACKENDS": os.environ.get("TASKFLOW_SEED_BACKENDS", _seed_backends()),
+        **WRITE_BYTECODE,
+    }
     default = ["packages", "tests-integration", "-q", "-n", TEST_WORKERS, "--dist", "loadgroup"]
     session.run("pytest", *(session.posargs or default), env=env)
 
@@ -108,14 +117,14 @@ def conformance(session: nox.Session) -> None:
         session.error(f"unknown backend(s) {unknown}; choose from {sorted(CONFORMANCE)}")
     _install_packages(session, *TEST_DEPS)
     files = [f for name in names for f in CONFORMANCE[name]]
-    session.run("pytest", "-q", *files)
+    session.run("pytest", "-q", *files, env=WRITE_BYTECODE)
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
     """Run tests-integration/ only (real apps, real servers, several processes)."""
     _install_packages(session, *TEST_DEPS)
-    session.run("pytest", "-q", "tests-integration", *session.posargs)
+    session.run("pytest", "-q", "tests-integration", *session.posargs, env=WRITE_BYTECODE)
 
 
 # What each extra must make work, checked in a fresh venv with only that extra installed.
@@ -285,7 +294,9 @@ def oldest_python(session: nox.Session) -> None:
         "tests-integration/test_bare_test_client.py",
         *["-q", "-n", TEST_WORKERS, "--dist", "loadgroup"],
     ]
-    session.run(str(venv / "bin" / "python"), "-m", "pytest", *args, external=True)
+    session.run(
+        str(venv / "bin" / "python"), "-m", "pytest", *args, external=True, env=WRITE_BYTECODE
+    )
 
 
 @nox.session
