@@ -13,6 +13,8 @@ Configuration from the environment:
 Routes under ``/enqueue/...`` add tasks the way an app's own routes would:
 
 * ``quick`` finishes at once; ``gated`` runs until ``POST /release/{gate}``;
+* ``staged`` reports 25 % progress, waits for ``{gate}-half``, reports 75 % and waits
+  for ``{gate}``;
 * ``single`` runs on a queue of concurrency 1 until its gate opens (the tasks behind it
   stay PENDING, so they can be cancelled);
 * ``flaky`` fails its first run and succeeds on the next (retried from the dashboard);
@@ -41,6 +43,7 @@ from fastapi_taskflow import (
     TaskStatus,
     get_task_context,
     task_log,
+    task_progress,
 )
 from fastapi_taskflow.admin import BasicLogin, TaskAdmin
 
@@ -71,6 +74,15 @@ async def gated(gate: str, user_id: int) -> dict[str, int]:
     await _gate(gate).wait()
     task_log("report done", rows=42)
     return {"user_id": user_id, "rows": 42}
+
+
+@task_manager.task(name="import_catalogue")
+async def staged(gate: str) -> None:
+    """Reports its progress in two steps, each held until the test opens a gate."""
+    task_progress(0.25, "first half")
+    await _gate(f"{gate}-half").wait()
+    task_progress(0.75, "second half")
+    await _gate(gate).wait()
 
 
 @task_manager.task(name="rebuild_index", queue="single")
@@ -182,6 +194,11 @@ def enqueue_quick(email: str = "ada@example.com", tenant: str = "acme") -> dict[
 @app.post("/enqueue/gated/{gate}")
 def enqueue_gated(gate: str, user_id: int = 7) -> dict[str, str]:
     return {"task_id": task_manager.add_task(gated, gate, user_id, tags={"user_id": str(user_id)})}
+
+
+@app.post("/enqueue/staged/{gate}")
+def enqueue_staged(gate: str) -> dict[str, str]:
+    return {"task_id": task_manager.add_task(staged, gate)}
 
 
 @app.post("/release/{gate}")

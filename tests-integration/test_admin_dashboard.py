@@ -363,6 +363,35 @@ def test_filters_narrow_the_list(watched: Watched, server: Server) -> None:
     expect(rows.first).to_have_attribute("data-task-id", items[0]["task_id"])
 
 
+def test_a_page_told_it_fell_behind_reloads_its_list(watched: Watched, server: Server) -> None:
+    """The server drops events for a page too slow to take them (a tab in the
+    background) and says so (``event: dropped``): the page reloads its list, so a task
+    it never heard of shows up."""
+    page = watched.page
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the stream answers when the test says
+        held.append(route)
+
+    page.route("**/api/events", hold)
+    # A tab in the background: the page stops merging in the list's first page every
+    # few seconds, so only the stream (here: its dropped message) can bring news.
+    page.add_init_script(
+        "Object.defineProperty(document, 'visibilityState', {get: () => 'hidden'})"
+    )
+    page.goto(f"{server.url}/tasks/dashboard")
+    _wait_for_marks(page, "taskflow:first-rows")
+    task_id = server.post("/enqueue/quick", tenant="missed")
+    server.wait_status(task_id, "success")
+    expect(_row(page, task_id)).to_have_count(0)  # the page never heard of it
+    assert len(held) == 1
+    # One message, then the stream ends; the browser would reconnect (and reload) only
+    # after 10 minutes, so a reload within the test's deadline is the dropped event's.
+    body = 'retry: 600000\n\nevent: dropped\ndata: {"dropped": 3}\n\n'
+    held[0].fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body)
+    expect(_row(page, task_id).locator(".badge")).to_have_text("success")
+
+
 def test_the_retry_button_reruns_a_failed_task(watched: Watched, server: Server) -> None:
     task_id = server.post(f"/enqueue/flaky/{uuid.uuid4().hex}")
     server.wait_status(task_id, "failed")
@@ -515,6 +544,28 @@ def test_the_task_list_does_not_move_when_counts_and_charts_arrive(
     server.wait_status(waiting, "success")
 
 
+def test_a_running_tasks_progress_is_live_in_its_row_and_its_detail(
+    watched: Watched, server: Server
+) -> None:
+    gate = uuid.uuid4().hex
+    page = _goto_dashboard(watched, server)
+    task_id = server.post(f"/enqueue/staged/{gate}")
+    try:
+        row = _row(page, task_id)
+        expect(row.locator(".progress-text")).to_have_text("25%")
+        row.click()
+        progress = page.locator("#detail dt:text-is('Progress') + dd")
+        expect(progress).to_have_text("25%")
+        httpx.post(f"{server.url}/release/{gate}-half", timeout=10).raise_for_status()
+        expect(row.locator(".progress-text")).to_have_text("75%")
+        expect(progress).to_have_text("75%")  # the open panel follows too
+        expect(page.locator("#d-logs")).to_contain_text("second half")
+    finally:
+        httpx.post(f"{server.url}/release/{gate}-half", timeout=10)
+        httpx.post(f"{server.url}/release/{gate}", timeout=10)
+    server.wait_status(task_id, "success")
+
+
 def test_the_detail_panel_shows_logs_traceback_and_attempts(
     watched: Watched, server: Server
 ) -> None:
@@ -576,6 +627,7 @@ def test_behind_the_built_in_login_the_page_and_its_stream_work(
             page = watched.page
             page.goto(f"{srv.url}/tasks/dashboard")
             expect(page).to_have_url(re.compile(r"/tasks/login\?next=/tasks/dashboard$"))
+            expect(page.locator("form")).to_have_css("display", "grid")  # its style applies
             page.fill('input[name="username"]', "admin")
             page.fill('input[name="password"]', "s3cret-pass")
             page.locator('button[type="submit"]').click()
@@ -587,6 +639,13 @@ def test_behind_the_built_in_login_the_page_and_its_stream_work(
             _row(page, task_id).click()
             expect(page.locator("#d-body")).to_contain_text("display_args=True")
             expect(page.locator("#d-args")).to_have_count(0)
+        with _open(browser) as watched:  # another site frames the sign-in form
+            page = watched.page
+            with page.expect_console_message(lambda m: "frame" in m.text.lower()) as refusal:
+                page.set_content(f'<iframe src="{srv.url}/tasks/login"></iframe>')
+            assert "blocked" in refusal.value.text, refusal.value.text
+            expect(page.frame_locator("iframe").locator('input[name="password"]')).to_have_count(0)
+            watched.errors[:] = [e for e in watched.errors if "frame" not in e.lower()]
     finally:
         srv.stop()
 

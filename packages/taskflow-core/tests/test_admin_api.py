@@ -486,3 +486,36 @@ async def test_the_event_stream_carries_a_running_tasks_progress() -> None:
             go_on.set()
             await stream.aclose()
     assert progress == [0.25] and plain == ["absent"]  # other lines keep their shape
+
+
+async def test_a_stream_client_that_fell_behind_is_told_with_an_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client too slow for the stream loses the oldest events and gets an ``event:
+    dropped`` message (EventSource hands named events to JavaScript, comments not),
+    then the events kept."""
+    from fastapi_taskflow.admin import stream as stream_module
+
+    monkeypatch.setattr(stream_module, "_BACKLOG", 5)
+    tm = TaskManager()
+
+    @tm.task(name="jobs.quick")
+    async def quick() -> None:
+        pass
+
+    async with tm:
+        stream = cast(AsyncGenerator[bytes, None], event_stream(tm))
+        try:
+            assert (await anext(stream)).startswith(b"retry:")  # subscribed from here
+            ids = [tm.add_task(quick) for _ in range(10)]  # ~20 events, none read yet
+            with anyio.fail_after(10):
+                while not all(tm.store.get(t).status is TaskStatus.SUCCESS for t in ids):  # type: ignore[union-attr]
+                    await anyio.sleep(0.01)
+            chunk = (await anext(stream)).decode()
+            assert chunk.startswith("event: dropped\n"), chunk
+            dropped = json.loads(chunk.split("data: ", 1)[1])["dropped"]
+            kept = [(await anext(stream)).decode() for _ in range(5)]
+        finally:
+            await stream.aclose()
+    assert dropped >= 10  # 10 tasks' events, 5 kept: at least 15 made, 10 dropped
+    assert all(k.startswith("event: ") for k in kept)

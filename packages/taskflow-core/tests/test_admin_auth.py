@@ -147,6 +147,22 @@ async def test_login_flow_and_redirects(login_app: tuple[FastAPI, BasicLogin]) -
         assert (await client.get("/tasks/api/tasks")).status_code == 401
 
 
+async def test_the_login_page_cannot_be_framed(login_app: tuple[FastAPI, BasicLogin]) -> None:
+    """The sign-in form (GET, and its answer to a wrong password) is never shown inside
+    another site's frame, runs no script and is not cached."""
+    app, _ = login_app
+    async with _client(app) as client:
+        form = await client.get("/tasks/login?next=/tasks/dashboard")
+        wrong = await client.post("/tasks/login", data={"username": "admin", "password": "x"})
+    for answer in (form, wrong):
+        policy = answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+        assert "script-src" not in policy  # falls back to default-src 'none'
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["cache-control"] == "no-store"
+
+
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example", "/elsewhere"])
 async def test_login_never_redirects_off_the_admin(
     login_app: tuple[FastAPI, BasicLogin], target: str

@@ -28,7 +28,13 @@ from ..events import LifecycleEvent, LogEvent
 from ..manager import TaskManager
 from .schemas import lifecycle_message, log_message
 
-__all__ = ["KEEPALIVE_SECONDS", "STREAM_MAX_SECONDS", "encode_event", "event_stream"]
+__all__ = [
+    "KEEPALIVE_SECONDS",
+    "STREAM_MAX_SECONDS",
+    "encode_dropped",
+    "encode_event",
+    "event_stream",
+]
 
 KEEPALIVE_SECONDS: Final = 15.0
 """Seconds between keep-alive comments on an idle stream."""
@@ -54,6 +60,12 @@ def encode_event(event: LifecycleEvent | LogEvent) -> bytes:
     return f"event: {kind}\ndata: {data}\n\n".encode()
 
 
+def encode_dropped(count: int) -> bytes:
+    """The SSE message telling a client that ``count`` events were dropped for it:
+    ``event: dropped`` (``EventSource`` hands named events to JavaScript, comments not)."""
+    return f'event: dropped\ndata: {{"dropped": {count}}}\n\n'.encode()
+
+
 def server_exiting() -> bool:
     """True once the uvicorn server of this process started shutting down.
 
@@ -76,8 +88,8 @@ async def event_stream(
     """Yield SSE bytes until the client goes away (Starlette then cancels the generator).
 
     A slow client that falls ``_BACKLOG`` events behind loses the oldest ones rather than
-    growing memory without bound; it is told with a ``: dropped N`` comment and can
-    reload the list.
+    growing memory without bound; it is told with an ``event: dropped`` message (data
+    ``{"dropped": N}``) and should reload what it shows (the dashboard does).
     """
     await task_manager.startup()
     inbox: asyncio.Queue[LifecycleEvent | LogEvent] = asyncio.Queue(_BACKLOG)
@@ -115,7 +127,7 @@ async def event_stream(
                     continue
                 last_sent = now
                 if dropped:
-                    yield f": dropped {dropped}\n\n".encode()
+                    yield encode_dropped(dropped)
                     dropped = 0
                 yield encode_event(event)
         finally:

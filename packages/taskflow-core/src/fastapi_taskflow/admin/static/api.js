@@ -52,7 +52,8 @@ export const api = {
 /**
  * Follow the server-sent event stream. `handlers.lifecycle(event)` and `handlers.log(event)`
  * get each parsed message; `handlers.state(name)` gets "live" / "reconnecting";
- * `handlers.resync()` runs after a reconnect (events may have been missed meanwhile).
+ * `handlers.resync()` runs after a reconnect and when the server says it dropped events
+ * (both times the page may have missed some).
  */
 export function follow(handlers) {
   let source = null;
@@ -74,6 +75,9 @@ export function follow(handlers) {
         retryTimer = setTimeout(open, 3000);
       }
     });
+    // The server dropped events this page was too slow to take: what it shows may be
+    // out of date, as after a reconnect.
+    source.addEventListener("dropped", () => handlers.resync());
     for (const kind of ["lifecycle", "log"]) {
       source.addEventListener(kind, (message) => {
         let data;

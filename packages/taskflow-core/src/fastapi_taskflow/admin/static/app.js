@@ -323,7 +323,10 @@ function onLog(ev) {
     const task = table.get(ev.task_id);
     if (task && !(ev.attempt < task.attempt)) table.update(ev.task_id, { progress: ev.progress });
   }
-  if (detail.openId === ev.task_id) detail.appendLog(ev);
+  if (detail.openId === ev.task_id) {
+    if (typeof ev.progress === "number") detail.setProgress(ev.progress, ev.attempt);
+    detail.appendLog(ev);
+  }
 }
 
 const marked = new Set();

@@ -12,6 +12,7 @@ export class DetailPanel {
     this.body = $("#d-body", root);
     this.task = null;
     this.logList = null;
+    this.overview = null;
   }
 
   get openId() {
@@ -36,6 +37,7 @@ export class DetailPanel {
   loading(id) {
     this.show();
     this.task = { task_id: id };
+    this.overview = null;
     setText($("#d-id", this.root), id);
     setText($("#d-func", this.root), "");
     fill(this.body, h("p", { class: "muted" }, "Loading…"));
@@ -43,6 +45,7 @@ export class DetailPanel {
 
   failed(id, message) {
     this.task = { task_id: id };
+    this.overview = null;
     fill(this.body, h("p", { class: "error-text" }, message));
   }
 
@@ -57,7 +60,8 @@ export class DetailPanel {
     $("#d-retry", this.root).hidden = !RETRYABLE.has(task.status);
     $("#d-cancel", this.root).hidden = !CANCELLABLE.has(task.status);
 
-    const sections = [this.#overview(task)];
+    this.overview = this.#overview(task);
+    const sections = [this.overview];
     if (task.tags && Object.keys(task.tags).length) sections.push(this.#tags(task.tags));
     sections.push(this.#arguments(task));
     const failure = this.#failure(task);
@@ -67,6 +71,15 @@ export class DetailPanel {
     fill(this.body, sections);
     // A traceback's last lines say what went wrong: show those first.
     for (const pre of this.body.querySelectorAll(".failure .traceback")) pre.scrollTop = pre.scrollHeight;
+  }
+
+  /** A task_progress() report of the open task's current attempt, from the stream. */
+  setProgress(progress, attempt) {
+    if (!this.overview || !this.task || attempt < (this.task.attempt ?? 0)) return;
+    this.task.progress = progress;
+    const fresh = this.#overview(this.task);
+    this.overview.replaceWith(fresh);
+    this.overview = fresh;
   }
 
   /** A log line that arrived on the event stream for the open task. */
