@@ -392,6 +392,22 @@ def test_a_page_told_it_fell_behind_reloads_its_list(watched: Watched, server: S
     expect(_row(page, task_id).locator(".badge")).to_have_text("success")
 
 
+def test_a_live_task_joins_a_searched_list_as_the_server_would_find_it(
+    watched: Watched, server: Server
+) -> None:
+    """With a search in the filters, a task first seen on the stream is shown only if
+    the server's search finds it: ``A``-``Z`` fold, other letters (``É``) do not."""
+    mark = uuid.uuid4().hex[:8]
+    page = _goto_dashboard(watched, server, f"?q=élodie-{mark}")
+    other_case = server.post("/enqueue/note", text="x", tag=f"ÉLODIE-{mark.upper()}")
+    same = server.post("/enqueue/note", text="x", tag=f"éLODIE-{mark.upper()}")
+    expect(_row(page, same)).to_have_count(1)  # its events came after the other's
+    expect(_row(page, other_case)).to_have_count(0)
+    page.reload()  # what the server finds
+    expect(_row(page, same)).to_have_count(1)
+    expect(_row(page, other_case)).to_have_count(0)
+
+
 def test_the_retry_button_reruns_a_failed_task(watched: Watched, server: Server) -> None:
     task_id = server.post(f"/enqueue/flaky/{uuid.uuid4().hex}")
     server.wait_status(task_id, "failed")
@@ -708,6 +724,13 @@ def test_the_page_and_assets_are_served_with_a_strict_policy() -> None:
             etag = script.headers["etag"]
             again = await client.get(f"{static}/app.js", headers={"if-none-match": etag})
             assert again.status_code == 304
+            # As a compressing proxy passes it on (weak), or among other tags: still 304.
+            for sent in (f"W/{etag}", f'"other", {etag}', f'W/"other" , W/{etag}', "*"):
+                again = await client.get(f"{static}/app.js", headers={"if-none-match": sent})
+                assert again.status_code == 304, sent
+            for sent in ('"other"', f'{etag[:-2]}"', ""):
+                fresh = await client.get(f"{static}/app.js", headers={"if-none-match": sent})
+                assert fresh.status_code == 200, sent
             css = await client.get(f"{static}/dashboard.css")
             assert css.headers["content-type"].startswith("text/css")
             for name in ("dashboard.html", "..%2Fdashboard.py", "nope.js"):

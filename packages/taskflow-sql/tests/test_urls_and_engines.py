@@ -13,7 +13,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastapi_taskflow.backends import open_backend
 from fastapi_taskflow.clock import ManualClock
-from fastapi_taskflow.errors import BackendUnavailableError, BackendURLError, TaskflowError
+from fastapi_taskflow.errors import (
+    BackendNotOpenError,
+    BackendUnavailableError,
+    BackendURLError,
+    TaskflowError,
+)
 from fastapi_taskflow.models import TaskRecord
 from taskflow_sql import SQLBackend
 from taskflow_sql.engine import make_engine
@@ -160,12 +165,22 @@ async def test_fork_is_unopened_with_same_settings(sqlite_place: Any) -> None:
     fork = backend.fork()
     assert fork.clock is clock
     assert fork.tables.tasks.name == "pfx_tasks"
-    with pytest.raises(RuntimeError, match="not open"):
+    with pytest.raises(BackendNotOpenError, match=r"call 'await backend.open\(\)' first"):
         await fork.get("x")
     # a fork (one per event loop) reuses the tables and so every statement compiled
     # for them; another prefix has tables of its own
     assert fork.tables is backend.tables
     assert SQLBackend(sqlite_place.url, table_prefix="other_").tables is not backend.tables
+
+
+async def test_a_closed_backend_cannot_be_opened_again(sqlite_place: Any) -> None:
+    backend = SQLBackend(sqlite_place.url)
+    await backend.open()
+    await backend.close()
+    with pytest.raises(BackendNotOpenError, match="create a new one or fork"):
+        await backend.open()
+    with pytest.raises(TaskflowError):  # one except clause catches every taskflow error
+        await backend.get("x")
 
 
 def test_a_schema_that_is_not_text_is_refused() -> None:

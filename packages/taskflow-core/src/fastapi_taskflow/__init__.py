@@ -14,6 +14,7 @@ from .context import TaskContext, get_task_context, task_log
 from .errors import (
     AppInstallError,
     BackendNotFoundError,
+    BackendNotOpenError,
     BackendUnavailableError,
     BackendURLError,
     EagerDispatchError,
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AppInstallError",
     "BackendNotFoundError",
+    "BackendNotOpenError",
     "BackendURLError",
     "BackendUnavailableError",
     "BaseObserver",

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AppInstallError",
     "BackendNotFoundError",
+    "BackendNotOpenError",
     "BackendURLError",
     "BackendUnavailableError",
     "EagerDispatchError",
@@ -74,6 +75,16 @@ class BackendUnavailableError(TaskflowError, ConnectionError):
     def __init__(self, *args: object, task_refused: bool = False) -> None:
         super().__init__(*args)
         self.task_refused = task_refused
+
+
+class BackendNotOpenError(TaskflowError, RuntimeError):
+    """A backend used directly was called before ``await backend.open()``, or opened
+    again after ``close()``.
+
+    ``TaskManager`` opens and closes its backend itself; code that uses a backend
+    object on its own opens it first, and makes a new one (or ``backend.fork()``) after
+    closing it.
+    """
 
 
 class QueueFullError(TaskflowError):

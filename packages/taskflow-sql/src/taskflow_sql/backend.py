@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_taskflow.clock import Clock, SystemClock
-from fastapi_taskflow.errors import BackendURLError
+from fastapi_taskflow.errors import BackendNotOpenError, BackendURLError
 from fastapi_taskflow.redaction import hide_hosts_of, mask_secrets
 
 from .combined import SQLCombinedWrite
@@ -151,17 +151,22 @@ class SQLBackend(
     @property
     def _ctx(self) -> SQLContext:  # type: ignore[override]
         if self._ctx_value is None:
-            raise RuntimeError(
-                "the SQL backend is not open: call 'await backend.open()' first "
-                "(TaskManager does this for you)"
-            )
+            raise self._not_open()
         return self._ctx_value
 
     @property
     def _exec(self) -> Executor:  # type: ignore[override]
         if self._exec_value is None:
-            raise RuntimeError("the SQL backend is not open: call 'await backend.open()' first")
+            raise self._not_open()
         return self._exec_value
+
+    def _not_open(self) -> BackendNotOpenError:
+        if self._closed:
+            return BackendNotOpenError("this SQL backend was closed; create a new one or fork()")
+        return BackendNotOpenError(
+            "the SQL backend is not open: call 'await backend.open()' first "
+            "(TaskManager does this for you)"
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -185,7 +190,7 @@ class SQLBackend(
 
     async def _open(self) -> None:
         if self._closed:
-            raise RuntimeError("this SQL backend was closed; create a new one or fork()")
+            raise self._not_open()
         if self._given_engine is not None:
             engine = self._given_engine
         else:
@@ -255,6 +260,9 @@ class SQLBackend(
                 await self._pg_kept.close()
         if self._ctx_value is not None and self._owns_engine:
             await self._ctx_value.engine.dispose()
+        # From here every call (and open()) raises BackendNotOpenError.
+        self._ctx_value, self._exec_value, self._opened = None, None, False
+        self._reader = self._pg_get = self._pg_kept = None
 
     def fork(self) -> SQLBackend:
         """Return an unopened backend on the same database with its own engine and pool.

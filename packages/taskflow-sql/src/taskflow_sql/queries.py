@@ -39,6 +39,7 @@ from fastapi_taskflow.models import (
     ThroughputBucket,
     decode_cursor,
     encode_cursor,
+    fold_text,
     nearest_rank,
 )
 
@@ -98,7 +99,7 @@ class SQLQueries:
                 )
             )
         if query.q:
-            where.append(_text_match(tables, query.q))
+            where.append(_text_match(self._ctx.kind, tables, query.q))
         if after is not None:
             created, task_id = after
             where.append(tasks.c.created_at <= created)
@@ -266,20 +267,43 @@ class SQLQueries:
         return await self._exec.write("purging finished tasks", op)
 
 
-def _text_match(tables: Any, q: str) -> ColumnElement[bool]:
-    """``q`` in func_name, task_id, error or a tag key/value; LIKE characters escaped."""
+def _text_match(kind: str, tables: Any, q: str) -> ColumnElement[bool]:
+    """``q`` in func_name, task_id, error or a tag key/value, folding ASCII letters only
+    (``fold_text``, as every backend does); LIKE characters escaped."""
+    needle = fold_text(q)
+    folds = sorted({c.upper() for c in needle if "a" <= c <= "z"})
+
+    def has(column: Any) -> ColumnElement[bool]:
+        return _ascii_folded(kind, column, folds).contains(needle, autoescape=True)
+
     tasks, tags = tables.tasks, tables.tags
     return or_(
-        tasks.c.func_name.icontains(q, autoescape=True),
-        tasks.c.task_id.icontains(q, autoescape=True),
-        tasks.c.error.icontains(q, autoescape=True),
-        exists().where(
-            tags.c.task_id == tasks.c.task_id,
-            or_(
-                tags.c.key.icontains(q, autoescape=True), tags.c.value.icontains(q, autoescape=True)
-            ),
-        ),
+        has(tasks.c.func_name),
+        has(tasks.c.task_id),
+        has(tasks.c.error),
+        exists().where(tags.c.task_id == tasks.c.task_id, or_(has(tags.c.key), has(tags.c.value))),
     )
+
+
+def _ascii_folded(
+    kind: str, column: ColumnElement[Any], letters: Sequence[str]
+) -> ColumnElement[Any]:
+    """``column`` with the upper-case ASCII ``letters`` lowered, and no other letter.
+
+    SQLite's ``lower()`` folds ASCII only. PostgreSQL's and MySQL's fold every letter
+    their locale or character set knows (``É`` to ``é``), so there the letters are
+    replaced one by one -- only those of the search text: an upper-case letter whose
+    lower case is not in the text cannot be part of a match, folded or not.
+    """
+    if kind == "postgresql":
+        upper = "".join(letters)
+        return func.translate(column, upper, upper.lower()) if upper else column
+    if kind == "mysql":  # a binary collation: LIKE compares exactly
+        folded: ColumnElement[Any] = column
+        for letter in letters:
+            folded = func.replace(folded, letter, letter.lower())
+        return folded
+    return func.lower(column)
 
 
 def _duration_expr(kind: str, tasks: Any) -> ColumnElement[Any]:

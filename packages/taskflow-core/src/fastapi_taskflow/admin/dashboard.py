@@ -49,6 +49,16 @@ _SECURITY_HEADERS: Final = {
 }
 
 
+def _none_match(header: str | None, etag: str) -> bool:
+    """True when an ``If-None-Match`` header names ``etag``: ``*``, or a list of tags
+    compared weakly (RFC 9110 13.1.2: a proxy that compresses the asset, nginx's gzip
+    for one, hands the browser ``W/"..."`` for our strong tag)."""
+    if header is None:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
 def _static_files() -> dict[str, bytes]:
     """Read every asset once: the names a request may ask for and their bytes."""
     folder = resources.files(__package__ or "fastapi_taskflow.admin").joinpath("static")
@@ -103,7 +113,7 @@ def dashboard_routes(router: APIRouter, *, title: str) -> None:
         if body is None:
             raise HTTPException(status_code=404, detail="no such dashboard asset")
         headers = {**_SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": etags[name]}
-        if request.headers.get("if-none-match") == etags[name]:
+        if _none_match(request.headers.get("if-none-match"), etags[name]):
             return Response(status_code=304, headers=headers)
         media_type = _MEDIA_TYPES["." + name.rsplit(".", 1)[-1]]
         return Response(body, media_type=media_type, headers=headers)

@@ -73,12 +73,16 @@ function matches(task, f = filters()) {
     if (!task.tags || !(k in task.tags) || (rest.length && task.tags[k] !== v)) return false;
   }
   if (f.q) {
-    const needle = f.q.toLowerCase();
-    const hay = [task.task_id, task.func_name, task.error || "", ...Object.entries(task.tags || {}).flat()]
-      .join("\n").toLowerCase();
-    if (!hay.includes(needle)) return false;
+    // As the server searches: a part of one field, only A-Z folded to a-z.
+    const needle = foldAscii(f.q);
+    const fields = [task.task_id, task.func_name, task.error || "", ...Object.entries(task.tags || {}).flat()];
+    if (!fields.some((field) => foldAscii(field).includes(needle))) return false;
   }
   return true;
+}
+
+function foldAscii(text) {
+  return text.replace(/[A-Z]/g, (c) => c.toLowerCase());
 }
 
 // ---- the list --------------------------------------------------------------------------

@@ -108,6 +108,31 @@ class TextSearchTests(ConformanceBase):
         want = sorted(records[i].task_id for i in expected)
         assert sorted(r.task_id for r in page.items) == want
 
+    async def test_text_search_folds_ascii_letters_only(
+        self, backend: TaskBackend, clock: ManualClock
+    ) -> None:
+        """Only ``A``-``Z`` match in either case; every other letter matches as written.
+
+        The same search finds the same tasks on every backend. If this fails, fold
+        ``[A-Z]`` yourself instead of calling the database's ``lower()`` (PostgreSQL's
+        and MySQL's fold ``É`` to ``é`` too, by locale or character set).
+        """
+        dessert = await create_task(
+            backend, clock, func_name="menu.Crème_Brûlée", tags={"chef": "ÉLODIE"}
+        )
+        found = {
+            q: [r.task_id for r in (await backend.query(TaskQuery(q=q))).items]
+            for q in ("crème_brûlée", "CRèME", "CRÈME", "brÛlée", "Élodie", "élodie")
+        }
+        assert found == {
+            "crème_brûlée": [dessert.task_id],
+            "CRèME": [dessert.task_id],  # C, R, M, E fold; è is as stored
+            "CRÈME": [],  # È is not è
+            "brÛlée": [],
+            "Élodie": [dessert.task_id],  # LODIE folds; É is as stored
+            "élodie": [],
+        }
+
     async def test_text_search_by_task_id_and_with_filters(
         self, backend: TaskBackend, clock: ManualClock
     ) -> None:
