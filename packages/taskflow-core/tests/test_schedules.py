@@ -55,14 +55,6 @@ def _in_own_loop(scenario: Callable[[], Coroutine[Any, Any, None]], timeout: flo
         raise errors[0]
 
 
-def _timer_locals(tm: TaskManager, name: str) -> dict[str, Any]:
-    """The local variables of schedule ``name``'s timer, where it is awaiting."""
-    (timer,) = [t for t in asyncio.all_tasks() if t.get_name() == f"taskflow-schedule-{name}"]
-    frame = timer.get_coro().cr_frame  # type: ignore[union-attr]
-    assert frame is not None, timer
-    return dict(frame.f_locals)
-
-
 async def test_an_interval_schedule_fires_each_tick_as_a_task(eventually: Any) -> None:
     tm = TaskManager(poll_interval=0.02)
     runs: list[str] = []
@@ -340,8 +332,8 @@ def test_a_cron_schedule_started_in_the_repeated_hour_waits_for_the_next_day(
 ) -> None:
     """An instance that starts at 02:10 CET, the second pass of Paris's repeated hour,
     40 minutes after the 02:30 CEST tick: it does not fire that past tick (it fired it
-    and then spun, blocking the loop on the memory backend), and its timer waits for
-    02:30 CET the next day."""
+    and then spun, blocking the loop on the memory backend); its first firing is 02:30
+    CET the next day, when the clock gets there."""
     clock = ManualClock(datetime(2024, 10, 27, 1, 10, tzinfo=UTC))
 
     async def scenario() -> None:
@@ -351,11 +343,45 @@ def test_a_cron_schedule_started_in_the_repeated_hour_waits_for_the_next_day(
         def nightly() -> None: ...
 
         async with tm:
-            # the timer computed its tick and sleeps until then: it has done all it
-            # does before that tick (this polling needs a loop that runs, too)
-            await eventually(lambda: _timer_locals(tm, "nightly").get("wait", 0) > 0)
-            assert _timer_locals(tm, "nightly")["tick"] == datetime(2024, 10, 28, 1, 30, tzinfo=UTC)
-            assert _ticks(tm, "nightly") == []  # the 00:30 UTC tick is not fired late
+            # Timers are spawned at startup: their first step (reading the clock, at
+            # 02:10 CET) runs as soon as this coroutine lets the loop run.
+            await asyncio.sleep(0.05)
+            clock.advance(hours=24, minutes=19)  # 2024-10-28 01:29 UTC: not yet
+            await asyncio.sleep(0.2)  # ten of the timer's readings of the clock
+            assert _ticks(tm, "nightly") == []
+            clock.advance(minutes=1)
+            await eventually(lambda: _ticks(tm, "nightly"))
+            (first,) = _ticks(tm, "nightly")
+            assert datetime.fromisoformat(first.tags[TICK_TAG]) == datetime(
+                2024, 10, 28, 1, 30, tzinfo=UTC
+            )
+
+    _in_own_loop(scenario)
+
+
+def test_a_schedule_follows_a_manual_clock(eventually: Any) -> None:
+    """Under a ManualClock (tests) a schedule fires when the clock is advanced past its
+    tick, not after that many real seconds."""
+    clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+
+    async def scenario() -> None:
+        tm = TaskManager(clock=clock, poll_interval=0.02)
+
+        @tm.schedule(every=timedelta(hours=1), name="hourly")
+        def hourly() -> None: ...
+
+        @tm.schedule(cron="0 9 * * 1", name="weekly")  # Mondays 09:00 UTC
+        def weekly() -> None: ...
+
+        async with tm:
+            await asyncio.sleep(0.05)  # the timers' first step, as above
+            clock.advance(hours=1)
+            await eventually(lambda: len(_ticks(tm, "hourly")) == 1)
+            clock.advance(days=7)  # 2030-01-01 is a Tuesday: one Monday 09:00 passed
+            await eventually(lambda: _ticks(tm, "weekly"))
+            await eventually(lambda: len(_ticks(tm, "hourly")) == 2)  # missed ticks skipped
+            (weekly_tick,) = _ticks(tm, "weekly")
+            assert weekly_tick.tags[TICK_TAG].startswith("2030-01-07T09:00")
 
     _in_own_loop(scenario)
 

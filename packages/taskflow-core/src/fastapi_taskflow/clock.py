@@ -39,6 +39,9 @@ _UTC = timezone.utc
 class SystemClock:
     """The wall clock."""
 
+    moves_by_itself = True
+    """Time passes while a timer sleeps: a timer may sleep until its moment."""
+
     def __init__(self) -> None:
         # datetime.now(UTC) itself, with no Python frame around it: the engine reads
         # the clock several times per task.
@@ -52,6 +55,10 @@ class ManualClock:
     Args:
         start: the initial time; defaults to 2030-01-01T00:00:00Z so tests are repeatable.
     """
+
+    moves_by_itself = False
+    """Time moves only by :meth:`advance`: timers (a schedule's) re-read the clock every
+    ``poll_interval`` instead of sleeping until their moment."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2030, 1, 1, tzinfo=timezone.utc)

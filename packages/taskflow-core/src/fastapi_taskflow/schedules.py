@@ -263,10 +263,12 @@ class Scheduler:
         if schedule.run_on_startup:
             await self._fire_logged(entry, schedule.latest_at_or_before(clock.now()))
         tick = schedule.next_after(clock.now())
+        # A clock moved by hand (ManualClock) is re-read every poll interval.
+        longest = None if getattr(clock, "moves_by_itself", True) else self.engine.poll_interval
         while True:
             wait = (tick - clock.now()).total_seconds()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(wait if longest is None else min(wait, longest))
                 continue  # woke early (or the clock moved): check again
             await self._fire_logged(entry, tick)
             # Let the loop run even when the next tick is due already (a firing that
