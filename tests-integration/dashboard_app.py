@@ -18,6 +18,7 @@ Routes under ``/enqueue/...`` add tasks the way an app's own routes would:
 * ``single`` runs on a queue of concurrency 1 until its gate opens (the tasks behind it
   stay PENDING, so they can be cancelled);
 * ``flaky`` fails its first run and succeeds on the next (retried from the dashboard);
+  ``flaky_single`` does the same on the ``single`` queue;
 * ``explode`` logs two lines and raises, so its detail has logs and a traceback;
 * ``note`` takes any text argument and tags (the XSS test passes markup).
 """
@@ -99,6 +100,12 @@ def flaky(key: str) -> str:
         raise ConnectionError(f"CRM unreachable for {key}")
     task_log("synced", key=key)
     return "synced"
+
+
+@task_manager.task(name="sync_ledger", queue="single")
+def flaky_single(key: str) -> str:
+    """``flaky`` on the queue of one: a retry of it waits behind a ``single`` task."""
+    return flaky(key)
 
 
 @task_manager.task(name="charge_card", retries=1)
@@ -216,6 +223,11 @@ def enqueue_single(gate: str) -> dict[str, str]:
 def enqueue_flaky(key: str, batch: str = "") -> dict[str, str]:
     tags = {"tenant": "globex", **({"batch": batch} if batch else {})}
     return {"task_id": task_manager.add_task(flaky, key, tags=tags)}
+
+
+@app.post("/enqueue/flaky_single/{key}")
+def enqueue_flaky_single(key: str) -> dict[str, str]:
+    return {"task_id": task_manager.add_task(flaky_single, key)}
 
 
 @app.post("/enqueue/explode/{order}")

@@ -582,6 +582,30 @@ def test_a_running_tasks_progress_is_live_in_its_row_and_its_detail(
     server.wait_status(task_id, "success")
 
 
+def test_the_detail_panel_shows_no_earlier_runs_traceback(watched: Watched, server: Server) -> None:
+    """A task that failed, was retried and then cancelled before its retry started ends
+    with an error of its own and no traceback: the panel does not show the first run's
+    traceback under it."""
+    key, gate = uuid.uuid4().hex, uuid.uuid4().hex
+    task_id = server.post(f"/enqueue/flaky_single/{key}")
+    server.wait_status(task_id, "failed")  # ConnectionError, with its traceback
+    blocker = server.post(f"/enqueue/single/{gate}")  # holds the queue of one
+    try:
+        server.wait_status(blocker, "running")
+        api = f"{server.url}/tasks/api/tasks/{task_id}"
+        httpx.post(f"{api}/retry", timeout=10).raise_for_status()
+        server.wait_status(task_id, "pending")
+        httpx.post(f"{api}/cancel", timeout=10).raise_for_status()
+        server.wait_status(task_id, "cancelled")
+        page = _goto_dashboard(watched, server)
+        _row(page, task_id).click()
+        expect(page.locator("#d-error")).to_contain_text("cancelled before it started")
+        expect(page.locator("#d-logs")).to_contain_text("CRM unreachable")  # run 1 is there
+        expect(page.locator("#d-traceback")).to_have_count(0)
+    finally:
+        httpx.post(f"{server.url}/release/{gate}", timeout=10)
+
+
 def test_the_detail_panel_shows_logs_traceback_and_attempts(
     watched: Watched, server: Server
 ) -> None:

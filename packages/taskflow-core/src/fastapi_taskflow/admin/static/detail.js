@@ -136,7 +136,11 @@ export class DetailPanel {
     const last = failedAttempts[failedAttempts.length - 1];
     const error = t.error || last?.error;
     if (!error) return null;
-    const traceback = last?.traceback || tracebackFromLogs(t.logs || []);
+    // The traceback of this very error: not an earlier run's, when the task ended
+    // without one of its own (cancelled before its retry started, interrupted).
+    const ofThisError = (text) => !t.error || text === t.error;
+    const traceback = (last && ofThisError(last.error) ? last.traceback : null)
+      || tracebackFromLogs(t.logs || [], t.error);
     return section("Error", h("div", { class: "failure" },
       h("p", { class: "error-text", id: "d-error" }, error),
       traceback ? h("pre", { class: "code traceback", id: "d-traceback" }, traceback) : null));
@@ -190,10 +194,12 @@ function logLine(log) {
         h("pre", { class: "code traceback" }, traceback)) : null));
 }
 
-function tracebackFromLogs(logs) {
+// The last traceback logged with a failure line ("attempt N failed: <error>") of
+// `error` (any, when the task has no error).
+function tracebackFromLogs(logs, error) {
   for (let i = logs.length - 1; i >= 0; i--) {
     const tb = logs[i].extra?.traceback;
-    if (typeof tb === "string") return tb;
+    if (typeof tb === "string" && (!error || String(logs[i].message).endsWith(error))) return tb;
   }
   return null;
 }
