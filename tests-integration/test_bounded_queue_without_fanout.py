@@ -95,3 +95,51 @@ async def test_tasks_run_by_another_instance_free_their_places(durable_url: str)
                 await until(a, [blocker], TaskStatus.SUCCESS)
     finally:
         gate.set()
+
+
+async def test_a_queued_task_whose_record_is_not_written_yet_stays_here(tmp_path: Path) -> None:
+    """The watcher reads the record of a task still in the write buffer: no record yet
+    is not "gone". The task (its function a local one, which only this instance can
+    run) runs here once its write lands."""
+    gate = asyncio.Event()
+    tm = TaskManager(
+        backend=f"sqlite:///{tmp_path / 'tasks.db'}",
+        poll_interval=0.1,
+        publish_events=False,
+        queues={"default": QueueConfig(concurrency=1)},
+    )
+    ran: list[str] = []
+
+    @tm.task(name="buffered.block")
+    async def block() -> None:
+        await gate.wait()
+
+    async def local_job() -> None:  # not registered: runs only where it was accepted
+        ran.append("local")
+
+    try:
+        async with tm:
+            blocker = tm.add_task(block)
+            await until(tm, [blocker], TaskStatus.RUNNING)
+            backend: Any = tm._engine.backend
+            slow = {"on": True}
+            for name in ("create_many", "write_many"):
+                real = getattr(backend, name)
+
+                async def delayed(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                    if slow["on"]:
+                        await asyncio.sleep(1.5)  # three of the watcher's rounds
+                    return await _real(*args, **kwargs)
+
+                setattr(backend, name, delayed)
+            task_id = tm.add_task(local_job)
+            deadline = time.monotonic() + DEADLINE
+            while await backend.get(task_id) is None:  # written, after the rounds
+                assert time.monotonic() < deadline, "the task's record was never written"
+                await asyncio.sleep(0.05)
+            slow["on"] = False
+            gate.set()
+            await until(tm, [blocker, task_id], TaskStatus.SUCCESS)
+    finally:
+        gate.set()
+    assert ran == ["local"]

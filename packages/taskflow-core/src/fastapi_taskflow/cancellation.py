@@ -217,8 +217,11 @@ async def _read(engine: Engine, task_id: str) -> tuple[bool, TaskRecord | None]:
 
 def _left_this_instance(engine: Engine, task_id: str, record: TaskRecord | None) -> bool:
     """True when a task accepted here and waiting on a queue is no longer this
-    instance's to run: gone, claimed or adopted by another instance, or finished
-    (cancelled) while not running here."""
-    if record is None or record.owner != engine.instance_id:
+    instance's to run: claimed or adopted by another instance, or finished (cancelled)
+    while not running here. No record yet: its create is still in the write buffer (a
+    PENDING task is never purged)."""
+    if record is None:
+        return False
+    if record.owner != engine.instance_id:
         return True
     return record.status.is_terminal and task_id not in engine.cancel_scopes.scopes
